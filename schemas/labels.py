@@ -1,0 +1,158 @@
+"""Label definitions: how each dataset's native annotation maps to train ids, and back.
+
+Oxford-IIIT Pet trimaps, per the dataset's own README: 1 = pet, 2 = background, 3 = not classified (border).
+Cityscapes: the official table from ``cityscapesscripts.helpers.labels`` (34 labelIds + license plate), of
+which 19 have trainIds 0..18; everything else maps to the ignore label 255.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Optional, Sequence
+
+import numpy as np
+from cityscapesscripts.helpers import labels as cs_labels
+
+IGNORE_LABEL = 255
+
+PET_TRIMAP_PET = 1
+PET_TRIMAP_BACKGROUND = 2
+PET_TRIMAP_BORDER = 3
+PET_LABEL_MODES = ("trimap", "binary", "species")
+# Species as numbered in the Pet list.txt (1 = cat, 2 = dog); stored 0-based in records.
+PET_SPECIES_NAMES = ("cat", "dog")
+
+
+@dataclasses.dataclass(frozen=True)
+class LabelSpec:
+    """How one dataset/label mode is learned and written back.
+
+    Attributes:
+      dataset: ``"pet"`` or ``"cityscapes"``.
+      mode: label mode (Pet: trimap/binary/species; Cityscapes: ``"trainids"``).
+      class_names: name of each train id, index = train id.
+      palette: RGB colour of each train id, for visualisations.
+      to_native: uint8[256] lookup from a train id to the dataset's native annotation value (what users
+        compare with their ground truth: Pet trimap values, Cityscapes labelIds); 255 maps to the native
+        'unlabelled' value.
+      instance_train_ids: train ids whose pixels form countable objects (instances).
+    """
+
+    dataset: str
+    mode: str
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    to_native: np.ndarray
+    instance_train_ids: tuple[int, ...]
+    ignore_label: int = IGNORE_LABEL
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+def _lut(pairs: dict[int, int], default: int) -> np.ndarray:
+    lut = np.full(256, default, dtype=np.uint8)
+    for src, dst in pairs.items():
+        lut[src] = dst
+    return lut
+
+
+# ---------------------------------------------------------------------------------------------- Pet
+_PET_PET_COLOUR = (220, 20, 60)
+_PET_BACKGROUND_COLOUR = (0, 0, 0)
+_PET_BORDER_COLOUR = (255, 255, 255)
+
+
+def pet_spec(mode: str = "trimap") -> LabelSpec:
+    """The Pet label spec for ``mode`` (see ``PET_LABEL_MODES``)."""
+    if mode == "trimap":
+        names, palette = ("pet", "background", "border"), (_PET_PET_COLOUR, _PET_BACKGROUND_COLOUR, _PET_BORDER_COLOUR)
+        to_native = _lut({0: PET_TRIMAP_PET, 1: PET_TRIMAP_BACKGROUND, 2: PET_TRIMAP_BORDER}, PET_TRIMAP_BORDER)
+        instances: tuple[int, ...] = (0,)
+    elif mode == "binary":
+        names, palette = ("pet", "background"), (_PET_PET_COLOUR, _PET_BACKGROUND_COLOUR)
+        to_native = _lut({0: PET_TRIMAP_PET, 1: PET_TRIMAP_BACKGROUND}, PET_TRIMAP_BORDER)
+        instances = (0,)
+    elif mode == "species":
+        names, palette = ("background", "cat", "dog"), (_PET_BACKGROUND_COLOUR, (255, 165, 0), (30, 144, 255))
+        to_native = _lut({0: PET_TRIMAP_BACKGROUND, 1: PET_TRIMAP_PET, 2: PET_TRIMAP_PET}, PET_TRIMAP_BORDER)
+        instances = (1, 2)
+    else:
+        raise ValueError(f"unknown Pet label mode {mode!r}; choose one of {', '.join(PET_LABEL_MODES)}")
+    return LabelSpec("pet", mode, names, palette, to_native, instances)
+
+
+def pet_trimap_to_train_ids(trimap: np.ndarray, mode: str = "trimap", species: Optional[int] = None) -> np.ndarray:
+    """Maps a Pet trimap (uint8 [H, W], values 1/2/3) to train ids (uint8 [H, W], 255 = ignore).
+
+    Any value outside 1..3 becomes 255. ``species`` (0 = cat, 1 = dog) is required for mode ``species``.
+    """
+    if mode == "trimap":
+        lut = _lut({PET_TRIMAP_PET: 0, PET_TRIMAP_BACKGROUND: 1, PET_TRIMAP_BORDER: 2}, IGNORE_LABEL)
+    elif mode == "binary":
+        lut = _lut({PET_TRIMAP_PET: 0, PET_TRIMAP_BACKGROUND: 1}, IGNORE_LABEL)
+    elif mode == "species":
+        if species not in (0, 1):
+            raise ValueError("label mode 'species' needs the example's species (0 = cat, 1 = dog) from list.txt")
+        lut = _lut({PET_TRIMAP_PET: 1 + species, PET_TRIMAP_BACKGROUND: 0}, IGNORE_LABEL)
+    else:
+        raise ValueError(f"unknown Pet label mode {mode!r}; choose one of {', '.join(PET_LABEL_MODES)}")
+    return lut[np.asarray(trimap, dtype=np.uint8)]
+
+
+# --------------------------------------------------------------------------------------- Cityscapes
+# The official table, not retyped: every Label(name, id, trainId, category, ..., hasInstances, ..., color).
+CITYSCAPES_LABELS: Sequence = tuple(cs_labels.labels)
+CITYSCAPES_NUM_CLASSES = 19
+
+
+def _cityscapes_train_labels() -> list:
+    train = sorted((l for l in CITYSCAPES_LABELS if 0 <= l.trainId < 255), key=lambda l: l.trainId)
+    assert [l.trainId for l in train] == list(range(CITYSCAPES_NUM_CLASSES)), "unexpected Cityscapes table"
+    return train
+
+
+def cityscapes_label_id_to_train_id() -> np.ndarray:
+    """uint8[256] lookup: labelId → trainId (255 for every label that is not evaluated, and unknown ids)."""
+    lut = np.full(256, IGNORE_LABEL, dtype=np.uint8)
+    for label in CITYSCAPES_LABELS:
+        if 0 <= label.id < 256 and 0 <= label.trainId < 255:
+            lut[label.id] = label.trainId
+    return lut
+
+
+def cityscapes_spec() -> LabelSpec:
+    train = _cityscapes_train_labels()
+    # 255 (ignore) goes back to labelId 0 ('unlabeled'), which the official evaluator ignores.
+    to_native = _lut({l.trainId: l.id for l in train}, 0)
+    return LabelSpec(
+        dataset="cityscapes",
+        mode="trainids",
+        class_names=tuple(l.name for l in train),
+        palette=tuple(tuple(l.color) for l in train),
+        to_native=to_native,
+        instance_train_ids=tuple(l.trainId for l in train if l.hasInstances),
+    )
+
+
+def cityscapes_label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
+    """Maps a ``*_gtFine_labelIds.png`` array (uint8 [H, W]) to trainIds (uint8 [H, W], 255 = ignore)."""
+    return cityscapes_label_id_to_train_id()[np.asarray(label_ids, dtype=np.uint8)]
+
+
+def spec_for(dataset: str, mode: Optional[str] = None) -> LabelSpec:
+    """The label spec of ``dataset`` (``pet`` or ``cityscapes``) in ``mode`` (Pet only)."""
+    if dataset == "pet":
+        return pet_spec(mode or "trimap")
+    if dataset == "cityscapes":
+        if mode not in (None, "trainids"):
+            raise ValueError("Cityscapes has one label mode, 'trainids'")
+        return cityscapes_spec()
+    raise ValueError(f"unknown dataset {dataset!r}; choose 'pet' or 'cityscapes'")
+
+
+def colorize(train_ids: np.ndarray, spec: LabelSpec) -> np.ndarray:
+    """uint8 [H, W] train ids → uint8 [H, W, 3] palette image (ignore pixels black)."""
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[: spec.num_classes] = np.asarray(spec.palette, dtype=np.uint8)
+    return palette[np.asarray(train_ids, dtype=np.uint8)]

@@ -1,0 +1,44 @@
+"""segflow: raw segmentation datasets → TFRecords → trained models → predicted masks, on Beam and TensorFlow.
+
+Also Dataflow's ``--setup_file``: workers run ``pip install .`` with this file, so nothing heavy is imported
+here.
+"""
+import setuptools
+
+# The product's stack, pinned to the minor versions that resolve and install together.
+REQUIRED = [
+    "apache-beam[gcp]>=2.77.0,<2.78",
+    "tensorflow>=2.21.0,<2.22",
+    "tensorflow-transform>=1.21.0,<1.22",
+    "numpy>=1.26,<3",
+    "pillow>=10.0",
+    "google-cloud-storage>=2.14",
+    # The official Cityscapes label table and evaluators, rather than a retyped copy.
+    "cityscapesscripts>=2.2.4,<3",
+    # Distance transform and watershed for splitting touching instances at inference time.
+    "scipy>=1.11",
+]
+
+EXTRAS = {
+    "test": [
+        "pytest>=8",
+        "pytest-timeout>=2.3",
+        # A real GCS JSON-API server on loopback for gs:// tests.
+        "gcp-storage-emulator>=2024.8.3",
+    ],
+    "gcp": [],  # google-cloud-aiplatform and the Dataflow client come with apache-beam[gcp]
+}
+
+setuptools.setup(
+    name="segflow",
+    version="0.1.0",
+    description="Segmentation datasets to trained models and predicted masks, on Apache Beam and TensorFlow",
+    long_description=open("README.md", encoding="utf-8").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11,<3.12",
+    packages=setuptools.find_packages(include=["schemas", "schemas.*", "pipelines", "pipelines.*",
+                                               "trainer", "trainer.*"]),
+    install_requires=REQUIRED,
+    extras_require=EXTRAS,
+)

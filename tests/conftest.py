@@ -1,0 +1,14 @@
+"""Fixtures shared across the suite. Expensive artefacts (a preprocessed dataset, a trained tiny model, a
+loopback GCS server) are session-scoped and built once, so the whole suite stays fast on 2 cores."""
+import os
+
+# Quiet TensorFlow and keep it from grabbing every core in every worker process the tests start.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+# One fixture module per area; each defines its session-scoped artefacts.
+pytest_plugins = [
+    "tests.fixtures.data",  # raw datasets in the real layouts, and preprocessed records
+    "tests.fixtures.model",  # a tiny trained model and its export
+    "tests.fixtures.gcs",  # a real GCS JSON-API server on loopback
+]

@@ -1,0 +1,58 @@
+"""Label tables and record building/parsing."""
+import numpy as np
+import tensorflow as tf
+from cityscapesscripts.helpers import labels as cs_labels
+
+from schemas import features, labels
+
+
+def test_cityscapes_train_ids_match_official_table():
+    lut = labels.cityscapes_label_id_to_train_id()
+    for label in cs_labels.labels:
+        if label.id < 0:
+            continue  # license plate has id -1 and is never in a labelIds image
+        expected = label.trainId if 0 <= label.trainId < 255 else 255
+        assert lut[label.id] == expected, label.name
+    spec = labels.cityscapes_spec()
+    assert spec.num_classes == 19
+    assert spec.class_names[0] == "road" and spec.class_names[-1] == "bicycle"
+    # trainId -> labelId -> trainId round-trips for every evaluated class.
+    assert all(lut[spec.to_native[t]] == t for t in range(19))
+    assert [spec.class_names[t] for t in spec.instance_train_ids] == [
+        "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
+
+
+def test_pet_trimap_modes_follow_the_dataset_readme():
+    trimap = np.array([[1, 2, 3, 0]], dtype=np.uint8)  # 1 pet, 2 background, 3 border, 0 never valid
+    np.testing.assert_array_equal(labels.pet_trimap_to_train_ids(trimap, "trimap"), [[0, 1, 2, 255]])
+    np.testing.assert_array_equal(labels.pet_trimap_to_train_ids(trimap, "binary"), [[0, 1, 255, 255]])
+    np.testing.assert_array_equal(labels.pet_trimap_to_train_ids(trimap, "species", species=1), [[2, 0, 255, 255]])
+    spec = labels.pet_spec("trimap")
+    assert spec.class_names == ("pet", "background", "border")
+    np.testing.assert_array_equal(spec.to_native[[0, 1, 2]], [1, 2, 3])
+
+
+def test_record_round_trip_with_plain_parse_single_example():
+    image = np.random.default_rng(0).integers(0, 255, (4, 6, 3), dtype=np.uint8)
+    mask = np.array([[0, 1, 2, 255, 0, 1]] * 4, dtype=np.uint8)
+    example = features.build_example(
+        image_encoded=tf.io.encode_png(image).numpy(), image_format="png", height=4, width=6,
+        source_id="Abyssinian_1", mask_png=tf.io.encode_png(mask[..., None]).numpy(), class_label=0, species=0)
+    parsed = tf.io.parse_single_example(example.SerializeToString(), {
+        features.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
+        features.IMAGE_FILENAME: tf.io.FixedLenFeature([], tf.string),
+        features.MASK_ENCODED: tf.io.FixedLenFeature([], tf.string),
+        features.IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64),
+    })
+    assert parsed[features.IMAGE_FILENAME].numpy() == b"Abyssinian_1"
+    ours = features.parse_example(example.SerializeToString())
+    np.testing.assert_array_equal(features.decode_image(ours).numpy(), image)
+    np.testing.assert_array_equal(features.decode_mask(ours).numpy(), mask)
+
+
+def test_image_only_record_decodes_to_ignore_mask():
+    image = np.zeros((2, 3, 3), dtype=np.uint8)
+    example = features.build_example(image_encoded=tf.io.encode_png(image).numpy(), image_format="png",
+                                     height=2, width=3, source_id="berlin_000000_000019")
+    parsed = features.parse_example(example.SerializeToString())
+    assert (features.decode_mask(parsed).numpy() == 255).all()
