@@ -24,7 +24,8 @@ class DeadLetter(NamedTuple):
     stage: str = ""
 
     def to_json(self) -> str:
-        return json.dumps({"path": self.path, "error": self.error, "stage": self.stage}, sort_keys=True)
+        # Key order puts "path" first, so sorting lines sorts by path.
+        return json.dumps({"path": self.path, "error": self.error, "stage": self.stage})
 
 
 def _write_sorted(lines: list[str], path: str) -> int:
