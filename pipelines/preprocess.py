@@ -1,0 +1,350 @@
+"""Oxford-IIIT Pet / Cityscapes → sharded GZIP TFRecords, metadata.json and a tensorflow-transform graph.
+
+    python -m pipelines.preprocess --dataset pet --input_dir SRC --output_dir DST --image_size 128 \\
+        [--num_shards N] [--augment_copies K] [--val_fraction F] [--seed S] [any Beam option]
+
+Job flags are parsed here; every other flag goes to Beam (``--runner``, ``--direct_num_workers``,
+``--project``, ``--temp_location``, ``--setup_file`` ...). Defaults run the DirectRunner in multi-processing
+mode with one worker per core. From Python (e.g. a demo)::
+
+    from pipelines import preprocess
+    metadata = preprocess.run(["--dataset", "pet", "--input_dir", src, "--output_dir", dst,
+                               "--image_size", "128"])   # -> schemas.metadata.DatasetMetadata
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import tempfile
+import uuid
+from typing import Optional, Sequence
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+
+from pipelines import runner as runner_lib
+from pipelines.deadletter import WriteDeadLetters
+from pipelines.records import ANALYZE_TAG, MakeRecords, RecordOptions
+from pipelines.shards import WriteShards
+from pipelines.sources import DEAD_LETTER_TAG, DiscoverCityscapes, DiscoverPet
+from schemas import labels as schema_labels
+from schemas.features import SPLITS
+from schemas.imaging import RESIZE_MODES
+from schemas.metadata import METADATA_FILE, DatasetMetadata, DatasetStats
+
+_LOG = logging.getLogger("segflow.preprocess")
+PROG = "python -m pipelines.preprocess"
+
+
+class UsageError(ValueError):
+    """A bad flag or input; ``main`` prints it as one line and exits with status 2."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+    """The job's flags, validated."""
+
+    dataset: str
+    input_dir: str
+    output_dir: str
+    image_size: tuple[int, int]
+    num_shards: Optional[int] = None
+    augment_copies: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    seed: int = 0
+    resize_mode: str = "stretch"
+    label_mode: str = "trimap"
+    image_format: str = "png"
+    jpeg_quality: int = 95
+    analyze_batch_size: int = 64
+
+    @property
+    def label_spec(self) -> schema_labels.LabelSpec:
+        return schema_labels.spec_for(self.dataset, self.label_mode if self.dataset == "pet" else None)
+
+    def record_options(self) -> RecordOptions:
+        return RecordOptions(dataset=self.dataset, image_size=self.image_size, resize_mode=self.resize_mode,
+                             label_mode=self.label_mode, image_format=self.image_format,
+                             jpeg_quality=self.jpeg_quality, augment_copies=self.augment_copies, seed=self.seed,
+                             ignore_label=schema_labels.IGNORE_LABEL)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, no usage block, no traceback
+        raise UsageError(f"{message} (see {PROG} --help)")
+
+
+def _image_size(text: str) -> tuple[int, int]:
+    try:
+        parts = [int(p) for p in text.replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--image_size must be H or H,W in pixels, got {text!r}") from None
+    if len(parts) == 1:
+        parts = parts * 2
+    if len(parts) != 2 or min(parts) < 8 or max(parts) > 4096:
+        raise argparse.ArgumentTypeError(f"--image_size must be H or H,W with 8 <= each <= 4096, got {text!r}")
+    return parts[0], parts[1]
+
+
+def build_arg_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+                epilog="Every other flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, "
+                       "--project, --region, --temp_location, --setup_file).")
+    p.add_argument("--dataset", choices=("pet", "cityscapes"), required=True, help="dataset layout to read")
+    p.add_argument("--input_dir", required=True, help="dataset root (local path or gs://)")
+    p.add_argument("--output_dir", required=True, help="where shards, metadata.json, transform_fn/ and "
+                                                       "dead_letter/ go (local path or gs://)")
+    p.add_argument("--image_size", type=_image_size, required=True, help="record size H or H,W in pixels")
+    p.add_argument("--num_shards", type=int, default=0,
+                   help="shards per split; 0 (default) = one per ~32 MiB of records")
+    p.add_argument("--augment_copies", type=int, default=0,
+                   help="extra augmented records per train example (flip, scale-and-crop, shift, colour)")
+    p.add_argument("--val_fraction", type=float, default=0.1,
+                   help="Pet: fraction of trainval carved out as val, by a stable hash of the id")
+    p.add_argument("--test_fraction", type=float, default=0.2,
+                   help="Pet without trainval.txt/test.txt: fraction of ids hashed into test")
+    p.add_argument("--seed", type=int, default=0, help="seed of the offline augmentation")
+    p.add_argument("--resize_mode", choices=RESIZE_MODES, default="stretch",
+                   help="stretch to the size, or pad (keep aspect, pad images with 0 and masks with 255)")
+    p.add_argument("--label_mode", choices=schema_labels.PET_LABEL_MODES, default="trimap",
+                   help="Pet: trimap (pet/background/border), binary (pet/background), species "
+                        "(background/cat/dog); ignored for Cityscapes")
+    p.add_argument("--image_format", choices=("png", "jpeg"), default="png", help="record image encoding")
+    p.add_argument("--jpeg_quality", type=int, default=95, help="with --image_format jpeg")
+    p.add_argument("--analyze_batch_size", type=int, default=64,
+                   help="examples per tensorflow-transform analysis batch")
+    return p
+
+
+def _check_beam_flags(beam_argv: Sequence[str]) -> None:
+    """Unknown flags are typos, not Beam options: fail instead of letting Beam discard them with a warning."""
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    try:
+        _, unknown = parser.parse_known_args(list(beam_argv))
+    except SystemExit:
+        raise UsageError(f"invalid Beam option in {' '.join(beam_argv)} (see {PROG} --help)") from None
+    flags = [a.split("=", 1)[0] for a in unknown if a.startswith("-")]
+    if unknown:
+        raise UsageError(f"unknown flag(s) {' '.join(flags or unknown)}: not a preprocess flag nor a Beam option"
+                         f" (see {PROG} --help)")
+
+
+def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
+    """Job flags → ``PreprocessConfig``; the rest is returned for Beam. Raises ``UsageError``."""
+    args, beam_argv = build_arg_parser().parse_known_args(list(argv))
+    if args.num_shards < 0 or args.num_shards > 10000:
+        raise UsageError("--num_shards must be between 0 (automatic) and 10000")
+    if not 0 <= args.augment_copies <= 64:
+        raise UsageError("--augment_copies must be between 0 and 64")
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise UsageError("--val_fraction must be in [0, 1)")
+    if not 0.0 <= args.test_fraction < 1.0 or args.val_fraction + args.test_fraction >= 1.0:
+        raise UsageError("--test_fraction must be in [0, 1) and leave room for train with --val_fraction")
+    if not 1 <= args.jpeg_quality <= 100:
+        raise UsageError("--jpeg_quality must be between 1 and 100")
+    if args.analyze_batch_size < 1:
+        raise UsageError("--analyze_batch_size must be positive")
+    if args.dataset == "cityscapes" and args.label_mode != "trimap":
+        raise UsageError("--label_mode applies to Pet only; Cityscapes always uses the 19 trainIds")
+    input_dir = args.input_dir.rstrip("/") or "/"
+    output_dir = args.output_dir.rstrip("/") or "/"
+    if input_dir == output_dir:
+        raise UsageError("--output_dir must differ from --input_dir")
+    _check_beam_flags(beam_argv)
+    config = PreprocessConfig(
+        dataset=args.dataset, input_dir=input_dir, output_dir=output_dir, image_size=args.image_size,
+        num_shards=args.num_shards or None, augment_copies=args.augment_copies, val_fraction=args.val_fraction,
+        test_fraction=args.test_fraction, seed=args.seed, resize_mode=args.resize_mode,
+        label_mode=args.label_mode, image_format=args.image_format, jpeg_quality=args.jpeg_quality,
+        analyze_batch_size=args.analyze_batch_size)
+    return config, list(beam_argv)
+
+
+def check_input(config: PreprocessConfig) -> None:
+    """Fails fast, before any worker starts, when the input holds nothing to read (via ``FileSystems``)."""
+    if config.dataset == "pet":
+        pattern, expected = FileSystems.join(config.input_dir, "images", "*"), "images/<Breed_N>.jpg"
+    else:
+        pattern = FileSystems.join(config.input_dir, "leftImg8bit", "**")
+        expected = "leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png"
+    try:
+        found = FileSystems.match([pattern], limits=[1])[0].metadata_list
+    except Exception:  # BeamIOError: the directory does not exist or cannot be listed
+        found = []
+    if not found:
+        raise UsageError(f"no input files under {config.input_dir} (expected {config.dataset} layout: "
+                         f"{expected}); check --input_dir")
+
+
+def _metadata(config: PreprocessConfig, counts: dict[str, int], source_counts: dict[str, int],
+              dead_letters: int, num_shards: dict[str, int], stats: Optional[DatasetStats]) -> DatasetMetadata:
+    spec = config.label_spec
+    return DatasetMetadata(
+        dataset=config.dataset,
+        label_mode=spec.mode,
+        num_classes=spec.num_classes,
+        class_names=list(spec.class_names),
+        ignore_label=spec.ignore_label,
+        image_size=list(config.image_size),
+        resize_mode=config.resize_mode,
+        image_format=config.image_format,
+        counts={s: int(counts.get(s, 0)) for s in SPLITS},
+        source_counts={s: int(source_counts.get(s, 0)) for s in SPLITS},
+        dead_letter_count=int(dead_letters),
+        inputs_seen=int(sum(source_counts.values()) + dead_letters),
+        augment_copies=config.augment_copies,
+        seed=config.seed,
+        num_shards={s: int(n) for s, n in sorted(num_shards.items())},
+        stats=stats,
+        extra={"val_fraction": config.val_fraction, "cityscapes_test": "image-only records"}
+        if config.dataset == "cityscapes" else {"val_fraction": config.val_fraction},
+    )
+
+
+def _write_metadata(_: object, config: PreprocessConfig, counts: dict[str, int], source_counts: dict[str, int],
+                    dead_letters: int, num_shards: dict[str, int], stats: list[DatasetStats]) -> str:
+    metadata = _metadata(config, counts, source_counts, dead_letters, num_shards, stats[0] if stats else None)
+    path = FileSystems.join(config.output_dir, METADATA_FILE)
+    with FileSystems.create(path, mime_type="application/json") as handle:
+        handle.write(metadata.to_json().encode("utf-8"))
+    return path
+
+
+def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) -> beam.PCollection:
+    """Adds the whole job to ``p``; returns the PCollection holding the metadata.json path once written.
+
+    Nothing here touches the input: discovery happens when the pipeline runs, on whichever runner.
+    """
+    if config.dataset == "pet":
+        found = p | "DiscoverPet" >> DiscoverPet(config.input_dir, config.val_fraction, config.test_fraction)
+    else:
+        found = p | "DiscoverCityscapes" >> DiscoverCityscapes(config.input_dir)
+    made = (found["examples"]
+            | "MakeRecords" >> beam.ParDo(MakeRecords(config.record_options())).with_outputs(
+                DEAD_LETTER_TAG, ANALYZE_TAG, main="records"))
+    records = made.records
+
+    dead_count = ((found[DEAD_LETTER_TAG], made[DEAD_LETTER_TAG])
+                  | "AllDeadLetters" >> beam.Flatten()
+                  | "WriteDeadLetters" >> WriteDeadLetters(config.output_dir))
+    num_shards = records | "WriteShards" >> WriteShards(config.output_dir, config.num_shards)
+    counts = (records
+              | "RecordSplit" >> beam.Map(lambda r: r.split)
+              | "CountRecords" >> beam.combiners.Count.PerElement())
+    source_counts = (records
+                     | "Originals" >> beam.Filter(lambda r: r.key.endswith("#0000"))
+                     | "SourceSplit" >> beam.Map(lambda r: r.split)
+                     | "CountSources" >> beam.combiners.Count.PerElement())
+    spec = config.label_spec
+    stats = (made[ANALYZE_TAG]
+             | "Statistics" >> _analyze(config, temp_dir, spec))
+    return (p
+            | "Metadata" >> beam.Create([None])
+            | "WriteMetadata" >> beam.Map(
+                _write_metadata, config,
+                counts=beam.pvalue.AsDict(counts),
+                source_counts=beam.pvalue.AsDict(source_counts),
+                dead_letters=beam.pvalue.AsSingleton(dead_count),
+                num_shards=beam.pvalue.AsSingleton(num_shards),
+                stats=beam.pvalue.AsList(stats)))
+
+
+def _analyze(config: PreprocessConfig, temp_dir: str, spec: schema_labels.LabelSpec) -> beam.PTransform:
+    from pipelines.stats import AnalyzeAndWriteTransform
+
+    return AnalyzeAndWriteTransform(config.output_dir, temp_dir, config.image_size, spec.num_classes,
+                                    spec.ignore_label, config.analyze_batch_size)
+
+
+def _log_counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
+    counters: dict[str, int] = {}
+    try:
+        for c in result.metrics().query()["counters"]:
+            if c.key.metric.namespace == "segflow":
+                counters[c.key.metric.name] = counters.get(c.key.metric.name, 0) + int(c.committed or 0)
+    except Exception as e:  # some runners do not report metrics; the job's outputs are what count
+        _LOG.warning("could not query Beam metrics: %s", e)
+    for name in sorted(counters):
+        _LOG.info("counter %s = %d", name, counters[name])
+    return counters
+
+
+def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
+    """Runs the job with command-line style ``argv``; returns the written ``DatasetMetadata``.
+
+    Returns None when the runner only constructs the job (``--dry_run=True``). Raises ``UsageError`` for bad
+    flags or an empty input.
+    """
+    config, beam_argv = parse_args(argv)
+    options = runner_lib.make_pipeline_options(beam_argv)
+    dry_run = bool(options.view_as(TestOptions).dry_run)
+    if not dry_run:
+        check_input(config)
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
+
+    # A job on this machine keeps tensorflow-transform's scratch space on local disk: TensorFlow reaches gs://
+    # only through its own GCS client, and local scratch is faster anyway. Remote runners need shared storage.
+    temp_root = options.view_as(GoogleCloudOptions).temp_location or (
+        config.output_dir if runner_lib.is_remote(options) else tempfile.gettempdir())
+    temp_dir = FileSystems.join(temp_root, f".segflow-tmp-{uuid.uuid4().hex[:12]}")
+    try:
+        with beam.Pipeline(options=options) as p:
+            build_pipeline(p, config, temp_dir)
+        result = p.result
+        if dry_run:
+            return None
+        counters = _log_counters(result)
+        with FileSystems.open(FileSystems.join(config.output_dir, METADATA_FILE)) as handle:
+            metadata = DatasetMetadata.from_json(handle.read().decode("utf-8"))
+        if counters:
+            metadata.extra.setdefault("counters", counters)  # returned only; metadata.json stays deterministic
+        return metadata
+    finally:
+        if not dry_run:
+            try:
+                if FileSystems.exists(temp_dir):
+                    FileSystems.delete([temp_dir])
+            except Exception as e:  # cleaning a temp dir must never hide the job's own error
+                _LOG.warning("could not delete %s: %s", temp_dir, e)
+
+
+def summary(metadata: DatasetMetadata, output_dir: str) -> str:
+    """A short human-readable summary of a preprocess run."""
+    lines = [f"{metadata.dataset} → {output_dir}: {metadata.num_classes} classes "
+             f"({', '.join(metadata.class_names)}), records {metadata.image_size[0]}x{metadata.image_size[1]}",
+             "  records per split: " + ", ".join(f"{s}={metadata.counts.get(s, 0)}" for s in SPLITS)
+             + "  (source examples: " + ", ".join(f"{s}={metadata.source_counts.get(s, 0)}" for s in SPLITS)
+             + ")",
+             f"  inputs seen {metadata.inputs_seen}, dead letters {metadata.dead_letter_count}"
+             + (f" (see {FileSystems.join(output_dir, 'dead_letter')})" if metadata.dead_letter_count else "")]
+    if metadata.stats:
+        lines.append(f"  train channel mean {metadata.stats.channel_mean}, std {metadata.stats.channel_std}")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("apache_beam", "tensorflow", "absl", "tensorflow_transform"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        metadata = run(argv)
+    except UsageError as e:
+        print(f"preprocess: error: {e}", file=sys.stderr)
+        return 2
+    if metadata is not None:
+        config, _ = parse_args(argv)
+        print(summary(metadata, config.output_dir))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

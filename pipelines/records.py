@@ -1,0 +1,178 @@
+"""One source example → its records (the original plus offline-augmented copies) and its analysis features.
+
+Reads the example's files through Beam ``FileSystems``, decodes by content (``pipelines.decode``), maps native
+labels to train ids (``schemas.labels``), brings image and masks to the record size with the shared TF resize
+code (``schemas.imaging``: antialiased for images, nearest neighbour for masks, so no label is ever invented),
+encodes and builds a ``tf.train.Example`` (``schemas.features``). Anything that fails becomes a dead letter
+with the path and the reason; nothing is dropped silently.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Iterator, Optional, Sequence
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from pipelines import augment
+from pipelines.decode import DecodeError, decode_label_map, decode_rgb, encode_image, encode_instance_mask, \
+    encode_mask
+from pipelines.deadletter import DeadLetter
+from pipelines.shards import Record, record_key
+from pipelines.sources import DEAD_LETTER_TAG, Example
+
+ANALYZE_TAG = "analyze"
+
+
+@dataclasses.dataclass(frozen=True)
+class RecordOptions:
+    """What a record looks like; everything the DoFn needs, picklable."""
+
+    dataset: str
+    image_size: tuple[int, int]
+    resize_mode: str = "stretch"
+    label_mode: str = "trimap"
+    image_format: str = "png"
+    jpeg_quality: int = 95
+    augment_copies: int = 0
+    seed: int = 0
+    ignore_label: int = 255
+
+
+def _read(path: str) -> bytes:
+    with FileSystems.open(path, mime_type="application/octet-stream") as handle:
+        return handle.read()
+
+
+def _fit(array: np.ndarray, reference_hw: tuple[int, int], size: Sequence[int], mode: str, *, is_mask: bool,
+         fill: int = 0) -> np.ndarray:
+    """Resizes ``array`` to the record canvas with ``schemas.imaging`` and pads (mode ``pad``).
+
+    The content box comes from ``reference_hw``, the full-resolution size of what is being fitted, not from the
+    array itself: a JPEG decoded at 1/4 scale and its full-size mask then land on exactly the same pixels.
+    """
+    import tensorflow as tf
+    from schemas import imaging
+
+    top, left, h, w = (int(v) for v in imaging.content_box(reference_hw[0], reference_hw[1], size, mode))
+    if is_mask:
+        resized = imaging.resize_mask(tf.constant(array), (h, w), "stretch").numpy()
+    else:
+        resized = imaging.resize_image(tf.constant(array), (h, w), "stretch").numpy()
+    if mode == "stretch":
+        return resized
+    pad = [(top, int(size[0]) - h - top), (left, int(size[1]) - w - left)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(resized, pad, mode="constant", constant_values=fill)
+
+
+class MakeRecords(beam.DoFn):
+    """``Example`` → ``Record``s (main), analysis features (tag ``analyze``, train originals), dead letters."""
+
+    def __init__(self, options: RecordOptions):
+        self._o = options
+        self._lut: Optional[np.ndarray] = None
+
+    def setup(self) -> None:
+        import tensorflow as tf
+
+        try:
+            # Beam runs one worker per core; TF's own thread pools on top would only oversubscribe them.
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        except RuntimeError:
+            pass  # TF already initialised in this process (e.g. in-process tests): keep its settings
+        if self._o.dataset == "cityscapes":
+            from schemas.labels import cityscapes_label_id_to_train_id
+            self._lut = cityscapes_label_id_to_train_id()
+        self._read = Metrics.counter("segflow", "examples_read")
+        self._failed = Metrics.counter("segflow", "examples_dead_lettered")
+
+    def _train_ids(self, example: Example, native: np.ndarray) -> np.ndarray:
+        if self._o.dataset == "cityscapes":
+            return self._lut[native]
+        from schemas.labels import pet_trimap_to_train_ids
+
+        if self._o.label_mode == "species" and example.species is None:
+            raise DecodeError("label mode 'species' needs the species, but this id is in no list file")
+        return pet_trimap_to_train_ids(native, self._o.label_mode, example.species)
+
+    def process(self, example: Example) -> Iterator:
+        self._read.inc()
+        try:
+            outputs = list(self._records(example))
+        except DecodeError as e:
+            self._failed.inc()
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(e.args[1] if len(e.args) > 1 else
+                                                                       example.image_path, str(e.args[0]),
+                                                                       "decode"))
+            return
+        yield from outputs
+
+    def _records(self, example: Example) -> Iterator:
+        import tensorflow as tf  # noqa: F401  (imported once per worker; schemas.imaging needs it)
+        from schemas.features import build_example
+
+        o = self._o
+        size = o.image_size
+        copies = 1 + (o.augment_copies if example.split == "train" else 0)
+        # Decode-time downscaling must leave enough pixels for the smallest crop an augmented copy takes.
+        min_scale = 0.75 if copies > 1 else 1.0
+        need = (int(np.ceil(size[0] / min_scale)), int(np.ceil(size[1] / min_scale)))
+        try:
+            image, full_hw = decode_rgb(_read(example.image_path), need)
+        except DecodeError as e:
+            raise DecodeError(f"image: {e}", example.image_path) from None
+        mask = instances = None
+        if example.mask_path:
+            try:
+                native = decode_label_map(_read(example.mask_path), "mask")
+            except DecodeError as e:
+                raise DecodeError(f"mask {example.mask_path}: {e}", example.image_path) from None
+            if native.shape != full_hw:
+                raise DecodeError(f"image is {full_hw[1]}x{full_hw[0]} but its mask {example.mask_path} is "
+                                  f"{native.shape[1]}x{native.shape[0]} (width x height)", example.image_path)
+            mask = self._train_ids(example, native)
+        if example.instance_path:
+            try:
+                instances = decode_label_map(_read(example.instance_path), "instance mask", bits=16)
+            except DecodeError as e:
+                raise DecodeError(f"instance mask {example.instance_path}: {e}", example.image_path) from None
+            if instances.shape != full_hw:
+                raise DecodeError(f"image is {full_hw[1]}x{full_hw[0]} but its instance mask is "
+                                  f"{instances.shape[1]}x{instances.shape[0]}", example.image_path)
+        for copy in range(copies):
+            params = augment.augment_params(o.seed, example.example_id, copy)
+            ref_hw = full_hw
+            if copy:
+                top, left, bottom, right = augment.crop_box_pixels(full_hw[0], full_hw[1], params.box)
+                ref_hw = (bottom - top, right - left)
+            img = _fit(augment.apply_geometry(image, params), ref_hw, size, o.resize_mode, is_mask=False)
+            img = augment.apply_colour(img, params)
+            mask_out = inst_out = None
+            if mask is not None:
+                mask_out = _fit(augment.apply_geometry(mask, params), ref_hw, size, o.resize_mode, is_mask=True,
+                                fill=o.ignore_label)
+            if instances is not None:
+                inst_out = _fit(augment.apply_geometry(instances, params), ref_hw, size, o.resize_mode,
+                                is_mask=True, fill=0)
+            record = build_example(
+                image_encoded=encode_image(img, o.image_format, o.jpeg_quality),
+                image_format=o.image_format,
+                height=size[0], width=size[1],
+                source_id=example.example_id,
+                mask_png=encode_mask(mask_out) if mask_out is not None else None,
+                instance_png=encode_instance_mask(inst_out) if inst_out is not None else None,
+                class_label=example.class_label,
+                species=example.species,
+                augment_copy=copy,
+            )
+            yield Record(example.split, record_key(example.example_id, copy), record.SerializeToString(deterministic=True))
+            if copy == 0 and example.split == "train" and mask_out is not None:
+                # The analysis sees exactly the pixels a record holds (PNG is lossless; a JPEG record's would
+                # differ by the codec's rounding only).
+                yield beam.pvalue.TaggedOutput(ANALYZE_TAG, {
+                    "image": img.astype(np.float32),
+                    "label": mask_out.astype(np.int64),
+                })

@@ -1,0 +1,139 @@
+"""Deterministic sharded GZIP TFRecord output: ``DST/<split>-SSSSS-of-NNNNN.tfrecord.gz``.
+
+Beam's ``WriteToTFRecord(num_shards=N)`` puts records into shards in whatever order bundles arrive, so two runs
+of the same job differ byte for byte. Here a record's shard is a stable hash of its key, records inside a shard
+are written sorted by key, and GZIP (zlib, no timestamp in the header) compresses them the same way every time:
+same inputs and flags → identical files. Files are written through Beam ``FileSystems``, so ``gs://`` works.
+
+The number of shards per split is ``--num_shards`` or, by default, one per ``TARGET_SHARD_BYTES`` of
+serialized records (at least one), decided from the data once it has been produced. Shards left over from an
+earlier run into the same directory (another shard count, a split that is now empty) are deleted at the end.
+"""
+from __future__ import annotations
+
+import math
+import re
+from typing import Iterable, Iterator, NamedTuple, Optional
+
+import apache_beam as beam
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.tfrecordio import _TFRecordUtil
+from apache_beam.metrics import Metrics
+
+from pipelines.hashing import stable_int
+
+TARGET_SHARD_BYTES = 32 * 1024 * 1024
+MAX_SHARDS = 1024
+SHARD_NAME = "{split}-{index:05d}-of-{count:05d}.tfrecord.gz"
+_SHARD_RE = re.compile(r"^(train|val|test)-\d{5}-of-\d{5}\.tfrecord\.gz$")
+
+
+class Record(NamedTuple):
+    """One serialized ``tf.train.Example`` and where it goes. ``key`` orders records inside a shard."""
+
+    split: str
+    key: str
+    serialized: bytes
+
+
+def record_key(example_id: str, copy: int) -> str:
+    """The sort key of a record: the source id, then the augmentation copy (original first)."""
+    return f"{example_id}#{copy:04d}"
+
+
+def shard_path(output_dir: str, split: str, index: int, count: int) -> str:
+    return FileSystems.join(output_dir, SHARD_NAME.format(split=split, index=index, count=count))
+
+
+def auto_num_shards(total_bytes: int) -> int:
+    """Default shard count of a split: ~``TARGET_SHARD_BYTES`` each, at least 1, at most ``MAX_SHARDS``."""
+    return max(1, min(MAX_SHARDS, math.ceil(total_bytes / TARGET_SHARD_BYTES)))
+
+
+def shard_of(key: str, num_shards: int) -> int:
+    return stable_int("shard", key) % num_shards
+
+
+def write_tfrecord_file(path: str, serialized_records: Iterable[bytes]) -> int:
+    """Writes records to one GZIP TFRecord file via ``FileSystems``; returns how many were written."""
+    count = 0
+    with FileSystems.create(path, mime_type="application/octet-stream",
+                            compression_type=CompressionTypes.GZIP) as handle:
+        for value in serialized_records:
+            _TFRecordUtil.write_record(handle, value)
+            count += 1
+    return count
+
+
+class _WriteShard(beam.DoFn):
+    def __init__(self, output_dir: str):
+        self._output_dir = output_dir
+        self._written = {}
+
+    def setup(self) -> None:
+        self._written = {split: Metrics.counter("segflow", f"records_written_{split}")
+                         for split in ("train", "val", "test")}
+
+    def process(self, element: tuple[tuple[str, int, int], Iterable[tuple[str, bytes]]]) -> Iterator[str]:
+        (split, index, count), records = element
+        # A shard is bounded (~TARGET_SHARD_BYTES by default), so sorting it in memory is bounded too.
+        ordered = sorted(records, key=lambda kv: kv[0])
+        path = shard_path(self._output_dir, split, index, count)
+        n = write_tfrecord_file(path, (value for _, value in ordered))
+        self._written[split].inc(n)
+        yield path
+
+
+def _finalize(_: None, output_dir: str, num_shards: dict[str, int], written: list[str]) -> list[str]:
+    """Writes empty shards for shard indices no record hashed to, deletes stale shards; returns all shards."""
+    expected = {shard_path(output_dir, split, i, n) for split, n in num_shards.items() for i in range(n)}
+    for path in sorted(expected - set(written)):
+        write_tfrecord_file(path, [])
+    stale = []
+    for metadata in FileSystems.match([FileSystems.join(output_dir, "*.tfrecord.gz")])[0].metadata_list:
+        name = metadata.path.replace("\\", "/").rsplit("/", 1)[-1]
+        if _SHARD_RE.match(name) and metadata.path not in expected:
+            stale.append(metadata.path)
+    if stale:
+        FileSystems.delete(stale)
+    return sorted(expected)
+
+
+class WriteShards(beam.PTransform):
+    """``Record``s → sharded GZIP TFRecords in ``output_dir``.
+
+    Returns a PCollection with one element: ``{split: num_shards}`` for the splits that have records, emitted
+    once every shard is written and stale shards are gone.
+    """
+
+    def __init__(self, output_dir: str, num_shards: Optional[int] = None):
+        super().__init__()
+        self._output_dir = output_dir
+        self._num_shards = num_shards
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        fixed = self._num_shards
+
+        def _decide(sizes: dict[str, int]) -> dict[str, int]:
+            return {split: (fixed or auto_num_shards(size)) for split, size in sizes.items()}
+
+        sizes = (records
+                 | "SizeBySplit" >> beam.Map(lambda r: (r.split, len(r.serialized)))
+                 | "SumSizes" >> beam.CombinePerKey(sum)
+                 | "SizesDict" >> beam.combiners.ToDict())
+        num_shards = sizes | "DecideShards" >> beam.Map(_decide)
+
+        def _assign(record: Record, shards: dict[str, int]) -> tuple[tuple[str, int, int], tuple[str, bytes]]:
+            count = shards[record.split]
+            return (record.split, shard_of(record.key, count), count), (record.key, record.serialized)
+
+        written = (records
+                   | "AssignShard" >> beam.Map(_assign, shards=beam.pvalue.AsSingleton(num_shards))
+                   | "GroupByShard" >> beam.GroupByKey()
+                   | "WriteShard" >> beam.ParDo(_WriteShard(self._output_dir)))
+        output_dir = self._output_dir
+        return (num_shards
+                | "Finalize" >> beam.Map(
+                    lambda shards, written_paths: (_finalize(None, output_dir, shards, written_paths), shards)[1],
+                    written_paths=beam.pvalue.AsList(written)))
