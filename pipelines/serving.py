@@ -1,0 +1,220 @@
+"""The trained model as inference sees it: located through Beam FileSystems, loaded once per process.
+
+The trainer exports ``JOB/model`` (a SavedModel) with four signatures, and ``segflow_model.json`` next to it:
+  ``preprocess(image_bytes: string [])`` → ``image`` uint8 [Hm, Wm, 3] (decoded and resized exactly as in
+      training), ``height``/``width`` int32 [] (original size);
+  ``predict_resized(images: uint8 [B, Hm, Wm, 3])`` → ``probabilities`` float32 [B, Hm, Wm, C];
+  ``postprocess(probabilities [Hm, Wm, C], height, width)`` → ``class_ids`` int32 [height, width] and
+      ``probabilities`` [height, width, C] (scores upsampled first, then the argmax);
+  ``serving_default(image_bytes: string [B])`` → the three above in one call.
+Inference uses the model's own pre/postprocessing, so there is one source of truth and no train/serve skew.
+
+This module does not import ``trainer``: the SavedModel and its JSON are the whole interface.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import threading
+import uuid
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.utils import shared
+
+MODEL_INFO_FILE = "segflow_model.json"
+SIGNATURES = ("serving_default", "preprocess", "predict_resized", "postprocess")
+
+
+class ModelNotFound(ValueError):
+    """``--model_dir`` does not hold a segflow SavedModel (a one-line message says what is missing)."""
+
+
+def read_model_info(model_dir: str) -> dict[str, Any]:
+    """Reads ``MODEL_DIR/segflow_model.json`` through FileSystems (local or gs://); checks the SavedModel is there.
+
+    Raises ``ModelNotFound`` with a one-line reason.
+    """
+    model_dir = model_dir.rstrip("/")
+    info_path = FileSystems.join(model_dir, MODEL_INFO_FILE)
+    for required in (info_path, FileSystems.join(model_dir, "saved_model.pb")):
+        try:
+            exists = FileSystems.exists(required)
+        except Exception as err:  # noqa: BLE001 - storage errors become the one-line reason
+            raise ModelNotFound(f"cannot read model at {model_dir}: {type(err).__name__}: {err}") from err
+        if not exists:
+            raise ModelNotFound(f"{required} not found: --model_dir must be the model/ folder a segflow "
+                                f"training job exported (JOB/model)")
+    try:
+        with FileSystems.open(info_path) as handle:
+            info = json.loads(handle.read().decode("utf-8"))
+    except Exception as err:  # noqa: BLE001
+        raise ModelNotFound(f"cannot read {info_path}: {err}") from err
+    missing = {"dataset", "num_classes", "image_size"} - set(info)
+    if missing:
+        raise ModelNotFound(f"{info_path} lacks {sorted(missing)}: was it written by segflow's trainer?")
+    return info
+
+
+def tf_error_reason(message: str) -> str:
+    """The human part of a TensorFlow op error ("Unknown image file format…"), without graph/node noise."""
+    lines = [l.strip() for l in message.splitlines() if l.strip()]
+    noise = ("Graph execution error", "Detected at node", "<stack traces", "[[{{node", "File ", "[Op:")
+    useful = [l for l in lines if not l.startswith(noise)]
+    return (useful[0] if useful else (lines[0] if lines else "unknown error"))[:300]
+
+
+_LOCALISE_LOCK = threading.Lock()
+
+
+def localize_model_dir(model_dir: str, cache_dir: Optional[str] = None) -> str:
+    """A local directory holding ``model_dir``'s files; ``model_dir`` itself when it is already local.
+
+    Remote models (gs:// …) are copied through Beam's FileSystems (which honour ``STORAGE_EMULATOR_HOST`` and the
+    clients' retries) into ``cache_dir/<sha1 of the URL>``: TensorFlow's own GCS filesystem cannot be pointed at
+    an emulator and would be a second credential path. The copy lands in a temporary folder and is renamed into
+    place, so concurrent worker processes never load a half-copied model.
+    """
+    model_dir = model_dir.rstrip("/")
+    if "://" not in model_dir or model_dir.startswith("file://"):
+        return model_dir[len("file://"):] if model_dir.startswith("file://") else model_dir
+    cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "segflow-models")
+    target = os.path.join(cache_dir, hashlib.sha1(model_dir.encode("utf-8")).hexdigest()[:16])
+    with _LOCALISE_LOCK:
+        if os.path.exists(os.path.join(target, "saved_model.pb")):
+            return target
+        os.makedirs(cache_dir, exist_ok=True)
+        staging = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+        prefix = model_dir + "/"
+        matches = FileSystems.match([model_dir + "/**"])[0].metadata_list
+        if not matches:
+            raise ModelNotFound(f"no files under {model_dir}")
+        for meta in matches:
+            if not meta.path.startswith(prefix) or meta.path.endswith("/"):
+                continue
+            local = os.path.join(staging, *meta.path[len(prefix):].split("/"))
+            os.makedirs(os.path.dirname(local), exist_ok=True)
+            with FileSystems.open(meta.path, mime_type="application/octet-stream") as src, open(local, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        try:
+            os.rename(staging, target)
+        except OSError:  # another process won the race: use its copy
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+class SegflowModel:
+    """A loaded segflow SavedModel with numpy in/out wrappers around its signatures.
+
+    Methods take and return numpy so they can be called through Beam's cross-process shared handles
+    (``--model_copies``) as well as in-process.
+    """
+
+    def __init__(self, model_dir: str, cache_dir: Optional[str] = None):
+        import tensorflow as tf  # imported here: the launcher process never needs TensorFlow
+
+        self.model_dir = model_dir
+        local = localize_model_dir(model_dir, cache_dir)
+        self._module = tf.saved_model.load(local)
+        missing = [s for s in SIGNATURES[1:] if s not in self._module.signatures]
+        if missing:
+            raise ModelNotFound(f"{model_dir} has no signature(s) {missing}: export it with segflow's trainer")
+        self._pre = self._module.signatures["preprocess"]
+        self._predict = self._module.signatures["predict_resized"]
+        self._post = self._module.signatures["postprocess"]
+        self._tf = tf
+
+    def preprocess(self, image_bytes: bytes) -> tuple[np.ndarray, int, int]:
+        """Encoded bytes → (uint8 [Hm, Wm, 3] model input, original height, original width).
+
+        Raises ``ValueError`` with a short reason when the bytes are not a decodable image.
+        """
+        tf = self._tf
+        try:
+            out = self._pre(image_bytes=tf.constant(image_bytes, dtype=tf.string))
+        except (tf.errors.InvalidArgumentError, tf.errors.UnknownError, tf.errors.OutOfRangeError) as err:
+            raise ValueError(f"not a decodable image: {tf_error_reason(err.message or str(err))}") from None
+        return out["image"].numpy(), int(out["height"].numpy()), int(out["width"].numpy())
+
+    def predict_resized(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [B, Hm, Wm, 3] → float32 [B, Hm, Wm, C] class probabilities."""
+        return self._predict(images=self._tf.constant(images, dtype=self._tf.uint8))["probabilities"].numpy()
+
+    def postprocess(self, probabilities: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [Hm, Wm, C] → (int32 [height, width] class ids, float32 [height, width, C] probabilities)."""
+        tf = self._tf
+        out = self._post(probabilities=tf.constant(probabilities, dtype=tf.float32),
+                         height=tf.constant(height, dtype=tf.int32), width=tf.constant(width, dtype=tf.int32))
+        return out["class_ids"].numpy(), out["probabilities"].numpy()
+
+    def serve(self, image_bytes: Sequence[bytes]) -> dict[str, np.ndarray]:
+        """The ``serving_default`` signature on a batch of encoded images (for baselines and checks)."""
+        tf = self._tf
+        out = self._module.signatures["serving_default"](image_bytes=tf.constant(list(image_bytes), dtype=tf.string))
+        return {k: v.numpy() for k, v in out.items()}
+
+
+class _Holder:
+    """Weak-referenceable box for ``shared.Shared`` (it keeps weak references to what it hands out)."""
+
+    def __init__(self, model: SegflowModel):
+        self.model = model
+
+
+def acquire_model(handle: shared.Shared, model_dir: str, cache_dir: Optional[str] = None) -> SegflowModel:
+    """The process-wide ``SegflowModel`` for ``model_dir`` (loaded on first use, then shared by every DoFn)."""
+    holder = handle.acquire(lambda: _Holder(SegflowModel(model_dir, cache_dir)), tag=model_dir)
+    return holder.model
+
+
+def predict_resized_fn(model: SegflowModel, batch: Sequence[np.ndarray], inference_args: Optional[dict] = None,
+                       model_id: Optional[str] = None) -> list[PredictionResult]:
+    """RunInference ``inference_fn``: one ``predict_resized`` call for the whole batch.
+
+    Every element already has the model's fixed input size (the model's ``preprocess`` made it), so the batch
+    always stacks, whatever the original sizes were. The example is not echoed back (it is not needed
+    downstream and would only travel through the pipeline again).
+    """
+    probabilities = model.predict_resized(np.stack(batch))
+    return [PredictionResult(None, p, model_id) for p in probabilities]
+
+
+class SegflowModelHandler(ModelHandler[np.ndarray, PredictionResult, SegflowModel]):
+    """Beam RunInference model handler for a segflow TensorFlow SavedModel.
+
+    Built on Beam's ``ModelHandler`` base rather than ``tensorflow_inference.TFModelHandlerNumpy``: that module
+    imports ``tensorflow_hub`` at import time and loads models with ``tf.keras.models.load_model``, which Keras 3
+    refuses for plain SavedModels; segflow models are SavedModels with named signatures, and remote ones are
+    copied locally through Beam's FileSystems first (see ``localize_model_dir``). Batching bounds,
+    ``model_copies`` and ``large_model`` (cross-process sharing) are the base handler's.
+    """
+
+    def __init__(self, model_dir: str, *, cache_dir: Optional[str] = None, shared_handle: Optional[shared.Shared] = None,
+                 min_batch_size: int = 1, max_batch_size: int = 8, model_copies: Optional[int] = None,
+                 large_model: bool = False):
+        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size, model_copies=model_copies,
+                         large_model=large_model)
+        self._model_uri = model_dir
+        self._cache_dir = cache_dir
+        self._shared_handle = shared_handle
+
+    def load_model(self) -> SegflowModel:
+        if self._shared_handle is not None and not self.share_model_across_processes():
+            # Same object as the pre/postprocessing DoFns of this process: one copy of the weights.
+            return acquire_model(self._shared_handle, self._model_uri, self._cache_dir)
+        return SegflowModel(self._model_uri, self._cache_dir)
+
+    def run_inference(self, batch: Sequence[np.ndarray], model: SegflowModel,
+                      inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
+        return predict_resized_fn(model, batch, inference_args, self._model_uri)
+
+    def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
+        return sum(int(np.asarray(x).nbytes) for x in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "segflow_infer"
