@@ -17,6 +17,8 @@ REQUIRED = [
     "cityscapesscripts>=2.2.4,<3",
     # Distance transform and watershed for splitting touching instances at inference time.
     "scipy>=1.11",
+    # tf.summary's writer (the trainer's JOB/logs): TensorFlow 2.21 no longer pulls TensorBoard in itself.
+    "tensorboard>=2.20,<2.22",
 ]
 
 EXTRAS = {

@@ -1,0 +1,4 @@
+"""segflow trainer: learns U-Net / FCN-8s from preprocessed records and exports a SavedModel serving raw bytes.
+
+Entry point: ``python -m trainer.task``. Imports ``schemas`` only (never ``pipelines``).
+"""

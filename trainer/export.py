@@ -1,0 +1,114 @@
+"""``JOB/model``: a SavedModel serving encoded image bytes, with the training graph's own preprocessing.
+
+Signatures (the interface ``pipelines.infer`` codes against):
+  ``preprocess(image_bytes: string [])`` → image uint8 [Hm, Wm, 3], height int32 [], width int32 []
+  ``predict_resized(images: uint8 [None, Hm, Wm, 3])`` → probabilities float32 [None, Hm, Wm, C]
+  ``postprocess(probabilities: float32 [Hm, Wm, C], height: int32 [], width: int32 [])``
+      → class_ids int32 [height, width], probabilities float32 [height, width, C]
+  ``serving_default(image_bytes: string [None])`` = the three above composed
+      → class_ids int32 [B, Hmax, Wmax] (padding 255), probabilities float32 [B, Hmax, Wmax, C] (padding 0),
+        height int32 [B], width int32 [B]; each image's results at its own size, top-left aligned.
+Decoding/resizing is ``schemas.imaging`` (as in preprocess), normalisation is the tensorflow-transform graph
+from ``DST/transform_fn`` (as in training): no train/serve skew. Plus ``segflow_model.json`` describing labels.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from typing import Sequence
+
+import keras
+import tensorflow as tf
+
+from schemas import imaging
+from trainer import data as data_lib
+
+logger = logging.getLogger(__name__)
+
+MODEL_INFO_FILE = "segflow_model.json"
+
+
+class SegmentationServer(tf.Module):
+    """Holds the network and the tft layer; its tf.functions are the exported signatures."""
+
+    def __init__(self, model: keras.Model, transform_layer, image_size: Sequence[int], resize_mode: str,
+                 num_classes: int, ignore_label: int = 255):
+        super().__init__(name="segflow_server")
+        self.model = model
+        self.transform_layer = transform_layer
+        self._size = (int(image_size[0]), int(image_size[1]))
+        self._mode = resize_mode
+        self._num_classes = int(num_classes)
+        self._ignore = int(ignore_label)
+        h, w, c = self._size[0], self._size[1], self._num_classes
+        self.preprocess = tf.function(self._preprocess, input_signature=[tf.TensorSpec([], tf.string)])
+        self.predict_resized = tf.function(self._predict_resized,
+                                           input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8)])
+        self.postprocess = tf.function(self._postprocess, input_signature=[
+            tf.TensorSpec([h, w, c], tf.float32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+        self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec([None], tf.string)])
+
+    def _preprocess(self, image_bytes):
+        image = imaging.decode_image_bytes(image_bytes)
+        shape = tf.shape(image)
+        resized = imaging.resize_image(image, self._size, self._mode)
+        return {"image": resized, "height": tf.cast(shape[0], tf.int32), "width": tf.cast(shape[1], tf.int32)}
+
+    def _predict_resized(self, images):
+        normalised = data_lib.normalize(self.transform_layer, images)
+        logits = self.model(normalised, training=False)
+        return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
+
+    def _postprocess(self, probabilities, height, width):
+        restored = imaging.restore_size(probabilities, height, width, self._size, self._mode)
+        return {"class_ids": tf.argmax(restored, axis=-1, output_type=tf.int32), "probabilities": restored}
+
+    def _serve(self, image_bytes):
+        h, w, c = self._size[0], self._size[1], self._num_classes
+        pre = tf.map_fn(self.preprocess, image_bytes, fn_output_signature={
+            "image": tf.TensorSpec([h, w, 3], tf.uint8), "height": tf.TensorSpec([], tf.int32),
+            "width": tf.TensorSpec([], tf.int32)})
+        probs = self.predict_resized(pre["image"])["probabilities"]
+        max_h = tf.reduce_max(pre["height"])
+        max_w = tf.reduce_max(pre["width"])
+
+        def post_one(args):
+            p, height, width = args
+            out = self.postprocess(p, height, width)
+            pad = [[0, max_h - height], [0, max_w - width]]
+            ids = tf.pad(out["class_ids"], pad, constant_values=self._ignore)
+            prob = tf.pad(out["probabilities"], pad + [[0, 0]], constant_values=0.0)
+            return ids, prob
+
+        ids, prob = tf.map_fn(post_one, (probs, pre["height"], pre["width"]), fn_output_signature=(
+            tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None, c], tf.float32)))
+        return {"class_ids": ids, "probabilities": prob, "height": pre["height"], "width": pre["width"]}
+
+
+def model_info(info: data_lib.DatasetInfo, model_name: str) -> dict:
+    """What ``segflow_model.json`` holds: label facts copied from metadata.json, plus the network name."""
+    meta = info.metadata
+    return {"dataset": meta.dataset, "label_mode": meta.label_mode, "num_classes": int(meta.num_classes),
+            "class_names": list(meta.class_names), "ignore_label": int(meta.ignore_label),
+            "image_size": [int(s) for s in meta.image_size], "resize_mode": meta.resize_mode, "model": model_name}
+
+
+def export_model(model: keras.Model, info: data_lib.DatasetInfo, export_dir: str, model_name: str) -> str:
+    """Writes the SavedModel and ``segflow_model.json`` to ``export_dir`` (local or gs://); returns it."""
+    meta = info.metadata
+    server = SegmentationServer(model, info.transform_layer(), meta.image_size, meta.resize_mode,
+                                meta.num_classes, meta.ignore_label)
+    if tf.io.gfile.exists(export_dir):
+        tf.io.gfile.rmtree(export_dir)  # a re-run replaces the export rather than mixing two
+    tf.saved_model.save(server, export_dir, signatures={
+        "serving_default": server.serve,
+        "preprocess": server.preprocess,
+        "predict_resized": server.predict_resized,
+        "postprocess": server.postprocess,
+    })
+    path = export_dir.rstrip("/") + "/" + MODEL_INFO_FILE
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(model_info(info, model_name), indent=2, sort_keys=True) + "\n")
+    logger.info("exported SavedModel to %s", export_dir)
+    return export_dir

@@ -1,0 +1,238 @@
+"""``python -m trainer.task``: train U-Net or FCN-8s on segflow records and export a serving SavedModel.
+
+    python -m trainer.task --data_dir DST --model unet --job_dir JOB [--epochs 10] [--batch_size 8] ...
+
+Writes JOB/checkpoints (resume with the same command after any interruption), JOB/logs (TensorBoard),
+JOB/model (SavedModel serving raw image bytes, see trainer.export) and JOB/metrics.json (final evaluation).
+The same command runs unchanged on one CPU, several GPUs (MirroredStrategy) or several machines
+(MultiWorkerMirroredStrategy from TF_CONFIG, e.g. Vertex AI); only the chief writes the export and metrics.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import sys
+import time
+from typing import Optional, Sequence
+
+from trainer.config import STRATEGIES, TrainConfig, UsageError
+
+logger = logging.getLogger(__name__)
+
+_LOSSES = ("ce", "dice", "ce_dice")
+_MODELS = ("unet", "fcn8s")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse that reports a bad flag as one line (what is wrong, where to look) and exits 2."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The job's flags; ``parse_args`` output feeds ``config_from_args``. Launchers (Vertex AI) test args here."""
+    p = _OneLineParser(prog="python -m trainer.task", description=__doc__.split("\n\n")[0],
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    d = TrainConfig(data_dir="", model="unet", job_dir="")
+    p.add_argument("--data_dir", required=True, help="preprocess output (local or gs://)")
+    p.add_argument("--model", required=True, choices=_MODELS)
+    p.add_argument("--job_dir", required=True, help="output directory (local or gs://)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch_size", type=int, default=d.batch_size, help="global batch, split across replicas")
+    p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy)
+    p.add_argument("--loss", choices=_LOSSES, default=d.loss, help="cross-entropy, soft Dice or their sum")
+    p.add_argument("--class_weights", nargs="?", const="auto", default=d.class_weights,
+                   help="none; auto (or the bare flag) = median-frequency weights from the transform "
+                        "statistics; or one comma-separated weight per class")
+    p.add_argument("--learning_rate", type=float, default=d.learning_rate)
+    p.add_argument("--deterministic", action="store_true", help="deterministic data order and ops")
+    p.add_argument("--augment", action="store_true", help="online flip/scale-crop/colour augmentation")
+    p.add_argument("--mixed_precision", action="store_true", help="float16 compute on GPUs")
+    p.add_argument("--backbone_weights", default=None, help="local VGG16 notop weights file (fcn8s)")
+    p.add_argument("--base_filters", type=int, default=None, help="first-level filters (default 64)")
+    p.add_argument("--depth", type=int, default=d.depth, help="U-Net levels")
+    p.add_argument("--steps_per_epoch", type=int, default=None, help="default: one pass over train")
+    p.add_argument("--validation_steps", type=int, default=None, help="default: the whole eval split")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--shuffle_buffer", type=int, default=d.shuffle_buffer)
+    p.add_argument("--checkpoint_steps", type=int, default=d.checkpoint_steps,
+                   help="checkpoint every N steps as well as at epoch ends (0 = epoch ends only)")
+    p.add_argument("--eval_split", default=d.eval_split, choices=("train", "val", "test"))
+    p.add_argument("--verbose", type=int, default=None, choices=(0, 1, 2),
+                   help="Keras verbosity (default: progress bar on a terminal, one line per epoch otherwise)")
+    return p
+
+
+def config_from_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
+    args = build_parser().parse_args(argv)
+    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    config.validate()
+    return config
+
+
+def _write_json(path: str, payload: dict) -> None:
+    import tensorflow as tf
+    with tf.io.gfile.GFile(path, "w") as f:
+        f.write(json.dumps(payload, indent=2) + "\n")  # insertion order: class names stay in id order
+
+
+def _join(base: str, name: str) -> str:
+    return base.rstrip("/") + "/" + name
+
+
+# Fields that must match between a run and the checkpoint it resumes.
+_RESUME_KEYS = ("model", "base_filters", "depth", "batch_size", "loss")
+
+
+def _check_resumable(config: TrainConfig) -> None:
+    import tensorflow as tf
+    path = _join(config.job_dir, "config.json")
+    if not tf.io.gfile.exists(path) or not tf.train.latest_checkpoint(_join(config.job_dir, "checkpoints")):
+        return
+    with tf.io.gfile.GFile(path) as f:
+        previous = json.load(f)
+    diff = [k for k in _RESUME_KEYS if previous.get(k) != getattr(config, k)]
+    if diff:
+        raise UsageError(f"--job_dir {config.job_dir} holds a run with different {', '.join(diff)}: "
+                         f"use a new --job_dir or the same flags to resume")
+
+
+def run(config: TrainConfig) -> dict:
+    """Trains, evaluates and (on the chief) exports; returns the metrics dict (also JOB/metrics.json)."""
+    config.validate()
+    # The strategy first: multi-worker collectives must be configured before TensorFlow runs any op.
+    import tensorflow as tf
+    from trainer import distribution
+    strategy = distribution.make_strategy(config.strategy)
+    chief = distribution.is_chief()
+    _, task_index = distribution.task_info()
+
+    import keras
+    from trainer import callbacks as cb, data as data_lib, export, losses, metrics as metrics_lib, models
+
+    info = data_lib.load_dataset_info(config.data_dir)
+    h, w = info.image_size
+    try:
+        models.check_input_size(config.model, (h, w), config.depth)
+    except ValueError as e:
+        raise UsageError(str(e))
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise UsageError(f"--batch_size {config.batch_size} must be a multiple of the "
+                         f"{strategy.num_replicas_in_sync} replicas")
+    class_weights = config.parse_class_weights(info.num_classes)
+    if config.class_weights == "auto":
+        class_weights = data_lib.median_frequency_weights(data_lib.class_pixel_counts(info))
+        logger.info("class weights (median frequency): %s", [round(x, 3) for x in class_weights])
+    eval_split = config.eval_split if info.shards.get(config.eval_split) else "train"
+    if eval_split != config.eval_split:
+        logger.warning("no %s records: evaluating on train", config.eval_split)
+    _check_resumable(config)
+
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    gpus = tf.config.list_physical_devices("GPU")
+    if config.mixed_precision and gpus:
+        keras.mixed_precision.set_dtype_policy("mixed_float16")
+    elif config.mixed_precision:
+        logger.warning("--mixed_precision ignored: no GPU (float16 is slower than float32 on CPU)")
+
+    steps_per_epoch = config.steps_per_epoch or max(1, info.count("train") // config.batch_size)
+    val_steps = data_lib.eval_steps(info, eval_split, config.batch_size, config.validation_steps)
+    with strategy.scope():
+        model = models.build_model(config.model, (h, w, 3), info.num_classes, base_filters=config.base_filters,
+                                   depth=config.depth, backbone_weights=config.backbone_weights)
+        seg_metric = metrics_lib.ConfusionMatrixMetric(info.num_classes, info.ignore_label)
+        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                      loss=losses.SegmentationLoss(config.loss, class_weights, info.ignore_label),
+                      metrics=[seg_metric], jit_compile=False)
+        model.optimizer.build(model.trainable_variables)
+        checkpoint = cb.ResumableCheckpoint(model, _join(config.job_dir, "checkpoints"),
+                                            checkpoint_steps=config.checkpoint_steps, is_chief=chief,
+                                            worker_id=task_index)
+    start_step = checkpoint.restore()
+    if chief:
+        tf.io.gfile.makedirs(config.job_dir)
+        _write_json(_join(config.job_dir, "config.json"), dataclasses.asdict(config))
+
+    throughput = cb.Throughput(config.batch_size)
+    callbacks = [checkpoint, throughput]
+    if chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=_join(config.job_dir, "logs")))
+    verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
+    if not chief:
+        verbose = 0
+
+    def train_ds(step: int):
+        return data_lib.distributed_dataset(strategy, info, "train", config.batch_size, training=True,
+                                            seed=config.seed, augment_images=config.augment,
+                                            deterministic=config.deterministic,
+                                            shuffle_buffer=config.shuffle_buffer, start_step=step)
+
+    val_ds = data_lib.distributed_dataset(strategy, info, eval_split, config.batch_size, training=False,
+                                          steps=val_steps)
+    total_steps = config.epochs * steps_per_epoch
+    started = time.time()
+    step = start_step
+    while step < total_steps:
+        # A resumed run first finishes its interrupted epoch, then continues with whole epochs.
+        epoch, offset = divmod(step, steps_per_epoch)
+        end_epoch = epoch + 1 if offset else config.epochs
+        model.fit(train_ds(step), initial_epoch=epoch, epochs=end_epoch,
+                  steps_per_epoch=steps_per_epoch - offset if offset else steps_per_epoch,
+                  validation_data=val_ds, validation_steps=val_steps, callbacks=callbacks, verbose=verbose,
+                  shuffle=False)
+        step = end_epoch * steps_per_epoch
+    train_seconds = time.time() - started
+
+    results = model.evaluate(val_ds, steps=val_steps, return_dict=True, verbose=0)
+    matrix = seg_metric.matrix()  # every worker reads: the summed variable may need a collective
+    weights = model.get_weights()
+    summary = metrics_lib.summarize(matrix, info.metadata.class_names)
+    report = {
+        "model": config.model, "dataset": info.metadata.dataset, "eval_split": eval_split,
+        "loss": float(results["loss"]), **summary,
+        "epochs": config.epochs, "steps": total_steps, "global_batch_size": config.batch_size,
+        "images_per_second": throughput.images_per_second, "train_seconds_this_run": round(train_seconds, 2),
+        "resumed_from_step": start_step, "replicas": strategy.num_replicas_in_sync,
+        "workers": distribution.cluster_size(), "image_size": [h, w],
+    }
+    if chief:
+        keras.mixed_precision.set_dtype_policy("float32")  # the export is float32 for any serving hardware
+        serving_model = models.build_model(config.model, (h, w, 3), info.num_classes,
+                                           base_filters=config.base_filters, depth=config.depth)
+        serving_model.set_weights(weights)
+        export.export_model(serving_model, info, _join(config.job_dir, "model"), config.model)
+        _write_json(_join(config.job_dir, "metrics.json"), report)
+        logger.info("mIoU %.4f, pixel accuracy %.4f on %s; model in %s", report["miou"],
+                     report["pixel_accuracy"], eval_split, _join(config.job_dir, "model"))
+    return report
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    # Our INFO lines; libraries (tensorflow-transform, absl) only from WARNING up.
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("trainer").setLevel(logging.INFO)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    config = None
+    try:
+        config = config_from_args(argv)
+        run(config)
+    except UsageError as e:
+        print(f"python -m trainer.task: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # data problems get one line, not a traceback
+        from trainer.data import DataError
+        if isinstance(e, DataError):
+            print(f"python -m trainer.task: error: {e}", file=sys.stderr)
+            return 1
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
