@@ -86,7 +86,7 @@ def scores(matrix: np.ndarray) -> dict[str, Any]:
 
 
 def _nan_to_none(value: float) -> Optional[float]:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else round(float(value), 6)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
 def format_table(result: dict[str, Any]) -> str:
