@@ -1,0 +1,172 @@
+"""pipelines.infer end to end on the DirectRunner with the tiny trained Pet model (tests/fixtures/model.py)."""
+import filecmp
+import json
+import pathlib
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines import evaluate, infer
+from pipelines.deadletter import read_dead_letters
+
+
+def _run(model_dir, inputs, out, *extra):
+    argv = ["--model_dir", str(model_dir), "--output_dir", str(out)]
+    for pattern in inputs:
+        argv += ["--input", str(pattern)]
+    return infer.run(argv + list(extra))
+
+
+@pytest.fixture(scope="module")
+def pet_inputs(pet_raw_dir, tmp_path_factory) -> pathlib.Path:
+    """The Pet images, one of them again under sub/ (same stem), a text file and an empty file posing as images."""
+    root = tmp_path_factory.mktemp("infer_inputs")
+    images = sorted((pet_raw_dir / "images").glob("*.jpg"))
+    for image in images:
+        shutil.copy(image, root / image.name)
+    (root / "sub").mkdir()
+    shutil.copy(images[0], root / "sub" / images[0].name)
+    (root / "not_an_image.jpg").write_text("this is not a JPEG\n")
+    (root / "empty.png").write_bytes(b"")
+    return root
+
+
+@pytest.fixture(scope="module")
+def pet_run(pet_job_dir, pet_inputs, tmp_path_factory):
+    out = tmp_path_factory.mktemp("infer_out") / "pred"
+    counters = _run(pet_job_dir / "model", [pet_inputs / "*", pet_inputs / "sub" / "*.jpg"], out,
+                    "--instances", "--overlay", "--batch_size", "2,4", "--direct_num_workers", "2")
+    return out, counters
+
+
+def _valid_inputs(pet_inputs):
+    return sorted(p for p in pet_inputs.rglob("*.jpg") if p.stat().st_size and p.name != "not_an_image.jpg")
+
+
+def _names(out):
+    summary = json.loads((out / "summary.json").read_text())
+    return {pathlib.Path(path): stem for path, stem in summary["outputs"].items()}
+
+
+def test_every_image_gets_a_mask_of_its_own_size_with_trimap_values(pet_run, pet_inputs):
+    out, counters = pet_run
+    names = _names(out)
+    valid = _valid_inputs(pet_inputs)
+    assert sorted(names) == valid
+    assert len(set(names.values())) == len(valid)  # unique even for the shared stem
+    for path, stem in names.items():
+        with Image.open(path) as image:
+            size = image.size
+        mask = Image.open(out / "masks" / f"{stem}.png")
+        assert mask.size == size and mask.mode == "L"
+        assert set(np.unique(np.asarray(mask))) <= {1, 2, 3}
+        color = Image.open(out / "color" / f"{stem}.png")
+        assert color.size == size and color.mode == "RGB"
+        assert Image.open(out / "overlay" / f"{stem}.png").size == size
+    assert counters["images_written"] == len(valid)
+
+
+def test_shared_stems_get_distinct_hashed_names(pet_run, pet_inputs):
+    out, _ = pet_run
+    names = _names(out)
+    first = sorted((pet_inputs / "sub").glob("*.jpg"))[0]
+    a, b = names[first], names[pet_inputs / first.name]
+    assert a != b and a.startswith(first.stem + "+") and b.startswith(first.stem + "+")
+
+
+def test_planted_non_images_are_dead_lettered_and_counts_add_up(pet_run, pet_inputs):
+    out, counters = pet_run
+    dead = read_dead_letters(str(out))
+    assert sorted(pathlib.Path(d["path"]).name for d in dead) == ["empty.png", "not_an_image.jpg"]
+    reasons = {pathlib.Path(d["path"]).name: d["error"] for d in dead}
+    assert "empty" in reasons["empty.png"]
+    assert "Unknown image file format" in reasons["not_an_image.jpg"] or "decod" in reasons["not_an_image.jpg"]
+    summary = json.loads((out / "summary.json").read_text())
+    matched = len(list(pet_inputs.glob("*"))) - 1 + len(list((pet_inputs / "sub").glob("*.jpg")))  # minus sub/
+    assert summary["dead_letters"] == 2 == counters["dead_letters"]
+    assert summary["inputs_seen"] == summary["images_written"] + summary["dead_letters"] == matched
+    assert counters["inputs_matched"] == matched
+
+
+def test_instance_files_follow_the_cityscapes_result_format(pet_run):
+    out, counters = pet_run
+    total = 0
+    for stem in _names(out).values():
+        doc = json.loads((out / "instances" / f"{stem}.json").read_text())
+        lines = (out / "instances" / f"{stem}.txt").read_text().splitlines()
+        assert len(lines) == len(doc["instances"])
+        ids = np.asarray(Image.open(out / "instances" / f"{stem}_instanceIds.png"))
+        assert ids.dtype == np.uint16 and ids.shape == (doc["height"], doc["width"])
+        for line, row in zip(lines, doc["instances"]):
+            rel, label_id, score = line.split(" ")
+            assert not rel.startswith("/") and ".." not in rel
+            assert int(label_id) == row["label_id"] == 1 and row["class"] == "pet"  # trimap value of pets
+            assert 0.0 <= float(score) <= 1.0
+            mask = np.asarray(Image.open(out / "instances" / rel))
+            assert mask.shape == ids.shape and set(np.unique(mask)) <= {0, 255}
+            assert int((mask > 0).sum()) == row["area"] >= 20  # --min_instance_area default
+            assert ((ids == row["id"]) == (mask > 0)).all()
+            x, y, w, h = row["bbox"]
+            ys, xs = np.nonzero(mask)
+            assert (x, y, w, h) == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
+        total += len(lines)
+    assert total == counters["instances"]
+
+
+def test_masks_equal_the_models_own_serving_signature(pet_run, pet_job_dir):
+    """One source of truth: the job's masks are what serving_default returns for the same bytes."""
+    from pipelines.serving import SegflowModel
+    from schemas.labels import spec_for
+
+    out, _ = pet_run
+    model = SegflowModel(str(pet_job_dir / "model"))
+    spec = spec_for("pet")
+    items = sorted(_names(out).items())[:4]
+    served = model.serve([p.read_bytes() for p, _ in items])
+    for i, (_, stem) in enumerate(items):
+        h, w = int(served["height"][i]), int(served["width"][i])
+        expected = spec.to_native[served["class_ids"][i, :h, :w].astype(np.uint8)]
+        np.testing.assert_array_equal(np.asarray(Image.open(out / "masks" / f"{stem}.png")), expected)
+
+
+def test_rerun_is_byte_identical(pet_run, pet_job_dir, pet_inputs, tmp_path):
+    out, _ = pet_run
+    again = tmp_path / "again"
+    _run(pet_job_dir / "model", [pet_inputs / "*", pet_inputs / "sub" / "*.jpg"], again,
+         "--instances", "--overlay", "--batch_size", "3", "--direct_running_mode", "in_memory")
+    first = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    second = sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert first == second
+    differing = [str(p) for p in first if p.name != "summary.json" and not filecmp.cmp(out / p, again / p, shallow=False)]
+    assert not differing
+    a, b = (json.loads((d / "summary.json").read_text()) for d in (out, again))
+    assert {k: v for k, v in a.items() if k != "input"} == {k: v for k, v in b.items() if k != "input"}
+
+
+def test_evaluate_scores_the_predictions(pet_run, pet_raw_dir):
+    out, _ = pet_run
+    doc = evaluate.run(["--predictions", str(out / "masks"), "--ground_truth", str(pet_raw_dir),
+                        "--dataset", "pet", "--direct_running_mode", "in_memory"])
+    # The duplicated stem was written under hashed names, so its ground truth has no plain-named prediction.
+    assert doc["images"] == 23 and doc["missing_predictions"] == 1 and doc["unmatched_predictions"] == 2
+    assert 0.0 <= doc["mean_iou"] <= 1.0 and 0.0 <= doc["pixel_accuracy"] <= 1.0
+    assert set(doc["per_class_iou"]) == {"pet", "background", "border"}
+
+
+@pytest.mark.parametrize("case", ["missing_model", "empty_glob", "bad_batch", "bad_area"])
+def test_bad_flags_fail_fast_with_one_line(case, pet_job_dir, tmp_path, capsys):
+    model = str(pet_job_dir / "model")
+    argv = {"missing_model": ["--model_dir", str(tmp_path / "nope"), "--input", str(tmp_path / "*.jpg")],
+            "empty_glob": ["--model_dir", model, "--input", str(tmp_path / "*.jpg")],
+            "bad_batch": ["--model_dir", model, "--input", "x", "--batch_size", "8,2"],
+            "bad_area": ["--model_dir", model, "--input", "x", "--min_instance_area", "-1"]}[case]
+    with pytest.raises(SystemExit) as err:
+        infer.run(argv + ["--output_dir", str(tmp_path / "out")])
+    message = str(err.value.code) if isinstance(err.value.code, str) else capsys.readouterr().err
+    assert message.strip() and "\n" not in message.strip() and "Traceback" not in message
+    expected = {"missing_model": "segflow_model.json not found", "empty_glob": "matches no files",
+                "bad_batch": "MIN <= MAX", "bad_area": ">= 0"}[case]
+    assert expected in message
+    assert not (tmp_path / "out").exists()
