@@ -1,0 +1,173 @@
+"""Inference throughput: the Beam job (``pipelines.infer``) vs a plain Python loop, same model, images, run.
+
+    python bench/infer.py [--model_dir JOB/model] [--num_images 200] [--height 375 --width 500]
+
+Baseline: one process, the model loaded once, then for each image: read the bytes, call the model's
+``serving_default`` on that one image, write the mask (native values) and the colour PNG — what a user would
+write first. Job: ``python -m pipelines.infer`` with the DirectRunner defaults (one worker process per core),
+writing the same masks and colour images. Both timings are wall clock including model loading and process start;
+the job's fixed start-up cost is reported separately (a 1-image run), so the steady-state rate is visible too.
+
+Memory: the peak resident memory of the job's whole process tree (launcher + workers), sampled from /proc, for
+N/2 and N images: flat means it does not grow with the number of images (images are streamed).
+
+Without ``--model_dir`` a small U-Net is trained first (generated Pet data → preprocess → trainer subprocess).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Optional
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from pipelines import outputs, synthetic  # noqa: E402
+
+
+def _tree_rss_bytes(root_pid: int) -> int:
+    """Resident memory of ``root_pid`` and all its descendants (Linux /proc)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            with open(f"/proc/{entry}/statm") as f:
+                rss[int(entry)] = int(f.read().split()[1]) * page
+            parents[int(entry)] = int(fields[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, frontier = {root_pid}, [root_pid]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    return sum(rss.get(pid, 0) for pid in tree)
+
+
+def run_job(model_dir: str, pattern: str, out: str, extra: list[str]) -> tuple[float, int]:
+    """Runs pipelines.infer as a subprocess; returns (wall seconds, peak RSS of its process tree in bytes)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    cmd = [sys.executable, "-m", "pipelines.infer", "--model_dir", model_dir, "--input", pattern,
+           "--output_dir", out] + extra
+    start = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    peak = [0]
+
+    def sample():
+        while proc.poll() is None:
+            peak[0] = max(peak[0], _tree_rss_bytes(proc.pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    log, _ = proc.communicate()
+    elapsed = time.monotonic() - start
+    sampler.join()
+    if proc.returncode:
+        sys.stderr.write(log.decode(errors="replace")[-3000:])
+        raise SystemExit(f"infer job failed with exit {proc.returncode}")
+    return elapsed, peak[0]
+
+
+def run_loop(model_dir: str, paths: list[str], out: str) -> float:
+    """The baseline: one image at a time through serving_default, in this process."""
+    from pipelines.serving import SegflowModel, read_model_info
+    from schemas.labels import colorize, spec_for
+
+    start = time.monotonic()
+    info = read_model_info(model_dir)
+    spec = spec_for(info["dataset"], info.get("label_mode"))
+    model = SegflowModel(model_dir)
+    os.makedirs(os.path.join(out, "masks"), exist_ok=True)
+    os.makedirs(os.path.join(out, "color"), exist_ok=True)
+    for path in paths:
+        with open(path, "rb") as f:
+            served = model.serve([f.read()])
+        h, w = int(served["height"][0]), int(served["width"][0])
+        ids = served["class_ids"][0, :h, :w].astype(np.uint8)
+        stem = outputs.base_stem(path)
+        with open(os.path.join(out, "masks", f"{stem}.png"), "wb") as f:
+            f.write(outputs.encode_png(spec.to_native[ids]))
+        with open(os.path.join(out, "color", f"{stem}.png"), "wb") as f:
+            f.write(outputs.encode_png(colorize(ids, spec)))
+    return time.monotonic() - start
+
+
+def train_small_model(work: str) -> str:
+    raw, records, job = (os.path.join(work, d) for d in ("raw", "records", "job"))
+    synthetic.write_pet_dataset(raw, 48, size=(96, 128), seed=0)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", raw,
+                    "--output_dir", records, "--image_size", "64"], check=True, env=env)
+    subprocess.run([sys.executable, "-m", "trainer.task", "--data_dir", records, "--model", "unet", "--job_dir", job,
+                    "--epochs", "1", "--base_filters", "8", "--depth", "3", "--verbose", "0"], check=True, env=env)
+    return os.path.join(job, "model")
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model_dir", default=None, help="a trained JOB/model (default: train a small one)")
+    parser.add_argument("--num_images", type=int, default=200)
+    parser.add_argument("--height", type=int, default=375)
+    parser.add_argument("--width", type=int, default=500)
+    parser.add_argument("--batch_size", default="1,16", help="job --batch_size")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    args = parser.parse_args(argv)
+    work = tempfile.mkdtemp(prefix="segflow-bench-infer-")
+    try:
+        model_dir = args.model_dir or train_small_model(work)
+        images = os.path.join(work, "images")
+        synthetic.write_pet_dataset(os.path.join(work, "data"), args.num_images, size=(args.height, args.width),
+                                    seed=7, list_files=False)
+        shutil.move(os.path.join(work, "data", "images"), images)
+        paths = sorted(os.path.join(images, p) for p in os.listdir(images))
+        half = os.path.join(work, "half")
+        os.makedirs(half)
+        for p in paths[: len(paths) // 2]:
+            os.symlink(p, os.path.join(half, os.path.basename(p)))
+        n = len(paths)
+        extra = ["--batch_size", args.batch_size]
+
+        loop_s = run_loop(model_dir, paths, os.path.join(work, "loop_out"))
+        one_s, _ = run_job(model_dir, paths[0], os.path.join(work, "job_one"), extra)
+        half_s, half_rss = run_job(model_dir, os.path.join(half, "*"), os.path.join(work, "job_half"), extra)
+        job_s, job_rss = run_job(model_dir, os.path.join(images, "*"), os.path.join(work, "job_out"), extra)
+
+        # Same answers: the job's masks equal the loop's masks.
+        same = all(open(os.path.join(work, "loop_out", "masks", f), "rb").read()
+                   == open(os.path.join(work, "job_out", "masks", f), "rb").read()
+                   for f in os.listdir(os.path.join(work, "loop_out", "masks")))
+        steady = (n - 1) / max(job_s - one_s, 1e-9)
+        print(f"\ninference benchmark: {n} images of ~{args.height}x{args.width}, model {model_dir}, "
+              f"{os.cpu_count()} cores")
+        print(f"{'':34}{'seconds':>9}{'images/s':>10}")
+        print(f"{'plain loop (serving_default x1)':34}{loop_s:9.1f}{n / loop_s:10.2f}")
+        print(f"{'Beam job, end to end':34}{job_s:9.1f}{n / job_s:10.2f}")
+        print(f"{'Beam job, after start-up':34}{job_s - one_s:9.1f}{steady:10.2f}   (start-up {one_s:.1f} s)")
+        print(f"speed-up end to end: {loop_s / job_s:.2f}x   after start-up: {steady / (n / loop_s):.2f}x")
+        print(f"peak RSS of the job's process tree: {half_rss / 2**20:.0f} MiB for {n // 2} images, "
+              f"{job_rss / 2**20:.0f} MiB for {n} images (ratio {job_rss / max(half_rss, 1):.2f})")
+        print(f"masks identical to the loop's: {same}")
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

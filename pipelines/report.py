@@ -1,0 +1,192 @@
+"""A picture of the results: input | ground truth | prediction | instances, one row per image.
+
+    python -m pipelines.report --output_dir OUT --dataset pet [--ground_truth SRC] [--max_images 8]
+
+Reads what ``pipelines.infer`` wrote (``OUT/summary.json`` names every input and its output stem) and, when
+present, ``OUT/evaluation.json``; writes ``OUT/report.png`` (the grid, like the seeds' ``display()``) and a
+self-contained ``OUT/report.html`` (images embedded, metrics table). Local paths or gs://.
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import html
+import io
+import json
+import sys
+from typing import Any, Optional, Sequence
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from PIL import Image, ImageDraw
+
+from pipelines import outputs
+from pipelines.evaluate import example_id, ground_truth_patterns, to_train_ids
+from schemas.labels import LabelSpec, colorize, spec_for
+
+TITLES = ("Input Image", "True Mask", "Predicted Mask", "Instances")
+PANEL_HEIGHT = 160
+
+
+def instance_colours(ids: np.ndarray, image: Optional[np.ndarray] = None) -> np.ndarray:
+    """uint8 [H, W, 3]: each instance (id >= 1000) in its own stable colour over a dimmed image (or black)."""
+    base = (image.astype(np.float32) * 0.35) if image is not None else np.zeros(ids.shape + (3,), np.float32)
+    out = base.copy()
+    for value in np.unique(ids):
+        if value < 1000:
+            continue
+        rng = np.random.default_rng(int(value))  # colour is a function of the id: stable across runs
+        out[ids == value] = rng.integers(60, 256, size=3)
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def _read_image(path: str) -> Optional[np.ndarray]:
+    try:
+        with Image.open(io.BytesIO(outputs.read_bytes(path))) as image:
+            return np.asarray(image.convert("RGB") if image.mode not in ("L", "I;16", "I") else image)
+    except Exception:  # noqa: BLE001 - a missing panel is drawn blank, never fatal
+        return None
+
+
+def _panel(array: Optional[np.ndarray], height: int = PANEL_HEIGHT) -> Image.Image:
+    if array is None:
+        blank = Image.new("RGB", (height, height), (235, 235, 235))
+        ImageDraw.Draw(blank).text((8, height // 2 - 6), "n/a", fill=(120, 120, 120))
+        return blank
+    image = Image.fromarray(array.astype(np.uint8)).convert("RGB")
+    width = max(1, round(image.width * height / image.height))
+    return image.resize((width, height), Image.NEAREST)
+
+
+def _ground_truth_index(root: Optional[str], dataset: str) -> dict[str, str]:
+    if not root:
+        return {}
+    index: dict[str, str] = {}
+    for pattern in ground_truth_patterns(root, dataset, None):
+        try:
+            found = FileSystems.match([pattern])[0].metadata_list
+        except Exception:  # noqa: BLE001
+            continue
+        for meta in found:
+            key = example_id(meta.path, dataset)
+            if key:
+                index.setdefault(key, meta.path)
+        if index:
+            break
+    return index
+
+
+def collect_rows(output_dir: str, spec: LabelSpec, ground_truth: Optional[str], max_images: int
+                 ) -> list[dict[str, Any]]:
+    """Per image: name and the four panels as arrays (None where unavailable)."""
+    summary = json.loads(outputs.read_bytes(FileSystems.join(output_dir, "summary.json")).decode("utf-8"))
+    gt_index = _ground_truth_index(ground_truth, spec.dataset)
+    rows = []
+    for path, stem in sorted(summary["outputs"].items(), key=lambda kv: kv[1])[:max_images]:
+        image = _read_image(path)
+        gt = None
+        gt_path = gt_index.get(example_id(path, spec.dataset) or "")
+        if gt_path:
+            native = _read_image(gt_path)
+            if native is not None and native.ndim == 2:
+                gt = colorize(to_train_ids(native, spec.dataset, spec.mode), spec)
+        prediction = _read_image(FileSystems.join(output_dir, outputs.COLOR_DIR, f"{stem}.png"))
+        ids = _read_image(FileSystems.join(output_dir, outputs.INSTANCES_DIR, f"{stem}_instanceIds.png"))
+        instances = None
+        if ids is not None:
+            instances = instance_colours(ids, image if image is not None and image.shape[:2] == ids.shape else None)
+        rows.append({"stem": stem, "path": path, "panels": [image, gt, prediction, instances],
+                     "instances": None if ids is None else int(len([v for v in np.unique(ids) if v >= 1000]))})
+    return rows
+
+
+def grid_png(rows: Sequence[dict[str, Any]]) -> bytes:
+    """The grid: a title row, then one row of four panels per image."""
+    panels = [[_panel(a) for a in row["panels"]] for row in rows]
+    col_widths = [max([p[c].width for p in panels] + [PANEL_HEIGHT]) for c in range(len(TITLES))]
+    pad, title_h = 6, 20
+    width = sum(col_widths) + pad * (len(TITLES) + 1)
+    height = title_h + len(rows) * (PANEL_HEIGHT + pad + 14) + pad
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    x = pad
+    for c, title in enumerate(TITLES):
+        draw.text((x, 4), title, fill=(0, 0, 0))
+        x += col_widths[c] + pad
+    y = title_h
+    for row, row_panels in zip(rows, panels):
+        draw.text((pad, y), row["stem"], fill=(60, 60, 60))
+        x = pad
+        for c, panel in enumerate(row_panels):
+            canvas.paste(panel, (x, y + 14))
+            x += col_widths[c] + pad
+        y += PANEL_HEIGHT + pad + 14
+    buf = io.BytesIO()
+    canvas.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _data_uri(array: Optional[np.ndarray]) -> str:
+    buf = io.BytesIO()
+    _panel(array).save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def report_html(rows: Sequence[dict[str, Any]], evaluation: Optional[dict[str, Any]], title: str) -> str:
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif;margin:1.5em} td,th{padding:4px 8px;text-align:left}"
+             " img{height:%dpx;image-rendering:pixelated} table.m td:nth-child(2){text-align:right}</style>"
+             % PANEL_HEIGHT, f"</head><body><h1>{html.escape(title)}</h1>"]
+    if evaluation:
+        miou, acc = evaluation.get("mean_iou"), evaluation.get("pixel_accuracy")
+        parts.append(f"<p><b>mIoU</b> {miou:.4f} &nbsp; <b>pixel accuracy</b> {acc:.4f} &nbsp; over "
+                     f"{evaluation.get('images')} images</p>" if miou is not None else "<p>no scored images</p>")
+        parts.append("<table class='m'><tr><th>class</th><th>IoU</th></tr>")
+        for name, iou in evaluation.get("per_class_iou", {}).items():
+            parts.append(f"<tr><td>{html.escape(name)}</td><td>{'n/a' if iou is None else f'{iou:.4f}'}</td></tr>")
+        parts.append("</table>")
+    parts.append("<table><tr>" + "".join(f"<th>{t}</th>" for t in TITLES) + "</tr>")
+    for row in rows:
+        caption = html.escape(row["stem"]) + ("" if row["instances"] is None else f" ({row['instances']} instances)")
+        parts.append(f"<tr><td colspan='4'><code>{caption}</code></td></tr><tr>")
+        parts.extend(f"<td><img src='{_data_uri(a)}' alt='{t}'></td>" for a, t in zip(row["panels"], TITLES))
+        parts.append("</tr>")
+    parts.append("</table></body></html>\n")
+    return "\n".join(parts)
+
+
+def write_report(output_dir: str, dataset: str, ground_truth: Optional[str] = None, max_images: int = 8,
+                 label_mode: Optional[str] = None) -> dict[str, str]:
+    """Writes ``OUT/report.png`` and ``OUT/report.html``; returns their paths."""
+    spec = spec_for(dataset, label_mode)
+    rows = collect_rows(output_dir, spec, ground_truth, max_images)
+    evaluation = None
+    eval_path = FileSystems.join(output_dir, "evaluation.json")
+    if FileSystems.exists(eval_path):
+        evaluation = json.loads(outputs.read_bytes(eval_path).decode("utf-8"))
+    png_path = FileSystems.join(output_dir, "report.png")
+    html_path = FileSystems.join(output_dir, "report.html")
+    outputs.write_bytes(png_path, grid_png(rows), "image/png")
+    outputs.write_bytes(html_path, report_html(rows, evaluation, f"segflow: {dataset} predictions").encode("utf-8"),
+                        "text/html")
+    return {"png": png_path, "html": html_path}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.report", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output_dir", required=True, help="OUT of pipelines.infer")
+    parser.add_argument("--dataset", required=True, choices=("pet", "cityscapes"))
+    parser.add_argument("--ground_truth", default=None, help="raw dataset root (SRC) for the True Mask column")
+    parser.add_argument("--max_images", type=int, default=8)
+    args = parser.parse_args(argv)
+    if args.max_images < 1:
+        parser.exit(2, "pipelines.report: error: --max_images must be >= 1\n")
+    if not FileSystems.exists(FileSystems.join(args.output_dir, "summary.json")):
+        parser.exit(2, f"pipelines.report: error: {args.output_dir}/summary.json not found: run pipelines.infer first\n")
+    paths = write_report(args.output_dir, args.dataset, args.ground_truth, args.max_images)
+    print(f"report: {paths['html']} and {paths['png']}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
