@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
-import keras
+import tf_keras as keras
 
 from trainer import losses, models
 from trainer.models import fcn8s

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Optional
 
-import keras
+import tf_keras as keras
 import tensorflow as tf
 
 logger = logging.getLogger(__name__)

@@ -63,7 +63,7 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
         elif len(gpus) == 1:
             name = "one_device"
         else:
-            logger.info("strategy: default (1 process, CPU)")
+            logger.info("strategy: default (1 process, CPU), 1 replica(s) in sync, 1 task(s)")
             return tf.distribute.get_strategy()
     if name == "multi_worker":
         if workers == 1:
@@ -76,6 +76,6 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
         strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     else:
         raise UsageError(f"unknown strategy {name!r}")
-    logger.info("strategy: %s, %d replica(s) in sync, %d task(s)", type(strategy).__name__,
+    logger.info("strategy: %s (%s), %d replica(s) in sync, %d task(s)", name, type(strategy).__name__,
                  strategy.num_replicas_in_sync, workers)
     return strategy

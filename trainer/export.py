@@ -18,7 +18,7 @@ import logging
 import os
 from typing import Sequence
 
-import keras
+import tf_keras as keras
 import tensorflow as tf
 
 from schemas import imaging

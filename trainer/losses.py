@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import keras
+import tf_keras as keras
 import tensorflow as tf
 
 LOSSES = ("ce", "dice", "ce_dice")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import keras
+import tf_keras as keras
 import numpy as np
 import tensorflow as tf
 
@@ -84,8 +84,8 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
         self.num_classes = int(num_classes)
         self.ignore_label = int(ignore_label)
         # float64 holds exact counts up to 2**53 pixels, and sums across replicas like any metric variable.
-        self.cm = self.add_variable(shape=(self.num_classes, self.num_classes), initializer="zeros",
-                                    dtype="float64", aggregation="sum", name="confusion_matrix")
+        self.cm = self.add_weight(name="confusion_matrix", shape=(self.num_classes, self.num_classes),
+                                  initializer="zeros", dtype=tf.float64)
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         predictions = tf.argmax(y_pred, axis=-1)
@@ -109,7 +109,7 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
         self.cm.assign(tf.zeros_like(self.cm))
 
     def matrix(self) -> np.ndarray:
-        return np.asarray(keras.ops.convert_to_numpy(self.cm)).astype(np.int64)
+        return np.asarray(self.cm.numpy()).astype(np.int64)
 
     def get_config(self):
         return {"num_classes": self.num_classes, "ignore_label": self.ignore_label, "name": self.name}

@@ -111,7 +111,7 @@ def run(config: TrainConfig) -> dict:
     chief = distribution.is_chief()
     _, task_index = distribution.task_info()
 
-    import keras
+    import tf_keras as keras
     from trainer import callbacks as cb, data as data_lib, export, losses, metrics as metrics_lib, models
 
     info = data_lib.load_dataset_info(config.data_dir)
@@ -137,7 +137,7 @@ def run(config: TrainConfig) -> dict:
         tf.config.experimental.enable_op_determinism()
     gpus = tf.config.list_physical_devices("GPU")
     if config.mixed_precision and gpus:
-        keras.mixed_precision.set_dtype_policy("mixed_float16")
+        keras.mixed_precision.set_global_policy("mixed_float16")
     elif config.mixed_precision:
         logger.warning("--mixed_precision ignored: no GPU (float16 is slower than float32 on CPU)")
 
@@ -202,7 +202,7 @@ def run(config: TrainConfig) -> dict:
         "workers": distribution.cluster_size(), "image_size": [h, w],
     }
     if chief:
-        keras.mixed_precision.set_dtype_policy("float32")  # the export is float32 for any serving hardware
+        keras.mixed_precision.set_global_policy("float32")  # the export is float32 for any serving hardware
         serving_model = models.build_model(config.model, (h, w, 3), info.num_classes,
                                            base_filters=config.base_filters, depth=config.depth)
         serving_model.set_weights(weights)
@@ -210,6 +210,10 @@ def run(config: TrainConfig) -> dict:
         _write_json(_join(config.job_dir, "metrics.json"), report)
         logger.info("mIoU %.4f, pixel accuracy %.4f on %s; model in %s", report["miou"],
                      report["pixel_accuracy"], eval_split, _join(config.job_dir, "model"))
+    if distribution.cluster_size() > 1:
+        # Every worker waits here until the chief has exported: a worker that exits early takes down the
+        # cluster's coordination service heartbeat while the chief still writes.
+        strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
     return report
 
 

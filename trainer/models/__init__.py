@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import keras
+import tf_keras as keras
 
 MODELS = ("unet", "fcn8s")
 

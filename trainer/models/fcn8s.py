@@ -11,8 +11,9 @@ import logging
 from typing import Optional, Sequence
 
 import numpy as np
-import keras
-from keras import layers
+import tensorflow as tf
+import tf_keras as keras
+from tf_keras import layers
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +37,7 @@ class BilinearInitializer(keras.initializers.Initializer):
     """Initialises a square Conv2DTranspose kernel (k, k, C, C) as bilinear upsampling."""
 
     def __call__(self, shape, dtype=None):
-        return keras.ops.convert_to_tensor(bilinear_kernel(int(shape[0]), int(shape[2])), dtype=dtype)
+        return tf.constant(bilinear_kernel(int(shape[0]), int(shape[2])), dtype=dtype or tf.float32)
 
     def get_config(self):
         return {}

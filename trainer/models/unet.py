@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import keras
-from keras import layers
+import tf_keras as keras
+from tf_keras import layers
 
 
 def conv_block(x, filters: int, name: str):
