@@ -257,3 +257,27 @@ def test_infer_cli_dry_run(gcs, model_on_gcs, images_on_gcs):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert time.monotonic() - start < 120
     assert gcs.list(out_dir) == []  # a dry run constructs the job and submits nothing
+
+
+def test_flex_template_parameters_are_preprocess_flags():
+    """templates/preprocess/metadata.json: every parameter is a preprocess flag, and a console-style launch
+    (every parameter as --name=value, values matching the declared regexes) parses as a valid job."""
+    import re
+
+    from pipelines import preprocess
+
+    spec = json.loads((REPO / "templates" / "preprocess" / "metadata.json").read_text())
+    flags = {a.dest for a in preprocess.build_arg_parser()._actions}
+    example = {"dataset": "cityscapes", "input_dir": "gs://b/raw/cityscapes", "output_dir": "gs://b/records",
+               "image_size": "512x1024", "num_shards": "0", "augment_copies": "1", "val_fraction": "0.1",
+               "test_fraction": "0.2", "seed": "7", "resize_mode": "pad", "label_mode": "trimap",
+               "image_format": "png"}
+    names = [p["name"] for p in spec["parameters"]]
+    assert sorted(names) == sorted(example) and set(names) <= flags
+    for param in spec["parameters"]:
+        for regex in param.get("regexes", []):
+            assert re.fullmatch(regex, example[param["name"]]), param
+    required = {a.dest for a in preprocess.build_arg_parser()._actions if a.required}
+    assert required == {p["name"] for p in spec["parameters"] if not p["isOptional"]}
+    config, beam_argv = preprocess.parse_args([f"--{k}={v}" for k, v in example.items()])
+    assert config.image_size == (512, 1024) and beam_argv == []
