@@ -22,6 +22,10 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 # Pet photos are small, Cityscapes frames are 2 Mpx; anything vastly larger is suspicious rather than data.
 Image.MAX_IMAGE_PIXELS = 200_000_000
 
+# zlib level of record PNGs: 3 encodes photos about twice as fast as the default 6 for ~15% larger files;
+# PNG encoding is the largest per-record cost, so this is the better trade for a preprocessing job.
+PNG_COMPRESS_LEVEL = 3
+
 IMAGE_FORMATS = ("JPEG", "PNG", "GIF", "BMP", "TIFF", "WEBP")
 
 
@@ -101,7 +105,7 @@ def encode_image(array: np.ndarray, image_format: str, jpeg_quality: int = 95) -
     """uint8 RGB ``[h, w, 3]`` → PNG or JPEG bytes (deterministic: fixed settings, no timestamps)."""
     buf = io.BytesIO()
     if image_format == "png":
-        Image.fromarray(array, "RGB").save(buf, format="PNG", compress_level=6)
+        Image.fromarray(array, "RGB").save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     elif image_format == "jpeg":
         Image.fromarray(array, "RGB").save(buf, format="JPEG", quality=jpeg_quality, subsampling=0)
     else:

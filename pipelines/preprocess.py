@@ -28,7 +28,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from pipelines import runner as runner_lib
 from pipelines.deadletter import WriteDeadLetters
 from pipelines.records import ANALYZE_TAG, MakeRecords, RecordOptions
-from pipelines.shards import WriteShards
+from pipelines.shards import WriteShards, plan_shards
 from pipelines.sources import DEAD_LETTER_TAG, DiscoverCityscapes, DiscoverPet
 from schemas import labels as schema_labels
 from schemas.features import SPLITS
@@ -91,7 +91,7 @@ def _image_size(text: str) -> tuple[int, int]:
 
 
 def build_arg_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0],
+    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], allow_abbrev=False,
                 epilog="Every other flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, "
                        "--project, --region, --temp_location, --setup_file).")
     p.add_argument("--dataset", choices=("pet", "cityscapes"), required=True, help="dataset layout to read")
@@ -218,6 +218,15 @@ def _write_metadata(_: object, config: PreprocessConfig, counts: dict[str, int],
     return path
 
 
+def _estimated_record_bytes(config: PreprocessConfig) -> int:
+    """A serialized record's rough size, for the default shard count (photos: PNG ~0.7 byte per RGB sample,
+    JPEG ~0.2; masks compress well)."""
+    pixels = config.image_size[0] * config.image_size[1]
+    per_image = 3 * pixels * (0.7 if config.image_format == "png" else 0.2)
+    per_masks = pixels * (0.1 if config.dataset == "pet" else 0.2)
+    return int(per_image + per_masks) + 200
+
+
 def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) -> beam.PCollection:
     """Adds the whole job to ``p``; returns the PCollection holding the metadata.json path once written.
 
@@ -227,7 +236,14 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) ->
         found = p | "DiscoverPet" >> DiscoverPet(config.input_dir, config.val_fraction, config.test_fraction)
     else:
         found = p | "DiscoverCityscapes" >> DiscoverCityscapes(config.input_dir)
-    made = (found["examples"]
+    examples = found["examples"]
+    copies = {"train": 1 + config.augment_copies, "val": 1, "test": 1}
+    plan = (examples
+            | "ExampleSplit" >> beam.Map(lambda e: e.split)
+            | "CountExamples" >> beam.combiners.Count.PerElement()
+            | "ExampleCounts" >> beam.combiners.ToDict()
+            | "PlanShards" >> beam.Map(plan_shards, copies, _estimated_record_bytes(config), config.num_shards))
+    made = (examples
             | "MakeRecords" >> beam.ParDo(MakeRecords(config.record_options())).with_outputs(
                 DEAD_LETTER_TAG, ANALYZE_TAG, main="records"))
     records = made.records
@@ -235,7 +251,7 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) ->
     dead_count = ((found[DEAD_LETTER_TAG], made[DEAD_LETTER_TAG])
                   | "AllDeadLetters" >> beam.Flatten()
                   | "WriteDeadLetters" >> WriteDeadLetters(config.output_dir))
-    num_shards = records | "WriteShards" >> WriteShards(config.output_dir, config.num_shards)
+    num_shards = records | "WriteShards" >> WriteShards(config.output_dir, plan)
     counts = (records
               | "RecordSplit" >> beam.Map(lambda r: r.split)
               | "CountRecords" >> beam.combiners.Count.PerElement())

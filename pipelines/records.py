@@ -9,7 +9,8 @@ with the path and the reason; nothing is dropped silently.
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Optional, Sequence
+import functools
+from typing import Callable, Iterator, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -46,6 +47,20 @@ def _read(path: str) -> bytes:
         return handle.read()
 
 
+@functools.lru_cache(maxsize=None)
+def _stretch_fn(height: int, width: int, is_mask: bool, dtype: str) -> Callable:
+    """``schemas.imaging`` resize to (height, width), traced once per size/kind (eager dispatch of its ~15 ops
+    per call would cost more than the resize itself at record sizes)."""
+    import tensorflow as tf
+    from schemas import imaging
+
+    if is_mask:
+        return tf.function(lambda m: imaging.resize_mask(m, (height, width), "stretch"),
+                           input_signature=[tf.TensorSpec([None, None], tf.as_dtype(dtype))])
+    return tf.function(lambda x: imaging.resize_image(x, (height, width), "stretch"),
+                       input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
+
+
 def _fit(array: np.ndarray, reference_hw: tuple[int, int], size: Sequence[int], mode: str, *, is_mask: bool,
          fill: int = 0) -> np.ndarray:
     """Resizes ``array`` to the record canvas with ``schemas.imaging`` and pads (mode ``pad``).
@@ -57,12 +72,13 @@ def _fit(array: np.ndarray, reference_hw: tuple[int, int], size: Sequence[int], 
     from schemas import imaging
 
     top, left, h, w = (int(v) for v in imaging.content_box(reference_hw[0], reference_hw[1], size, mode))
+    if mode == "stretch":
+        return _stretch_fn(h, w, is_mask, array.dtype.name)(tf.constant(array)).numpy()
+    # pad: the content size varies with each image's aspect ratio, so run eagerly rather than trace per size.
     if is_mask:
         resized = imaging.resize_mask(tf.constant(array), (h, w), "stretch").numpy()
     else:
         resized = imaging.resize_image(tf.constant(array), (h, w), "stretch").numpy()
-    if mode == "stretch":
-        return resized
     pad = [(top, int(size[0]) - h - top), (left, int(size[1]) - w - left)] + [(0, 0)] * (array.ndim - 2)
     return np.pad(resized, pad, mode="constant", constant_values=fill)
 
@@ -168,11 +184,12 @@ class MakeRecords(beam.DoFn):
                 species=example.species,
                 augment_copy=copy,
             )
-            yield Record(example.split, record_key(example.example_id, copy), record.SerializeToString(deterministic=True))
+            yield Record(example.split, record_key(example.example_id, copy),
+                         record.SerializeToString(deterministic=True))
             if copy == 0 and example.split == "train" and mask_out is not None:
                 # The analysis sees exactly the pixels a record holds (PNG is lossless; a JPEG record's would
                 # differ by the codec's rounding only).
                 yield beam.pvalue.TaggedOutput(ANALYZE_TAG, {
-                    "image": img.astype(np.float32),
-                    "label": mask_out.astype(np.int64),
+                    "image": img,
+                    "label": mask_out,
                 })

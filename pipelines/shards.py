@@ -6,7 +6,7 @@ are written sorted by key, and GZIP (zlib, no timestamp in the header) compresse
 same inputs and flags → identical files. Files are written through Beam ``FileSystems``, so ``gs://`` works.
 
 The number of shards per split is ``--num_shards`` or, by default, one per ``TARGET_SHARD_BYTES`` of
-serialized records (at least one), decided from the data once it has been produced. Shards left over from an
+estimated records (at least one), decided from the number of source examples per split. Shards left over from an
 earlier run into the same directory (another shard count, a split that is now empty) are deleted at the end.
 """
 from __future__ import annotations
@@ -100,40 +100,41 @@ def _finalize(_: None, output_dir: str, num_shards: dict[str, int], written: lis
     return sorted(expected)
 
 
-class WriteShards(beam.PTransform):
-    """``Record``s → sharded GZIP TFRecords in ``output_dir``.
+def plan_shards(source_counts: dict[str, int], copies: dict[str, int], bytes_per_record: int,
+                fixed: Optional[int] = None) -> dict[str, int]:
+    """Shards per split: ``fixed`` (``--num_shards``) or ~``TARGET_SHARD_BYTES`` of estimated records each.
 
-    Returns a PCollection with one element: ``{split: num_shards}`` for the splits that have records, emitted
-    once every shard is written and stale shards are gone.
+    Decided from the number of source examples per split (known before any image is decoded), so records can
+    be routed to their shard as they are made, without first holding them all to measure them.
+    """
+    return {split: fixed or auto_num_shards(n * copies.get(split, 1) * bytes_per_record)
+            for split, n in source_counts.items() if n}
+
+
+class WriteShards(beam.PTransform):
+    """``Record``s → sharded GZIP TFRecords in ``output_dir``, given a one-element PCollection holding the
+    ``{split: num_shards}`` plan (see ``plan_shards``).
+
+    Returns a PCollection with one element, the plan, emitted once every shard is written and stale shards
+    are gone.
     """
 
-    def __init__(self, output_dir: str, num_shards: Optional[int] = None):
+    def __init__(self, output_dir: str, plan: beam.PCollection):
         super().__init__()
         self._output_dir = output_dir
-        self._num_shards = num_shards
+        self._plan = plan
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
-        fixed = self._num_shards
-
-        def _decide(sizes: dict[str, int]) -> dict[str, int]:
-            return {split: (fixed or auto_num_shards(size)) for split, size in sizes.items()}
-
-        sizes = (records
-                 | "SizeBySplit" >> beam.Map(lambda r: (r.split, len(r.serialized)))
-                 | "SumSizes" >> beam.CombinePerKey(sum)
-                 | "SizesDict" >> beam.combiners.ToDict())
-        num_shards = sizes | "DecideShards" >> beam.Map(_decide)
-
         def _assign(record: Record, shards: dict[str, int]) -> tuple[tuple[str, int, int], tuple[str, bytes]]:
             count = shards[record.split]
             return (record.split, shard_of(record.key, count), count), (record.key, record.serialized)
 
         written = (records
-                   | "AssignShard" >> beam.Map(_assign, shards=beam.pvalue.AsSingleton(num_shards))
+                   | "AssignShard" >> beam.Map(_assign, shards=beam.pvalue.AsSingleton(self._plan))
                    | "GroupByShard" >> beam.GroupByKey()
                    | "WriteShard" >> beam.ParDo(_WriteShard(self._output_dir)))
         output_dir = self._output_dir
-        return (num_shards
+        return (self._plan
                 | "Finalize" >> beam.Map(
                     lambda shards, written_paths: (_finalize(None, output_dir, shards, written_paths), shards)[1],
                     written_paths=beam.pvalue.AsList(written)))

@@ -142,6 +142,98 @@ def write_pet_dataset(root: str, num_examples: int, *, size: Sequence[int] = (37
     return ids
 
 
+def write_pet_quirks_dataset(root: str, *, size: Sequence[int] = (60, 80), seed: int = 0) -> dict:
+    """Writes a Pet-layout dataset with every quirk of the real archive; returns the expected routing.
+
+    Quirks: PNG (RGBA) and GIF (palette) images named ``.jpg``, grayscale and CMYK JPEGs, a truncated JPEG, a
+    ``.mat`` file in ``images/`` (sharing an id with a good image, as in the real archive), macOS ``._*``
+    files in ``images/`` and ``annotations/trimaps/``, an image listed in no list file, list files with ``#``
+    headers, a trimap without image, an image without trimap, and an image whose trimap has another size.
+
+    Returns ``{"records": {id: split or None}, "dead_letters": {relative path: reason substring},
+    "listed": {id: (class 0-based, species 0-based)}}``; split None = train or val (hashed).
+    """
+    height, width = size
+    rng = np.random.default_rng(seed)
+    records: dict[str, Optional[str]] = {}
+    dead: dict[str, str] = {}
+    listed: dict[str, tuple[int, int]] = {}
+    trainval_rows, test_rows = [], []
+
+    def example(i: int) -> tuple[np.ndarray, np.ndarray]:
+        return pet_example(np.random.default_rng([seed, 1000 + i]), height, width)
+
+    def put(example_id: str, image_bytes: Optional[bytes], trimap: Optional[np.ndarray],
+            split: Optional[str] = "trainval") -> None:
+        if image_bytes is not None:
+            _write(os.path.join(root, "images", f"{example_id}.jpg"), image_bytes)
+        if trimap is not None:
+            _write(os.path.join(root, "annotations", "trimaps", f"{example_id}.png"), _png(trimap))
+        if split is not None:
+            breed = example_id.rsplit("_", 1)[0]
+            row = f"{example_id} {PET_BREEDS.index(breed) + 1} {1 if _is_cat(breed) else 2} 1\n"
+            (test_rows if split == "test" else trainval_rows).append(row)
+            listed[example_id] = (PET_BREEDS.index(breed), 0 if _is_cat(breed) else 1)
+
+    # Plain examples, some in test.
+    for i, breed in enumerate(("Abyssinian", "beagle", "boxer", "pug", "samoyed", "Siamese")):
+        image, trimap = example(i)
+        split = "test" if i % 3 == 2 else "trainval"
+        put(f"{breed}_{i + 1}", _jpeg(image), trimap, split)
+        records[f"{breed}_{i + 1}"] = "test" if split == "test" else None
+    # Decodable oddities → records (converted to RGB).
+    image, trimap = example(10)
+    rgba = np.dstack([image, np.full(image.shape[:2], 200, np.uint8)])
+    buf = io.BytesIO()
+    Image.fromarray(rgba, "RGBA").save(buf, format="PNG")
+    put("Bengal_7", buf.getvalue(), trimap)
+    records["Bengal_7"] = None
+    image, trimap = example(11)
+    buf = io.BytesIO()
+    Image.fromarray(image).convert("P", palette=Image.Palette.ADAPTIVE).save(buf, format="GIF")
+    put("Birman_7", buf.getvalue(), trimap)
+    records["Birman_7"] = None
+    image, trimap = example(12)
+    buf = io.BytesIO()
+    Image.fromarray(image).convert("L").save(buf, format="JPEG", quality=90)
+    put("Bombay_7", buf.getvalue(), trimap, "test")
+    records["Bombay_7"] = "test"
+    image, trimap = example(13)
+    buf = io.BytesIO()
+    Image.fromarray(image).convert("CMYK").save(buf, format="JPEG", quality=90)
+    put("Persian_7", buf.getvalue(), trimap)
+    records["Persian_7"] = None
+    # An image in no list file: still a record (train/val by hash), without breed/species.
+    image, trimap = example(14)
+    put("Sphynx_7", _jpeg(image), trimap, split=None)
+    records["Sphynx_7"] = None
+    # Dead letters.
+    image, trimap = example(15)
+    data = _jpeg(image)
+    put("Ragdoll_7", data[: len(data) // 2], trimap)
+    dead["images/Ragdoll_7.jpg"] = "truncated"
+    _write(os.path.join(root, "images", "Abyssinian_1.mat"), b"MATLAB 5.0 MAT-file, not an image" + bytes(64))
+    dead["images/Abyssinian_1.mat"] = "not an image"
+    _write(os.path.join(root, "images", "._Abyssinian_1.jpg"), b"\x00\x05\x16\x07" + bytes(80))
+    dead["images/._Abyssinian_1.jpg"] = "AppleDouble"
+    _write(os.path.join(root, "annotations", "trimaps", "._Abyssinian_1.png"), b"\x00\x05\x16\x07" + bytes(80))
+    dead["annotations/trimaps/._Abyssinian_1.png"] = "AppleDouble"
+    _, trimap = example(16)
+    put("Russian_Blue_7", None, trimap)
+    dead["annotations/trimaps/Russian_Blue_7.png"] = "trimap without image"
+    image, _ = example(17)
+    put("havanese_7", _jpeg(image), None)
+    dead["images/havanese_7.jpg"] = "image without trimap"
+    image, trimap = example(18)
+    put("keeshond_7", _jpeg(image), trimap[: height - 6, : width - 8])
+    dead["images/keeshond_7.jpg"] = "mask"
+    ann = os.path.join(root, "annotations")
+    _write(os.path.join(ann, "list.txt"), (PET_LIST_HEADER + "".join(trainval_rows + test_rows)).encode())
+    _write(os.path.join(ann, "trainval.txt"), ("# trainval split\n" + "".join(trainval_rows)).encode())
+    _write(os.path.join(ann, "test.txt"), ("#test split\n\n" + "".join(test_rows)).encode())
+    return {"records": records, "dead_letters": dead, "listed": listed}
+
+
 # ------------------------------------------------------------------------------------------ Cityscapes
 # labelIds from the official table (cityscapesscripts.helpers.labels); names kept for readability.
 _CS = {"unlabeled": 0, "ego vehicle": 1, "road": 7, "sidewalk": 8, "building": 11, "pole": 17,

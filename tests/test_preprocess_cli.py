@@ -1,0 +1,48 @@
+"""The command line contract: bad flags and empty inputs fail fast with one line and a non-zero exit."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, "-m", "pipelines.preprocess", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def _error_line(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.startswith("preprocess: error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_bad_flag_fails_with_one_line(tmp_path):
+    # (every other bad-flag case is checked in-process in test_preprocess_units.py: same code path)
+    line = _error_line(_cli("--dataset", "pet", "--input_dir", str(tmp_path), "--output_dir",
+                            str(tmp_path / "out"), "--image_size", "0x0"))
+    assert "--image_size" in line and "--help" in line
+
+
+def test_empty_and_missing_input_fail_with_one_line(tmp_path):
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    for src in (tmp_path / "empty", tmp_path / "does-not-exist"):
+        result = _cli("--dataset", "pet", "--input_dir", str(src), "--output_dir", str(tmp_path / "out"),
+                      "--image_size", "32")
+        line = _error_line(result)
+        assert "no input files" in line and "--input_dir" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_help_lists_every_flag():
+    from pipelines.preprocess import build_arg_parser
+
+    text = build_arg_parser().format_help()
+    for flag in ("--dataset", "--input_dir", "--output_dir", "--image_size", "--num_shards", "--augment_copies",
+                 "--val_fraction", "--seed", "--resize_mode", "--label_mode", "--image_format"):
+        assert flag in text

@@ -1,0 +1,152 @@
+"""Unit checks of the preprocess building blocks: decoding by content, augmentation, splits, shards, flags."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines import augment, decode, shards, sources, stats
+from pipelines.hashing import stable_fraction
+from pipelines.preprocess import UsageError, parse_args
+
+
+def _encoded(image: Image.Image, fmt: str, **kw) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kw)
+    return buf.getvalue()
+
+
+RGB = np.random.default_rng(0).integers(0, 255, size=(40, 60, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize("mode,fmt", [("RGB", "JPEG"), ("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"),
+                                      ("P", "GIF"), ("L", "PNG"), ("RGB", "BMP")])
+def test_decode_by_content_to_rgb(mode, fmt):
+    data = _encoded(Image.fromarray(RGB).convert(mode), fmt)
+    image, full = decode.decode_rgb(data)
+    assert image.dtype == np.uint8 and image.shape == (40, 60, 3) and full == (40, 60)
+
+
+def test_decode_rejects_garbage_and_truncation():
+    jpeg = _encoded(Image.fromarray(RGB), "JPEG")
+    with pytest.raises(decode.DecodeError, match="truncated"):
+        decode.decode_rgb(jpeg[: len(jpeg) // 2])
+    with pytest.raises(decode.DecodeError, match="not a readable image"):
+        decode.decode_rgb(b"MATLAB 5.0 MAT-file" + bytes(100))
+    with pytest.raises(decode.DecodeError, match="empty"):
+        decode.decode_rgb(b"")
+
+
+def test_jpeg_draft_downscales_but_never_below_the_target():
+    big = np.random.default_rng(1).integers(0, 255, size=(400, 600, 3), dtype=np.uint8)
+    data = _encoded(Image.fromarray(big), "JPEG")
+    image, full = decode.decode_rgb(data, min_size=(64, 64))
+    assert full == (400, 600)
+    assert image.shape[0] >= 64 and image.shape[1] >= 64 and image.shape[0] < 400  # decoded at 1/2^k scale
+    image, _ = decode.decode_rgb(data, min_size=(300, 500))
+    assert image.shape[:2] == (400, 600)
+
+
+def test_label_maps_8_and_16_bit():
+    mask = np.random.default_rng(2).integers(0, 4, size=(10, 12), dtype=np.uint8)
+    np.testing.assert_array_equal(decode.decode_label_map(decode.encode_mask(mask)), mask)
+    instances = np.array([[0, 26000, 26001], [24000, 7, 33999]], np.int32)
+    np.testing.assert_array_equal(decode.decode_label_map(decode.encode_instance_mask(instances), bits=16),
+                                  instances)
+    with pytest.raises(decode.DecodeError, match="colour"):
+        decode.decode_label_map(_encoded(Image.fromarray(RGB), "PNG"))
+
+
+def test_augmentation_is_seeded_and_aligned():
+    a = augment.augment_params(3, "Abyssinian_1", 1)
+    assert a == augment.augment_params(3, "Abyssinian_1", 1)
+    assert a != augment.augment_params(4, "Abyssinian_1", 1) and a != augment.augment_params(3, "Abyssinian_1", 2)
+    assert augment.augment_params(3, "x", 0) == augment.IDENTITY
+    # An image whose red channel *is* its label map stays aligned with the mask under every copy's geometry.
+    mask = np.random.default_rng(5).integers(0, 3, size=(30, 40), dtype=np.uint8)
+    image = np.dstack([mask * 80, mask, mask]).astype(np.uint8)
+    for copy in range(1, 20):
+        p = augment.augment_params(0, f"id{copy}", copy)
+        np.testing.assert_array_equal(augment.apply_geometry(image, p)[..., 0] // 80, augment.apply_geometry(mask, p))
+        assert set(np.unique(augment.apply_geometry(mask, p))) <= {0, 1, 2}
+    jittered = augment.apply_colour(RGB, augment.augment_params(0, "c", 1))
+    assert jittered.dtype == np.uint8 and jittered.shape == RGB.shape
+
+
+def test_hash_splits_are_stable_and_proportional():
+    ids = [f"id_{i}" for i in range(4000)]
+    splits = [sources.split_from_hash(i, 0.1, 0.2) for i in ids]
+    assert splits == [sources.split_from_hash(i, 0.1, 0.2) for i in ids]
+    assert abs(splits.count("val") / 4000 - 0.1) < 0.02 and abs(splits.count("test") / 4000 - 0.2) < 0.02
+    # Same id, same split, in a fresh interpreter (no reliance on Python's salted hash()).
+    code = "from pipelines.hashing import stable_fraction as f; print([f('split', f'id_{i}') for i in range(50)])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == str([stable_fraction("split", f"id_{i}") for i in range(50)])
+
+
+def test_list_files_with_comment_headers():
+    text = "#Image CLASS-ID SPECIES BREED ID\n#ID: 1:37 Class ids\n\nAbyssinian_1 1 1 1\nbeagle_2 13 2 1\nbad x\n"
+    rows = list(sources.parse_pet_list(text, "list", "list.txt"))
+    assert rows[0] == ("Abyssinian_1", ("list", sources._ListRow("list", 0, 0)))
+    assert rows[1] == ("beagle_2", ("list", sources._ListRow("list", 12, 1)))
+    assert rows[2].path == "list.txt:6" and "malformed" in rows[2].error
+
+
+def test_stray_files_classified():
+    assert sources.classify_pet_file("/d/images/._Abyssinian_1.jpg", "image").path.endswith("._Abyssinian_1.jpg")
+    assert "not an image" in sources.classify_pet_file("/d/images/Abyssinian_1.mat", "image").error
+    assert sources.classify_pet_file("/d/images/Abyssinian_1.jpg", "image") == (
+        "Abyssinian_1", ("image", "/d/images/Abyssinian_1.jpg"))
+    root = "/d"
+    assert sources.classify_cityscapes_file(
+        "/d/gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png", root, "gtFine") == (
+        "train/aachen_000000_000019", ("labelIds", "/d/gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png"))
+    assert sources.classify_cityscapes_file(
+        "/d/gtFine/train/aachen/aachen_000000_000019_gtFine_color.png", root, "gtFine") is None
+    assert "unexpected" in sources.classify_cityscapes_file("/d/leftImg8bit/train/notes.txt", root,
+                                                            "leftImg8bit").error
+
+
+def test_shard_assignment_is_stable():
+    keys = [shards.record_key(f"id_{i}", 0) for i in range(1000)]
+    assigned = [shards.shard_of(k, 8) for k in keys]
+    assert assigned == [shards.shard_of(k, 8) for k in keys] and set(assigned) == set(range(8))
+    assert shards.plan_shards({"train": 1000, "val": 0}, {"train": 3}, 50_000) == {"train": 5}
+    assert shards.plan_shards({"train": 10, "test": 4}, {}, 50_000, fixed=4) == {"train": 4, "test": 4}
+
+
+def test_median_frequency_weights():
+    freq, weights = stats.median_frequency_weights([10, 30, 0, 60])
+    np.testing.assert_allclose(freq, [0.1, 0.3, 0.0, 0.6])
+    np.testing.assert_allclose(weights, [3.0, 1.0, 0.0, 0.5])
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--dataset", "coco"], "invalid choice"),
+    (["--image_size", "big"], "--image_size must be"),
+    (["--image_size", "4"], "--image_size must be"),
+    (["--num_shards", "-1"], "--num_shards"),
+    (["--val_fraction", "1.5"], "--val_fraction"),
+    (["--augment_copies", "1000"], "--augment_copies"),
+    (["--num_shard", "3"], "unknown flag(s) --num_shard"),
+    (["--label_mode", "binary", "--dataset", "cityscapes"], "Pet only"),
+])
+def test_bad_flags_raise_usage_error(argv, message):
+    base = {"--dataset": "pet", "--input_dir": "in", "--output_dir": "out", "--image_size": "32"}
+    for flag, value in zip(argv[::2], argv[1::2]):
+        base[flag] = value
+    args = [x for kv in base.items() for x in kv]
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_args(args)
+
+
+def test_good_flags_pass_beam_options_through():
+    config, beam_argv = parse_args(["--dataset", "cityscapes", "--input_dir", "gs://b/cs/", "--output_dir",
+                                    "gs://b/out", "--image_size", "256,512", "--runner", "DirectRunner",
+                                    "--direct_num_workers", "2", "--temp_location", "gs://b/tmp"])
+    assert config.image_size == (256, 512) and config.input_dir == "gs://b/cs"
+    assert beam_argv == ["--runner", "DirectRunner", "--direct_num_workers", "2", "--temp_location", "gs://b/tmp"]
