@@ -6,6 +6,7 @@ an independent ``google-cloud-storage`` client and compare with the same job run
 """
 from __future__ import annotations
 
+import io
 import json
 import pathlib
 
@@ -110,3 +111,34 @@ def test_preprocess_gcs_empty_input_fails_fast(gcs, capsys):
     assert rc != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and empty in err[0], err
+
+
+# ---------------------------------------------------------------------------------------------- infer
+
+
+def test_infer_gcs_end_to_end(gcs, pet_job_dir, pet_raw_dir):
+    """gs:// images, a gs:// model dir (copied to a local cache through FileSystems) and gs:// outputs."""
+    from pipelines import infer
+
+    model = gcs.upload_dir(pathlib.Path(pet_job_dir) / "model", gcs.prefix("infer-model"))
+    images = gcs.prefix("infer-images")
+    sources = sorted((pathlib.Path(pet_raw_dir) / "images").glob("*.jpg"))[:4]
+    for path in sources:
+        gcs.upload_bytes(f"{images}/{path.name}", path.read_bytes())
+    gcs.upload_bytes(f"{images}/not_an_image.jpg", b"\x00garbage")
+    out = gcs.prefix("infer-out")
+    counters = infer.run(["--model_dir", model, "--input", f"{images}/*.jpg", "--output_dir", out, "--instances",
+                          *BEAM_FLAGS])
+    assert counters["inputs_matched"] == len(sources) + 1
+
+    names = gcs.list(out)
+    for path in sources:
+        assert f"masks/{path.stem}.png" in names and f"color/{path.stem}.png" in names, names
+        mask = np.asarray(Image.open(io.BytesIO(gcs.read_bytes(f"{out}/masks/{path.stem}.png"))))
+        assert mask.shape == Image.open(path).size[::-1]  # the input's own size
+        assert set(np.unique(mask)) <= {1, 2, 3}  # Pet trimap values
+        assert any(n.startswith(f"instances/{path.stem}") for n in names)
+    dead = [json.loads(line) for n in names if n.startswith("dead_letter/")
+            for line in gcs.read_bytes(f"{out}/{n}").decode().splitlines() if line.strip()]
+    assert [d["path"] for d in dead] == [f"{images}/not_an_image.jpg"]
+    assert not [n for n in names if "not_an_image" in n and not n.startswith("dead_letter/")]
