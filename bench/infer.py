@@ -125,6 +125,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--height", type=int, default=375)
     parser.add_argument("--width", type=int, default=500)
     parser.add_argument("--batch_size", default="1,16", help="job --batch_size")
+    parser.add_argument("--vectorized_batches", action="store_true", help="pass --vectorized_batches to the job")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
     work = tempfile.mkdtemp(prefix="segflow-bench-infer-")
@@ -140,7 +141,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         for p in paths[: len(paths) // 2]:
             os.symlink(p, os.path.join(half, os.path.basename(p)))
         n = len(paths)
-        extra = ["--batch_size", args.batch_size]
+        extra = ["--batch_size", args.batch_size] + (["--vectorized_batches"] if args.vectorized_batches else [])
 
         loop_s = run_loop(model_dir, paths, os.path.join(work, "loop_out"))
         one_s, _ = run_job(model_dir, paths[0], os.path.join(work, "job_one"), extra)
