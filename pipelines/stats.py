@@ -172,11 +172,28 @@ class AnalyzeAndWriteTransform(beam.PTransform):
                    | "ToRecordBatch" >> beam.Map(to_record_batch, arrow_schema))
         # desired_batch_size: our batches go through as they are; big enough that per-batch graph runs are
         # cheap, small enough that a batch of Cityscapes-size float images fits a worker's memory.
+        # TensorFlow writes gs:// with its own GCS client (fixed endpoint, not Beam's retries, deaf to
+        # STORAGE_EMULATOR_HOST): for a remote DST the graph is written under the job's temp dir, then
+        # published with Beam FileSystems (pipelines.storage). See docs/cloud.md.
+        write_dir = self._output_dir
+        if not storage.is_local(self._output_dir):
+            write_dir = FileSystems.join(self._temp_dir, "transform_output")
         with tft_beam.Context(temp_dir=self._temp_dir, desired_batch_size=self._batch_size):
             transform_fn = (batches, adapter_config) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
-            published = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(self._output_dir)
+            published = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(write_dir)
+        if write_dir != self._output_dir:
+            published = published | "PublishTransformFn" >> beam.Map(_publish_transform, write_dir,
+                                                                     self._output_dir)
         moments = raw | "ExactMoments" >> beam.CombineGlobally(ExactMomentsFn())
-        output_dir, image_size, num_classes = self._output_dir, self._image_size, self._num_classes
+        image_size, num_classes = self._image_size, self._num_classes
         return (published
-                | "ReadBackStats" >> beam.Map(lambda _, m: read_stats(output_dir, image_size, num_classes, m),
+                | "ReadBackStats" >> beam.Map(lambda _, m: read_stats(write_dir, image_size, num_classes, m),
                                               m=beam.pvalue.AsSingleton(moments)))
+
+
+def _publish_transform(_: object, src: str, dst: str) -> None:
+    """Copies tensorflow-transform's two output folders from ``src`` to ``dst`` with Beam FileSystems."""
+    import tensorflow_transform as tft
+
+    for folder in (tft.TFTransformOutput.TRANSFORM_FN_DIR, tft.TFTransformOutput.TRANSFORMED_METADATA_DIR):
+        storage.replace_tree(FileSystems.join(src, folder), FileSystems.join(dst, folder))
