@@ -2,7 +2,8 @@
 
 Same examples, same run: N Pet-like inputs (~375x500 JPEG + PNG trimap) are generated and preprocessed once
 (not timed) to records at --image_size; then both pipelines deliver --epochs epochs of batches:
-  records: GZIP shards → parse → decode small PNGs → tft normalisation (trainer.data.make_dataset)
+  records: GZIP shards → parse → decode small PNGs → uint8 batches (trainer.data.make_dataset; the tft
+           normalisation is the model's first layer, so it is not part of the input pipeline)
   seeds:   from_tensor_slices(paths) → read_file → decode_jpeg/png → resize → nearest mask resize → -1 (004)
 
     python bench/input_pipeline.py [--num_examples 300] [--image_size 128] [--epochs 2] [--batch_size 32]
@@ -73,8 +74,7 @@ def main() -> None:
     images = [os.path.join(raw, "images", f"{i}.jpg") for i in ids]
     masks = [os.path.join(raw, "annotations", "trimaps", f"{i}.png") for i in ids]
     size = (args.image_size, args.image_size)
-    layer = info.transform_layer()
-    records = lambda: data.make_dataset(info, "train", args.batch_size, training=False, transform_layer=layer
+    records = lambda: data.make_dataset(info, "train", args.batch_size, training=False
                                         ).take(data.eval_steps(info, "train", args.batch_size))
     seeds = lambda: seeds_dataset(images, masks, size, args.batch_size)
     throughput(records, 1), throughput(seeds, 1)  # warm-up: tracing, page cache for both

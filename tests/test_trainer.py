@@ -18,7 +18,7 @@ import tf_keras as keras
 
 from schemas import features
 from tests.fixtures.model import TINY_UNET
-from trainer import data, losses, models, task
+from trainer import data, losses, models, normalization, task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -49,10 +49,13 @@ def test_pipeline_is_seeded_and_resume_skips_exactly(pet_records_dir):
         np.testing.assert_array_equal(x1.numpy(), x2.numpy())
         np.testing.assert_array_equal(y1.numpy(), y2.numpy())
     images, labels = stream[0]
-    assert images.shape == (4, 32, 32, 3) and images.dtype == tf.float32 and labels.dtype == tf.int32
-    # Normalised by the transform's statistics: roughly zero-mean, unit-variance.
-    assert abs(float(tf.reduce_mean(images))) < 1.0 and 0.3 < float(tf.math.reduce_std(images)) < 3.0
+    # Raw uint8 out of the pipeline; the model's first layer normalises.
+    assert images.shape == (4, 32, 32, 3) and images.dtype == tf.uint8 and labels.dtype == tf.uint8
     assert set(np.unique(labels.numpy())) <= {0, 1, 2, 255}
+    # The tft layer normalises with the transform's statistics: roughly zero-mean, unit-variance.
+    normalised = normalization.TransformNormalization(info.transform_layer())(images)
+    assert normalised.dtype == tf.float32
+    assert abs(float(tf.reduce_mean(normalised))) < 1.0 and 0.3 < float(tf.math.reduce_std(normalised)) < 3.0
 
 
 def test_eval_pipeline_pads_each_worker_to_the_same_steps(pet_records_dir):
@@ -74,7 +77,8 @@ def test_overfitting_one_batch_makes_the_loss_fall(pet_records_dir):
     info = data.load_dataset_info(str(pet_records_dir))
     images, labels = next(iter(data.make_dataset(info, "train", 4, training=True, seed=0)))
     keras.utils.set_random_seed(0)
-    model = models.build_model("unet", (32, 32, 3), info.num_classes, base_filters=8, depth=2)
+    network = models.build_model("unet", (32, 32, 3), info.num_classes, base_filters=8, depth=2)
+    model = normalization.with_transform(network, info.transform_layer(), (32, 32, 3))
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=losses.SegmentationLoss("ce"), jit_compile=False)
     history = [float(model.train_on_batch(images, labels)) for _ in range(40)]
     assert history[-1] < 0.5 * history[0], history
@@ -84,17 +88,18 @@ def test_overfitting_one_batch_makes_the_loss_fall(pet_records_dir):
 def test_export_parity_raw_bytes_vs_training_graph(pet_job_dir, pet_records_dir):
     """Ids the SavedModel computes from a record's raw image bytes == the training graph's on that record."""
     info = data.load_dataset_info(str(pet_records_dir))
-    model = models.build_model("unet", (32, 32, 3), 3, base_filters=TINY_UNET["base_filters"],
-                               depth=TINY_UNET["depth"])
-    model.compile(optimizer=keras.optimizers.Adam(), loss=losses.SegmentationLoss())
-    model.optimizer.build(model.trainable_variables)
-    ckpt = tf.train.Checkpoint(model=model)
-    ckpt.restore(tf.train.latest_checkpoint(str(pet_job_dir / "checkpoints"))).expect_partial()
+    network = models.build_model("unet", (32, 32, 3), 3, base_filters=TINY_UNET["base_filters"],
+                                 depth=TINY_UNET["depth"])
+    ckpt = tf.train.Checkpoint(model=network)
+    ckpt.restore(tf.train.latest_checkpoint(str(pet_job_dir / "checkpoints"))).assert_existing_objects_matched(
+    ).expect_partial()
+    # The training graph: raw uint8 → tft layer → network, on the record's decoded image.
+    model = normalization.with_transform(network, info.transform_layer(), (32, 32, 3))
 
     raw = [r.numpy() for r in tf.data.TFRecordDataset(info.shards["val"] + info.shards["test"], "GZIP")]
     encoded = [features.parse_example(tf.constant(r))[features.IMAGE_ENCODED].numpy() for r in raw]
     images = tf.stack([data.decode_record(tf.constant(r), info.image_size, 255)[0] for r in raw])
-    expected = tf.argmax(model(data.normalize(info.transform_layer(), images), training=False), -1).numpy()
+    expected = tf.argmax(model(images, training=False), -1).numpy()
 
     served = tf.saved_model.load(str(pet_job_dir / "model")).signatures["serving_default"]
     out = served(image_bytes=tf.constant(encoded))

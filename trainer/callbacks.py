@@ -21,13 +21,17 @@ logger = logging.getLogger(__name__)
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
-    """Saves (model, optimizer, global step) every ``checkpoint_steps`` steps and every epoch end."""
+    """Saves (network, optimizer, global step) every ``checkpoint_steps`` steps and every epoch end.
 
-    def __init__(self, model: keras.Model, directory: str, *, checkpoint_steps: int = 0, is_chief: bool = True,
-                 worker_id: int = 0, max_to_keep: int = 2):
+    ``network``: the weights to keep (the trained model's network, without the weight-less tft layer);
+    ``optimizer``: the compiled model's optimizer.
+    """
+
+    def __init__(self, network: keras.Model, optimizer, directory: str, *, checkpoint_steps: int = 0,
+                 is_chief: bool = True, worker_id: int = 0, max_to_keep: int = 2):
         super().__init__()
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        self._checkpoint = tf.train.Checkpoint(model=model, optimizer=model.optimizer, global_step=self.step)
+        self._checkpoint = tf.train.Checkpoint(model=network, optimizer=optimizer, global_step=self.step)
         self._is_chief = is_chief
         self._directory = directory if is_chief else f"{directory.rstrip('/')}/.scratch-worker-{worker_id}"
         self._manager = tf.train.CheckpointManager(self._checkpoint, self._directory, max_to_keep=max_to_keep)

@@ -1,9 +1,11 @@
-"""The ``tf.data`` input pipeline: segflow records → (normalised images, label ids) batches.
+"""The ``tf.data`` input pipeline: segflow records → (raw uint8 images, uint8 label ids) batches.
 
 Shards (local or gs://) → parallel interleave → [per-worker shard] → shuffle/repeat → parse with
-``schemas.features`` → decode → [seeded online augmentation] → batch → the tensorflow-transform graph from
-``DST/transform_fn`` (per-channel normalisation from the training split's own statistics) → prefetch, with
-AUTOTUNE throughout. Dataset facts come from ``DST/metadata.json``, never from flags.
+``schemas.features`` → decode → [seeded online augmentation] → batch → prefetch, with AUTOTUNE throughout.
+The tensorflow-transform graph from ``DST/transform_fn`` (per-channel normalisation from the training split's
+own statistics) is *not* applied here: it is the first layer of the trained model
+(``trainer.normalization``), so it runs where the model runs and serving applies the very same graph.
+Images stay uint8 end to end (4x less to copy than float32). Dataset facts come from ``DST/metadata.json``.
 """
 from __future__ import annotations
 
@@ -53,7 +55,8 @@ class DatasetInfo:
         return int(self.metadata.counts.get(split, 0)) if self.shards.get(split) else 0
 
     def transform_layer(self):
-        """A fresh TransformFeaturesLayer applying DST/transform_fn (trackable: exportable in a SavedModel)."""
+        """The TransformFeaturesLayer applying DST/transform_fn (one per DatasetInfo; trackable, so it is
+        exported inside a SavedModel)."""
         return self.tft_output.transform_features_layer()
 
 
@@ -118,13 +121,6 @@ def _check_transform(info: DatasetInfo) -> None:
             f"classes): rerun preprocess into a fresh --output_dir")
 
 
-def normalize(transform_layer, images: tf.Tensor) -> tf.Tensor:
-    """uint8/float ``[B, H, W, 3]`` 0..255 → float32 normalised by the tft graph (image input only, so the
-    same call serves training and serving where there is no label)."""
-    out = transform_layer({transform_lib.RAW_IMAGE: tf.cast(images, tf.float32)})
-    return out[transform_lib.OUT_IMAGE]
-
-
 def class_pixel_counts(info: DatasetInfo) -> np.ndarray:
     """Labelled training pixels per class, as analysed by tensorflow-transform (int64 ``[C]``)."""
     h, w = info.image_size
@@ -154,7 +150,7 @@ def decode_record(serialized: tf.Tensor, size: tuple[int, int], ignore_label: in
 def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, ignore_label: int = 255
             ) -> tuple[tf.Tensor, tf.Tensor]:
     """Seeded online augmentation: horizontal flip and scale-and-crop (image and label alike), colour jitter
-    (image only). ``seed``: int64 ``[2]``; same seed → same output. Returns float32 image, uint8 label."""
+    (image only). ``seed``: int64 ``[2]``; same seed → same output. Returns uint8 image and label."""
     h, w = int(image.shape[0]), int(image.shape[1])
     s_flip, s_scale, s_crop, s_colour = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
     image = tf.cast(image, tf.float32)
@@ -176,7 +172,8 @@ def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, ignore_label: i
     image = tf.image.stateless_random_brightness(image, 20.0, s_b)
     image = tf.image.stateless_random_contrast(image, 0.8, 1.2, s_c)
     image = tf.image.stateless_random_saturation(image, 0.8, 1.2, s_s)
-    return tf.clip_by_value(image, 0.0, 255.0), tf.cast(label, tf.uint8)
+    # Back to uint8 (rounded): the pipeline delivers one dtype, augmented or not; the model casts.
+    return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8), tf.cast(label, tf.uint8)
 
 
 def eval_steps(info: DatasetInfo, split: str, global_batch: int, limit: Optional[int] = None) -> int:
@@ -188,19 +185,22 @@ def eval_steps(info: DatasetInfo, split: str, global_batch: int, limit: Optional
 def make_dataset(info: DatasetInfo, split: str, batch_size: int, *, training: bool, seed: int = 0,
                  augment_images: bool = False, deterministic: bool = False, shuffle_buffer: int = 512,
                  start_step: int = 0, input_context: Optional[tf.distribute.InputContext] = None,
-                 steps: Optional[int] = None, transform_layer=None, normalise: bool = True) -> tf.data.Dataset:
-    """Batches of (float32 images ``[b, H, W, 3]`` normalised, int32 labels ``[b, H, W]``) for one pipeline.
+                 steps: Optional[int] = None) -> tf.data.Dataset:
+    """Batches of (uint8 images ``[b, H, W, 3]`` 0..255, uint8 labels ``[b, H, W]``) for one pipeline.
+
+    Images are raw: the model normalises them (``trainer.normalization``). Labels are train ids, 255 = ignore.
 
     Args:
       batch_size: this pipeline's (per-replica) batch.
       training: shuffle, repeat forever and drop partial batches; otherwise one ordered pass (repeated, so a
         Keras validation iterator can be reused each epoch: take ``steps`` per pass).
+      deterministic: fixed element order in every parallel stage (training; evaluation is always ordered).
+        Off, parallel stages hand over whichever element is ready first (faster under load).
       start_step: batches already trained (resume): skipped as serialized records, before any decoding, so the
         resumed run sees exactly the stream the killed one would have seen (with ``deterministic``).
       input_context: per-worker sharding (shard files when there are enough, records otherwise).
       steps: evaluation steps per pass; with several pipelines each pads its shard with all-ignore examples to
         ``steps`` full batches so every worker runs the same number of collective steps.
-      normalise: apply the tft graph (False: raw 0..255 float images, e.g. for benchmarks of decoding only).
     """
     paths = info.shards.get(split) or []
     if not paths:
@@ -208,6 +208,7 @@ def make_dataset(info: DatasetInfo, split: str, batch_size: int, *, training: bo
     size, ignore = info.image_size, info.ignore_label
     n_pipes = input_context.num_input_pipelines if input_context else 1
     pipe_id = input_context.input_pipeline_id if input_context else 0
+    ordered = deterministic or not training
 
     files = tf.data.Dataset.from_tensor_slices(paths)
     shard_records = n_pipes > 1 and (len(paths) < n_pipes or not training)
@@ -215,9 +216,10 @@ def make_dataset(info: DatasetInfo, split: str, batch_size: int, *, training: bo
         files = files.shard(n_pipes, pipe_id)
     if training:
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
+    # GZIP inflation is sequential per file: read several shards at once.
     records = files.interleave(
         lambda p: tf.data.TFRecordDataset(p, compression_type="GZIP", buffer_size=1 << 20),
-        cycle_length=min(len(paths), 8), num_parallel_calls=AUTOTUNE, deterministic=deterministic or not training)
+        cycle_length=min(len(paths), 8), num_parallel_calls=AUTOTUNE, deterministic=ordered)
     if shard_records:
         records = records.shard(n_pipes, pipe_id)
 
@@ -231,31 +233,21 @@ def make_dataset(info: DatasetInfo, split: str, batch_size: int, *, training: bo
             image, label = decode_record(serialized, size, ignore)
             if augment_images:
                 return augment(image, label, tf.random.experimental.stateless_fold_in(base_seed, index), ignore)
-            return tf.cast(image, tf.float32), label
+            return image, label
 
-        ds = records.map(load_train, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
-        ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=deterministic)
+        ds = records.map(load_train, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+        ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=ordered)
     else:
-        def load_eval(serialized):
-            image, label = decode_record(serialized, size, ignore)
-            return tf.cast(image, tf.float32), label
-
-        ds = records.map(load_eval, num_parallel_calls=AUTOTUNE, deterministic=True)
+        ds = records.map(lambda r: decode_record(r, size, ignore), num_parallel_calls=AUTOTUNE,
+                         deterministic=True)
         if n_pipes > 1 and steps:
-            pad = tf.data.Dataset.from_tensors((tf.zeros([size[0], size[1], 3], tf.float32),
+            pad = tf.data.Dataset.from_tensors((tf.zeros([size[0], size[1], 3], tf.uint8),
                                                 tf.fill([size[0], size[1]], tf.constant(ignore, tf.uint8))))
             ds = ds.concatenate(pad.repeat()).take(steps * batch_size)
         ds = ds.batch(batch_size, num_parallel_calls=AUTOTUNE, deterministic=True).repeat()
 
-    layer = transform_layer if transform_layer is not None else (info.transform_layer() if normalise else None)
-
-    def finish(images, labels):
-        images = normalize(layer, images) if layer is not None else images
-        return images, tf.cast(labels, tf.int32)
-
-    ds = ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=deterministic or not training)
     options = tf.data.Options()
-    options.deterministic = deterministic or not training
+    options.deterministic = ordered
     # Sharding is done above, per input pipeline; tf.distribute must not shard again.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.with_options(options).prefetch(AUTOTUNE)

@@ -8,8 +8,9 @@ Signatures (the interface ``pipelines.infer`` codes against):
   ``serving_default(image_bytes: string [None])`` = the three above composed
       → class_ids int32 [B, Hmax, Wmax] (padding 255), probabilities float32 [B, Hmax, Wmax, C] (padding 0),
         height int32 [B], width int32 [B]; each image's results at its own size, top-left aligned.
-Decoding/resizing is ``schemas.imaging`` (as in preprocess), normalisation is the tensorflow-transform graph
-from ``DST/transform_fn`` (as in training): no train/serve skew. Plus ``segflow_model.json`` describing labels.
+Decoding/resizing is ``schemas.imaging`` (as in preprocess); ``predict_resized`` calls the very Keras model that
+was trained, whose first layer is the tensorflow-transform graph from ``DST/transform_fn``
+(``trainer.normalization``): no train/serve skew. Plus ``segflow_model.json`` describing labels.
 """
 from __future__ import annotations
 
@@ -30,13 +31,12 @@ MODEL_INFO_FILE = "segflow_model.json"
 
 
 class SegmentationServer(tf.Module):
-    """Holds the network and the tft layer; its tf.functions are the exported signatures."""
+    """Holds the model (uint8 images → tft normalisation → logits); its tf.functions are the signatures."""
 
-    def __init__(self, model: keras.Model, transform_layer, image_size: Sequence[int], resize_mode: str,
-                 num_classes: int, ignore_label: int = 255):
+    def __init__(self, model: keras.Model, image_size: Sequence[int], resize_mode: str, num_classes: int,
+                 ignore_label: int = 255):
         super().__init__(name="segflow_server")
         self.model = model
-        self.transform_layer = transform_layer
         self._size = (int(image_size[0]), int(image_size[1]))
         self._mode = resize_mode
         self._num_classes = int(num_classes)
@@ -56,8 +56,7 @@ class SegmentationServer(tf.Module):
         return {"image": resized, "height": tf.cast(shape[0], tf.int32), "width": tf.cast(shape[1], tf.int32)}
 
     def _predict_resized(self, images):
-        normalised = data_lib.normalize(self.transform_layer, images)
-        logits = self.model(normalised, training=False)
+        logits = self.model(images, training=False)
         return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
 
     def _postprocess(self, probabilities, height, width):
@@ -95,10 +94,12 @@ def model_info(info: data_lib.DatasetInfo, model_name: str) -> dict:
 
 
 def export_model(model: keras.Model, info: data_lib.DatasetInfo, export_dir: str, model_name: str) -> str:
-    """Writes the SavedModel and ``segflow_model.json`` to ``export_dir`` (local or gs://); returns it."""
+    """Writes the SavedModel and ``segflow_model.json`` to ``export_dir`` (local or gs://); returns it.
+
+    ``model``: uint8 ``[B, H, W, 3]`` → logits, the tft layer included (``normalization.with_transform``).
+    """
     meta = info.metadata
-    server = SegmentationServer(model, info.transform_layer(), meta.image_size, meta.resize_mode,
-                                meta.num_classes, meta.ignore_label)
+    server = SegmentationServer(model, meta.image_size, meta.resize_mode, meta.num_classes, meta.ignore_label)
     if tf.io.gfile.exists(export_dir):
         tf.io.gfile.rmtree(export_dir)  # a re-run replaces the export rather than mixing two
     tf.saved_model.save(server, export_dir, signatures={

@@ -113,6 +113,7 @@ def run(config: TrainConfig) -> dict:
 
     import tf_keras as keras
     from trainer import callbacks as cb, data as data_lib, export, losses, metrics as metrics_lib, models
+    from trainer.normalization import with_transform
 
     info = data_lib.load_dataset_info(config.data_dir)
     h, w = info.image_size
@@ -144,14 +145,16 @@ def run(config: TrainConfig) -> dict:
     steps_per_epoch = config.steps_per_epoch or max(1, info.count("train") // config.batch_size)
     val_steps = data_lib.eval_steps(info, eval_split, config.batch_size, config.validation_steps)
     with strategy.scope():
-        model = models.build_model(config.model, (h, w, 3), info.num_classes, base_filters=config.base_filters,
-                                   depth=config.depth, backbone_weights=config.backbone_weights)
+        network = models.build_model(config.model, (h, w, 3), info.num_classes, base_filters=config.base_filters,
+                                     depth=config.depth, backbone_weights=config.backbone_weights)
+        # The pipeline delivers raw uint8 images; the tft normalisation is the model's first layer.
+        model = with_transform(network, info.transform_layer(), (h, w, 3))
         seg_metric = metrics_lib.ConfusionMatrixMetric(info.num_classes, info.ignore_label)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       loss=losses.SegmentationLoss(config.loss, class_weights, info.ignore_label),
                       metrics=[seg_metric], jit_compile=False)
         model.optimizer.build(model.trainable_variables)
-        checkpoint = cb.ResumableCheckpoint(model, _join(config.job_dir, "checkpoints"),
+        checkpoint = cb.ResumableCheckpoint(network, model.optimizer, _join(config.job_dir, "checkpoints"),
                                             checkpoint_steps=config.checkpoint_steps, is_chief=chief,
                                             worker_id=task_index)
     start_step = checkpoint.restore()
@@ -191,7 +194,7 @@ def run(config: TrainConfig) -> dict:
 
     results = model.evaluate(val_ds, steps=val_steps, return_dict=True, verbose=0)
     matrix = seg_metric.matrix()  # every worker reads: the summed variable may need a collective
-    weights = model.get_weights()
+    weights = network.get_weights()
     summary = metrics_lib.summarize(matrix, info.metadata.class_names)
     report = {
         "model": config.model, "dataset": info.metadata.dataset, "eval_split": eval_split,
@@ -203,9 +206,10 @@ def run(config: TrainConfig) -> dict:
     }
     if chief:
         keras.mixed_precision.set_global_policy("float32")  # the export is float32 for any serving hardware
-        serving_model = models.build_model(config.model, (h, w, 3), info.num_classes,
-                                           base_filters=config.base_filters, depth=config.depth)
-        serving_model.set_weights(weights)
+        serving_network = models.build_model(config.model, (h, w, 3), info.num_classes,
+                                             base_filters=config.base_filters, depth=config.depth)
+        serving_network.set_weights(weights)
+        serving_model = with_transform(serving_network, info.transform_layer(), (h, w, 3))
         export.export_model(serving_model, info, _join(config.job_dir, "model"), config.model)
         _write_json(_join(config.job_dir, "metrics.json"), report)
         logger.info("mIoU %.4f, pixel accuracy %.4f on %s; model in %s", report["miou"],
