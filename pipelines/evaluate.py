@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import outputs
-from pipelines.runner import make_pipeline_options
+from pipelines.runner import make_pipeline_options, new_pipeline
 from schemas import labels
 
 NAMESPACE = "segflow_evaluate"
@@ -291,7 +291,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     output_file = args.output_file or FileSystems.join(
         posixpath.dirname(predictions) if "://" in predictions else _parent(predictions), "evaluation.json")
     extra = {"predictions": predictions, "ground_truth": args.ground_truth, "ground_truth_pattern": gt_pattern}
-    pipeline = beam.Pipeline(options=make_pipeline_options(beam_argv))
+    pipeline = new_pipeline(make_pipeline_options(beam_argv))
     build_pipeline(pipeline, gt_pattern, pred_pattern, spec, output_file, extra)
     pipeline.run().wait_until_finish()
     doc = json.loads(outputs.read_bytes(output_file).decode("utf-8"))

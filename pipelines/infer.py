@@ -29,7 +29,7 @@ from apache_beam.utils import shared
 from pipelines import outputs
 from pipelines.deadletter import DeadLetter, WriteDeadLetters
 from pipelines.instances import extract_instances
-from pipelines.runner import make_pipeline_options
+from pipelines.runner import make_pipeline_options, new_pipeline
 from pipelines.serving import ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
 from schemas.labels import spec_for
 
@@ -278,7 +278,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         raise SystemExit(f"pipelines.infer: error: {err}")
     matched = _check_inputs(args.input)
     options = make_pipeline_options(beam_argv)
-    pipeline = beam.Pipeline(options=options)
+    pipeline = new_pipeline(options)
     build_pipeline(pipeline, args, model_info)
     result = pipeline.run()
     result.wait_until_finish()

@@ -312,7 +312,7 @@ def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
         config.output_dir if runner_lib.is_remote(options) else tempfile.gettempdir())
     temp_dir = FileSystems.join(temp_root, f".segflow-tmp-{uuid.uuid4().hex[:12]}")
     try:
-        with beam.Pipeline(options=options) as p:
+        with runner_lib.new_pipeline(options) as p:
             build_pipeline(p, config, temp_dir)
         result = p.result
         if dry_run:

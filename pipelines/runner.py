@@ -2,9 +2,12 @@
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import Optional, Sequence
 
+import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+
+_DIRECT_RUNNERS = ("DirectRunner", "direct", "SwitchingDirectRunner")
 
 
 def _given(argv: Sequence[str], flag: str) -> bool:
@@ -24,7 +27,7 @@ def make_pipeline_options(beam_argv: Sequence[str]) -> PipelineOptions:
     standard = options.view_as(StandardOptions)
     if not standard.runner:
         standard.runner = "DirectRunner"
-    if standard.runner in ("DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner"):
+    if standard.runner in _DIRECT_RUNNERS + ("BundleBasedDirectRunner",):
         direct = options.view_as(DirectOptions)
         if not _given(argv, "direct_running_mode"):
             direct.direct_running_mode = "multi_processing"
@@ -38,3 +41,28 @@ def is_remote(options: PipelineOptions) -> bool:
     """True when the job runs on workers that are not this process's machine (e.g. Dataflow)."""
     runner = (options.view_as(StandardOptions).runner or "").lower()
     return "dataflow" in runner
+
+
+def local_runner(options: PipelineOptions) -> Optional[beam.runners.PipelineRunner]:
+    """The FnApiRunner when the options name the DirectRunner, else None (Beam builds the named runner).
+
+    Beam 2.77's DirectRunner first tries the Prism runner, which it downloads from GitHub on first use: offline
+    that costs seconds and a failed download before falling back; online it silently swaps in a runner that
+    ignores ``--direct_running_mode``. For batch pipelines like segflow's the DirectRunner's own choice after
+    Prism is the FnApiRunner (which honours ``--direct_num_workers`` / ``--direct_running_mode``): go there
+    directly, built exactly as the DirectRunner builds it.
+    """
+    if options.view_as(StandardOptions).runner not in _DIRECT_RUNNERS:
+        return None
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+
+
+def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
+    """A ``beam.Pipeline`` on ``options`` (the FnApiRunner for the DirectRunner, see ``local_runner``)."""
+    return beam.Pipeline(runner=local_runner(options), options=options)
