@@ -113,7 +113,9 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p.add_argument("--label_mode", choices=schema_labels.PET_LABEL_MODES, default="trimap",
                    help="Pet: trimap (pet/background/border), binary (pet/background), species "
                         "(background/cat/dog); ignored for Cityscapes")
-    p.add_argument("--image_format", choices=("png", "jpeg"), default="png", help="record image encoding")
+    p.add_argument("--image_format", choices=("auto", "png", "jpeg"), default="auto",
+                   help="record image encoding; auto (default) keeps the source's codec family: jpeg for Pet "
+                        "(JPEG photos), png for Cityscapes (PNG frames)")
     p.add_argument("--jpeg_quality", type=int, default=95, help="with --image_format jpeg")
     p.add_argument("--analyze_batch_size", type=int, default=64,
                    help="examples per tensorflow-transform analysis batch")
@@ -135,6 +137,17 @@ def _check_beam_flags(beam_argv: Sequence[str]) -> None:
     if unknown:
         raise UsageError(f"unknown flag(s) {' '.join(flags or unknown)}: not a preprocess flag nor a Beam option"
                          f" (see {PROG} --help)")
+
+
+# --image_format auto: the source's codec family. Pet photos are JPEGs: a q95 4:4:4 JPEG record costs nothing a
+# model can see, and decodes ~4x faster than a PNG of the same pixels on every training epoch. Cityscapes
+# frames are PNGs: keep them lossless, as DeepLab's build_cityscapes_data does.
+AUTO_IMAGE_FORMAT = {"pet": "jpeg", "cityscapes": "png"}
+
+
+def record_image_format(dataset: str, requested: str) -> str:
+    """The record image encoding for ``--image_format`` (``auto`` resolved per dataset)."""
+    return AUTO_IMAGE_FORMAT[dataset] if requested == "auto" else requested
 
 
 def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
@@ -163,7 +176,8 @@ def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
         dataset=args.dataset, input_dir=input_dir, output_dir=output_dir, image_size=args.image_size,
         num_shards=args.num_shards or None, augment_copies=args.augment_copies, val_fraction=args.val_fraction,
         test_fraction=args.test_fraction, seed=args.seed, resize_mode=args.resize_mode,
-        label_mode=args.label_mode, image_format=args.image_format, jpeg_quality=args.jpeg_quality,
+        label_mode=args.label_mode, image_format=record_image_format(args.dataset, args.image_format),
+        jpeg_quality=args.jpeg_quality,
         analyze_batch_size=args.analyze_batch_size)
     return config, list(beam_argv)
 

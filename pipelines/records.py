@@ -1,16 +1,15 @@
 """One source example → its records (the original plus offline-augmented copies) and its analysis features.
 
 Reads the example's files through Beam ``FileSystems``, decodes by content (``pipelines.decode``), maps native
-labels to train ids (``schemas.labels``), brings image and masks to the record size with the shared TF resize
-code (``schemas.imaging``: antialiased for images, nearest neighbour for masks, so no label is ever invented),
-encodes and builds a ``tf.train.Example`` (``schemas.features``). Anything that fails becomes a dead letter
+labels to train ids (``schemas.labels``), brings image and masks to the record size with the serving graph's
+resize geometry (``schemas.imaging`` host twins: antialiased for images, nearest neighbour for masks, so no label
+is ever invented), encodes and builds a ``tf.train.Example`` (``schemas.features``). Anything that fails becomes a dead letter
 with the path and the reason; nothing is dropped silently.
 """
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -23,6 +22,7 @@ from pipelines.decode import DecodeError, decode_label_map, decode_rgb, encode_i
 from pipelines.deadletter import DeadLetter
 from pipelines.shards import Record, record_key
 from pipelines.sources import DEAD_LETTER_TAG, Example
+from schemas import imaging
 
 ANALYZE_TAG = "analyze"
 
@@ -47,40 +47,24 @@ def _read(path: str) -> bytes:
         return handle.read()
 
 
-@functools.lru_cache(maxsize=None)
-def _stretch_fn(height: int, width: int, is_mask: bool, dtype: str) -> Callable:
-    """``schemas.imaging`` resize to (height, width), traced once per size/kind (eager dispatch of its ~15 ops
-    per call would cost more than the resize itself at record sizes)."""
-    import tensorflow as tf
-    from schemas import imaging
-
-    if is_mask:
-        return tf.function(lambda m: imaging.resize_mask(m, (height, width), "stretch"),
-                           input_signature=[tf.TensorSpec([None, None], tf.as_dtype(dtype))])
-    return tf.function(lambda x: imaging.resize_image(x, (height, width), "stretch"),
-                       input_signature=[tf.TensorSpec([None, None, 3], tf.uint8)])
-
-
 def _fit(array: np.ndarray, reference_hw: tuple[int, int], size: Sequence[int], mode: str, *, is_mask: bool,
          fill: int = 0) -> np.ndarray:
-    """Resizes ``array`` to the record canvas with ``schemas.imaging`` and pads (mode ``pad``).
+    """Resizes ``array`` to the record canvas with the ``schemas.imaging`` host twins, padding in mode ``pad``.
 
     The content box comes from ``reference_hw``, the full-resolution size of what is being fitted, not from the
     array itself: a JPEG decoded at 1/4 scale and its full-size mask then land on exactly the same pixels.
     """
-    import tensorflow as tf
-    from schemas import imaging
-
-    top, left, h, w = (int(v) for v in imaging.content_box(reference_hw[0], reference_hw[1], size, mode))
-    if mode == "stretch":
-        return _stretch_fn(h, w, is_mask, array.dtype.name)(tf.constant(array)).numpy()
-    # pad: the content size varies with each image's aspect ratio, so run eagerly rather than trace per size.
     if is_mask:
-        resized = imaging.resize_mask(tf.constant(array), (h, w), "stretch").numpy()
-    else:
-        resized = imaging.resize_image(tf.constant(array), (h, w), "stretch").numpy()
-    pad = [(top, int(size[0]) - h - top), (left, int(size[1]) - w - left)] + [(0, 0)] * (array.ndim - 2)
-    return np.pad(resized, pad, mode="constant", constant_values=fill)
+        return imaging.resize_mask_host(array, size, mode, ignore_label=fill, content_hw=reference_hw)
+    return imaging.resize_image_host(array, size, mode, content_hw=reference_hw)
+
+
+def _decoded_like_training(encoded: bytes, size: Sequence[int], image_format: str) -> np.ndarray:
+    """A record image as ``trainer.data`` decodes it (``schemas.features.decode_image``), uint8 ``[H, W, 3]``."""
+    from schemas import features
+
+    parsed = {features.IMAGE_ENCODED: encoded, features.IMAGE_HEIGHT: size[0], features.IMAGE_WIDTH: size[1]}
+    return features.decode_image(parsed, image_format).numpy()
 
 
 class MakeRecords(beam.DoFn):
@@ -127,7 +111,6 @@ class MakeRecords(beam.DoFn):
         yield from outputs
 
     def _records(self, example: Example) -> Iterator:
-        import tensorflow as tf  # noqa: F401  (imported once per worker; schemas.imaging needs it)
         from schemas.features import build_example
 
         o = self._o
@@ -173,8 +156,9 @@ class MakeRecords(beam.DoFn):
             if instances is not None:
                 inst_out = _fit(augment.apply_geometry(instances, params), ref_hw, size, o.resize_mode,
                                 is_mask=True, fill=0)
+            image_encoded = encode_image(img, o.image_format, o.jpeg_quality)
             record = build_example(
-                image_encoded=encode_image(img, o.image_format, o.jpeg_quality),
+                image_encoded=image_encoded,
                 image_format=o.image_format,
                 height=size[0], width=size[1],
                 source_id=example.example_id,
@@ -187,8 +171,10 @@ class MakeRecords(beam.DoFn):
             yield Record(example.split, record_key(example.example_id, copy),
                          record.SerializeToString(deterministic=True))
             if copy == 0 and example.split == "train" and mask_out is not None:
-                # The analysis sees exactly the pixels a record holds (PNG is lossless; a JPEG record's would
-                # differ by the codec's rounding only).
+                # The analysis sees exactly the pixels training will read: PNG is lossless; a JPEG record is
+                # decoded back with the trainer's own decoder (TF's IDCT differs from PIL's by a few levels).
+                if o.image_format != "png":
+                    img = _decoded_like_training(image_encoded, size, o.image_format)
                 yield beam.pvalue.TaggedOutput(ANALYZE_TAG, {
                     "image": img,
                     "label": mask_out,

@@ -6,7 +6,8 @@ are written sorted by key, and GZIP (zlib, no timestamp in the header) compresse
 same inputs and flags → identical files. Files are written through Beam ``FileSystems``, so ``gs://`` works.
 
 The number of shards per split is ``--num_shards`` or, by default, one per ``TARGET_SHARD_BYTES`` of
-estimated records (at least one), decided from the number of source examples per split. Shards left over from an
+estimated records, and at least enough for parallel reads (``PARALLEL_READ_SHARDS``, never below
+``MIN_RECORDS_PER_SHARD`` records each), decided from the number of source examples per split. Shards left over from an
 earlier run into the same directory (another shard count, a split that is now empty) are deleted at the end.
 """
 from __future__ import annotations
@@ -25,6 +26,10 @@ from pipelines.hashing import stable_int
 
 TARGET_SHARD_BYTES = 32 * 1024 * 1024
 MAX_SHARDS = 1024
+# GZIP inflates sequentially within a file: the trainer's interleave reads up to 8 shards at once and gives each
+# multi-worker replica whole files, so a split of small records still gets several shards.
+PARALLEL_READ_SHARDS = 16
+MIN_RECORDS_PER_SHARD = 256
 SHARD_NAME = "{split}-{index:05d}-of-{count:05d}.tfrecord.gz"
 _SHARD_RE = re.compile(r"^(train|val|test)-\d{5}-of-\d{5}\.tfrecord\.gz$")
 
@@ -46,9 +51,12 @@ def shard_path(output_dir: str, split: str, index: int, count: int) -> str:
     return FileSystems.join(output_dir, SHARD_NAME.format(split=split, index=index, count=count))
 
 
-def auto_num_shards(total_bytes: int) -> int:
-    """Default shard count of a split: ~``TARGET_SHARD_BYTES`` each, at least 1, at most ``MAX_SHARDS``."""
-    return max(1, min(MAX_SHARDS, math.ceil(total_bytes / TARGET_SHARD_BYTES)))
+def auto_num_shards(total_bytes: int, num_records: int = 0) -> int:
+    """Default shard count of a split: ~``TARGET_SHARD_BYTES`` each, or more for parallel reads (up to
+    ``PARALLEL_READ_SHARDS`` shards of at least ``MIN_RECORDS_PER_SHARD`` records); 1 to ``MAX_SHARDS``."""
+    by_size = math.ceil(total_bytes / TARGET_SHARD_BYTES)
+    for_parallel_reads = min(PARALLEL_READ_SHARDS, math.ceil(num_records / MIN_RECORDS_PER_SHARD))
+    return max(1, min(MAX_SHARDS, max(by_size, for_parallel_reads)))
 
 
 def shard_of(key: str, num_shards: int) -> int:
@@ -107,7 +115,7 @@ def plan_shards(source_counts: dict[str, int], copies: dict[str, int], bytes_per
     Decided from the number of source examples per split (known before any image is decoded), so records can
     be routed to their shard as they are made, without first holding them all to measure them.
     """
-    return {split: fixed or auto_num_shards(n * copies.get(split, 1) * bytes_per_record)
+    return {split: fixed or auto_num_shards(n * copies.get(split, 1) * bytes_per_record, n * copies.get(split, 1))
             for split, n in source_counts.items() if n}
 
 

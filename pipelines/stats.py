@@ -33,6 +33,10 @@ def median_frequency_weights(class_pixel_counts: Sequence[int]) -> tuple[list[fl
     return [float(f) for f in freq], [float(w) for w in weights]
 
 
+_CHANNEL_OFFSETS = np.array([0, 256, 512], np.int32)
+_VALUES = np.arange(256, dtype=np.int64)
+
+
 class ExactMomentsFn(beam.CombineFn):
     """Per-channel pixel count, sum and sum of squares in exact integers (uint8 pixels).
 
@@ -45,9 +49,11 @@ class ExactMomentsFn(beam.CombineFn):
 
     def add_input(self, acc, features: dict):
         n, s, q = acc
-        pixels = np.asarray(features[schema_transform.RAW_IMAGE]).reshape(-1, 3).astype(np.int64)
-        sums = pixels.sum(axis=0)
-        squares = (pixels * pixels).sum(axis=0)
+        pixels = np.asarray(features[schema_transform.RAW_IMAGE], dtype=np.uint8).reshape(-1, 3)
+        # One 768-bin histogram (256 values x 3 channels), then sum and sum of squares from it: exact, and
+        # ~4x cheaper than widening every pixel to int64.
+        histogram = np.bincount((pixels + _CHANNEL_OFFSETS).ravel(), minlength=768).reshape(3, 256)
+        sums, squares = histogram @ _VALUES, histogram @ (_VALUES * _VALUES)
         return n + pixels.shape[0], [a + int(b) for a, b in zip(s, sums)], [a + int(b) for a, b in zip(q, squares)]
 
     def merge_accumulators(self, accumulators):

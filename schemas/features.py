@@ -101,9 +101,20 @@ def parse_example(serialized: tf.Tensor) -> dict[str, tf.Tensor]:
     return tf.io.parse_single_example(serialized, FEATURE_SPEC)
 
 
-def decode_image(parsed: Mapping[str, tf.Tensor]) -> tf.Tensor:
-    """Decodes ``image/encoded`` to uint8 ``[H, W, 3]`` (PNG or JPEG, by content)."""
-    image = tf.io.decode_image(parsed[IMAGE_ENCODED], channels=3, expand_animations=False)
+def decode_image(parsed: Mapping[str, tf.Tensor], image_format: str | None = None) -> tf.Tensor:
+    """Decodes ``image/encoded`` to uint8 ``[H, W, 3]``.
+
+    ``image_format``: ``"jpeg"`` or ``"png"`` when every record of the dataset is known to use it
+    (``metadata.json``'s ``image_format``): the codec's own op, without ``decode_image``'s sniffing and
+    dispatch (measurable in an input pipeline that decodes thousands of records a second). ``None``: by content.
+    """
+    encoded = parsed[IMAGE_ENCODED]
+    if image_format == "jpeg":
+        image = tf.io.decode_jpeg(encoded, channels=3)
+    elif image_format == "png":
+        image = tf.io.decode_png(encoded, channels=3)
+    else:
+        image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     height = tf.cast(parsed[IMAGE_HEIGHT], tf.int32)
     width = tf.cast(parsed[IMAGE_WIDTH], tf.int32)
     return tf.reshape(image, [height, width, 3])

@@ -1,8 +1,11 @@
 """Image geometry shared by preprocess (making records), the trainer's serving graph and inference.
 
-One implementation of "bring an image to the model's size and back", in TensorFlow ops so the exact same code
-runs eagerly inside Beam workers and traced inside the exported SavedModel: no train/serve skew from two
-resize kernels.
+One definition of "bring an image to the model's size and back". The TensorFlow ops run inside the exported
+SavedModel (serving) and the trainer; the host twins (``*_host``: PIL and numpy) run in the Beam preprocess
+workers, where a TF op call per image cost more than decoding the image. The twins are the same geometry and the
+same kernels, pinned by tests: the content box is identical, nearest-neighbour masks are identical pixel for
+pixel, and images differ by at most one grey level of rounding (PIL's BILINEAR *is* the antialiased triangle
+filter that ``tf.image.resize(..., antialias=True)`` applies).
 
 Resize modes:
   ``stretch``: scale height and width independently to the target size.
@@ -13,7 +16,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import tensorflow as tf
+from PIL import Image
 
 RESIZE_MODES = ("stretch", "pad")
 
@@ -94,3 +99,55 @@ def decode_image_bytes(encoded: tf.Tensor) -> tf.Tensor:
     """
     image = tf.io.decode_image(encoded, channels=3, expand_animations=False)
     return tf.ensure_shape(image, [None, None, 3])
+
+
+# ----------------------------------------------------------------------------------------- host twins (numpy)
+def content_box_host(height: int, width: int, size: Sequence[int], mode: str) -> tuple[int, int, int, int]:
+    """``content_box`` in plain Python: (top, left, h, w) ints, the same float32 arithmetic, the same result."""
+    _check_mode(mode)
+    target_h, target_w = int(size[0]), int(size[1])
+    if mode == "stretch":
+        return 0, 0, target_h, target_w
+    h, w = np.float32(height), np.float32(width)
+    scale = min(np.float32(target_h) / h, np.float32(target_w) / w)
+    # tf.round rounds half to even, like np.rint.
+    new_h = int(np.clip(np.rint(h * scale), 1, target_h))
+    new_w = int(np.clip(np.rint(w * scale), 1, target_w))
+    return (target_h - new_h) // 2, (target_w - new_w) // 2, new_h, new_w
+
+
+def _pad_host(array: np.ndarray, top: int, left: int, size: Sequence[int], fill: int) -> np.ndarray:
+    h, w = array.shape[:2]
+    pad = [(top, int(size[0]) - h - top), (left, int(size[1]) - w - left)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, pad, mode="constant", constant_values=fill)
+
+
+def resize_image_host(image: np.ndarray, size: Sequence[int], mode: str = "stretch",
+                      content_hw: Sequence[int] | None = None) -> np.ndarray:
+    """uint8 RGB ``[H, W, 3]`` → uint8 ``[size[0], size[1], 3]``: ``resize_image`` on the host (±1 grey level).
+
+    ``content_hw``: the size that decides the ``pad`` geometry when ``image`` is a downscaled decode of a larger
+    original (JPEG draft decoding); defaults to the image's own size.
+    """
+    ref_h, ref_w = content_hw if content_hw is not None else image.shape[:2]
+    top, left, h, w = content_box_host(ref_h, ref_w, size, mode)
+    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB").resize(
+        (w, h), Image.Resampling.BILINEAR))
+    return _pad_host(resized, top, left, size, 0) if mode == "pad" else resized
+
+
+def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
+    """Source row/column of each output pixel, exactly as TF's nearest-neighbour resize picks it
+    (half-pixel centres, float32 scale, floor, clamped)."""
+    scale = np.float32(in_size) / np.float32(out_size)
+    centres = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale
+    return np.minimum(np.floor(centres).astype(np.int64), in_size - 1)
+
+
+def resize_mask_host(mask: np.ndarray, size: Sequence[int], mode: str = "stretch", ignore_label: int = 255,
+                     content_hw: Sequence[int] | None = None) -> np.ndarray:
+    """Label map ``[H, W]`` → same dtype ``[size[0], size[1]]``: ``resize_mask`` on the host, pixel-identical."""
+    ref_h, ref_w = content_hw if content_hw is not None else mask.shape[:2]
+    top, left, h, w = content_box_host(ref_h, ref_w, size, mode)
+    resized = mask[nearest_indices(mask.shape[0], h)[:, None], nearest_indices(mask.shape[1], w)[None, :]]
+    return _pad_host(resized, top, left, size, ignore_label) if mode == "pad" else resized

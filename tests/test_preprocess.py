@@ -79,7 +79,8 @@ def test_pet_records_parse_on_contract_keys(pet_records_dir):
         assert len(records) == meta.counts[split] > 0
         for r in records:
             assert (r["image/height"], r["image/width"]) == (32, 32)
-            assert r["image/format"] == b"png" and r["image/segmentation/class/format"] == b"png"
+            # --image_format auto: Pet records keep the photos' codec (JPEG); masks are always PNG.
+            assert r["image/format"] == b"jpeg" and r["image/segmentation/class/format"] == b"png"
             assert _image(r).shape == (32, 32, 3)
             # Nearest-neighbour resize of a trimap never invents a value: only 0/1/2 appear.
             assert set(np.unique(_mask(r))) <= {0, 1, 2}

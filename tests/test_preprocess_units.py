@@ -115,7 +115,10 @@ def test_shard_assignment_is_stable():
     keys = [shards.record_key(f"id_{i}", 0) for i in range(1000)]
     assigned = [shards.shard_of(k, 8) for k in keys]
     assert assigned == [shards.shard_of(k, 8) for k in keys] and set(assigned) == set(range(8))
-    assert shards.plan_shards({"train": 1000, "val": 0}, {"train": 3}, 50_000) == {"train": 5}
+    # 3000 records of 50 kB: 150 MB is 5 shards by size, but 3000 records make 12 shards of 250 for parallel reads.
+    assert shards.plan_shards({"train": 1000, "val": 0}, {"train": 3}, 50_000) == {"train": 12}
+    assert shards.plan_shards({"train": 100_000}, {}, 50_000) == {"train": 150}  # by size: 5 GB / 32 MiB
+    assert shards.plan_shards({"train": 100, "val": 10}, {}, 50_000) == {"train": 1, "val": 1}
     assert shards.plan_shards({"train": 10, "test": 4}, {}, 50_000, fixed=4) == {"train": 4, "test": 4}
 
 

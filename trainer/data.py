@@ -139,10 +139,14 @@ def median_frequency_weights(counts: np.ndarray) -> list[float]:
     return [float(median / f) if f > 0 else 0.0 for f in freq]
 
 
-def decode_record(serialized: tf.Tensor, size: tuple[int, int], ignore_label: int) -> tuple[tf.Tensor, tf.Tensor]:
-    """One serialized record → (uint8 image ``[H, W, 3]``, uint8 label ``[H, W]``) at the records' size."""
+def decode_record(serialized: tf.Tensor, size: tuple[int, int], ignore_label: int,
+                  image_format: Optional[str] = None) -> tuple[tf.Tensor, tf.Tensor]:
+    """One serialized record → (uint8 image ``[H, W, 3]``, uint8 label ``[H, W]``) at the records' size.
+
+    ``image_format``: the dataset's record encoding (metadata.json), or None to decode by content.
+    """
     parsed = features.parse_example(serialized)
-    image = tf.ensure_shape(features.decode_image(parsed), [size[0], size[1], 3])
+    image = tf.ensure_shape(features.decode_image(parsed, image_format), [size[0], size[1], 3])
     label = tf.ensure_shape(features.decode_mask(parsed, ignore_label), [size[0], size[1]])
     return image, label
 
@@ -206,6 +210,7 @@ def make_dataset(info: DatasetInfo, split: str, batch_size: int, *, training: bo
     if not paths:
         raise DataError(f"no {split} records in {info.data_dir}")
     size, ignore = info.image_size, info.ignore_label
+    codec = info.metadata.image_format if info.metadata.image_format in ("jpeg", "png") else None
     n_pipes = input_context.num_input_pipelines if input_context else 1
     pipe_id = input_context.input_pipeline_id if input_context else 0
     ordered = deterministic or not training
@@ -230,7 +235,7 @@ def make_dataset(info: DatasetInfo, split: str, batch_size: int, *, training: bo
         base_seed = tf.constant([seed, 1], tf.int64)
 
         def load_train(index, serialized):
-            image, label = decode_record(serialized, size, ignore)
+            image, label = decode_record(serialized, size, ignore, codec)
             if augment_images:
                 return augment(image, label, tf.random.experimental.stateless_fold_in(base_seed, index), ignore)
             return image, label
@@ -238,7 +243,7 @@ def make_dataset(info: DatasetInfo, split: str, batch_size: int, *, training: bo
         ds = records.map(load_train, num_parallel_calls=AUTOTUNE, deterministic=ordered)
         ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=ordered)
     else:
-        ds = records.map(lambda r: decode_record(r, size, ignore), num_parallel_calls=AUTOTUNE,
+        ds = records.map(lambda r: decode_record(r, size, ignore, codec), num_parallel_calls=AUTOTUNE,
                          deterministic=True)
         if n_pipes > 1 and steps:
             pad = tf.data.Dataset.from_tensors((tf.zeros([size[0], size[1], 3], tf.uint8),
