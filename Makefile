@@ -6,7 +6,9 @@ STAMP := $(VENV)/.segflow-installed
 DEMO_DIR ?= out/demo
 PYTEST_ARGS ?=
 
-.PHONY: install demo test bench clean
+LINTED := pipelines trainer schemas tests bench
+
+.PHONY: install demo test lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -21,12 +23,16 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m pipelines.demo --work_dir $(DEMO_DIR)
 
-test: $(STAMP)
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(PY) -m pyflakes $(LINTED)
 
 bench: $(STAMP)
 	$(PY) bench/preprocess.py
 	$(PY) bench/input_pipeline.py
+	$(PY) bench/train_quality.py
 	$(PY) bench/infer.py
 
 clean:

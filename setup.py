@@ -27,6 +27,8 @@ EXTRAS = {
         "pytest-timeout>=2.3",
         # A real GCS JSON-API server on loopback for gs:// tests.
         "gcp-storage-emulator>=2024.8.3",
+        # `make lint` (run by `make test`): unused imports and undefined names, without style opinions.
+        "pyflakes>=3.2",
     ],
     "gcp": [],  # google-cloud-aiplatform and the Dataflow client come with apache-beam[gcp]
 }

@@ -2,11 +2,11 @@
 
 Same examples, same run: N Pet-like inputs (~375x500 JPEG + PNG trimap) are generated and preprocessed once
 (not timed) to records at --image_size; then both pipelines deliver --epochs epochs of batches:
-  records: GZIP shards → parse → decode small PNGs → uint8 batches (trainer.data.make_dataset; the tft
+  records: GZIP shards → parse → decode the record's small JPEG + PNG mask → uint8 batches (trainer.data.make_dataset; the tft
            normalisation is the model's first layer, so it is not part of the input pipeline)
   seeds:   from_tensor_slices(paths) → read_file → decode_jpeg/png → resize → nearest mask resize → -1 (004)
 
-    python bench/input_pipeline.py [--num_examples 300] [--image_size 128] [--epochs 2] [--batch_size 32]
+    python bench/input_pipeline.py [--num_examples 1000] [--image_size 128] [--epochs 3] [--batch_size 32]
 """
 from __future__ import annotations
 
@@ -54,17 +54,17 @@ def throughput(make, epochs: int) -> float:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--num_examples", type=int, default=300)
+    p.add_argument("--num_examples", type=int, default=1000)
     p.add_argument("--image_size", type=int, default=128)
-    p.add_argument("--epochs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--batch_size", type=int, default=32)
     p.add_argument("--work_dir", default=None)
     args = p.parse_args()
     work = args.work_dir or tempfile.mkdtemp(prefix="segflow-bench-input-")
     raw, dst = os.path.join(work, "raw"), os.path.join(work, "records")
     if not os.path.exists(os.path.join(dst, "metadata.json")):
-        from pipelines import synthetic  # bench only: the trainer itself never imports pipelines
-        synthetic.write_pet_dataset(raw, args.num_examples, size=(375, 500), seed=0)
+        from bench.common import make_pet_inputs  # bench only: the trainer itself never imports pipelines
+        make_pet_inputs(raw, args.num_examples)
         subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", raw,
                         "--output_dir", dst, "--image_size", str(args.image_size), "--val_fraction", "0"],
                        check=True, stdout=subprocess.DEVNULL)

@@ -1,27 +1,29 @@
 """Benchmark: the Beam preprocess job vs the seeds' tf.data way, on N Pet-like inputs (~500x375 JPEG + trimap).
 
-    python bench/preprocess.py [--sizes 1000,3000] [--image_size 128] [--workers 2] [--rss_sizes 1000,4000]
+    python bench/preprocess.py [--sizes 3000] [--repeats 3] [--image_size 128] [--rss_sizes 1000,4000]
 
-For each N (same process run, same inputs): (a) ``python -m pipelines.preprocess`` (DirectRunner,
-multi-processing, one worker per core), (b) the seeds' tf.data pipeline (tutorial notes 003/004):
-``read_file → decode_jpeg → resize → encode → one TFRecord file`` with ``num_parallel_calls=AUTOTUNE``, image
-and trimap alike. Each runs as its own process and is timed whole (start-up included); peak RSS is the
-largest sum of RSS over the process and all its children, sampled every 50 ms. Prints images/second, the
-ratio, and peak RSS; ``--rss_sizes`` adds pipeline-only runs to show memory stays flat as N grows.
+For each N (same process run, same inputs, the three commands in turn, ``--repeats`` times, medians):
+  pipeline: ``python -m pipelines.preprocess`` with its defaults (DirectRunner, one worker per core), the
+            whole job: discovery, records, shards, tensorflow-transform statistics, metadata, dead letters;
+  tf.data:  the seeds' way (tutorial notes 003/004): ``read_file → decode_jpeg → resize → encode_png → one GZIP
+            TFRecord file`` with ``num_parallel_calls=AUTOTUNE``, image and trimap alike;
+  bare loop: a reference ceiling, not a competitor: ``multiprocessing.Pool`` over PIL with decode-time JPEG
+            downscaling, resize, encode, one GZIP file, and nothing else (no statistics, splits, checks).
+Each runs as its own process and is timed whole (start-up included); peak RSS is the largest sum of RSS over
+the process and its children, sampled every 50 ms. ``--rss_sizes`` adds pipeline-only runs to show that memory
+stays flat as N grows.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from bench.common import ROOT, make_pet_inputs, measure  # noqa: E402
 
 BASELINE = r'''
 import glob, os, sys, tensorflow as tf
@@ -53,96 +55,29 @@ with tf.io.TFRecordWriter(os.path.join(dst, "data.tfrecord.gz"), options="GZIP")
 print("baseline records", n)
 '''
 
+BARE_LOOP = r'''
+import glob, gzip, io, os, sys
+from multiprocessing import Pool
+from PIL import Image
+src, dst, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 
-def _tree_rss(pid: int) -> int:
-    """Sum of RSS (bytes) over ``pid`` and all its descendants, from /proc."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            children.setdefault(int(fields[1]), []).append(int(entry))
-            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
-            continue
-    total, stack = 0, [pid]
-    while stack:
-        p = stack.pop()
-        total += rss.get(p, 0)
-        stack.extend(children.get(p, []))
-    return total
+def work(path):
+    image = Image.open(path)
+    image.draft("RGB", (size, size))
+    image = image.convert("RGB").resize((size, size), Image.BILINEAR)
+    trimap = Image.open(path.replace("images", "annotations/trimaps")[:-4] + ".png").resize((size, size),
+                                                                                           Image.NEAREST)
+    a, b = io.BytesIO(), io.BytesIO()
+    image.save(a, "JPEG", quality=95)
+    trimap.save(b, "PNG")
+    return a.getvalue() + b.getvalue()
 
-
-def measure(cmd: list[str]) -> tuple[float, int, str]:
-    """Runs ``cmd``; returns (wall seconds, peak tree RSS bytes, output tail)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    peak = 0
-    stop = threading.Event()
-
-    def sample() -> None:
-        nonlocal peak
-        while not stop.is_set():
-            peak = max(peak, _tree_rss(proc.pid))
-            time.sleep(0.05)
-
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    out, _ = proc.communicate()
-    wall = time.perf_counter() - start
-    stop.set()
-    sampler.join()
-    text = out.decode(errors="replace")
-    if proc.returncode != 0:
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{text[-3000:]}")
-    return wall, peak, text
-
-
-def make_inputs(root: str, n: int, pool: int = 32) -> str:
-    """N Pet-layout inputs (~500x375 JPEG + trimap, sizes varying +-20%, list files with the real header).
-
-    ``pipelines.synthetic.pet_example`` takes ~0.7 s per 500x375 example, so a pool of ``pool`` of them is made
-    and every input is a distinct variation of one (crop to its own size, flip, colour shift, fresh noise),
-    each encoded separately: N different files, made in seconds.
-    """
-    import numpy as np
-    from pipelines import synthetic
-
-    path = os.path.join(root, f"pet_{n}")
-    if os.path.exists(os.path.join(path, "annotations", "list.txt")):
-        return path
-    shutil.rmtree(path, ignore_errors=True)
-    t = time.perf_counter()
-    base = [synthetic.pet_example(np.random.default_rng([7, i]), 450, 600) for i in range(pool)]
-    rng = np.random.default_rng(1)
-    rows, counters = [], {}
-    for i in range(n):
-        image, trimap = base[i % pool]
-        h, w = int(375 * rng.uniform(0.8, 1.2)), int(500 * rng.uniform(0.8, 1.2))
-        y, x = int(rng.integers(0, 450 - h + 1)), int(rng.integers(0, 600 - w + 1))
-        image, trimap = image[y:y + h, x:x + w], trimap[y:y + h, x:x + w]
-        if rng.uniform() < 0.5:
-            image, trimap = image[:, ::-1], trimap[:, ::-1]
-        image = np.clip(image.astype(np.int16) + rng.integers(-20, 21, size=3)
-                        + rng.integers(-6, 7, size=image.shape), 0, 255).astype(np.uint8)
-        breed = synthetic.PET_BREEDS[int(rng.integers(len(synthetic.PET_BREEDS)))]
-        counters[breed] = counters.get(breed, 0) + 1
-        example_id = f"{breed}_{counters[breed]}"
-        synthetic._write(os.path.join(path, "images", f"{example_id}.jpg"), synthetic._jpeg(image))
-        synthetic._write(os.path.join(path, "annotations", "trimaps", f"{example_id}.png"), synthetic._png(trimap))
-        species = 1 if breed[0].isupper() else 2
-        rows.append(f"{example_id} {synthetic.PET_BREEDS.index(breed) + 1} {species} 1\n")
-    ann = os.path.join(path, "annotations")
-    is_test = rng.uniform(size=n) < 0.25
-    synthetic._write(os.path.join(ann, "trainval.txt"), "".join(r for r, t_ in zip(rows, is_test) if not t_).encode())
-    synthetic._write(os.path.join(ann, "test.txt"), "".join(r for r, t_ in zip(rows, is_test) if t_).encode())
-    synthetic._write(os.path.join(ann, "list.txt"), (synthetic.PET_LIST_HEADER + "".join(rows)).encode())
-    print(f"generated {n} inputs in {time.perf_counter() - t:.0f}s under {path}", flush=True)
-    return path
+if __name__ == "__main__":
+    os.makedirs(dst, exist_ok=True)
+    with Pool(os.cpu_count()) as pool, gzip.open(os.path.join(dst, "bare.gz"), "wb") as out:
+        for blob in pool.imap(work, sorted(glob.glob(os.path.join(src, "images", "*.jpg"))), chunksize=16):
+            out.write(blob)
+'''
 
 
 def run_pipeline(src: str, dst: str, args) -> tuple[float, int]:
@@ -153,10 +88,15 @@ def run_pipeline(src: str, dst: str, args) -> tuple[float, int]:
     return wall, peak
 
 
-def run_baseline(src: str, dst: str, args) -> tuple[float, int]:
+def run_script(script: str, src: str, dst: str, args) -> tuple[float, int]:
     shutil.rmtree(dst, ignore_errors=True)
-    wall, peak, _ = measure([sys.executable, "-c", BASELINE, src, dst, str(args.image_size)])
+    wall, peak, _ = measure([sys.executable, "-c", script, src, dst, str(args.image_size)])
     return wall, peak
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[len(ordered) // 2]
 
 
 def main() -> None:
@@ -164,6 +104,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="3000", help="comma-separated N for the throughput comparison")
     parser.add_argument("--rss_sizes", default="1000,4000", help="comma-separated N for pipeline peak RSS; "
                                                                  "empty to skip")
+    parser.add_argument("--repeats", type=int, default=3, help="runs of each command per N (medians)")
     parser.add_argument("--image_size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "out", "bench", "preprocess"))
@@ -171,27 +112,38 @@ def main() -> None:
     args = parser.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
     out = tempfile.mkdtemp(prefix="bench_out_", dir=args.work_dir)
-    print(f"cores={os.cpu_count()} workers={args.workers} image_size={args.image_size}", flush=True)
+    print(f"cores={os.cpu_count()} workers={args.workers} image_size={args.image_size} repeats={args.repeats}",
+          flush=True)
     rows = []
     for n in [int(s) for s in args.sizes.split(",") if s]:
-        src = make_inputs(args.work_dir, n)
-        b_wall, b_rss = run_baseline(src, os.path.join(out, "baseline"), args)
-        p_wall, p_rss = run_pipeline(src, os.path.join(out, "pipeline"), args)
-        rows.append((n, n / p_wall, n / b_wall, b_wall / p_wall, p_rss, b_rss))
-        print(f"N={n}: pipeline {p_wall:.1f}s ({n / p_wall:.1f} img/s, peak RSS {p_rss / 2**20:.0f} MiB); "
-              f"tf.data baseline {b_wall:.1f}s ({n / b_wall:.1f} img/s, peak RSS {b_rss / 2**20:.0f} MiB); "
-              f"ratio {b_wall / p_wall:.2f}x", flush=True)
+        src = make_pet_inputs(os.path.join(args.work_dir, f"pet_{n}"), n)
+        runs: dict[str, list[tuple[float, int]]] = {"pipeline": [], "tf.data": [], "bare loop": []}
+        for _ in range(args.repeats):  # interleaved, so drifting machine speed hits all three alike
+            runs["tf.data"].append(run_script(BASELINE, src, os.path.join(out, "baseline"), args))
+            runs["pipeline"].append(run_pipeline(src, os.path.join(out, "pipeline"), args))
+            runs["bare loop"].append(run_script(BARE_LOOP, src, os.path.join(out, "bare"), args))
+        wall = {k: _median([w for w, _ in v]) for k, v in runs.items()}
+        rss = {k: max(r for _, r in v) for k, v in runs.items()}
+        rows.append((n, wall, rss))
+        print(f"N={n}: " + "; ".join(f"{k} {wall[k]:.1f}s ({n / wall[k]:.1f} img/s, peak RSS "
+                                     f"{rss[k] / 2**20:.0f} MiB)" for k in runs)
+              + f"; pipeline / tf.data {wall['tf.data'] / wall['pipeline']:.2f}x", flush=True)
     rss_rows = []
     for n in [int(s) for s in args.rss_sizes.split(",") if s]:
-        src = make_inputs(args.work_dir, n)
+        src = make_pet_inputs(os.path.join(args.work_dir, f"pet_{n}"), n)
         p_wall, p_rss = run_pipeline(src, os.path.join(out, "pipeline"), args)
         rss_rows.append((n, p_wall, p_rss))
         print(f"N={n}: pipeline {p_wall:.1f}s ({n / p_wall:.1f} img/s), peak RSS {p_rss / 2**20:.0f} MiB",
               flush=True)
-    print("\n| N | pipeline img/s | tf.data img/s | ratio | pipeline peak RSS | tf.data peak RSS |")
-    print("|---|---|---|---|---|---|")
-    for n, p, b, r, prss, brss in rows:
-        print(f"| {n} | {p:.1f} | {b:.1f} | {r:.2f}x | {prss / 2**20:.0f} MiB | {brss / 2**20:.0f} MiB |")
+    print(f"\nmedians of {args.repeats} runs, {os.cpu_count()} cores, records {args.image_size}x{args.image_size}")
+    print("| N | pipeline img/s | tf.data img/s | **pipeline / tf.data** | bare loop img/s | pipeline / bare loop "
+          "| pipeline peak RSS | tf.data peak RSS |")
+    print("|---|---|---|---|---|---|---|---|")
+    for n, wall, rss in rows:
+        print(f"| {n} | {n / wall['pipeline']:.1f} | {n / wall['tf.data']:.1f} | "
+              f"**{wall['tf.data'] / wall['pipeline']:.2f}x** | {n / wall['bare loop']:.1f} | "
+              f"{wall['bare loop'] / wall['pipeline']:.2f}x | {rss['pipeline'] / 2**20:.0f} MiB | "
+              f"{rss['tf.data'] / 2**20:.0f} MiB |")
     if rss_rows:
         print("\n| N | pipeline wall | pipeline peak RSS |")
         print("|---|---|---|")

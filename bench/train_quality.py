@@ -1,5 +1,6 @@
-"""Quality and training speed: preprocess a generated shapes dataset (Pet layout) and train U-Net and FCN-8s
-on this CPU within a time budget; print validation mIoU and training images/second for each.
+"""Quality and training speed on this CPU: preprocess a generated shapes dataset (Pet layout: textured objects
+with a border band on textured backgrounds) and train U-Net and FCN-8s within a time budget; print validation
+mIoU and training images/second for each, then the training speed of the full-width models.
 
     python bench/train_quality.py [--num_examples 400] [--image_size 128] [--epochs 30] [--models unet,fcn8s]
 
@@ -10,16 +11,33 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = {
+# The small configurations trained for quality: a laptop-CPU U-Net and a narrow VGG16 FCN-8s.
+SMALL = {
     "unet": ["--base_filters", "8", "--depth", "3"],
     "fcn8s": ["--base_filters", "8"],
 }
+# The papers' widths, timed for a few steps only.
+FULL = {
+    "unet": ["--base_filters", "64", "--depth", "4"],
+    "fcn8s": ["--base_filters", "64"],
+}
+BUDGET_S = 300
+
+
+def train(data_dir: str, job: str, model: str, flags: list[str], env: dict, quiet: bool = False) -> dict:
+    shutil.rmtree(job, ignore_errors=True)  # a fresh run, never a resumed one
+    subprocess.run([sys.executable, "-m", "trainer.task", "--data_dir", data_dir, "--job_dir", job, "--model",
+                    model, "--verbose", "2", *flags], check=True, env=env,
+                   stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.DEVNULL if quiet else None)
+    with open(os.path.join(job, "metrics.json")) as f:
+        return json.load(f)
 
 
 def main() -> None:
@@ -29,32 +47,51 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--batch_size", type=int, default=16)
     p.add_argument("--models", default="unet,fcn8s")
+    p.add_argument("--speed_steps", type=int, default=8, help="steps timed per full-width model (0: skip)")
     p.add_argument("--work_dir", default=None)
     args = p.parse_args()
     work = args.work_dir or tempfile.mkdtemp(prefix="segflow-bench-train-")
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": REPO}
     raw, dst = os.path.join(work, "raw"), os.path.join(work, "records")
     start = time.time()
-    if not os.path.exists(os.path.join(dst, "metadata.json")):
+    shutil.rmtree(dst, ignore_errors=True)
+    if not os.path.exists(os.path.join(raw, "annotations", "list.txt")):
         subprocess.run([sys.executable, "-m", "pipelines.synthetic", "--dataset", "pet", "--output_dir", raw,
                         "--num_examples", str(args.num_examples), "--height", "160", "--width", "200"],
                        check=True, env=env, stdout=subprocess.DEVNULL)
-        subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", raw,
-                        "--output_dir", dst, "--image_size", str(args.image_size), "--val_fraction", "0.15"],
-                       check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    prep = time.time() - start
-    print(f"preprocess: {prep:.0f} s ({args.num_examples} examples, {args.image_size}px, {os.cpu_count()} CPUs)")
+    generated = time.time() - start
+    subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", raw,
+                    "--output_dir", dst, "--image_size", str(args.image_size), "--val_fraction", "0.15"],
+                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    prep = time.time() - start - generated
+    print(f"data: {args.num_examples} examples generated in {generated:.0f} s; preprocess {prep:.0f} s "
+          f"({args.image_size}px, {os.cpu_count()} CPUs)")
+    rows = []
     for model in args.models.split(","):
-        job = os.path.join(work, f"job-{model}")
         t = time.time()
-        subprocess.run([sys.executable, "-m", "trainer.task", "--data_dir", dst, "--job_dir", job, "--model",
-                        model, "--epochs", str(args.epochs), "--batch_size", str(args.batch_size), "--augment",
-                        "--loss", "ce_dice", "--learning_rate", "3e-3", "--verbose", "2", *CONFIGS[model]],
-                       check=True, env=env)
-        m = json.load(open(os.path.join(job, "metrics.json")))
-        print(f"{model:6s} {' '.join(CONFIGS[model])}: train {time.time() - t:.0f} s, val mIoU {m['miou']:.4f}, "
-              f"pixel acc {m['pixel_accuracy']:.4f}, per class {m['per_class_iou']}, "
-              f"{m['images_per_second']:.1f} train images/s")
+        m = train(dst, os.path.join(work, f"job-{model}"), model,
+                  ["--epochs", str(args.epochs), "--batch_size", str(args.batch_size), "--augment", "--loss",
+                   "ce_dice", "--learning_rate", "3e-3", *SMALL[model]], env)
+        seconds = time.time() - t
+        rows.append((model, " ".join(SMALL[model]), seconds, m))
+        print(f"{model:6s} {' '.join(SMALL[model])}: train {seconds:.0f} s (preprocess + train "
+              f"{prep + seconds:.0f} s, budget {BUDGET_S} s), val mIoU {m['miou']:.4f}, pixel acc "
+              f"{m['pixel_accuracy']:.4f}, per class {m['per_class_iou']}, "
+              f"{m['images_per_second']:.1f} train images/s", flush=True)
+    speed = []
+    if args.speed_steps:
+        for model in args.models.split(","):
+            m = train(dst, os.path.join(work, f"speed-{model}"), model,
+                      ["--epochs", "1", "--steps_per_epoch", str(args.speed_steps), "--validation_steps", "1",
+                       "--batch_size", str(args.batch_size), *FULL[model]], env, quiet=True)
+            speed.append((model, " ".join(FULL[model]), m["images_per_second"]))
+    print("\n| model | configuration | preprocess + train | val mIoU | pixel accuracy | train images/s |")
+    print("|---|---|---|---|---|---|")
+    for model, config, seconds, m in rows:
+        print(f"| {model} | {config}, {args.epochs} epochs | {prep + seconds:.0f} s | {m['miou']:.3f} | "
+              f"{m['pixel_accuracy']:.3f} | {m['images_per_second']:.1f} |")
+    for model, config, ips in speed:
+        print(f"| {model} | {config} (speed only, {args.speed_steps} steps) | | | | {ips:.1f} |")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import math
 import posixpath
 import re
 import sys
-from typing import Any, Iterable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import outputs
-from pipelines.runner import make_pipeline_options, new_pipeline
+from pipelines.runner import check_beam_flags, make_pipeline_options, new_pipeline
 from schemas import labels
 
 NAMESPACE = "segflow_evaluate"
@@ -259,7 +259,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:
-    parser = _Parser(prog="python -m pipelines.evaluate", description=__doc__,
+    parser = _Parser(prog="python -m pipelines.evaluate", description=__doc__, allow_abbrev=False,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--predictions", required=True, help="folder of predicted masks (OUT/masks), local or gs://")
     parser.add_argument("--ground_truth", required=True,
@@ -271,7 +271,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace
                         help="Cityscapes: gtFine split to score (default: every split found)")
     parser.add_argument("--output_file", default=None,
                         help="evaluation JSON (default: evaluation.json next to the predictions folder)")
-    return parser.parse_known_args(argv)
+    args, beam_argv = parser.parse_known_args(argv)
+    try:
+        check_beam_flags(beam_argv)
+    except ValueError as err:
+        parser.error(str(err))
+    return args, beam_argv
 
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from apache_beam.utils import shared
 from pipelines import outputs
 from pipelines.deadletter import DeadLetter, WriteDeadLetters
 from pipelines.instances import extract_instances
-from pipelines.runner import make_pipeline_options, new_pipeline
+from pipelines.runner import check_beam_flags, make_pipeline_options, new_pipeline
 from pipelines.serving import ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
 from schemas.labels import spec_for
 
@@ -226,7 +226,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:
-    parser = _Parser(prog="python -m pipelines.infer", description=__doc__,
+    parser = _Parser(prog="python -m pipelines.infer", description=__doc__, allow_abbrev=False,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True, help="JOB/model exported by trainer.task (local or gs://)")
     parser.add_argument("--input", required=True, action="append",
@@ -250,7 +250,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace
                         help="share one model across the worker processes of a machine (memory-bound models)")
     parser.add_argument("--model_cache_dir", default=None,
                         help="local folder for copies of a remote --model_dir (default: the system temp dir)")
-    return parser.parse_known_args(argv)
+    args, beam_argv = parser.parse_known_args(argv)
+    try:
+        check_beam_flags(beam_argv)
+    except ValueError as err:
+        parser.error(str(err))
+    return args, beam_argv
 
 
 def _check_inputs(patterns: Sequence[str]) -> int:

@@ -3,7 +3,7 @@
 Layout under ``OUT`` (see docs/infer.md):
   masks/<stem>.png                    native annotation encoding at the input's original size (Pet trimap values,
                                       Cityscapes labelIds), 8-bit single channel
-  color/<stem>.png                    palette colours (Cityscapes: the official colours)
+  color/<stem>.png                    palette PNG (mode P) of the class colours (Cityscapes: the official ones)
   overlay/<stem>.png                  input blended with the colour image (``--overlay``)
   instances/<stem>.txt                Cityscapes instance-level result format: ``<relative png> <labelId> <score>``
   instances/<stem>/<k>_<class>.png    one binary mask per instance (0/255)
@@ -84,6 +84,21 @@ def encode_png(array: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def encode_palette_png(train_ids: np.ndarray, spec: LabelSpec) -> bytes:
+    """PNG bytes of train ids ``[H, W]`` as a palette image: each pixel shows its class colour (ignore black).
+
+    The colour image every viewer shows, written as 8-bit indices plus a palette: ~4x faster to encode than the
+    RGB array, and smaller. ``Image.open(...).convert("RGB")`` gives ``colorize(train_ids, spec)``.
+    """
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[: spec.num_classes] = np.asarray(spec.palette, dtype=np.uint8)
+    image = Image.fromarray(np.ascontiguousarray(train_ids, dtype=np.uint8), "P")
+    image.putpalette(palette.ravel().tolist())
+    buf = io.BytesIO()
+    image.save(buf, format="PNG", optimize=False)
+    return buf.getvalue()
+
+
 def decode_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
 
@@ -136,12 +151,12 @@ def write_prediction(output_dir: str, stem: str, class_ids: np.ndarray, spec: La
     """
     train_ids = np.asarray(class_ids).astype(np.uint8)
     native = spec.to_native[train_ids]
-    color = colorize(train_ids, spec)
     join = FileSystems.join
     write_bytes(join(output_dir, MASKS_DIR, f"{stem}.png"), encode_png(native), "image/png")
-    write_bytes(join(output_dir, COLOR_DIR, f"{stem}.png"), encode_png(color), "image/png")
+    write_bytes(join(output_dir, COLOR_DIR, f"{stem}.png"), encode_palette_png(train_ids, spec), "image/png")
     if image is not None:
-        write_bytes(join(output_dir, OVERLAY_DIR, f"{stem}.png"), encode_png(overlay(image, color)), "image/png")
+        write_bytes(join(output_dir, OVERLAY_DIR, f"{stem}.png"),
+                    encode_png(overlay(image, colorize(train_ids, spec))), "image/png")
     summary = {"stem": stem, "path": source_path, "height": int(train_ids.shape[0]),
                "width": int(train_ids.shape[1]), "instances": 0}
     if instances is not None:

@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+from apache_beam.options.pipeline_options import TestOptions
 
 from pipelines import runner as runner_lib
 from pipelines.deadletter import WriteDeadLetters
@@ -122,23 +122,6 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _check_beam_flags(beam_argv: Sequence[str]) -> None:
-    """Unknown flags are typos, not Beam options: fail instead of letting Beam discard them with a warning."""
-    from apache_beam.options.pipeline_options import _BeamArgumentParser
-
-    parser = _BeamArgumentParser(allow_abbrev=False)
-    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
-        cls._add_argparse_args(parser)  # pylint: disable=protected-access
-    try:
-        _, unknown = parser.parse_known_args(list(beam_argv))
-    except SystemExit:
-        raise UsageError(f"invalid Beam option in {' '.join(beam_argv)} (see {PROG} --help)") from None
-    flags = [a.split("=", 1)[0] for a in unknown if a.startswith("-")]
-    if unknown:
-        raise UsageError(f"unknown flag(s) {' '.join(flags or unknown)}: not a preprocess flag nor a Beam option"
-                         f" (see {PROG} --help)")
-
-
 # --image_format auto: the source's codec family. Pet photos are JPEGs: a q95 4:4:4 JPEG record costs nothing a
 # model can see, and decodes ~4x faster than a PNG of the same pixels on every training epoch. Cityscapes
 # frames are PNGs: keep them lossless, as DeepLab's build_cityscapes_data does.
@@ -171,7 +154,10 @@ def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
     output_dir = args.output_dir.rstrip("/") or "/"
     if input_dir == output_dir:
         raise UsageError("--output_dir must differ from --input_dir")
-    _check_beam_flags(beam_argv)
+    try:
+        runner_lib.check_beam_flags(beam_argv)
+    except ValueError as e:
+        raise UsageError(f"{e} (see {PROG} --help)") from None
     config = PreprocessConfig(
         dataset=args.dataset, input_dir=input_dir, output_dir=output_dir, image_size=args.image_size,
         num_shards=args.num_shards or None, augment_copies=args.augment_copies, val_fraction=args.val_fraction,

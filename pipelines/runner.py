@@ -21,6 +21,26 @@ def _given(argv: Sequence[str], flag: str) -> bool:
     return any(a == f"--{flag}" or a.startswith(f"--{flag}=") for a in argv)
 
 
+def check_beam_flags(beam_argv: Sequence[str]) -> None:
+    """Raises ValueError naming the flags that are neither the job's nor any Beam option's.
+
+    Beam itself only logs and drops unknown flags, so a typo (``--num_shard 4``, ``--runer Dataflow``) would
+    run a different job than the one asked for; segflow jobs fail instead.
+    """
+    from apache_beam.options.pipeline_options import _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    try:
+        _, unknown = parser.parse_known_args(list(beam_argv))
+    except SystemExit:
+        raise ValueError(f"invalid Beam option in {' '.join(beam_argv)}") from None
+    if unknown:
+        flags = [a.split("=", 1)[0] for a in unknown if a.startswith("-")]
+        raise ValueError(f"unknown flag(s) {' '.join(flags or unknown)}: not a flag of this job nor a Beam option")
+
+
 def make_pipeline_options(beam_argv: Sequence[str]) -> PipelineOptions:
     """Builds ``PipelineOptions`` from the flags the job did not consume.
 

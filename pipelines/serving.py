@@ -159,17 +159,13 @@ class SegflowModel:
         return {k: v.numpy() for k, v in out.items()}
 
 
-class _Holder:
-    """Weak-referenceable box for ``shared.Shared`` (it keeps weak references to what it hands out)."""
-
-    def __init__(self, model: SegflowModel):
-        self.model = model
-
-
 def acquire_model(handle: shared.Shared, model_dir: str, cache_dir: Optional[str] = None) -> SegflowModel:
-    """The process-wide ``SegflowModel`` for ``model_dir`` (loaded on first use, then shared by every DoFn)."""
-    holder = handle.acquire(lambda: _Holder(SegflowModel(model_dir, cache_dir)), tag=model_dir)
-    return holder.model
+    """The process-wide ``SegflowModel`` for ``model_dir`` (loaded on first use, then shared by every DoFn).
+
+    ``Shared`` keeps only a weak reference to what it hands out: the caller must hold the returned model (the
+    DoFns keep it as an attribute) or the next ``acquire`` loads the weights again.
+    """
+    return handle.acquire(lambda: SegflowModel(model_dir, cache_dir), tag=model_dir)
 
 
 def predict_resized_fn(model: SegflowModel, batch: Sequence[np.ndarray], inference_args: Optional[dict] = None,

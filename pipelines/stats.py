@@ -8,7 +8,7 @@ never disagree with what the trainer and the serving model apply.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -17,6 +17,9 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines import storage
 from schemas import transform as schema_transform
 from schemas.metadata import DatasetStats
+
+if TYPE_CHECKING:  # pyarrow comes with tensorflow-transform; imported where batches are built
+    import pyarrow as pa
 
 
 def median_frequency_weights(class_pixel_counts: Sequence[int]) -> tuple[list[float], list[float]]:
@@ -136,7 +139,7 @@ def _tensor_adapter_config(height: int, width: int):
     })
 
 
-def to_record_batch(batch: Sequence[dict], arrow_schema) -> "pyarrow.RecordBatch":
+def to_record_batch(batch: Sequence[dict], arrow_schema) -> "pa.RecordBatch":
     """A list of ``{'image': [H, W, 3], 'label': [H, W]}`` → one RecordBatch with flat list columns."""
     import pyarrow as pa
 

@@ -86,19 +86,19 @@ def pet_example(rng: np.random.Generator, height: int, width: int, border: Optio
     return np.clip(image, 0, 255).astype(np.uint8), trimap
 
 
-def _jpeg(array: np.ndarray, quality: int = 90) -> bytes:
+def encode_jpeg(array: np.ndarray, quality: int = 90) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 
-def _png(array: np.ndarray) -> bytes:
+def encode_png(array: np.ndarray) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG")
     return buf.getvalue()
 
 
-def _write(path: str, data: bytes) -> None:
+def write_file(path: str, data: bytes) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
@@ -125,8 +125,8 @@ def write_pet_dataset(root: str, num_examples: int, *, size: Sequence[int] = (37
             height = int(height * rng.uniform(0.8, 1.2))
             width = int(width * rng.uniform(0.8, 1.2))
         image, trimap = pet_example(np.random.default_rng([seed, i]), height, width)
-        _write(os.path.join(root, "images", f"{example_id}.jpg"), _jpeg(image))
-        _write(os.path.join(root, "annotations", "trimaps", f"{example_id}.png"), _png(trimap))
+        write_file(os.path.join(root, "images", f"{example_id}.jpg"), encode_jpeg(image))
+        write_file(os.path.join(root, "annotations", "trimaps", f"{example_id}.png"), encode_png(trimap))
         class_id = PET_BREEDS.index(breed) + 1
         species = 1 if _is_cat(breed) else 2
         same_species = [b for b in PET_BREEDS if _is_cat(b) == _is_cat(breed)]
@@ -136,9 +136,9 @@ def write_pet_dataset(root: str, num_examples: int, *, size: Sequence[int] = (37
         ann = os.path.join(root, "annotations")
         lines = [f"{r[0]} {r[1]} {r[2]} {r[3]}\n" for r in rows]
         is_test = [rng.uniform() < test_fraction for _ in rows]
-        _write(os.path.join(ann, "list.txt"), (PET_LIST_HEADER + "".join(lines)).encode())
-        _write(os.path.join(ann, "trainval.txt"), "".join(l for l, t in zip(lines, is_test) if not t).encode())
-        _write(os.path.join(ann, "test.txt"), "".join(l for l, t in zip(lines, is_test) if t).encode())
+        write_file(os.path.join(ann, "list.txt"), (PET_LIST_HEADER + "".join(lines)).encode())
+        write_file(os.path.join(ann, "trainval.txt"), "".join(l for l, t in zip(lines, is_test) if not t).encode())
+        write_file(os.path.join(ann, "test.txt"), "".join(l for l, t in zip(lines, is_test) if t).encode())
     return ids
 
 
@@ -154,7 +154,6 @@ def write_pet_quirks_dataset(root: str, *, size: Sequence[int] = (60, 80), seed:
     "listed": {id: (class 0-based, species 0-based)}}``; split None = train or val (hashed).
     """
     height, width = size
-    rng = np.random.default_rng(seed)
     records: dict[str, Optional[str]] = {}
     dead: dict[str, str] = {}
     listed: dict[str, tuple[int, int]] = {}
@@ -166,9 +165,9 @@ def write_pet_quirks_dataset(root: str, *, size: Sequence[int] = (60, 80), seed:
     def put(example_id: str, image_bytes: Optional[bytes], trimap: Optional[np.ndarray],
             split: Optional[str] = "trainval") -> None:
         if image_bytes is not None:
-            _write(os.path.join(root, "images", f"{example_id}.jpg"), image_bytes)
+            write_file(os.path.join(root, "images", f"{example_id}.jpg"), image_bytes)
         if trimap is not None:
-            _write(os.path.join(root, "annotations", "trimaps", f"{example_id}.png"), _png(trimap))
+            write_file(os.path.join(root, "annotations", "trimaps", f"{example_id}.png"), encode_png(trimap))
         if split is not None:
             breed = example_id.rsplit("_", 1)[0]
             row = f"{example_id} {PET_BREEDS.index(breed) + 1} {1 if _is_cat(breed) else 2} 1\n"
@@ -179,7 +178,7 @@ def write_pet_quirks_dataset(root: str, *, size: Sequence[int] = (60, 80), seed:
     for i, breed in enumerate(("Abyssinian", "beagle", "boxer", "pug", "samoyed", "Siamese")):
         image, trimap = example(i)
         split = "test" if i % 3 == 2 else "trainval"
-        put(f"{breed}_{i + 1}", _jpeg(image), trimap, split)
+        put(f"{breed}_{i + 1}", encode_jpeg(image), trimap, split)
         records[f"{breed}_{i + 1}"] = "test" if split == "test" else None
     # Decodable oddities → records (converted to RGB).
     image, trimap = example(10)
@@ -205,32 +204,32 @@ def write_pet_quirks_dataset(root: str, *, size: Sequence[int] = (60, 80), seed:
     records["Persian_7"] = None
     # An image in no list file: still a record (train/val by hash), without breed/species.
     image, trimap = example(14)
-    put("Sphynx_7", _jpeg(image), trimap, split=None)
+    put("Sphynx_7", encode_jpeg(image), trimap, split=None)
     records["Sphynx_7"] = None
     # Dead letters.
     image, trimap = example(15)
-    data = _jpeg(image)
+    data = encode_jpeg(image)
     put("Ragdoll_7", data[: len(data) // 2], trimap)
     dead["images/Ragdoll_7.jpg"] = "truncated"
-    _write(os.path.join(root, "images", "Abyssinian_1.mat"), b"MATLAB 5.0 MAT-file, not an image" + bytes(64))
+    write_file(os.path.join(root, "images", "Abyssinian_1.mat"), b"MATLAB 5.0 MAT-file, not an image" + bytes(64))
     dead["images/Abyssinian_1.mat"] = "not an image"
-    _write(os.path.join(root, "images", "._Abyssinian_1.jpg"), b"\x00\x05\x16\x07" + bytes(80))
+    write_file(os.path.join(root, "images", "._Abyssinian_1.jpg"), b"\x00\x05\x16\x07" + bytes(80))
     dead["images/._Abyssinian_1.jpg"] = "AppleDouble"
-    _write(os.path.join(root, "annotations", "trimaps", "._Abyssinian_1.png"), b"\x00\x05\x16\x07" + bytes(80))
+    write_file(os.path.join(root, "annotations", "trimaps", "._Abyssinian_1.png"), b"\x00\x05\x16\x07" + bytes(80))
     dead["annotations/trimaps/._Abyssinian_1.png"] = "AppleDouble"
     _, trimap = example(16)
     put("Russian_Blue_7", None, trimap)
     dead["annotations/trimaps/Russian_Blue_7.png"] = "trimap without image"
     image, _ = example(17)
-    put("havanese_7", _jpeg(image), None)
+    put("havanese_7", encode_jpeg(image), None)
     dead["images/havanese_7.jpg"] = "image without trimap"
     image, trimap = example(18)
-    put("keeshond_7", _jpeg(image), trimap[: height - 6, : width - 8])
+    put("keeshond_7", encode_jpeg(image), trimap[: height - 6, : width - 8])
     dead["images/keeshond_7.jpg"] = "mask"
     ann = os.path.join(root, "annotations")
-    _write(os.path.join(ann, "list.txt"), (PET_LIST_HEADER + "".join(trainval_rows + test_rows)).encode())
-    _write(os.path.join(ann, "trainval.txt"), ("# trainval split\n" + "".join(trainval_rows)).encode())
-    _write(os.path.join(ann, "test.txt"), ("#test split\n\n" + "".join(test_rows)).encode())
+    write_file(os.path.join(ann, "list.txt"), (PET_LIST_HEADER + "".join(trainval_rows + test_rows)).encode())
+    write_file(os.path.join(ann, "trainval.txt"), ("# trainval split\n" + "".join(trainval_rows)).encode())
+    write_file(os.path.join(ann, "test.txt"), ("#test split\n\n" + "".join(test_rows)).encode())
     return {"records": records, "dead_letters": dead, "listed": listed}
 
 
@@ -314,12 +313,12 @@ def write_cityscapes_dataset(root: str, *, frames_per_split: Optional[dict[str, 
                 colour[label == lid] = id2label[int(lid)].color
             img_dir = os.path.join(root, "leftImg8bit", split, city)
             gt_dir = os.path.join(root, "gtFine", split, city)
-            _write(os.path.join(img_dir, f"{frame_id}_leftImg8bit.png"), _png(image))
-            _write(os.path.join(gt_dir, f"{frame_id}_gtFine_labelIds.png"), _png(label))
-            _write(os.path.join(gt_dir, f"{frame_id}_gtFine_color.png"), _png(colour))
+            write_file(os.path.join(img_dir, f"{frame_id}_leftImg8bit.png"), encode_png(image))
+            write_file(os.path.join(gt_dir, f"{frame_id}_gtFine_labelIds.png"), encode_png(label))
+            write_file(os.path.join(gt_dir, f"{frame_id}_gtFine_color.png"), encode_png(colour))
             buf = io.BytesIO()
             Image.fromarray(instance.astype(np.uint16)).save(buf, format="PNG")  # 16-bit, as released
-            _write(os.path.join(gt_dir, f"{frame_id}_gtFine_instanceIds.png"), buf.getvalue())
+            write_file(os.path.join(gt_dir, f"{frame_id}_gtFine_instanceIds.png"), buf.getvalue())
             out[split].append(frame_id)
     return out
 

@@ -2,7 +2,6 @@
 import json
 import math
 import pathlib
-import shutil
 
 import numpy as np
 import pytest
@@ -75,6 +74,10 @@ def test_bad_flags_fail_fast_with_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         evaluate.run(["--predictions", str(tmp_path), "--dataset", "pet"])
     assert err.value.code == 2 and "--ground_truth" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as err:  # a typo is an error, not a Beam option Beam would silently drop
+        evaluate.run(["--predictions", str(tmp_path), "--ground_truth", str(tmp_path), "--dataset", "pet",
+                      "--output-file", "x.json"])
+    assert err.value.code == 2 and "unknown flag(s) --output-file" in capsys.readouterr().err
 
 
 def official_pixel_level(gt_root: pathlib.Path, predictions: pathlib.Path, monkeypatch, tmp_path) -> dict:

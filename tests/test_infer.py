@@ -10,6 +10,9 @@ from PIL import Image
 
 from pipelines import evaluate, infer
 from pipelines.deadletter import read_dead_letters
+from pipelines.evaluate import to_train_ids
+from schemas import labels
+from schemas.labels import colorize
 
 
 def _run(model_dir, inputs, out, *extra):
@@ -63,7 +66,9 @@ def test_every_image_gets_a_mask_of_its_own_size_with_trimap_values(pet_run, pet
         assert mask.size == size and mask.mode == "L"
         assert set(np.unique(np.asarray(mask))) <= {1, 2, 3}
         color = Image.open(out / "color" / f"{stem}.png")
-        assert color.size == size and color.mode == "RGB"
+        assert color.size == size and color.mode == "P"  # a palette PNG: class colours, as viewers show them
+        np.testing.assert_array_equal(np.asarray(color.convert("RGB")),
+                                      colorize(to_train_ids(np.asarray(mask), "pet", "trimap"), labels.pet_spec()))
         assert Image.open(out / "overlay" / f"{stem}.png").size == size
     assert counters["images_written"] == len(valid)
 
@@ -115,6 +120,24 @@ def test_instance_files_follow_the_cityscapes_result_format(pet_run):
     assert total == counters["instances"]
 
 
+def test_one_model_per_process_shared_by_every_stage(pet_job_dir):
+    """Preprocess, RunInference and postprocess each unpickle their own copy of the Shared handle: they must
+    still get one loaded model between them, not one set of weights each."""
+    import pickle
+
+    from apache_beam.utils import shared
+
+    from pipelines.serving import acquire_model
+
+    handle = shared.Shared()
+    model_dir = str(pet_job_dir / "model")
+    first = acquire_model(pickle.loads(pickle.dumps(handle)), model_dir)
+    # Shared strongly keeps only the latest object acquired in the process; RunInference acquires its own.
+    other = shared.Shared().acquire(lambda: type("Other", (), {})())
+    second = acquire_model(pickle.loads(pickle.dumps(handle)), model_dir)
+    assert first is second and other is not None
+
+
 def test_masks_equal_the_models_own_serving_signature(pet_run, pet_job_dir):
     """One source of truth: the job's masks are what serving_default returns for the same bytes."""
     from pipelines.serving import SegflowModel
@@ -155,18 +178,19 @@ def test_evaluate_scores_the_predictions(pet_run, pet_raw_dir):
     assert set(doc["per_class_iou"]) == {"pet", "background", "border"}
 
 
-@pytest.mark.parametrize("case", ["missing_model", "empty_glob", "bad_batch", "bad_area"])
+@pytest.mark.parametrize("case", ["missing_model", "empty_glob", "bad_batch", "bad_area", "typo"])
 def test_bad_flags_fail_fast_with_one_line(case, pet_job_dir, tmp_path, capsys):
     model = str(pet_job_dir / "model")
     argv = {"missing_model": ["--model_dir", str(tmp_path / "nope"), "--input", str(tmp_path / "*.jpg")],
             "empty_glob": ["--model_dir", model, "--input", str(tmp_path / "*.jpg")],
             "bad_batch": ["--model_dir", model, "--input", "x", "--batch_size", "8,2"],
-            "bad_area": ["--model_dir", model, "--input", "x", "--min_instance_area", "-1"]}[case]
+            "bad_area": ["--model_dir", model, "--input", "x", "--min_instance_area", "-1"],
+            "typo": ["--model_dir", model, "--input", "x", "--instance"]}[case]
     with pytest.raises(SystemExit) as err:
         infer.run(argv + ["--output_dir", str(tmp_path / "out")])
     message = str(err.value.code) if isinstance(err.value.code, str) else capsys.readouterr().err
     assert message.strip() and "\n" not in message.strip() and "Traceback" not in message
     expected = {"missing_model": "segflow_model.json not found", "empty_glob": "matches no files",
-                "bad_batch": "MIN <= MAX", "bad_area": ">= 0"}[case]
+                "bad_batch": "MIN <= MAX", "bad_area": ">= 0", "typo": "unknown flag(s) --instance"}[case]
     assert expected in message
     assert not (tmp_path / "out").exists()

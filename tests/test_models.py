@@ -1,7 +1,6 @@
 """Both networks build at any valid size, train a step, and refuse sizes their stride cannot take."""
 import numpy as np
 import pytest
-import tensorflow as tf
 import tf_keras as keras
 
 from trainer import losses, models

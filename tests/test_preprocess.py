@@ -6,8 +6,6 @@ one for stale shards.
 """
 from __future__ import annotations
 
-import json
-import os
 import pathlib
 import shutil
 

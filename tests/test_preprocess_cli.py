@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:

@@ -53,7 +53,7 @@ def test_pipeline_is_seeded_and_resume_skips_exactly(pet_records_dir):
     assert images.shape == (4, 32, 32, 3) and images.dtype == tf.uint8 and labels.dtype == tf.uint8
     assert set(np.unique(labels.numpy())) <= {0, 1, 2, 255}
     # The tft layer normalises with the transform's statistics: roughly zero-mean, unit-variance.
-    normalised = normalization.TransformNormalization(info.transform_layer())(images)
+    normalised = normalization.TransformNormalization(info.data_dir)(images)
     assert normalised.dtype == tf.float32
     assert abs(float(tf.reduce_mean(normalised))) < 1.0 and 0.3 < float(tf.math.reduce_std(normalised)) < 3.0
 
@@ -78,7 +78,9 @@ def test_overfitting_one_batch_makes_the_loss_fall(pet_records_dir):
     images, labels = next(iter(data.make_dataset(info, "train", 4, training=True, seed=0)))
     keras.utils.set_random_seed(0)
     network = models.build_model("unet", (32, 32, 3), info.num_classes, base_filters=8, depth=2)
-    model = normalization.with_transform(network, info.transform_layer(), (32, 32, 3))
+    model = normalization.with_transform(network, info.data_dir, (32, 32, 3))
+    # Serialisable (TensorBoard writes the model's JSON): the tft layer's config is its directory.
+    assert f'"transform_output_dir": "{info.data_dir}"' in model.to_json()
     model.compile(optimizer=keras.optimizers.Adam(1e-2), loss=losses.SegmentationLoss("ce"), jit_compile=False)
     history = [float(model.train_on_batch(images, labels)) for _ in range(40)]
     assert history[-1] < 0.5 * history[0], history
@@ -94,7 +96,7 @@ def test_export_parity_raw_bytes_vs_training_graph(pet_job_dir, pet_records_dir)
     ckpt.restore(tf.train.latest_checkpoint(str(pet_job_dir / "checkpoints"))).assert_existing_objects_matched(
     ).expect_partial()
     # The training graph: raw uint8 → tft layer → network, on the record's decoded image.
-    model = normalization.with_transform(network, info.transform_layer(), (32, 32, 3))
+    model = normalization.with_transform(network, info.data_dir, (32, 32, 3))
 
     raw = [r.numpy() for r in tf.data.TFRecordDataset(info.shards["val"] + info.shards["test"], "GZIP")]
     encoded = [features.parse_example(tf.constant(r))[features.IMAGE_ENCODED].numpy() for r in raw]

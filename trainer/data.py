@@ -10,7 +10,6 @@ Images stay uint8 end to end (4x less to copy than float32). Dataset facts come 
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 import os
 import re

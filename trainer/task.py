@@ -35,7 +35,7 @@ class _OneLineParser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     """The job's flags; ``parse_args`` output feeds ``config_from_args``. Launchers (Vertex AI) test args here."""
-    p = _OneLineParser(prog="python -m trainer.task", description=__doc__.split("\n\n")[0],
+    p = _OneLineParser(prog="python -m trainer.task", description=__doc__.split("\n\n")[0], allow_abbrev=False,
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     d = TrainConfig(data_dir="", model="unet", job_dir="")
     p.add_argument("--data_dir", required=True, help="preprocess output (local or gs://)")
@@ -148,7 +148,7 @@ def run(config: TrainConfig) -> dict:
         network = models.build_model(config.model, (h, w, 3), info.num_classes, base_filters=config.base_filters,
                                      depth=config.depth, backbone_weights=config.backbone_weights)
         # The pipeline delivers raw uint8 images; the tft normalisation is the model's first layer.
-        model = with_transform(network, info.transform_layer(), (h, w, 3))
+        model = with_transform(network, info.data_dir, (h, w, 3))
         seg_metric = metrics_lib.ConfusionMatrixMetric(info.num_classes, info.ignore_label)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       loss=losses.SegmentationLoss(config.loss, class_weights, info.ignore_label),
@@ -209,7 +209,7 @@ def run(config: TrainConfig) -> dict:
         serving_network = models.build_model(config.model, (h, w, 3), info.num_classes,
                                              base_filters=config.base_filters, depth=config.depth)
         serving_network.set_weights(weights)
-        serving_model = with_transform(serving_network, info.transform_layer(), (h, w, 3))
+        serving_model = with_transform(serving_network, info.data_dir, (h, w, 3))
         export.export_model(serving_model, info, _join(config.job_dir, "model"), config.model)
         _write_json(_join(config.job_dir, "metrics.json"), report)
         logger.info("mIoU %.4f, pixel accuracy %.4f on %s; model in %s", report["miou"],
