@@ -25,7 +25,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import TestOptions
 
-from pipelines import runner as runner_lib
+from pipelines import runner as runner_lib, storage
 from pipelines.deadletter import WriteDeadLetters
 from pipelines.records import ANALYZE_TAG, MakeRecords, RecordOptions
 from pipelines.shards import WriteShards, plan_shards
@@ -251,7 +251,9 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) ->
     dead_count = ((found[DEAD_LETTER_TAG], made[DEAD_LETTER_TAG])
                   | "AllDeadLetters" >> beam.Flatten()
                   | "WriteDeadLetters" >> WriteDeadLetters(config.output_dir))
-    num_shards = records | "WriteShards" >> WriteShards(config.output_dir, plan)
+    # On this machine, shards are gathered through scratch files rather than the runner's memory.
+    spill_dir = FileSystems.join(temp_dir, "spill") if storage.is_local(temp_dir) else None
+    num_shards = records | "WriteShards" >> WriteShards(config.output_dir, plan, spill_dir)
     counts = (records
               | "RecordSplit" >> beam.Map(lambda r: r.split)
               | "CountRecords" >> beam.combiners.Count.PerElement())

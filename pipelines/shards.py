@@ -5,6 +5,11 @@ of the same job differ byte for byte. Here a record's shard is a stable hash of 
 are written sorted by key, and GZIP (zlib, no timestamp in the header) compresses them the same way every time:
 same inputs and flags → identical files. Files are written through Beam ``FileSystems``, so ``gs://`` works.
 
+Gathering a shard's records takes a ``GroupByKey``. On Dataflow the shuffle service holds them; a local runner
+holds every grouped element in its own memory, so there, with a local ``spill_dir``, records are appended to
+scratch files as they are made and only (shard, key, file, offset, length) pointers are grouped: the job's memory
+stays flat however many records it writes. Both ways write identical shards.
+
 The number of shards per split is ``--num_shards`` or, by default, one per ``TARGET_SHARD_BYTES`` of
 estimated records, and at least enough for parallel reads (``PARALLEL_READ_SHARDS``, never below
 ``MIN_RECORDS_PER_SHARD`` records each), decided from the number of source examples per split. Shards left over from an
@@ -13,7 +18,10 @@ earlier run into the same directory (another shard count, a split that is now em
 from __future__ import annotations
 
 import math
+import os
 import re
+import shutil
+import uuid
 from typing import Iterable, Iterator, NamedTuple, Optional
 
 import apache_beam as beam
@@ -93,8 +101,88 @@ class _WriteShard(beam.DoFn):
         yield path
 
 
-def _finalize(_: None, output_dir: str, num_shards: dict[str, int], written: list[str]) -> list[str]:
-    """Writes empty shards for shard indices no record hashed to, deletes stale shards; returns all shards."""
+class _Pointer(NamedTuple):
+    """Where a spilled record's bytes are: ``length`` bytes at ``offset`` of the local file ``path``."""
+
+    split: str
+    key: str
+    path: str
+    offset: int
+    length: int
+
+
+class _SpillRecords(beam.DoFn):
+    """``Record`` → ``_Pointer``: appends the serialized record to this bundle's scratch file.
+
+    Needs no side input, so it runs fused with whatever makes the records and they never sit in the runner's
+    memory; only the small pointers are routed to shards and grouped. A fresh file name per bundle: a retried
+    bundle never shares a file with its failed attempt.
+    """
+
+    def __init__(self, spill_dir: str):
+        self._spill_dir = spill_dir
+        self._file: Optional[list] = None
+
+    def process(self, record: Record) -> Iterator[_Pointer]:
+        if self._file is None:
+            os.makedirs(self._spill_dir, exist_ok=True)
+            path = os.path.join(self._spill_dir, f"{uuid.uuid4().hex}.spill")
+            self._file = [path, open(path, "wb"), 0]
+        path, handle, offset = self._file
+        handle.write(record.serialized)
+        self._file[2] = offset + len(record.serialized)
+        yield _Pointer(record.split, record.key, path, offset, len(record.serialized))
+
+    def finish_bundle(self) -> None:
+        # Closed before the bundle commits, so the grouped pointers only ever name complete files.
+        if self._file is not None:
+            self._file[1].close()
+            self._file = None
+
+
+class _WriteShardFromSpill(_WriteShard):
+    """(shard, pointers) → the shard file, its records read back from the scratch files in key order."""
+
+    def process(self, element: tuple[tuple[str, int, int], Iterable[_Pointer]]) -> Iterator[str]:
+        (split, index, count), pointers = element
+        ordered = sorted(pointers, key=lambda p: p.key)
+        handles: dict[str, object] = {}
+
+        def read(pointer: _Pointer) -> bytes:
+            handle = handles.get(pointer.path)
+            if handle is None:
+                handle = handles[pointer.path] = open(pointer.path, "rb")
+            handle.seek(pointer.offset)
+            return handle.read(pointer.length)
+
+        try:
+            path = shard_path(self._output_dir, split, index, count)
+            n = write_tfrecord_file(path, (read(p) for p in ordered))
+        finally:
+            for handle in handles.values():
+                handle.close()
+        self._written[split].inc(n)
+        yield path
+
+
+def _shard_key(record, shards: dict[str, int]) -> tuple[str, int, int]:
+    """(split, shard index, shard count) of a ``Record`` or ``_Pointer``."""
+    count = shards[record.split]
+    return record.split, shard_of(record.key, count), count
+
+
+def _record_by_shard(record: Record, shards: dict[str, int]) -> tuple[tuple[str, int, int], tuple[str, bytes]]:
+    return _shard_key(record, shards), (record.key, record.serialized)
+
+
+def _pointer_by_shard(pointer: _Pointer, shards: dict[str, int]) -> tuple[tuple[str, int, int], _Pointer]:
+    return _shard_key(pointer, shards), pointer
+
+
+def _finalize(num_shards: dict[str, int], output_dir: str, spill_dir: Optional[str], written: list[str]
+              ) -> dict[str, int]:
+    """Writes empty shards for shard indices no record hashed to, deletes stale shards and the scratch files;
+    returns the plan."""
     expected = {shard_path(output_dir, split, i, n) for split, n in num_shards.items() for i in range(n)}
     for path in sorted(expected - set(written)):
         write_tfrecord_file(path, [])
@@ -105,7 +193,9 @@ def _finalize(_: None, output_dir: str, num_shards: dict[str, int], written: lis
             stale.append(metadata.path)
     if stale:
         FileSystems.delete(stale)
-    return sorted(expected)
+    if spill_dir is not None:
+        shutil.rmtree(spill_dir, ignore_errors=True)
+    return num_shards
 
 
 def plan_shards(source_counts: dict[str, int], copies: dict[str, int], bytes_per_record: int,
@@ -123,26 +213,30 @@ class WriteShards(beam.PTransform):
     """``Record``s → sharded GZIP TFRecords in ``output_dir``, given a one-element PCollection holding the
     ``{split: num_shards}`` plan (see ``plan_shards``).
 
+    ``spill_dir``: a local scratch folder for runners on this machine (records are grouped as pointers into
+    files there, see the module docstring); None groups the records themselves (remote runners' shuffle).
     Returns a PCollection with one element, the plan, emitted once every shard is written and stale shards
     are gone.
     """
 
-    def __init__(self, output_dir: str, plan: beam.PCollection):
+    def __init__(self, output_dir: str, plan: beam.PCollection, spill_dir: Optional[str] = None):
         super().__init__()
         self._output_dir = output_dir
         self._plan = plan
+        self._spill_dir = spill_dir
 
     def expand(self, records: beam.PCollection) -> beam.PCollection:
-        def _assign(record: Record, shards: dict[str, int]) -> tuple[tuple[str, int, int], tuple[str, bytes]]:
-            count = shards[record.split]
-            return (record.split, shard_of(record.key, count), count), (record.key, record.serialized)
-
-        written = (records
-                   | "AssignShard" >> beam.Map(_assign, shards=beam.pvalue.AsSingleton(self._plan))
-                   | "GroupByShard" >> beam.GroupByKey()
-                   | "WriteShard" >> beam.ParDo(_WriteShard(self._output_dir)))
-        output_dir = self._output_dir
-        return (self._plan
-                | "Finalize" >> beam.Map(
-                    lambda shards, written_paths: (_finalize(None, output_dir, shards, written_paths), shards)[1],
-                    written_paths=beam.pvalue.AsList(written)))
+        shards = beam.pvalue.AsSingleton(self._plan)
+        if self._spill_dir is None:
+            written = (records
+                       | "AssignShard" >> beam.Map(_record_by_shard, shards=shards)
+                       | "GroupByShard" >> beam.GroupByKey()
+                       | "WriteShard" >> beam.ParDo(_WriteShard(self._output_dir)))
+        else:
+            written = (records
+                       | "SpillRecords" >> beam.ParDo(_SpillRecords(self._spill_dir))
+                       | "AssignShard" >> beam.Map(_pointer_by_shard, shards=shards)
+                       | "GroupPointersByShard" >> beam.GroupByKey()
+                       | "WriteShardFromSpill" >> beam.ParDo(_WriteShardFromSpill(self._output_dir)))
+        return self._plan | "Finalize" >> beam.Map(_finalize, self._output_dir, self._spill_dir,
+                                                   written=beam.pvalue.AsList(written))

@@ -16,7 +16,7 @@ from PIL import Image
 
 pytestmark = pytest.mark.slow
 
-BEAM_FLAGS = ["--direct_num_workers", "2"]
+BEAM_FLAGS = ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]  # workers: own processes
 
 
 def _shards(names: list[str]) -> list[str]:

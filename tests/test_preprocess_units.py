@@ -122,6 +122,28 @@ def test_shard_assignment_is_stable():
     assert shards.plan_shards({"train": 10, "test": 4}, {}, 50_000, fixed=4) == {"train": 4, "test": 4}
 
 
+@pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
+def test_spilled_shards_equal_grouped_shards(tmp_path, mode):
+    """The local spill path (pointers grouped, records in scratch files) writes the very bytes the plain
+    GroupByKey path does, and cleans its scratch files up."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    records = [shards.Record(split, shards.record_key(f"id_{i:03d}", c), f"{split}-{i}-{c}".encode() * (i % 7 + 1))
+               for i in range(120) for c in range(2) for split in (("train",) if i % 4 else ("val", "test"))]
+    plan = {"train": 3, "val": 2, "test": 1}
+    outputs = {}
+    for name, spill in (("grouped", None), ("spilled", str(tmp_path / "spill"))):
+        out = tmp_path / name
+        options = PipelineOptions(["--direct_running_mode", mode, "--direct_num_workers", "2"])
+        with beam.Pipeline(options=options) as p:
+            plan_pc = p | "Plan" >> beam.Create([plan])
+            _ = p | beam.Create(records, reshuffle=False) | shards.WriteShards(str(out), plan_pc, spill)
+        outputs[name] = {f.name: f.read_bytes() for f in sorted(out.iterdir())}
+    assert len(outputs["grouped"]) == 6 and outputs["spilled"] == outputs["grouped"]
+    assert not (tmp_path / "spill").exists()  # scratch files removed once every shard is written
+
+
 def test_median_frequency_weights():
     freq, weights = stats.median_frequency_weights([10, 30, 0, 60])
     np.testing.assert_allclose(freq, [0.1, 0.3, 0.0, 0.6])
