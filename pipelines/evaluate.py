@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import outputs
-from pipelines.runner import check_beam_flags, make_pipeline_options, new_pipeline
+from pipelines.runner import BeamJobParser, make_pipeline_options, new_pipeline
 from schemas import labels
 
 NAMESPACE = "segflow_evaluate"
@@ -253,14 +253,9 @@ def build_pipeline(pipeline: beam.Pipeline, gt_pattern: str, pred_pattern: str, 
          | "Write" >> beam.Map(_write_json, output_file))
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:
-    parser = _Parser(prog="python -m pipelines.evaluate", description=__doc__, allow_abbrev=False,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = BeamJobParser(prog="python -m pipelines.evaluate", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--predictions", required=True, help="folder of predicted masks (OUT/masks), local or gs://")
     parser.add_argument("--ground_truth", required=True,
                         help="the raw dataset root (SRC) or a folder of ground-truth masks, local or gs://")
@@ -271,12 +266,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace
                         help="Cityscapes: gtFine split to score (default: every split found)")
     parser.add_argument("--output_file", default=None,
                         help="evaluation JSON (default: evaluation.json next to the predictions folder)")
-    args, beam_argv = parser.parse_known_args(argv)
-    try:
-        check_beam_flags(beam_argv)
-    except ValueError as err:
-        parser.error(str(err))
-    return args, beam_argv
+    return parser.parse_job_args(argv)
 
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:

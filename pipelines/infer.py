@@ -29,7 +29,7 @@ from apache_beam.utils import shared
 from pipelines import outputs
 from pipelines.deadletter import DeadLetter, WriteDeadLetters
 from pipelines.instances import extract_instances
-from pipelines.runner import check_beam_flags, make_pipeline_options, new_pipeline
+from pipelines.runner import BeamJobParser, make_pipeline_options, new_pipeline
 from pipelines.serving import ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
 from schemas.labels import spec_for
 
@@ -218,16 +218,9 @@ def _non_negative(text: str) -> int:
     return value
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump) and exit status 2."""
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:
-    parser = _Parser(prog="python -m pipelines.infer", description=__doc__, allow_abbrev=False,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = BeamJobParser(prog="python -m pipelines.infer", description=__doc__,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True, help="JOB/model exported by trainer.task (local or gs://)")
     parser.add_argument("--input", required=True, action="append",
                         help="glob of input images (local or gs://); repeat the flag for several globs")
@@ -250,12 +243,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace
                         help="share one model across the worker processes of a machine (memory-bound models)")
     parser.add_argument("--model_cache_dir", default=None,
                         help="local folder for copies of a remote --model_dir (default: the system temp dir)")
-    args, beam_argv = parser.parse_known_args(argv)
-    try:
-        check_beam_flags(beam_argv)
-    except ValueError as err:
-        parser.error(str(err))
-    return args, beam_argv
+    return parser.parse_job_args(argv)
 
 
 def _check_inputs(patterns: Sequence[str]) -> int:

@@ -1,6 +1,7 @@
 """Pipeline options shared by every segflow Beam job: fast local defaults, every Beam option overridable."""
 from __future__ import annotations
 
+import argparse
 import os
 from typing import Optional, Sequence
 
@@ -39,6 +40,27 @@ def check_beam_flags(beam_argv: Sequence[str]) -> None:
     if unknown:
         flags = [a.split("=", 1)[0] for a in unknown if a.startswith("-")]
         raise ValueError(f"unknown flag(s) {' '.join(flags or unknown)}: not a flag of this job nor a Beam option")
+
+
+class BeamJobParser(argparse.ArgumentParser):
+    """argparse for a Beam job's own flags: one-line errors (exit 2), no abbreviations, and every flag that is
+    not the job's must be a Beam option (``parse_job_args``)."""
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(**kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def parse_job_args(self, argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:
+        """(the job's flags, the Beam flags); exits 2 with one line on a flag that is neither."""
+        args, beam_argv = self.parse_known_args(argv)
+        try:
+            check_beam_flags(beam_argv)
+        except ValueError as err:
+            self.error(str(err))
+        return args, beam_argv
 
 
 def make_pipeline_options(beam_argv: Sequence[str]) -> PipelineOptions:
