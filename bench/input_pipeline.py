@@ -2,8 +2,9 @@
 
 Same examples, same run: N Pet-like inputs (~375x500 JPEG + PNG trimap) are generated and preprocessed once
 (not timed) to records at --image_size; then both pipelines deliver --epochs epochs of batches:
-  records: GZIP shards → parse → decode the record's small JPEG + PNG mask → uint8 batches (trainer.data.make_dataset; the tft
-           normalisation is the model's first layer, so it is not part of the input pipeline)
+  records: GZIP shards → parse → decode the record's small JPEG + PNG mask → uint8 batches
+           (trainer.data.make_dataset; the tft normalisation is the model's first layer, so it is not part
+           of the input pipeline)
   seeds:   from_tensor_slices(paths) → read_file → decode_jpeg/png → resize → nearest mask resize → -1 (004)
 
     python bench/input_pipeline.py [--num_examples 1000] [--image_size 128] [--epochs 3] [--batch_size 32]

@@ -3,8 +3,8 @@
 Reads the example's files through Beam ``FileSystems``, decodes by content (``pipelines.decode``), maps native
 labels to train ids (``schemas.labels``), brings image and masks to the record size with the serving graph's
 resize geometry (``schemas.imaging`` host twins: antialiased for images, nearest neighbour for masks, so no label
-is ever invented), encodes and builds a ``tf.train.Example`` (``schemas.features``). Anything that fails becomes a dead letter
-with the path and the reason; nothing is dropped silently.
+is ever invented), encodes and builds a ``tf.train.Example`` (``schemas.features``). Anything that fails becomes
+a dead letter with the path and the reason; nothing is dropped silently.
 """
 from __future__ import annotations
 

@@ -12,8 +12,9 @@ stays flat however many records it writes. Both ways write identical shards.
 
 The number of shards per split is ``--num_shards`` or, by default, one per ``TARGET_SHARD_BYTES`` of
 estimated records, and at least enough for parallel reads (``PARALLEL_READ_SHARDS``, never below
-``MIN_RECORDS_PER_SHARD`` records each), decided from the number of source examples per split. Shards left over from an
-earlier run into the same directory (another shard count, a split that is now empty) are deleted at the end.
+``MIN_RECORDS_PER_SHARD`` records each), decided from the number of source examples per split. Shards left over
+from an earlier run into the same directory (another shard count, a split that is now empty) are deleted at the
+end.
 """
 from __future__ import annotations
 
