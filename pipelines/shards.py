@@ -84,6 +84,8 @@ def write_tfrecord_file(path: str, serialized_records: Iterable[bytes]) -> int:
 
 
 class _WriteShard(beam.DoFn):
+    """(shard, items) → the shard file with the items' records in key order; items are ``(key, bytes)``."""
+
     def __init__(self, output_dir: str):
         self._output_dir = output_dir
         self._written = {}
@@ -92,21 +94,25 @@ class _WriteShard(beam.DoFn):
         self._written = {split: Metrics.counter("segflow", f"records_written_{split}")
                          for split in ("train", "val", "test")}
 
-    def process(self, element: tuple[tuple[str, int, int], Iterable[tuple[str, bytes]]]) -> Iterator[str]:
-        (split, index, count), records = element
-        # A shard is bounded (~TARGET_SHARD_BYTES by default), so sorting it in memory is bounded too.
-        ordered = sorted(records, key=lambda kv: kv[0])
+    def process(self, element: tuple[tuple[str, int, int], Iterable[tuple]]) -> Iterator[str]:
+        (split, index, count), items = element
+        # Items are small (a shard's records, or pointers to them), so sorting a shard's worth is bounded.
+        ordered = sorted(items, key=lambda item: item[0])
         path = shard_path(self._output_dir, split, index, count)
-        n = write_tfrecord_file(path, (value for _, value in ordered))
+        n = write_tfrecord_file(path, self._payloads(ordered))
         self._written[split].inc(n)
         yield path
+
+    def _payloads(self, ordered: list) -> Iterator[bytes]:
+        """The serialized records of ``ordered`` items, in order."""
+        return (value for _, value in ordered)
 
 
 class _Pointer(NamedTuple):
     """Where a spilled record's bytes are: ``length`` bytes at ``offset`` of the local file ``path``."""
 
+    key: str  # first: shard writers sort items by their first field
     split: str
-    key: str
     path: str
     offset: int
     length: int
@@ -132,7 +138,7 @@ class _SpillRecords(beam.DoFn):
         path, handle, offset = self._file
         handle.write(record.serialized)
         self._file[2] = offset + len(record.serialized)
-        yield _Pointer(record.split, record.key, path, offset, len(record.serialized))
+        yield _Pointer(record.key, record.split, path, offset, len(record.serialized))
 
     def finish_bundle(self) -> None:
         # Closed before the bundle commits, so the grouped pointers only ever name complete files.
@@ -144,26 +150,18 @@ class _SpillRecords(beam.DoFn):
 class _WriteShardFromSpill(_WriteShard):
     """(shard, pointers) → the shard file, its records read back from the scratch files in key order."""
 
-    def process(self, element: tuple[tuple[str, int, int], Iterable[_Pointer]]) -> Iterator[str]:
-        (split, index, count), pointers = element
-        ordered = sorted(pointers, key=lambda p: p.key)
+    def _payloads(self, ordered: list[_Pointer]) -> Iterator[bytes]:
         handles: dict[str, object] = {}
-
-        def read(pointer: _Pointer) -> bytes:
-            handle = handles.get(pointer.path)
-            if handle is None:
-                handle = handles[pointer.path] = open(pointer.path, "rb")
-            handle.seek(pointer.offset)
-            return handle.read(pointer.length)
-
         try:
-            path = shard_path(self._output_dir, split, index, count)
-            n = write_tfrecord_file(path, (read(p) for p in ordered))
+            for pointer in ordered:
+                handle = handles.get(pointer.path)
+                if handle is None:
+                    handle = handles[pointer.path] = open(pointer.path, "rb")
+                handle.seek(pointer.offset)
+                yield handle.read(pointer.length)
         finally:
             for handle in handles.values():
                 handle.close()
-        self._written[split].inc(n)
-        yield path
 
 
 def _shard_key(record, shards: dict[str, int]) -> tuple[str, int, int]:
