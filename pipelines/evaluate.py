@@ -30,7 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import outputs
-from pipelines.runner import BeamJobParser, make_pipeline_options, new_pipeline
+from pipelines.runner import BeamJobParser, exit_process, make_pipeline_options, new_pipeline
 from schemas import labels
 
 NAMESPACE = "segflow_evaluate"
@@ -310,3 +310,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 if __name__ == "__main__":
     main()
+    exit_process(0)

@@ -29,7 +29,7 @@ from apache_beam.utils import shared
 from pipelines import outputs
 from pipelines.deadletter import DeadLetter, WriteDeadLetters
 from pipelines.instances import extract_instances
-from pipelines.runner import BeamJobParser, make_pipeline_options, new_pipeline
+from pipelines.runner import BeamJobParser, exit_process, make_pipeline_options, new_pipeline
 from pipelines.serving import ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
 from schemas.labels import spec_for
 
@@ -314,3 +314,4 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
 
 if __name__ == "__main__":
     main()
+    exit_process(0)

@@ -279,7 +279,7 @@ def _analyze(config: PreprocessConfig, temp_dir: str, spec: schema_labels.LabelS
     from pipelines.stats import AnalyzeAndWriteTransform
 
     return AnalyzeAndWriteTransform(config.output_dir, temp_dir, config.image_size, spec.num_classes,
-                                    spec.ignore_label, config.analyze_batch_size)
+                                    spec.ignore_label, config.analyze_batch_size, config.image_format)
 
 
 def _log_counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
@@ -365,4 +365,4 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    runner_lib.exit_process(main())

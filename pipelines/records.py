@@ -25,6 +25,11 @@ from pipelines.sources import DEAD_LETTER_TAG, Example
 from schemas import imaging
 
 ANALYZE_TAG = "analyze"
+# Keys of an analysis element (train originals with a mask): the record image as uint8 [H, W, 3] (PNG records) or
+# its encoded bytes (JPEG records, decoded in batches by ``pipelines.stats``), and the train-id mask [H, W].
+ANALYZE_IMAGE = "image"
+ANALYZE_ENCODED = "image_encoded"
+ANALYZE_LABEL = "label"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,14 +64,6 @@ def _fit(array: np.ndarray, reference_hw: tuple[int, int], size: Sequence[int], 
     return imaging.resize_image_host(array, size, mode, content_hw=reference_hw)
 
 
-def _decoded_like_training(encoded: bytes, size: Sequence[int], image_format: str) -> np.ndarray:
-    """A record image as ``trainer.data`` decodes it (``schemas.features.decode_image``), uint8 ``[H, W, 3]``."""
-    from schemas import features
-
-    parsed = {features.IMAGE_ENCODED: encoded, features.IMAGE_HEIGHT: size[0], features.IMAGE_WIDTH: size[1]}
-    return features.decode_image(parsed, image_format).numpy()
-
-
 class MakeRecords(beam.DoFn):
     """``Example`` → ``Record``s (main), analysis features (tag ``analyze``, train originals), dead letters."""
 
@@ -91,7 +88,7 @@ class MakeRecords(beam.DoFn):
 
     def _train_ids(self, example: Example, native: np.ndarray) -> np.ndarray:
         if self._o.dataset == "cityscapes":
-            return self._lut[native]
+            return np.take(self._lut, native)
         from schemas.labels import pet_trimap_to_train_ids
 
         if self._o.label_mode == "species" and example.species is None:
@@ -171,11 +168,12 @@ class MakeRecords(beam.DoFn):
             yield Record(example.split, record_key(example.example_id, copy),
                          record.SerializeToString(deterministic=True))
             if copy == 0 and example.split == "train" and mask_out is not None:
-                # The analysis sees exactly the pixels training will read: PNG is lossless; a JPEG record is
-                # decoded back with the trainer's own decoder (TF's IDCT differs from PIL's by a few levels).
-                if o.image_format != "png":
-                    img = _decoded_like_training(image_encoded, size, o.image_format)
+                # The analysis must see exactly the pixels training will read. PNG is lossless: the array itself.
+                # A JPEG record goes as its bytes, decoded later a whole batch per graph call with the trainer's
+                # own decoder (TF's default IDCT differs from PIL's by a few levels; one eager call per image
+                # cost more than the rest of the analysis).
                 yield beam.pvalue.TaggedOutput(ANALYZE_TAG, {
-                    "image": img,
-                    "label": mask_out,
+                    ANALYZE_IMAGE: img if o.image_format == "png" else None,
+                    ANALYZE_ENCODED: None if o.image_format == "png" else image_encoded,
+                    ANALYZE_LABEL: mask_out,
                 })

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
-from typing import Optional, Sequence
+import sys
+from typing import NoReturn, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
@@ -16,6 +18,11 @@ _DIRECT_RUNNERS = ("DirectRunner", "direct", "SwitchingDirectRunner")
 # threaded vs 18.1 s in processes (medians of 3). On many cores the GIL-bound share of each element (Beam's
 # per-element bookkeeping) caps threads, and processes scale.
 THREADED_UP_TO_CORES = 4
+# The threads are the FnApiRunner's embedded workers (``in_memory`` with ``direct_num_workers`` > 1: one
+# in-process SDK worker per thread, bundles split across them), not ``multi_threading``, which runs the same
+# threads behind a loopback gRPC data plane that encodes every element: same 3000 inputs, 2 cores, 0.5-0.6 s
+# less per run and a quicker shutdown.
+THREADED_MODE = "in_memory"
 
 
 def _given(argv: Sequence[str], flag: str) -> bool:
@@ -66,8 +73,8 @@ class BeamJobParser(argparse.ArgumentParser):
 def make_pipeline_options(beam_argv: Sequence[str]) -> PipelineOptions:
     """Builds ``PipelineOptions`` from the flags the job did not consume.
 
-    Defaults, each overridden by the matching flag: the DirectRunner with one worker per core, in
-    multi-threading mode on machines of up to ``THREADED_UP_TO_CORES`` cores and multi-processing mode above
+    Defaults, each overridden by the matching flag: the DirectRunner with one worker per core, as threads
+    (``THREADED_MODE``) on machines of up to ``THREADED_UP_TO_CORES`` cores and multi-processing mode above
     (the DirectRunner's own default is a single in-memory worker, which leaves cores idle on image work). No
     ``save_main_session``: every DoFn lives in an importable module, which is what Dataflow workers (installing
     the package through ``--setup_file``) need as well.
@@ -81,7 +88,7 @@ def make_pipeline_options(beam_argv: Sequence[str]) -> PipelineOptions:
         direct = options.view_as(DirectOptions)
         if not _given(argv, "direct_running_mode"):
             cores = os.cpu_count() or 1
-            direct.direct_running_mode = "multi_threading" if cores <= THREADED_UP_TO_CORES else "multi_processing"
+            direct.direct_running_mode = THREADED_MODE if cores <= THREADED_UP_TO_CORES else "multi_processing"
         if not _given(argv, "direct_num_workers"):
             direct.direct_num_workers = max(1, os.cpu_count() or 1)
     options.view_as(SetupOptions).save_main_session = False
@@ -114,6 +121,38 @@ def local_runner(options: PipelineOptions) -> Optional[beam.runners.PipelineRunn
         beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
+class _DropInMemoryWorkersWarning(logging.Filter):
+    """The FnApiRunner warns that ``in_memory`` with several workers has no parallel effect; it does (its
+    ParallelBundleManager splits each stage's bundles across one embedded worker per thread), so the warning
+    would only mislead on every local run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "direct_running_mode should be" not in record.getMessage()
+
+
+_FN_RUNNER_LOG = logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner")
+if not any(isinstance(f, _DropInMemoryWorkersWarning) for f in _FN_RUNNER_LOG.filters):
+    _FN_RUNNER_LOG.addFilter(_DropInMemoryWorkersWarning())
+
+
 def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
     """A ``beam.Pipeline`` on ``options`` (the FnApiRunner for the DirectRunner, see ``local_runner``)."""
     return beam.Pipeline(runner=local_runner(options), options=options)
+
+
+def exit_process(code: int = 0) -> NoReturn:
+    """Ends a job's command-line process with ``code`` once its work is done and flushed, skipping the
+    interpreter's teardown.
+
+    With TensorFlow, tensorflow-transform and Beam loaded, a normal interpreter exit spends 0.8-1.4 s (2
+    cores) tearing down native libraries and module state after the last output file is closed; a job's outputs
+    are all written and closed when ``run`` returns. Only for ``__main__``: never call it from a library or a
+    test process.
+    """
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # a closed or broken pipe must not change the exit status
+            pass
+    logging.shutdown()
+    os._exit(code)

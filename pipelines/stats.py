@@ -8,7 +8,7 @@ never disagree with what the trainer and the serving model apply.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Iterator, NamedTuple, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -41,7 +41,7 @@ _VALUES = np.arange(256, dtype=np.int64)
 
 
 class ExactMomentsFn(beam.CombineFn):
-    """Per-channel pixel count, sum and sum of squares in exact integers (uint8 pixels).
+    """Per-channel pixel count, sum and sum of squares in exact integers, over ``DecodedBatch``es (uint8 pixels).
 
     tensorflow-transform's float accumulators depend on how examples were batched, so its constants can differ
     in the last digits between runs; integer moments do not, which keeps ``metadata.json`` byte-identical.
@@ -50,9 +50,9 @@ class ExactMomentsFn(beam.CombineFn):
     def create_accumulator(self) -> tuple[int, list[int], list[int]]:
         return 0, [0, 0, 0], [0, 0, 0]
 
-    def add_input(self, acc, features: dict):
+    def add_input(self, acc, batch: "DecodedBatch"):
         n, s, q = acc
-        pixels = np.asarray(features[schema_transform.RAW_IMAGE], dtype=np.uint8).reshape(-1, 3)
+        pixels = np.asarray(batch.images, dtype=np.uint8).reshape(-1, 3)
         # One 768-bin histogram (256 values x 3 channels), then sum and sum of squares from it: exact, and
         # ~4x cheaper than widening every pixel to int64.
         histogram = np.bincount((pixels + _CHANNEL_OFFSETS).ravel(), minlength=768).reshape(3, 256)
@@ -139,29 +139,82 @@ def _tensor_adapter_config(height: int, width: int):
     })
 
 
-def to_record_batch(batch: Sequence[dict], arrow_schema) -> "pa.RecordBatch":
-    """A list of ``{'image': [H, W, 3], 'label': [H, W]}`` → one RecordBatch with flat list columns."""
+class DecodedBatch(NamedTuple):
+    """Analysis examples as the trainer reads them: uint8 ``images [B, H, W, 3]`` and ``labels [B, H, W]``."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+
+class DecodeAnalysisBatch(beam.DoFn):
+    """A list of analysis elements (``pipelines.records.ANALYZE_*`` keys) → one ``DecodedBatch``.
+
+    Encoded record images are decoded with the trainer's own decoder (``schemas.features.decode_image``), the
+    whole batch in one graph call: the same op and settings as training, so the statistics describe exactly the
+    pixels the model will see, without an eager TensorFlow call per image.
+    """
+
+    def __init__(self, image_format: str, image_size: Sequence[int]):
+        self._format = image_format
+        self._size = (int(image_size[0]), int(image_size[1]))
+        self._decode = None
+
+    def setup(self) -> None:
+        import tensorflow as tf
+
+        from schemas import features
+
+        height, width = self._size
+        image_format = self._format
+
+        def decode_one(encoded: tf.Tensor) -> tf.Tensor:
+            return features.decode_image({features.IMAGE_ENCODED: encoded, features.IMAGE_HEIGHT: height,
+                                          features.IMAGE_WIDTH: width}, image_format)
+
+        # autograph=False: nothing to convert (no Python control flow), and converting map_fn's lambda costs
+        # ~0.4 s of tracing per worker.
+        @tf.function(input_signature=[tf.TensorSpec([None], tf.string)], autograph=False)
+        def decode(encoded: tf.Tensor) -> tf.Tensor:
+            return tf.map_fn(decode_one, encoded, fn_output_signature=tf.TensorSpec([height, width, 3], tf.uint8))
+
+        self._decode = decode
+
+    def process(self, batch: Sequence[dict]) -> Iterator[DecodedBatch]:
+        from pipelines.records import ANALYZE_ENCODED, ANALYZE_IMAGE, ANALYZE_LABEL
+
+        images: list = [b[ANALYZE_IMAGE] for b in batch]
+        pending = [i for i, b in enumerate(batch) if b[ANALYZE_IMAGE] is None]
+        if pending:
+            decoded = self._decode(np.array([batch[i][ANALYZE_ENCODED] for i in pending], dtype=object)).numpy()
+            for i, image in zip(pending, decoded):
+                images[i] = image
+        yield DecodedBatch(np.stack(images).astype(np.uint8, copy=False),
+                           np.stack([b[ANALYZE_LABEL] for b in batch]).astype(np.uint8, copy=False))
+
+
+def to_record_batch(batch: DecodedBatch, arrow_schema) -> "pa.RecordBatch":
+    """A ``DecodedBatch`` → one RecordBatch with flat list columns (float32 image, int64 label)."""
     import pyarrow as pa
 
-    def column(arrays: list[np.ndarray], dtype) -> pa.LargeListArray:
-        flat = np.stack(arrays).astype(dtype).reshape(len(arrays), -1)
+    def column(array: np.ndarray, dtype) -> pa.LargeListArray:
+        flat = array.reshape(len(array), -1).astype(dtype)
         offsets = np.arange(0, flat.size + 1, flat.shape[1], dtype=np.int64)
         return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat.ravel()))
 
-    return pa.RecordBatch.from_arrays(
-        [column([b[schema_transform.RAW_IMAGE] for b in batch], np.float32),
-         column([b[schema_transform.RAW_LABEL] for b in batch], np.int64)], schema=arrow_schema)
+    return pa.RecordBatch.from_arrays([column(batch.images, np.float32), column(batch.labels, np.int64)],
+                                      schema=arrow_schema)
 
 
 class AnalyzeAndWriteTransform(beam.PTransform):
-    """Raw train features (``{'image': uint8 [H, W, 3], 'label': uint8 [H, W] train ids}`` per example; cast to
-    the transform's float32/int64 only when batched, so what crosses Beam stages stays small) → writes
-    ``output_dir/transform_fn`` (+ ``transformed_metadata``) and returns a one-element PCollection holding the
-    ``DatasetStats`` read back from it."""
+    """Analysis elements of the train split (``pipelines.records.ANALYZE_*``: the record image or its encoded
+    bytes, and the train-id mask; cast to the transform's float32/int64 only when batched, so what crosses Beam
+    stages stays small) → writes ``output_dir/transform_fn`` (+ ``transformed_metadata``) and returns a
+    one-element PCollection holding the ``DatasetStats`` read back from it."""
 
     def __init__(self, output_dir: str, temp_dir: str, image_size: Sequence[int], num_classes: int,
-                 ignore_label: int, batch_size: int = 64):
+                 ignore_label: int, batch_size: int = 64, image_format: str = "png"):
         super().__init__()
+        self._image_format = image_format
         self._output_dir = output_dir
         self._temp_dir = temp_dir
         self._image_size = tuple(int(s) for s in image_size)
@@ -175,10 +228,11 @@ class AnalyzeAndWriteTransform(beam.PTransform):
         height, width = self._image_size
         arrow_schema, adapter_config = _tensor_adapter_config(height, width)
         preprocessing_fn = schema_transform.make_preprocessing_fn(self._num_classes, self._ignore_label)
-        batches = (raw
+        decoded = (raw
                    | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size,
                                                    max_batch_size=self._batch_size)
-                   | "ToRecordBatch" >> beam.Map(to_record_batch, arrow_schema))
+                   | "Decode" >> beam.ParDo(DecodeAnalysisBatch(self._image_format, self._image_size)))
+        batches = decoded | "ToRecordBatch" >> beam.Map(to_record_batch, arrow_schema)
         # desired_batch_size: our batches go through as they are; big enough that per-batch graph runs are
         # cheap, small enough that a batch of Cityscapes-size float images fits a worker's memory.
         # TensorFlow writes gs:// with its own GCS client (fixed endpoint, not Beam's retries, deaf to
@@ -193,7 +247,7 @@ class AnalyzeAndWriteTransform(beam.PTransform):
         if write_dir != self._output_dir:
             published = published | "PublishTransformFn" >> beam.Map(_publish_transform, write_dir,
                                                                      self._output_dir)
-        moments = raw | "ExactMoments" >> beam.CombineGlobally(ExactMomentsFn())
+        moments = decoded | "ExactMoments" >> beam.CombineGlobally(ExactMomentsFn())
         image_size, num_classes = self._image_size, self._num_classes
         return (published
                 | "ReadBackStats" >> beam.Map(lambda _, m: read_stats(write_dir, image_size, num_classes, m),

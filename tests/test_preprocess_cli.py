@@ -45,3 +45,18 @@ def test_help_lists_every_flag():
     for flag in ("--dataset", "--input_dir", "--output_dir", "--image_size", "--num_shards", "--augment_copies",
                  "--val_fraction", "--seed", "--resize_mode", "--label_mode", "--image_format"):
         assert flag in text
+
+
+def test_cli_run_exits_zero_with_its_summary_and_outputs(pet_raw_dir, tmp_path):
+    """The success path of the command itself: it ends the process without the interpreter's teardown
+    (``runner.exit_process``), so its summary must still reach stdout and every output must be complete."""
+    out = tmp_path / "out"
+    result = _cli("--dataset", "pet", "--input_dir", str(pet_raw_dir), "--output_dir", str(out), "--image_size",
+                  "32")
+    assert result.returncode == 0, result.stderr
+    assert "records per split" in result.stdout and "dead letters" in result.stdout
+    import json
+
+    metadata = json.loads((out / "metadata.json").read_text())
+    assert metadata["inputs_seen"] == sum(metadata["source_counts"].values()) + metadata["dead_letter_count"]
+    assert (out / "transform_fn" / "saved_model.pb").exists()

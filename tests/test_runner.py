@@ -12,7 +12,7 @@ def _direct(options):
 
 def test_defaults_follow_the_core_count(monkeypatch):
     monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
-    assert _direct(runner.make_pipeline_options([])) == ("DirectRunner", "multi_threading", 2)
+    assert _direct(runner.make_pipeline_options([])) == ("DirectRunner", "in_memory", 2)
     monkeypatch.setattr(runner.os, "cpu_count", lambda: 16)
     assert _direct(runner.make_pipeline_options([])) == ("DirectRunner", "multi_processing", 16)
 
@@ -30,3 +30,22 @@ def test_direct_runner_goes_straight_to_the_fn_api_runner():
     assert isinstance(runner.local_runner(runner.make_pipeline_options([])), fn_runner.FnApiRunner)
     dataflow = runner.make_pipeline_options(["--runner", "DataflowRunner"])
     assert runner.local_runner(dataflow) is None and runner.is_remote(dataflow)
+
+
+def test_exit_process_flushes_and_keeps_the_status():
+    import subprocess
+    import sys
+
+    code = "from pipelines.runner import exit_process; print('summary', end=''); exit_process(3)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 3 and result.stdout == "summary"
+
+
+def test_misleading_in_memory_workers_warning_is_dropped(caplog):
+    import logging
+
+    log = logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner")
+    with caplog.at_level(logging.WARNING):
+        log.warning("If direct_num_workers is not equal to 1, direct_running_mode should be `multi_processing`")
+        log.warning("another runner warning")
+    assert "direct_running_mode should be" not in caplog.text and "another runner warning" in caplog.text
