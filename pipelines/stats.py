@@ -15,6 +15,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import storage
+from pipelines.records import ANALYZE_ENCODED, ANALYZE_IMAGE, ANALYZE_LABEL
 from schemas import transform as schema_transform
 from schemas.metadata import DatasetStats
 
@@ -180,8 +181,6 @@ class DecodeAnalysisBatch(beam.DoFn):
         self._decode = decode
 
     def process(self, batch: Sequence[dict]) -> Iterator[DecodedBatch]:
-        from pipelines.records import ANALYZE_ENCODED, ANALYZE_IMAGE, ANALYZE_LABEL
-
         images: list = [b[ANALYZE_IMAGE] for b in batch]
         pending = [i for i, b in enumerate(batch) if b[ANALYZE_IMAGE] is None]
         if pending:
