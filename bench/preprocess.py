@@ -1,6 +1,6 @@
 """Benchmark: the Beam preprocess job vs the seeds' tf.data way, on N Pet-like inputs (~500x375 JPEG + trimap).
 
-    python bench/preprocess.py [--sizes 3000] [--repeats 3] [--image_size 128] [--rss_sizes 1000,4000]
+    python bench/preprocess.py [--sizes 3000] [--repeats 5] [--image_size 128] [--rss_sizes 1000,4000]
 
 For each N (same process run, same inputs, the three commands in turn, ``--repeats`` times, medians):
   pipeline: ``python -m pipelines.preprocess`` with its defaults (DirectRunner, one worker per core), the
@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="3000", help="comma-separated N for the throughput comparison")
     parser.add_argument("--rss_sizes", default="1000,4000", help="comma-separated N for pipeline peak RSS; "
                                                                  "empty to skip")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each command per N (medians)")
+    parser.add_argument("--repeats", type=int, default=5, help="runs of each command per N (medians)")
     parser.add_argument("--image_size", type=int, default=128)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "out", "bench", "preprocess"))
@@ -129,9 +129,13 @@ def main() -> None:
         wall = {k: _median([w for w, _ in v]) for k, v in runs.items()}
         rss = {k: max(r for _, r in v) for k, v in runs.items()}
         rows.append((n, wall, rss))
+        # Each repeat's pair (tf.data then pipeline, back to back) gives its own ratio: robust to this kind of
+        # machine drifting between repeats, and it shows how much the ratio itself moves.
+        pairs = sorted(b / p for (b, _), (p, _) in zip(runs["tf.data"], runs["pipeline"]))
         print(f"N={n}: " + "; ".join(f"{k} {wall[k]:.1f}s ({n / wall[k]:.1f} img/s, peak RSS "
                                      f"{rss[k] / 2**20:.0f} MiB)" for k in runs)
-              + f"; pipeline / tf.data {wall['tf.data'] / wall['pipeline']:.2f}x", flush=True)
+              + f"; pipeline / tf.data {wall['tf.data'] / wall['pipeline']:.2f}x (pair by pair: min "
+              f"{pairs[0]:.2f}x, median {_median(pairs):.2f}x, max {pairs[-1]:.2f}x)", flush=True)
     rss_rows = []
     for n in [int(s) for s in args.rss_sizes.split(",") if s]:
         src = make_pet_inputs(os.path.join(args.work_dir, f"pet_{n}"), n)

@@ -175,3 +175,36 @@ def test_good_flags_pass_beam_options_through():
                                     "--direct_num_workers", "2", "--temp_location", "gs://b/tmp"])
     assert config.image_size == (256, 512) and config.input_dir == "gs://b/cs"
     assert beam_argv == ["--runner", "DirectRunner", "--direct_num_workers", "2", "--temp_location", "gs://b/tmp"]
+
+
+def test_analysis_batches_decode_like_the_trainer():
+    """JPEG records reach the statistics as bytes and are decoded a batch at a time with the trainer's decoder
+    (not PIL's, which differs by a few grey levels); PNG records arrive as arrays and pass through untouched."""
+    import tensorflow as tf
+
+    from pipelines.records import ANALYZE_ENCODED, ANALYZE_IMAGE, ANALYZE_LABEL
+
+    rng = np.random.default_rng(3)
+    arrays = [rng.integers(0, 256, (16, 24, 3), dtype=np.uint8) for _ in range(5)]
+    labels = [rng.integers(0, 3, (16, 24), dtype=np.uint8) for _ in range(5)]
+    jpegs = [decode.encode_image(a, "jpeg", 90) for a in arrays]
+    batch = [{ANALYZE_IMAGE: None, ANALYZE_ENCODED: j, ANALYZE_LABEL: m} for j, m in zip(jpegs, labels)]
+    decoder = stats.DecodeAnalysisBatch("jpeg", (16, 24))
+    decoder.setup()
+    (out,) = list(decoder.process(batch))
+    expected = np.stack([tf.io.decode_jpeg(j, channels=3).numpy() for j in jpegs])
+    np.testing.assert_array_equal(out.images, expected)
+    np.testing.assert_array_equal(out.labels, np.stack(labels))
+    pil = np.stack([np.asarray(Image.open(io.BytesIO(j)).convert("RGB")) for j in jpegs])
+    assert not np.array_equal(out.images, pil)  # the reason the trainer's decoder is used at all
+
+    png_batch = [{ANALYZE_IMAGE: a, ANALYZE_ENCODED: None, ANALYZE_LABEL: m} for a, m in zip(arrays, labels)]
+    (png_out,) = list(stats.DecodeAnalysisBatch("png", (16, 24)).process(png_batch))
+    np.testing.assert_array_equal(png_out.images, np.stack(arrays))
+    # Exact moments over decoded batches equal numpy's over the same pixels.
+    fn = stats.ExactMomentsFn()
+    acc = fn.add_input(fn.add_input(fn.create_accumulator(), out), png_out)
+    mean, std = fn.extract_output(acc)
+    pixels = np.concatenate([out.images, png_out.images]).reshape(-1, 3).astype(np.float64)
+    np.testing.assert_allclose(mean, pixels.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(std, pixels.std(0), rtol=1e-9)
