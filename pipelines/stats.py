@@ -44,8 +44,8 @@ _VALUES = np.arange(256, dtype=np.int64)
 class ExactMomentsFn(beam.CombineFn):
     """Per-channel pixel count, sum and sum of squares in exact integers, over ``DecodedBatch``es (uint8 pixels).
 
-    tensorflow-transform's float accumulators depend on how examples were batched, so its constants can differ
-    in the last digits between runs; integer moments do not, which keeps ``metadata.json`` byte-identical.
+    The tft graph derives the same moments from exact int64 sums too, but keeps them as float32 constants;
+    these integers give ``metadata.json`` its float64 mean and std, and ``read_stats`` checks the two agree.
     """
 
     def create_accumulator(self) -> tuple[int, list[int], list[int]]:

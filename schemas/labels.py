@@ -82,22 +82,29 @@ def pet_spec(mode: str = "trimap") -> LabelSpec:
     return LabelSpec("pet", mode, names, palette, to_native, instances)
 
 
+def pet_trimap_lut(mode: str = "trimap", species: Optional[int] = None) -> np.ndarray:
+    """uint8[256] lookup: Pet trimap value (1/2/3) → train id for ``mode``; every other value → 255 (ignore).
+
+    ``species`` (0 = cat, 1 = dog) is required for mode ``species``.
+    """
+    if mode == "trimap":
+        return _lut({PET_TRIMAP_PET: 0, PET_TRIMAP_BACKGROUND: 1, PET_TRIMAP_BORDER: 2}, IGNORE_LABEL)
+    if mode == "binary":
+        return _lut({PET_TRIMAP_PET: 0, PET_TRIMAP_BACKGROUND: 1}, IGNORE_LABEL)
+    if mode == "species":
+        if species not in (0, 1):
+            raise ValueError("label mode 'species' needs the example's species (0 = cat, 1 = dog) from list.txt")
+        return _lut({PET_TRIMAP_PET: 1 + species, PET_TRIMAP_BACKGROUND: 0}, IGNORE_LABEL)
+    raise ValueError(f"unknown Pet label mode {mode!r}; choose one of {', '.join(PET_LABEL_MODES)}")
+
+
 def pet_trimap_to_train_ids(trimap: np.ndarray, mode: str = "trimap", species: Optional[int] = None) -> np.ndarray:
     """Maps a Pet trimap (uint8 [H, W], values 1/2/3) to train ids (uint8 [H, W], 255 = ignore).
 
     Any value outside 1..3 becomes 255. ``species`` (0 = cat, 1 = dog) is required for mode ``species``.
     """
-    if mode == "trimap":
-        lut = _lut({PET_TRIMAP_PET: 0, PET_TRIMAP_BACKGROUND: 1, PET_TRIMAP_BORDER: 2}, IGNORE_LABEL)
-    elif mode == "binary":
-        lut = _lut({PET_TRIMAP_PET: 0, PET_TRIMAP_BACKGROUND: 1}, IGNORE_LABEL)
-    elif mode == "species":
-        if species not in (0, 1):
-            raise ValueError("label mode 'species' needs the example's species (0 = cat, 1 = dog) from list.txt")
-        lut = _lut({PET_TRIMAP_PET: 1 + species, PET_TRIMAP_BACKGROUND: 0}, IGNORE_LABEL)
-    else:
-        raise ValueError(f"unknown Pet label mode {mode!r}; choose one of {', '.join(PET_LABEL_MODES)}")
-    return np.take(lut, np.asarray(trimap, dtype=np.uint8))  # np.take: ~1.7x faster than lut[trimap]
+    # np.take: ~1.7x faster than lut[trimap]
+    return np.take(pet_trimap_lut(mode, species), np.asarray(trimap, dtype=np.uint8))
 
 
 # --------------------------------------------------------------------------------------- Cityscapes

@@ -46,10 +46,17 @@ def make_preprocessing_fn(num_classes: int, ignore_label: int = 255) -> Callable
         label = tf.cast(inputs[RAW_LABEL], tf.int64)
         batch = tf.shape(image)[0]
 
-        # Per-channel moments over every pixel of the batch; tft combines them across batches stably.
-        pixels = tf.reshape(image, [-1, 3])
-        mean = tft.mean(pixels, reduce_instance_dims=False)
-        std = tf.maximum(tf.sqrt(tft.var(pixels, reduce_instance_dims=False)), MIN_STD)
+        # Per-channel moments from exact integer sums. Raw pixels are whole numbers 0..255, and tft sums int64
+        # exactly and in any order, so the constants (and the saved graph) are identical on every run however
+        # the examples were batched; tft.mean/tft.var accumulate floats, whose last bits follow the batching.
+        pixels = tf.cast(tf.round(tf.reshape(image, [-1, 3])), tf.int64)
+        count = tf.cast(tft.sum(tf.ones_like(pixels[:, 0])), tf.float64)
+        sums = tf.cast(tft.sum(pixels, reduce_instance_dims=False), tf.float64)
+        squares = tf.cast(tft.sum(pixels * pixels, reduce_instance_dims=False), tf.float64)
+        mean64 = sums / tf.maximum(count, 1.0)
+        var64 = tf.maximum(squares / tf.maximum(count, 1.0) - mean64 * mean64, 0.0)
+        mean = tf.cast(mean64, tf.float32)
+        std = tf.maximum(tf.cast(tf.sqrt(var64), tf.float32), MIN_STD)
 
         # Per-class pixel counts: a bincount per batch, summed across batches (cheap, whatever H x W is).
         flat = tf.reshape(label, [-1])
