@@ -37,7 +37,6 @@ def median_frequency_weights(class_pixel_counts: Sequence[int]) -> tuple[list[fl
     return [float(f) for f in freq], [float(w) for w in weights]
 
 
-_CHANNEL_OFFSETS = np.array([0, 256, 512], np.int32)
 _VALUES = np.arange(256, dtype=np.int64)
 
 
@@ -54,9 +53,9 @@ class ExactMomentsFn(beam.CombineFn):
     def add_input(self, acc, batch: "DecodedBatch"):
         n, s, q = acc
         pixels = np.asarray(batch.images, dtype=np.uint8).reshape(-1, 3)
-        # One 768-bin histogram (256 values x 3 channels), then sum and sum of squares from it: exact, and
-        # ~4x cheaper than widening every pixel to int64.
-        histogram = np.bincount((pixels + _CHANNEL_OFFSETS).ravel(), minlength=768).reshape(3, 256)
+        # A 256-bin histogram per channel, then sum and sum of squares from it: exact, and much cheaper than
+        # widening every pixel to int64.
+        histogram = np.stack([np.bincount(pixels[:, c], minlength=256) for c in range(3)])
         sums, squares = histogram @ _VALUES, histogram @ (_VALUES * _VALUES)
         return n + pixels.shape[0], [a + int(b) for a, b in zip(s, sums)], [a + int(b) for a, b in zip(q, squares)]
 
