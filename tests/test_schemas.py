@@ -82,3 +82,19 @@ def test_host_resize_twins_match_the_serving_graph():
     image = rng.integers(0, 256, size=(50, 100, 3)).astype(np.uint8)
     out = imaging.resize_image_host(image, (64, 64), "pad", content_hw=(100, 200))
     assert out.shape == (64, 64, 3) and not out[:16].any() and not out[48:].any()
+
+
+def test_segflow_processes_load_one_keras():
+    """Importing segflow makes ``tf.keras`` the Keras 2 (``tf_keras``) that the trainer and tensorflow-transform
+    use, so TensorFlow does not also load Keras 3 (and matplotlib through it) in every process."""
+    import subprocess
+    import sys
+
+    code = ("import os; os.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
+            "import pipelines.preprocess, trainer.data, sys, tensorflow as tf\n"
+            "assert os.environ['TF_USE_LEGACY_KERAS'] == '1'\n"
+            "assert 'keras.src' not in sys.modules and 'matplotlib.pyplot' not in sys.modules, sorted(sys.modules)\n"
+            "assert tf.keras.__name__.startswith('tf_keras'), tf.keras.__name__\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
