@@ -69,7 +69,7 @@ class MakeRecords(beam.DoFn):
 
     def __init__(self, options: RecordOptions):
         self._o = options
-        self._lut: Optional[np.ndarray] = None
+        self._luts: dict[Optional[int], np.ndarray] = {}
 
     def setup(self) -> None:
         import tensorflow as tf
@@ -80,15 +80,15 @@ class MakeRecords(beam.DoFn):
             tf.config.threading.set_inter_op_parallelism_threads(1)
         except RuntimeError:
             pass  # TF already initialised in this process (e.g. in-process tests): keep its settings
+        # Every lookup this job can use, keyed by species (Pet mode 'species' has one per species; otherwise None).
         if self._o.dataset == "cityscapes":
             from schemas.labels import cityscapes_label_id_to_train_id
-            self._lut = cityscapes_label_id_to_train_id()
-            luts = [self._lut]
+            self._luts = {None: cityscapes_label_id_to_train_id()}
         else:
             from schemas.labels import pet_trimap_lut
-            luts = [pet_trimap_lut(self._o.label_mode, species) for species in
-                    ((0, 1) if self._o.label_mode == "species" else (None,))]
-        if any(int(lut[self._o.ignore_label]) != self._o.ignore_label for lut in luts):
+            self._luts = {species: pet_trimap_lut(self._o.label_mode, species) for species in
+                          ((0, 1) if self._o.label_mode == "species" else (None,))}
+        if any(int(lut[self._o.ignore_label]) != self._o.ignore_label for lut in self._luts.values()):
             raise ValueError(f"label lookup does not keep {self._o.ignore_label} (ignore) as is; masks could not be "
                              f"mapped after padding")
         self._read = Metrics.counter("segflow", "examples_read")
@@ -96,13 +96,11 @@ class MakeRecords(beam.DoFn):
 
     def _train_id_lut(self, example: Example) -> np.ndarray:
         """uint8[256]: this example's native mask value → train id (255 = ignore)."""
-        if self._o.dataset == "cityscapes":
-            return self._lut
-        from schemas.labels import pet_trimap_lut
-
-        if self._o.label_mode == "species" and example.species is None:
-            raise DecodeError("label mode 'species' needs the species, but this id is in no list file")
-        return pet_trimap_lut(self._o.label_mode, example.species)
+        if self._o.dataset == "pet" and self._o.label_mode == "species":
+            if example.species is None:
+                raise DecodeError("label mode 'species' needs the species, but this id is in no list file")
+            return self._luts[example.species]
+        return self._luts[None]
 
     def process(self, example: Example) -> Iterator:
         self._read.inc()
