@@ -29,8 +29,9 @@ from apache_beam.utils import shared
 from pipelines import outputs
 from pipelines.deadletter import DeadLetter, WriteDeadLetters
 from pipelines.instances import extract_instances
-from pipelines.runner import BeamJobParser, exit_process, make_pipeline_options, new_pipeline
-from pipelines.serving import ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
+from pipelines.runner import BeamJobParser, exit_process, leave_parallelism_to_beam, make_pipeline_options, \
+    new_pipeline
+from pipelines.serving import MODEL_CALLS, ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
 from schemas.labels import spec_for
 
 NAMESPACE = "segflow_infer"
@@ -77,6 +78,7 @@ class PreprocessImage(beam.DoFn):
         self._failed = Metrics.counter(NAMESPACE, "images_unreadable")
 
     def setup(self) -> None:
+        leave_parallelism_to_beam()
         self._model = acquire_model(self._handle, self._model_dir, self._cache_dir)
 
     def process(self, element: tuple[str, fileio.ReadableFile]):
@@ -112,6 +114,7 @@ class PostprocessAndWrite(beam.DoFn):
         self._failed = Metrics.counter(NAMESPACE, "postprocess_failed")
 
     def setup(self) -> None:
+        leave_parallelism_to_beam()
         self._model = acquire_model(self._handle, self._model_dir, self._cache_dir)
         self._spec = spec_for(self._info["dataset"], self._info.get("label_mode"))
         names = list(self._spec.class_names)
@@ -121,7 +124,8 @@ class PostprocessAndWrite(beam.DoFn):
     def process(self, element):
         (stem, path, height, width), result = element
         try:
-            class_ids, probabilities = self._model.postprocess(result.inference, height, width)
+            class_ids, probabilities = self._model.postprocess(result.inference, height, width,
+                                                               with_probabilities=self._instances)
             image = None
             if self._overlay:
                 image = self._model_image(path)
@@ -168,7 +172,7 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, model_info
     handler = KeyedModelHandler(SegflowModelHandler(
         args.model_dir, cache_dir=args.model_cache_dir, shared_handle=handle, min_batch_size=min_batch,
         max_batch_size=max_batch, model_copies=args.model_copies, large_model=args.large_model,
-        vectorized=args.vectorized_batches))
+        model_calls=args.model_calls))
 
     files = (pipeline
              | "Patterns" >> beam.Create(args.input)
@@ -232,10 +236,12 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace
     parser.add_argument("--overlay", action="store_true", help="also write input+colour blends to overlay/")
     parser.add_argument("--batch_size", type=_batch_bounds, default=(1, 8),
                         help="RunInference batch bounds: MAX or MIN,MAX (default 1,8)")
-    parser.add_argument("--vectorized_batches", action="store_true",
-                        help="one model call per batch (about 2x faster model step on CPU); outputs may then differ "
-                             "in the last float bit between runs, as batches form differently (default: one call "
-                             "per image inside each batch, byte-identical reruns)")
+    parser.add_argument("--model_calls", choices=MODEL_CALLS, default="batch",
+                        help="batch: one model call per RunInference batch, zero-padded to the largest batch size "
+                             "so every call has one shape and reruns stay byte-identical (default); image: one "
+                             "call per image (about 2x the CPU for the model step on CPU)")
+    parser.add_argument("--vectorized_batches", dest="model_calls", action="store_const", const="batch",
+                        help="deprecated: the same as --model_calls batch, now the default")
     parser.add_argument("--model_copies", type=_positive_or_none, default=None,
                         help="exact number of model copies per machine, shared across worker processes "
                              "(default: one per worker process)")

@@ -20,6 +20,7 @@ from pipelines import augment
 from pipelines.decode import DecodeError, decode_label_map, decode_rgb, encode_image, encode_instance_mask, \
     encode_mask
 from pipelines.deadletter import DeadLetter
+from pipelines.runner import leave_parallelism_to_beam
 from pipelines.shards import Record, record_key
 from pipelines.sources import DEAD_LETTER_TAG, Example
 from schemas import imaging
@@ -72,14 +73,9 @@ class MakeRecords(beam.DoFn):
         self._luts: dict[Optional[int], np.ndarray] = {}
 
     def setup(self) -> None:
-        import tensorflow as tf
-
-        try:
-            # Beam runs one worker per core; TF's own thread pools on top would only oversubscribe them.
-            tf.config.threading.set_intra_op_parallelism_threads(1)
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        except RuntimeError:
-            pass  # TF already initialised in this process (e.g. in-process tests): keep its settings
+        # Beam runs one worker per core; TF's own thread pools on top would only oversubscribe them. The only TF
+        # work here is the statistics' batch decode, one graph at a time per worker: one inter-op thread.
+        leave_parallelism_to_beam(inter_op_threads=1)
         # Every lookup this job can use, keyed by species (Pet mode 'species' has one per species; otherwise None).
         if self._o.dataset == "cityscapes":
             from schemas.labels import cityscapes_label_id_to_train_id

@@ -27,6 +27,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from apache_beam.utils import shared
 
+from pipelines.runner import leave_parallelism_to_beam
+
 MODEL_INFO_FILE = "segflow_model.json"
 SIGNATURES = ("serving_default", "preprocess", "predict_resized", "postprocess")
 
@@ -145,12 +147,14 @@ class SegflowModel:
         """uint8 [B, Hm, Wm, 3] → float32 [B, Hm, Wm, C] class probabilities."""
         return self._predict(images=self._tf.constant(images, dtype=self._tf.uint8))["probabilities"].numpy()
 
-    def postprocess(self, probabilities: np.ndarray, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
-        """float32 [Hm, Wm, C] → (int32 [height, width] class ids, float32 [height, width, C] probabilities)."""
+    def postprocess(self, probabilities: np.ndarray, height: int, width: int, with_probabilities: bool = True
+                    ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """float32 [Hm, Wm, C] → (int32 [height, width] class ids, float32 [height, width, C] probabilities, or
+        None without ``with_probabilities``: that copy is 12 bytes a pixel, and only instances need it)."""
         tf = self._tf
         out = self._post(probabilities=tf.constant(probabilities, dtype=tf.float32),
                          height=tf.constant(height, dtype=tf.int32), width=tf.constant(width, dtype=tf.int32))
-        return out["class_ids"].numpy(), out["probabilities"].numpy()
+        return out["class_ids"].numpy(), (out["probabilities"].numpy() if with_probabilities else None)
 
     def serve(self, image_bytes: Sequence[bytes]) -> dict[str, np.ndarray]:
         """The ``serving_default`` signature on a batch of encoded images (for baselines and checks)."""
@@ -168,19 +172,32 @@ def acquire_model(handle: shared.Shared, model_dir: str, cache_dir: Optional[str
     return handle.acquire(lambda: SegflowModel(model_dir, cache_dir), tag=model_dir)
 
 
+MODEL_CALLS = ("batch", "image")
+
+
 def predict_resized_fn(model: SegflowModel, batch: Sequence[np.ndarray], inference_args: Optional[dict] = None,
-                       model_id: Optional[str] = None, vectorized: bool = False) -> list[PredictionResult]:
+                       model_id: Optional[str] = None, pad_to: Optional[int] = None) -> list[PredictionResult]:
     """RunInference ``inference_fn``: ``predict_resized`` over a batch.
 
     Every element already has the model's fixed input size (the model's ``preprocess`` made it), so the batch
-    always stacks, whatever the original sizes were. By default the model is called once per element: CPU
-    convolution kernels give results that differ in the last float bit with an element's position in a batch and
-    the batch size, and Beam forms batches differently from run to run, so per-element calls are what makes
-    reruns byte-identical. ``vectorized`` makes one call for the whole batch (about 2x faster model step on CPU,
-    identical up to float rounding). The example is not echoed back (not needed downstream).
+    always stacks, whatever the original sizes were.
+
+    ``pad_to``: one model call for the whole batch, zero-padded to ``pad_to`` images. Beam forms batches of
+    varying sizes, differently from run to run, and a convolution's result can differ in the last float bit
+    with the batch size it ran in (its kernel choice depends on the shape). At one fixed shape an image's
+    result is the same whatever its position and neighbours, since each output element reduces over that image
+    alone (checked by a test), so reruns stay byte-identical. The pad costs compute only for the last batch of a
+    bundle. ``None``: one call per image (also deterministic; ~2x the CPU for the model step here).
+    The example is not echoed back (not needed downstream).
     """
-    if vectorized:
-        probabilities = list(model.predict_resized(np.stack(batch)))
+    if pad_to is not None:
+        images = np.stack(batch)
+        if len(batch) > pad_to:
+            raise ValueError(f"batch of {len(batch)} images exceeds the padded batch size {pad_to}")
+        if len(batch) < pad_to:
+            padding = np.zeros((pad_to - len(batch),) + images.shape[1:], dtype=images.dtype)
+            images = np.concatenate([images, padding])
+        probabilities = list(model.predict_resized(images)[: len(batch)])
     else:
         probabilities = [model.predict_resized(np.asarray(x)[np.newaxis])[0] for x in batch]
     return [PredictionResult(None, p, model_id) for p in probabilities]
@@ -198,15 +215,18 @@ class SegflowModelHandler(ModelHandler[np.ndarray, PredictionResult, SegflowMode
 
     def __init__(self, model_dir: str, *, cache_dir: Optional[str] = None, shared_handle: Optional[shared.Shared] = None,
                  min_batch_size: int = 1, max_batch_size: int = 8, model_copies: Optional[int] = None,
-                 large_model: bool = False, vectorized: bool = False):
+                 large_model: bool = False, model_calls: str = "batch"):
+        if model_calls not in MODEL_CALLS:
+            raise ValueError(f"model_calls must be one of {MODEL_CALLS}, got {model_calls!r}")
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size, model_copies=model_copies,
                          large_model=large_model)
         self._model_uri = model_dir
         self._cache_dir = cache_dir
         self._shared_handle = shared_handle
-        self._vectorized = vectorized
+        self._pad_to = max_batch_size if model_calls == "batch" else None
 
     def load_model(self) -> SegflowModel:
+        leave_parallelism_to_beam()  # before the model's first op, whichever DoFn of the stage is set up first
         if self._shared_handle is not None and not self.share_model_across_processes():
             # Same object as the pre/postprocessing DoFns of this process: one copy of the weights.
             return acquire_model(self._shared_handle, self._model_uri, self._cache_dir)
@@ -214,7 +234,7 @@ class SegflowModelHandler(ModelHandler[np.ndarray, PredictionResult, SegflowMode
 
     def run_inference(self, batch: Sequence[np.ndarray], model: SegflowModel,
                       inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
-        return predict_resized_fn(model, batch, inference_args, self._model_uri, self._vectorized)
+        return predict_resized_fn(model, batch, inference_args, self._model_uri, self._pad_to)
 
     def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:
         return sum(int(np.asarray(x).nbytes) for x in batch)

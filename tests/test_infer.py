@@ -168,6 +168,46 @@ def test_rerun_is_byte_identical(pet_run, pet_job_dir, pet_inputs, tmp_path):
     assert {k: v for k, v in a.items() if k != "input"} == {k: v for k, v in b.items() if k != "input"}
 
 
+@pytest.mark.parametrize("network", ["unet", "fcn8s"])
+def test_an_image_scores_the_same_wherever_it_sits_in_a_padded_batch(network):
+    """``--model_calls batch`` rests on this: at one batch shape, an image's scores are bit-identical whatever
+    its position in the batch and whatever its neighbours are (zero padding or other images). Different batch
+    sizes need not agree (FCN-8s's batch-1 kernels differ in the last bit here), hence the fixed shape."""
+    import tensorflow as tf
+
+    from trainer import models
+
+    extra = {"depth": 2} if network == "unet" else {}
+    model = models.build_model(network, (32, 32, 3), 3, base_filters=4, **extra)
+    call = tf.function(lambda images: model(images, training=False))
+    rng = np.random.default_rng(4)
+    others = rng.integers(0, 256, size=(4, 32, 32, 3)).astype(np.float32)
+    target = rng.integers(0, 256, size=(32, 32, 3)).astype(np.float32)
+    reference = None
+    for position in range(4):
+        for neighbours in (np.zeros_like(others), others):
+            batch = neighbours.copy()
+            batch[position] = target
+            scores = call(batch).numpy()[position]
+            reference = scores if reference is None else reference
+            np.testing.assert_array_equal(scores, reference)
+
+
+def test_padded_model_calls_return_one_result_per_image(pet_job_dir):
+    from pipelines.serving import SegflowModel, predict_resized_fn
+
+    model = SegflowModel(str(pet_job_dir / "model"))
+    rng = np.random.default_rng(5)
+    images = list(rng.integers(0, 256, size=(4, 32, 32, 3)).astype(np.uint8))
+    alone = predict_resized_fn(model, images[:1], pad_to=4)
+    crowded = predict_resized_fn(model, images[1:] + images[:1], pad_to=4)
+    assert len(alone) == 1 and len(crowded) == 4
+    np.testing.assert_array_equal(alone[0].inference, crowded[3].inference)
+    assert alone[0].inference.shape == (32, 32, 3)
+    with pytest.raises(ValueError, match="exceeds the padded batch size"):
+        predict_resized_fn(model, images, pad_to=3)
+
+
 def test_evaluate_scores_the_predictions(pet_run, pet_raw_dir):
     out, _ = pet_run
     doc = evaluate.run(["--predictions", str(out / "masks"), "--ground_truth", str(pet_raw_dir),

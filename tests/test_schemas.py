@@ -84,6 +84,61 @@ def test_host_resize_twins_match_the_serving_graph():
     assert out.shape == (64, 64, 3) and not out[:16].any() and not out[48:].any()
 
 
+def test_serving_decoder_is_bit_identical_to_the_records_decoder():
+    """The serving graph decodes a raw file as preprocess decoded it for its records: JPEGs at the same
+    decode-time scale (PIL's ``draft`` rule) with the same IDCT, for every JPEG flavour, so the pixels match bit
+    for bit; other formats at full size. Before, serving decoded JPEGs at full size with TF's default IDCT and
+    its model input differed from the records' by up to ~80 grey levels."""
+    import io
+
+    from PIL import Image
+
+    from pipelines.decode import decode_rgb
+    from schemas import imaging
+
+    rng = np.random.default_rng(1)
+    ratios = set()
+    for trial in range(36):
+        height, width = (int(v) for v in rng.integers(20, 700, size=2))
+        size = tuple(int(v) for v in rng.integers(8, 160, size=2))
+        smooth = rng.integers(0, 256, size=(height // 8 + 1, width // 8 + 1, 3)).astype(np.uint8)
+        image = Image.fromarray(smooth).resize((width, height), Image.Resampling.BILINEAR)
+        flavour = trial % 6
+        buf = io.BytesIO()
+        if flavour == 0:
+            image.save(buf, "JPEG", quality=90)  # 4:2:0
+        elif flavour == 1:
+            image.save(buf, "JPEG", quality=75, subsampling=0)  # 4:4:4
+        elif flavour == 2:
+            image.convert("L").save(buf, "JPEG", quality=90)  # grayscale
+        elif flavour == 3:
+            image.save(buf, "JPEG", quality=80, progressive=True)
+        elif flavour == 4:
+            image.convert("CMYK").save(buf, "JPEG", quality=90)
+        else:
+            image.save(buf, "PNG")
+        data = buf.getvalue()
+        expected, full_hw = decode_rgb(data, size)
+        decoded, served_h, served_w = imaging.decode_image_for_model(tf.constant(data), size)
+        assert (int(served_h), int(served_w)) == full_hw == (height, width)
+        np.testing.assert_array_equal(decoded.numpy(), expected, err_msg=str((trial, height, width, size)))
+        if flavour < 5:
+            ratio = imaging.jpeg_draft_ratio_host(height, width, size)
+            assert expected.shape[:2] == (-(-height // ratio), -(-width // ratio))
+            ratios.add(ratio)
+    assert ratios == {1, 2, 4, 8}  # every decode-time scale was exercised
+
+
+def test_argmax_channels_is_tf_argmax():
+    from schemas import imaging
+
+    rng = np.random.default_rng(2)
+    for channels in (1, 2, 3, 19):
+        scores = tf.constant(rng.integers(0, 3, size=(7, 9, channels)).astype(np.float32))  # many ties
+        np.testing.assert_array_equal(imaging.argmax_channels(scores).numpy(),
+                                      tf.argmax(scores, axis=-1, output_type=tf.int32).numpy())
+
+
 def test_segflow_processes_load_one_keras():
     """Importing segflow makes ``tf.keras`` the Keras 2 (``tf_keras``) that the trainer and tensorflow-transform
     use, so TensorFlow does not also load Keras 3 (and matplotlib through it) in every process."""

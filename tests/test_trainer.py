@@ -16,9 +16,8 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from schemas import features
 from tests.fixtures.model import TINY_UNET
-from trainer import data, losses, models, normalization, task
+from trainer import data, export, losses, models, normalization, task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -99,15 +98,58 @@ def test_export_parity_raw_bytes_vs_training_graph(pet_job_dir, pet_records_dir)
     model = normalization.with_transform(network, info.data_dir, (32, 32, 3))
 
     raw = [r.numpy() for r in tf.data.TFRecordDataset(info.shards["val"] + info.shards["test"], "GZIP")]
-    encoded = [features.parse_example(tf.constant(r))[features.IMAGE_ENCODED].numpy() for r in raw]
     images = tf.stack([data.decode_record(tf.constant(r), info.image_size, 255)[0] for r in raw])
     expected = tf.argmax(model(images, training=False), -1).numpy()
+    # The pixels the trainer decoded, as lossless bytes: serving decodes JPEG files with PIL's (accurate) IDCT,
+    # the trainer decodes its q95 record JPEGs with TF's faster default, and the two differ by a grey level or so.
+    encoded = [tf.io.encode_png(image).numpy() for image in images]
 
     served = tf.saved_model.load(str(pet_job_dir / "model")).signatures["serving_default"]
     out = served(image_bytes=tf.constant(encoded))
     assert out["class_ids"].shape == expected.shape
     np.testing.assert_array_equal(out["height"].numpy(), 32)
     np.testing.assert_array_equal(out["class_ids"].numpy(), expected)
+
+
+def test_served_model_input_is_the_record_image(pet_job_dir, pet_raw_dir):
+    """No train/serve skew at the input: the SavedModel's ``preprocess`` turns a raw file into the pixels
+    preprocess put in that file's record before encoding it (decode, then the records' PIL resize vs the graph's
+    TF resize: at most one grey level of rounding), for every file of the raw dataset and for large JPEGs that
+    both decode at a reduced scale, in both resize modes."""
+    import io
+
+    from PIL import Image
+
+    from pipelines.decode import DecodeError, decode_rgb
+    from schemas import imaging
+
+    size = (32, 32)
+    preprocess = tf.saved_model.load(str(pet_job_dir / "model")).signatures["preprocess"]
+    rng = np.random.default_rng(3)
+    files = {path.name: path.read_bytes() for path in sorted((pet_raw_dir / "images").iterdir())}
+    for height, width in ((300, 400), (130, 300), (700, 90)):
+        buf = io.BytesIO()
+        smooth = rng.integers(0, 256, size=(height // 8 + 1, width // 8 + 1, 3)).astype(np.uint8)
+        Image.fromarray(smooth).resize((width, height), Image.Resampling.BILINEAR).save(buf, "JPEG", quality=90)
+        files[f"large_{height}x{width}.jpg"] = buf.getvalue()
+    compared = 0
+    for name, raw in files.items():
+        try:
+            decoded, full_hw = decode_rgb(raw, size)
+        except DecodeError:
+            continue  # a dead letter in preprocess, and one in inference
+        record_image = imaging.resize_image_host(decoded, size, "stretch", content_hw=full_hw)
+        served = preprocess(image_bytes=tf.constant(raw))
+        assert (int(served["height"]), int(served["width"])) == full_hw, name
+        assert np.abs(served["image"].numpy().astype(int) - record_image).max() <= 1, name
+        compared += 1
+    assert compared >= 10
+    # Pad mode: the content box comes from the full size, also when the JPEG was decoded at half scale.
+    server = export.SegmentationServer(keras.Sequential([keras.layers.Input((32, 32, 3))]), size, "pad", 3)
+    raw = files["large_700x90.jpg"]
+    decoded, full_hw = decode_rgb(raw, size)
+    record_image = imaging.resize_image_host(decoded, size, "pad", content_hw=full_hw)
+    assert np.abs(server.preprocess(tf.constant(raw))["image"].numpy().astype(int) - record_image).max() <= 1
 
 
 def test_serving_returns_each_image_at_its_own_size(pet_job_dir):

@@ -49,10 +49,11 @@ class SegmentationServer(tf.Module):
         self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec([None], tf.string)])
 
     def _preprocess(self, image_bytes):
-        image = imaging.decode_image_bytes(image_bytes)
-        shape = tf.shape(image)
-        resized = imaging.resize_image(image, self._size, self._mode)
-        return {"image": resized, "height": tf.cast(shape[0], tf.int32), "width": tf.cast(shape[1], tf.int32)}
+        # Decoded as preprocess decoded the training files (JPEGs downscaled while decoding, PIL's IDCT), then
+        # resized with the records' geometry: the pixels the network was trained on.
+        image, height, width = imaging.decode_image_for_model(image_bytes, self._size)
+        resized = imaging.resize_image(image, self._size, self._mode, content_hw=(height, width))
+        return {"image": resized, "height": height, "width": width}
 
     def _predict_resized(self, images):
         logits = self.model(images, training=False)
@@ -60,7 +61,7 @@ class SegmentationServer(tf.Module):
 
     def _postprocess(self, probabilities, height, width):
         restored = imaging.restore_size(probabilities, height, width, self._size, self._mode)
-        return {"class_ids": tf.argmax(restored, axis=-1, output_type=tf.int32), "probabilities": restored}
+        return {"class_ids": imaging.argmax_channels(restored), "probabilities": restored}
 
     def _serve(self, image_bytes):
         h, w, c = self._size[0], self._size[1], self._num_classes
