@@ -121,8 +121,8 @@ def jpeg_draft_ratio_host(height: int, width: int, size: Sequence[int]) -> int:
     return next((r for r in reversed(JPEG_DRAFT_RATIOS) if scale >= r), 1)
 
 
-def jpeg_draft_ratio(height: tf.Tensor, width: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
-    """``jpeg_draft_ratio_host`` as a graph op: the *index* into ``JPEG_DRAFT_RATIOS`` (int32 scalar)."""
+def jpeg_draft_ratio_index(height: tf.Tensor, width: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
+    """``jpeg_draft_ratio_host`` as a graph op, as an index into ``JPEG_DRAFT_RATIOS`` (int32 scalar)."""
     scale = tf.minimum(tf.cast(width, tf.int32) // int(size[1]), tf.cast(height, tf.int32) // int(size[0]))
     return tf.reduce_sum(tf.cast(scale >= tf.constant(JPEG_DRAFT_RATIOS[1:]), tf.int32))
 
@@ -131,13 +131,14 @@ def decode_image_for_model(encoded: tf.Tensor, size: Sequence[int]) -> tuple[tf.
     """Encoded image bytes → (uint8 ``[h, w, 3]``, full height, full width), decoded as preprocess decodes
     the files it makes records of, so a served image gets the pixels its training records had.
 
-    JPEGs (recognised by content) are downscaled while decoding, at the ``jpeg_draft_ratio`` that preprocess's
-    ``Image.draft`` picks for the same ``size``, with libjpeg's accurate integer IDCT, which is PIL's: the
-    decoded pixels are bit-identical to preprocess's (pinned by a test), and decoding at 1/4 scale skips most
-    of the IDCT work. Decoding at full size instead differs from the records by up to ~80 grey levels after
-    resizing, because the scaled IDCT is a different low-pass filter than the antialiased resize. Other
-    formats decode at full size with ``decode_image_bytes``. ``h, w`` may be smaller than the full size
-    returned with them: resize with ``content_hw=(height, width)``.
+    JPEGs (recognised by content) are downscaled while decoding, at the scale preprocess's ``Image.draft``
+    picks for the same ``size`` (``jpeg_draft_ratio_host``), with libjpeg's accurate integer IDCT, which is
+    PIL's: the decoded pixels are bit-identical to preprocess's (pinned by a test), and decoding at 1/4 scale
+    skips most of the IDCT work. Decoding at full size instead differs from the records by up to ~80 grey
+    levels after resizing, because the scaled IDCT is a different low-pass filter than the antialiased resize.
+    Other formats decode at full size with ``decode_image_bytes``. ``h, w`` may be smaller than the full size
+    returned with them: resize with ``content_hw=(height, width)``. Preprocess may decode train examples that
+    get augmented copies at a finer scale (the crops need the pixels); the val/test records match exactly.
     """
     encoded = tf.convert_to_tensor(encoded, tf.string)
 
@@ -146,7 +147,7 @@ def decode_image_for_model(encoded: tf.Tensor, size: Sequence[int]) -> tuple[tf.
         branches = [lambda ratio=ratio: tf.io.decode_jpeg(encoded, channels=3, ratio=ratio,
                                                           dct_method="INTEGER_ACCURATE")
                     for ratio in JPEG_DRAFT_RATIOS]
-        image = tf.switch_case(jpeg_draft_ratio(shape[0], shape[1], size), branches)
+        image = tf.switch_case(jpeg_draft_ratio_index(shape[0], shape[1], size), branches)
         return tf.ensure_shape(image, [None, None, 3]), shape[0], shape[1]
 
     def other():
