@@ -23,3 +23,18 @@ def test_cityscapes_job_dir_has_19_classes(cityscapes_job_dir):
     probs = loaded.signatures["predict_resized"](images=tf.zeros([1, 32, 64, 3], tf.uint8))["probabilities"]
     assert probs.shape == (1, 32, 64, 19)
     np.testing.assert_allclose(probs.numpy().sum(-1), 1.0, rtol=1e-5)
+
+
+def test_export_saves_the_signatures_and_weights_not_keras_objects(pet_job_dir):
+    """The SavedModel holds the signatures' graphs and the weights only: no Keras layer objects and no traced
+    call function per layer, which made the file 3x larger and loading it 4x slower in every inference process."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved = saved_model_pb2.SavedModel()
+    saved.ParseFromString((pet_job_dir / "model" / "saved_model.pb").read_bytes())
+    graph = saved.meta_graphs[0]
+    functions = [f.signature.name for f in graph.graph_def.library.function]
+    assert not [name for name in functions if "layer_call" in name]
+    assert not [node for node in graph.object_graph_def.nodes if node.user_object.identifier.startswith("_tf_keras")]
+    loaded = tf.saved_model.load(str(pet_job_dir / "model"))
+    assert len(loaded.model_variables) > 0
