@@ -191,9 +191,9 @@ def predict_resized_fn(model: SegflowModel, batch: Sequence[np.ndarray], inferen
     The example is not echoed back (not needed downstream).
     """
     if pad_to is not None:
-        images = np.stack(batch)
         if len(batch) > pad_to:
             raise ValueError(f"batch of {len(batch)} images exceeds the padded batch size {pad_to}")
+        images = np.stack(batch)
         if len(batch) < pad_to:
             padding = np.zeros((pad_to - len(batch),) + images.shape[1:], dtype=images.dtype)
             images = np.concatenate([images, padding])
