@@ -85,7 +85,7 @@ def encode_png(array: np.ndarray) -> bytes:
     if array.dtype == np.uint16:
         image = Image.fromarray(array)  # mode I;16
     else:
-        image = Image.fromarray(array.astype(np.uint8))
+        image = Image.fromarray(array.astype(np.uint8, copy=False))
     buf = io.BytesIO()
     image.save(buf, format="PNG", optimize=False, compress_type=PNG_ZLIB_STRATEGY)
     return buf.getvalue()

@@ -193,10 +193,10 @@ def predict_resized_fn(model: SegflowModel, batch: Sequence[np.ndarray], inferen
     if pad_to is not None:
         if len(batch) > pad_to:
             raise ValueError(f"batch of {len(batch)} images exceeds the padded batch size {pad_to}")
-        images = np.stack(batch)
-        if len(batch) < pad_to:
-            padding = np.zeros((pad_to - len(batch),) + images.shape[1:], dtype=images.dtype)
-            images = np.concatenate([images, padding])
+        first = np.asarray(batch[0])
+        images = np.zeros((pad_to,) + first.shape, dtype=first.dtype)  # the padding is what is left at zero
+        for i, image in enumerate(batch):
+            images[i] = image
         probabilities = list(model.predict_resized(images)[: len(batch)])
     else:
         probabilities = [model.predict_resized(np.asarray(x)[np.newaxis])[0] for x in batch]
