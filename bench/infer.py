@@ -86,7 +86,7 @@ def train_small_model(work: str) -> str:
                     "--output_dir", records, "--image_size", "64", "--augment_copies", "1"], check=True, env=env)
     subprocess.run([sys.executable, "-m", "trainer.task", "--data_dir", records, "--model", "unet", "--job_dir", job,
                     "--epochs", "12", "--batch_size", "8", "--base_filters", "8", "--depth", "3",
-                    "--learning_rate", "0.003", "--verbose", "0"], check=True, env=env)
+                    "--learning_rate", "0.003", "--verbose", "0", "--deterministic"], check=True, env=env)
     return os.path.join(job, "model")
 
 

