@@ -12,9 +12,9 @@ five filters on every row (libpng's heuristic), and it has no option to pick one
 cannot match, and zlib's default search then costs what Pillow's filters do.
 
 The files are ordinary PNGs (greyscale, 8 bits, filter type 2 on every row, one ``IDAT``), with nothing that
-depends on time or machine, so the same array always gives the same bytes. Every decoder reads them (Pillow,
-TensorFlow's ``decode_png``, OpenCV, the ``cityscapesscripts`` evaluators); tests check round trips through
-Pillow and TensorFlow.
+depends on time or machine, so the same array always gives the same bytes. Any PNG decoder reads them; the
+tests check round trips through Pillow and TensorFlow's ``decode_png``, and the official ``cityscapesscripts``
+evaluators run on inference masks written this way.
 """
 from __future__ import annotations
 
@@ -49,5 +49,6 @@ def encode_label_png(labels: np.ndarray) -> bytes:
     np.subtract(labels[1:], labels[:-1], out=rows[1:, 1:])  # uint8 arithmetic wraps mod 256, as PNG's does
     compressor = zlib.compressobj(_ZLIB_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS, 9, zlib.Z_RLE)
     idat = compressor.compress(rows.data) + compressor.flush()
-    header = struct.pack(">IIBBBBB", width, height, 8, _GREYSCALE, 0, 0, 0)  # depth, colour, deflate, filters 0,
-    return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")  # no interlace
+    # IHDR: width, height, bit depth 8, colour type, compression 0 (deflate), filter method 0, no interlace.
+    header = struct.pack(">IIBBBBB", width, height, 8, _GREYSCALE, 0, 0, 0)
+    return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")

@@ -269,13 +269,14 @@ class AnalyzeAndWriteTransform(beam.PTransform):
         height, width = self._image_size
         arrow_schema, adapter_config = _tensor_adapter_config(height, width)
         preprocessing_fn = schema_transform.make_preprocessing_fn(self._num_classes, self._ignore_label)
+        record_batch_type = register_batch_coder()
         decoded = (raw
                    | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size,
                                                    max_batch_size=self._batch_size)
                    | "Decode" >> beam.ParDo(DecodeAnalysisBatch(self._image_format, self._image_size))
                    .with_output_types(DecodedBatch))
-        batches = decoded | "ToRecordBatch" >> beam.Map(to_record_batch, arrow_schema).with_output_types(
-            register_batch_coder())
+        batches = (decoded
+                   | "ToRecordBatch" >> beam.Map(to_record_batch, arrow_schema).with_output_types(record_batch_type))
         # desired_batch_size: our batches go through as they are; big enough that per-batch graph runs are
         # cheap, small enough that a batch of Cityscapes-size float images fits a worker's memory.
         # TensorFlow writes gs:// with its own GCS client (fixed endpoint, not Beam's retries, deaf to
