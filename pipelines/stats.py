@@ -216,12 +216,6 @@ class BatchCoder(beam.coders.Coder):
     def is_deterministic(self) -> bool:
         return False
 
-    def __eq__(self, other: object) -> bool:
-        return type(self) is type(other)
-
-    def __hash__(self) -> int:
-        return hash(type(self))
-
 
 def register_batch_coder() -> type:
     """Makes ``BatchCoder`` the coder of ``DecodedBatch`` and Arrow ``RecordBatch`` PCollections (also those
