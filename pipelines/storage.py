@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
+from typing import Iterator, NamedTuple, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -22,22 +24,134 @@ def is_local(path: str) -> bool:
     return FileSystems.get_scheme(path) in (None, "file")
 
 
+GLOB_CHARS = frozenset("*?[")
+
+
+def escape_glob(path: str) -> str:
+    """``path`` as a Beam ``FileSystems.match`` pattern that matches exactly that path.
+
+    Beam's patterns have no escape character, but a one-character class does the job: ``[`` → ``[[]``,
+    ``*`` → ``[*]``, ``?`` → ``[?]``. Folder names users give are literal (``out[1]`` is a legal name, not a
+    character class), so every pattern built from one goes through here.
+    """
+    return "".join(f"[{c}]" if c in GLOB_CHARS else c for c in path)
+
+
+class ListedFile(NamedTuple):
+    """One entry found under a folder: a readable file (``error`` None) or an entry that cannot be one
+    (a broken or looping symbolic link, a name that is not UTF-8), with the reason."""
+
+    path: str
+    size: int
+    error: Optional[str] = None
+
+
+def printable_path(path: str) -> str:
+    """``path`` as UTF-8-safe text: bytes of a non-UTF-8 file name (surrogate escapes) shown as ``\\xNN``."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path).decode("utf-8", errors="backslashreplace")
+
+
+def _walk_local(root: str) -> Iterator[ListedFile]:
+    """Every entry under a local ``root``, following symbolic links to folders and files, in sorted order.
+
+    A link to a folder that is being read already (one of its own ancestors) is a loop and is reported, not
+    followed; two links to the same other folder are both read (their files then meet as duplicates).
+    """
+
+    def visit(folder: str, ancestors: frozenset) -> Iterator[ListedFile]:
+        try:
+            info = os.stat(folder)
+        except OSError as e:
+            yield ListedFile(printable_path(folder), 0, f"cannot read folder ({e.strerror})")
+            return
+        identity = (info.st_dev, info.st_ino)
+        if identity in ancestors:
+            yield ListedFile(printable_path(folder), 0, "symbolic link loop: links to a folder above it")
+            return
+        ancestors = ancestors | {identity}
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError as e:
+            yield ListedFile(printable_path(folder), 0, f"cannot list folder ({e.strerror})")
+            return
+        for name in names:
+            path = os.path.join(folder, name)
+            shown = printable_path(path)
+            if shown != path:
+                yield ListedFile(shown, 0, "file name is not valid UTF-8: rename it to be read")
+                continue
+            try:
+                entry = os.stat(path)  # follows links
+            except OSError as e:
+                if os.path.islink(path):
+                    reason = "symbolic link loop" if e.errno == 40 else "broken symbolic link"
+                    yield ListedFile(path, 0, f"{reason} (-> {printable_path(os.readlink(path))})")
+                else:
+                    yield ListedFile(path, 0, f"cannot read ({e.strerror})")
+                continue
+            if stat.S_ISDIR(entry.st_mode):
+                yield from visit(path, ancestors)
+            elif stat.S_ISREG(entry.st_mode):
+                yield ListedFile(path, int(entry.st_size))
+            else:
+                yield ListedFile(path, 0, "not a regular file (a device, socket or pipe)")
+
+    if os.path.isdir(root):
+        yield from visit(root, frozenset())
+
+
+def list_files(root: str) -> Iterator[ListedFile]:
+    """Every file under the folder ``root`` (recursively), ``root`` taken literally (no glob).
+
+    Local folders are walked with ``os`` calls, following symbolic links (Beam's local listing neither follows
+    links to folders nor reports broken ones); remote ones (``gs://`` ...) are listed through ``FileSystems``
+    by their escaped prefix, where every object name is a file. A missing ``root`` yields nothing.
+    """
+    if is_local(root):
+        local = root[len("file://"):] if root.startswith("file://") else root
+        yield from _walk_local(local.rstrip("/") or "/")
+        return
+    prefix = root.rstrip("/")
+    try:
+        found = FileSystems.match([escape_glob(prefix) + "/**"])[0].metadata_list
+    except Exception:  # BeamIOError: nothing under that prefix
+        return
+    for metadata in sorted(found, key=lambda m: m.path):
+        if not metadata.path.endswith("/"):  # "folder/" placeholder objects some tools create
+            yield ListedFile(metadata.path, int(metadata.size_in_bytes))
+
+
+def list_folder(folder: str) -> list[ListedFile]:
+    """The files directly in ``folder`` (not below it), ``folder`` taken literally; sorted by path."""
+    prefix = folder.rstrip("/") + "/"
+    return [f for f in list_files(folder) if "/" not in f.path[len(prefix):]]
+
+
+def same_or_inside(path: str, folder: str) -> bool:
+    """True when ``path`` is ``folder`` or lies under it, comparing resolved paths (``.``, ``..``, symbolic
+    links) for local paths and normalised URLs for remote ones."""
+    if is_local(path) != is_local(folder):
+        return False
+    if is_local(path):
+        a = os.path.realpath(path[len("file://"):] if path.startswith("file://") else path)
+        b = os.path.realpath(folder[len("file://"):] if folder.startswith("file://") else folder)
+        return a == b or a.startswith(b.rstrip(os.sep) + os.sep)
+    a, b = path.rstrip("/") + "/", folder.rstrip("/") + "/"
+    return a.startswith(b)
+
+
 def list_tree(root: str) -> list[str]:
     """Paths of every file under ``root`` (recursively), relative to it with ``/`` separators, sorted."""
     root = root.rstrip("/")
-    try:
-        found = FileSystems.match([FileSystems.join(root, "**")])[0].metadata_list
-    except Exception:  # BeamIOError: root does not exist
-        return []
     rel = []
-    for metadata in found:
-        path = metadata.path
-        if is_local(root):
-            path = os.path.relpath(path, root).replace(os.sep, "/")
-        else:
-            path = path[len(root) + 1:]
-        if path and not path.endswith("/"):  # "folder/" placeholder objects some tools create on GCS
-            rel.append(path)
+    for listed in list_files(root):
+        if listed.error is None:
+            rel.append(listed.path[len(root) + 1:] if not is_local(root)
+                       else os.path.relpath(listed.path, root).replace(os.sep, "/"))
     return sorted(rel)
 
 

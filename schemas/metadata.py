@@ -42,6 +42,9 @@ class DatasetMetadata:
     augment_copies: int = 0
     seed: int = 0
     num_shards: dict[str, int] = dataclasses.field(default_factory=dict)
+    # Every shard file this metadata.json belongs with, by file name: {"records": n, "bytes": size on storage}.
+    # Written last by preprocess, so readers can tell a complete DST from a half-rewritten one.
+    shards: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     stats: Optional[DatasetStats] = None
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
