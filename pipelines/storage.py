@@ -12,7 +12,7 @@ import hashlib
 import os
 import stat
 import tempfile
-from typing import Iterator, NamedTuple, Optional
+from typing import Iterable, Iterator, NamedTuple, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -205,11 +205,29 @@ def _ensure_dir(path: str) -> str:
     return path
 
 
+def delete_files(paths: Iterable[str]) -> None:
+    """Deletes exactly the files ``paths`` (literal paths; ones already gone are skipped).
+
+    ``FileSystems.delete`` matches each path as a glob (``out[1]/x`` deletes ``out1/x``): local files are removed
+    with ``os.remove`` (a symbolic link itself, never its target), remote ones through their escaped pattern.
+    """
+    remote = []
+    for path in paths:
+        if is_local(path):
+            try:
+                os.remove(path[len("file://"):] if path.startswith("file://") else path)
+            except FileNotFoundError:
+                pass
+        else:
+            remote.append(escape_glob(path))
+    for start in range(0, len(remote), 1000):  # GCS deletes in batches of at most 1000
+        FileSystems.delete(remote[start:start + 1000])
+
+
 def delete_tree(root: str) -> int:
     """Deletes every file under ``root`` (a no-op when there are none); returns how many were deleted."""
     files = [FileSystems.join(root.rstrip("/"), *rel.split("/")) for rel in list_tree(root)]
-    if files:
-        FileSystems.delete(files)
+    delete_files(files)
     return len(files)
 
 
