@@ -231,6 +231,24 @@ def delete_tree(root: str) -> int:
     return len(files)
 
 
+def remove_tree(root: str) -> None:
+    """Removes the folder ``root`` and everything in it (a no-op when it is absent), ``root`` taken literally.
+
+    Locally the folder itself goes too, and a symbolic link is removed, never followed (whatever it points at
+    is outside ``root``); remotely every object under the prefix is deleted.
+    """
+    if not is_local(root):
+        delete_tree(root)
+        return
+    local = root[len("file://"):] if root.startswith("file://") else root
+    if os.path.islink(local):
+        os.remove(local)
+    elif os.path.isdir(local):
+        import shutil
+
+        shutil.rmtree(local)
+
+
 def replace_tree(src: str, dst: str) -> list[str]:
     """Makes ``dst`` hold exactly the files of ``src``: stale files from an earlier run are deleted first."""
     delete_tree(dst)
