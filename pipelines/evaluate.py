@@ -7,6 +7,10 @@ Both sides are read in the dataset's native encoding (what ``pipelines.infer`` w
 trimaps (``SRC/annotations/trimaps/<id>.png``), Cityscapes labelIds (``SRC/gtFine/<split>/<city>/
 <frame>_gtFine_labelIds.png``). Predictions pair with ground truth by example id (Pet: the file stem;
 Cityscapes: ``<city>_<seq>_<frame>``). One confusion matrix per image, summed with ``CombineGlobally``.
+``--predictions`` and ``--ground_truth`` are literal folder paths (glob characters are part of the name); both
+are listed on the launcher (``storage.list_files``), so a run that pairs nothing stops with one line before any
+work, and the document lists which ground-truth ids have no prediction and which predictions have no ground
+truth.
 
 The arithmetic is the official Cityscapes pixel-level one (``cityscapesscripts.evaluation.
 evalPixelLevelSemanticLabeling``), so both give the same numbers on the same files: ground-truth pixels of ignored
@@ -21,15 +25,14 @@ import math
 import posixpath
 import re
 import sys
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io import fileio
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines import outputs
+from pipelines import outputs, storage
 from pipelines.runner import BeamJobParser, exit_process, make_pipeline_options, new_pipeline
 from schemas import labels
 
@@ -108,14 +111,8 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 # -------------------------------------------------------------------------------------------- Beam parts
-class _KeyBy(beam.DoFn):
-    def __init__(self, dataset: str):
-        self._dataset = dataset
-
-    def process(self, meta):
-        key = example_id(meta.path, self._dataset)
-        if key is not None:
-            yield key, meta.path
+def _key_by_id(path: str, dataset: str) -> tuple[str, str]:
+    return example_id(path, dataset), path
 
 
 class CompareMasks(beam.DoFn):
@@ -129,7 +126,7 @@ class CompareMasks(beam.DoFn):
         key, sides = element
         gts, preds = sorted(sides["gt"]), sorted(sides["pred"])
         if not preds:
-            yield "missing", gts[0]
+            yield "missing", key
             return
         if not gts:
             yield "unmatched", preds[0]
@@ -161,7 +158,8 @@ class SumConfusion(beam.CombineFn):
         self._c = num_classes
 
     def create_accumulator(self):
-        return {"matrix": np.zeros((self._c, self._c + 1), np.int64), "images": 0, "missing": 0, "unmatched": 0,
+        # "missing": ground-truth ids without a prediction; "unmatched": prediction paths without ground truth.
+        return {"matrix": np.zeros((self._c, self._c + 1), np.int64), "images": 0, "missing": [], "unmatched": [],
                 "errors": []}
 
     def add_input(self, acc, element):
@@ -169,23 +167,22 @@ class SumConfusion(beam.CombineFn):
         if kind == "matrix":
             acc["matrix"] = acc["matrix"] + payload
             acc["images"] += 1
-        elif kind == "error":
-            acc["errors"].append(payload)
         else:
-            acc[kind] += 1
+            acc["errors" if kind == "error" else kind].append(payload)
         return acc
 
     def merge_accumulators(self, accumulators):
         out = self.create_accumulator()
         for acc in accumulators:
             out["matrix"] = out["matrix"] + acc["matrix"]
-            for k in ("images", "missing", "unmatched"):
-                out[k] += acc[k]
-            out["errors"].extend(acc["errors"])
+            out["images"] += acc["images"]
+            for k in ("missing", "unmatched", "errors"):
+                out[k].extend(acc[k])
         return out
 
     def extract_output(self, acc):
         acc["errors"] = sorted(acc["errors"], key=lambda e: e["path"])
+        acc["missing"], acc["unmatched"] = sorted(acc["missing"]), sorted(acc["unmatched"])
         return acc
 
 
@@ -193,15 +190,17 @@ def summarise(acc: dict[str, Any], spec: labels.LabelSpec, extra: dict[str, Any]
     """The evaluation JSON document from the combined accumulator."""
     s = scores(acc["matrix"])
     names = list(spec.class_names)
-    doc = dict(extra)
+    doc = {k: v for k, v in extra.items() if k != "errors"}
     doc.update({
         "dataset": spec.dataset,
         "label_mode": spec.mode,
         "class_names": names,
         "images": int(acc["images"]),
-        "missing_predictions": int(acc["missing"]),
-        "unmatched_predictions": int(acc["unmatched"]),
-        "errors": acc["errors"],
+        "missing_predictions": len(acc["missing"]),
+        "missing_prediction_ids": acc["missing"],
+        "unmatched_predictions": len(acc["unmatched"]),
+        "unmatched_prediction_paths": acc["unmatched"],
+        "errors": sorted(acc["errors"] + list(extra.get("errors", [])), key=lambda e: e["path"]),
         "per_class_iou": {n: _nan_to_none(float(v)) for n, v in zip(names, s["iou"])},
         "gt_pixels": {n: int(v) for n, v in zip(names, s["gt_pixels"])},
         "mean_iou": _nan_to_none(s["mean_iou"]),
@@ -217,7 +216,7 @@ def _write_json(doc: dict[str, Any], path: str) -> None:
 
 
 def ground_truth_patterns(root: str, dataset: str, split: Optional[str]) -> list[str]:
-    """Where ground-truth masks are looked for under ``root`` (the raw dataset, or a folder of masks)."""
+    """The layouts ``find_ground_truth`` looks for, as readable globs (for messages; ``root`` is literal)."""
     root = root.rstrip("/")
     join = FileSystems.join
     if dataset == "cityscapes":
@@ -227,25 +226,109 @@ def ground_truth_patterns(root: str, dataset: str, split: Optional[str]) -> list
     return [join(root, "annotations", "trimaps", "*.png"), join(root, "trimaps", "*.png"), join(root, "*.png")]
 
 
-def _first_matching(patterns: Sequence[str]) -> Optional[str]:
-    for pattern in patterns:
-        try:
-            if FileSystems.match([pattern])[0].metadata_list:
-                return pattern
-        except Exception:  # noqa: BLE001 - a pattern under a missing folder simply matches nothing
-            continue
-    return None
+def _layouts(root: str, dataset: str, split: Optional[str]) -> list[tuple[str, int, str]]:
+    """(folder, depth of the masks below it, file name suffix) per layout, in ``ground_truth_patterns`` order."""
+    root = root.rstrip("/")
+    join = FileSystems.join
+    if dataset == "cityscapes":
+        suffix = "_gtFine_labelIds.png"
+        return [(join(root, "gtFine", split), 2, suffix) if split else (join(root, "gtFine"), 3, suffix),
+                (join(root, split), 2, suffix) if split else (root, 3, suffix), (root, 1, suffix)]
+    return [(join(root, "annotations", "trimaps"), 1, ".png"), (join(root, "trimaps"), 1, ".png"), (root, 1, ".png")]
 
 
-def build_pipeline(pipeline: beam.Pipeline, gt_pattern: str, pred_pattern: str, spec: labels.LabelSpec,
+def _under(folder: str, depth: int, suffix: str) -> list[storage.ListedFile]:
+    """The files ``depth`` levels below the literal ``folder`` whose names end with ``suffix``, sorted."""
+    prefix = (folder[len("file://"):] if folder.startswith("file://") else folder).rstrip("/") + "/"
+    found = []
+    for listed in storage.list_files(folder):
+        rel = listed.path[len(prefix):] if listed.path.startswith(prefix) else ""
+        if rel.count("/") == depth - 1 and rel.endswith(suffix):
+            found.append(listed)
+    return found
+
+
+def _hidden(path: str) -> bool:
+    return posixpath.basename(path).startswith(".")
+
+
+def find_ground_truth(root: str, dataset: str, split: Optional[str]) -> tuple[Optional[str], list[storage.ListedFile]]:
+    """(the layout found, as a glob for messages; its masks) for the first layout under ``root`` holding any."""
+    for pattern, (folder, depth, suffix) in zip(ground_truth_patterns(root, dataset, split),
+                                                _layouts(root, dataset, split)):
+        found = _under(folder, depth, suffix)
+        if found:
+            return pattern, found
+    return None, []
+
+
+def _suggestion(predictions: str) -> str:
+    """'; did you mean X?' for a sibling or child ``masks`` folder holding PNGs, else ''."""
+    candidates = [FileSystems.join(predictions, outputs.MASKS_DIR)]
+    parent = posixpath.dirname(predictions) if not storage.is_local(predictions) else _parent(predictions)
+    if posixpath.basename(predictions) != outputs.MASKS_DIR:
+        candidates.append(FileSystems.join(parent, outputs.MASKS_DIR))
+    for candidate in candidates:
+        if any(f.error is None and f.path.endswith(".png") for f in storage.list_folder(candidate)):
+            return f"; did you mean --predictions {candidate}?"
+    return ""
+
+
+class EvaluationInputs(NamedTuple):
+    """What the launcher found: the files to pair (sorted) and the entries reported without being read."""
+
+    ground_truth_pattern: str  # the layout the ground truth was found in
+    ground_truth: list[str]
+    predictions: list[str]
+    errors: list[dict[str, str]]  # unreadable entries, files whose name carries no id
+    ignored: list[dict[str, str]]  # hidden files (e.g. macOS ._ metadata), never masks
+
+
+def gather_inputs(predictions: str, ground_truth: str, dataset: str, split: Optional[str]) -> EvaluationInputs:
+    """Lists both sides literally and checks they pair; raises ``ValueError`` with the one line to show."""
+    errors: list[dict[str, str]] = []
+    ignored: list[dict[str, str]] = []
+
+    def usable(files: list[storage.ListedFile]) -> list[str]:
+        kept = []
+        for listed in files:
+            if _hidden(listed.path):
+                ignored.append({"path": listed.path, "reason": "hidden file (name starts with '.')"})
+            elif listed.error is not None:
+                errors.append({"path": listed.path, "error": listed.error})
+            elif example_id(listed.path, dataset) is None:
+                errors.append({"path": listed.path, "error": "no example id (<city>_<seq>_<frame>) in the name"})
+            else:
+                kept.append(listed.path)
+        return kept
+
+    pred_listed = [f for f in storage.list_folder(predictions) if f.path.endswith(".png")]
+    if not pred_listed:
+        raise ValueError(f"no predicted masks (*.png) in {predictions}{_suggestion(predictions)}")
+    pattern, gt_listed = find_ground_truth(ground_truth, dataset, split)
+    if pattern is None:
+        raise ValueError(f"no {dataset} ground-truth masks under {ground_truth} (looked for "
+                         f"{', '.join(ground_truth_patterns(ground_truth, dataset, split))})")
+    preds, gts = usable(pred_listed), usable(gt_listed)
+    gt_ids = {example_id(p, dataset) for p in gts}
+    paired = sum(1 for p in preds if example_id(p, dataset) in gt_ids)
+    if not paired:
+        raise ValueError(f"0 of {len(pred_listed)} predictions in {predictions} pair with the {len(gt_ids)} "
+                         f"ground-truth ids in {pattern}{_suggestion(predictions)}")
+    return EvaluationInputs(pattern, gts, preds, sorted(errors, key=lambda e: e["path"]),
+                            sorted(ignored, key=lambda e: e["path"]))
+
+
+def build_pipeline(pipeline: beam.Pipeline, inputs: EvaluationInputs, spec: labels.LabelSpec,
                    output_file: str, extra: dict[str, Any]) -> None:
-    def keyed(label: str, pattern: str):
+    """Pairs the listed files by id, one confusion matrix per pair, summed; writes the document."""
+    def keyed(label: str, paths: list[str]):
         return (pipeline
-                | f"{label}Pattern" >> beam.Create([pattern])
-                | f"{label}Match" >> fileio.MatchAll()
-                | f"{label}Key" >> beam.ParDo(_KeyBy(spec.dataset)))
+                | f"{label}Files" >> beam.Create(paths)
+                | f"{label}Key" >> beam.Map(_key_by_id, spec.dataset))
 
-    _ = ({"gt": keyed("GroundTruth", gt_pattern), "pred": keyed("Prediction", pred_pattern)}
+    extra = dict(extra, errors=inputs.errors, ignored_files=inputs.ignored)
+    _ = ({"gt": keyed("GroundTruth", inputs.ground_truth), "pred": keyed("Prediction", inputs.predictions)}
          | "Pair" >> beam.CoGroupByKey()
          | "Compare" >> beam.ParDo(CompareMasks(spec.dataset, spec.mode, spec.num_classes))
          | "Sum" >> beam.CombineGlobally(SumConfusion(spec.num_classes))
@@ -276,18 +359,15 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         raise SystemExit("pipelines.evaluate: error: --label_mode applies to --dataset pet only")
     spec = labels.spec_for(args.dataset, args.label_mode)
     predictions = args.predictions.rstrip("/")
-    pred_pattern = FileSystems.join(predictions, "*.png")
-    if _first_matching([pred_pattern]) is None:
-        raise SystemExit(f"pipelines.evaluate: error: no predicted masks (*.png) in {predictions}")
-    gt_pattern = _first_matching(ground_truth_patterns(args.ground_truth, args.dataset, args.split))
-    if gt_pattern is None:
-        raise SystemExit(f"pipelines.evaluate: error: no {args.dataset} ground-truth masks under "
-                         f"{args.ground_truth} (looked for {', '.join(ground_truth_patterns(args.ground_truth, args.dataset, args.split))})")
+    try:
+        inputs = gather_inputs(predictions, args.ground_truth, args.dataset, args.split)
+    except ValueError as err:
+        raise SystemExit(f"pipelines.evaluate: error: {err}")
     output_file = args.output_file or FileSystems.join(
         posixpath.dirname(predictions) if "://" in predictions else _parent(predictions), "evaluation.json")
-    extra = {"predictions": predictions, "ground_truth": args.ground_truth, "ground_truth_pattern": gt_pattern}
+    extra = {"predictions": predictions, "ground_truth": args.ground_truth, "ground_truth_pattern": inputs.ground_truth_pattern}
     pipeline = new_pipeline(make_pipeline_options(beam_argv))
-    build_pipeline(pipeline, gt_pattern, pred_pattern, spec, output_file, extra)
+    build_pipeline(pipeline, inputs, spec, output_file, extra)
     pipeline.run().wait_until_finish()
     doc = json.loads(outputs.read_bytes(output_file).decode("utf-8"))
     print(format_table(doc))

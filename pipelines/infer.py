@@ -3,19 +3,28 @@
     python -m pipelines.infer --model_dir JOB/model --input 'data/pet/images/*.jpg' --output_dir out/pred \
         [--instances] [--overlay] [--batch_size 1,8] [--model_copies N] [any Beam option]
 
-Stages: match the ``--input`` globs (``fileio``, local or gs://) → give every file a unique, safe output stem →
-read and preprocess with the model's own ``preprocess`` signature → ``RunInference`` (``predict_resized``,
-batched on the fixed model input size) → the model's ``postprocess`` at each image's original size →
-instances (optional) → write masks/colour/overlay/instances through FileSystems. Files that cannot be read or
-decoded go to ``OUT/dead_letter/``; every matched file ends in exactly one of the two places.
+Stages: the files the ``--input`` globs match (local globs expanded here, with Python's glob rules; ``gs://``
+globs matched in the pipeline), each file once → give every file a unique, safe output stem → read, check the
+pixel count in the header (``--max_pixels``) and preprocess with the model's own ``preprocess`` signature →
+``RunInference`` (``predict_resized``, batched on the fixed model input size) → the model's ``postprocess`` at
+each image's original size → instances (optional) → write masks/colour/overlay/instances through FileSystems.
+Files that cannot be read or decoded go to ``OUT/dead_letter/``; every matched file ends in exactly one of the
+two places. The previous run's outputs in ``OUT`` are removed first, ``summary.json`` first of all, and
+``summary.json`` is written last: an ``OUT`` with a ``summary.json`` is complete.
 """
 from __future__ import annotations
 
 import argparse
+import glob
+import io
 import json
 import logging
+import os
+import re
+import stat
 import sys
-from typing import Any, Iterable, Optional, Sequence
+import warnings
+from typing import Any, Iterable, NamedTuple, Optional, Sequence, Union
 
 import apache_beam as beam
 import numpy as np
@@ -26,8 +35,8 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.utils import shared
 
-from pipelines import outputs
-from pipelines.deadletter import DeadLetter, WriteDeadLetters
+from pipelines import outputs, storage
+from pipelines.deadletter import DEAD_LETTER_DIR, DeadLetter, WriteDeadLetters
 from pipelines.instances import extract_instances
 from pipelines.runner import BeamJobParser, exit_process, leave_parallelism_to_beam, make_pipeline_options, \
     new_pipeline
@@ -36,24 +45,164 @@ from schemas.labels import spec_for
 
 NAMESPACE = "segflow_infer"
 SUMMARY_FILE = "summary.json"
-_GLOB_CHARS = set("*?[")
+# What a run writes in OUT, and all that a rerun removes there first (summary.json before the folders).
+OUTPUT_FOLDERS = (outputs.MASKS_DIR, outputs.COLOR_DIR, outputs.OVERLAY_DIR, outputs.INSTANCES_DIR, DEAD_LETTER_DIR)
+_GLOB_CHARS = storage.GLOB_CHARS
+
+# Default --max_pixels: 32 Mpx (e.g. a 24-megapixel 6000x4000 photo passes; Cityscapes frames are 2 Mpx). An
+# image's memory grows with its own pixel count, not the model's input size: the decoded image, the scores
+# upsampled to the original size (float32 per class), the argmax, the instance and overlay copies. Measured peak
+# RSS of the job on one 12 Mpx PNG with --instances --overlay, above its 0.8 GB start: 135 MB per Mpx with a
+# 3-class Pet model, 286 MB per Mpx with a 19-class Cityscapes one (a 144 Mpx image took 7.8 GB without them).
+# The DirectRunner's default here is one worker per core (pipelines.runner), so on 2 cores two full-size images
+# are in flight at once: 2 x 32 Mpx x 286 MB = 18.3 GB + 0.8 GB stays under a 24 GB machine with ~5 GB to spare
+# for the OS and allocator slack. More cores or a bigger machine: raise the flag.
+DEFAULT_MAX_PIXELS = 32_000_000
+
+
+# ---------------------------------------------------------------------------------------------- matching
+class InputError(ValueError):
+    """A bad ``--input`` / ``--output_dir`` combination; the message is the one line the user sees."""
+
+
+class MatchedInputs(NamedTuple):
+    """What the ``--input`` globs name, each file once.
+
+    ``files``: local files, sorted, deduplicated (the pipeline reads exactly these, never re-matches them);
+    ``dead_letters``: local entries a glob matched that cannot be read (a name that is not UTF-8, a broken or
+    looping link, a device), as dead letters naming them; ``remote_patterns``: ``gs://`` … globs, matched inside
+    the pipeline (``fileio.MatchAll``, then each path once): on Dataflow a glob may name millions of objects,
+    which the launcher should neither list nor ship in the job graph. ``count``: files matched, when known
+    here (every pattern local).
+    """
+
+    files: list[str]
+    dead_letters: list[DeadLetter]
+    remote_patterns: list[str]
+
+    @property
+    def count(self) -> Optional[int]:
+        return None if self.remote_patterns else len(self.files) + len(self.dead_letters)
+
+
+def _classify_local(path: str) -> Union[str, DeadLetter, None]:
+    """A path a local glob matched → the path (a readable regular file), a dead letter, or None (a folder)."""
+    shown = storage.printable_path(path)
+    if shown != path:
+        return DeadLetter(shown, "file name is not valid UTF-8: rename it to be read", "match")
+    try:
+        entry = os.stat(path)  # follows links
+    except OSError as err:
+        if os.path.islink(path):
+            kind = "symbolic link loop" if err.errno == 40 else "broken symbolic link"
+            return DeadLetter(path, f"{kind} (-> {storage.printable_path(os.readlink(path))})", "match")
+        return DeadLetter(path, f"cannot read ({err.strerror})", "match")
+    if stat.S_ISDIR(entry.st_mode):
+        return None
+    if stat.S_ISREG(entry.st_mode):
+        return path
+    return DeadLetter(path, "not a regular file (a device, socket or pipe)", "match")
+
+
+def _match_local(pattern: str) -> tuple[list[str], list[DeadLetter]]:
+    """Python's glob rules (``glob.glob(pattern, recursive=True)``): ``*``, ``?`` and ``[...]`` never cross a
+    ``/``; ``**`` as a whole path part matches any depth, zero folders included; ``\\`` is an ordinary character
+    (a file name may hold one); names starting with ``.`` match only a pattern part starting with ``.``, as in a
+    shell. Folders a glob matches are not inputs (``DIR/*`` skips ``DIR/sub``)."""
+    local = pattern[len("file://"):] if pattern.startswith("file://") else pattern
+    if not (_GLOB_CHARS & set(local)) and os.path.isdir(local):
+        raise InputError(f"--input {pattern} is a folder, not a glob of files: give e.g. "
+                         f"'{local.rstrip('/')}/*.jpg' (or '{local.rstrip('/')}/**/*' for every file below it)")
+    files, dead, folders = [], [], 0
+    for path in glob.glob(local, recursive=True):
+        found = _classify_local(path)
+        if found is None:
+            folders += 1
+        elif isinstance(found, DeadLetter):
+            dead.append(found)
+        else:
+            files.append(found)
+    if not files and not dead:
+        if folders:
+            raise InputError(f"--input {pattern} matches {folders} folder(s) and no files: "
+                             f"add the file part, e.g. '{local.rstrip('/')}/*.jpg'")
+        hint = " (a folder needs a glob, e.g. DIR/*.jpg)" if not (_GLOB_CHARS & set(local)) else ""
+        if _GLOB_CHARS & set(local) and os.path.lexists(local):
+            hint = (f" as a glob; a file of that literal name exists: write its glob characters in brackets, "
+                    f"e.g. {glob.escape(local)}")
+        raise InputError(f"--input {pattern} matches no files{hint}")
+    return files, dead
+
+
+def _check_remote(pattern: str) -> None:
+    """Fails fast (one line) when a remote glob matches no object; lists one page at most."""
+    try:
+        found = FileSystems.match([pattern], limits=[1000])[0].metadata_list
+    except Exception as err:  # noqa: BLE001 - storage errors become the one-line reason
+        raise InputError(f"cannot list --input {pattern}: {err}") from None
+    if not any(not m.path.endswith("/") for m in found):
+        hint = "" if _GLOB_CHARS & set(pattern) else " (a folder needs a glob, e.g. DIR/*.jpg)"
+        raise InputError(f"--input {pattern} matches no files{hint}")
+
+
+def match_inputs(patterns: Sequence[str]) -> MatchedInputs:
+    """The files the ``--input`` globs match, each once (overlapping globs name a file once); raises
+    ``InputError`` when a glob matches nothing or names a folder."""
+    files: dict[str, str] = {}  # one entry per file whatever the spelling (./a.jpg, a.jpg): absolute path → path
+    dead: dict[str, DeadLetter] = {}
+    remote: list[str] = []
+    for pattern in patterns:
+        if not storage.is_local(pattern):
+            _check_remote(pattern)
+            if pattern not in remote:
+                remote.append(pattern)
+            continue
+        found, unreadable = _match_local(pattern)
+        for path in found:
+            key = os.path.abspath(path)
+            files[key] = min(path, files.get(key, path), key=lambda p: (len(p), p))  # the plainest spelling
+        for letter in unreadable:
+            dead.setdefault(os.path.abspath(letter.path), letter)
+    return MatchedInputs(sorted(set(files.values())), sorted(dead.values()), remote)
+
+
+def _static_prefix(pattern: str) -> str:
+    """The folder part of a glob before its first glob character (what every match lies under)."""
+    cut = min((pattern.index(c) for c in _GLOB_CHARS if c in pattern), default=len(pattern))
+    head = pattern[:cut]
+    return head if cut == len(pattern) else head[: head.rfind("/") + 1] or "."
+
+
+def check_output_dir(matched: MatchedInputs, output_dir: str, model_dir: str) -> None:
+    """Refuses (``InputError``) an ``--output_dir`` whose output folders hold inputs or the model: a rerun clears
+    those folders before it reads anything."""
+    folders = [FileSystems.join(output_dir, f) for f in OUTPUT_FOLDERS]
+    # A file lies in a folder when its parent does (links resolved): a few parents stand for many files.
+    parents = sorted({os.path.dirname(os.path.abspath(p)) for p in matched.files})
+    named = [("--model_dir", model_dir)] + [("--input", p) for p in parents] + \
+            [("--input", _static_prefix(p)) for p in matched.remote_patterns]
+    for flag, path in named:
+        for folder in folders:
+            if storage.same_or_inside(path, folder):
+                raise InputError(f"{flag} {path} is inside {folder}, which this run clears first: "
+                                 f"choose another --output_dir")
 
 
 # ---------------------------------------------------------------------------------------------- naming
-def _key_by_stem(readable: fileio.ReadableFile) -> tuple[str, fileio.ReadableFile]:
-    return outputs.base_stem(readable.metadata.path), readable
+def _key_by_stem(path: str) -> tuple[str, str]:
+    return outputs.base_stem(path), path
 
 
-def _assign_names(group: tuple[str, Iterable[fileio.ReadableFile]]) -> Iterable[tuple[str, fileio.ReadableFile]]:
-    _, files = group
-    files = sorted(files, key=lambda f: f.metadata.path)
-    names = outputs.unique_stems(f.metadata.path for f in files)
-    for f in files:
-        yield names[f.metadata.path], f
+def _assign_names(group: tuple[str, Iterable[str]]) -> Iterable[tuple[str, str]]:
+    _, paths = group
+    paths = sorted(paths)
+    names = outputs.unique_stems(paths)
+    for path in paths:
+        yield names[path], path
 
 
 class AssignOutputNames(beam.PTransform):
-    """ReadableFile → (stem, ReadableFile) with a stem unique across the whole job.
+    """path → (stem, path) with a stem unique across the whole job.
 
     Files are grouped by their plain stem (only names travel, not bytes), so two inputs called ``x.jpg`` in
     different folders get distinct, deterministic names.
@@ -67,27 +216,63 @@ class AssignOutputNames(beam.PTransform):
 
 
 # ---------------------------------------------------------------------------------------------- stages
+_PIL_PIXELS = re.compile(r"\((\d+) pixels\)")
+
+
+def pixel_limit_reason(data: bytes, max_pixels: int) -> Optional[str]:
+    """Why an image is over ``max_pixels`` (its size from the header: nothing is decoded), else None.
+
+    Bytes PIL cannot identify pass (the model's decoder then gives its own reason).
+    """
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError as err:  # PIL's own cap, far above any sane --max_pixels
+        found = _PIL_PIXELS.search(str(err))
+        pixels = int(found.group(1)) if found else None
+        if pixels is not None and pixels <= max_pixels:
+            return None
+        return f"image has {pixels or 'too many'} pixels, over --max_pixels {max_pixels}"
+    except Exception:  # noqa: BLE001 - not an image PIL knows: left to the model's decoder
+        return None
+    if width * height > max_pixels:
+        return (f"image is {width}x{height} = {width * height} pixels, over --max_pixels {max_pixels} "
+                f"(raise the flag if the workers have the memory)")
+    return None
+
+
 class PreprocessImage(beam.DoFn):
-    """(stem, ReadableFile) → ((stem, path, height, width), uint8 [Hm, Wm, 3]); unreadable → dead letter."""
+    """(stem, path) → ((stem, path, height, width), uint8 [Hm, Wm, 3]); unreadable or too large → dead letter."""
 
     DEAD = "dead"
 
-    def __init__(self, model_dir: str, handle: shared.Shared, cache_dir: Optional[str]):
+    def __init__(self, model_dir: str, handle: shared.Shared, cache_dir: Optional[str],
+                 max_pixels: int = DEFAULT_MAX_PIXELS):
         self._model_dir, self._handle, self._cache_dir = model_dir, handle, cache_dir
+        self._max_pixels = max_pixels
         self._images = Metrics.counter(NAMESPACE, "images_read")
         self._failed = Metrics.counter(NAMESPACE, "images_unreadable")
+        self._too_large = Metrics.counter(NAMESPACE, "images_too_large")
 
     def setup(self) -> None:
         leave_parallelism_to_beam()
         self._model = acquire_model(self._handle, self._model_dir, self._cache_dir)
 
-    def process(self, element: tuple[str, fileio.ReadableFile]):
-        stem, readable = element
-        path = readable.metadata.path
+    def process(self, element: tuple[str, str]):
+        stem, path = element
         try:
-            data = readable.read()
+            data = outputs.read_bytes(path)
             if not data:
                 raise ValueError("empty file")
+            too_large = pixel_limit_reason(data, self._max_pixels)
+            if too_large:
+                self._too_large.inc()
+                yield beam.pvalue.TaggedOutput(self.DEAD, DeadLetter(path, too_large, "preprocess"))
+                return
             image, height, width = self._model.preprocess(data)
         except Exception as err:  # noqa: BLE001 - any unreadable input becomes a dead letter, never a crash
             self._failed.inc()
@@ -165,8 +350,25 @@ def _write_summary(rows: list[dict], dead_letters: list[int], path: str, extra: 
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
-def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, model_info: dict[str, Any]) -> None:
-    """Adds the inference graph to ``pipeline``."""
+def _count_dead_letter(letter: DeadLetter) -> DeadLetter:
+    Metrics.counter(NAMESPACE, "inputs_matched").inc()
+    return letter
+
+
+def _count_input(path: str) -> str:
+    Metrics.counter(NAMESPACE, "inputs_matched").inc()
+    return path
+
+
+def _file_path(metadata) -> Iterable[str]:
+    if not metadata.path.endswith("/"):  # "folder/" placeholder objects some tools create are not inputs
+        yield metadata.path
+
+
+def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, model_info: dict[str, Any],
+                   matched: Optional[MatchedInputs] = None) -> None:
+    """Adds the inference graph to ``pipeline`` (``matched``: ``match_inputs(args.input)`` when not given)."""
+    matched = matched if matched is not None else match_inputs(args.input)
     handle = shared.Shared()
     min_batch, max_batch = args.batch_size
     handler = KeyedModelHandler(SegflowModelHandler(
@@ -174,20 +376,31 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, model_info
         max_batch_size=max_batch, model_copies=args.model_copies, large_model=args.large_model,
         model_calls=args.model_calls))
 
-    files = (pipeline
-             | "Patterns" >> beam.Create(args.input)
-             | "Match" >> fileio.MatchAll()
-             | "Read" >> fileio.ReadMatches()
+    sources = []
+    if matched.files or not matched.remote_patterns:
+        sources.append(pipeline | "MatchedFiles" >> beam.Create(matched.files))
+    if matched.remote_patterns:
+        sources.append(pipeline
+                       | "Patterns" >> beam.Create(matched.remote_patterns)
+                       | "Match" >> fileio.MatchAll()
+                       | "Paths" >> beam.FlatMap(_file_path)
+                       | "EachFileOnce" >> beam.Distinct())  # overlapping globs name a file once
+    files = (sources
+             | "AllFiles" >> beam.Flatten()
+             | "CountInputs" >> beam.Map(_count_input)
              | "Name" >> AssignOutputNames())
     prepared = files | "Preprocess" >> beam.ParDo(
-        PreprocessImage(args.model_dir, handle, args.model_cache_dir)).with_outputs(PreprocessImage.DEAD,
-                                                                                     main="ok")
+        PreprocessImage(args.model_dir, handle, args.model_cache_dir, args.max_pixels)).with_outputs(
+        PreprocessImage.DEAD, main="ok")
     predicted = prepared.ok | "RunInference" >> RunInference(handler)
     written = predicted | "PostprocessAndWrite" >> beam.ParDo(PostprocessAndWrite(
         args.model_dir, handle, args.model_cache_dir, args.output_dir, model_info, args.instances,
         args.min_instance_area, args.overlay)).with_outputs(PostprocessAndWrite.DEAD, main="ok")
-    dead = ((prepared[PreprocessImage.DEAD], written[PostprocessAndWrite.DEAD])
-            | "AllDeadLetters" >> beam.Flatten())
+    dead_parts = [prepared[PreprocessImage.DEAD], written[PostprocessAndWrite.DEAD]]
+    if matched.dead_letters:
+        dead_parts.append(pipeline | "UnreadableMatches" >> beam.Create(matched.dead_letters)
+                          | "CountUnreadable" >> beam.Map(_count_dead_letter))
+    dead = dead_parts | "AllDeadLetters" >> beam.Flatten()
     dead_count = dead | "DeadLetters" >> WriteDeadLetters(args.output_dir, namespace=NAMESPACE)
     extra = {"model_dir": args.model_dir, "dataset": model_info["dataset"], "input": list(args.input)}
     _ = (written.ok
@@ -222,13 +435,30 @@ def _non_negative(text: str) -> int:
     return value
 
 
+def _pixel_limit(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--max_pixels takes a positive integer, got {text!r}")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"--max_pixels must be >= 1, got {value}")
+    return value
+
+
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:
     parser = BeamJobParser(prog="python -m pipelines.infer", description=__doc__,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True, help="JOB/model exported by trainer.task (local or gs://)")
     parser.add_argument("--input", required=True, action="append",
-                        help="glob of input images (local or gs://); repeat the flag for several globs")
-    parser.add_argument("--output_dir", required=True, help="where masks/, color/, instances/ … go (local or gs://)")
+                        help="glob of input images (local or gs://); repeat the flag for several globs; a file "
+                             "two globs match is read once; write a literal [ * ? as [[] [*] [?]")
+    parser.add_argument("--output_dir", required=True,
+                        help="where masks/, color/, instances/ … go (local or gs://); a rerun first removes the "
+                             "previous run's masks/, color/, overlay/, instances/, dead_letter/ and summary.json "
+                             "there, nothing else")
+    parser.add_argument("--max_pixels", type=_pixel_limit, default=DEFAULT_MAX_PIXELS,
+                        help=f"images with more pixels (read from the header, before decoding) are dead letters "
+                             f"(default {DEFAULT_MAX_PIXELS}: sized for 2 cores / 24 GB, see docs/infer.md)")
     parser.add_argument("--instances", action="store_true",
                         help="also write instance masks (Cityscapes instance-level result format)")
     parser.add_argument("--min_instance_area", type=_non_negative, default=20,
@@ -252,19 +482,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace
     return parser.parse_job_args(argv)
 
 
-def _check_inputs(patterns: Sequence[str]) -> int:
-    """Fails fast (one line) when a glob matches nothing; returns the number of matched files."""
-    total = 0
-    for pattern in patterns:
-        try:
-            found = len([m for m in FileSystems.match([pattern])[0].metadata_list if not m.path.endswith("/")])
-        except Exception as err:  # noqa: BLE001
-            raise SystemExit(f"pipelines.infer: error: cannot list --input {pattern}: {err}")
-        if not found:
-            hint = "" if _GLOB_CHARS & set(pattern) else " (a folder needs a glob, e.g. DIR/*.jpg)"
-            raise SystemExit(f"pipelines.infer: error: --input {pattern} matches no files{hint}")
-        total += found
-    return total
+def clear_previous_run(output_dir: str) -> int:
+    """Removes what an earlier run wrote in ``output_dir``: ``summary.json`` first (an ``OUT`` without it is
+    not a complete run), then ``OUTPUT_FOLDERS``. Nothing else in ``output_dir`` is touched."""
+    removed = outputs.remove_file(FileSystems.join(output_dir, SUMMARY_FILE))
+    for folder in OUTPUT_FOLDERS:
+        removed += outputs.remove_tree(FileSystems.join(output_dir, folder))
+    return removed
 
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
@@ -275,16 +499,27 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         spec_for(model_info["dataset"], model_info.get("label_mode"))
     except (ModelNotFound, ValueError) as err:
         raise SystemExit(f"pipelines.infer: error: {err}")
-    matched = _check_inputs(args.input)
+    try:
+        matched = match_inputs(args.input)
+        check_output_dir(matched, args.output_dir, args.model_dir)
+    except InputError as err:
+        raise SystemExit(f"pipelines.infer: error: {err}")
     options = make_pipeline_options(beam_argv)
     pipeline = new_pipeline(options)
-    build_pipeline(pipeline, args, model_info)
+    build_pipeline(pipeline, args, model_info, matched)
+    try:
+        clear_previous_run(args.output_dir)
+    except Exception as err:  # noqa: BLE001 - OSError locally, BeamIOError on gs://: one line either way
+        raise SystemExit(f"pipelines.infer: error: cannot clear the previous run's outputs in {args.output_dir}: "
+                         f"{storage.printable_path(str(err))}")
     result = pipeline.run()
     result.wait_until_finish()
     counters = _counters(result)
-    counters.update({"inputs_matched": matched, "output_dir": args.output_dir})
+    # Local globs are counted here, as expanded; gs:// ones by the pipeline after matching them.
+    matched_count = matched.count if matched.count is not None else counters.get("inputs_matched", 0)
+    counters.update({"inputs_matched": matched_count, "output_dir": args.output_dir})
     if counters.get("images_written") is not None:
-        print(f"infer: {matched} inputs matched, {counters.get('images_written', 0)} written, "
+        print(f"infer: {matched_count} inputs matched, {counters.get('images_written', 0)} written, "
               f"{counters.get('dead_letters', 0)} dead-lettered, {counters.get('instances', 0)} instances "
               f"-> {args.output_dir}")
     return counters

@@ -27,6 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from apache_beam.utils import shared
 
+from pipelines import storage
 from pipelines.runner import leave_parallelism_to_beam
 
 MODEL_INFO_FILE = "segflow_model.json"
@@ -93,15 +94,15 @@ def localize_model_dir(model_dir: str, cache_dir: Optional[str] = None) -> str:
         os.makedirs(cache_dir, exist_ok=True)
         staging = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
         prefix = model_dir + "/"
-        matches = FileSystems.match([model_dir + "/**"])[0].metadata_list
+        # Listed literally: glob characters in --model_dir are part of its name (JOB[1] is not JOB1).
+        matches = [f for f in storage.list_files(model_dir) if f.path.startswith(prefix)]
         if not matches:
             raise ModelNotFound(f"no files under {model_dir}")
-        for meta in matches:
-            if not meta.path.startswith(prefix) or meta.path.endswith("/"):
-                continue
-            local = os.path.join(staging, *meta.path[len(prefix):].split("/"))
+        for listed in matches:
+            local = os.path.join(staging, *listed.path[len(prefix):].split("/"))
             os.makedirs(os.path.dirname(local), exist_ok=True)
-            with FileSystems.open(meta.path, mime_type="application/octet-stream") as src, open(local, "wb") as dst:
+            with FileSystems.open(listed.path, mime_type="application/octet-stream") as src, \
+                    open(local, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
         try:
             os.rename(staging, target)
