@@ -2,8 +2,11 @@
 
 Files are decoded by what their bytes are, never by their extension: the real Oxford-IIIT Pet archive has PNG
 (RGBA) and GIF (palette) images named ``.jpg``, grayscale and CMYK JPEGs, truncated JPEGs and ``.mat`` files
-among the images. Every mode becomes RGB; anything PIL cannot fully decode raises ``DecodeError`` with a
-one-line reason that ends up in the dead letter.
+among the images. Every mode becomes 8-bit RGB by the one pixel conversion rule of ``schemas.imaging`` (16-bit
+samples keep their high byte, alpha is composited on black with ``(c * a + 127) // 255``, CMYK by libjpeg's
+rule, JPEG EXIF orientation applied), which the serving graph's TF decoder follows pixel for pixel; anything PIL
+cannot fully decode raises ``DecodeError`` with a one-line reason that ends up in the dead letter. Reasons never
+carry object addresses (PIL names the ``BytesIO`` it was given), so dead letters are byte-identical across runs.
 
 Large JPEGs are downscaled while decoding (``Image.draft``: the codec skips DCT coefficients and decodes at
 1/2, 1/4 or 1/8 scale), never below the size the record needs, which is most of the speed-up over decoding at
@@ -12,10 +15,13 @@ full size and resizing afterwards.
 from __future__ import annotations
 
 import io
+import re
 from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageFile
+
+from schemas import imaging
 
 # PIL must never silently pad a truncated file with grey: a truncated image is a dead letter.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -33,13 +39,23 @@ class DecodeError(ValueError):
     """An input file that is not a readable image/mask; the message is the dead-letter reason."""
 
 
+# "<_io.BytesIO object at 0x7f…>" and the like: a different text on every run.
+_OBJECT_REPR = re.compile(r"\s*<[^<>]* at 0x[0-9a-fA-F]+>")
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def stable_reason(text: object) -> str:
+    """``text`` without object reprs/addresses, so the same bad file gives the same reason on every run."""
+    return _ADDRESS.sub("", _OBJECT_REPR.sub("", str(text)))
+
+
 def _open(data: bytes, what: str) -> Image.Image:
     if not data:
         raise DecodeError(f"empty {what} file")
     try:
         image = Image.open(io.BytesIO(data))
     except Exception as e:  # PIL raises UnidentifiedImageError, SyntaxError, ... on garbage
-        raise DecodeError(f"not a readable {what} ({type(e).__name__}: {e})") from None
+        raise DecodeError(f"not a readable {what} ({type(e).__name__}: {stable_reason(e)})") from None
     if image.format not in IMAGE_FORMATS:
         raise DecodeError(f"unsupported {what} format {image.format}")
     return image
@@ -49,11 +65,37 @@ def _load(image: Image.Image, what: str) -> None:
     try:
         image.load()
     except Exception as e:  # OSError "image file is truncated", zlib errors, broken palette ...
-        raise DecodeError(f"corrupt or truncated {what} {image.format} ({type(e).__name__}: {e})") from None
+        raise DecodeError(f"corrupt or truncated {what} {image.format} ({type(e).__name__}: {stable_reason(e)})"
+                          ) from None
+
+
+def _has_alpha(image: Image.Image) -> bool:
+    """Whether the rule composites ``image`` on black: an alpha band, or a palette's transparency (PNG tRNS of a
+    palette, a GIF's transparent index); not a PNG grey/RGB colour key, not a BMP's fourth byte."""
+    if image.format == "BMP":
+        return False
+    if image.mode in ("RGBA", "LA", "PA"):
+        return True
+    return "transparency" in image.info and (image.mode == "P" or (image.format == "GIF" and image.mode == "L"))
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """A loaded PIL image → uint8 RGB ``[h, w, 3]`` by ``schemas.imaging``'s conversion rule (orientation aside)."""
+    if image.mode == "CMYK":
+        return imaging.cmyk_to_rgb_host(np.asarray(image), adobe="adobe" in image.info)
+    if image.mode.startswith("I;16") or image.mode == "I":
+        # Pillow clips 16-bit grey to 255 when converting; the rule keeps the high byte instead.
+        grey = imaging.sixteen_to_eight_host(np.asarray(image))
+        return np.repeat(grey[..., None], 3, axis=2)
+    if _has_alpha(image):
+        rgba = np.asarray(image.convert("RGBA"))
+        return imaging.composite_on_black_host(rgba[..., :3], rgba[..., 3])
+    # 1, L, P, RGB, YCbCr, ... (16-bit colour PNGs arrive as 8-bit RGB/RGBA: Pillow keeps the high byte).
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
 def decode_rgb(data: bytes, min_size: Optional[Sequence[int]] = None) -> tuple[np.ndarray, tuple[int, int]]:
-    """Decodes image bytes (any supported format, any mode) to uint8 RGB ``[h, w, 3]``.
+    """Decodes image bytes (any supported format, any mode) to uint8 RGB ``[h, w, 3]``, as displayed.
 
     Args:
       data: the file's bytes.
@@ -61,24 +103,20 @@ def decode_rgb(data: bytes, min_size: Optional[Sequence[int]] = None) -> tuple[n
         still covers it in both dimensions.
 
     Returns:
-      The RGB array (possibly draft-downscaled) and the image's full (height, width) as stored in the file,
-      which is what must match its mask.
+      The RGB array (possibly draft-downscaled), turned by its EXIF orientation, and the image's full (height,
+      width) as displayed (the stored size, swapped for orientations 5..8), which is what must match its mask.
     """
     image = _open(data, "image")
-    full_size = (image.height, image.width)
+    orientation = imaging.exif_orientation_host(data) if image.format == "JPEG" else 1
+    swaps = imaging.orientation_swaps_axes(orientation)
+    full_size = (image.width, image.height) if swaps else (image.height, image.width)
     if image.format == "JPEG" and min_size is not None:
-        # draft() takes (width, height) and keeps the result at least that large.
-        image.draft("RGB", (int(min_size[1]), int(min_size[0])))
+        # draft() takes the stored image's (width, height) and keeps the result at least that large; a turned
+        # image's canvas turns with it (the serving graph picks its decode scale the same way).
+        need_h, need_w = int(min_size[0]), int(min_size[1])
+        image.draft("RGB", (need_h, need_w) if swaps else (need_w, need_h))
     _load(image, "image")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        # Transparent pixels composited on black, so their (arbitrary) stored colour does not leak in.
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        image = Image.alpha_composite(background, rgba)
-    if image.mode != "RGB":
-        # CMYK (Adobe-inverted or not, PIL handles both), L, P, I;16 ... → RGB.
-        image = image.convert("RGB")
-    return np.asarray(image, dtype=np.uint8), full_size
+    return imaging.apply_orientation_host(to_rgb_array(image), orientation), full_size
 
 
 def decode_label_map(data: bytes, what: str = "mask", bits: int = 8) -> np.ndarray:

@@ -4,7 +4,8 @@ Reads the example's files through Beam ``FileSystems``, decodes by content (``pi
 labels to train ids (``schemas.labels``), brings image and masks to the record size with the serving graph's
 resize geometry (``schemas.imaging`` host twins: antialiased for images, nearest neighbour for masks, so no label
 is ever invented), encodes and builds a ``tf.train.Example`` (``schemas.features``). Anything that fails becomes
-a dead letter with the path and the reason; nothing is dropped silently.
+a dead letter with the path and the reason, a mask with values outside its dataset's label set included
+(``schemas.labels.native_mask_problem``); nothing is dropped or remapped silently.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pipelines.runner import leave_parallelism_to_beam
 from pipelines.shards import Record, record_key
 from pipelines.sources import DEAD_LETTER_TAG, Example
 from schemas import imaging
+from schemas.labels import native_mask_problem
 
 ANALYZE_TAG = "analyze"
 # Keys of an analysis element (train originals with a mask): the record image as uint8 [H, W, 3] (PNG records) or
@@ -129,6 +131,9 @@ class MakeRecords(beam.DoFn):
                 native = decode_label_map(_read(example.mask_path), "mask")
             except DecodeError as e:
                 raise DecodeError(f"mask {example.mask_path}: {e}", example.image_path) from None
+            problem = native_mask_problem(o.dataset, native, "mask")
+            if problem:
+                raise DecodeError(f"mask {example.mask_path}: {problem}", example.image_path)
             if native.shape != full_hw:
                 raise DecodeError(f"image is {full_hw[1]}x{full_hw[0]} but its mask {example.mask_path} is "
                                   f"{native.shape[1]}x{native.shape[0]} (width x height)", example.image_path)
@@ -142,6 +147,9 @@ class MakeRecords(beam.DoFn):
                 instances = decode_label_map(_read(example.instance_path), "instance mask", bits=16)
             except DecodeError as e:
                 raise DecodeError(f"instance mask {example.instance_path}: {e}", example.image_path) from None
+            problem = native_mask_problem(o.dataset, instances, "instances")
+            if problem:
+                raise DecodeError(f"instance mask {example.instance_path}: {problem}", example.image_path)
             if instances.shape != full_hw:
                 raise DecodeError(f"image is {full_hw[1]}x{full_hw[0]} but its instance mask is "
                                   f"{instances.shape[1]}x{instances.shape[0]}", example.image_path)

@@ -3,6 +3,11 @@
 Oxford-IIIT Pet trimaps, per the dataset's own README: 1 = pet, 2 = background, 3 = not classified (border).
 Cityscapes: the official table from ``cityscapesscripts.helpers.labels`` (34 labelIds + license plate), of
 which 19 have trainIds 0..18; everything else maps to the ignore label 255.
+
+Which native values a mask may hold is decided here, once (``native_mask_problem``): a Pet trimap only 1/2/3,
+a Cityscapes ``labelIds`` map only the table's labelIds (0..33), an ``instanceIds`` map only labelIds (stuff and
+crowds) or ``labelId * 1000 + n`` (objects). Anything else is a dead letter naming the values found, never a
+silent remap (a zero-based trimap would turn background into pet).
 """
 from __future__ import annotations
 
@@ -98,6 +103,60 @@ def pet_trimap_lut(mode: str = "trimap", species: Optional[int] = None) -> np.nd
     raise ValueError(f"unknown Pet label mode {mode!r}; choose one of {', '.join(PET_LABEL_MODES)}")
 
 
+# The native values a mask may hold (module docstring): every other value makes the example a dead letter.
+PET_TRIMAP_VALUES = (PET_TRIMAP_PET, PET_TRIMAP_BACKGROUND, PET_TRIMAP_BORDER)
+# How many out-of-set values a dead-letter reason lists before saying "…".
+_LISTED_VALUES = 10
+
+
+def _values_text(values: Sequence[int]) -> str:
+    shown = ", ".join(str(v) for v in values[:_LISTED_VALUES])
+    return f"[{shown}{', ...' if len(values) > _LISTED_VALUES else ''}]"
+
+
+def _set_text(values: Sequence[int]) -> str:
+    values = sorted(values)
+    if len(values) > 3 and values == list(range(values[0], values[-1] + 1)):
+        return f"{{{values[0]}..{values[-1]}}}"
+    return "{" + ", ".join(str(v) for v in values) + "}"
+
+
+def _outside(array: np.ndarray, valid: Sequence[int]) -> list[int]:
+    """Sorted distinct values of ``array`` (non-negative ints) that are not in ``valid``."""
+    counts = np.bincount(np.asarray(array).ravel().astype(np.int64), minlength=1)
+    counts[[v for v in valid if v < len(counts)]] = 0
+    return [int(v) for v in np.flatnonzero(counts)]
+
+
+def native_mask_problem(dataset: str, mask: np.ndarray, kind: str = "mask") -> Optional[str]:
+    """Why ``mask`` (native values, [H, W]) cannot be a ``dataset`` annotation, or None when every value is valid.
+
+    ``kind``: ``"mask"`` (Pet trimap / Cityscapes labelIds) or ``"instances"`` (Cityscapes instanceIds). The
+    reason names the values found outside the set, e.g. ``trimap has values [0, 4] outside {1, 2, 3}``.
+    """
+    if dataset == "pet":
+        bad = _outside(mask, PET_TRIMAP_VALUES)
+        return f"trimap has values {_values_text(bad)} outside {_set_text(PET_TRIMAP_VALUES)}" if bad else None
+    if dataset != "cityscapes":
+        raise ValueError(f"unknown dataset {dataset!r}; choose 'pet' or 'cityscapes'")
+    ids = cityscapes_label_ids()
+    if kind == "mask":
+        bad = _outside(mask, ids)
+        return (f"labelIds has values {_values_text(bad)} outside the Cityscapes label table {_set_text(ids)}"
+                if bad else None)
+    if kind != "instances":
+        raise ValueError(f"unknown mask kind {kind!r}; choose 'mask' or 'instances'")
+    values = np.asarray(mask).astype(np.int64)
+    # instanceIds: a labelId below 1000, labelId * 1000 + instance number from 1000 on.
+    classes = np.where(values >= 1000, values // 1000, values)
+    bad_classes = set(_outside(classes, ids))
+    if not bad_classes:
+        return None
+    bad = [int(v) for v in np.unique(values[np.isin(classes, sorted(bad_classes))])]
+    return (f"instanceIds has values {_values_text(bad)} whose class part (the value, or value // 1000 from 1000 "
+            f"on) is not a Cityscapes labelId {_set_text(ids)}")
+
+
 def pet_trimap_to_train_ids(trimap: np.ndarray, mode: str = "trimap", species: Optional[int] = None) -> np.ndarray:
     """Maps a Pet trimap (uint8 [H, W], values 1/2/3) to train ids (uint8 [H, W], 255 = ignore).
 
@@ -117,6 +176,12 @@ def _cityscapes_train_labels() -> list:
     train = sorted((l for l in CITYSCAPES_LABELS if 0 <= l.trainId < 255), key=lambda l: l.trainId)
     assert [l.trainId for l in train] == list(range(CITYSCAPES_NUM_CLASSES)), "unexpected Cityscapes table"
     return train
+
+
+def cityscapes_label_ids() -> tuple[int, ...]:
+    """The labelIds a ``*_gtFine_labelIds.png`` may hold: every id of the official table that fits a uint8 (0..33;
+    the license plate's -1 never appears in label maps)."""
+    return tuple(sorted({int(l.id) for l in CITYSCAPES_LABELS if 0 <= l.id < 256}))
 
 
 def cityscapes_label_id_to_train_id() -> np.ndarray:
