@@ -152,8 +152,16 @@ def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
         raise UsageError("--label_mode applies to Pet only; Cityscapes always uses the 19 trainIds")
     input_dir = args.input_dir.rstrip("/") or "/"
     output_dir = args.output_dir.rstrip("/") or "/"
-    if input_dir == output_dir:
-        raise UsageError("--output_dir must differ from --input_dir")
+    # Resolved paths (".", "..", links), both ways: DST inside SRC makes a rerun read its own outputs as inputs,
+    # and SRC inside DST puts the dataset in the folder this job rewrites and cleans.
+    out_in, in_out = storage.same_or_inside(output_dir, input_dir), storage.same_or_inside(input_dir, output_dir)
+    if out_in:
+        where = "the same folder as --input_dir" if in_out else f"inside --input_dir {input_dir}"
+        raise UsageError(f"--output_dir {output_dir} is {where}: a rerun would read its own outputs as inputs; "
+                         "choose an --output_dir outside the dataset")
+    if in_out:
+        raise UsageError(f"--input_dir {input_dir} is inside --output_dir {output_dir}, which preprocess rewrites "
+                         "and cleans; choose an --output_dir outside the dataset")
     try:
         runner_lib.check_beam_flags(beam_argv)
     except ValueError as e:
@@ -169,19 +177,25 @@ def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
 
 
 def check_input(config: PreprocessConfig) -> None:
-    """Fails fast, before any worker starts, when the input holds nothing to read (via ``FileSystems``)."""
+    """Fails fast, before any worker starts, when the input holds nothing to read.
+
+    The folder is listed literally (``storage.list_files``: no glob, links followed), as discovery does.
+    """
     if config.dataset == "pet":
-        pattern, expected = FileSystems.join(config.input_dir, "images", "*"), "images/<Breed_N>.jpg"
+        folder, expected = FileSystems.join(config.input_dir, "images"), "images/<Breed_N>.jpg"
     else:
-        pattern = FileSystems.join(config.input_dir, "leftImg8bit", "**")
+        folder = FileSystems.join(config.input_dir, "leftImg8bit")
         expected = "leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png"
     try:
-        found = FileSystems.match([pattern], limits=[1])[0].metadata_list
-    except Exception:  # BeamIOError: the directory does not exist or cannot be listed
-        found = []
-    if not found:
+        first = next(iter(storage.list_files(folder)), None)
+    except Exception as e:  # e.g. a bucket that does not exist or cannot be read
+        raise UsageError(f"cannot list {folder} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
+                         "check --input_dir") from None
+    if first is None:
         raise UsageError(f"no input files under {config.input_dir} (expected {config.dataset} layout: "
                          f"{expected}); check --input_dir")
+    if first.error is not None and first.path == storage.printable_path(folder):  # the folder itself
+        raise UsageError(f"{first.path}: {first.error}; check --input_dir")
 
 
 def _metadata(config: PreprocessConfig, counts: dict[str, int], source_counts: dict[str, int],

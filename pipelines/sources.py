@@ -1,9 +1,12 @@
-"""Discovery of dataset examples by id, through Beam ``FileSystems`` (local paths and ``gs://`` alike).
+"""Discovery of dataset examples by id (local paths and ``gs://`` alike).
 
-Files are listed with ``FileSystems.match`` inside the pipeline, each file is classified on its own (its id and
-role, or a dead letter for a stray), and an example is assembled by *grouping on the id*: an image, its
-annotation(s) and its list-file rows meet in one ``GroupByKey`` value. Nothing is ever paired by sorting two
-file lists and zipping them, and nothing is gathered on the driver.
+The dataset folders are listed inside the pipeline with ``storage.list_files``: the ``--input_dir`` is a literal
+path (``in[1]`` is a folder name, not a character class), every file under a dataset folder is seen whatever its
+name (backslashes included), symbolic links to files and folders are followed, and an entry that cannot be read
+(a broken or looping link, a name that is not UTF-8) becomes a dead letter naming it. Each file is classified on
+its own (its id and role, or a dead letter for a stray), and an example is assembled by *grouping on the id*: an
+image, its annotation(s) and its list-file rows meet in one ``GroupByKey`` value. Nothing is ever paired by
+sorting two file lists and zipping them, and nothing is gathered on the driver.
 
 Oxford-IIIT Pet (as distributed): ``images/<Breed_N>.jpg``, ``annotations/trimaps/<Breed_N>.png``, optional
 ``annotations/{list,trainval,test}.txt`` (``#`` comment header; rows ``<id> <class 1..37> <species 1|2>
@@ -20,12 +23,14 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from pipelines import storage
 from pipelines.deadletter import DeadLetter
 from pipelines.hashing import stable_fraction
 
 DEAD_LETTER_TAG = "dead_letter"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 PET_LIST_FILES = ("list.txt", "trainval.txt", "test.txt")
+PET_FOLDERS = {"image": "images/", "trimap": "annotations/trimaps/"}  # role -> folder under --input_dir
 CITYSCAPES_SPLITS = ("train", "val", "test")
 # Cityscapes files that are derived from the ones we read (colour renderings, polygons): not inputs.
 CITYSCAPES_DERIVED_SUFFIXES = ("_gtFine_color.png", "_gtFine_polygons.json")
@@ -51,26 +56,29 @@ class _ListRow(NamedTuple):
 
 
 def _basename(path: str) -> str:
-    return posixpath.basename(path.replace("\\", "/"))
+    # Local paths here are POSIX and gs:// names use "/": a backslash is part of a name, never a separator.
+    return posixpath.basename(path)
 
 
 def _relative(path: str, root: str) -> str:
-    root = root.rstrip("/\\") + "/"
-    norm = path.replace("\\", "/")
-    root_norm = root.replace("\\", "/")
-    return norm[len(root_norm):] if norm.startswith(root_norm) else _basename(path)
+    """``path`` relative to the folder ``root`` it was listed under ("/"-separated), else its base name."""
+    prefix = (root[len("file://"):] if root.startswith("file://") else root).rstrip("/") + "/"
+    return path[len(prefix):] if path.startswith(prefix) else _basename(path)
 
 
-def _match(pattern: str) -> Iterator[str]:
-    """Every file path matching ``pattern``; a missing directory matches nothing (not an error)."""
-    try:
-        results = FileSystems.match([pattern])
-    except Exception as e:  # BeamIOError when the directory does not exist
-        if "No such file" in str(e) or "not found" in str(e).lower() or "Match operation failed" in str(e):
-            return
-        raise
-    for metadata in results[0].metadata_list:
-        yield metadata.path
+class _Broken(NamedTuple):
+    """A part that was found but cannot be read (e.g. a broken link), keyed by its id so that its partner's
+    dead letter can say why the partner is alone. Its own dead letter is emitted where it is listed."""
+
+    role: str
+    path: str
+    error: str
+
+
+def _alone_because(broken: list[_Broken], role: str) -> str:
+    """`` (<path>: <why>)`` when the missing ``role`` part of an example exists but cannot be read, else ''."""
+    found = sorted(b.path + ": " + b.error for b in broken if b.role == role)
+    return f" ({'; '.join(found)})" if found else ""
 
 
 def split_from_hash(example_id: str, val_fraction: float, test_fraction: float = 0.0) -> str:
@@ -122,31 +130,55 @@ def parse_pet_list(text: str, source: str, path: str) -> Iterator[Union[tuple[st
         yield fields[0], ("list", _ListRow(source, class_label, species))
 
 
-class _MatchPet(beam.DoFn):
-    """A (role, glob) → one keyed element per file, or a dead letter."""
+def pet_part(listed: storage.ListedFile, folder: str, role: str) -> Iterator:
+    """One entry listed under a Pet folder (role ``image``: ``images/``, ``trimap``: ``annotations/trimaps/``)
+    → a keyed part ``(id, (role, path))``, and/or a dead letter (tagged) for what cannot be an example's part.
+
+    Pet files lie directly in their folder: a file in a subfolder is a dead letter, never read (the real
+    archive has none; a nested copy would otherwise meet its original as a duplicate id).
+    """
+    where = PET_FOLDERS[role]
+    if listed.error is not None:
+        named = classify_pet_file(listed.path, role)
+        if not isinstance(named, DeadLetter) and "/" not in _relative(listed.path, folder):
+            yield named[0], ("broken", _Broken(role, listed.path, listed.error))
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(listed.path, listed.error, "discover"))
+        return
+    if "/" in _relative(listed.path, folder):
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
+            listed.path, f"in a subfolder of {where}: Pet files must lie directly in {where}, not read",
+            "discover"))
+        return
+    result = classify_pet_file(listed.path, role)
+    yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, result) if isinstance(result, DeadLetter) else result
+
+
+class _ListPet(beam.DoFn):
+    """A (role, folder) → one keyed element per file under the folder, or a dead letter."""
 
     def process(self, item: tuple[str, str]) -> Iterator:
-        role, pattern = item
-        for path in _match(pattern):
-            result = classify_pet_file(path, role)
-            if isinstance(result, DeadLetter):
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, result)
-            else:
-                yield result
+        role, folder = item
+        for listed in storage.list_files(folder):
+            yield from pet_part(listed, folder, role)
 
 
 class _ReadPetLists(beam.DoFn):
     """The annotations directory → keyed list rows (and the names of the list files that exist, tagged)."""
 
     def process(self, annotations_dir: str) -> Iterator:
+        present = {_basename(f.path): f for f in storage.list_folder(annotations_dir)
+                   if _basename(f.path) in PET_LIST_FILES}
         for name in PET_LIST_FILES:
-            path = FileSystems.join(annotations_dir, name)
-            if not FileSystems.exists(path):
+            if name not in present:
+                continue
+            if present[name].error is not None:  # e.g. a broken link: say so rather than ignore the list
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
+                    present[name].path, present[name].error, "discover"))
                 continue
             yield beam.pvalue.TaggedOutput("present", name)
-            with FileSystems.open(path) as handle:
+            with FileSystems.open(present[name].path) as handle:
                 text = handle.read().decode("utf-8", errors="replace")
-            for row in parse_pet_list(text, name[:-4], path):
+            for row in parse_pet_list(text, name[:-4], present[name].path):
                 if isinstance(row, DeadLetter):
                     yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, row)
                 else:
@@ -171,6 +203,7 @@ class _AssemblePet(beam.DoFn):
         images = sorted((v for r, v in parts if r == "image"), key=_image_preference)
         trimaps = sorted(v for r, v in parts if r == "trimap")
         rows: list[_ListRow] = [v for r, v in parts if r == "list"]
+        broken: list[_Broken] = [v for r, v in parts if r == "broken"]
         for extra in images[1:]:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
                 extra, f"second image for id {example_id} (kept {_basename(images[0])})", "pair"))
@@ -181,11 +214,13 @@ class _AssemblePet(beam.DoFn):
             return  # listed, but no files: nothing was read, so nothing to account for
         if not images:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
-                trimaps[0], "trimap without image (no images/<id>.* for this id)", "pair"))
+                trimaps[0], "trimap without image (no readable images/<id>.* for this id)"
+                + _alone_because(broken, "image"), "pair"))
             return
         if not trimaps:
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
-                images[0], "image without trimap (no annotations/trimaps/<id>.png)", "pair"))
+                images[0], "image without trimap (no readable annotations/trimaps/<id>.png)"
+                + _alone_because(broken, "trimap"), "pair"))
             return
         sources = {row.source for row in rows}
         has_split_files = any(name in ("trainval.txt", "test.txt") for name in split_files)
@@ -217,12 +252,12 @@ class DiscoverPet(beam.PTransform):
         self._test_fraction = test_fraction
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
-        images = FileSystems.join(self._input_dir, "images", "*")
-        trimaps = FileSystems.join(self._input_dir, "annotations", "trimaps", "*")
+        folders = [(role, FileSystems.join(self._input_dir, *where.rstrip("/").split("/")))
+                   for role, where in PET_FOLDERS.items()]
         annotations = FileSystems.join(self._input_dir, "annotations")
         files = (pbegin
-                 | "Globs" >> beam.Create([("image", images), ("trimap", trimaps)])
-                 | "Match" >> beam.ParDo(_MatchPet()).with_outputs(DEAD_LETTER_TAG, main="parts"))
+                 | "Folders" >> beam.Create(folders)
+                 | "List" >> beam.ParDo(_ListPet()).with_outputs(DEAD_LETTER_TAG, main="parts"))
         lists = (pbegin
                  | "AnnotationsDir" >> beam.Create([annotations])
                  | "ReadLists" >> beam.ParDo(_ReadPetLists()).with_outputs(DEAD_LETTER_TAG, "present",
@@ -266,19 +301,35 @@ def classify_cityscapes_file(path: str, root: str, folder: str
     return f"{m.group('split')}/{m.group('id')}", (role, path)
 
 
-class _MatchCityscapes(beam.DoFn):
+def cityscapes_part(listed: storage.ListedFile, root: str, folder: str) -> Iterator:
+    """One entry listed under ``leftImg8bit/`` or ``gtFine/`` → a keyed part, and/or a dead letter (tagged);
+    nothing for a derived file segflow does not read."""
+    named = classify_cityscapes_file(listed.path, root, folder)
+    if listed.error is not None:
+        if isinstance(named, tuple):
+            yield named[0], ("broken", _Broken(named[1][0], listed.path, listed.error))
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(listed.path, listed.error, "discover"))
+    elif isinstance(named, DeadLetter):
+        yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, named)
+    elif named is not None:
+        yield named
+
+
+class _ListCityscapes(beam.DoFn):
+    """A folder name (``leftImg8bit`` / ``gtFine``) → one keyed element per file under it, or a dead letter."""
+
     def __init__(self, root: str):
         self._root = root
+        self._derived = Metrics.counter("segflow", "cityscapes_derived_files_not_read")
 
     def process(self, folder: str) -> Iterator:
-        for path in _match(FileSystems.join(self._root, folder, "**")):
-            result = classify_cityscapes_file(path, self._root, folder)
-            if result is None:
-                continue
-            if isinstance(result, DeadLetter):
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, result)
-            else:
-                yield result
+        for listed in storage.list_files(FileSystems.join(self._root, folder)):
+            found = False
+            for item in cityscapes_part(listed, self._root, folder):
+                found = True
+                yield item
+            if not found:
+                self._derived.inc()  # colour renderings / polygons: known companions, counted not read
 
 
 class _AssembleCityscapes(beam.DoFn):
@@ -291,27 +342,32 @@ class _AssembleCityscapes(beam.DoFn):
         key, parts = element
         split, example_id = key.split("/", 1)
         by_role: dict[str, list[str]] = {}
-        for role, path in parts:
-            by_role.setdefault(role, []).append(path)
+        broken: list[_Broken] = []
+        for role, value in parts:
+            if role == "broken":
+                broken.append(value)
+            else:
+                by_role.setdefault(role, []).append(value)
         images = sorted(by_role.get("image", []))
         labels = sorted(by_role.get("labelIds", []))
         instances = sorted(by_role.get("instanceIds", []))
         if not images:
             for path in labels + instances:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
-                    path, "annotation without image (no leftImg8bit/<split>/<city>/<id>_leftImg8bit.png)",
-                    "pair"))
+                    path, "annotation without image (no readable leftImg8bit/<split>/<city>/<id>_leftImg8bit.png)"
+                    + _alone_because(broken, "image"), "pair"))
             return
         if split == "test":
             # The public test annotations are all 'unlabeled' placeholders: they are not inputs to learn from.
             yield Example(example_id, split, images[0])
             return
         if not labels:
+            why = _alone_because(broken, "labelIds")
             yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
-                images[0], "image without gtFine labelIds", "pair"))
+                images[0], "image without gtFine labelIds" + why, "pair"))
             for path in instances:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(
-                    path, "instanceIds without gtFine labelIds", "pair"))
+                    path, "instanceIds without gtFine labelIds" + why, "pair"))
             return
         if not instances:
             self._missing_instances.inc()
@@ -328,8 +384,8 @@ class DiscoverCityscapes(beam.PTransform):
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
         files = (pbegin
                  | "Folders" >> beam.Create(["leftImg8bit", "gtFine"])
-                 | "Match" >> beam.ParDo(_MatchCityscapes(self._input_dir)).with_outputs(DEAD_LETTER_TAG,
-                                                                                          main="parts"))
+                 | "List" >> beam.ParDo(_ListCityscapes(self._input_dir)).with_outputs(DEAD_LETTER_TAG,
+                                                                                        main="parts"))
         assembled = (files.parts
                      | "GroupById" >> beam.GroupByKey()
                      | "Assemble" >> beam.ParDo(_AssembleCityscapes()).with_outputs(DEAD_LETTER_TAG,

@@ -8,6 +8,7 @@ its retry settings for transient errors and ``STORAGE_EMULATOR_HOST`` honoured.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import stat
@@ -87,11 +88,7 @@ def _walk_local(root: str) -> Iterator[ListedFile]:
             try:
                 entry = os.stat(path)  # follows links
             except OSError as e:
-                if os.path.islink(path):
-                    reason = "symbolic link loop" if e.errno == 40 else "broken symbolic link"
-                    yield ListedFile(path, 0, f"{reason} (-> {printable_path(os.readlink(path))})")
-                else:
-                    yield ListedFile(path, 0, f"cannot read ({e.strerror})")
+                yield ListedFile(path, 0, _unreadable(path, e))
                 continue
             if stat.S_ISDIR(entry.st_mode):
                 yield from visit(path, ancestors)
@@ -102,6 +99,19 @@ def _walk_local(root: str) -> Iterator[ListedFile]:
 
     if os.path.isdir(root):
         yield from visit(root, frozenset())
+    elif os.path.islink(root):  # the folder itself is a broken link: say so, rather than "nothing there"
+        try:
+            os.stat(root)
+        except OSError as e:
+            yield ListedFile(printable_path(root), 0, _unreadable(root, e))
+
+
+def _unreadable(path: str, error: OSError) -> str:
+    """Why ``os.stat`` failed on an entry that was listed (a dangling or looping link, a permission error)."""
+    if os.path.islink(path):
+        reason = "symbolic link loop" if error.errno == errno.ELOOP else "broken symbolic link"
+        return f"{reason} (-> {printable_path(os.readlink(path))})"
+    return f"cannot read ({error.strerror})"
 
 
 def list_files(root: str) -> Iterator[ListedFile]:
@@ -109,17 +119,17 @@ def list_files(root: str) -> Iterator[ListedFile]:
 
     Local folders are walked with ``os`` calls, following symbolic links (Beam's local listing neither follows
     links to folders nor reports broken ones); remote ones (``gs://`` ...) are listed through ``FileSystems``
-    by their escaped prefix, where every object name is a file. A missing ``root`` yields nothing.
+    by their escaped prefix, where every object name is a file. A missing ``root`` yields nothing; a local
+    ``root`` that is a broken link yields one entry saying so.
     """
     if is_local(root):
         local = root[len("file://"):] if root.startswith("file://") else root
         yield from _walk_local(local.rstrip("/") or "/")
         return
     prefix = root.rstrip("/")
-    try:
-        found = FileSystems.match([escape_glob(prefix) + "/**"])[0].metadata_list
-    except Exception:  # BeamIOError: nothing under that prefix
-        return
+    # An object store lists a missing prefix as empty; an error here (after the client's own retries) is a
+    # real failure and must not pass for "no files", which would turn every partner file into a dead letter.
+    found = FileSystems.match([escape_glob(prefix) + "/**"])[0].metadata_list
     for metadata in sorted(found, key=lambda m: m.path):
         if not metadata.path.endswith("/"):  # "folder/" placeholder objects some tools create
             yield ListedFile(metadata.path, int(metadata.size_in_bytes))
@@ -127,7 +137,8 @@ def list_files(root: str) -> Iterator[ListedFile]:
 
 def list_folder(folder: str) -> list[ListedFile]:
     """The files directly in ``folder`` (not below it), ``folder`` taken literally; sorted by path."""
-    prefix = folder.rstrip("/") + "/"
+    # Listed local paths carry no "file://" (list_files strips it), so neither may the prefix cut from them.
+    prefix = (folder[len("file://"):] if folder.startswith("file://") else folder).rstrip("/") + "/"
     return [f for f in list_files(folder) if "/" not in f.path[len(prefix):]]
 
 

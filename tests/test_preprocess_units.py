@@ -235,7 +235,7 @@ def test_analysis_batches_are_sized_without_being_encoded(monkeypatch, tmp_path)
     assert coder.get_impl().estimate_size(batch) == 4 * 8 * 8 * 4
     assert coder.get_impl().estimate_size(record_batch) == record_batch.nbytes >= 4 * 8 * 8 * (3 * 4 + 8)
 
-    config, beam_argv = parse_args(["--dataset", "pet", "--input_dir", str(tmp_path), "--output_dir",
+    config, beam_argv = parse_args(["--dataset", "pet", "--input_dir", str(tmp_path / "src"), "--output_dir",
                                     str(tmp_path / "out"), "--image_size", "8"])
     pipeline = beam.Pipeline(options=runner.make_pipeline_options(beam_argv))
     preprocess.build_pipeline(pipeline, config, str(tmp_path / "tmp"))
