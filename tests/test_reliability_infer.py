@@ -58,14 +58,16 @@ def test_odd_file_names_each_end_in_one_place(pet_job_dir, images, tmp_path):
     shutil.copy(images[1], src / "back\\slash.jpg")
     shutil.copy(images[2], os.fsdecode(bytes(src) + b"/bad\xff.jpg"))
     shutil.copy(images[3], src / ".hidden.jpg")
+    os.symlink(tmp_path / "gone.jpg", src / "link.jpg")
     out = tmp_path / "out"
     counters = _infer(pet_job_dir / "model", [src / "*.jpg"], out)
-    assert counters["inputs_matched"] == 3 and counters["images_written"] == 2 and counters["dead_letters"] == 1
+    assert counters["inputs_matched"] == 4 and counters["images_written"] == 2 and counters["dead_letters"] == 2
     summary = _summary(out)
     assert sorted(pathlib.Path(p).name for p in summary["outputs"]) == ["back\\slash.jpg", "plain.jpg"]
-    assert summary["inputs_seen"] == 3
-    [dead] = _dead(out)
-    assert dead["path"] == str(src) + "/bad\\xff.jpg" and "not valid UTF-8" in dead["error"]
+    assert summary["inputs_seen"] == 4
+    bad, link = _dead(out)
+    assert bad["path"] == str(src) + "/bad\\xff.jpg" and "not valid UTF-8" in bad["error"]
+    assert link["path"] == str(src / "link.jpg") and link["error"].startswith("broken symbolic link")
     # Stems take the part after a backslash too (base_stem also accepts Windows-style paths): "slash".
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["plain.png", "slash.png"]
 
