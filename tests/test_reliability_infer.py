@@ -212,18 +212,21 @@ def test_inputs_inside_the_folders_a_rerun_clears_are_refused(pet_job_dir, tmp_p
 
 # ------------------------------------------------------------------------------------ 2: --model_dir literal
 def test_remote_model_dir_with_glob_characters_is_literal(gcs, pet_job_dir, images, tmp_path):
-    """``JOB[1]/model`` is that folder: the copy to the local cache must not list ``JOB1/model``."""
+    """``JOB[1]/model`` is that folder: the copy to the local cache must not list ``JOB1/model``. The gs://
+    inputs, matched inside the pipeline by two overlapping globs, are each read once and counted once."""
     root = gcs.prefix("literal-model")
     model = gcs.upload_dir(pathlib.Path(pet_job_dir) / "model", f"{root}/JOB[1]/model")
     gcs.upload_bytes(f"{root}/JOB1/model/saved_model.pb", b"not a model")
     gcs.upload_bytes(f"{root}/JOB1/model/segflow_model.json", b"{}")
-    src = tmp_path / "in"
-    src.mkdir()
-    shutil.copy(images[0], src / images[0].name)
-    counters = _infer(model, [src / "*.jpg"], tmp_path / "out", "--model_cache_dir", str(tmp_path / "cache"))
-    assert counters["images_written"] == 1
-    mask = np.asarray(Image.open(tmp_path / "out" / "masks" / f"{images[0].stem}.png"))
-    assert set(np.unique(mask)) <= {1, 2, 3}
+    for image in images[:2]:
+        gcs.upload_bytes(f"{root}/in/{image.name}", image.read_bytes())
+    patterns = [f"{root}/in/*.jpg", f"{root}/in/{images[0].name[:3]}*.jpg"]
+    counters = _infer(model, patterns, tmp_path / "out", "--model_cache_dir", str(tmp_path / "cache"))
+    assert counters["inputs_matched"] == 2 == counters["images_written"]
+    assert _summary(tmp_path / "out")["inputs_seen"] == 2
+    for image in images[:2]:
+        mask = np.asarray(Image.open(tmp_path / "out" / "masks" / f"{image.stem}.png"))
+        assert set(np.unique(mask)) <= {1, 2, 3}
 
 
 # ------------------------------------------------------------------------------------ 2, 14: evaluate
