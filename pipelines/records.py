@@ -67,6 +67,15 @@ def _fit(array: np.ndarray, reference_hw: tuple[int, int], size: Sequence[int], 
     return imaging.resize_image_host(array, size, mode, content_hw=reference_hw)
 
 
+def _orientation_hint(image_bytes: bytes, mask_hw: tuple[int, ...], full_hw: tuple[int, int]) -> str:
+    """Why a mask may have the image's size turned by 90 degrees: it was drawn on the stored, unturned pixels."""
+    orientation = imaging.exif_orientation_host(image_bytes)
+    if imaging.orientation_swaps_axes(orientation) and tuple(mask_hw) == (full_hw[1], full_hw[0]):
+        return (f"; the image is displayed turned (EXIF orientation {orientation}) and the mask matches the stored, "
+                f"unturned pixels: draw masks on the image as displayed, or remove the image's orientation tag")
+    return ""
+
+
 class MakeRecords(beam.DoFn):
     """``Example`` → ``Record``s (main), analysis features (tag ``analyze``, train originals), dead letters."""
 
@@ -122,7 +131,8 @@ class MakeRecords(beam.DoFn):
         min_scale = 0.75 if copies > 1 else 1.0
         need = (int(np.ceil(size[0] / min_scale)), int(np.ceil(size[1] / min_scale)))
         try:
-            image, full_hw = decode_rgb(_read(example.image_path), need)
+            image_bytes = _read(example.image_path)
+            image, full_hw = decode_rgb(image_bytes, need)
         except DecodeError as e:
             raise DecodeError(f"image: {e}", example.image_path) from None
         mask = instances = None
@@ -136,7 +146,8 @@ class MakeRecords(beam.DoFn):
                 raise DecodeError(f"mask {example.mask_path}: {problem}", example.image_path)
             if native.shape != full_hw:
                 raise DecodeError(f"image is {full_hw[1]}x{full_hw[0]} but its mask {example.mask_path} is "
-                                  f"{native.shape[1]}x{native.shape[0]} (width x height)", example.image_path)
+                                  f"{native.shape[1]}x{native.shape[0]} (width x height)"
+                                  f"{_orientation_hint(image_bytes, native.shape, full_hw)}", example.image_path)
             # Native values are mapped to train ids after the crop, flip and nearest-neighbour resize, which only
             # pick pixels, so mapping commutes with them: the same result on ~1/10 of the pixels. Padding is added
             # as ignore, which every lookup maps to itself (checked in setup).

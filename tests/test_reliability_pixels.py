@@ -244,6 +244,8 @@ def test_exif_parsing_agrees_on_odd_files():
     out of range, a non-SHORT tag, PNG/GIF bytes → the same orientation from both."""
     jpeg = _save(Image.fromarray(np.zeros((16, 16, 3), np.uint8)), "JPEG")
     tiff6 = _tiff_orientation(6, "MM")
+    dqt = jpeg.index(b"\xff\xdb")
+    after_dqt = dqt + 2 + struct.unpack(">H", jpeg[dqt + 2:dqt + 4])[0]
     cases = {
         "none": (jpeg, 1),
         "xmp first": (_with_app1(_with_app1(jpeg, b"Exif\x00\x00" + tiff6), b"http://ns.adobe.com/xap/1.0/\x00x"), 6),
@@ -258,6 +260,10 @@ def test_exif_parsing_agrees_on_odd_files():
         "ifd offset past the end": (_with_app1(jpeg, b"Exif\x00\x00MM\x00\x2a\xff\xff\xff\xf0"), 1),
         "file ends in a segment": (jpeg[:2] + b"\xff\xe1\x00", 1),
         "png": (_save(Image.fromarray(np.zeros((4, 4), np.uint8)), "PNG"), 1),
+        "comment first": (_with_app1(jpeg, b"Exif\x00\x00" + tiff6)[:2] + b"\xff\xfe\x00\x04hi"
+                          + _with_app1(jpeg, b"Exif\x00\x00" + tiff6)[2:], 6),
+        "exif past the tables": (jpeg[:after_dqt] + b"\xff\xe1" + struct.pack(">H", len(tiff6) + 8) + b"Exif\x00\x00"
+                                 + tiff6 + jpeg[after_dqt:], 1),
     }
     graph = tf.function(imaging.exif_orientation, input_signature=[tf.TensorSpec([], tf.string)])
     for name, (data, want) in cases.items():
@@ -335,8 +341,14 @@ def test_preprocess_record_of_a_turned_jpeg_agrees_with_its_mask(tmp_path):
     mask_path = tmp_path / "annotations" / "trimaps" / "Abyssinian_1.png"
     _pet_layout(tmp_path, {"Abyssinian_1": (_oriented_jpeg(np.ascontiguousarray(stored), 6, quality=95), trimap)})
     example = Example("Abyssinian_1", "val", str(path), str(mask_path), class_label=0, species=0)
-    records, dead = _records_of([example], RecordOptions(dataset="pet", image_size=(32, 24)), tmp_path / "out")
-    assert not dead, dead
+    # The same image with a trimap drawn on its stored, unturned pixels: a dead letter that says so.
+    unturned = tmp_path / "annotations" / "trimaps" / "Abyssinian_2.png"
+    synthetic.write_file(str(unturned), synthetic.encode_png(np.ascontiguousarray(np.rot90(trimap, k=1))))
+    other = Example("Abyssinian_2", "val", str(path), str(unturned), class_label=0, species=0)
+    records, dead = _records_of([example, other], RecordOptions(dataset="pet", image_size=(32, 24)),
+                                tmp_path / "out")
+    assert len(dead) == 1 and "EXIF orientation 6" in dead[0].error and "stored, unturned" in dead[0].error, dead
+    assert len(records) == 1
     image, mask = _record(records[0].serialized)
     pet = mask == 0
     assert pet.any() and (mask == 1).any()
