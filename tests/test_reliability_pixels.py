@@ -44,6 +44,19 @@ def _png16(samples: np.ndarray, colour_type: int) -> bytes:
             + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b""))
 
 
+def _png_grey_low_bits(values: np.ndarray, bits: int) -> bytes:
+    """A 2- or 4-bit grey PNG of ``values`` (0 .. 2**bits - 1), which Pillow cannot write."""
+    height, width = values.shape
+    per_byte = 8 // bits
+    padded = np.zeros((height, -(-width // per_byte) * per_byte), np.uint8)
+    padded[:, :width] = values
+    groups = padded.reshape(height, -1, per_byte)
+    packed = sum(groups[..., i].astype(np.uint16) << (8 - bits * (i + 1)) for i in range(per_byte)).astype(np.uint8)
+    rows = b"".join(b"\x00" + packed[y].tobytes() for y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, 0, 0, 0, 0))
+            + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b""))
+
+
 def _without_adobe_marker(jpeg: bytes) -> bytes:
     at = jpeg.index(b"\xff\xee")
     return jpeg[:at] + jpeg[at + 2 + struct.unpack(">H", jpeg[at + 2:at + 4])[0]:]
@@ -70,6 +83,9 @@ def _mode_files() -> dict[str, bytes]:
     files = {
         "png_1": _save(Image.fromarray(grey > 128), "PNG"),
         "png_L": _save(Image.fromarray(grey, "L"), "PNG"),
+        "png_L2": _png_grey_low_bits(grey % 4, 2),
+        "png_L4": _png_grey_low_bits(grey % 16, 4),
+        "png_P4": _save(palette, "PNG", bits=4),
         "png_LA": _save(Image.fromarray(np.stack([grey, alpha], -1), "LA"), "PNG"),
         "png_I16": _png16(rng.integers(0, 65536, (h, w, 1), dtype=np.uint16), 0),
         "png_RGB16": _png16(rng.integers(0, 65536, (h, w, 3), dtype=np.uint16), 2),
