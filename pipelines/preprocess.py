@@ -18,17 +18,16 @@ import dataclasses
 import logging
 import sys
 import tempfile
-import uuid
 from typing import Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import TestOptions
 
-from pipelines import runner as runner_lib, storage
-from pipelines.deadletter import WriteDeadLetters
+from pipelines import runner as runner_lib, scratch, storage
+from pipelines.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE, WriteDeadLetters
 from pipelines.records import ANALYZE_TAG, MakeRecords, RecordOptions
-from pipelines.shards import WriteShards, plan_shards
+from pipelines.shards import ShardsWritten, WriteShards, plan_shards, shard_files
 from pipelines.sources import DEAD_LETTER_TAG, DiscoverCityscapes, DiscoverPet
 from schemas import labels as schema_labels
 from schemas.features import SPLITS
@@ -199,7 +198,9 @@ def check_input(config: PreprocessConfig) -> None:
 
 
 def _metadata(config: PreprocessConfig, counts: dict[str, int], source_counts: dict[str, int],
-              dead_letters: int, num_shards: dict[str, int], stats: Optional[DatasetStats]) -> DatasetMetadata:
+              dead_letters: int, num_shards: dict[str, int], stats: Optional[DatasetStats],
+              shards: Optional[dict[str, dict[str, int]]] = None,
+              stats_absent_reason: Optional[str] = None) -> DatasetMetadata:
     spec = config.label_spec
     return DatasetMetadata(
         dataset=config.dataset,
@@ -217,15 +218,42 @@ def _metadata(config: PreprocessConfig, counts: dict[str, int], source_counts: d
         augment_copies=config.augment_copies,
         seed=config.seed,
         num_shards={s: int(n) for s, n in sorted(num_shards.items())},
+        shards={name: {"records": int(e["records"]), "bytes": int(e["bytes"])}
+                for name, e in sorted((shards or {}).items())},
         stats=stats,
+        stats_absent_reason=stats_absent_reason,
         extra={"val_fraction": config.val_fraction, "cityscapes_test": "image-only records"}
         if config.dataset == "cityscapes" else {"val_fraction": config.val_fraction},
     )
 
 
+NO_TRAIN_REASON = ("no train records: the statistics and transform_fn/ come from the train split only, so this "
+                   "dataset can be evaluated or inferred on, not trained on")
+
+
 def _write_metadata(_: object, config: PreprocessConfig, counts: dict[str, int], source_counts: dict[str, int],
-                    dead_letters: int, num_shards: dict[str, int], stats: list[DatasetStats]) -> str:
-    metadata = _metadata(config, counts, source_counts, dead_letters, num_shards, stats[0] if stats else None)
+                    dead_letters: int, written: ShardsWritten, stats: list[Optional[DatasetStats]]
+                    ) -> Optional[str]:
+    """Writes metadata.json, the last file of a run (see ``run``): every shard, the stale-shard deletion,
+    transform_fn/ and the dead letters are in place when this runs (its side inputs come after them).
+
+    Names every shard with its record count and its size as stored, listed from DST now. When no input became
+    a record (every one a dead letter) there is no dataset to describe: the empty shards are removed, DST keeps
+    only ``dead_letter/``, no metadata.json is written, and ``run`` says so.
+    """
+    if not sum(counts.values()):
+        storage.delete_files(FileSystems.join(config.output_dir, name) for name in written.records)
+        return None
+    on_storage = shard_files(config.output_dir)
+    if set(on_storage) != set(written.records):
+        # Only another process writing the same --output_dir at the same time can do this.
+        raise RuntimeError(f"the shard files in {config.output_dir} changed while this run wrote them (expected "
+                           f"{sorted(written.records)}, found {sorted(on_storage)}): is another preprocess run "
+                           "writing the same --output_dir?")
+    manifest = {name: {"records": n, "bytes": on_storage[name].size} for name, n in written.records.items()}
+    stat = stats[0] if stats else None
+    metadata = _metadata(config, counts, source_counts, dead_letters, written.num_shards, stat, manifest,
+                         None if stat is not None else NO_TRAIN_REASON)
     path = FileSystems.join(config.output_dir, METADATA_FILE)
     with FileSystems.create(path, mime_type="application/json") as handle:
         handle.write(metadata.to_json().encode("utf-8"))
@@ -242,7 +270,8 @@ def _estimated_record_bytes(config: PreprocessConfig) -> int:
 
 
 def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) -> beam.PCollection:
-    """Adds the whole job to ``p``; returns the PCollection holding the metadata.json path once written.
+    """Adds the whole job to ``p``; returns the PCollection holding the metadata.json path once written (None
+    when every input was a dead letter).
 
     Nothing here touches the input: discovery happens when the pipeline runs, on whichever runner.
     """
@@ -267,7 +296,7 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) ->
                   | "WriteDeadLetters" >> WriteDeadLetters(config.output_dir))
     # On this machine, shards are gathered through scratch files rather than the runner's memory.
     spill_dir = FileSystems.join(temp_dir, "spill") if storage.is_local(temp_dir) else None
-    num_shards = records | "WriteShards" >> WriteShards(config.output_dir, plan, spill_dir)
+    written = records | "WriteShards" >> WriteShards(config.output_dir, plan, spill_dir)
     counts = (records
               | "RecordSplit" >> beam.Map(lambda r: r.split)
               | "CountRecords" >> beam.combiners.Count.PerElement())
@@ -285,7 +314,7 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) ->
                 counts=beam.pvalue.AsDict(counts),
                 source_counts=beam.pvalue.AsDict(source_counts),
                 dead_letters=beam.pvalue.AsSingleton(dead_count),
-                num_shards=beam.pvalue.AsSingleton(num_shards),
+                written=beam.pvalue.AsSingleton(written),
                 stats=beam.pvalue.AsList(stats)))
 
 
@@ -309,11 +338,31 @@ def _log_counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
     return counters
 
 
+class NoRecordsError(RuntimeError):
+    """Every input was rejected: the run wrote dead letters and nothing else. ``main``: one line, status 1."""
+
+
+def _no_records_message(output_dir: str) -> str:
+    path = FileSystems.join(output_dir, DEAD_LETTER_DIR, DEAD_LETTER_FILE)
+    try:
+        with FileSystems.open(path) as handle:
+            rejected = sum(1 for line in handle.read().splitlines() if line.strip())
+    except Exception:  # the message must still point at the file
+        rejected = "all"
+    return (f"no records written: every input was rejected ({rejected} dead letters), so {output_dir} holds no "
+            f"dataset (no shards, no metadata.json); see {path} for each file and why, fix or remove those "
+            "inputs and rerun")
+
+
 def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
     """Runs the job with command-line style ``argv``; returns the written ``DatasetMetadata``.
 
     Returns None when the runner only constructs the job (``--dry_run=True``). Raises ``UsageError`` for bad
-    flags or an empty input.
+    flags or an empty input, ``NoRecordsError`` when every input was a dead letter.
+
+    Publication: before anything in DST changes, ``DST/metadata.json`` is deleted; it is written last, naming
+    every shard (``build_pipeline``). So a reader that finds metadata.json finds the complete output it
+    describes, and a run that fails or is killed leaves no metadata.json (never an old one beside new shards).
     """
     config, beam_argv = parse_args(argv)
     options = runner_lib.make_pipeline_options(beam_argv)
@@ -324,9 +373,14 @@ def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
 
     # A job on this machine keeps tensorflow-transform's scratch space on local disk: TensorFlow reaches gs://
     # only through its own GCS client, and local scratch is faster anyway. Remote runners need shared storage.
+    remote = runner_lib.is_remote(options)
     temp_root = options.view_as(GoogleCloudOptions).temp_location or (
-        config.output_dir if runner_lib.is_remote(options) else tempfile.gettempdir())
-    temp_dir = FileSystems.join(temp_root, f".segflow-tmp-{uuid.uuid4().hex[:12]}")
+        config.output_dir if remote else tempfile.gettempdir())
+    metadata_path = FileSystems.join(config.output_dir, METADATA_FILE)
+    if not dry_run:
+        storage.delete_files([metadata_path])
+        scratch.remove_dead(temp_root, config.output_dir)  # what killed runs into this DST left behind
+    temp_dir = scratch.new_folder(temp_root, config.output_dir, remote)
     try:
         with runner_lib.new_pipeline(options) as p:
             build_pipeline(p, config, temp_dir)
@@ -334,7 +388,9 @@ def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
         if dry_run:
             return None
         counters = _log_counters(result)
-        with FileSystems.open(FileSystems.join(config.output_dir, METADATA_FILE)) as handle:
+        if not FileSystems.exists(metadata_path):
+            raise NoRecordsError(_no_records_message(config.output_dir))
+        with FileSystems.open(metadata_path) as handle:
             metadata = DatasetMetadata.from_json(handle.read().decode("utf-8"))
         if counters:
             metadata.extra.setdefault("counters", counters)  # returned only; metadata.json stays deterministic
@@ -342,23 +398,27 @@ def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
     finally:
         if not dry_run:
             try:
-                if FileSystems.exists(temp_dir):
-                    FileSystems.delete([temp_dir])
+                storage.remove_tree(temp_dir)  # literally: a --temp_location may hold glob characters
             except Exception as e:  # cleaning a temp dir must never hide the job's own error
                 _LOG.warning("could not delete %s: %s", temp_dir, e)
 
 
 def summary(metadata: DatasetMetadata, output_dir: str) -> str:
-    """A short human-readable summary of a preprocess run."""
+    """A short human-readable summary of a preprocess run: what it read and what it wrote."""
+    total_bytes = sum(int(e["bytes"]) for e in metadata.shards.values())
     lines = [f"{metadata.dataset} → {output_dir}: {metadata.num_classes} classes "
              f"({', '.join(metadata.class_names)}), records {metadata.image_size[0]}x{metadata.image_size[1]}",
              "  records per split: " + ", ".join(f"{s}={metadata.counts.get(s, 0)}" for s in SPLITS)
              + "  (source examples: " + ", ".join(f"{s}={metadata.source_counts.get(s, 0)}" for s in SPLITS)
              + ")",
              f"  inputs seen {metadata.inputs_seen}, dead letters {metadata.dead_letter_count}"
-             + (f" (see {FileSystems.join(output_dir, 'dead_letter')})" if metadata.dead_letter_count else "")]
+             + (f" (see {FileSystems.join(output_dir, 'dead_letter')})" if metadata.dead_letter_count else ""),
+             f"  wrote {len(metadata.shards)} shard files ({total_bytes} bytes), metadata.json, dead_letter/"
+             + (", transform_fn/" if metadata.stats else "")]
     if metadata.stats:
         lines.append(f"  train channel mean {metadata.stats.channel_mean}, std {metadata.stats.channel_std}")
+    else:
+        lines.append(f"  no statistics and no transform_fn/: {metadata.stats_absent_reason}")
     return "\n".join(lines)
 
 
@@ -372,6 +432,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except UsageError as e:
         print(f"preprocess: error: {e}", file=sys.stderr)
         return 2
+    except NoRecordsError as e:
+        print(f"preprocess: error: {e}", file=sys.stderr)
+        return 1
     if metadata is not None:
         config, _ = parse_args(argv)
         print(summary(metadata, config.output_dir))

@@ -14,7 +14,8 @@ The number of shards per split is ``--num_shards`` or, by default, one per ``TAR
 estimated records, and at least enough for parallel reads (``PARALLEL_READ_SHARDS``, never below
 ``MIN_RECORDS_PER_SHARD`` records each), decided from the number of source examples per split. Shards left over
 from an earlier run into the same directory (another shard count, a split that is now empty) are deleted at the
-end.
+end: found by listing that folder (its name is literal, never a glob), and only shard-named files directly in it.
+The transform's output names the shard files that now make up each split and how many records each holds.
 """
 from __future__ import annotations
 
@@ -31,6 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.metrics import Metrics
 
+from pipelines import storage
 from pipelines.hashing import stable_int
 
 TARGET_SHARD_BYTES = 32 * 1024 * 1024
@@ -49,6 +51,30 @@ class Record(NamedTuple):
     split: str
     key: str
     serialized: bytes
+
+
+def is_shard_name(name: str) -> bool:
+    """True for a file name preprocess writes shards under (``<split>-SSSSS-of-NNNNN.tfrecord.gz``)."""
+    return bool(_SHARD_RE.match(name))
+
+
+def shard_files(output_dir: str) -> dict[str, storage.ListedFile]:
+    """The shard-named files directly in ``output_dir``, by file name: the folder listed literally (a glob built
+    from ``out[1]`` would match ``out1``'s files)."""
+    found = {}
+    for listed in storage.list_folder(output_dir):
+        name = listed.path.rsplit("/", 1)[-1]  # listings join with "/"; a backslash is part of a POSIX name
+        if is_shard_name(name):
+            found[name] = listed
+    return found
+
+
+class ShardsWritten(NamedTuple):
+    """What ``WriteShards`` wrote: the plan (``{split: shard count}``) and ``{shard file name: records}`` for
+    every shard of the plan (0 for a shard no record hashed to)."""
+
+    num_shards: dict[str, int]
+    records: dict[str, int]
 
 
 def record_key(example_id: str, copy: int) -> str:
@@ -94,14 +120,13 @@ class _WriteShard(beam.DoFn):
         self._written = {split: Metrics.counter("segflow", f"records_written_{split}")
                          for split in ("train", "val", "test")}
 
-    def process(self, element: tuple[tuple[str, int, int], Iterable[tuple]]) -> Iterator[str]:
+    def process(self, element: tuple[tuple[str, int, int], Iterable[tuple]]) -> Iterator[tuple[str, int]]:
         (split, index, count), items = element
         # Items are small (a shard's records, or pointers to them), so sorting a shard's worth is bounded.
         ordered = sorted(items, key=lambda item: item[0])
-        path = shard_path(self._output_dir, split, index, count)
-        n = write_tfrecord_file(path, self._payloads(ordered))
+        n = write_tfrecord_file(shard_path(self._output_dir, split, index, count), self._payloads(ordered))
         self._written[split].inc(n)
-        yield path
+        yield SHARD_NAME.format(split=split, index=index, count=count), n
 
     def _payloads(self, ordered: list) -> Iterator[bytes]:
         """The serialized records of ``ordered`` items, in order."""
@@ -178,23 +203,21 @@ def _pointer_by_shard(pointer: _Pointer, shards: dict[str, int]) -> tuple[tuple[
     return _shard_key(pointer, shards), pointer
 
 
-def _finalize(num_shards: dict[str, int], output_dir: str, spill_dir: Optional[str], written: list[str]
-              ) -> dict[str, int]:
+def _finalize(num_shards: dict[str, int], output_dir: str, spill_dir: Optional[str],
+              written: list[tuple[str, int]]) -> ShardsWritten:
     """Writes empty shards for shard indices no record hashed to, deletes stale shards and the scratch files;
-    returns the plan."""
-    expected = {shard_path(output_dir, split, i, n) for split, n in num_shards.items() for i in range(n)}
-    for path in sorted(expected - set(written)):
-        write_tfrecord_file(path, [])
-    stale = []
-    for metadata in FileSystems.match([FileSystems.join(output_dir, "*.tfrecord.gz")])[0].metadata_list:
-        name = metadata.path.replace("\\", "/").rsplit("/", 1)[-1]
-        if _SHARD_RE.match(name) and metadata.path not in expected:
-            stale.append(metadata.path)
-    if stale:
-        FileSystems.delete(stale)
+    returns what the split's shards now are."""
+    records = dict(written)
+    for split, count in sorted(num_shards.items()):
+        for index in range(count):
+            name = SHARD_NAME.format(split=split, index=index, count=count)
+            if name not in records:
+                records[name] = write_tfrecord_file(shard_path(output_dir, split, index, count), [])
+    # Only shard-named files directly in the folder (listed literally, deleted by exact path) can be stale.
+    storage.delete_files(listed.path for name, listed in shard_files(output_dir).items() if name not in records)
     if spill_dir is not None:
         shutil.rmtree(spill_dir, ignore_errors=True)
-    return num_shards
+    return ShardsWritten(dict(sorted(num_shards.items())), dict(sorted(records.items())))
 
 
 def plan_shards(source_counts: dict[str, int], copies: dict[str, int], bytes_per_record: int,
@@ -214,8 +237,8 @@ class WriteShards(beam.PTransform):
 
     ``spill_dir``: a local scratch folder for runners on this machine (records are grouped as pointers into
     files there, see the module docstring); None groups the records themselves (remote runners' shuffle).
-    Returns a PCollection with one element, the plan, emitted once every shard is written and stale shards
-    are gone.
+    Returns a PCollection with one element, a ``ShardsWritten``, emitted once every shard is written and stale
+    shards are gone.
     """
 
     def __init__(self, output_dir: str, plan: beam.PCollection, spill_dir: Optional[str] = None):

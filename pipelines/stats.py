@@ -5,6 +5,10 @@ shared ``schemas.transform.make_preprocessing_fn``: per-channel mean and standar
 counts. ``tft_beam.WriteTransformFn(DST)`` publishes the graph; once it is published the constants are read
 back *from that graph* (a one-example dummy input through ``tft.TFTransformOutput``), so ``metadata.json`` can
 never disagree with what the trainer and the serving model apply.
+
+A dataset without train examples (only ``val``/``test``: an evaluation set) has no statistics: the analysis still
+runs (see ``AnalyzeAndWriteTransform``), but its graph is discarded and ``DST/transform_fn/`` is removed, so what
+DST holds never describes data it does not contain.
 """
 from __future__ import annotations
 
@@ -227,6 +231,20 @@ def register_batch_coder() -> type:
     return pa.RecordBatch
 
 
+def empty_record_batch(arrow_schema) -> "pa.RecordBatch":
+    """A RecordBatch of zero examples in the analysis schema: every sum analyzer's neutral element."""
+    import pyarrow as pa
+
+    return pa.RecordBatch.from_arrays(
+        [pa.LargeListArray.from_arrays(pa.array([0], pa.int64()), pa.array([], field.type.value_type))
+         for field in arrow_schema], schema=arrow_schema)
+
+
+def _empty_batch_if_none(_: object, arrow_schema, n: int) -> Iterator["pa.RecordBatch"]:
+    if n == 0:
+        yield empty_record_batch(arrow_schema)
+
+
 def to_record_batch(batch: DecodedBatch, arrow_schema) -> "pa.RecordBatch":
     """A ``DecodedBatch`` → one RecordBatch with flat list columns (float32 image, int64 label)."""
     import pyarrow as pa
@@ -244,7 +262,8 @@ class AnalyzeAndWriteTransform(beam.PTransform):
     """Analysis elements of the train split (``pipelines.records.ANALYZE_*``: the record image or its encoded
     bytes, and the train-id mask; cast to the transform's float32/int64 only when batched, so what crosses Beam
     stages stays small) → writes ``output_dir/transform_fn`` (+ ``transformed_metadata``) and returns a
-    one-element PCollection holding the ``DatasetStats`` read back from it."""
+    one-element PCollection holding the ``DatasetStats`` read back from it, or None when there were no train
+    examples (then no ``transform_fn/`` is left in ``output_dir``)."""
 
     def __init__(self, output_dir: str, temp_dir: str, image_size: Sequence[int], num_classes: int,
                  ignore_label: int, batch_size: int = 64, image_format: str = "png"):
@@ -271,6 +290,17 @@ class AnalyzeAndWriteTransform(beam.PTransform):
                    .with_output_types(DecodedBatch))
         batches = (decoded
                    | "ToRecordBatch" >> beam.Map(to_record_batch, arrow_schema).with_output_types(record_batch_type))
+        # tensorflow-transform cannot analyse zero batches: the sum of the per-class counts (a vector whose length
+        # the graph only knows at run time) then comes out as a scalar, and tracing the final graph fails. With no
+        # train examples the analysis gets one zero-row batch (adds nothing to any sum) and its graph is dropped
+        # below. Only then: a normal dataset's analysis input, and so its graph's bytes, are unchanged.
+        train_count = raw | "CountTrain" >> beam.combiners.Count.Globally()
+        padding = (raw.pipeline
+                   | "NoTrainPadding" >> beam.Create([None])
+                   | "EmptyBatchIfNoTrain" >> beam.FlatMap(_empty_batch_if_none, arrow_schema,
+                                                           n=beam.pvalue.AsSingleton(train_count))
+                   .with_output_types(record_batch_type))
+        batches = (batches, padding) | "AnalysisInput" >> beam.Flatten()
         # desired_batch_size: our batches go through as they are; big enough that per-batch graph runs are
         # cheap, small enough that a batch of Cityscapes-size float images fits a worker's memory.
         # TensorFlow writes gs:// with its own GCS client (fixed endpoint, not Beam's retries, deaf to
@@ -283,18 +313,35 @@ class AnalyzeAndWriteTransform(beam.PTransform):
             transform_fn = (batches, adapter_config) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
             published = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(write_dir)
         if write_dir != self._output_dir:
-            published = published | "PublishTransformFn" >> beam.Map(_publish_transform, write_dir,
-                                                                     self._output_dir)
+            published = published | "PublishTransformFn" >> beam.Map(
+                _publish_transform, write_dir, self._output_dir, n=beam.pvalue.AsSingleton(train_count))
         moments = decoded | "ExactMoments" >> beam.CombineGlobally(ExactMomentsFn())
-        image_size, num_classes = self._image_size, self._num_classes
         return (published
-                | "ReadBackStats" >> beam.Map(lambda _, m: read_stats(write_dir, image_size, num_classes, m),
-                                              m=beam.pvalue.AsSingleton(moments)))
+                | "ReadBackStats" >> beam.Map(_read_back_stats, write_dir, self._output_dir, self._image_size,
+                                              self._num_classes, m=beam.pvalue.AsSingleton(moments),
+                                              n=beam.pvalue.AsSingleton(train_count)))
 
 
-def _publish_transform(_: object, src: str, dst: str) -> None:
-    """Copies tensorflow-transform's two output folders from ``src`` to ``dst`` with Beam FileSystems."""
+def _transform_folders() -> tuple[str, str]:
     import tensorflow_transform as tft
 
-    for folder in (tft.TFTransformOutput.TRANSFORM_FN_DIR, tft.TFTransformOutput.TRANSFORMED_METADATA_DIR):
-        storage.replace_tree(FileSystems.join(src, folder), FileSystems.join(dst, folder))
+    return tft.TFTransformOutput.TRANSFORM_FN_DIR, tft.TFTransformOutput.TRANSFORMED_METADATA_DIR
+
+
+def _publish_transform(_: object, src: str, dst: str, n: int) -> None:
+    """Copies tensorflow-transform's two output folders from ``src`` to ``dst`` with Beam FileSystems (not
+    when there were no train examples: that graph is dropped)."""
+    if n:
+        for folder in _transform_folders():
+            storage.replace_tree(FileSystems.join(src, folder), FileSystems.join(dst, folder))
+
+
+def _read_back_stats(_: object, write_dir: str, output_dir: str, image_size: Sequence[int], num_classes: int,
+                     m: tuple[list[float], list[float]], n: int) -> DatasetStats | None:
+    """The published graph's ``DatasetStats``; None with no train examples, after removing ``output_dir``'s
+    transform folders (the graph of a zero-row batch, or an earlier run's)."""
+    if n == 0:
+        for folder in _transform_folders():
+            storage.remove_tree(FileSystems.join(output_dir, folder))
+        return None
+    return read_stats(write_dir, image_size, num_classes, m)

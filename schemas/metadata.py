@@ -27,6 +27,26 @@ class DatasetStats:
 
 @dataclasses.dataclass
 class DatasetMetadata:
+    """The contents of ``DST/metadata.json``; the fields below without a comment are the job's flags.
+
+    Publication rule: preprocess deletes metadata.json before it changes anything in DST and writes it last, once
+    every shard, the stale-shard deletion, ``transform_fn/`` and ``dead_letter/`` are in place. A DST without
+    metadata.json is being written, or its last run was interrupted or failed: readers must refuse it.
+
+    ``shards``: every shard file that belongs to this metadata, ``{file name: {"records": n, "bytes": size}}``.
+    The file name is relative to DST (``train-00000-of-00004.tfrecord.gz``); ``records`` is how many records
+    the file holds (0 for a shard no record hashed to: it is still written, an empty GZIP TFRecord file);
+    ``bytes`` is the file's size as stored (listed from DST after writing). Every shard of the plan is named
+    (``num_shards[split]`` files per split) and the records per split add up to ``counts``. A reader accepts DST
+    only when the ``<split>-SSSSS-of-NNNNN.tfrecord.gz`` files directly in DST are exactly these names at exactly
+    these sizes.
+
+    ``stats``: the train split's statistics, or None when there were no labelled train records (a dataset of
+    only ``val``/``test``: evaluation or inference data). ``stats_absent_reason`` then says why, and DST holds
+    no ``transform_fn/`` (nor ``transformed_metadata/``): such a DST cannot be trained on. ``stats_absent_reason``
+    is None whenever ``stats`` is set.
+    """
+
     dataset: str
     label_mode: str
     num_classes: int
@@ -42,10 +62,10 @@ class DatasetMetadata:
     augment_copies: int = 0
     seed: int = 0
     num_shards: dict[str, int] = dataclasses.field(default_factory=dict)
-    # Every shard file this metadata.json belongs with, by file name: {"records": n, "bytes": size on storage}.
-    # Written last by preprocess, so readers can tell a complete DST from a half-rewritten one.
+    # Every shard file of this DST: {file name: {"records": n, "bytes": size as stored}} (see the class docstring).
     shards: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
     stats: Optional[DatasetStats] = None
+    stats_absent_reason: Optional[str] = None  # why ``stats`` is None (no train records); None when it is set
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
