@@ -1,30 +1,87 @@
 """Training callbacks: resumable checkpoints (fault tolerance) and throughput measurement.
 
 ``ResumableCheckpoint`` plays the role of ``BackupAndRestore`` but resumes *mid-epoch*: it saves the model,
-the optimizer and the global step with ``tf.train.CheckpointManager`` (atomic on local disks and gs://: the
-``checkpoint`` index is written last, so a SIGKILL during a save leaves the previous checkpoint valid) every
-``checkpoint_steps`` steps and at each epoch end. On restart ``task.run`` restores the latest one and skips the
-batches already consumed, so the resumed run sees the same data stream. In multi-worker runs every worker
-saves (saving may involve collectives) but only the chief writes to ``JOB/checkpoints``; the others write to a
-scratch directory that they delete, the pattern ``tf.distribute`` documents.
+the optimizer and the global step every ``checkpoint_steps`` steps and at each epoch end, in TensorFlow's
+checkpoint format (``ckpt-<step>.index``/``.data-*`` and the ``checkpoint`` state file, which
+``tf.train.latest_checkpoint`` reads). The state file is written last (atomically), so a SIGKILL during a save
+leaves the previous checkpoint valid. On restart ``task.run`` restores the latest one and skips the batches
+already consumed, so the resumed run sees the same data stream. In multi-worker runs every worker saves (saving
+may involve collectives) but only the chief writes to ``JOB/checkpoints``; the others write to a scratch
+directory that they delete, the pattern ``tf.distribute`` documents.
+
+``--job_dir`` is a literal path: ``tf.train.CheckpointManager`` and ``tf.train.latest_checkpoint`` find and
+delete checkpoint files through glob patterns built from the directory, so in a ``job[1]`` they would miss this
+job's checkpoints and delete ``job1``'s. Here checkpoints are found by reading the state file and checking the
+exact file names, and old ones are removed by listing the folder.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import re
+import shutil
+import tempfile
 import time
-from typing import Optional
+from typing import Iterator, Optional
 
 import tf_keras as keras
 import tensorflow as tf
+# The writer of the ``checkpoint`` state file that tf.train.CheckpointManager uses (atomic, relative paths).
+from tensorflow.python.checkpoint import checkpoint_management
+
+from trainer.data import TF_GLOB_CHARS
 
 logger = logging.getLogger(__name__)
+
+
+_CKPT_FILE_RE = re.compile(r"^ckpt-(\d+)\.(index|data-\d{5}-of-\d{5})$")
+
+
+def latest_checkpoint(directory: str) -> Optional[str]:
+    """The prefix of the newest complete checkpoint in ``directory`` (taken literally), or None."""
+    state = tf.train.get_checkpoint_state(directory)  # reads directory/checkpoint by its exact name
+    if state and state.model_checkpoint_path and tf.io.gfile.exists(state.model_checkpoint_path + ".index"):
+        return state.model_checkpoint_path
+    return None
+
+
+def checkpoint_step(directory: str) -> int:
+    """The global step of the newest checkpoint in ``directory`` (its ``ckpt-<step>`` number; 0 if none)."""
+    latest = latest_checkpoint(directory)
+    return int(latest.rsplit("-", 1)[1]) if latest else 0
+
+
+
+
+@contextlib.contextmanager
+def _readable_prefix(prefix: str) -> Iterator[str]:
+    """``prefix`` itself, or, when its folder has glob characters (``job[1]``), the same checkpoint files under
+    a plain temporary name (links to local files, copies of remote ones), so the reader finds exactly them."""
+    folder, name = prefix.rsplit("/", 1)
+    if not TF_GLOB_CHARS & set(prefix):  # TensorFlow's checkpoint reader globs its file names
+        yield prefix
+        return
+    staging = tempfile.mkdtemp(prefix="segflow-restore-")
+    try:
+        for entry in tf.io.gfile.listdir(folder):
+            entry = entry.rstrip("/")
+            if entry == f"{name}.index" or re.fullmatch(re.escape(name) + r"\.data-\d{5}-of-\d{5}", entry):
+                source, target = f"{folder}/{entry}", os.path.join(staging, entry)
+                if "://" in source:
+                    tf.io.gfile.copy(source, target)
+                else:
+                    os.symlink(os.path.abspath(source), target)
+        yield os.path.join(staging, name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class ResumableCheckpoint(keras.callbacks.Callback):
     """Saves (network, optimizer, global step) every ``checkpoint_steps`` steps and every epoch end.
 
     ``network``: the weights to keep (the trained model's network, without the weight-less tft layer);
-    ``optimizer``: the compiled model's optimizer.
+    ``optimizer``: the compiled model's optimizer. The newest ``max_to_keep`` checkpoints are kept.
     """
 
     def __init__(self, network: keras.Model, optimizer, directory: str, *, checkpoint_steps: int = 0,
@@ -33,16 +90,22 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self._checkpoint = tf.train.Checkpoint(model=network, optimizer=optimizer, global_step=self.step)
         self._is_chief = is_chief
-        self._directory = directory if is_chief else f"{directory.rstrip('/')}/.scratch-worker-{worker_id}"
-        self._manager = tf.train.CheckpointManager(self._checkpoint, self._directory, max_to_keep=max_to_keep)
+        self._directory = directory.rstrip("/") if is_chief else \
+            f"{directory.rstrip('/')}/.scratch-worker-{worker_id}"
         self._every = int(checkpoint_steps)
+        self._max_to_keep = max(1, int(max_to_keep))
         self._last_saved = -1
 
     def restore(self) -> int:
-        """Restores the latest checkpoint (chief's directory) if any; returns the global step (0 if none)."""
-        latest = tf.train.latest_checkpoint(self._directory if self._is_chief else self._chief_dir())
+        """Restores the latest checkpoint (chief's directory) if any; returns the global step (0 if none).
+
+        Raises ``ValueError`` when the checkpoint's variables do not fit this network (another class count or
+        architecture); ``task.run`` checks the recorded configuration first and reports that in one line.
+        """
+        latest = latest_checkpoint(self._directory if self._is_chief else self._chief_dir())
         if latest:
-            self._checkpoint.restore(latest).expect_partial()
+            with _readable_prefix(latest) as prefix:
+                self._checkpoint.restore(prefix).expect_partial()
             logger.info("resumed from %s at step %d", latest, int(self.step.numpy()))
         self._last_saved = int(self.step.numpy())
         return self._last_saved
@@ -54,10 +117,41 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         step = int(self.step.numpy())
         if step == self._last_saved:
             return
-        self._manager.save(checkpoint_number=step)
+        name = f"ckpt-{step}"
+        # What CheckpointManager.save writes (save_counter included), under a name chosen here.
+        self._checkpoint.save_counter.assign_add(1)
+        self._checkpoint.write(f"{self._directory}/{name}")
         self._last_saved = step
         if not self._is_chief:  # scratch copy only existed for the collective save
             tf.io.gfile.rmtree(self._directory)
+            return
+        kept = sorted({n for n in self._checkpoint_numbers() if n < step})[-(self._max_to_keep - 1):] \
+            if self._max_to_keep > 1 else []
+        kept.append(step)
+        # The state file last: until it names ckpt-<step>, a restart resumes from the previous checkpoint.
+        checkpoint_management.update_checkpoint_state_internal(
+            self._directory, f"{self._directory}/{name}", [f"{self._directory}/ckpt-{n}" for n in kept],
+            save_relative_paths=True)
+        self._delete_except(set(kept))
+
+    def _checkpoint_numbers(self) -> list[int]:
+        return [int(m.group(1)) for m in map(_CKPT_FILE_RE.match, self._listdir()) if m]
+
+    def _listdir(self) -> list[str]:
+        try:
+            return [n.rstrip("/") for n in tf.io.gfile.listdir(self._directory)]
+        except tf.errors.NotFoundError:
+            return []
+
+    def _delete_except(self, kept: set[int]) -> None:
+        """Deletes the files of every other checkpoint in the directory, found by listing it (no glob)."""
+        for name in sorted(self._listdir()):
+            m = _CKPT_FILE_RE.match(name)
+            if m and int(m.group(1)) not in kept:
+                try:
+                    tf.io.gfile.remove(f"{self._directory}/{name}")
+                except tf.errors.NotFoundError:
+                    pass
 
     def on_train_batch_end(self, batch, logs=None):
         self.step.assign_add(1)

@@ -21,8 +21,10 @@ import tensorflow as tf
 from schemas import features, metadata as metadata_lib, transform as transform_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
-SHARD_PATTERN = "{split}-*-of-*.tfrecord.gz"
-_SHARD_RE = re.compile(r"-(\d{5})-of-(\d{5})\.tfrecord\.gz$")
+# A shard file name as preprocess writes it (pipelines.shards.SHARD_NAME), matched against names listed from the
+# folder: folder names are literal, so shards are found by listing DST, never through a glob built from it.
+_SHARD_NAME_RE = re.compile(r"^(train|val|test)-(\d{5})-of-(\d{5})\.tfrecord\.gz$")
+_RERUN = "rerun python -m pipelines.preprocess into it (or into a fresh --output_dir)"
 
 
 class DataError(RuntimeError):
@@ -36,7 +38,9 @@ class DatasetInfo:
     data_dir: str
     metadata: metadata_lib.DatasetMetadata
     shards: dict[str, list[str]]
-    tft_output: object  # tensorflow_transform.TFTransformOutput
+    tft_output: Optional[object]  # tensorflow_transform.TFTransformOutput; None from read_dataset
+    # Where TensorFlow reads transform_fn/ from: data_dir, or a plain-named stand-in for it (see readable_dir).
+    transform_root: str = ""
 
     @property
     def image_size(self) -> tuple[int, int]:
@@ -51,7 +55,9 @@ class DatasetInfo:
         return int(self.metadata.ignore_label)
 
     def count(self, split: str) -> int:
-        return int(self.metadata.counts.get(split, 0)) if self.shards.get(split) else 0
+        """Records of ``split``, from metadata.json's shard manifest (checked against the files on load)."""
+        return sum(int(self.metadata.shards[os.path.basename(p.replace("\\", "/"))]["records"])
+                   for p in self.shards.get(split, []))
 
     def transform_layer(self):
         """The TransformFeaturesLayer applying DST/transform_fn (one per DatasetInfo; trackable, so it is
@@ -59,47 +65,180 @@ class DatasetInfo:
         return self.tft_output.transform_features_layer()
 
 
+# TensorFlow finds SavedModel variables and checkpoint files through a glob (GetMatchingPaths), in which these are
+# special: under a folder named ``d[1]`` it reads ``d1``'s files, or finds none.
+TF_GLOB_CHARS = frozenset("*?[\\")
+
+
+def readable_dir(data_dir: str) -> str:
+    """``data_dir`` itself, or, when its path holds glob characters, a plain-named stand-in that TensorFlow reads
+    ``transform_fn/`` through literally: a symbolic link to a local folder, a local copy of a remote one's
+    ``transform_fn/`` and ``transformed_metadata/``. The stand-in lives until the process exits."""
+    if not TF_GLOB_CHARS & set(data_dir):
+        return data_dir
+    import atexit
+    import shutil
+    import tempfile
+
+    root = tempfile.mkdtemp(prefix="segflow-dst-")
+    atexit.register(shutil.rmtree, root, True)
+    alias = os.path.join(root, "dst")
+    if "://" not in data_dir:
+        os.symlink(os.path.abspath(data_dir), alias)
+        return alias
+    for sub in (metadata_lib.TRANSFORM_DIR, "transformed_metadata"):
+        base = _join(data_dir, sub)
+        for folder, _, files in tf.io.gfile.walk(base):
+            target = os.path.join(alias, sub, folder[len(base):].strip("/"))
+            os.makedirs(target, exist_ok=True)
+            for name in files:
+                tf.io.gfile.copy(_join(folder, name), os.path.join(target, name), overwrite=True)
+    return alias
+
+
 def _join(*parts: str) -> str:
     return os.path.join(*parts) if not parts[0].startswith("gs://") else "/".join(p.strip("/") for p in parts)
 
 
-def list_shards(data_dir: str, split: str) -> list[str]:
-    """Sorted shard paths of ``split``; a partial set (a missing ``-SSSSS-of-NNNNN``) is an error."""
-    paths = sorted(tf.io.gfile.glob(_join(data_dir, SHARD_PATTERN.format(split=split))))
-    totals = {int(m.group(2)) for m in map(_SHARD_RE.search, paths) if m}
-    if paths and (len(totals) != 1 or len(paths) != totals.pop()):
-        raise DataError(f"{split} shards in {data_dir} are incomplete or mixed ({len(paths)} files): "
-                        f"rerun preprocess into a fresh --output_dir")
-    return paths
+def list_shards(data_dir: str) -> dict[str, int]:
+    """``{shard file name: size in bytes}`` of the shard files directly in ``data_dir``, listed literally.
+
+    ``tf.io.gfile.glob`` would read ``out[1]`` as a character class (and find ``out1``'s shards), so the folder
+    is listed and the names matched against the shard-name pattern.
+    """
+    try:
+        names = tf.io.gfile.listdir(data_dir)
+    except tf.errors.OpError as e:
+        raise DataError(f"cannot list --data_dir {data_dir} ({type(e).__name__}): check the path and permissions")
+    found = {}
+    for name in sorted(n.rstrip("/") for n in names):
+        if _SHARD_NAME_RE.match(name):
+            found[name] = int(tf.io.gfile.stat(_join(data_dir, name)).length)
+    return found
 
 
-def load_dataset_info(data_dir: str) -> DatasetInfo:
-    """Reads and cross-checks metadata.json, the shards and transform_fn; raises ``DataError`` with a fix."""
+def check_manifest(data_dir: str, meta: metadata_lib.DatasetMetadata) -> dict[str, list[str]]:
+    """The shard files in ``data_dir`` must be exactly those metadata.json names, at the sizes it gives.
+
+    Preprocess deletes metadata.json before it changes anything in DST and writes it last, so a DST left by an
+    interrupted or failed rerun (old metadata beside a mixture of old and new shards) fails here. Returns the
+    sorted shard paths per split; raises ``DataError`` naming the first file that does not match.
+    """
+    manifest = meta.shards or {}
+    if not manifest:
+        raise DataError(f"{metadata_lib.METADATA_FILE} in {data_dir} lists no shard files (written by an older "
+                        f"segflow): {_RERUN}")
+    if not isinstance(manifest, dict):
+        raise DataError(f"{metadata_lib.METADATA_FILE} in {data_dir} has a malformed \"shards\" entry: {_RERUN}")
+    for name, entry in sorted(manifest.items()):
+        if not _SHARD_NAME_RE.match(name) or not isinstance(entry, dict) or \
+                not all(isinstance(entry.get(k), int) and entry[k] >= 0 for k in ("records", "bytes")):
+            raise DataError(f"{metadata_lib.METADATA_FILE} in {data_dir} has a malformed shard entry "
+                            f"{name!r}: {_RERUN}")
+    on_disk = list_shards(data_dir)
+    for name in sorted(set(manifest) | set(on_disk)):
+        if name not in on_disk:
+            problem = "is named in metadata.json but missing"
+        elif name not in manifest:
+            problem = "is not named in metadata.json"
+        elif on_disk[name] != int(manifest[name]["bytes"]):
+            problem = f"has {on_disk[name]} bytes, metadata.json says {int(manifest[name]['bytes'])}"
+        else:
+            continue
+        raise DataError(f"{data_dir} does not match its metadata.json: {name} {problem} (an interrupted or "
+                        f"failed preprocess run?): {_RERUN}")
+    shards: dict[str, list[str]] = {split: [] for split in features.SPLITS}
+    for name in sorted(manifest):
+        shards[_SHARD_NAME_RE.match(name).group(1)].append(_join(data_dir, name))
+    for split, paths in shards.items():
+        totals = {_SHARD_NAME_RE.match(os.path.basename(p)).group(3) for p in paths}
+        records = sum(int(manifest[os.path.basename(p)]["records"]) for p in paths)
+        if paths and (len(totals) != 1 or len(paths) != int(totals.pop())):
+            raise DataError(f"the {split} shards named in {data_dir}/{metadata_lib.METADATA_FILE} are incomplete "
+                            f"or mixed ({len(paths)} files): {_RERUN}")
+        if records != int(meta.counts.get(split, 0)):
+            raise DataError(f"{data_dir}/{metadata_lib.METADATA_FILE} counts {meta.counts.get(split, 0)} {split} "
+                            f"records but its shards hold {records}: {_RERUN}")
+    return shards
+
+
+def read_dataset(data_dir: str) -> DatasetInfo:
+    """Reads metadata.json and checks the shards against it (file operations only, no TensorFlow ops, so
+    ``trainer.task`` runs it before setting up a distribution strategy); raises ``DataError`` with a fix.
+
+    The result has no ``tft_output`` yet: ``load_dataset_info`` adds it.
+    """
     data_dir = data_dir.rstrip("/")
     hint = "point --data_dir at the --output_dir of python -m pipelines.preprocess"
     if not tf.io.gfile.exists(data_dir):
         raise DataError(f"--data_dir {data_dir} does not exist: {hint}")
     meta_path = _join(data_dir, metadata_lib.METADATA_FILE)
     if not tf.io.gfile.exists(meta_path):
-        raise DataError(f"no {metadata_lib.METADATA_FILE} in {data_dir}: {hint}")
+        raise DataError(f"no {metadata_lib.METADATA_FILE} in {data_dir} (not a preprocess output, or one that a "
+                        f"preprocess run is still writing or was interrupted in): {hint}")
     try:
         with tf.io.gfile.GFile(meta_path, "r") as f:
             meta = metadata_lib.DatasetMetadata.from_json(f.read())
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, AttributeError) as e:
         raise DataError(f"{meta_path} is unreadable ({str(e).splitlines()[0]}): rerun preprocess")
-    shards = {split: list_shards(data_dir, split) for split in features.SPLITS}
-    if not shards["train"] or not meta.counts.get("train"):
-        raise DataError(f"no train records in {data_dir} (train-*-of-*.tfrecord.gz): {hint}")
+    shards = check_manifest(data_dir, meta)
+    reason = getattr(meta, "stats_absent_reason", None)  # preprocess's word on why there are no statistics
+    if not shards["train"] or not meta.counts.get("train") or (meta.stats is None and reason):
+        held = ", ".join(f"{s} {int(meta.counts.get(s, 0))}" for s in features.SPLITS)
+        if meta.counts.get("train"):  # train records, none of them labelled: preprocess's reason says so
+            what = f"no statistics from its train records ({reason})"
+        else:
+            what = "no train records, so no normalisation statistics either"
+        raise DataError(f"{data_dir} has {what} (records: {held}): it can be used as evaluation or inference "
+                        f"data but not trained on; preprocess a dataset with train examples for --data_dir")
+    return DatasetInfo(data_dir, meta, shards, None)
+
+
+def load_dataset_info(data_dir: str) -> DatasetInfo:
+    """Reads and cross-checks metadata.json, the shards and transform_fn; raises ``DataError`` with a fix."""
+    info = read_dataset(data_dir)
     # WriteTransformFn(DST) writes DST/transform_fn/ (the graph) and DST/transformed_metadata/.
-    transform_dir = _join(data_dir, metadata_lib.TRANSFORM_DIR)
+    transform_dir = _join(info.data_dir, metadata_lib.TRANSFORM_DIR)
     if not tf.io.gfile.exists(_join(transform_dir, "saved_model.pb")):
         raise DataError(f"no tensorflow-transform output in {transform_dir}: rerun preprocess")
     import tensorflow_transform as tft  # heavy; only once the directory looks right
 
-    tft_output = tft.TFTransformOutput(data_dir)
-    info = DatasetInfo(data_dir, meta, shards, tft_output)
+    info.transform_root = readable_dir(info.data_dir)
+    info.tft_output = tft.TFTransformOutput(info.transform_root)
     _check_transform(info)
     return info
+
+
+def _count_record(count: tf.Tensor, _record: tf.Tensor) -> tf.Tensor:
+    return count + 1
+
+
+def op_error_line(error: Exception) -> str:
+    """A TensorFlow op error's message as one short line, without the ``{{function_node ...}}`` prefix and the
+    ``[Op:...]`` suffix (e.g. ``inflate() failed with error -3: invalid distance too far back``)."""
+    text = re.sub(r"\{\{[^}]*\}\}\s*", "", str(error)).strip()
+    first = text.splitlines()[0] if text else type(error).__name__
+    return re.sub(r"\s*\[Op:[^\]]*\].*$", "", first).strip() or type(error).__name__
+
+
+def find_corrupt_shard(info: DatasetInfo, splits: Optional[list[str]] = None) -> Optional[tuple[str, str]]:
+    """Reads every shard of ``splits`` (default: all) to the end; returns (path, why) of the first that cannot
+    be read whole or holds another number of records than metadata.json says, or None when all read cleanly.
+
+    For a shard whose bytes were damaged without changing its size (the manifest check catches the rest):
+    TensorFlow's ``DataLossError`` names no file.
+    """
+    for split in splits or list(features.SPLITS):
+        for path in info.shards.get(split, []):
+            expected = int(info.metadata.shards[os.path.basename(path.replace("\\", "/"))]["records"])
+            ds = tf.data.TFRecordDataset(path, compression_type="GZIP", buffer_size=1 << 20)
+            try:
+                n = int(ds.reduce(tf.constant(0, tf.int64), _count_record))
+            except (tf.errors.DataLossError, tf.errors.InvalidArgumentError) as e:
+                return path, op_error_line(e)
+            if n != expected:
+                return path, f"{n} records, metadata.json says {expected}"
+    return None
 
 
 def _check_transform(info: DatasetInfo) -> None:

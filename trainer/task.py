@@ -84,27 +84,76 @@ def _join(base: str, name: str) -> str:
     return base.rstrip("/") + "/" + name
 
 
-# Fields that must match between a run and the checkpoint it resumes.
+# Fields that must match between a run and the checkpoint it resumes: flags that change the variables' shapes
+# or what the optimizer state means, and (under "data" in config.json) the dataset facts that do.
 _RESUME_KEYS = ("model", "base_filters", "depth", "batch_size", "loss")
+_DATA_RESUME_KEYS = ("dataset", "num_classes", "class_names", "image_size")
 
 
-def _check_resumable(config: TrainConfig) -> None:
+def _data_facts(info) -> dict:
+    """What JOB/config.json records of the dataset, for the resume check."""
+    return {"dataset": info.metadata.dataset, "num_classes": info.num_classes,
+            "class_names": list(info.metadata.class_names), "image_size": list(info.image_size)}
+
+
+def _check_resumable(config: TrainConfig, info, steps_per_epoch: int) -> int:
+    """Refuses (one line) to resume a checkpoint made with other shape-changing flags or on other data, or one
+    already past ``--epochs``; returns the checkpoint's global step (0 when there is none)."""
     import tensorflow as tf
+    from trainer.callbacks import checkpoint_step
+    step = checkpoint_step(_join(config.job_dir, "checkpoints"))
     path = _join(config.job_dir, "config.json")
-    if not tf.io.gfile.exists(path) or not tf.train.latest_checkpoint(_join(config.job_dir, "checkpoints")):
-        return
-    with tf.io.gfile.GFile(path) as f:
-        previous = json.load(f)
-    diff = [k for k in _RESUME_KEYS if previous.get(k) != getattr(config, k)]
+    if not step:
+        return 0
+    previous = {}
+    if tf.io.gfile.exists(path):
+        with tf.io.gfile.GFile(path) as f:
+            previous = json.load(f)
+    diff = [k for k in _RESUME_KEYS if k in previous and previous[k] != getattr(config, k)]
     if diff:
         raise UsageError(f"--job_dir {config.job_dir} holds a run with different {', '.join(diff)}: "
                          f"use a new --job_dir or the same flags to resume")
+    # config.json of an older segflow has no "data": the restore itself then reports a shape mismatch.
+    before, now = previous.get("data") or {}, _data_facts(info)
+    changed = [k for k in _DATA_RESUME_KEYS if k in before and before[k] != now[k]]
+    if changed:
+        shown = [k for k in changed if k != "class_names"] or changed
+        what = "; ".join(f"{k} {before[k]} there, {now[k]} in --data_dir" if k != "class_names"
+                         else "other class names" for k in shown)
+        raise UsageError(f"--job_dir {config.job_dir} holds a run on other data ({what}): use a new --job_dir, "
+                         f"or the --data_dir it was trained on to resume")
+    total = config.epochs * steps_per_epoch
+    if step > total:
+        needed = -(-step // steps_per_epoch)
+        raise UsageError(f"--job_dir {config.job_dir} holds a checkpoint at step {step}, past the {total} steps "
+                         f"of --epochs {config.epochs} ({steps_per_epoch} per epoch): pass --epochs {needed} or "
+                         f"more to continue it (its metrics.json would otherwise under-report the training), "
+                         f"or use a new --job_dir")
+    return step
+
+
+def _data_loss(info, splits: list[str], error: Exception) -> Exception:
+    """A ``DataError`` naming the shard behind a ``DataLossError`` (which names none), found by reading each."""
+    from trainer import data as data_lib
+    found = data_lib.find_corrupt_shard(info, splits)
+    if found:
+        path, why = found
+        return data_lib.DataError(f"shard {path} is damaged ({why}): rerun python -m pipelines.preprocess "
+                                  f"into {info.data_dir} (or into a fresh --output_dir)")
+    return data_lib.DataError(f"reading the records in {info.data_dir} failed ({data_lib.op_error_line(error)}), "
+                              f"though every shard reads cleanly now: check the storage and rerun")
 
 
 def run(config: TrainConfig) -> dict:
     """Trains, evaluates and (on the chief) exports; returns the metrics dict (also JOB/metrics.json)."""
     config.validate()
-    # The strategy first: multi-worker collectives must be configured before TensorFlow runs any op.
+    from trainer import data as data_lib
+    # Refuse bad data and an unresumable --job_dir first (file reads only, no TensorFlow ops): one line, before
+    # anything else is logged.
+    info = data_lib.read_dataset(config.data_dir)
+    steps_per_epoch = config.steps_per_epoch or max(1, info.count("train") // config.batch_size)
+    _check_resumable(config, info, steps_per_epoch)
+    # The strategy next: multi-worker collectives must be configured before TensorFlow runs any op.
     import tensorflow as tf
     from trainer import distribution
     strategy = distribution.make_strategy(config.strategy)
@@ -112,7 +161,7 @@ def run(config: TrainConfig) -> dict:
     _, task_index = distribution.task_info()
 
     import tf_keras as keras
-    from trainer import callbacks as cb, data as data_lib, export, losses, metrics as metrics_lib, models
+    from trainer import callbacks as cb, export, losses, metrics as metrics_lib, models
     from trainer.normalization import with_transform
 
     info = data_lib.load_dataset_info(config.data_dir)
@@ -131,7 +180,6 @@ def run(config: TrainConfig) -> dict:
     eval_split = config.eval_split if info.shards.get(config.eval_split) else "train"
     if eval_split != config.eval_split:
         logger.warning("no %s records: evaluating on train", config.eval_split)
-    _check_resumable(config)
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -142,13 +190,12 @@ def run(config: TrainConfig) -> dict:
     elif config.mixed_precision:
         logger.warning("--mixed_precision ignored: no GPU (float16 is slower than float32 on CPU)")
 
-    steps_per_epoch = config.steps_per_epoch or max(1, info.count("train") // config.batch_size)
     val_steps = data_lib.eval_steps(info, eval_split, config.batch_size, config.validation_steps)
     with strategy.scope():
         network = models.build_model(config.model, (h, w, 3), info.num_classes, base_filters=config.base_filters,
                                      depth=config.depth, backbone_weights=config.backbone_weights)
         # The pipeline delivers raw uint8 images; the tft normalisation is the model's first layer.
-        model = with_transform(network, info.data_dir, (h, w, 3))
+        model = with_transform(network, info.transform_root, (h, w, 3))
         seg_metric = metrics_lib.ConfusionMatrixMetric(info.num_classes, info.ignore_label)
         model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                       loss=losses.SegmentationLoss(config.loss, class_weights, info.ignore_label),
@@ -157,10 +204,14 @@ def run(config: TrainConfig) -> dict:
         checkpoint = cb.ResumableCheckpoint(network, model.optimizer, _join(config.job_dir, "checkpoints"),
                                             checkpoint_steps=config.checkpoint_steps, is_chief=chief,
                                             worker_id=task_index)
-    start_step = checkpoint.restore()
+    try:
+        start_step = checkpoint.restore()
+    except ValueError as e:  # variables of another shape: a job of an older segflow on other data
+        raise UsageError(f"--job_dir {config.job_dir} holds a checkpoint that does not fit this model "
+                         f"({str(e).splitlines()[0] if str(e) else type(e).__name__}): use a new --job_dir")
     if chief:
         tf.io.gfile.makedirs(config.job_dir)
-        _write_json(_join(config.job_dir, "config.json"), dataclasses.asdict(config))
+        _write_json(_join(config.job_dir, "config.json"), {**dataclasses.asdict(config), "data": _data_facts(info)})
 
     throughput = cb.Throughput(config.batch_size)
     callbacks = [checkpoint, throughput]
@@ -181,18 +232,21 @@ def run(config: TrainConfig) -> dict:
     total_steps = config.epochs * steps_per_epoch
     started = time.time()
     step = start_step
-    while step < total_steps:
-        # A resumed run first finishes its interrupted epoch, then continues with whole epochs.
-        epoch, offset = divmod(step, steps_per_epoch)
-        end_epoch = epoch + 1 if offset else config.epochs
-        model.fit(train_ds(step), initial_epoch=epoch, epochs=end_epoch,
-                  steps_per_epoch=steps_per_epoch - offset if offset else steps_per_epoch,
-                  validation_data=val_ds, validation_steps=val_steps, callbacks=callbacks, verbose=verbose,
-                  shuffle=False)
-        step = end_epoch * steps_per_epoch
-    train_seconds = time.time() - started
+    try:
+        while step < total_steps:
+            # A resumed run first finishes its interrupted epoch, then continues with whole epochs.
+            epoch, offset = divmod(step, steps_per_epoch)
+            end_epoch = epoch + 1 if offset else config.epochs
+            model.fit(train_ds(step), initial_epoch=epoch, epochs=end_epoch,
+                      steps_per_epoch=steps_per_epoch - offset if offset else steps_per_epoch,
+                      validation_data=val_ds, validation_steps=val_steps, callbacks=callbacks, verbose=verbose,
+                      shuffle=False)
+            step = end_epoch * steps_per_epoch
+        train_seconds = time.time() - started
 
-    results = model.evaluate(val_ds, steps=val_steps, return_dict=True, verbose=0)
+        results = model.evaluate(val_ds, steps=val_steps, return_dict=True, verbose=0)
+    except tf.errors.DataLossError as e:  # a shard damaged in place (same size): name it
+        raise _data_loss(info, sorted({"train", eval_split}), e) from None
     matrix = seg_metric.matrix()  # every worker reads: the summed variable may need a collective
     weights = network.get_weights()
     summary = metrics_lib.summarize(matrix, info.metadata.class_names)
@@ -209,7 +263,7 @@ def run(config: TrainConfig) -> dict:
         serving_network = models.build_model(config.model, (h, w, 3), info.num_classes,
                                              base_filters=config.base_filters, depth=config.depth)
         serving_network.set_weights(weights)
-        serving_model = with_transform(serving_network, info.data_dir, (h, w, 3))
+        serving_model = with_transform(serving_network, info.transform_root, (h, w, 3))
         export.export_model(serving_model, info, _join(config.job_dir, "model"), config.model)
         _write_json(_join(config.job_dir, "metrics.json"), report)
         logger.info("mIoU %.4f, pixel accuracy %.4f on %s; model in %s", report["miou"],
