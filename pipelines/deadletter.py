@@ -64,9 +64,12 @@ class WriteDeadLetters(beam.PTransform):
 
 def read_dead_letters(output_dir: str) -> list[dict]:
     """Reads back every dead-letter line under ``<output_dir>/dead_letter/`` (for reports and tests)."""
-    pattern = FileSystems.join(output_dir, DEAD_LETTER_DIR, "*.jsonl")
+    from pipelines import storage
+
     rows: list[dict] = []
-    for match in FileSystems.match([pattern])[0].metadata_list:
-        with FileSystems.open(match.path) as handle:
+    for listed in storage.list_folder(FileSystems.join(output_dir, DEAD_LETTER_DIR)):  # the folder is literal
+        if listed.error is not None or not listed.path.endswith(".jsonl"):
+            continue
+        with FileSystems.open(listed.path) as handle:
             rows.extend(json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line.strip())
     return rows

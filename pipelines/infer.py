@@ -485,9 +485,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace
 def clear_previous_run(output_dir: str) -> int:
     """Removes what an earlier run wrote in ``output_dir``: ``summary.json`` first (an ``OUT`` without it is
     not a complete run), then ``OUTPUT_FOLDERS``. Nothing else in ``output_dir`` is touched."""
-    removed = outputs.remove_file(FileSystems.join(output_dir, SUMMARY_FILE))
+    removed = storage.remove_file(FileSystems.join(output_dir, SUMMARY_FILE))
     for folder in OUTPUT_FOLDERS:
-        removed += outputs.remove_tree(FileSystems.join(output_dir, folder))
+        removed += storage.remove_tree(FileSystems.join(output_dir, folder))
     return removed
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import posixpath
 import re
 import zlib
@@ -25,7 +24,6 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
-from pipelines import storage
 from pipelines.instances import Instance, instance_id_map
 from pipelines.label_png import encode_label_png
 from schemas.labels import LabelSpec, colorize
@@ -129,57 +127,6 @@ def write_bytes(path: str, data: bytes, mime_type: str = "application/octet-stre
 def read_bytes(path: str) -> bytes:
     with FileSystems.open(path, mime_type="application/octet-stream") as handle:
         return handle.read()
-
-
-def remove_file(path: str) -> int:
-    """Deletes the file ``path`` (a link itself, never its target) if there is one; returns 1 or 0."""
-    if storage.is_local(path):
-        local = path[len("file://"):] if path.startswith("file://") else path
-        if os.path.islink(local) or os.path.isfile(local):
-            os.remove(local)
-            return 1
-        return 0
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-        return 1
-    return 0
-
-
-def remove_tree(folder: str) -> int:
-    """Deletes the folder ``folder`` (a literal path) and everything under it; returns the files removed.
-
-    Local folders are walked without following symbolic links: a link inside is removed as a link, so nothing
-    outside ``folder`` is ever deleted (``storage.list_files`` follows links, which is right for reading inputs
-    and wrong here). Remote folders (``gs://`` …) are the objects under the escaped prefix.
-    """
-    if not storage.is_local(folder):
-        paths = [f.path for f in storage.list_files(folder)]
-        for start in range(0, len(paths), 1000):  # bounded batches: one request per batch on GCS
-            FileSystems.delete(paths[start:start + 1000])
-        return len(paths)
-    local = folder[len("file://"):] if folder.startswith("file://") else folder
-    if os.path.islink(local) or os.path.isfile(local):  # not a folder of ours: a link or a file in its place
-        os.remove(local)
-        return 1
-    if not os.path.isdir(local):
-        return 0
-    removed = 0
-
-    def fail(err: OSError) -> None:
-        raise err
-
-    for parent, folders, files in os.walk(local, topdown=False, onerror=fail):  # followlinks=False
-        for name in files:
-            os.remove(os.path.join(parent, name))
-            removed += 1
-        for name in folders:
-            path = os.path.join(parent, name)
-            if os.path.islink(path):
-                os.remove(path)
-            else:
-                os.rmdir(path)
-    os.rmdir(local)
-    return removed
 
 
 def overlay(image: np.ndarray, color: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -236,28 +236,57 @@ def delete_files(paths: Iterable[str]) -> None:
 
 
 def delete_tree(root: str) -> int:
-    """Deletes every file under ``root`` (a no-op when there are none); returns how many were deleted."""
-    files = [FileSystems.join(root.rstrip("/"), *rel.split("/")) for rel in list_tree(root)]
-    delete_files(files)
-    return len(files)
+    """Deletes every file under the folder ``root`` (literal; a no-op when absent); returns how many.
 
-
-def remove_tree(root: str) -> None:
-    """Removes the folder ``root`` and everything in it (a no-op when it is absent), ``root`` taken literally.
-
-    Locally the folder itself goes too, and a symbolic link is removed, never followed (whatever it points at
-    is outside ``root``); remotely every object under the prefix is deleted.
+    Locally the folder goes too, and symbolic links inside it are removed as links, never followed: whatever
+    a link points at lies outside ``root`` and is not this call's to delete (``list_files`` follows links,
+    which is right for reading inputs and wrong for deleting). Remotely every object under the prefix goes.
     """
     if not is_local(root):
-        delete_tree(root)
-        return
+        paths = [f.path for f in list_files(root)]
+        delete_files(paths)
+        return len(paths)
     local = root[len("file://"):] if root.startswith("file://") else root
-    if os.path.islink(local):
+    if os.path.islink(local) or os.path.isfile(local):  # a link or a file where the folder should be
         os.remove(local)
-    elif os.path.isdir(local):
-        import shutil
+        return 1
+    if not os.path.isdir(local):
+        return 0
+    removed = 0
 
-        shutil.rmtree(local)
+    def fail(err: OSError) -> None:
+        raise err
+
+    for parent, folders, files in os.walk(local, topdown=False, onerror=fail):  # followlinks=False
+        for name in files:
+            os.remove(os.path.join(parent, name))
+            removed += 1
+        for name in folders:
+            path = os.path.join(parent, name)
+            if os.path.islink(path):
+                os.remove(path)
+            else:
+                os.rmdir(path)
+    os.rmdir(local)
+    return removed
+
+
+# The folder and everything in it: the same operation, under the name callers that clear an output folder use.
+remove_tree = delete_tree
+
+
+def remove_file(path: str) -> int:
+    """Deletes the one file ``path`` (literal; a link itself, never its target) if it exists; returns 1 or 0."""
+    if is_local(path):
+        local = path[len("file://"):] if path.startswith("file://") else path
+        if os.path.islink(local) or os.path.isfile(local):
+            os.remove(local)
+            return 1
+        return 0
+    if FileSystems.exists(path):
+        delete_files([path])
+        return 1
+    return 0
 
 
 def replace_tree(src: str, dst: str) -> list[str]:
