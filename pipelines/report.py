@@ -21,7 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageDraw
 
 from pipelines import outputs
-from pipelines.evaluate import example_id, ground_truth_patterns, to_train_ids
+from pipelines.evaluate import example_id, find_ground_truth, to_train_ids
 from schemas.labels import LabelSpec, colorize, spec_for
 
 TITLES = ("Input Image", "True Mask", "Predicted Mask", "Instances")
@@ -62,17 +62,11 @@ def _ground_truth_index(root: Optional[str], dataset: str) -> dict[str, str]:
     if not root:
         return {}
     index: dict[str, str] = {}
-    for pattern in ground_truth_patterns(root, dataset, None):
-        try:
-            found = FileSystems.match([pattern])[0].metadata_list
-        except Exception:  # noqa: BLE001
-            continue
-        for meta in found:
-            key = example_id(meta.path, dataset)
-            if key:
-                index.setdefault(key, meta.path)
-        if index:
-            break
+    _, found = find_ground_truth(root, dataset, None)  # the folder is literal: listed, never globbed
+    for listed in found:
+        key = example_id(listed.path, dataset) if listed.error is None else None
+        if key:
+            index.setdefault(key, listed.path)
     return index
 
 

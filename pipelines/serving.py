@@ -29,6 +29,7 @@ from apache_beam.utils import shared
 
 from pipelines import storage
 from pipelines.runner import leave_parallelism_to_beam
+from schemas.paths import tf_readable_local_dir
 
 MODEL_INFO_FILE = "segflow_model.json"
 SIGNATURES = ("serving_default", "preprocess", "predict_resized", "postprocess")
@@ -85,7 +86,9 @@ def localize_model_dir(model_dir: str, cache_dir: Optional[str] = None) -> str:
     """
     model_dir = model_dir.rstrip("/")
     if "://" not in model_dir or model_dir.startswith("file://"):
-        return model_dir[len("file://"):] if model_dir.startswith("file://") else model_dir
+        # TensorFlow's variable reader globs: a folder named m[1] goes through a plain-named link.
+        return tf_readable_local_dir(model_dir[len("file://"):] if model_dir.startswith("file://") else model_dir,
+                                     prefix="segflow-model-")
     cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "segflow-models")
     target = os.path.join(cache_dir, hashlib.sha1(model_dir.encode("utf-8")).hexdigest()[:16])
     with _LOCALISE_LOCK:

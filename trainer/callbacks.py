@@ -30,7 +30,7 @@ import tensorflow as tf
 # The writer of the ``checkpoint`` state file that tf.train.CheckpointManager uses (atomic, relative paths).
 from tensorflow.python.checkpoint import checkpoint_management
 
-from trainer.data import TF_GLOB_CHARS
+from schemas.paths import TF_GLOB_CHARS
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +50,6 @@ def checkpoint_step(directory: str) -> int:
     """The global step of the newest checkpoint in ``directory`` (its ``ckpt-<step>`` number; 0 if none)."""
     latest = latest_checkpoint(directory)
     return int(latest.rsplit("-", 1)[1]) if latest else 0
-
-
-
 
 @contextlib.contextmanager
 def _readable_prefix(prefix: str) -> Iterator[str]:

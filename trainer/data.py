@@ -19,6 +19,7 @@ import numpy as np
 import tensorflow as tf
 
 from schemas import features, metadata as metadata_lib, transform as transform_lib
+from schemas.paths import has_tf_glob_chars, tf_readable_local_dir
 
 AUTOTUNE = tf.data.AUTOTUNE
 # A shard file name as preprocess writes it (pipelines.shards.SHARD_NAME), matched against names listed from the
@@ -67,15 +68,14 @@ class DatasetInfo:
 
 # TensorFlow finds SavedModel variables and checkpoint files through a glob (GetMatchingPaths), in which these are
 # special: under a folder named ``d[1]`` it reads ``d1``'s files, or finds none.
-TF_GLOB_CHARS = frozenset("*?[\\")
-
-
 def readable_dir(data_dir: str) -> str:
     """``data_dir`` itself, or, when its path holds glob characters, a plain-named stand-in that TensorFlow reads
     ``transform_fn/`` through literally: a symbolic link to a local folder, a local copy of a remote one's
     ``transform_fn/`` and ``transformed_metadata/``. The stand-in lives until the process exits."""
-    if not TF_GLOB_CHARS & set(data_dir):
+    if not has_tf_glob_chars(data_dir):
         return data_dir
+    if "://" not in data_dir:
+        return tf_readable_local_dir(data_dir, prefix="segflow-dst-")
     import atexit
     import shutil
     import tempfile
@@ -83,9 +83,6 @@ def readable_dir(data_dir: str) -> str:
     root = tempfile.mkdtemp(prefix="segflow-dst-")
     atexit.register(shutil.rmtree, root, True)
     alias = os.path.join(root, "dst")
-    if "://" not in data_dir:
-        os.symlink(os.path.abspath(data_dir), alias)
-        return alias
     for sub in (metadata_lib.TRANSFORM_DIR, "transformed_metadata"):
         base = _join(data_dir, sub)
         for folder, _, files in tf.io.gfile.walk(base):
