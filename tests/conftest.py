@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.data",  # raw datasets in the real layouts, and preprocessed records
     "tests.fixtures.model",  # a tiny trained model and its export
     "tests.fixtures.gcs",  # a real GCS JSON-API server on loopback
+    "tests.fixtures.gcs_tls",  # TensorFlow's own GCS client reaching it, in a private namespace (root)
 ]
