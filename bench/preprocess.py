@@ -1,6 +1,8 @@
-"""Benchmark: the Beam preprocess job vs the seeds' tf.data way, on N Pet-like inputs (~500x375 JPEG + trimap).
+"""Benchmark: the Beam preprocess job vs the seeds' tf.data way, on N Pet-like inputs (~500x375 JPEG + trimap);
+or, with ``--dataset cityscapes``, on N full-size (2048x1024) Cityscapes-layout frames vs the bare loop.
 
     python bench/preprocess.py [--sizes 3000] [--repeats 5] [--image_size 128] [--rss_sizes 1000,4000]
+    python bench/preprocess.py --dataset cityscapes [--sizes 60,300] [--repeats 1] [--compare_dir OLD_CHECKOUT]
 
 For each N (same process run, same inputs, the three commands in turn, ``--repeats`` times, medians):
   pipeline: ``python -m pipelines.preprocess`` with its defaults (DirectRunner, one worker per core), the
@@ -16,6 +18,13 @@ the process and its children, sampled every 50 ms.
 must stay flat as N grows, and the *marginal* throughput between the smallest and the largest N,
 ``(N2 - N1) / (wall(N2) - wall(N1))``, is what each costs per extra image once start-up (imports, tracing,
 runner set-up: fixed costs that cancel in the difference) is paid, i.e. the ratio that holds at scale.
+
+Cityscapes (``--dataset cityscapes``, records ``--image_size 512,1024``, PNG): for each N of ``--sizes`` the
+pipeline and the bare loop (``multiprocessing.Pool`` over PIL: decode the frame, its labelIds and instanceIds,
+resize to the record size, encode PNGs, one GZIP file) run in turn, with wall time, CPU seconds of the whole
+process tree, CPU per frame and peak RSS; the marginal CPU per frame ``(cpu(N2) - cpu(N1)) / (N2 - N1)`` and
+the peak RSS ratio between the smallest and largest N close the table. ``--compare_dir`` also runs the pipeline
+of another checkout (e.g. the code before a change) on the same inputs, in the same interleaved order.
 """
 from __future__ import annotations
 
@@ -27,7 +36,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import ROOT, make_pet_inputs, measure  # noqa: E402
+from bench.common import ROOT, make_cityscapes_inputs, make_pet_inputs, measure, measure_cpu  # noqa: E402
 
 BASELINE = r'''
 import glob, os, sys, tensorflow as tf
@@ -84,6 +93,84 @@ if __name__ == "__main__":
 '''
 
 
+CITYSCAPES_BARE_LOOP = r'''
+import glob, gzip, io, os, sys
+from multiprocessing import Pool
+from PIL import Image
+src, dst, height, width = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
+def png(image, level):  # the record codec's zlib levels: 3 for the photo, 6 for masks (pipelines.decode)
+    buf = io.BytesIO()
+    image.save(buf, "PNG", compress_level=level)
+    return buf.getvalue()
+
+def work(path):
+    gt = path.replace("leftImg8bit", "gtFine", 1)[:-len("leftImg8bit.png")] + "gtFine_"
+    image = Image.open(path).convert("RGB").resize((width, height), Image.BILINEAR)
+    label = Image.open(gt + "labelIds.png").resize((width, height), Image.NEAREST)
+    instance = Image.open(gt + "instanceIds.png").resize((width, height), Image.NEAREST)
+    return png(image, 3) + png(label, 6) + png(instance, 6)
+
+if __name__ == "__main__":
+    os.makedirs(dst, exist_ok=True)
+    frames = sorted(glob.glob(os.path.join(src, "leftImg8bit", "*", "*", "*_leftImg8bit.png")))
+    with Pool(os.cpu_count()) as pool, gzip.open(os.path.join(dst, "bare.gz"), "wb") as out:
+        for blob in pool.imap(work, frames, chunksize=2):
+            out.write(blob)
+'''
+
+
+def cityscapes_main(args) -> None:
+    """Full-size Cityscapes-layout frames: pipeline (and ``--compare_dir``'s) vs the bare loop, with CPU and RSS."""
+    height, width = (int(v) for v in args.image_size.split(","))
+    out = tempfile.mkdtemp(prefix="bench_out_", dir=args.work_dir)
+    print(f"cores={os.cpu_count()} workers={args.workers} records {height}x{width} repeats={args.repeats} "
+          f"frames 2048x1024 (all train)", flush=True)
+    commands = {"pipeline": ROOT}
+    if args.compare_dir:
+        commands[f"pipeline ({os.path.basename(args.compare_dir.rstrip('/'))})"] = args.compare_dir
+    sizes = [int(s) for s in args.sizes.split(",") if s]
+    rows: dict[tuple[str, int], list[tuple[float, int, float]]] = {}
+    for n in sizes:
+        src = make_cityscapes_inputs(os.path.join(args.work_dir, f"cityscapes_{n}"), n)
+        for _ in range(args.repeats):  # interleaved: drifting machine speed hits every command alike
+            for name, tree in commands.items():
+                dst = os.path.join(out, "pipeline")
+                shutil.rmtree(dst, ignore_errors=True)
+                wall, peak, cpu, _ = measure_cpu(
+                    [sys.executable, "-m", "pipelines.preprocess", "--dataset", "cityscapes", "--input_dir", src,
+                     "--output_dir", dst, "--image_size", f"{height},{width}",
+                     "--direct_num_workers", str(args.workers)] + args.extra, cwd=tree)
+                rows.setdefault((name, n), []).append((wall, peak, cpu))
+            dst = os.path.join(out, "bare")
+            shutil.rmtree(dst, ignore_errors=True)
+            wall, peak, cpu, _ = measure_cpu([sys.executable, "-c", CITYSCAPES_BARE_LOOP, src, dst, str(height),
+                                              str(width)])
+            rows.setdefault(("bare loop", n), []).append((wall, peak, cpu))
+        for name in list(commands) + ["bare loop"]:
+            wall, peak, cpu = (_median([r[i] for r in rows[(name, n)]]) for i in range(3))
+            print(f"N={n} {name}: {wall:.1f}s, {cpu:.1f} CPU-s ({cpu / n:.2f} per frame), peak RSS "
+                  f"{peak / 2**20:.0f} MiB", flush=True)
+    print(f"\nmedians of {args.repeats} runs, {os.cpu_count()} cores, 2048x1024 frames -> {height}x{width} records")
+    print("| command | N | wall | CPU-s | CPU-s per frame | peak RSS |")
+    print("|---|---|---|---|---|---|")
+    summary = {}
+    for name in list(commands) + ["bare loop"]:
+        for n in sizes:
+            wall, peak, cpu = (_median([r[i] for r in rows[(name, n)]]) for i in range(3))
+            summary[(name, n)] = (wall, peak, cpu)
+            print(f"| {name} | {n} | {wall:.1f} s | {cpu:.1f} | {cpu / n:.2f} | {peak / 2**20:.0f} MiB |")
+    if len(sizes) >= 2:
+        n1, n2 = sizes[0], sizes[-1]
+        floor = (summary[("bare loop", n2)][2] - summary[("bare loop", n1)][2]) / (n2 - n1)
+        for name in list(commands) + ["bare loop"]:
+            (w1, r1, c1), (w2, r2, c2) = summary[(name, n1)], summary[(name, n2)]
+            marginal = (c2 - c1) / (n2 - n1)
+            print(f"{name}: peak RSS N={n2} / N={n1} = {r2 / r1:.2f}; marginal CPU per frame {marginal:.3f} s "
+                  f"({marginal / floor:.2f}x the bare loop); marginal wall per frame {(w2 - w1) / (n2 - n1):.3f} s")
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def run_pipeline(src: str, dst: str, args) -> tuple[float, int]:
     shutil.rmtree(dst, ignore_errors=True)
     wall, peak, _ = measure([sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", src,
@@ -105,16 +192,27 @@ def _median(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", default="3000", help="comma-separated N for the throughput comparison")
+    parser.add_argument("--dataset", choices=("pet", "cityscapes"), default="pet")
+    parser.add_argument("--sizes", default=None, help="comma-separated N for the throughput comparison "
+                                                      "(default 3000; cityscapes 60,300)")
     parser.add_argument("--rss_sizes", default="1000,4000", help="comma-separated N for pipeline peak RSS; "
                                                                  "empty to skip")
-    parser.add_argument("--repeats", type=int, default=5, help="runs of each command per N (medians)")
-    parser.add_argument("--image_size", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=None, help="runs of each command per N (medians; default "
+                                                                  "5, cityscapes 1)")
+    parser.add_argument("--image_size", default=None, help="record size (default 128; cityscapes 512,1024)")
+    parser.add_argument("--compare_dir", default=None, help="cityscapes: also run this checkout's pipeline")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "out", "bench", "preprocess"))
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more preprocess/Beam flags")
     args = parser.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
+    cityscapes = args.dataset == "cityscapes"
+    args.sizes = args.sizes if args.sizes is not None else ("60,300" if cityscapes else "3000")
+    args.repeats = args.repeats if args.repeats is not None else (1 if cityscapes else 5)
+    args.image_size = args.image_size or ("512,1024" if cityscapes else "128")
+    if cityscapes:
+        return cityscapes_main(args)
+    args.image_size = int(args.image_size)
     out = tempfile.mkdtemp(prefix="bench_out_", dir=args.work_dir)
     print(f"cores={os.cpu_count()} workers={args.workers} image_size={args.image_size} repeats={args.repeats}",
           flush=True)

@@ -10,7 +10,7 @@ a dead letter with the path and the reason, a mask with values outside its datas
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, Optional, Sequence
+from typing import Iterator, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -28,11 +28,37 @@ from schemas import imaging
 from schemas.labels import native_mask_problem
 
 ANALYZE_TAG = "analyze"
-# Keys of an analysis element (train originals with a mask): the record image as uint8 [H, W, 3] (PNG records) or
-# its encoded bytes (JPEG records, decoded in batches by ``pipelines.stats``), and the train-id mask [H, W].
-ANALYZE_IMAGE = "image"
-ANALYZE_ENCODED = "image_encoded"
-ANALYZE_LABEL = "label"
+
+
+class AnalysisInput(NamedTuple):
+    """What the training-split statistics need from train originals with a mask: sufficient statistics, never the
+    pixels themselves (every statistic the transform graph computes is a sum, see ``pipelines.stats``).
+
+    ``image_histogram`` int64 ``[3, 256]``: per-channel counts of each grey level of the record image, as the
+    trainer decodes it. A PNG record is lossless, so it is counted from the array here; a JPEG record is sent as
+    its ``image_encoded`` bytes (``image_histogram`` None) and counted after the trainer's own decoder has run on
+    a whole batch of them (TensorFlow's IDCT differs from PIL's by a few levels). ``label_histogram`` int64
+    ``[256]``: counts of each train id in the record mask (255 = ignore). ``examples``: how many records the
+    histograms describe (1 here; a decoded batch's sum later).
+    """
+
+    examples: int
+    image_histogram: Optional[np.ndarray]
+    image_encoded: Optional[bytes]
+    label_histogram: np.ndarray
+
+
+def channel_histogram(image: np.ndarray) -> np.ndarray:
+    """int64 ``[3, 256]``: how many pixels of ``image`` (uint8 ``[..., 3]``) have each level, per channel."""
+    pixels = np.asarray(image, dtype=np.uint8).reshape(-1, 3)
+    # One bincount over the three channels offset into their own 256 bins: one pass, no int64 pixel copy.
+    offset = pixels + np.array([0, 256, 512], dtype=np.uint16)
+    return np.bincount(offset.ravel(), minlength=768).astype(np.int64).reshape(3, 256)
+
+
+def label_histogram(mask: np.ndarray) -> np.ndarray:
+    """int64 ``[256]``: how many pixels of the uint8 train-id ``mask`` hold each value."""
+    return np.bincount(np.asarray(mask, dtype=np.uint8).ravel(), minlength=256).astype(np.int64)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,12 +220,12 @@ class MakeRecords(beam.DoFn):
             yield Record(example.split, record_key(example.example_id, copy),
                          record.SerializeToString(deterministic=True))
             if copy == 0 and example.split == "train" and mask_out is not None:
-                # The analysis must see exactly the pixels training will read. PNG is lossless: the array itself.
+                # The analysis must see exactly the pixels training will read, but only as histograms (a few KiB,
+                # not a frame per example held between stages). PNG is lossless: counted from the array itself.
                 # A JPEG record goes as its bytes, decoded later a whole batch per graph call with the trainer's
                 # own decoder (TF's default IDCT differs from PIL's by a few levels; one eager call per image
                 # cost more than the rest of the analysis).
-                yield beam.pvalue.TaggedOutput(ANALYZE_TAG, {
-                    ANALYZE_IMAGE: img if o.image_format == "png" else None,
-                    ANALYZE_ENCODED: None if o.image_format == "png" else image_encoded,
-                    ANALYZE_LABEL: mask_out,
-                })
+                png = o.image_format == "png"
+                yield beam.pvalue.TaggedOutput(ANALYZE_TAG, AnalysisInput(
+                    1, channel_histogram(img) if png else None, None if png else image_encoded,
+                    label_histogram(mask_out)))

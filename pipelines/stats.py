@@ -2,7 +2,8 @@
 
 The train split's images and labels (at record resolution, as the trainer sees them) are analysed with the
 shared ``schemas.transform.make_preprocessing_fn``: per-channel mean and standard deviation, and per-class pixel
-counts. ``tft_beam.WriteTransformFn(DST)`` publishes the graph; once it is published the constants are read
+counts, all sums: tensorflow-transform gets them as exact totals of per-example histograms (see
+``AnalyzeAndWriteTransform``) and never reads an image. ``tft_beam.WriteTransformFn(DST)`` publishes the graph; once it is published the constants are read
 back *from that graph* (a one-example dummy input through ``tft.TFTransformOutput``), so ``metadata.json`` can
 never disagree with what the trainer and the serving model apply.
 
@@ -12,20 +13,17 @@ DST holds never describes data it does not contain.
 """
 from __future__ import annotations
 
-import pickle
-from typing import TYPE_CHECKING, Any, Iterator, NamedTuple, Sequence
+import json
+from typing import Iterator, NamedTuple, Sequence
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import storage
-from pipelines.records import ANALYZE_ENCODED, ANALYZE_IMAGE, ANALYZE_LABEL
+from pipelines.records import AnalysisInput, channel_histogram
 from schemas import transform as schema_transform
 from schemas.metadata import DatasetStats
-
-if TYPE_CHECKING:  # pyarrow comes with tensorflow-transform; imported where batches are built
-    import pyarrow as pa
 
 
 def median_frequency_weights(class_pixel_counts: Sequence[int]) -> tuple[list[float], list[float]]:
@@ -45,47 +43,80 @@ def median_frequency_weights(class_pixel_counts: Sequence[int]) -> tuple[list[fl
 _VALUES = np.arange(256, dtype=np.int64)
 
 
-class ExactMomentsFn(beam.CombineFn):
-    """Per-channel pixel count, sum and sum of squares in exact integers, over ``DecodedBatch``es (uint8 pixels).
+class AnalysisTotals(NamedTuple):
+    """The train split's sufficient statistics: every analyzer of the transform graph is a sum of these.
 
-    The tft graph derives the same moments from exact int64 sums too, but keeps them as float32 constants;
-    these integers give ``metadata.json`` its float64 mean and std, and ``read_stats`` checks the two agree.
+    ``image_histogram`` int64 ``[3, 256]`` (pixels per grey level per channel), ``label_histogram`` int64
+    ``[256]`` (pixels per train id, 255 = ignore), ``examples`` (train records analysed).
     """
 
-    def create_accumulator(self) -> tuple[int, list[int], list[int]]:
-        return 0, [0, 0, 0], [0, 0, 0]
+    examples: int
+    image_histogram: np.ndarray
+    label_histogram: np.ndarray
 
-    def add_input(self, acc, batch: "DecodedBatch"):
-        n, s, q = acc
-        pixels = np.asarray(batch.images, dtype=np.uint8).reshape(-1, 3)
-        # A 256-bin histogram per channel, then sum and sum of squares from it: exact, and much cheaper than
-        # widening every pixel to int64.
-        histogram = np.stack([np.bincount(pixels[:, c], minlength=256) for c in range(3)])
-        sums, squares = histogram @ _VALUES, histogram @ (_VALUES * _VALUES)
-        return n + pixels.shape[0], [a + int(b) for a, b in zip(s, sums)], [a + int(b) for a, b in zip(q, squares)]
+    @property
+    def pixels(self) -> int:
+        return int(self.image_histogram[0].sum())
 
-    def merge_accumulators(self, accumulators):
-        n, s, q = self.create_accumulator()
-        for an, as_, aq in accumulators:
-            n += an
-            s = [a + b for a, b in zip(s, as_)]
-            q = [a + b for a, b in zip(q, aq)]
-        return n, s, q
+    def channel_sums(self) -> tuple[list[int], list[int]]:
+        """Per-channel sum and sum of squares of the pixel values, exact (Python ints)."""
+        sums = [int(v) for v in self.image_histogram @ _VALUES]
+        squares = [int(v) for v in self.image_histogram @ (_VALUES * _VALUES)]
+        return sums, squares
 
-    def extract_output(self, acc) -> tuple[list[float], list[float]]:
-        n, s, q = acc
+    def exact_moments(self) -> tuple[list[float], list[float]]:
+        """Per-channel mean and standard deviation in float64, from the exact integer sums."""
+        n = self.pixels
         if n == 0:
             return [0.0] * 3, [0.0] * 3
-        mean = [a / n for a in s]
-        var = [max(b / n - m * m, 0.0) for b, m in zip(q, mean)]
+        sums, squares = self.channel_sums()
+        mean = [a / n for a in sums]
+        var = [max(b / n - m * m, 0.0) for b, m in zip(squares, mean)]
         return mean, [float(np.sqrt(v)) for v in var]
+
+    def class_pixel_counts(self, num_classes: int, ignore_label: int) -> list[int]:
+        """Pixels per train id ``0 .. num_classes - 1``, the ignore label counted as none (as the graph does)."""
+        counts = [int(v) for v in self.label_histogram[:num_classes]]
+        if 0 <= ignore_label < num_classes:
+            counts[ignore_label] = 0
+        return counts
+
+
+class TotalsFn(beam.CombineFn):
+    """``pipelines.records.AnalysisInput`` histograms → one ``AnalysisTotals``, in exact int64 sums.
+
+    Combines as it goes (a few KiB per accumulator), so the analysis holds no image however many examples
+    the train split has.
+    """
+
+    def create_accumulator(self) -> list:
+        return [0, np.zeros((3, 256), np.int64), np.zeros(256, np.int64)]
+
+    def add_input(self, acc: list, element: AnalysisInput) -> list:
+        if element.image_histogram is None:
+            raise ValueError("an analysis input reached the totals undecoded")
+        acc[0] += int(element.examples)
+        acc[1] += element.image_histogram
+        acc[2] += element.label_histogram
+        return acc
+
+    def merge_accumulators(self, accumulators) -> list:
+        merged = self.create_accumulator()
+        for examples, images, labels in accumulators:
+            merged[0] += examples
+            merged[1] += images
+            merged[2] += labels
+        return merged
+
+    def extract_output(self, acc: list) -> AnalysisTotals:
+        return AnalysisTotals(int(acc[0]), acc[1], acc[2])
 
 
 def read_stats(transform_output_dir: str, image_size: Sequence[int], num_classes: int,
                exact_moments: tuple[list[float], list[float]] | None = None) -> DatasetStats:
     """Runs the published transform graph on a dummy example and returns the analysed constants.
 
-    With ``exact_moments`` (from ``ExactMomentsFn``), mean and std are reported from those after checking that
+    With ``exact_moments`` (``AnalysisTotals.exact_moments``), mean and std are reported from those after checking that
     the graph's own constants agree with them, so metadata.json is deterministic and never disagrees with
     the graph beyond float rounding.
     """
@@ -120,11 +151,9 @@ def read_stats(transform_output_dir: str, image_size: Sequence[int], num_classes
 
 
 def _tensor_adapter_config(height: int, width: int):
-    """Arrow schema + dense tensor representations of the raw features (``schemas.transform.raw_feature_spec``).
-
-    Handing tensorflow-transform Arrow RecordBatches built straight from numpy (one flat column per feature)
-    skips its per-instance dict conversion, which at 128x128 costs more than decoding the image did.
-    """
+    """Arrow schema + dense tensor representations of the raw features (``schemas.transform.raw_feature_spec``):
+    what tensorflow-transform traces the graph from (it reads no data of that schema, see
+    ``AnalyzeAndWriteTransform``)."""
     import pyarrow as pa
     from tensorflow_metadata.proto.v0 import schema_pb2
     from tfx_bsl.tfxio import tensor_adapter
@@ -144,19 +173,13 @@ def _tensor_adapter_config(height: int, width: int):
     })
 
 
-class DecodedBatch(NamedTuple):
-    """Analysis examples as the trainer reads them: uint8 ``images [B, H, W, 3]`` and ``labels [B, H, W]``."""
-
-    images: np.ndarray
-    labels: np.ndarray
-
-
 class DecodeAnalysisBatch(beam.DoFn):
-    """A list of analysis elements (``pipelines.records.ANALYZE_*`` keys) → one ``DecodedBatch``.
+    """A list of ``AnalysisInput``s holding encoded JPEG records → one ``AnalysisInput`` of the whole batch, its
+    image histogram counted from the decoded pixels.
 
-    Encoded record images are decoded with the trainer's own decoder (``schemas.features.decode_image``), the
-    whole batch in one graph call: the same op and settings as training, so the statistics describe exactly the
-    pixels the model will see, without an eager TensorFlow call per image.
+    The records are decoded with the trainer's own decoder (``schemas.features.decode_image``), the whole batch
+    in one graph call: the same op and settings as training, so the statistics describe exactly the pixels the
+    model will see (PIL's IDCT differs by a few levels), without an eager TensorFlow call per image.
     """
 
     def __init__(self, image_format: str, image_size: Sequence[int]):
@@ -184,86 +207,65 @@ class DecodeAnalysisBatch(beam.DoFn):
 
         self._decode = decode
 
-    def process(self, batch: Sequence[dict]) -> Iterator[DecodedBatch]:
-        images: list = [b[ANALYZE_IMAGE] for b in batch]
-        pending = [i for i, b in enumerate(batch) if b[ANALYZE_IMAGE] is None]
+    def decode(self, encoded: Sequence[bytes]) -> np.ndarray:
+        """uint8 ``[B, H, W, 3]``: the records as the trainer decodes them."""
+        return self._decode(np.array(list(encoded), dtype=object)).numpy()
+
+    def process(self, batch: Sequence[AnalysisInput]) -> Iterator[AnalysisInput]:
+        images = np.zeros((3, 256), np.int64)
+        labels = np.zeros(256, np.int64)
+        pending = [b.image_encoded for b in batch if b.image_histogram is None]
         if pending:
-            decoded = self._decode(np.array([batch[i][ANALYZE_ENCODED] for i in pending], dtype=object)).numpy()
-            for i, image in zip(pending, decoded):
-                images[i] = image
-        yield DecodedBatch(np.stack(images).astype(np.uint8, copy=False),
-                           np.stack([b[ANALYZE_LABEL] for b in batch]).astype(np.uint8, copy=False))
+            images += channel_histogram(self.decode(pending))
+        for b in batch:
+            if b.image_histogram is not None:
+                images += b.image_histogram
+            labels += b.label_histogram
+        yield AnalysisInput(sum(int(b.examples) for b in batch), images, None, labels)
 
 
-class BatchCoder(beam.coders.Coder):
-    """Beam's pickling, with a size estimate that does not encode: for analysis batches (``DecodedBatch``,
-    Arrow ``RecordBatch``).
-
-    Beam estimates the bytes of every output it counts by encoding a sample of the elements (the first ten of
-    each bundle, then ~10/N), and the default coder for these types pickles. An analysis batch is 4 MB
-    (uint8) or 21 MB (the float32/int64 columns tft reads) at 128x128: preprocessing 3000 Pet images pickled
-    1.4 GB that way only to measure it, in the middle of the records stage. ``estimate_size`` here is the
-    arrays' own byte count.
-    """
-
-    def encode(self, value: Any) -> bytes:
-        return pickle.dumps(value, pickle.HIGHEST_PROTOCOL)
-
-    def decode(self, encoded: bytes) -> Any:
-        return pickle.loads(encoded)
-
-    def estimate_size(self, value: Any) -> int:
-        if isinstance(value, DecodedBatch):
-            return int(value.images.nbytes + value.labels.nbytes)
-        return int(value.nbytes)  # pyarrow.RecordBatch: the bytes its buffers hold
-
-    def is_deterministic(self) -> bool:
-        return False
+# Which tensorflow-transform analyzer of ``schemas.transform.make_preprocessing_fn`` sums what: its analyzers
+# are named by the order the graph creates them (``sum``, ``sum_1``, ...), and their cache entry keys carry the
+# name. Checked against the traced graph in ``analyzer_cache_entries``.
+_ANALYZER_SUMS = ("sum", "sum_1", "sum_2", "sum_3")  # pixel count, channel sums, squares, class pixel counts
 
 
-def register_batch_coder() -> type:
-    """Makes ``BatchCoder`` the coder of ``DecodedBatch`` and Arrow ``RecordBatch`` PCollections (also those
-    tensorflow-transform derives from our batches); returns the RecordBatch type, for output type hints."""
-    import pyarrow as pa
+def analyzer_cache_entries(preprocessing_fn, specs: dict, dataset_key) -> dict[str, bytes]:
+    """``{analyzer name: its cache entry key}`` for the graph's four sum analyzers (see ``_ANALYZER_SUMS``)."""
+    from tensorflow_transform.beam import analysis_graph_builder
 
-    for element_type in (DecodedBatch, pa.RecordBatch):
-        beam.coders.registry.register_coder(element_type, BatchCoder)
-    return pa.RecordBatch
-
-
-def empty_record_batch(arrow_schema) -> "pa.RecordBatch":
-    """A RecordBatch of zero examples in the analysis schema: every sum analyzer's neutral element."""
-    import pyarrow as pa
-
-    return pa.RecordBatch.from_arrays(
-        [pa.LargeListArray.from_arrays(pa.array([0], pa.int64()), pa.array([], field.type.value_type))
-         for field in arrow_schema], schema=arrow_schema)
+    keys = analysis_graph_builder.get_analysis_cache_entry_keys(preprocessing_fn, specs, [dataset_key], False)
+    by_name = {}
+    for key in keys:
+        name = key.split(b"[", 1)[1].split(b"]", 1)[0].decode() if b"[" in key else ""
+        by_name[name] = key
+    if sorted(by_name) != sorted(_ANALYZER_SUMS) or not all(b"CacheableCombineAccumulate" in k for k in keys):
+        raise RuntimeError(f"the transform graph's analyzers are {sorted(keys)}, not the four sums this analysis "
+                           f"feeds ({', '.join(_ANALYZER_SUMS)}): update pipelines.stats with the preprocessing_fn")
+    return by_name
 
 
-def _empty_batch_if_none(_: object, arrow_schema, n: int) -> Iterator["pa.RecordBatch"]:
-    if n == 0:
-        yield empty_record_batch(arrow_schema)
-
-
-def to_record_batch(batch: DecodedBatch, arrow_schema) -> "pa.RecordBatch":
-    """A ``DecodedBatch`` → one RecordBatch with flat list columns (float32 image, int64 label)."""
-    import pyarrow as pa
-
-    def column(array: np.ndarray, dtype) -> pa.LargeListArray:
-        flat = array.reshape(len(array), -1).astype(dtype)
-        offsets = np.arange(0, flat.size + 1, flat.shape[1], dtype=np.int64)
-        return pa.LargeListArray.from_arrays(pa.array(offsets), pa.array(flat.ravel()))
-
-    return pa.RecordBatch.from_arrays([column(batch.images, np.float32), column(batch.labels, np.int64)],
-                                      schema=arrow_schema)
+def encoded_accumulator(totals: AnalysisTotals, analyzer: str, num_classes: int, ignore_label: int) -> bytes:
+    """The cache entry of one sum analyzer, as tensorflow-transform encodes a sum's accumulator (JSON of a list
+    with one value per analyzer input), holding the train split's exact int64 sum."""
+    sums, squares = totals.channel_sums()
+    value = {"sum": totals.pixels, "sum_1": sums, "sum_2": squares,
+             "sum_3": totals.class_pixel_counts(num_classes, ignore_label)}[analyzer]
+    return json.dumps([value]).encode("utf-8")
 
 
 class AnalyzeAndWriteTransform(beam.PTransform):
-    """Analysis elements of the train split (``pipelines.records.ANALYZE_*``: the record image or its encoded
-    bytes, and the train-id mask; cast to the transform's float32/int64 only when batched, so what crosses Beam
-    stages stays small) → writes ``output_dir/transform_fn`` (+ ``transformed_metadata``) and returns a
-    one-element PCollection holding the ``DatasetStats`` read back from it, or None when there were no train
-    examples (then no ``transform_fn/`` is left in ``output_dir``)."""
+    """``pipelines.records.AnalysisInput``s of the train split → writes ``output_dir/transform_fn`` (+
+    ``transformed_metadata``) and returns a one-element PCollection holding the ``DatasetStats`` read back from
+    it, or None when there were no train examples (then no ``transform_fn/`` is left in ``output_dir``).
+
+    Every analyzer of the transform graph is a sum (pixel count, per-channel sums and sums of squares, per-class
+    pixel counts), so the analysis streams: histograms are combined as the records are made (``TotalsFn``),
+    and tensorflow-transform gets the totals as its analyzer cache, a dataset it then never reads. It traces and
+    writes the very same graph with the very same constants as when it summed the pixels itself, without any
+    frame crossing a stage (the runner on this machine holds every element that does: ~10 MiB of float32 and
+    int64 per 512x1024 example, which grew the job's memory with the dataset).
+    """
 
     def __init__(self, output_dir: str, temp_dir: str, image_size: Sequence[int], num_classes: int,
                  ignore_label: int, batch_size: int = 64, image_format: str = "png"):
@@ -278,31 +280,23 @@ class AnalyzeAndWriteTransform(beam.PTransform):
 
     def expand(self, raw: beam.PCollection) -> beam.PCollection:
         import tensorflow_transform.beam as tft_beam
+        from tensorflow_transform.beam import analyzer_cache
+        from tfx_bsl.tfxio.tensor_adapter import TensorAdapter
 
         height, width = self._image_size
-        arrow_schema, adapter_config = _tensor_adapter_config(height, width)
+        _, adapter_config = _tensor_adapter_config(height, width)
         preprocessing_fn = schema_transform.make_preprocessing_fn(self._num_classes, self._ignore_label)
-        record_batch_type = register_batch_coder()
-        decoded = (raw
-                   | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size,
-                                                   max_batch_size=self._batch_size)
-                   | "Decode" >> beam.ParDo(DecodeAnalysisBatch(self._image_format, self._image_size))
-                   .with_output_types(DecodedBatch))
-        batches = (decoded
-                   | "ToRecordBatch" >> beam.Map(to_record_batch, arrow_schema).with_output_types(record_batch_type))
-        # tensorflow-transform cannot analyse zero batches: the sum of the per-class counts (a vector whose length
-        # the graph only knows at run time) then comes out as a scalar, and tracing the final graph fails. With no
-        # train examples the analysis gets one zero-row batch (adds nothing to any sum) and its graph is dropped
-        # below. Only then: a normal dataset's analysis input, and so its graph's bytes, are unchanged.
-        train_count = raw | "CountTrain" >> beam.combiners.Count.Globally()
-        padding = (raw.pipeline
-                   | "NoTrainPadding" >> beam.Create([None])
-                   | "EmptyBatchIfNoTrain" >> beam.FlatMap(_empty_batch_if_none, arrow_schema,
-                                                           n=beam.pvalue.AsSingleton(train_count))
-                   .with_output_types(record_batch_type))
-        batches = (batches, padding) | "AnalysisInput" >> beam.Flatten()
-        # desired_batch_size: our batches go through as they are; big enough that per-batch graph runs are
-        # cheap, small enough that a batch of Cityscapes-size float images fits a worker's memory.
+        if self._image_format != "png":  # JPEG records: decoded a batch at a time with the trainer's decoder
+            raw = (raw
+                   | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
+                   | "Decode" >> beam.ParDo(DecodeAnalysisBatch(self._image_format, self._image_size)))
+        totals = raw | "Totals" >> beam.CombineGlobally(TotalsFn())
+        dataset_key = analyzer_cache.DatasetKey("train")
+        entries = analyzer_cache_entries(preprocessing_fn, TensorAdapter(adapter_config).OriginalTypeSpecs(),
+                                         dataset_key)
+        cache = {key: totals | f"Accumulator[{name}]" >> beam.Map(encoded_accumulator, name, self._num_classes,
+                                                                  self._ignore_label)
+                 for name, key in sorted(entries.items())}
         # TensorFlow writes gs:// with its own GCS client (fixed endpoint, not Beam's retries, deaf to
         # STORAGE_EMULATOR_HOST): for a remote DST the graph is written under the job's temp dir, then
         # published with Beam FileSystems (pipelines.storage). See docs/cloud.md.
@@ -310,16 +304,18 @@ class AnalyzeAndWriteTransform(beam.PTransform):
         if not storage.is_local(self._output_dir):
             write_dir = FileSystems.join(self._temp_dir, "transform_output")
         with tft_beam.Context(temp_dir=self._temp_dir, desired_batch_size=self._batch_size):
-            transform_fn = (batches, adapter_config) | "Analyze" >> tft_beam.AnalyzeDataset(preprocessing_fn)
+            transform_fn, _ = (({dataset_key: None}, {dataset_key: analyzer_cache.DatasetCache(cache, None)},
+                                adapter_config)
+                               | "Analyze" >> tft_beam.AnalyzeDatasetWithCache(preprocessing_fn,
+                                                                               pipeline=raw.pipeline))
             published = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(write_dir)
+        totals_side = beam.pvalue.AsSingleton(totals)
         if write_dir != self._output_dir:
             published = published | "PublishTransformFn" >> beam.Map(
-                _publish_transform, write_dir, self._output_dir, n=beam.pvalue.AsSingleton(train_count))
-        moments = decoded | "ExactMoments" >> beam.CombineGlobally(ExactMomentsFn())
+                _publish_transform, write_dir, self._output_dir, totals=totals_side)
         return (published
                 | "ReadBackStats" >> beam.Map(_read_back_stats, write_dir, self._output_dir, self._image_size,
-                                              self._num_classes, m=beam.pvalue.AsSingleton(moments),
-                                              n=beam.pvalue.AsSingleton(train_count)))
+                                              self._num_classes, totals=totals_side))
 
 
 def _transform_folders() -> tuple[str, str]:
@@ -328,20 +324,20 @@ def _transform_folders() -> tuple[str, str]:
     return tft.TFTransformOutput.TRANSFORM_FN_DIR, tft.TFTransformOutput.TRANSFORMED_METADATA_DIR
 
 
-def _publish_transform(_: object, src: str, dst: str, n: int) -> None:
+def _publish_transform(_: object, src: str, dst: str, totals: AnalysisTotals) -> None:
     """Copies tensorflow-transform's two output folders from ``src`` to ``dst`` with Beam FileSystems (not
     when there were no train examples: that graph is dropped)."""
-    if n:
+    if totals.examples:
         for folder in _transform_folders():
             storage.replace_tree(FileSystems.join(src, folder), FileSystems.join(dst, folder))
 
 
 def _read_back_stats(_: object, write_dir: str, output_dir: str, image_size: Sequence[int], num_classes: int,
-                     m: tuple[list[float], list[float]], n: int) -> DatasetStats | None:
+                     totals: AnalysisTotals) -> DatasetStats | None:
     """The published graph's ``DatasetStats``; None with no train examples, after removing ``output_dir``'s
-    transform folders (the graph of a zero-row batch, or an earlier run's)."""
-    if n == 0:
+    transform folders (the graph of empty totals, or an earlier run's)."""
+    if totals.examples == 0:
         for folder in _transform_folders():
             storage.remove_tree(FileSystems.join(output_dir, folder))
         return None
-    return read_stats(write_dir, image_size, num_classes, m)
+    return read_stats(write_dir, image_size, num_classes, totals.exact_moments())

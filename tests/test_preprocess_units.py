@@ -179,73 +179,78 @@ def test_good_flags_pass_beam_options_through():
 
 def test_analysis_batches_decode_like_the_trainer():
     """JPEG records reach the statistics as bytes and are decoded a batch at a time with the trainer's decoder
-    (not PIL's, which differs by a few grey levels); PNG records arrive as arrays and pass through untouched."""
+    (not PIL's, which differs by a few grey levels) into one histogram per batch; PNG records arrive already
+    counted and pass through; the totals' moments equal numpy's over the same pixels."""
     import tensorflow as tf
 
-    from pipelines.records import ANALYZE_ENCODED, ANALYZE_IMAGE, ANALYZE_LABEL
+    from pipelines.records import AnalysisInput, channel_histogram, label_histogram
 
     rng = np.random.default_rng(3)
     arrays = [rng.integers(0, 256, (16, 24, 3), dtype=np.uint8) for _ in range(5)]
     labels = [rng.integers(0, 3, (16, 24), dtype=np.uint8) for _ in range(5)]
     jpegs = [decode.encode_image(a, "jpeg", 90) for a in arrays]
-    batch = [{ANALYZE_IMAGE: None, ANALYZE_ENCODED: j, ANALYZE_LABEL: m} for j, m in zip(jpegs, labels)]
     decoder = stats.DecodeAnalysisBatch("jpeg", (16, 24))
     decoder.setup()
-    (out,) = list(decoder.process(batch))
     expected = np.stack([tf.io.decode_jpeg(j, channels=3).numpy() for j in jpegs])
-    np.testing.assert_array_equal(out.images, expected)
-    np.testing.assert_array_equal(out.labels, np.stack(labels))
+    np.testing.assert_array_equal(decoder.decode(jpegs), expected)
     pil = np.stack([np.asarray(Image.open(io.BytesIO(j)).convert("RGB")) for j in jpegs])
-    assert not np.array_equal(out.images, pil)  # the reason the trainer's decoder is used at all
+    assert not np.array_equal(expected, pil)  # the reason the trainer's decoder is used at all
 
-    png_batch = [{ANALYZE_IMAGE: a, ANALYZE_ENCODED: None, ANALYZE_LABEL: m} for a, m in zip(arrays, labels)]
-    (png_out,) = list(stats.DecodeAnalysisBatch("png", (16, 24)).process(png_batch))
-    np.testing.assert_array_equal(png_out.images, np.stack(arrays))
-    # Exact moments over decoded batches equal numpy's over the same pixels.
-    fn = stats.ExactMomentsFn()
-    acc = fn.add_input(fn.add_input(fn.create_accumulator(), out), png_out)
-    mean, std = fn.extract_output(acc)
-    pixels = np.concatenate([out.images, png_out.images]).reshape(-1, 3).astype(np.float64)
+    batch = [AnalysisInput(1, None, j, label_histogram(m)) for j, m in zip(jpegs, labels)]
+    batch.append(AnalysisInput(1, channel_histogram(arrays[0]), None, label_histogram(labels[0])))  # a PNG one
+    (out,) = list(decoder.process(batch))
+    assert out.examples == 6 and out.image_encoded is None
+    fn = stats.TotalsFn()
+    totals = fn.extract_output(fn.merge_accumulators([fn.add_input(fn.create_accumulator(), out),
+                                                      fn.create_accumulator()]))
+    pixels = np.concatenate([expected.reshape(-1, 3), arrays[0].reshape(-1, 3)]).astype(np.float64)
+    mean, std = totals.exact_moments()
     np.testing.assert_allclose(mean, pixels.mean(0), rtol=1e-12)
     np.testing.assert_allclose(std, pixels.std(0), rtol=1e-9)
+    all_labels = np.concatenate([np.stack(labels).ravel(), labels[0].ravel()])
+    assert totals.class_pixel_counts(3, 255) == [int((all_labels == c).sum()) for c in range(3)]
+    assert totals.pixels == pixels.shape[0] and totals.examples == 6
 
 
-def test_analysis_batches_are_sized_without_being_encoded(monkeypatch, tmp_path):
-    """Beam samples each counted output's size through its coder; the analysis batches' coder answers from
-    the arrays' byte counts (pickling a 21 MB batch only to measure it is what it replaced), and the pipeline
-    really gives both batch PCollections that coder."""
+def test_analysis_carries_histograms_not_frames(cityscapes_raw_dir):
+    """What MakeRecords sends to the statistics is a few KiB of histograms whatever the record size, never the
+    record's pixels: the local runner holds every element that crosses a stage, so frames sent there grew the
+    job's memory with the dataset (~70 MiB per full-size Cityscapes frame)."""
+    import apache_beam as beam
+
+    from pipelines.records import ANALYZE_TAG, AnalysisInput, MakeRecords, RecordOptions
+    from pipelines.sources import Example
+
+    image = next((cityscapes_raw_dir / "leftImg8bit" / "train").rglob("*_leftImg8bit.png"))
+    gt = str(image).replace("leftImg8bit", "gtFine", 1)[:-len("leftImg8bit.png")] + "gtFine_"
+    example = Example(split="train", example_id=image.name[:-len("_leftImg8bit.png")], image_path=str(image),
+                      mask_path=gt + "labelIds.png", instance_path=gt + "instanceIds.png")
+    for size in ((64, 128), (256, 512)):
+        fn = MakeRecords(RecordOptions(dataset="cityscapes", image_size=size))
+        fn.setup()
+        analysis = [o.value for o in fn.process(example) if isinstance(o, beam.pvalue.TaggedOutput)
+                    and o.tag == ANALYZE_TAG]
+        assert len(analysis) == 1 and isinstance(analysis[0], AnalysisInput)
+        element = analysis[0]
+        assert element.image_encoded is None and element.image_histogram.shape == (3, 256)
+        assert element.image_histogram.sum() == 3 * size[0] * size[1]
+        assert element.label_histogram.sum() == size[0] * size[1]
+        assert element.image_histogram.nbytes + element.label_histogram.nbytes <= 8192
+
+
+def test_statistics_give_tensorflow_transform_totals_not_data(tmp_path):
+    """tensorflow-transform gets the train split's totals as its analyzer cache and reads no dataset: the job
+    has no stage that batches images for it (Arrow RecordBatches of float32 pixels) or runs the analysis graph
+    over them, and the four sums the graph needs are the ones fed."""
     import apache_beam as beam
 
     from pipelines import preprocess, runner
 
-    rng = np.random.default_rng(5)
-    batch = stats.DecodedBatch(rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8),
-                               rng.integers(0, 3, (4, 8, 8), dtype=np.uint8))
-    coder = stats.BatchCoder()
-    decoded = coder.decode(coder.encode(batch))
-    np.testing.assert_array_equal(decoded.images, batch.images)
-    np.testing.assert_array_equal(decoded.labels, batch.labels)
-    record_batch = stats.to_record_batch(batch, stats._tensor_adapter_config(8, 8)[0])
-    assert coder.decode(coder.encode(record_batch)).equals(record_batch)
-
-    def no_encoding(_):
-        raise AssertionError("estimate_size must not encode")
-
-    monkeypatch.setattr(coder, "encode", no_encoding)
-    assert coder.get_impl().estimate_size(batch) == 4 * 8 * 8 * 4
-    assert coder.get_impl().estimate_size(record_batch) == record_batch.nbytes >= 4 * 8 * 8 * (3 * 4 + 8)
-
-    config, beam_argv = parse_args(["--dataset", "pet", "--input_dir", str(tmp_path / "src"), "--output_dir",
-                                    str(tmp_path / "out"), "--image_size", "8"])
+    config, beam_argv = parse_args(["--dataset", "cityscapes", "--input_dir", str(tmp_path / "src"),
+                                    "--output_dir", str(tmp_path / "out"), "--image_size", "8,16"])
     pipeline = beam.Pipeline(options=runner.make_pipeline_options(beam_argv))
     preprocess.build_pipeline(pipeline, config, str(tmp_path / "tmp"))
-    proto = pipeline.to_runner_api()
-    found = {}
-    for transform in proto.components.transforms.values():
-        if transform.unique_name in ("Statistics/Decode", "Statistics/ToRecordBatch"):
-            (pcollection,) = transform.outputs.values()
-            coder_id = proto.components.pcollections[pcollection].coder_id
-            found[transform.unique_name] = beam.coders.Coder.from_runner_api(
-                proto.components.coders[coder_id], beam.runners.pipeline_context.PipelineContext(proto.components))
-    assert sorted(found) == ["Statistics/Decode", "Statistics/ToRecordBatch"]
-    assert all(isinstance(c, stats.BatchCoder) for c in found.values()), found
+    names = [t.unique_name for t in pipeline.to_runner_api().components.transforms.values()]
+    assert not [n for n in names if "ApplySavedModel" in n or "ToRecordBatch" in n or "Statistics/Decode" in n]
+    assert sorted(n for n in names if n.startswith("Statistics/Accumulator[") and n.count("/") == 1) == [
+        f"Statistics/Accumulator[{name}]" for name in ("sum", "sum_1", "sum_2", "sum_3")]
