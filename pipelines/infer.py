@@ -14,6 +14,13 @@ two places. The previous run's outputs in ``OUT`` are removed first, ``summary.j
 """
 from __future__ import annotations
 
+import sys
+
+from pipelines import flags
+
+if __name__ == "__main__":  # --help and flag errors are answered before Beam and TensorFlow are imported
+    flags.preflight(lambda: flags.infer_parser(__doc__), sys.argv[1:])
+
 import argparse
 import glob
 import io
@@ -22,7 +29,6 @@ import logging
 import os
 import re
 import stat
-import sys
 import warnings
 from typing import Any, Iterable, NamedTuple, Optional, Sequence, Union
 
@@ -35,12 +41,11 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.utils import shared
 
-from pipelines import outputs, storage
+from pipelines import outputs, storage, upsample
 from pipelines.deadletter import DEAD_LETTER_DIR, DeadLetter, WriteDeadLetters
 from pipelines.instances import extract_instances
-from pipelines.runner import BeamJobParser, exit_process, leave_parallelism_to_beam, make_pipeline_options, \
-    new_pipeline
-from pipelines.serving import MODEL_CALLS, ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
+from pipelines.runner import exit_process, leave_parallelism_to_beam, make_pipeline_options, new_pipeline
+from pipelines.serving import ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
 from schemas.labels import spec_for
 
 NAMESPACE = "segflow_infer"
@@ -49,15 +54,22 @@ SUMMARY_FILE = "summary.json"
 OUTPUT_FOLDERS = (outputs.MASKS_DIR, outputs.COLOR_DIR, outputs.OVERLAY_DIR, outputs.INSTANCES_DIR, DEAD_LETTER_DIR)
 _GLOB_CHARS = storage.GLOB_CHARS
 
-# Default --max_pixels: 32 Mpx (e.g. a 24-megapixel 6000x4000 photo passes; Cityscapes frames are 2 Mpx). An
-# image's memory grows with its own pixel count, not the model's input size: the decoded image, the scores
-# upsampled to the original size (float32 per class), the argmax, the instance and overlay copies. Measured peak
-# RSS of the job on one 12 Mpx PNG with --instances --overlay, above its 0.8 GB start: 135 MB per Mpx with a
-# 3-class Pet model, 286 MB per Mpx with a 19-class Cityscapes one (a 144 Mpx image took 7.8 GB without them).
-# The DirectRunner's default here is one worker per core (pipelines.runner), so on 2 cores two full-size images
-# are in flight at once: 2 x 32 Mpx x 286 MB = 18.3 GB + 0.8 GB stays under a 24 GB machine with ~5 GB to spare
-# for the OS and allocator slack. More cores or a bigger machine: raise the flag.
-DEFAULT_MAX_PIXELS = 32_000_000
+# Default --max_pixels (pipelines.flags): 32 Mpx (e.g. a 24-megapixel 6000x4000 photo passes; Cityscapes frames
+# are 2 Mpx). An image's memory grows with its own pixel count, not the model's input size: the decoded image,
+# the class ids, the instance and overlay copies, and with --postprocess graph the scores upsampled to the
+# original size (float32 per class). Measured peak RSS of the job on one 12 Mpx PNG with --instances --overlay
+# and the graph's postprocess, above its 0.8 GB start: 135 MB per Mpx with a 3-class Pet model, 286 MB per Mpx
+# with a 19-class Cityscapes one (a 144 Mpx image took 7.8 GB without them). The DirectRunner's default here is
+# one worker per core (pipelines.runner), so on 2 cores two full-size images are in flight at once: 2 x 32 Mpx x
+# 286 MB = 18.3 GB + 0.8 GB stays under a 24 GB machine with ~5 GB to spare. More cores or a bigger machine:
+# raise the flag.
+DEFAULT_MAX_PIXELS = flags.DEFAULT_MAX_PIXELS
+DEFAULT_MAX_INSTANCES = flags.DEFAULT_MAX_INSTANCES
+# What one element in a RunInference batch holds: its model-size input (uint8 x 3) and scores (float32 x C).
+# The default --batch_size MAX keeps a batch's elements within this (8 when they fit, as before: a 512x1024
+# 19-class model's elements are 41 MB each); the full-size work happens after the batch, one image at a time.
+BATCH_BYTES = 512 << 20
+DEFAULT_MAX_BATCH = 8
 
 
 # ---------------------------------------------------------------------------------------------- matching
@@ -289,11 +301,15 @@ class PostprocessAndWrite(beam.DoFn):
     DEAD = "dead"
 
     def __init__(self, model_dir: str, handle: shared.Shared, cache_dir: Optional[str], output_dir: str,
-                 model_info: dict[str, Any], instances: bool, min_instance_area: int, overlay: bool):
+                 model_info: dict[str, Any], instances: bool, min_instance_area: int, overlay: bool,
+                 max_instances: Optional[int] = DEFAULT_MAX_INSTANCES, postprocess: str = "host"):
         self._model_dir, self._handle, self._cache_dir = model_dir, handle, cache_dir
         self._output_dir = output_dir
         self._info = model_info
         self._instances, self._min_area, self._overlay = instances, min_instance_area, overlay
+        self._max_instances = max_instances
+        # The host path needs the model's input geometry; a model.json without it uses the signature.
+        self._host = postprocess == "host" and "image_size" in model_info and "resize_mode" in model_info
         self._written = Metrics.counter(NAMESPACE, "images_written")
         self._instance_count = Metrics.counter(NAMESPACE, "instances")
         self._failed = Metrics.counter(NAMESPACE, "postprocess_failed")
@@ -309,15 +325,25 @@ class PostprocessAndWrite(beam.DoFn):
     def process(self, element):
         (stem, path, height, width), result = element
         try:
-            class_ids, probabilities = self._model.postprocess(result.inference, height, width,
-                                                               with_probabilities=self._instances)
+            score = probabilities = None
+            if self._host:
+                # The signature's class ids and instance scores, bit for bit, without its [H, W, C] volume.
+                scores = np.asarray(result.inference, dtype=np.float32)
+                size, mode = self._info["image_size"], self._info["resize_mode"]
+                class_ids = upsample.class_ids(scores, height, width, size, mode)
+                if self._instances:
+                    score = upsample.mean_score(scores, height, width, size, mode)
+            else:
+                class_ids, probabilities = self._model.postprocess(result.inference, height, width,
+                                                                   with_probabilities=self._instances)
             image = None
             if self._overlay:
                 image = self._model_image(path)
             found = None
             if self._instances:
                 found = extract_instances(class_ids, probabilities, self._spec.instance_train_ids,
-                                          border_train_id=self._border, min_area=self._min_area)
+                                          border_train_id=self._border, min_area=self._min_area,
+                                          max_instances=self._max_instances, score=score)
         except Exception as err:  # noqa: BLE001 - one bad image must not stop the job
             self._failed.inc()
             yield beam.pvalue.TaggedOutput(self.DEAD, DeadLetter(path, f"postprocess failed: {err}"[:500],
@@ -370,7 +396,7 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, model_info
     """Adds the inference graph to ``pipeline`` (``matched``: ``match_inputs(args.input)`` when not given)."""
     matched = matched if matched is not None else match_inputs(args.input)
     handle = shared.Shared()
-    min_batch, max_batch = args.batch_size
+    min_batch, max_batch = args.batch_size or default_batch_bounds(model_info)
     handler = KeyedModelHandler(SegflowModelHandler(
         args.model_dir, cache_dir=args.model_cache_dir, shared_handle=handle, min_batch_size=min_batch,
         max_batch_size=max_batch, model_copies=args.model_copies, large_model=args.large_model,
@@ -395,7 +421,7 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, model_info
     predicted = prepared.ok | "RunInference" >> RunInference(handler)
     written = predicted | "PostprocessAndWrite" >> beam.ParDo(PostprocessAndWrite(
         args.model_dir, handle, args.model_cache_dir, args.output_dir, model_info, args.instances,
-        args.min_instance_area, args.overlay)).with_outputs(PostprocessAndWrite.DEAD, main="ok")
+        args.min_instance_area, args.overlay, args.max_instances, args.postprocess)).with_outputs(PostprocessAndWrite.DEAD, main="ok")
     dead_parts = [prepared[PreprocessImage.DEAD], written[PostprocessAndWrite.DEAD]]
     if matched.dead_letters:
         dead_parts.append(pipeline | "UnreadableMatches" >> beam.Create(matched.dead_letters)
@@ -410,76 +436,16 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, model_info
 
 
 # ---------------------------------------------------------------------------------------------- flags
-def _batch_bounds(text: str) -> tuple[int, int]:
-    try:
-        parts = [int(p) for p in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--batch_size takes MAX or MIN,MAX (positive integers), got {text!r}")
-    lo, hi = (1, parts[0]) if len(parts) == 1 else (parts[0], parts[1]) if len(parts) == 2 else (0, 0)
-    if lo < 1 or hi < lo:
-        raise argparse.ArgumentTypeError(f"--batch_size takes MAX or MIN,MAX with 1 <= MIN <= MAX, got {text!r}")
-    return lo, hi
-
-
-def _positive_or_none(text: str) -> Optional[int]:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("--model_copies must be >= 1")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
-
-
-def _pixel_limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--max_pixels takes a positive integer, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--max_pixels must be >= 1, got {value}")
-    return value
+def default_batch_bounds(model_info: dict[str, Any]) -> tuple[int, int]:
+    """--batch_size when not given: 1 to ``DEFAULT_MAX_BATCH`` elements, fewer when ``BATCH_BYTES`` would not
+    hold that many model-size inputs and scores (``image_size`` x (3 + 4 x ``num_classes``) bytes each)."""
+    height, width = (int(v) for v in model_info.get("image_size", (0, 0)))
+    per_element = height * width * (3 + 4 * int(model_info.get("num_classes", 1)))
+    return 1, max(1, min(DEFAULT_MAX_BATCH, BATCH_BYTES // max(per_element, 1)))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:
-    parser = BeamJobParser(prog="python -m pipelines.infer", description=__doc__,
-                           formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_dir", required=True, help="JOB/model exported by trainer.task (local or gs://)")
-    parser.add_argument("--input", required=True, action="append",
-                        help="glob of input images (local or gs://); repeat the flag for several globs; a file "
-                             "two globs match is read once; write a literal [ * ? as [[] [*] [?]")
-    parser.add_argument("--output_dir", required=True,
-                        help="where masks/, color/, instances/ … go (local or gs://); a rerun first removes the "
-                             "previous run's masks/, color/, overlay/, instances/, dead_letter/ and summary.json "
-                             "there, nothing else")
-    parser.add_argument("--max_pixels", type=_pixel_limit, default=DEFAULT_MAX_PIXELS,
-                        help=f"images with more pixels (read from the header, before decoding) are dead letters "
-                             f"(default {DEFAULT_MAX_PIXELS}: sized for 2 cores / 24 GB, see docs/infer.md)")
-    parser.add_argument("--instances", action="store_true",
-                        help="also write instance masks (Cityscapes instance-level result format)")
-    parser.add_argument("--min_instance_area", type=_non_negative, default=20,
-                        help="drop instances with fewer pixels than this (default 20)")
-    parser.add_argument("--overlay", action="store_true", help="also write input+colour blends to overlay/")
-    parser.add_argument("--batch_size", type=_batch_bounds, default=(1, 8),
-                        help="RunInference batch bounds: MAX or MIN,MAX (default 1,8)")
-    parser.add_argument("--model_calls", choices=MODEL_CALLS, default="batch",
-                        help="batch: one model call per RunInference batch, zero-padded to the largest batch size "
-                             "so every call has one shape and reruns stay byte-identical (default); image: one "
-                             "call per image (about 2x the CPU for the model step on CPU)")
-    parser.add_argument("--vectorized_batches", dest="model_calls", action="store_const", const="batch",
-                        help="deprecated: the same as --model_calls batch, now the default")
-    parser.add_argument("--model_copies", type=_positive_or_none, default=None,
-                        help="exact number of model copies per machine, shared across worker processes "
-                             "(default: one per worker process)")
-    parser.add_argument("--large_model", action="store_true",
-                        help="share one model across the worker processes of a machine (memory-bound models)")
-    parser.add_argument("--model_cache_dir", default=None,
-                        help="local folder for copies of a remote --model_dir (default: the system temp dir)")
-    return parser.parse_job_args(argv)
+    return flags.infer_parser(__doc__).parse_job_args(argv)
 
 
 def clear_previous_run(output_dir: str) -> int:

@@ -16,7 +16,7 @@ float [H, W, C]. Output order is deterministic (by class, then top-left first pi
 from __future__ import annotations
 
 import dataclasses
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -27,22 +27,31 @@ _EIGHT = np.ones((3, 3), dtype=bool)
 
 @dataclasses.dataclass
 class Instance:
-    """One object: its train id, the boolean mask [H, W], pixel count, bbox and confidence.
+    """One object: its train id, pixel count, bbox, confidence and its mask, kept as the bbox crop.
 
     bbox is ``[x_min, y_min, width, height]`` in pixels (COCO convention); score is the mean probability of the
-    instance's class over its pixels (the Cityscapes instance evaluator ranks by it).
+    instance's class over its pixels (the Cityscapes instance evaluator ranks by it). ``crop``: bool
+    [height, width] of the bbox; ``shape``: the image's [H, W]. ``mask`` builds the full-size boolean mask
+    (an instance of a 2048x1024 frame is usually a few thousand pixels: the crop is what is kept and written).
     """
 
     train_id: int
-    mask: np.ndarray
     area: int
     bbox: list[int]
     score: float
+    crop: np.ndarray
+    shape: tuple[int, int]
 
+    @property
+    def box(self) -> tuple[slice, slice]:
+        x, y, w, h = self.bbox
+        return slice(y, y + h), slice(x, x + w)
 
-def _bbox(mask: np.ndarray) -> list[int]:
-    ys, xs = np.nonzero(mask)
-    return [int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)]
+    @property
+    def mask(self) -> np.ndarray:
+        full = np.zeros(self.shape, dtype=bool)
+        full[self.box] = self.crop
+        return full
 
 
 def split_touching(component: np.ndarray, neck_ratio: float = 0.7, min_core: float = 2.0,
@@ -187,23 +196,40 @@ def _grow_into_border(objects: np.ndarray, border: np.ndarray) -> np.ndarray:
     return grown
 
 
+ScoreFn = Callable[[int, np.ndarray, np.ndarray], float]
+
+
+def mean_probability(probabilities: np.ndarray) -> ScoreFn:
+    """Score from a full [H, W, C] probability map: the class's mean probability over the pixels (ys, xs)."""
+    return lambda train_id, ys, xs: float(probabilities[ys, xs, train_id].mean())
+
+
 def extract_instances(class_ids: np.ndarray, probabilities: Optional[np.ndarray],
                       instance_train_ids: Sequence[int], *, border_train_id: Optional[int] = None,
-                      min_area: int = 0, neck_ratio: float = 0.7) -> list[Instance]:
+                      min_area: int = 0, neck_ratio: float = 0.7, max_instances: Optional[int] = None,
+                      score: Optional[ScoreFn] = None) -> list[Instance]:
     """Instances of every class in ``instance_train_ids`` from a semantic map.
 
     Args:
       class_ids: int [H, W] predicted train ids.
-      probabilities: float [H, W, C] class probabilities (for scores); ``None`` gives score 1.0.
+      probabilities: float [H, W, C] class probabilities (for scores); ``None`` gives score 1.0 (unless
+        ``score`` is given).
       instance_train_ids: train ids that are countable objects.
       border_train_id: the train id of a predicted boundary class (Pet trimap border), or ``None`` to split by
         shape (watershed).
       min_area: instances with fewer pixels are dropped (specks).
       neck_ratio: see ``split_touching``.
+      max_instances: keep at most this many, the highest scores (ties: the earlier in the order below); ``None``
+        keeps all.
+      score: ``score(train_id, ys, xs)`` → the instance's score from its pixels (row-major order), instead of
+        ``probabilities`` (inference computes the upsampled probabilities at those pixels only).
     Returns:
       Instances ordered by train id, then by first pixel in row-major order.
     """
     class_ids = np.asarray(class_ids)
+    shape = (int(class_ids.shape[0]), int(class_ids.shape[1]))
+    if score is None and probabilities is not None:
+        score = mean_probability(probabilities)
     out: list[Instance] = []
     for train_id in instance_train_ids:
         mask = class_ids == train_id
@@ -224,15 +250,25 @@ def extract_instances(class_ids: np.ndarray, probabilities: Optional[np.ndarray]
                 parts = split_touching(piece, neck_ratio=neck_ratio)
                 objects[slc][parts > 0] = parts[parts > 0] + n
                 n += int(parts.max())
+        del mask
+        # Each object is handled inside its bounding box: the work is its size, not the frame's.
         for k, slc in enumerate(ndimage.find_objects(objects), start=1):
             if slc is None:
                 continue
-            inst = objects == k
-            area = int(inst.sum())
+            crop = objects[slc] == k
+            area = int(crop.sum())
             if area < max(1, min_area):
                 continue
-            score = float(probabilities[..., train_id][inst].mean()) if probabilities is not None else 1.0
-            out.append(Instance(int(train_id), inst, area, _bbox(inst), score))
+            ys, xs = np.nonzero(crop)
+            y0, x0 = int(ys.min()), int(xs.min())
+            bbox = [int(slc[1].start + x0), int(slc[0].start + y0), int(xs.max() - x0 + 1), int(ys.max() - y0 + 1)]
+            crop = crop[y0:y0 + bbox[3], x0:x0 + bbox[2]]
+            value = score(int(train_id), ys + slc[0].start, xs + slc[1].start) if score is not None else 1.0
+            out.append(Instance(int(train_id), area, bbox, float(value), crop, shape))
+    if max_instances is not None and len(out) > max_instances:
+        # Highest scores first, the earlier instance on a tie; then back in the deterministic order.
+        keep = sorted(sorted(range(len(out)), key=lambda i: -out[i].score)[:max_instances])
+        out = [out[i] for i in keep]
     return out
 
 
@@ -249,5 +285,5 @@ def instance_id_map(instances: Sequence[Instance], native_semantic: np.ndarray, 
         native = int(to_native[inst.train_id])
         k = per_class.get(native, 0)
         per_class[native] = k + 1
-        ids[inst.mask] = native * 1000 + k
+        ids[inst.box][inst.crop] = native * 1000 + k
     return ids

@@ -19,6 +19,7 @@ evaluators run on inference masks written this way.
 from __future__ import annotations
 
 import struct
+from typing import Sequence
 import zlib
 
 import numpy as np
@@ -51,4 +52,37 @@ def encode_label_png(labels: np.ndarray) -> bytes:
     idat = compressor.compress(rows.data) + compressor.flush()
     # IHDR: width, height, bit depth 8, colour type, compression 0 (deflate), filter method 0, no interlace.
     header = struct.pack(">IIBBBBB", width, height, 8, _GREYSCALE, 0, 0, 0)
+    return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def encode_bitmask_png(crop: np.ndarray, top: int, left: int, shape: Sequence[int]) -> bytes:
+    """PNG bytes (1-bit greyscale, full ``shape`` [H, W]) of a boolean mask that is False outside the box
+    ``crop`` covers at (``top``, ``left``).
+
+    An instance mask: what the official Cityscapes instance evaluator reads (``Image.open(p).convert("L")``,
+    then ``!= 0``), at the frame's full size as it requires, in one bit a pixel. Only the box's rows are packed;
+    the rest of the frame is zero rows that zlib's RLE stores in a few bytes. Same "Up" filter and zlib RLE as
+    ``encode_label_png``; deterministic.
+    """
+    crop = np.asarray(crop, dtype=bool)
+    height, width = int(shape[0]), int(shape[1])
+    if crop.ndim != 2 or height < 1 or width < 1 or top < 0 or left < 0 or \
+            top + crop.shape[0] > height or left + crop.shape[1] > width:
+        raise ValueError(f"a {crop.shape} crop at ({top}, {left}) does not fit a {height}x{width} mask")
+    row_bytes = (width + 7) // 8
+    packed = np.zeros((height, row_bytes), dtype=np.uint8)
+    if crop.size:
+        # The box's columns, widened to whole bytes so that np.packbits (most significant bit first, as PNG
+        # packs samples) lines up with the row's byte grid.
+        first = left // 8
+        span = np.zeros((crop.shape[0], (-(-(left + crop.shape[1]) // 8) - first) * 8), dtype=bool)
+        span[:, left - first * 8:left - first * 8 + crop.shape[1]] = crop
+        packed[top:top + crop.shape[0], first:first + span.shape[1] // 8] = np.packbits(span, axis=1)
+    rows = np.empty((height, 1 + row_bytes), dtype=np.uint8)
+    rows[:, 0] = _UP
+    rows[0, 1:] = packed[0]
+    np.subtract(packed[1:], packed[:-1], out=rows[1:, 1:])
+    compressor = zlib.compressobj(_ZLIB_LEVEL, zlib.DEFLATED, zlib.MAX_WBITS, 9, zlib.Z_RLE)
+    idat = compressor.compress(rows.data) + compressor.flush()
+    header = struct.pack(">IIBBBBB", width, height, 1, _GREYSCALE, 0, 0, 0)
     return _SIGNATURE + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")

@@ -6,7 +6,7 @@ Layout under ``OUT`` (see docs/infer.md):
   color/<stem>.png                    palette PNG (mode P) of the class colours (Cityscapes: the official ones)
   overlay/<stem>.png                  input blended with the colour image (``--overlay``)
   instances/<stem>.txt                Cityscapes instance-level result format: ``<relative png> <labelId> <score>``
-  instances/<stem>/<k>_<class>.png    one binary mask per instance (0/255)
+  instances/<stem>/<k>_<class>.png    one binary mask per instance (1-bit greyscale, full size)
   instances/<stem>_instanceIds.png    16-bit, labelId*1000+k on instances, the semantic labelId elsewhere
   instances/<stem>.json               summary: class, labelId, area, bbox [x, y, w, h], score per instance
 """
@@ -25,7 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
 from pipelines.instances import Instance, instance_id_map
-from pipelines.label_png import encode_label_png
+from pipelines.label_png import encode_bitmask_png, encode_label_png
 from schemas.labels import LabelSpec, colorize
 
 MASKS_DIR = "masks"
@@ -178,8 +178,11 @@ def write_prediction(output_dir: str, stem: str, class_ids: np.ndarray, spec: La
         rows = instance_records(stem, instances, spec)
         lines = []
         for inst, row in zip(instances, rows):
+            # 1-bit, full size (the official evaluator compares it with the frame's ground truth), packed from
+            # the instance's box only: a full-size 8-bit mask cost ~5 ms and 2 MB of memory per instance.
+            box = inst.box
             write_bytes(join(output_dir, INSTANCES_DIR, *row["mask"].split("/")),
-                        encode_png(inst.mask.astype(np.uint8) * 255), "image/png")
+                        encode_bitmask_png(inst.crop, box[0].start, box[1].start, inst.shape), "image/png")
             lines.append(f"{row['mask']} {row['label_id']} {row['score']:.6f}\n")
         write_bytes(join(output_dir, INSTANCES_DIR, f"{stem}.txt"), "".join(lines).encode("utf-8"), "text/plain")
         ids = instance_id_map(instances, native, spec.to_native)

@@ -27,7 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from apache_beam.utils import shared
 
-from pipelines import storage
+from pipelines import flags, storage
 from pipelines.runner import leave_parallelism_to_beam
 from schemas.paths import tf_readable_local_dir
 
@@ -176,7 +176,7 @@ def acquire_model(handle: shared.Shared, model_dir: str, cache_dir: Optional[str
     return handle.acquire(lambda: SegflowModel(model_dir, cache_dir), tag=model_dir)
 
 
-MODEL_CALLS = ("batch", "image")
+MODEL_CALLS = flags.MODEL_CALLS
 
 
 def predict_resized_fn(model: SegflowModel, batch: Sequence[np.ndarray], inference_args: Optional[dict] = None,

@@ -109,7 +109,8 @@ def test_instance_files_follow_the_cityscapes_result_format(pet_run):
             assert not rel.startswith("/") and ".." not in rel
             assert int(label_id) == row["label_id"] == 1 and row["class"] == "pet"  # trimap value of pets
             assert 0.0 <= float(score) <= 1.0
-            mask = np.asarray(Image.open(out / "instances" / rel))
+            # Read as the official instance evaluator reads it (convert("L"), then != 0); the file is 1-bit.
+            mask = np.asarray(Image.open(out / "instances" / rel).convert("L"))
             assert mask.shape == ids.shape and set(np.unique(mask)) <= {0, 255}
             assert int((mask > 0).sum()) == row["area"] >= 20  # --min_instance_area default
             assert ((ids == row["id"]) == (mask > 0)).all()
