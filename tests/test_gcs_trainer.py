@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.fixtures.gcs_tls import FAST_RETRIES
 from tests.fixtures.model import TINY_UNET
 
 pytestmark = pytest.mark.slow
@@ -81,3 +82,53 @@ def test_trainer_on_gcs_resumes_after_sigkill_and_infer_serves_the_export(gcs, g
         mask = np.asarray(Image.open(out / "masks" / f"{path.stem}.png"))
         assert mask.shape == Image.open(path).size[::-1] and set(np.unique(mask)) <= {1, 2, 3}
 
+
+
+# ---------------------------------------------------------------------------------------- storage faults
+def test_trainer_rides_out_transient_503_and_429(gcs, gcs_tls, records_on_gcs):
+    """A tenth of all storage requests answered 503 or 429 for the whole run: TensorFlow's GCS client retries
+    them (shortened back-off, the default retry count) and the job's outputs are complete."""
+    job = gcs.prefix("tf-faults")
+    gcs_tls.faults(rate=0.1, statuses=(503, 429), seed=1)
+    try:
+        done = gcs_tls.run(_train_cmd(records_on_gcs, job, "--epochs", 1, "--batch_size", 4,
+                                      "--validation_steps", 1, "--checkpoint_steps", 2),
+                           env=gcs_tls.env(**FAST_RETRIES), timeout=300)
+    finally:
+        injected = gcs_tls.clear_faults()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert injected >= 10, injected  # the faults really were in the way
+    metrics = json.loads(gcs.read_bytes(f"{job}/metrics.json"))
+    assert metrics["steps"] == 4 and _latest_step(gcs, job) == 4
+    names = gcs.list(job)
+    assert {"model/saved_model.pb", "model/segflow_model.json"} <= set(names), names
+    assert [n for n in names if n.startswith("logs/") and ".tfevents." in n], names
+
+
+def test_a_fault_past_the_retry_budget_fails_the_trainer_with_one_line(gcs, gcs_tls, records_on_gcs, tmp_path):
+    """Storage stops answering (every request 503) once the first checkpoint is in the bucket: the job fails
+    with one line naming the failed request, and no model/ is published."""
+    job = gcs.prefix("tf-outage")
+    cmd = _train_cmd(records_on_gcs, job, "--epochs", 2, "--batch_size", 2, "--validation_steps", 1,
+                     "--checkpoint_steps", 2)
+    log = tmp_path / "stderr.log"
+    env = gcs_tls.env(GCS_RETRY_CONFIG_MAX_RETRIES="3", **FAST_RETRIES)
+    handle = gcs_tls.popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    try:
+        deadline = time.time() + 240
+        while _latest_step(gcs, job) < 2 and handle.proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        assert handle.proc.poll() is None, log.read_text()[-3000:]
+        gcs_tls.faults(rate=1.0, statuses=(503,))
+        rc = handle.proc.wait(timeout=240)
+    finally:
+        gcs_tls.clear_faults()
+        if handle.proc.poll() is None:
+            handle.proc.kill()
+    stderr = log.read_text()
+    assert rc == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("python -m trainer.task: error: storage failed: All 3 retry attempts failed"), last
+    assert "503" in last and "gs://" in last, last
+    assert not [n for n in gcs.list(job) if n.startswith("model/")]

@@ -292,8 +292,30 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if isinstance(e, DataError):
             print(f"python -m trainer.task: error: {e}", file=sys.stderr)
             return 1
+        storage = _storage_failure(e)
+        if storage:
+            print(f"python -m trainer.task: error: {storage}", file=sys.stderr)
+            return 1
         raise
     return 0
+
+
+def _storage_failure(error: BaseException) -> Optional[str]:
+    """One line for a storage request that still failed after TensorFlow's own retries (its filesystems retry
+    transient errors such as GCS 429/503 and resets, ``GCS_RETRY_CONFIG_*``; past that budget they raise
+    "All N retry attempts failed"), or None for any other error, which keeps its traceback."""
+    import tensorflow as tf
+
+    if not isinstance(error, tf.errors.OpError) or "retry attempts failed" not in (error.message or ""):
+        return None
+    # The message names the request and (on its next line) the path; graph-node context ("[[{{node ...}}]]") and
+    # anything after it are not for the user.
+    lines = []
+    for line in error.message.strip().splitlines():
+        if "[[" in line:
+            break
+        lines.append(line)
+    return "storage failed: " + " ".join(" ".join(lines).split())
 
 
 if __name__ == "__main__":
