@@ -132,3 +132,25 @@ def test_a_fault_past_the_retry_budget_fails_the_trainer_with_one_line(gcs, gcs_
     assert last.startswith("python -m trainer.task: error: storage failed: All 3 retry attempts failed"), last
     assert "503" in last and "gs://" in last, last
     assert not [n for n in gcs.list(job) if n.startswith("model/")]
+
+
+# ---------------------------------------------------------------------- preprocess on Dataflow, dry run
+def test_preprocess_cli_dataflow_dry_run_with_gcs_temp_location(gcs, gcs_tls, pet_raw_dir):
+    """The command users run, with the real DataflowRunner, ``--temp_location gs://`` and ``--dry_run=True``:
+    tensorflow-transform creates its scratch dir under the temp location with TensorFlow's GCS client while the
+    pipeline is constructed (through the front here); the job is built, nothing is submitted or written."""
+    from tests.test_dataflow import dataflow_flags
+
+    src = gcs.upload_dir(pet_raw_dir, gcs.prefix("tf-df-raw"))
+    out_dir = gcs.prefix("tf-df-records")
+    before = dict(gcs_tls.requests)
+    proc = gcs_tls.run([sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", src,
+                        "--output_dir", out_dir, "--image_size", "128", *dataflow_flags(gcs, "preprocess-cli")],
+                       timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert gcs.list(out_dir) == []  # a dry run constructs the job and submits nothing
+    tls_requests = sum(v - before.get(k, 0) for k, v in gcs_tls.requests.items() if k.startswith("https "))
+    assert tls_requests > 0  # TensorFlow's GCS client really was used (the scratch dir)
+    # tensorflow-transform's scratch dir, made through TensorFlow's GCS client at construction (a dry run leaves
+    # it: the job that would use it never starts).
+    assert [n for n in gcs.list(gcs.url("dataflow/preprocess-cli/temp")) if n.endswith("/tftransform_tmp/")]
