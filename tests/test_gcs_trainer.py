@@ -154,3 +154,27 @@ def test_preprocess_cli_dataflow_dry_run_with_gcs_temp_location(gcs, gcs_tls, pe
     # tensorflow-transform's scratch dir, made through TensorFlow's GCS client at construction (a dry run leaves
     # it: the job that would use it never starts).
     assert [n for n in gcs.list(gcs.url("dataflow/preprocess-cli/temp")) if n.endswith("/tftransform_tmp/")]
+
+
+def test_infer_rides_out_transient_faults_with_identical_outputs(gcs, gcs_tls, pet_job_dir, pet_raw_dir,
+                                                                 tmp_path):
+    """``pipelines.infer`` copying a gs:// model through Beam's FileSystems and writing gs:// outputs while a
+    fifth of its storage requests are answered 503 or 429: google-cloud-storage's retries ride them out, and
+    every output file is byte-identical to a fault-free run's."""
+    model = gcs.upload_dir(pet_job_dir / "model", gcs.prefix("tf-infer-model"))
+    cmd = [sys.executable, "-m", "pipelines.infer", "--model_dir", model, "--input", f"{pet_raw_dir}/images/*.jpg"]
+    clean_out, faulty_out = gcs.prefix("tf-infer-clean"), gcs.prefix("tf-infer-faults")
+    clean = gcs_tls.run([*cmd, "--output_dir", clean_out], timeout=300)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    gcs_tls.faults(rate=0.2, statuses=(503, 429), match=r"^(GET|POST|PUT|DELETE) ", seed=2)
+    try:
+        faulty = gcs_tls.run([*cmd, "--output_dir", faulty_out], timeout=300)
+    finally:
+        injected = gcs_tls.clear_faults()
+    assert faulty.returncode == 0, faulty.stderr[-3000:]
+    assert injected >= 3, injected
+    names = gcs.list(clean_out)
+    assert [n for n in names if n.startswith("masks/")], names
+    assert gcs.list(faulty_out) == names
+    for name in names:
+        assert gcs.read_bytes(f"{faulty_out}/{name}") == gcs.read_bytes(f"{clean_out}/{name}"), name
