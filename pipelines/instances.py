@@ -155,7 +155,16 @@ def _immersion(dist: np.ndarray, region: np.ndarray, levels: int) -> np.ndarray:
     labels = np.zeros(dist.shape, dtype=np.int32)
     top = float(dist.max())
     count = 0
+    # The submerged sets only grow as t falls, so a level that submerges no new pixel finds every submerged pixel
+    # labelled already and changes nothing: skipped (a small object's few distinct distances make most of the
+    # 48 levels such no-ops).
+    inside = np.sort(dist[region])
+    seen = -1
     for t in np.linspace(top, 0.0, num=max(2, levels), endpoint=False):
+        submerged_count = inside.size - int(np.searchsorted(inside, t, side="left"))
+        if submerged_count == seen:
+            continue
+        seen = submerged_count
         submerged = region & (dist >= t)
         while True:
             free = submerged & (labels == 0)
@@ -247,6 +256,8 @@ def extract_instances(class_ids: np.ndarray, probabilities: Optional[np.ndarray]
                 if slc is None:
                     continue
                 piece = components[slc] == slc_index
+                if int(piece.sum()) < max(1, min_area):
+                    continue  # every part of it would be smaller still, and dropped below
                 parts = split_touching(piece, neck_ratio=neck_ratio)
                 objects[slc][parts > 0] = parts[parts > 0] + n
                 n += int(parts.max())
