@@ -1,0 +1,46 @@
+"""``python -m pipelines.infer`` / ``pipelines.evaluate`` answer --help and flag errors before importing Beam."""
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from pipelines import flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PROBE = ("import runpy, sys; sys.argv = ['x'] + sys.argv[2:]\n"
+         "try:\n    runpy.run_module(%r, run_name='__main__')\n"
+         "except SystemExit as e:\n    code = e.code\n"
+         "print('BEAM' if 'apache_beam' in sys.modules else 'NOBEAM', 'TF' if 'tensorflow' in sys.modules "
+         "else 'NOTF', code)\n")
+JOB_FLAGS = {"pipelines.infer": ["--model_dir", "m", "--input", "x", "--output_dir", "o"],
+             "pipelines.evaluate": ["--predictions", "p", "--ground_truth", "g", "--dataset", "pet"]}
+
+
+@pytest.mark.parametrize("module", sorted(JOB_FLAGS))
+@pytest.mark.parametrize("case", ["help", "bad_value", "missing", "unknown"])
+def test_help_and_flag_errors_answer_without_beam(module, case):
+    argv = {"help": ["--help"], "missing": JOB_FLAGS[module][:2],
+            "bad_value": JOB_FLAGS[module] + (["--batch_size", "0"] if module.endswith("infer") else ["--split"]),
+            "unknown": JOB_FLAGS[module] + ["--runer=DataflowRunner"]}[case]
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-c", PROBE % module, module] + argv, capture_output=True, text=True,
+                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    elapsed = time.perf_counter() - start
+    assert done.stdout.split()[-3:] == ["NOBEAM", "NOTF", "0" if case == "help" else "2"], done.stdout + done.stderr
+    if case == "unknown":
+        assert "unknown flag(s) --runer" in done.stderr
+    assert elapsed < 10  # a sanity bound only; the start-up figure is measured, not tested
+
+
+def test_beam_flag_list_matches_the_installed_beam():
+    # Regenerate with `python -m pipelines.flags` after a Beam upgrade.
+    assert flags.known_beam_flags() == frozenset(flags.live_beam_flags())
+
+
+def test_a_known_beam_flag_still_goes_to_beam():
+    args, beam_argv = flags.infer_parser().parse_job_args(JOB_FLAGS["pipelines.infer"] + ["--direct_num_workers", "2"])
+    assert beam_argv == ["--direct_num_workers", "2"] and args.max_instances == flags.DEFAULT_MAX_INSTANCES
+    with pytest.raises(SystemExit):
+        flags.infer_parser().parse_job_args(JOB_FLAGS["pipelines.infer"] + ["--direct_num_workers=x"])
