@@ -15,11 +15,22 @@ N/2 and N images: flat means it does not grow with the number of images (images 
 
 Without ``--model_dir`` the demo's small U-Net is trained first (generated Pet data → preprocess → trainer
 subprocess, ~20 s).
+
+``--dataset cityscapes``: full-resolution 2048x1024 frames (generated street-like PNGs, distinct variations of a
+pool) through a tiny Cityscapes model (128x256 input, 19 classes, trained first, ~30 s) at two sizes
+(``--num_images`` N/3 and N), each run as its own process: this checkout's job, the same job from a baseline
+checkout (``--baseline_dir``, e.g. a worktree of the previous commit), and the plain loop; alternating,
+``--repeats`` times. Reported per case: wall (median), CPU seconds of the whole process tree (user + sys, from
+``RUSAGE_CHILDREN``), CPU per frame, the marginal CPU per frame between the two sizes (what a long job pays), and
+peak RSS of the process tree at each size (flat = streamed). Then ``--instances`` on a few frames, both
+checkouts, with the instance counts and the time per frame. Masks are compared byte for byte between the
+checkouts.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -90,8 +101,140 @@ def train_small_model(work: str) -> str:
     return os.path.join(job, "model")
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd: list[str], cwd: Optional[str] = None) -> tuple[float, float, int]:
+    """(wall s, CPU s of the whole process tree, peak RSS bytes) of one command run to completion."""
+    before = _children_cpu()
+    wall, peak, _ = measure(cmd, cwd=cwd) if cwd else measure(cmd)
+    return wall, _children_cpu() - before, peak
+
+
+def make_cityscapes_frames(folder: str, n: int, pool: int = 6, seed: int = 3) -> list[str]:
+    """``n`` distinct 2048x1024 Cityscapes-layout PNGs (``<city>_<seq>_<frame>_leftImg8bit.png``): variations
+    (flip, shift, colour, fresh noise) of ``pool`` generated street frames, encoded at zlib level 1 (fast to
+    write; the job's decode cost barely depends on it)."""
+    import numpy as np
+    from PIL import Image
+
+    os.makedirs(folder, exist_ok=True)
+    base = [synthetic.cityscapes_frame(np.random.default_rng([seed, i]), 1024 + 32, 2048 + 64)[0] for i in range(pool)]
+    rng = np.random.default_rng(seed)
+    paths = []
+    for i in range(n):
+        image = base[i % pool]
+        y, x = int(rng.integers(0, 33)), int(rng.integers(0, 65))
+        image = image[y:y + 1024, x:x + 2048]
+        if rng.uniform() < 0.5:
+            image = image[:, ::-1]
+        image = np.clip(image.astype(np.int16) + rng.integers(-15, 16, size=3)
+                        + rng.integers(-4, 5, size=image.shape, dtype=np.int16), 0, 255).astype(np.uint8)
+        path = os.path.join(folder, f"benchcity_{i:06d}_{19 + i:06d}_leftImg8bit.png")
+        Image.fromarray(np.ascontiguousarray(image)).save(path, compress_level=1)
+        paths.append(path)
+    return paths
+
+
+def train_cityscapes_model(work: str, epochs: int = 6) -> str:
+    """A tiny Cityscapes model: 24 generated 256x512 frames → 128x256 records → U-Net (8 base filters, depth 3),
+    ``epochs`` epochs (~30 s). Its masks are blobby street scenes, not noise: class boundaries, as a real model's."""
+    raw, records, job = (os.path.join(work, d) for d in ("cs_raw", "cs_records", "cs_job"))
+    synthetic.write_cityscapes_dataset(raw, frames_per_split={"train": 24, "val": 2}, size=(256, 512), seed=0)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--dataset", "cityscapes", "--input_dir", raw,
+                    "--output_dir", records, "--image_size", "128,256"], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+    subprocess.run([sys.executable, "-m", "trainer.task", "--data_dir", records, "--model", "unet", "--job_dir", job,
+                    "--epochs", str(epochs), "--batch_size", "4", "--base_filters", "8", "--depth", "3",
+                    "--learning_rate", "0.003", "--verbose", "0", "--deterministic"], check=True, env=env)
+    return os.path.join(job, "model")
+
+
+def _same_tree(a: str, b: str) -> tuple[int, int]:
+    """(files compared, files that differ) between two output folders' masks/ and color/."""
+    compared = differ = 0
+    for sub in ("masks", "color"):
+        for name in sorted(os.listdir(os.path.join(a, sub))):
+            compared += 1
+            with open(os.path.join(a, sub, name), "rb") as f, open(os.path.join(b, sub, name), "rb") as g:
+                differ += f.read() != g.read()
+    return compared, differ
+
+
+def cityscapes_bench(args: argparse.Namespace, work: str) -> None:
+    import json
+
+    model_dir = args.model_dir or train_cityscapes_model(work, args.epochs)
+    n2 = args.num_images
+    n1 = max(1, n2 // 3)
+    frames = make_cityscapes_frames(os.path.join(work, "frames"), n2)
+    small = os.path.join(work, "frames_small")
+    os.makedirs(small)
+    for p in frames[:n1]:
+        os.symlink(p, os.path.join(small, os.path.basename(p)))
+    folders = {n1: small, n2: os.path.join(work, "frames")}
+    job = [sys.executable, "-m", "pipelines.infer", "--model_dir", model_dir]
+    sides = {"job": None}
+    if args.baseline_dir:
+        sides["baseline"] = os.path.abspath(args.baseline_dir)
+    results: dict[tuple[str, int], list[tuple[float, float, int]]] = {}
+    for _ in range(args.repeats):
+        for n, folder in folders.items():
+            for side, cwd in sides.items():
+                out = os.path.join(work, f"out_{side}_{n}")
+                results.setdefault((side, n), []).append(timed(
+                    job + ["--input", os.path.join(folder, "*.png"), "--output_dir", out], cwd=cwd))
+            paths = sorted(os.path.join(folder, p) for p in os.listdir(folder))
+            results.setdefault(("loop", n), []).append(timed(
+                [sys.executable, "-c", LOOP, model_dir, os.path.join(work, f"out_loop_{n}")] + paths))
+    print(f"\ninference at Cityscapes size: 2048x1024 PNG frames, model {model_dir} "
+          f"(128x256 input, 19 classes), {os.cpu_count()} cores, medians of {args.repeats} alternating runs")
+    print(f"{'':24}{'frames':>7}{'wall s':>8}{'CPU s':>8}{'CPU/frame':>10}{'peak RSS':>10}")
+    for side in list(sides) + ["loop"]:
+        med = {}
+        for n in (n1, n2):
+            runs = results[(side, n)]
+            wall, cpu = statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
+            peak = max(r[2] for r in runs)
+            med[n] = (wall, cpu)
+            print(f"{side:24}{n:7d}{wall:8.1f}{cpu:8.1f}{cpu / n:10.3f}{peak / 2**20:8.0f} MiB")
+        marginal = (med[n2][1] - med[n1][1]) / (n2 - n1)
+        wall_marginal = (med[n2][0] - med[n1][0]) / (n2 - n1)
+        print(f"{side + ', marginal':24}{'':7}{wall_marginal:8.2f}{'':8}{marginal:10.3f}   (per frame, N {n1} -> {n2})")
+    if args.baseline_dir:
+        compared, differ = _same_tree(os.path.join(work, f"out_job_{n2}"), os.path.join(work, f"out_baseline_{n2}"))
+        print(f"masks and colour images vs the baseline: {compared} files compared, {differ} differ")
+    # --instances on a few frames: the baseline has no cap and writes full-size 8-bit PNGs.
+    few = os.path.join(work, "frames_few")
+    os.makedirs(few)
+    for p in frames[:args.instance_frames]:
+        os.symlink(p, os.path.join(few, os.path.basename(p)))
+    for side, cwd in sides.items():
+        out = os.path.join(work, f"inst_{side}")
+        wall, cpu, peak = timed(job + ["--input", os.path.join(few, "*.png"), "--output_dir", out, "--instances"],
+                                cwd=cwd)
+        with open(os.path.join(out, "summary.json")) as f:
+            count = json.load(f)["instances"]
+        size = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(os.path.join(out, "instances"))
+                   for name in names)
+        print(f"--instances, {side:9}: {args.instance_frames} frames, {wall:6.1f} s, {cpu / args.instance_frames:6.2f} "
+              f"CPU-s per frame, {count / args.instance_frames:7.1f} instances per frame, instances/ {size / 2**20:.1f} "
+              f"MiB, peak {peak / 2**20:.0f} MiB")
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset", choices=("pet", "cityscapes"), default="pet",
+                        help="pet: ~375x500 JPEGs (the original bench); cityscapes: full-size 2048x1024 frames")
+    parser.add_argument("--baseline_dir", default=None,
+                        help="cityscapes: a checkout of the code to compare with (run from there)")
+    parser.add_argument("--instance_frames", type=int, default=3, help="cityscapes: frames for the --instances case")
+    parser.add_argument("--epochs", type=int, default=6,
+                        help="cityscapes: training epochs of the tiny model (6: under-trained, scores near ties "
+                             "over most of a frame, the host postprocess's worst case; 20: clearer boundaries)")
     parser.add_argument("--model_dir", default=None, help="a trained JOB/model (default: train a small one)")
     parser.add_argument("--num_images", type=int, default=1000)
     parser.add_argument("--height", type=int, default=375)
@@ -103,6 +246,15 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
     work = tempfile.mkdtemp(prefix="segflow-bench-infer-")
+    if args.dataset == "cityscapes":
+        try:
+            cityscapes_bench(args, work)
+        finally:
+            if args.keep:
+                print(f"kept {work}")
+            else:
+                shutil.rmtree(work, ignore_errors=True)
+        return
     try:
         model_dir = args.model_dir or train_small_model(work)
         images = os.path.join(work, "images")
