@@ -36,7 +36,7 @@ import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.common import ROOT, make_cityscapes_inputs, make_pet_inputs, measure, measure_cpu  # noqa: E402
+from bench.common import ROOT, make_cityscapes_inputs, make_pet_inputs, measure_cpu  # noqa: E402
 
 BASELINE = r'''
 import glob, os, sys, tensorflow as tf
@@ -171,18 +171,19 @@ def cityscapes_main(args) -> None:
     shutil.rmtree(out, ignore_errors=True)
 
 
-def run_pipeline(src: str, dst: str, args) -> tuple[float, int]:
+def run_pipeline(src: str, dst: str, args, cwd: str = ROOT) -> tuple[float, int, float]:
+    """(wall, peak RSS, CPU seconds of the process tree) of the preprocess job on ``src``."""
     shutil.rmtree(dst, ignore_errors=True)
-    wall, peak, _ = measure([sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", src,
-                             "--output_dir", dst, "--image_size", str(args.image_size),
-                             "--direct_num_workers", str(args.workers)] + args.extra)
-    return wall, peak
+    wall, peak, cpu, _ = measure_cpu([sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet",
+                                      "--input_dir", src, "--output_dir", dst, "--image_size", str(args.image_size),
+                                      "--direct_num_workers", str(args.workers)] + args.extra, cwd=cwd)
+    return wall, peak, cpu
 
 
-def run_script(script: str, src: str, dst: str, args) -> tuple[float, int]:
+def run_script(script: str, src: str, dst: str, args) -> tuple[float, int, float]:
     shutil.rmtree(dst, ignore_errors=True)
-    wall, peak, _ = measure([sys.executable, "-c", script, src, dst, str(args.image_size)])
-    return wall, peak
+    wall, peak, cpu, _ = measure_cpu([sys.executable, "-c", script, src, dst, str(args.image_size)])
+    return wall, peak, cpu
 
 
 def _median(values: list[float]) -> float:
@@ -200,7 +201,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None, help="runs of each command per N (medians; default "
                                                                   "5, cityscapes 1)")
     parser.add_argument("--image_size", default=None, help="record size (default 128; cityscapes 512,1024)")
-    parser.add_argument("--compare_dir", default=None, help="cityscapes: also run this checkout's pipeline")
+    parser.add_argument("--compare_dir", default=None, help="also run this checkout's pipeline (e.g. the code "
+                                                            "before a change; pet: at --rss_sizes)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "out", "bench", "preprocess"))
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more preprocess/Beam flags")
@@ -219,29 +221,36 @@ def main() -> None:
     rows = []
     for n in [int(s) for s in args.sizes.split(",") if s]:
         src = make_pet_inputs(os.path.join(args.work_dir, f"pet_{n}"), n)
-        runs: dict[str, list[tuple[float, int]]] = {"pipeline": [], "tf.data": [], "bare loop": []}
+        runs: dict[str, list[tuple[float, int, float]]] = {"pipeline": [], "tf.data": [], "bare loop": []}
         for _ in range(args.repeats):  # interleaved, so drifting machine speed hits all three alike
             runs["tf.data"].append(run_script(BASELINE, src, os.path.join(out, "baseline"), args))
             runs["pipeline"].append(run_pipeline(src, os.path.join(out, "pipeline"), args))
             runs["bare loop"].append(run_script(BARE_LOOP, src, os.path.join(out, "bare"), args))
-        wall = {k: _median([w for w, _ in v]) for k, v in runs.items()}
-        rss = {k: max(r for _, r in v) for k, v in runs.items()}
+        wall = {k: _median([w for w, _, _ in v]) for k, v in runs.items()}
+        rss = {k: max(r for _, r, _ in v) for k, v in runs.items()}
         rows.append((n, wall, rss))
         # Each repeat's pair (tf.data then pipeline, back to back) gives its own ratio: robust to this kind of
         # machine drifting between repeats, and it shows how much the ratio itself moves.
-        pairs = sorted(b / p for (b, _), (p, _) in zip(runs["tf.data"], runs["pipeline"]))
+        pairs = sorted(b / p for (b, _, _), (p, _, _) in zip(runs["tf.data"], runs["pipeline"]))
         print(f"N={n}: " + "; ".join(f"{k} {wall[k]:.1f}s ({n / wall[k]:.1f} img/s, peak RSS "
                                      f"{rss[k] / 2**20:.0f} MiB)" for k in runs)
               + f"; pipeline / tf.data {wall['tf.data'] / wall['pipeline']:.2f}x (pair by pair: min "
               f"{pairs[0]:.2f}x, median {_median(pairs):.2f}x, max {pairs[-1]:.2f}x)", flush=True)
-    rss_rows = []
+    rss_rows, compare_rows = [], []
     for n in [int(s) for s in args.rss_sizes.split(",") if s]:
         src = make_pet_inputs(os.path.join(args.work_dir, f"pet_{n}"), n)
-        b_wall, _ = run_script(BASELINE, src, os.path.join(out, "baseline"), args)
-        p_wall, p_rss = run_pipeline(src, os.path.join(out, "pipeline"), args)
-        rss_rows.append((n, p_wall, p_rss, b_wall))
-        print(f"N={n}: pipeline {p_wall:.1f}s ({n / p_wall:.1f} img/s), peak RSS {p_rss / 2**20:.0f} MiB; "
-              f"tf.data {b_wall:.1f}s", flush=True)
+        b_wall, _, b_cpu = run_script(BASELINE, src, os.path.join(out, "baseline"), args)
+        p_wall, p_rss, p_cpu = run_pipeline(src, os.path.join(out, "pipeline"), args)
+        f_wall, _, f_cpu = run_script(BARE_LOOP, src, os.path.join(out, "bare"), args)
+        rss_rows.append((n, p_wall, p_rss, b_wall, p_cpu, b_cpu, f_wall, f_cpu))
+        if args.compare_dir:
+            c_wall, c_rss, c_cpu = run_pipeline(src, os.path.join(out, "pipeline"), args, cwd=args.compare_dir)
+            compare_rows.append((n, c_wall, c_rss, c_cpu))
+            print(f"N={n}: pipeline of {args.compare_dir}: {c_wall:.1f}s, {c_cpu:.1f} CPU-s, peak RSS "
+                  f"{c_rss / 2**20:.0f} MiB", flush=True)
+        print(f"N={n}: pipeline {p_wall:.1f}s ({n / p_wall:.1f} img/s), {p_cpu:.1f} CPU-s, peak RSS "
+              f"{p_rss / 2**20:.0f} MiB; tf.data {b_wall:.1f}s, {b_cpu:.1f} CPU-s; bare loop {f_wall:.1f}s, "
+              f"{f_cpu:.1f} CPU-s", flush=True)
     print(f"\nmedians of {args.repeats} runs, {os.cpu_count()} cores, records {args.image_size}x{args.image_size}")
     print("| N | pipeline img/s | tf.data img/s | **pipeline / tf.data** | bare loop img/s | pipeline / bare loop "
           "| pipeline peak RSS | tf.data peak RSS |")
@@ -252,16 +261,28 @@ def main() -> None:
               f"{wall['bare loop'] / wall['pipeline']:.2f}x | {rss['pipeline'] / 2**20:.0f} MiB | "
               f"{rss['tf.data'] / 2**20:.0f} MiB |")
     if rss_rows:
-        print("\n| N | pipeline wall | pipeline peak RSS | tf.data wall |")
-        print("|---|---|---|---|")
-        for n, w, rss, b in rss_rows:
-            print(f"| {n} | {w:.1f}s | {rss / 2**20:.0f} MiB | {b:.1f}s |")
+        print("\n| N | pipeline wall | pipeline CPU-s | pipeline peak RSS | tf.data wall | tf.data CPU-s "
+              "| bare loop wall | bare loop CPU-s |")
+        print("|---|---|---|---|---|---|---|---|")
+        for n, w, rss, b, pc, bc, fw, fc in rss_rows:
+            print(f"| {n} | {w:.1f}s | {pc:.1f} | {rss / 2**20:.0f} MiB | {b:.1f}s | {bc:.1f} | {fw:.1f}s | {fc:.1f} |")
         if len(rss_rows) >= 2:
-            (n1, p1, r1, b1), (n2, p2, r2, b2) = rss_rows[0], rss_rows[-1]
+            (n1, p1, r1, b1, pc1, bc1, fw1, fc1), (n2, p2, r2, b2, pc2, bc2, fw2, fc2) = rss_rows[0], rss_rows[-1]
             print(f"peak RSS ratio N={n2} / N={n1}: {r2 / r1:.2f}")
             p_marginal, b_marginal = (n2 - n1) / (p2 - p1), (n2 - n1) / (b2 - b1)
+            f_marginal = (n2 - n1) / (fw2 - fw1)
             print(f"marginal throughput N={n1}..{n2} (start-up cancels): pipeline {p_marginal:.1f} img/s, "
-                  f"tf.data {b_marginal:.1f} img/s; pipeline / tf.data {p_marginal / b_marginal:.2f}x")
+                  f"tf.data {b_marginal:.1f} img/s, bare loop {f_marginal:.1f} img/s; pipeline / tf.data "
+                  f"{p_marginal / b_marginal:.2f}x, pipeline / bare loop {p_marginal / f_marginal:.2f}x")
+            cpu = {k: (c2 - c1) / (n2 - n1) * 1000 for k, c1, c2 in
+                   (("pipeline", pc1, pc2), ("tf.data", bc1, bc2), ("bare loop", fc1, fc2))}
+            print(f"marginal CPU per image: pipeline {cpu['pipeline']:.2f} ms, tf.data {cpu['tf.data']:.2f} ms, "
+                  f"bare loop {cpu['bare loop']:.2f} ms; pipeline / bare loop "
+                  f"{cpu['pipeline'] / cpu['bare loop']:.2f}x")
+            if len(compare_rows) >= 2:
+                (_, cw1, _, cc1), (_, cw2, _, cc2) = compare_rows[0], compare_rows[-1]
+                print(f"pipeline of {args.compare_dir}: marginal CPU per image {(cc2 - cc1) / (n2 - n1) * 1000:.2f} "
+                      f"ms, marginal throughput {(n2 - n1) / (cw2 - cw1):.1f} img/s")
     shutil.rmtree(out, ignore_errors=True)
 
 

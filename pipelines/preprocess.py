@@ -18,24 +18,26 @@ import dataclasses
 import logging
 import sys
 import tempfile
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
-import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import TestOptions
-
-from pipelines import runner as runner_lib, scratch, storage
-from pipelines.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE, WriteDeadLetters
-from pipelines.records import ANALYZE_TAG, MakeRecords, RecordOptions
-from pipelines.shards import ShardsWritten, WriteShards, plan_shards, shard_files
-from pipelines.sources import DEAD_LETTER_TAG, DiscoverCityscapes, DiscoverPet
+# Only what parsing the flags needs is imported here: ``--help`` and a bad job flag answer in well under a
+# second. Beam, TensorFlow and the pipeline modules (~5 s of imports on 2 cores) load once the flags are
+# parsed (``_pipeline_modules``), or when another module imports them.
 from schemas import labels as schema_labels
-from schemas.features import SPLITS
-from schemas.imaging import RESIZE_MODES
 from schemas.metadata import METADATA_FILE, DatasetMetadata, DatasetStats
+
+if TYPE_CHECKING:
+    import apache_beam as beam
+
+    from pipelines.records import RecordOptions
+    from pipelines.shards import ShardsWritten
 
 _LOG = logging.getLogger("segflow.preprocess")
 PROG = "python -m pipelines.preprocess"
+# schemas.features.SPLITS and schemas.imaging.RESIZE_MODES, whose modules import TensorFlow (tests check they
+# agree).
+SPLITS = ("train", "val", "test")
+RESIZE_MODES = ("stretch", "pad")
 
 
 class UsageError(ValueError):
@@ -65,7 +67,9 @@ class PreprocessConfig:
     def label_spec(self) -> schema_labels.LabelSpec:
         return schema_labels.spec_for(self.dataset, self.label_mode if self.dataset == "pet" else None)
 
-    def record_options(self) -> RecordOptions:
+    def record_options(self) -> "RecordOptions":
+        from pipelines.records import RecordOptions
+
         return RecordOptions(dataset=self.dataset, image_size=self.image_size, resize_mode=self.resize_mode,
                              label_mode=self.label_mode, image_format=self.image_format,
                              jpeg_quality=self.jpeg_quality, augment_copies=self.augment_copies, seed=self.seed,
@@ -149,6 +153,8 @@ def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
         raise UsageError("--analyze_batch_size must be positive")
     if args.dataset == "cityscapes" and args.label_mode != "trimap":
         raise UsageError("--label_mode applies to Pet only; Cityscapes always uses the 19 trainIds")
+    from pipelines import runner as runner_lib, storage
+
     input_dir = args.input_dir.rstrip("/") or "/"
     output_dir = args.output_dir.rstrip("/") or "/"
     # Resolved paths (".", "..", links), both ways: DST inside SRC makes a rerun read its own outputs as inputs,
@@ -180,6 +186,10 @@ def check_input(config: PreprocessConfig) -> None:
 
     The folder is listed literally (``storage.list_files``: no glob, links followed), as discovery does.
     """
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines import storage
+
     if config.dataset == "pet":
         folder, expected = FileSystems.join(config.input_dir, "images"), "images/<Breed_N>.jpg"
     else:
@@ -231,9 +241,8 @@ NO_TRAIN_REASON = ("no train records: the statistics and transform_fn/ come from
                    "dataset can be evaluated or inferred on, not trained on")
 
 
-def _write_metadata(_: object, config: PreprocessConfig, counts: dict[str, int], source_counts: dict[str, int],
-                    dead_letters: int, written: ShardsWritten, stats: list[Optional[DatasetStats]]
-                    ) -> Optional[str]:
+def _write_metadata(_: object, config: PreprocessConfig, dead_letters: int, written: "ShardsWritten",
+                    per_shard: list[tuple[str, int, int]], stats: list[Optional[DatasetStats]]) -> Optional[str]:
     """Writes metadata.json, the last file of a run (see ``run``): every shard, the stale-shard deletion,
     transform_fn/ and the dead letters are in place when this runs (its side inputs come after them).
 
@@ -241,6 +250,12 @@ def _write_metadata(_: object, config: PreprocessConfig, counts: dict[str, int],
     a record (every one a dead letter) there is no dataset to describe: the empty shards are removed, DST keeps
     only ``dead_letter/``, no metadata.json is written, and ``run`` says so.
     """
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines import storage
+    from pipelines.shards import shard_files
+
+    counts, source_counts = written.per_split(per_shard)  # records and source examples per split, as written
     if not sum(counts.values()):
         storage.delete_files(FileSystems.join(config.output_dir, name) for name in written.records)
         return None
@@ -275,6 +290,15 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) ->
 
     Nothing here touches the input: discovery happens when the pipeline runs, on whichever runner.
     """
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines import storage
+    from pipelines.deadletter import WriteDeadLetters
+    from pipelines.records import ANALYZE_TAG, MakeRecords
+    from pipelines.shards import WriteShards, plan_shards
+    from pipelines.sources import DEAD_LETTER_TAG, DiscoverCityscapes, DiscoverPet
+
     if config.dataset == "pet":
         found = p | "DiscoverPet" >> DiscoverPet(config.input_dir, config.val_fraction, config.test_fraction)
     else:
@@ -296,14 +320,8 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) ->
                   | "WriteDeadLetters" >> WriteDeadLetters(config.output_dir))
     # On this machine, shards are gathered through scratch files rather than the runner's memory.
     spill_dir = FileSystems.join(temp_dir, "spill") if storage.is_local(temp_dir) else None
-    written = records | "WriteShards" >> WriteShards(config.output_dir, plan, spill_dir)
-    counts = (records
-              | "RecordSplit" >> beam.Map(lambda r: r.split)
-              | "CountRecords" >> beam.combiners.Count.PerElement())
-    source_counts = (records
-                     | "Originals" >> beam.Filter(lambda r: r.key.endswith("#0000"))
-                     | "SourceSplit" >> beam.Map(lambda r: r.split)
-                     | "CountSources" >> beam.combiners.Count.PerElement())
+    shard_writer = WriteShards(config.output_dir, plan, spill_dir)
+    written = records | "WriteShards" >> shard_writer
     spec = config.label_spec
     stats = (made[ANALYZE_TAG]
              | "Statistics" >> _analyze(config, temp_dir, spec))
@@ -311,10 +329,9 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) ->
             | "Metadata" >> beam.Create([None])
             | "WriteMetadata" >> beam.Map(
                 _write_metadata, config,
-                counts=beam.pvalue.AsDict(counts),
-                source_counts=beam.pvalue.AsDict(source_counts),
                 dead_letters=beam.pvalue.AsSingleton(dead_count),
                 written=beam.pvalue.AsSingleton(written),
+                per_shard=beam.pvalue.AsList(shard_writer.per_shard),
                 stats=beam.pvalue.AsList(stats)))
 
 
@@ -343,6 +360,10 @@ class NoRecordsError(RuntimeError):
 
 
 def _no_records_message(output_dir: str) -> str:
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE
+
     path = FileSystems.join(output_dir, DEAD_LETTER_DIR, DEAD_LETTER_FILE)
     try:
         with FileSystems.open(path) as handle:
@@ -365,6 +386,11 @@ def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
     describes, and a run that fails or is killed leaves no metadata.json (never an old one beside new shards).
     """
     config, beam_argv = parse_args(argv)
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import TestOptions
+
+    from pipelines import runner as runner_lib, scratch, storage
+
     options = runner_lib.make_pipeline_options(beam_argv)
     dry_run = bool(options.view_as(TestOptions).dry_run)
     if not dry_run:
@@ -405,6 +431,8 @@ def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
 
 def summary(metadata: DatasetMetadata, output_dir: str) -> str:
     """A short human-readable summary of a preprocess run: what it read and what it wrote."""
+    from apache_beam.io.filesystems import FileSystems
+
     total_bytes = sum(int(e["bytes"]) for e in metadata.shards.values())
     lines = [f"{metadata.dataset} → {output_dir}: {metadata.num_classes} classes "
              f"({', '.join(metadata.class_names)}), records {metadata.image_size[0]}x{metadata.image_size[1]}",
@@ -441,5 +469,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     return 0
 
 
+def _exit(code: int) -> None:
+    """Ends the command: without the interpreter's teardown once Beam and TensorFlow are loaded
+    (``runner.exit_process``); a plain exit when only the flags were parsed (``--help``, a bad flag), which
+    must not import them just to leave."""
+    if "apache_beam" in sys.modules:
+        from pipelines import runner as runner_lib
+
+        runner_lib.exit_process(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    runner_lib.exit_process(main())
+    _exit(main())

@@ -70,11 +70,28 @@ def shard_files(output_dir: str) -> dict[str, storage.ListedFile]:
 
 
 class ShardsWritten(NamedTuple):
-    """What ``WriteShards`` wrote: the plan (``{split: shard count}``) and ``{shard file name: records}`` for
+    """What ``WriteShards`` wrote: the plan (``{split: shard count}``), ``{shard file name: records}`` for
     every shard of the plan (0 for a shard no record hashed to)."""
 
     num_shards: dict[str, int]
     records: dict[str, int]
+
+    def per_split(self, originals: Iterable[tuple[str, int, int]] = ()) -> tuple[dict[str, int], dict[str, int]]:
+        """(records per split, source examples per split), summed over the shards; ``originals`` is
+        ``WriteShards.per_shard`` (name, records, original records). The job counts its records here, where
+        they are written, rather than with more transforms on every record."""
+        records: dict[str, int] = {}
+        sources: dict[str, int] = {}
+        for name, n in self.records.items():
+            split = name.split("-", 1)[0]
+            records[split] = records.get(split, 0) + n
+        for name, _, n in originals:
+            split = name.split("-", 1)[0]
+            sources[split] = sources.get(split, 0) + n
+        return records, sources
+
+
+ORIGINAL_SUFFIX = "#0000"  # the record key of augmentation copy 0 ends so (``record_key``)
 
 
 def record_key(example_id: str, copy: int) -> str:
@@ -120,13 +137,14 @@ class _WriteShard(beam.DoFn):
         self._written = {split: Metrics.counter("segflow", f"records_written_{split}")
                          for split in ("train", "val", "test")}
 
-    def process(self, element: tuple[tuple[str, int, int], Iterable[tuple]]) -> Iterator[tuple[str, int]]:
+    def process(self, element: tuple[tuple[str, int, int], Iterable[tuple]]) -> Iterator[tuple[str, int, int]]:
         (split, index, count), items = element
         # Items are small (a shard's records, or pointers to them), so sorting a shard's worth is bounded.
         ordered = sorted(items, key=lambda item: item[0])
         n = write_tfrecord_file(shard_path(self._output_dir, split, index, count), self._payloads(ordered))
         self._written[split].inc(n)
-        yield SHARD_NAME.format(split=split, index=index, count=count), n
+        originals = sum(1 for item in ordered if item[0].endswith(ORIGINAL_SUFFIX))
+        yield SHARD_NAME.format(split=split, index=index, count=count), n, originals
 
     def _payloads(self, ordered: list) -> Iterator[bytes]:
         """The serialized records of ``ordered`` items, in order."""
@@ -204,10 +222,10 @@ def _pointer_by_shard(pointer: _Pointer, shards: dict[str, int]) -> tuple[tuple[
 
 
 def _finalize(num_shards: dict[str, int], output_dir: str, spill_dir: Optional[str],
-              written: list[tuple[str, int]]) -> ShardsWritten:
+              written: list[tuple[str, int, int]]) -> ShardsWritten:
     """Writes empty shards for shard indices no record hashed to, deletes stale shards and the scratch files;
     returns what the split's shards now are."""
-    records = dict(written)
+    records = {name: n for name, n, _ in written}
     for split, count in sorted(num_shards.items()):
         for index in range(count):
             name = SHARD_NAME.format(split=split, index=index, count=count)
@@ -238,7 +256,8 @@ class WriteShards(beam.PTransform):
     ``spill_dir``: a local scratch folder for runners on this machine (records are grouped as pointers into
     files there, see the module docstring); None groups the records themselves (remote runners' shuffle).
     Returns a PCollection with one element, a ``ShardsWritten``, emitted once every shard is written and stale
-    shards are gone.
+    shards are gone. After ``expand``, ``per_shard`` is the PCollection of ``(shard file name, records, original
+    records)`` of every non-empty shard written (originals: augmentation copy 0, one per source example).
     """
 
     def __init__(self, output_dir: str, plan: beam.PCollection, spill_dir: Optional[str] = None):
@@ -260,5 +279,6 @@ class WriteShards(beam.PTransform):
                        | "AssignShard" >> beam.Map(_pointer_by_shard, shards=shards)
                        | "GroupPointersByShard" >> beam.GroupByKey()
                        | "WriteShardFromSpill" >> beam.ParDo(_WriteShardFromSpill(self._output_dir)))
+        self.per_shard = written
         return self._plan | "Finalize" >> beam.Map(_finalize, self._output_dir, self._spill_dir,
                                                    written=beam.pvalue.AsList(written))

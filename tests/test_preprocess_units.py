@@ -254,3 +254,17 @@ def test_statistics_give_tensorflow_transform_totals_not_data(tmp_path):
     assert not [n for n in names if "ApplySavedModel" in n or "ToRecordBatch" in n or "Statistics/Decode" in n]
     assert sorted(n for n in names if n.startswith("Statistics/Accumulator[") and n.count("/") == 1) == [
         f"Statistics/Accumulator[{name}]" for name in ("sum", "sum_1", "sum_2", "sum_3")]
+
+
+def test_histograms_count_every_pixel_like_bincount():
+    from pipelines.records import channel_histogram, label_histogram
+
+    rng = np.random.default_rng(1)
+    for shape in [(5, 7, 3), (2, 5, 7, 3), (1, 1, 3), (300, 3)]:
+        a = rng.integers(0, 256, shape, dtype=np.uint8)
+        ref = np.stack([np.bincount(a.reshape(-1, 3)[:, c], minlength=256) for c in range(3)])
+        np.testing.assert_array_equal(channel_histogram(a), ref)
+        np.testing.assert_array_equal(channel_histogram(a[..., ::-1]), ref[::-1])  # a non-contiguous view
+    for shape in [(5, 7), (3, 5, 7), (9,)]:
+        m = rng.integers(0, 256, shape, dtype=np.uint8)
+        np.testing.assert_array_equal(label_histogram(m), np.bincount(m.ravel(), minlength=256))
