@@ -138,45 +138,72 @@ def class_ids(probabilities: np.ndarray, height: int, width: int, size: Sequence
     # Each output pixel reads the cell at (its lower source row, its lower source column): upper is lower or
     # lower + 1, clipped at the last row/column as the cell is.
     code = np.where(count == 1, only, np.int16(-1))
-    per_pixel = code[:, cols.lower][rows.lower]
-    ids = per_pixel.astype(np.uint8)  # the -1s are overwritten below
-    ys, xs = np.nonzero(per_pixel < 0)
-    flat = src.reshape(-1)
-    w_src = src.shape[1]
-    for start in range(0, ys.size, CHUNK):
-        y, x = ys[start:start + CHUNK], xs[start:start + CHUNK]
-        cy, cx = rows.lower[y], cols.lower[x]
-        n = count[cy, cx]
-        exact = n == 0
-        if exact.any():  # NaN scores: every channel, as the graph compares them
-            ids[y[exact], x[exact]] = _argmax_first(_interpolate(geo, y[exact], x[exact]))
-            keep = ~exact
-            y, x, cy, cx, n = y[keep], x[keep], cy[keep], cx[keep], n[keep]
-        if not y.size:
-            continue
-        # Offsets of the four corners in the flat [h, w, C] scores; one channel is added per candidate slot.
-        r0, r1 = rows.lower[y] * w_src, rows.upper[y] * w_src
-        c0, c1 = cols.lower[x], cols.upper[x]
-        corners = [(r + c) * num for r, c in ((r0, c0), (r0, c1), (r1, c0), (r1, c1))]
-        x_lerp, y_lerp = cols.lerp[x], rows.lerp[y]
-        slots = candidates[cy, cx]
-        best = winner = None
-        for k in range(int(n.max())):
-            # Slot k only for the pixels with more than k candidates (the others' slots repeat their last one).
-            at = None if k == 0 else np.nonzero(n > k)[0]
-            pick = (lambda a: a) if at is None else (lambda a: a[at])
-            channel = pick(slots[:, k])
-            tl, tr, bl, br = (flat[pick(offset) + channel] for offset in corners)
-            xl, yl = pick(x_lerp), pick(y_lerp)
-            value = _lerp(_lerp(tl, tr, xl), _lerp(bl, br, xl), yl)
-            if best is None:
-                best, winner = value, channel.copy()
-            else:  # candidates come in increasing index order: the first maximum wins, as in the graph
-                better = value > best[at]
-                winner[at[better]] = channel[better]
-                best[at[better]] = value[better]
-        ids[y, x] = winner.astype(np.uint8)
+    ids = code[:, cols.lower][rows.lower].astype(np.uint8)  # cells with several candidates are filled below
+    # The output pixels of a cell form a block: the rows whose lower source row is r (lower is non-decreasing,
+    # so they are contiguous) by the columns whose lower source column is c.
+    row_start, row_len = _blocks(rows.lower, src.shape[0])
+    col_start, col_len = _blocks(cols.lower, src.shape[1])
+    has_pixels = (row_len[:, None] > 0) & (col_len[None, :] > 0)
+    nan_cells = (count == 0) & has_pixels
+    if nan_cells.any():  # NaN scores: every channel at each pixel, compared as the graph compares them
+        ys, xs = np.nonzero(nan_cells[:, cols.lower][rows.lower])
+        for start in range(0, ys.size, CHUNK):
+            y, x = ys[start:start + CHUNK], xs[start:start + CHUNK]
+            ids[y, x] = _argmax_first(_interpolate(geo, y, x))
+    for n in np.unique(count[(count > 1) & has_pixels]):
+        cell_rows, cell_cols = np.nonzero((count == n) & has_pixels)
+        per_cell = int(row_len.max()) * int(col_len.max())
+        step = max(1, CHUNK // per_cell)
+        for start in range(0, cell_rows.size, step):
+            r, c = cell_rows[start:start + step], cell_cols[start:start + step]
+            _fill_blocks(ids, src, geo, r, c, candidates[r, c, :int(n)], row_start, row_len, col_start, col_len)
     return ids
+
+
+def _blocks(lower: np.ndarray, in_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per source index: the first output index whose lower source index it is, and how many there are."""
+    first = np.searchsorted(lower, np.arange(in_size), side="left")
+    last = np.searchsorted(lower, np.arange(in_size), side="right")
+    return first, last - first
+
+
+def _fill_blocks(ids: np.ndarray, src: np.ndarray, geo: Geometry, r: np.ndarray, c: np.ndarray,
+                 channels: np.ndarray, row_start: np.ndarray, row_len: np.ndarray, col_start: np.ndarray,
+                 col_len: np.ndarray) -> None:
+    """Interpolates the candidate ``channels`` [m, n] (increasing) over the output blocks of cells (r, c) [m]
+    with TF's arithmetic and writes the first maximum's class into ``ids``.
+
+    The corners are the cell's (r or r + 1, c or c + 1, clipped). A pixel whose upper source index is r + 1
+    has that row's values; one whose upper index equals its lower one (the first rows before the first source
+    centre, the last after the last, integral positions) has TF's a + (a - a) * t, exactly a: its "top" value.
+    """
+    h, w = src.shape[:2]
+    r1, c1 = np.minimum(r + 1, h - 1), np.minimum(c + 1, w - 1)
+    by, bx = int(row_len[r].max()), int(col_len[c].max())
+    ys = row_start[r][:, None] + np.arange(by)  # [m, by]; past the block's length: padding, not written
+    xs = col_start[c][:, None] + np.arange(bx)
+    y_ok, x_ok = np.arange(by) < row_len[r][:, None], np.arange(bx) < col_len[c][:, None]
+    ys_in, xs_in = np.minimum(ys, geo.rows.lerp.size - 1), np.minimum(xs, geo.cols.lerp.size - 1)
+    y_lerp = geo.rows.lerp[ys_in][:, :, None]  # [m, by, 1]
+    x_lerp = geo.cols.lerp[xs_in]  # [m, bx]
+    one_row = (geo.rows.upper[ys_in] == geo.rows.lower[ys_in])[:, :, None]  # [m, by, 1]
+    one_col = geo.cols.upper[xs_in] == geo.cols.lower[xs_in]  # [m, bx]
+    best = winner = None
+    for k in range(channels.shape[1]):
+        ch = channels[:, k]
+        tl, tr, bl, br = src[r, c, ch], src[r, c1, ch], src[r1, c, ch], src[r1, c1, ch]
+        top = np.where(one_col, tl[:, None], _lerp(tl[:, None], tr[:, None], x_lerp))[:, None, :]  # [m, 1, bx]
+        bottom = np.where(one_col, bl[:, None], _lerp(bl[:, None], br[:, None], x_lerp))[:, None, :]
+        value = np.where(one_row, top, _lerp(top, bottom, y_lerp))  # [m, by, bx]
+        if best is None:
+            best, winner = value, np.broadcast_to(ch[:, None, None], value.shape).copy()
+        else:  # increasing channel order: a later channel wins only when strictly greater
+            better = value > best
+            winner[better] = np.broadcast_to(ch[:, None, None], value.shape)[better]
+            np.maximum(best, value, out=best)
+    ok = y_ok[:, :, None] & x_ok[:, None, :]
+    ids[np.broadcast_to(ys[:, :, None], ok.shape)[ok], np.broadcast_to(xs[:, None, :], ok.shape)[ok]] = \
+        winner[ok].astype(np.uint8)
 
 
 def channel_at(probabilities: np.ndarray, height: int, width: int, size: Sequence[int], mode: str, channel: int,
