@@ -44,3 +44,14 @@ def test_a_known_beam_flag_still_goes_to_beam():
     assert beam_argv == ["--direct_num_workers", "2"] and args.max_instances == flags.DEFAULT_MAX_INSTANCES
     with pytest.raises(SystemExit):
         flags.infer_parser().parse_job_args(JOB_FLAGS["pipelines.infer"] + ["--direct_num_workers=x"])
+
+
+def test_default_batch_bounds_follow_the_model_element_size():
+    from pipelines import infer
+
+    assert infer.default_batch_bounds({"image_size": [128, 256], "num_classes": 19}) == (1, 8)
+    assert infer.default_batch_bounds({"image_size": [512, 1024], "num_classes": 19}) == (1, 8)  # 41 MB each
+    assert infer.default_batch_bounds({"image_size": [1024, 2048], "num_classes": 19}) == (1, 3)  # 166 MB each
+    assert infer.default_batch_bounds({"image_size": [4096, 4096], "num_classes": 19}) == (1, 1)
+    args, _ = infer.parse_args(["--model_dir", "m", "--input", "x", "--output_dir", "o"])
+    assert args.batch_size is None and args.postprocess == "host"
