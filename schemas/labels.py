@@ -123,7 +123,15 @@ def _set_text(values: Sequence[int]) -> str:
 
 def _outside(array: np.ndarray, valid: Sequence[int]) -> list[int]:
     """Sorted distinct values of ``array`` (non-negative ints) that are not in ``valid``."""
-    counts = np.bincount(np.asarray(array).ravel().astype(np.int64), minlength=1)
+    array = np.asarray(array)
+    if array.size == 0:
+        return []
+    low, high = min(valid), max(valid)
+    if len(set(valid)) == high - low + 1 and low <= array.min() and array.max() <= high:
+        # Every label set here is a contiguous range, and valid masks are the rule: two min/max passes
+        # (0.06 ms for a 375x500 trimap) instead of an int64 copy and a bincount (0.4 ms) per mask.
+        return []
+    counts = np.bincount(array.ravel().astype(np.int64), minlength=1)
     counts[[v for v in valid if v < len(counts)]] = 0
     return [int(v) for v in np.flatnonzero(counts)]
 
