@@ -153,6 +153,16 @@ def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
         raise UsageError("--analyze_batch_size must be positive")
     if args.dataset == "cityscapes" and args.label_mode != "trimap":
         raise UsageError("--label_mode applies to Pet only; Cityscapes always uses the 19 trainIds")
+    # A mistyped Beam flag, from the list of the installed Beam's flags (pipelines.flags): no Beam import. Beam
+    # itself checks them again below (and alone when the list describes another Beam version).
+    from pipelines.flags import known_beam_flags
+
+    known = known_beam_flags() if beam_argv else None
+    unknown = [a.split("=", 1)[0] for a in beam_argv if a.startswith("--") and known is not None
+               and a.split("=", 1)[0] not in known]
+    if unknown:
+        raise UsageError(f"unknown flag(s) {' '.join(unknown)}: not a flag of this job nor a Beam option "
+                         f"(see {PROG} --help)")
     from pipelines import runner as runner_lib, storage
 
     input_dir = args.input_dir.rstrip("/") or "/"
