@@ -121,7 +121,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
                         "(JPEG photos), png for Cityscapes (PNG frames)")
     p.add_argument("--jpeg_quality", type=int, default=95, help="with --image_format jpeg")
     p.add_argument("--analyze_batch_size", type=int, default=64,
-                   help="examples per tensorflow-transform analysis batch")
+                   help="JPEG records decoded per graph call for the statistics (PNG records need no decode)")
     return p
 
 
