@@ -168,17 +168,17 @@ def test_infer_dataflow_job(infer_job):
 # --------------------------------------------------------------------------------------- staging, packaging
 
 
-def _staged_package(gcs, job: DataflowJob, tmp_path: pathlib.Path) -> pathlib.Path:
-    names = gcs.list(job.staging)
+def _staged_package(gcs, staging: str, tmp_path: pathlib.Path) -> pathlib.Path:
+    names = gcs.list(staging)
     assert "pipeline.pb" in names and "workflow.tar.gz" in names, names
     tarball = tmp_path / "workflow.tar.gz"
-    tarball.write_bytes(gcs.read_bytes(f"{job.staging}/workflow.tar.gz"))
+    tarball.write_bytes(gcs.read_bytes(f"{staging}/workflow.tar.gz"))
     return tarball
 
 
 @pytest.mark.parametrize("job_fixture", ["preprocess_job", "infer_job"])
 def test_staged_sdist_holds_the_package(gcs, request, job_fixture, tmp_path):
-    tarball = _staged_package(gcs, request.getfixturevalue(job_fixture), tmp_path)
+    tarball = _staged_package(gcs, request.getfixturevalue(job_fixture).staging, tmp_path)
     with tarfile.open(tarball) as tar:
         members = {m.split("/", 1)[1] for m in tar.getnames() if "/" in m}
     for required in ("setup.py", "pipelines/preprocess.py", "pipelines/infer.py", "pipelines/serving.py",
@@ -220,30 +220,39 @@ _UNPICKLE = textwrap.dedent("""
 """)
 
 
-def test_staged_jobs_unpickle_on_a_clean_worker(gcs, preprocess_job, infer_job, tmp_path):
-    """Install only the staged sdist, then unpickle every DoFn/CombineFn of both staged pipeline.pb files in a
-    fresh interpreter that cannot import this checkout (no reliance on save_main_session or local state)."""
-    tarball = _staged_package(gcs, preprocess_job, tmp_path)
+def unpickle_on_a_clean_worker(gcs, stagings: dict[str, str], tmp_path: pathlib.Path) -> dict[str, dict]:
+    """Installs only the sdist staged in the first of ``stagings`` (name -> staging folder) into an empty folder,
+    then unpickles every DoFn/CombineFn of each staged pipeline.pb in a fresh interpreter that cannot import this
+    checkout (what a Dataflow worker does). Returns name -> {transform: loaded class name}."""
+    names = list(stagings)
+    tarball = _staged_package(gcs, stagings[names[0]], tmp_path)
     site = tmp_path / "site"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
                     "--no-index", "--target", str(site), str(tarball)], check=True, cwd=tmp_path, env=env,
                    timeout=300)
     protos = {}
-    for name, job in (("preprocess", preprocess_job), ("infer", infer_job)):
+    for name in names:
         protos[name] = tmp_path / f"{name}.pb"
-        protos[name].write_bytes(gcs.read_bytes(f"{job.staging}/pipeline.pb"))
+        protos[name].write_bytes(gcs.read_bytes(f"{stagings[name]}/pipeline.pb"))
     out = subprocess.run([sys.executable, "-c", _UNPICKLE % {"repo": str(REPO)}, str(site),
                           *map(str, protos.values())], cwd=tmp_path, env=env, capture_output=True, text=True,
                          timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert all(m.startswith(str(site)) for m in report["modules"]), report["modules"]
+    return {name: report[str(path)] for name, path in protos.items()}
+
+
+def test_staged_jobs_unpickle_on_a_clean_worker(gcs, preprocess_job, infer_job, tmp_path):
+    """Install only the staged sdist, then unpickle every DoFn/CombineFn of both staged pipeline.pb files in a
+    fresh interpreter that cannot import this checkout (no reliance on save_main_session or local state)."""
+    loaded = unpickle_on_a_clean_worker(gcs, {"preprocess": preprocess_job.staging, "infer": infer_job.staging},
+                                        tmp_path)
     expected = {"preprocess": {"MakeRecords", "_AssemblePet"}, "infer": {"PreprocessImage", "PostprocessAndWrite"}}
-    for name, path in protos.items():
-        loaded = report[str(path)]
-        assert len(loaded) >= 8, loaded
-        assert expected[name] <= set(loaded.values()), (name, sorted(set(loaded.values())))
+    for name, fns in loaded.items():
+        assert len(fns) >= 8, fns
+        assert expected[name] <= set(fns.values()), (name, sorted(set(fns.values())))
 
 
 def test_infer_cli_dry_run(gcs, model_on_gcs, images_on_gcs):

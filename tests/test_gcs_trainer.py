@@ -7,6 +7,7 @@ import json
 import re
 import subprocess
 import sys
+import textwrap
 import time
 
 import numpy as np
@@ -139,17 +140,39 @@ def test_a_fault_past_the_retry_budget_fails_the_trainer_with_one_line(gcs, gcs_
 
 
 # ---------------------------------------------------------------------- preprocess on Dataflow, dry run
-def test_preprocess_cli_dataflow_dry_run_with_gcs_temp_location(gcs, gcs_tls, pet_raw_dir):
+# ``python -m pipelines.preprocess ARGS`` exactly (runpy runs the module as __main__, as -m does), with one
+# addition: when the real DataflowRunner's dry run returns the built job, stage it as a real submission does
+# (tests.test_dataflow._stage: artifacts + pipeline.pb to --staging_location) and write where to a file. A dry run
+# itself returns before staging, and the CLI ends with os._exit, so this is the one place to do it.
+_CLI_AND_STAGE = textwrap.dedent("""
+    import runpy, sys
+    from apache_beam.runners.dataflow import dataflow_runner
+    from tests.test_dataflow import _stage
+    staged_to, real_run = sys.argv[1], dataflow_runner.DataflowRunner.run_pipeline
+    def run_pipeline(self, pipeline, options):
+        result = real_run(self, pipeline, options)
+        with open(staged_to, "w") as f:
+            f.write(_stage(result, options))
+        return result
+    dataflow_runner.DataflowRunner.run_pipeline = run_pipeline
+    sys.argv = ["pipelines.preprocess", *sys.argv[2:]]
+    runpy.run_module("pipelines.preprocess", run_name="__main__", alter_sys=True)
+""")
+
+
+def test_preprocess_cli_dataflow_dry_run_with_gcs_temp_location(gcs, gcs_tls, pet_raw_dir, tmp_path):
     """The command users run, with the real DataflowRunner, ``--temp_location gs://`` and ``--dry_run=True``:
     tensorflow-transform creates its scratch dir under the temp location with TensorFlow's GCS client while the
-    pipeline is constructed (through the front here); the job is built, nothing is submitted or written."""
-    from tests.test_dataflow import dataflow_flags
+    pipeline is constructed (through the front here); the job is built, nothing is submitted or written. The
+    job the command line built, staged to the bucket, unpickles on a clean worker (only the staged sdist)."""
+    from tests.test_dataflow import dataflow_flags, unpickle_on_a_clean_worker
 
     src = gcs.upload_dir(pet_raw_dir, gcs.prefix("tf-df-raw"))
     out_dir = gcs.prefix("tf-df-records")
+    staged_to = tmp_path / "staging.txt"
     before = dict(gcs_tls.requests)
-    proc = gcs_tls.run([sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", src,
-                        "--output_dir", out_dir, "--image_size", "128", *dataflow_flags(gcs, "preprocess-cli")],
+    proc = gcs_tls.run([sys.executable, "-c", _CLI_AND_STAGE, str(staged_to), "--dataset", "pet", "--input_dir",
+                        src, "--output_dir", out_dir, "--image_size", "128", *dataflow_flags(gcs, "preprocess-cli")],
                        timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert gcs.list(out_dir) == []  # a dry run constructs the job and submits nothing
@@ -158,6 +181,12 @@ def test_preprocess_cli_dataflow_dry_run_with_gcs_temp_location(gcs, gcs_tls, pe
     # tensorflow-transform's scratch dir, made through TensorFlow's GCS client at construction (a dry run leaves
     # it: the job that would use it never starts).
     assert [n for n in gcs.list(gcs.url("dataflow/preprocess-cli/temp")) if n.endswith("/tftransform_tmp/")]
+
+    staging = staged_to.read_text()
+    assert staging.startswith(gcs.url("dataflow/preprocess-cli/staging")), staging
+    fns = unpickle_on_a_clean_worker(gcs, {"preprocess": staging}, tmp_path)["preprocess"]
+    assert len(fns) >= 8, fns
+    assert {"MakeRecords", "_AssemblePet"} <= set(fns.values()), sorted(set(fns.values()))
 
 
 def test_infer_rides_out_transient_faults_with_identical_outputs(gcs, gcs_tls, pet_job_dir, pet_raw_dir,
