@@ -240,11 +240,14 @@ def delete_tree(root: str) -> int:
 
     Locally the folder goes too, and symbolic links inside it are removed as links, never followed: whatever
     a link points at lies outside ``root`` and is not this call's to delete (``list_files`` follows links,
-    which is right for reading inputs and wrong for deleting). Remotely every object under the prefix goes.
+    which is right for reading inputs and wrong for deleting). Remotely every object under the prefix goes, the
+zero-byte "folder/" markers TensorFlow's GCS client writes included (not counted: they are no files).
     """
     if not is_local(root):
         paths = [f.path for f in list_files(root)]
         delete_files(paths)
+        if FileSystems.get_scheme(root) == "gs":
+            _delete_gcs_folder_markers(root)
         return len(paths)
     local = root[len("file://"):] if root.startswith("file://") else root
     if os.path.islink(local) or os.path.isfile(local):  # a link or a file where the folder should be
@@ -269,6 +272,25 @@ def delete_tree(root: str) -> int:
                 os.rmdir(path)
     os.rmdir(local)
     return removed
+
+
+def _delete_gcs_folder_markers(root: str) -> None:
+    """Deletes the zero-byte ``name/`` objects under the gs:// folder ``root``, by exact name.
+
+    TensorFlow's GCS client writes one for every directory it makes (tensorflow-transform's scratch dirs under a
+    gs:// ``--temp_location``); they are no files (``list_files`` skips them) and ``FileSystems.delete`` of a
+    name ending in "/" deletes by prefix, not literally. So list the prefix with GcsIO, which returns every
+    object name, and delete those with its batch delete (404, gone already, is not an error).
+    """
+    from apache_beam.io.gcp import gcsio
+
+    client = gcsio.GcsIO()
+    markers = [name for name, _ in client.list_files(root.rstrip("/") + "/") if name.endswith("/")]
+    failed = {}
+    for start in range(0, len(markers), 1000):  # GCS deletes in batches of at most 1000
+        failed.update((path, code) for path, code in client.delete_batch(markers[start:start + 1000]) if code)
+    if failed:
+        raise OSError(f"could not delete {len(failed)} folder marker(s) under {root}: {failed}")
 
 
 # The folder and everything in it: the same operation, under the name callers that clear an output folder use.
