@@ -43,6 +43,8 @@ setuptools.setup(
     python_requires=">=3.11,<3.12",
     packages=setuptools.find_packages(include=["schemas", "schemas.*", "pipelines", "pipelines.*",
                                                "trainer", "trainer.*"]),
+    # The list of Beam's flags that lets the command lines refuse a typo without importing Beam (pipelines.flags).
+    package_data={"pipelines": ["beam_flags.txt"]},
     install_requires=REQUIRED,
     extras_require=EXTRAS,
 )
