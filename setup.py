@@ -27,6 +27,9 @@ EXTRAS = {
         "pytest-timeout>=2.3",
         # A real GCS JSON-API server on loopback for gs:// tests.
         "gcp-storage-emulator>=2024.8.3",
+        # The TLS front that lets TensorFlow's own GCS client reach that server makes its certificate with it
+        # (tests/fixtures/gcs_tls.py); named here rather than relied on as a dependency of a dependency.
+        "cryptography>=42",
         # `make lint` (run by `make test`): unused imports and undefined names, without style opinions.
         "pyflakes>=3.2",
     ],
