@@ -508,17 +508,28 @@ def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
 
 
 def quiet_beam_logs() -> None:
-    """Keeps the DirectRunner's relayed worker chatter (one WARNING per worker start) off the console."""
+    """Keeps the DirectRunner's relayed worker chatter (one WARNING per worker start) off the console, and
+    Beam's log copy of a failing DoFn's traceback: the same exception is re-raised to ``main``, which reports it
+    (one line for a storage outage, the traceback for anything else)."""
     logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
     logging.getLogger("apache_beam.runners.worker").setLevel(logging.ERROR)
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
+def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.getLogger().setLevel(logging.WARNING)
     quiet_beam_logs()
-    run(argv if argv is not None else sys.argv[1:])
+    try:
+        run(argv if argv is not None else sys.argv[1:])
+    except Exception as err:  # a storage outage past the client's retries: one line, not a traceback
+        reason = storage.storage_failure(err)
+        if reason is None:
+            raise
+        print(f"pipelines.infer: error: {reason}; OUT holds no summary.json, so the partial outputs are not a "
+              f"complete run: rerun the same command when storage answers again", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
-    exit_process(0)
+    exit_process(main())

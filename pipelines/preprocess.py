@@ -464,6 +464,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("apache_beam", "tensorflow", "absl", "tensorflow_transform"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Beam logs a failing DoFn's traceback, then re-raises the same exception to ``run``: main reports it (one
+    # line for a storage outage, the traceback for anything else), so the log copy is only a duplicate.
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         metadata = run(argv)
@@ -472,6 +475,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 2
     except NoRecordsError as e:
         print(f"preprocess: error: {e}", file=sys.stderr)
+        return 1
+    except Exception as e:  # a storage outage past the client's retries: one line, not a traceback
+        from pipelines import storage
+
+        reason = storage.storage_failure(e)
+        if reason is None:
+            raise
+        print(f"preprocess: error: {reason}; --output_dir holds no metadata.json, so nothing half-written will "
+              f"be read: rerun the same command when storage answers again", file=sys.stderr)
         return 1
     if metadata is not None:
         config, _ = parse_args(argv)

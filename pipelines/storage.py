@@ -315,3 +315,28 @@ def replace_tree(src: str, dst: str) -> list[str]:
     """Makes ``dst`` hold exactly the files of ``src``: stale files from an earlier run are deleted first."""
     delete_tree(dst)
     return copy_tree(src, dst)
+
+
+def storage_failure(error: BaseException) -> Optional[str]:
+    """A one-line reason when ``error`` (or an exception it was raised from) is a storage request that failed
+    past its client's own retries, e.g. Cloud Storage answering 503 for longer than google-cloud-storage's retry
+    deadline; None for any other error (a bug keeps its traceback).
+
+    Beam re-raises a DoFn's exception with the step's name appended, and wraps some in ``BeamIOError``, so the
+    chain of causes is searched.
+    """
+    from apache_beam.io.filesystem import BeamIOError
+
+    try:
+        from google.api_core.exceptions import GoogleAPIError
+    except ImportError:  # google-cloud packages absent (no gcp extra): only Beam's own I/O errors count
+        GoogleAPIError = BeamIOError  # noqa: N806
+    seen: set[int] = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (GoogleAPIError, BeamIOError)):
+            text = " ".join(str(current).split())
+            return f"storage failed: {type(current).__name__}: {text[:400]}"
+        current = current.__cause__ or current.__context__
+    return None
