@@ -522,11 +522,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         run(argv if argv is not None else sys.argv[1:])
     except Exception as err:  # a storage outage past the client's retries: one line, not a traceback
-        reason = storage.storage_failure(err)
-        if reason is None:
+        line = storage.storage_failure_line("pipelines.infer", err, "OUT holds no summary.json, so the partial "
+                                                                    "outputs are not a complete run")
+        if line is None:
             raise
-        print(f"pipelines.infer: error: {reason}; OUT holds no summary.json, so the partial outputs are not a "
-              f"complete run: rerun the same command when storage answers again", file=sys.stderr)
+        print(line, file=sys.stderr)
         return 1
     return 0
 

@@ -479,11 +479,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as e:  # a storage outage past the client's retries: one line, not a traceback
         from pipelines import storage
 
-        reason = storage.storage_failure(e)
-        if reason is None:
+        line = storage.storage_failure_line("preprocess", e, "--output_dir holds no metadata.json, so nothing "
+                                                             "half-written will be read")
+        if line is None:
             raise
-        print(f"preprocess: error: {reason}; --output_dir holds no metadata.json, so nothing half-written will "
-              f"be read: rerun the same command when storage answers again", file=sys.stderr)
+        print(line, file=sys.stderr)
         return 1
     if metadata is not None:
         config, _ = parse_args(argv)

@@ -317,6 +317,15 @@ def replace_tree(src: str, dst: str) -> list[str]:
     return copy_tree(src, dst)
 
 
+def storage_failure_line(program: str, error: BaseException, what_is_left: str) -> Optional[str]:
+    """The one stderr line a job's ``main`` prints for ``error`` when it is a storage outage
+    (``storage_failure``), saying ``what_is_left`` and to rerun; None for any other error (re-raise it)."""
+    reason = storage_failure(error)
+    if reason is None:
+        return None
+    return f"{program}: error: {reason}; {what_is_left}: rerun the same command when storage answers again"
+
+
 def storage_failure(error: BaseException) -> Optional[str]:
     """A one-line reason when ``error`` (or an exception it was raised from) is a storage request that failed
     past its client's own retries, e.g. Cloud Storage answering 503 for longer than google-cloud-storage's retry

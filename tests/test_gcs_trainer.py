@@ -139,10 +139,24 @@ def test_a_fault_past_the_retry_budget_fails_the_trainer_with_one_line(gcs, gcs_
     assert not [n for n in gcs.list(job) if n.startswith("model/")]
 
 
+def _rerun_through_an_upload_outage(gcs_tls, cmd: list[str]) -> str:
+    """Runs ``cmd`` while every upload is answered 503 for longer than google-cloud-storage's retry deadline
+    (120 s; Beam's GcsIO has no option to shorten it, so the test waits it out). Checks the job failed with
+    exit 1 and no traceback; returns its last stderr line."""
+    gcs_tls.faults(rate=1.0, statuses=(503,), match=r"^POST /upload/")
+    try:
+        done = gcs_tls.run(cmd, timeout=400)
+    finally:
+        injected = gcs_tls.clear_faults()
+    assert injected >= 2, injected
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done.stderr.strip().splitlines()[-1]
+
+
 def test_a_storage_outage_past_the_retries_fails_preprocess_with_one_line(gcs, gcs_tls, pet_raw_dir):
-    """A rerun into a gs:// DST while every upload is answered 503 for longer than google-cloud-storage's retry
-    deadline (120 s; Beam's GcsIO has no option to shorten it, so this test waits it out): the job fails with
-    one line, and the DST it was rewriting holds no metadata.json, so no reader takes the half-written shards."""
+    """A rerun into a gs:// DST through an upload outage: one line, and the DST it was rewriting holds no
+    metadata.json, so no reader takes the half-written shards."""
     dst = gcs.prefix("outage-dst")
     cmd = [sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", str(pet_raw_dir),
            "--output_dir", dst, "--image_size", "32", "--direct_running_mode", "in_memory",
@@ -150,22 +164,14 @@ def test_a_storage_outage_past_the_retries_fails_preprocess_with_one_line(gcs, g
     first = gcs_tls.run(cmd, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "metadata.json" in gcs.list(dst)
-    gcs_tls.faults(rate=1.0, statuses=(503,), match=r"^POST /upload/")
-    try:
-        second = gcs_tls.run(cmd, timeout=400)
-    finally:
-        injected = gcs_tls.clear_faults()
-    assert injected >= 2, injected
-    assert second.returncode == 1, second.stderr[-3000:]
-    assert "Traceback" not in second.stderr, second.stderr[-3000:]
-    last = second.stderr.strip().splitlines()[-1]
+    last = _rerun_through_an_upload_outage(gcs_tls, cmd)
     assert last.startswith("preprocess: error: storage failed: ") and "503" in last, last
     assert "metadata.json" not in gcs.list(dst)
 
 
 def test_a_storage_outage_past_the_retries_fails_infer_with_one_line(gcs, gcs_tls, pet_job_dir, pet_raw_dir):
-    """A rerun of infer into a gs:// OUT while every upload is answered 503 past the client's retry deadline:
-    one line, and OUT holds no summary.json, the mark of a complete run."""
+    """A rerun of infer into a gs:// OUT through an upload outage: one line, and OUT holds no summary.json, the
+    mark of a complete run."""
     model = gcs.upload_dir(pet_job_dir / "model", gcs.prefix("outage-model"))
     out = gcs.prefix("outage-out")
     cmd = [sys.executable, "-m", "pipelines.infer", "--model_dir", model, "--input",
@@ -174,15 +180,7 @@ def test_a_storage_outage_past_the_retries_fails_infer_with_one_line(gcs, gcs_tl
     first = gcs_tls.run(cmd, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "summary.json" in gcs.list(out)
-    gcs_tls.faults(rate=1.0, statuses=(503,), match=r"^POST /upload/")
-    try:
-        second = gcs_tls.run(cmd, timeout=400)
-    finally:
-        injected = gcs_tls.clear_faults()
-    assert injected >= 2, injected
-    assert second.returncode == 1, second.stderr[-3000:]
-    assert "Traceback" not in second.stderr, second.stderr[-3000:]
-    last = second.stderr.strip().splitlines()[-1]
+    last = _rerun_through_an_upload_outage(gcs_tls, cmd)
     assert last.startswith("pipelines.infer: error: storage failed: ") and "503" in last, last
     assert "summary.json" not in gcs.list(out)
 
