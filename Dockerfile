@@ -38,9 +38,9 @@ COPY trainer /segflow/trainer
 # A regular (non-editable) install: workers import segflow from site-packages, never from a checkout.
 RUN pip install --no-deps /segflow && python -c "import pipelines.preprocess, pipelines.infer, trainer.launch"
 
-# Flex Template launcher: runs pipelines/preprocess.py with the template's parameters as flags.
+# Flex Template launcher: runs pipelines/preprocess/__main__.py with the template's parameters as flags.
 COPY --from=template_launcher /opt/google/dataflow/python_template_launcher /opt/google/dataflow/python_template_launcher
-ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/segflow/pipelines/preprocess.py
+ENV FLEX_TEMPLATE_PYTHON_PY_FILE=/segflow/pipelines/preprocess/__main__.py
 
 # Keep the Beam SDK harness as the entrypoint (Dataflow starts it with its own arguments). Vertex AI overrides the
 # command with `python -m trainer.task ...` (see trainer/launch.py).

@@ -21,7 +21,7 @@ $(STAMP): setup.py | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m pipelines.demo --work_dir $(DEMO_DIR)
+	$(PY) -m pipelines.tools.demo --work_dir $(DEMO_DIR)
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)

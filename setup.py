@@ -44,10 +44,12 @@ setuptools.setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11,<3.12",
+    # pipelines.tools (sample data, the demo) is for developers: Dataflow workers never install it.
     packages=setuptools.find_packages(include=["schemas", "schemas.*", "pipelines", "pipelines.*",
-                                               "trainer", "trainer.*"]),
-    # The list of Beam's flags that lets the command lines refuse a typo without importing Beam (pipelines.flags).
-    package_data={"pipelines": ["beam_flags.txt"]},
+                                               "trainer", "trainer.*"],
+                                      exclude=["pipelines.tools", "pipelines.tools.*"]),
+    # The list of Beam's flags that lets the command lines refuse a typo without importing Beam (pipelines.common.flags).
+    package_data={"pipelines.common": ["beam_flags.txt"]},
     install_requires=REQUIRED,
     extras_require=EXTRAS,
 )

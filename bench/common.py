@@ -110,14 +110,14 @@ def _cityscapes_variant(job: tuple) -> None:
 def make_cityscapes_inputs(root: str, n: int, *, height: int = 1024, width: int = 2048, pool: int = 4) -> str:
     """``n`` Cityscapes-layout train frames at full ``height`` x ``width`` (image, labelIds, instanceIds PNGs).
 
-    ``pipelines.synthetic.cityscapes_frame`` takes seconds per full-size frame, so ``pool`` of them are made
+    ``pipelines.tools.synthetic.cityscapes_frame`` takes seconds per full-size frame, so ``pool`` of them are made
     and every frame is a distinct variation of one (its own horizontal shift, mirror and colour shift), written
     by one process per core: hundreds of frames in a minute or two. Reuses an existing complete folder.
     """
     from multiprocessing import Pool
 
     import numpy as np
-    from pipelines import synthetic
+    from pipelines.tools import synthetic
 
     marker = os.path.join(root, ".complete")
     if os.path.exists(marker):
@@ -149,13 +149,13 @@ def make_pet_inputs(root: str, n: int, *, height: int = 375, width: int = 500, p
                     list_files: bool = True) -> str:
     """``n`` Pet-layout inputs (~``height`` x ``width`` JPEG + trimap, sizes varying ±20%) under ``root``.
 
-    ``pipelines.synthetic.pet_example`` takes ~0.7 s per 500x375 example, so a pool of ``pool`` of them is made
+    ``pipelines.tools.synthetic.pet_example`` takes ~0.7 s per 500x375 example, so a pool of ``pool`` of them is made
     at 1.2x the size and every input is a distinct variation of one (its own crop, flip, colour shift and
     fresh noise), encoded separately: ``n`` different files in seconds. With ``list_files``, ``list.txt``
     (with the real header), ``trainval.txt`` and ``test.txt`` (~25% test). Reuses an existing complete folder.
     """
     import numpy as np
-    from pipelines import synthetic
+    from pipelines.tools import synthetic
 
     marker = os.path.join(root, ".complete")
     if os.path.exists(marker):

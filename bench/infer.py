@@ -41,7 +41,7 @@ from typing import Optional
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import make_pet_inputs, measure  # noqa: E402
-from pipelines import synthetic  # noqa: E402
+from pipelines.tools import synthetic  # noqa: E402
 
 
 def run_job(model_dir: str, pattern: str, out: str, extra: list[str]) -> tuple[float, int]:
@@ -56,8 +56,8 @@ LOOP = r'''
 import os, sys
 sys.path.insert(0, os.getcwd())
 import numpy as np
-from pipelines import outputs
-from pipelines.serving import SegflowModel, read_model_info
+from pipelines.infer import outputs
+from pipelines.infer.model import SegflowModel, read_model_info
 from schemas.labels import spec_for
 
 model_dir, out, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
@@ -86,7 +86,7 @@ def run_loop(model_dir: str, paths: list[str], out: str) -> tuple[float, int]:
 
 
 def train_small_model(work: str) -> str:
-    """The demo's model (``pipelines.demo`` defaults: 96 generated Pet examples, 64x64, one augmented copy, a
+    """The demo's model (``pipelines.tools.demo`` defaults: 96 generated Pet examples, 64x64, one augmented copy, a
     U-Net with 8 base filters and depth 3, 12 epochs). It has to have learned the task: an untrained model's
     masks are noise, whose PNGs are ~6x larger and would make the benchmark time zlib on noise rather than
     inference (with a 1-epoch model the ratio after start-up was 1.86-1.90x instead of 2.1x)."""

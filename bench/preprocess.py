@@ -99,7 +99,7 @@ from multiprocessing import Pool
 from PIL import Image
 src, dst, height, width = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 
-def png(image, level):  # the record codec's zlib levels: 3 for the photo, 6 for masks (pipelines.decode)
+def png(image, level):  # the record codec's zlib levels: 3 for the photo, 6 for masks (pipelines.common.decode)
     buf = io.BytesIO()
     image.save(buf, "PNG", compress_level=level)
     return buf.getvalue()

@@ -56,7 +56,7 @@ def main() -> None:
     start = time.time()
     shutil.rmtree(dst, ignore_errors=True)
     if not os.path.exists(os.path.join(raw, "annotations", "list.txt")):
-        subprocess.run([sys.executable, "-m", "pipelines.synthetic", "--dataset", "pet", "--output_dir", raw,
+        subprocess.run([sys.executable, "-m", "pipelines.tools.synthetic", "--dataset", "pet", "--output_dir", raw,
                         "--num_examples", str(args.num_examples), "--height", "160", "--width", "200"],
                        check=True, env=env, stdout=subprocess.DEVNULL)
     generated = time.time() - start

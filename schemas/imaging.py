@@ -121,7 +121,7 @@ def decode_image_bytes(encoded: tf.Tensor) -> tf.Tensor:
     """Encoded JPEG/PNG/GIF/BMP/WebP bytes (scalar string) → uint8 ``[H, W, 3]`` at full, displayed size.
 
     By content, not by name, with the module's pixel conversion rule (16 → 8 bits, alpha on black, EXIF
-    orientation of JPEGs); an animated GIF gives its first frame. What ``pipelines.decode.decode_rgb`` gives
+    orientation of JPEGs); an animated GIF gives its first frame. What ``pipelines.common.decode.decode_rgb`` gives
     without ``min_size``, pixel for pixel.
     """
     image, _, _ = _decode(tf.convert_to_tensor(encoded, tf.string), None)
@@ -149,7 +149,7 @@ JPEG_DRAFT_RATIOS = (1, 2, 4, 8)
 def jpeg_draft_ratio_host(height: int, width: int, size: Sequence[int]) -> int:
     """The 1/ratio scale at which preprocess decodes a ``height`` x ``width`` JPEG for the ``size`` canvas.
 
-    This is PIL's ``Image.draft`` rule (``pipelines.decode.decode_rgb``): the largest of 8, 4, 2, 1 that is at
+    This is PIL's ``Image.draft`` rule (``pipelines.common.decode.decode_rgb``): the largest of 8, 4, 2, 1 that is at
     most ``min(width // size[1], height // size[0])`` (1 for an image smaller than the canvas), so the decoded
     image still covers the canvas.
     """

@@ -50,7 +50,7 @@ def dataflow_flags(gcs, name: str) -> list[str]:
 def _build(build, beam_argv: list[str]):
     """Runs ``build(pipeline)`` on a DataflowRunner pipeline; returns (result, options). Real runner, dry run."""
     import apache_beam as beam
-    from pipelines import runner as runner_lib
+    from pipelines.common import runner as runner_lib
 
     options = runner_lib.make_pipeline_options(beam_argv)
     pipeline = beam.Pipeline(options=options)
@@ -78,7 +78,7 @@ class DataflowJob:
 
 @pytest.fixture(scope="module")
 def preprocess_job(gcs, pet_raw_dir, tmp_path_factory) -> DataflowJob:
-    from pipelines import preprocess
+    from pipelines.preprocess import job as preprocess
 
     src = gcs.upload_dir(pet_raw_dir, gcs.prefix("df-pet-raw"))
     argv = ["--dataset", "pet", "--input_dir", src, "--output_dir", gcs.prefix("df-pet-records"),
@@ -106,8 +106,8 @@ def images_on_gcs(gcs, pet_raw_dir) -> str:
 
 @pytest.fixture(scope="module")
 def infer_job(gcs, model_on_gcs, images_on_gcs) -> DataflowJob:
-    from pipelines import infer
-    from pipelines.serving import read_model_info
+    from pipelines.infer import job as infer
+    from pipelines.infer.model import read_model_info
 
     argv = ["--model_dir", model_on_gcs, "--input", f"{images_on_gcs}/*.jpg", "--output_dir",
             gcs.prefix("df-infer-out"), "--instances", *dataflow_flags(gcs, "infer")]
@@ -181,7 +181,7 @@ def test_staged_sdist_holds_the_package(gcs, request, job_fixture, tmp_path):
     tarball = _staged_package(gcs, request.getfixturevalue(job_fixture).staging, tmp_path)
     with tarfile.open(tarball) as tar:
         members = {m.split("/", 1)[1] for m in tar.getnames() if "/" in m}
-    for required in ("setup.py", "pipelines/preprocess.py", "pipelines/infer.py", "pipelines/serving.py",
+    for required in ("setup.py", "pipelines/preprocess/job.py", "pipelines/infer/job.py", "pipelines/infer/model.py",
                      "schemas/features.py", "schemas/transform.py", "trainer/task.py"):
         assert required in members, required
     assert not [m for m in members if m.startswith(("tests/", "out/", "data/", ".venv/"))]
@@ -273,7 +273,7 @@ def test_flex_template_parameters_are_preprocess_flags():
     (every parameter as --name=value, values matching the declared regexes) parses as a valid job."""
     import re
 
-    from pipelines import preprocess
+    from pipelines.preprocess import job as preprocess
 
     spec = json.loads((REPO / "templates" / "preprocess" / "metadata.json").read_text())
     flags = {a.dest for a in preprocess.build_arg_parser()._actions}

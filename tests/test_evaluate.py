@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import evaluate, synthetic
+from pipelines.evaluate import job as evaluate
+from pipelines.tools import synthetic
 
 
 def test_confusion_and_scores_by_hand():

@@ -36,7 +36,7 @@ def pet_on_gcs(gcs, pet_raw_dir):
 
 @pytest.fixture(scope="module")
 def pet_preprocessed_on_gcs(gcs, pet_on_gcs):
-    from pipelines import preprocess
+    from pipelines.preprocess import job as preprocess
 
     dst = gcs.prefix("pet-records")
     metadata = preprocess.run(["--dataset", "pet", "--input_dir", pet_on_gcs, "--output_dir", dst,
@@ -103,7 +103,7 @@ def test_preprocess_gcs_matches_local(gcs, pet_preprocessed_on_gcs, pet_records_
 
 
 def test_preprocess_gcs_empty_input_fails_fast(gcs, capsys):
-    from pipelines import preprocess
+    from pipelines.preprocess import job as preprocess
 
     empty = gcs.prefix("nothing-here")
     rc = preprocess.main(["--dataset", "pet", "--input_dir", empty, "--output_dir", gcs.prefix("unused"),
@@ -118,7 +118,7 @@ def test_preprocess_gcs_empty_input_fails_fast(gcs, capsys):
 
 def test_infer_gcs_end_to_end(gcs, pet_job_dir, pet_raw_dir):
     """gs:// images, a gs:// model dir (copied to a local cache through FileSystems) and gs:// outputs."""
-    from pipelines import infer
+    from pipelines.infer import job as infer
 
     model = gcs.upload_dir(pathlib.Path(pet_job_dir) / "model", gcs.prefix("infer-model"))
     images = gcs.prefix("infer-images")

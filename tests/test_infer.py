@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import evaluate, infer
-from pipelines.deadletter import read_dead_letters
-from pipelines.evaluate import to_train_ids
+from pipelines.evaluate import job as evaluate
+from pipelines.infer import job as infer
+from pipelines.common.deadletter import read_dead_letters
+from pipelines.evaluate.job import to_train_ids
 from schemas import labels
 from schemas.labels import colorize
 
@@ -128,7 +129,7 @@ def test_one_model_per_process_shared_by_every_stage(pet_job_dir):
 
     from apache_beam.utils import shared
 
-    from pipelines.serving import acquire_model
+    from pipelines.infer.model import acquire_model
 
     handle = shared.Shared()
     model_dir = str(pet_job_dir / "model")
@@ -141,7 +142,7 @@ def test_one_model_per_process_shared_by_every_stage(pet_job_dir):
 
 def test_masks_equal_the_models_own_serving_signature(pet_run, pet_job_dir):
     """One source of truth: the job's masks are what serving_default returns for the same bytes."""
-    from pipelines.serving import SegflowModel
+    from pipelines.infer.model import SegflowModel
     from schemas.labels import spec_for
 
     out, _ = pet_run
@@ -195,7 +196,7 @@ def test_an_image_scores_the_same_wherever_it_sits_in_a_padded_batch(network):
 
 
 def test_padded_model_calls_return_one_result_per_image(pet_job_dir):
-    from pipelines.serving import SegflowModel, predict_resized_fn
+    from pipelines.infer.model import SegflowModel, predict_resized_fn
 
     model = SegflowModel(str(pet_job_dir / "model"))
     rng = np.random.default_rng(5)

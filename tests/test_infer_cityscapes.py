@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import evaluate, infer, outputs
-from pipelines.instances import extract_instances
+from pipelines.evaluate import job as evaluate
+from pipelines.infer import job as infer
+from pipelines.infer import outputs
+from pipelines.infer.instances import extract_instances
 from schemas.labels import cityscapes_label_ids_to_train_ids, spec_for
 from tests.test_evaluate import official_pixel_level
 

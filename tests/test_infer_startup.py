@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from pipelines import flags
+from pipelines.common import flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = ("import runpy, sys; sys.argv = ['x'] + sys.argv[2:]\n"
@@ -35,7 +35,7 @@ def test_help_and_flag_errors_answer_without_beam(module, case):
 
 
 def test_beam_flag_list_matches_the_installed_beam():
-    # Regenerate with `python -m pipelines.flags` after a Beam upgrade.
+    # Regenerate with `python -m pipelines.common.flags` after a Beam upgrade.
     assert flags.known_beam_flags() == frozenset(flags.live_beam_flags())
 
 
@@ -47,7 +47,7 @@ def test_a_known_beam_flag_still_goes_to_beam():
 
 
 def test_default_batch_bounds_follow_the_model_element_size():
-    from pipelines import infer
+    from pipelines.infer import job as infer
 
     assert infer.default_batch_bounds({"image_size": [128, 256], "num_classes": 19}) == (1, 8)
     assert infer.default_batch_bounds({"image_size": [512, 1024], "num_classes": 19}) == (1, 8)  # 41 MB each

@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from pipelines import outputs
-from pipelines.instances import extract_instances, instance_id_map, split_touching
+from pipelines.infer import outputs
+from pipelines.infer.instances import extract_instances, instance_id_map, split_touching
 from schemas.labels import spec_for
 
 

@@ -1,4 +1,4 @@
-"""pipelines.label_png: standard 8-bit greyscale PNGs that every decoder reads back exactly."""
+"""pipelines.common.label_png: standard 8-bit greyscale PNGs that every decoder reads back exactly."""
 import io
 import struct
 import zlib
@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipelines import outputs
-from pipelines.label_png import encode_label_png
+from pipelines.infer import outputs
+from pipelines.common.label_png import encode_label_png
 
 
 def _label_map(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipelines import synthetic
-from pipelines.deadletter import read_dead_letters
-from pipelines.sources import split_from_hash
+from pipelines.tools import synthetic
+from pipelines.common.deadletter import read_dead_letters
+from pipelines.preprocess.sources import split_from_hash
 from schemas import features, imaging, labels
 from schemas.metadata import DatasetMetadata
 
@@ -24,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 
 def _run(argv: list[str]) -> DatasetMetadata:
-    from pipelines import preprocess
+    from pipelines.preprocess import job as preprocess
 
     return preprocess.run(argv)
 

@@ -39,7 +39,7 @@ def test_empty_and_missing_input_fail_with_one_line(tmp_path):
 
 
 def test_help_lists_every_flag():
-    from pipelines.preprocess import build_arg_parser
+    from pipelines.preprocess.job import build_arg_parser
 
     text = build_arg_parser().format_help()
     for flag in ("--dataset", "--input_dir", "--output_dir", "--image_size", "--num_shards", "--augment_copies",

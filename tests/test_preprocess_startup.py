@@ -9,7 +9,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _PROBE = r"""
 import sys
-from pipelines import preprocess
+from pipelines.preprocess import job as preprocess
 for argv in (["--help"], ["--dataset", "pet"], ["--dataset", "pet", "--input_dir", "a", "--output_dir", "b",
                                                   "--image_size", "3"],
              ["--dataset", "pet", "--input_dir", "a", "--output_dir", "b", "--image_size", "8", "--runer", "x"]):
@@ -31,7 +31,7 @@ def test_help_and_flag_errors_import_neither_beam_nor_tensorflow():
 
 
 def test_light_copies_of_schema_constants_agree():
-    from pipelines import preprocess
+    from pipelines.preprocess import job as preprocess
     from schemas import features, imaging
 
     assert preprocess.SPLITS == features.SPLITS and preprocess.RESIZE_MODES == imaging.RESIZE_MODES

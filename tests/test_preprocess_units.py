@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import augment, decode, shards, sources, stats
-from pipelines.hashing import stable_fraction
-from pipelines.preprocess import UsageError, parse_args
+from pipelines.preprocess import augment
+from pipelines.common import decode
+from pipelines.preprocess import shards
+from pipelines.preprocess import sources
+from pipelines.preprocess import stats
+from pipelines.common.hashing import stable_fraction
+from pipelines.preprocess.job import UsageError, parse_args
 
 
 def _encoded(image: Image.Image, fmt: str, **kw) -> bytes:
@@ -83,7 +87,7 @@ def test_hash_splits_are_stable_and_proportional():
     assert splits == [sources.split_from_hash(i, 0.1, 0.2) for i in ids]
     assert abs(splits.count("val") / 4000 - 0.1) < 0.02 and abs(splits.count("test") / 4000 - 0.2) < 0.02
     # Same id, same split, in a fresh interpreter (no reliance on Python's salted hash()).
-    code = "from pipelines.hashing import stable_fraction as f; print([f('split', f'id_{i}') for i in range(50)])"
+    code = "from pipelines.common.hashing import stable_fraction as f; print([f('split', f'id_{i}') for i in range(50)])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == str([stable_fraction("split", f"id_{i}") for i in range(50)])
 
@@ -183,7 +187,7 @@ def test_analysis_batches_decode_like_the_trainer():
     counted and pass through; the totals' moments equal numpy's over the same pixels."""
     import tensorflow as tf
 
-    from pipelines.records import AnalysisInput, channel_histogram, label_histogram
+    from pipelines.preprocess.records import AnalysisInput, channel_histogram, label_histogram
 
     rng = np.random.default_rng(3)
     arrays = [rng.integers(0, 256, (16, 24, 3), dtype=np.uint8) for _ in range(5)]
@@ -218,8 +222,8 @@ def test_analysis_carries_histograms_not_frames(cityscapes_raw_dir):
     job's memory with the dataset (~70 MiB per full-size Cityscapes frame)."""
     import apache_beam as beam
 
-    from pipelines.records import ANALYZE_TAG, AnalysisInput, MakeRecords, RecordOptions
-    from pipelines.sources import Example
+    from pipelines.preprocess.records import ANALYZE_TAG, AnalysisInput, MakeRecords, RecordOptions
+    from pipelines.preprocess.sources import Example
 
     image = next((cityscapes_raw_dir / "leftImg8bit" / "train").rglob("*_leftImg8bit.png"))
     gt = str(image).replace("leftImg8bit", "gtFine", 1)[:-len("leftImg8bit.png")] + "gtFine_"
@@ -244,7 +248,8 @@ def test_statistics_give_tensorflow_transform_totals_not_data(tmp_path):
     over them, and the four sums the graph needs are the ones fed."""
     import apache_beam as beam
 
-    from pipelines import preprocess, runner
+    from pipelines.preprocess import job as preprocess
+    from pipelines.common import runner
 
     config, beam_argv = parse_args(["--dataset", "cityscapes", "--input_dir", str(tmp_path / "src"),
                                     "--output_dir", str(tmp_path / "out"), "--image_size", "8,16"])
@@ -257,7 +262,7 @@ def test_statistics_give_tensorflow_transform_totals_not_data(tmp_path):
 
 
 def test_histograms_count_every_pixel_like_bincount():
-    from pipelines.records import channel_histogram, label_histogram
+    from pipelines.preprocess.records import channel_histogram, label_histogram
 
     rng = np.random.default_rng(1)
     for shape in [(5, 7, 3), (2, 5, 7, 3), (1, 1, 3), (300, 3)]:

@@ -22,9 +22,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not a pytest class
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines import synthetic
-from pipelines.deadletter import read_dead_letters
-from pipelines.sources import DEAD_LETTER_TAG, DiscoverCityscapes, DiscoverPet
+from pipelines.tools import synthetic
+from pipelines.common.deadletter import read_dead_letters
+from pipelines.preprocess.sources import DEAD_LETTER_TAG, DiscoverCityscapes, DiscoverPet
 
 BEAM_FLAGS = ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
 NOT_UTF8 = b"Bengal_\xff9"  # a file-name stem that is not UTF-8 (Latin-1 "ÿ" written by an old tool)
@@ -101,7 +101,7 @@ def _record_ids(dst: pathlib.Path) -> list[str]:
 
 
 def _run(src: pathlib.Path, dst: pathlib.Path, dataset: str, image_size: str) -> dict:
-    from pipelines import preprocess
+    from pipelines.preprocess import job as preprocess
 
     preprocess.run(["--dataset", dataset, "--input_dir", str(src), "--output_dir", str(dst),
                     "--image_size", image_size, *BEAM_FLAGS])
@@ -131,7 +131,7 @@ def test_input_dir_with_glob_characters_is_that_folder(tmp_path):
 
 def test_check_input_lists_the_literal_folder(tmp_path):
     """The fail-fast check looks in the folder named, not in whatever its name matches as a glob."""
-    from pipelines.preprocess import UsageError, check_input, parse_args
+    from pipelines.preprocess.job import UsageError, check_input, parse_args
 
     _pet_example(tmp_path / "in1", "Abyssinian_1")
     (tmp_path / "in[1]" / "images").mkdir(parents=True)  # the folder asked for is empty
@@ -328,7 +328,7 @@ def test_cityscapes_job_reads_linked_city(tmp_path):
 
 # ------------------------------------------------------------ item 11: --output_dir overlapping --input_dir
 def _refusal(src: str, dst: str) -> Optional[str]:
-    from pipelines.preprocess import UsageError, parse_args
+    from pipelines.preprocess.job import UsageError, parse_args
 
     try:
         parse_args(["--dataset", "pet", "--input_dir", src, "--output_dir", dst, "--image_size", "16"])
@@ -373,7 +373,7 @@ def test_cli_refuses_output_inside_input_in_one_line(tmp_path):
 def test_gcs_discovery_is_literal_and_sees_every_object(gcs, tmp_path):
     """On an object store: the prefix is escaped (``in[1]`` is not ``in1``), a backslash is a name character,
     and an object below the Pet folders' own level is a dead letter."""
-    from pipelines.preprocess import check_input, parse_args
+    from pipelines.preprocess.job import check_input, parse_args
 
     local = tmp_path / "local"
     _pet_example(local / "decoy", "Abyssinian_1")

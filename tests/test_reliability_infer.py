@@ -13,7 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines import evaluate, infer, synthetic
+from pipelines.evaluate import job as evaluate
+from pipelines.infer import job as infer
+from pipelines.tools import synthetic
 
 BEAM = ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
 REPO = pathlib.Path(__file__).resolve().parents[1]

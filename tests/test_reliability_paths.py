@@ -8,10 +8,10 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from pipelines import storage
-from pipelines.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE, read_dead_letters
-from pipelines.report import _ground_truth_index
-from pipelines.serving import SegflowModel
+from pipelines.common import storage
+from pipelines.common.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE, read_dead_letters
+from pipelines.evaluate.report import _ground_truth_index
+from pipelines.infer.model import SegflowModel
 
 
 def _dead_letter_file(folder: pathlib.Path, path: str) -> None:

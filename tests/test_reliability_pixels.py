@@ -1,7 +1,7 @@
 """Issue 11, pixels: one conversion rule and EXIF orientation on both decode paths, impossible mask values,
 deterministic dead-letter reasons.
 
-Preprocess decodes with PIL (``pipelines.decode.decode_rgb``), the exported SavedModel with TF ops
+Preprocess decodes with PIL (``pipelines.common.decode.decode_rgb``), the exported SavedModel with TF ops
 (``schemas.imaging.decode_image_for_model`` / ``decode_image_bytes``); every case below writes a file and runs
 both decoders on the same bytes.
 """
@@ -20,8 +20,8 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image, ImageOps
 
-from pipelines import synthetic
-from pipelines.decode import DecodeError, decode_rgb
+from pipelines.tools import synthetic
+from pipelines.common.decode import DecodeError, decode_rgb
 from schemas import imaging, labels
 
 
@@ -206,7 +206,7 @@ def test_sixteen_bit_grey_and_rgba_reach_the_model_as_in_records(pet_job_dir):
     """Through the resize path and through a real exported SavedModel's ``preprocess`` signature (what
     ``pipelines.infer`` calls): the served model input is the record image (the records' PIL resize vs the
     graph's TF resize: at most one grey level of rounding, as for every image)."""
-    from pipelines.serving import SegflowModel
+    from pipelines.infer.model import SegflowModel
 
     model = SegflowModel(str(pet_job_dir / "model"))
     rng = np.random.default_rng(6)
@@ -300,8 +300,8 @@ def _records_of(examples, options, scratch: pathlib.Path) -> tuple[list, list]:
     import hashlib
     import pickle
 
-    from pipelines.records import MakeRecords
-    from pipelines.sources import DEAD_LETTER_TAG
+    from pipelines.preprocess.records import MakeRecords
+    from pipelines.preprocess.sources import DEAD_LETTER_TAG
 
     def keep(tag):
         def fn(element):
@@ -320,8 +320,8 @@ def _records_of(examples, options, scratch: pathlib.Path) -> tuple[list, list]:
     def load(tag, kind):
         return [kind(*pickle.loads(path.read_bytes())) for path in sorted(scratch.glob(f"{tag}-*.pkl"))]
 
-    from pipelines.deadletter import DeadLetter
-    from pipelines.shards import Record
+    from pipelines.common.deadletter import DeadLetter
+    from pipelines.preprocess.shards import Record
 
     return load("records", Record), load("dead", DeadLetter)
 
@@ -347,8 +347,8 @@ def test_preprocess_record_of_a_turned_jpeg_agrees_with_its_mask(tmp_path):
     """A JPEG stored 48 x 64 with orientation 6 whose trimap was drawn on the image as displayed (64 x 48): the
     record's image and mask agree (bright pixels are pet). Before, the example was a dead letter for the size
     mismatch, or, for a square image, image and mask disagreed silently."""
-    from pipelines.records import RecordOptions
-    from pipelines.sources import Example
+    from pipelines.preprocess.records import RecordOptions
+    from pipelines.preprocess.sources import Example
 
     displayed, trimap = _pet_scene(np.random.default_rng(8))
     stored = np.rot90(displayed, k=1)  # what a camera turned 90 degrees writes: displayed = stored turned clockwise
@@ -374,7 +374,7 @@ def test_preprocess_record_of_a_turned_jpeg_agrees_with_its_mask(tmp_path):
 def test_served_model_reports_the_displayed_size(pet_job_dir):
     """Through a real exported SavedModel's ``preprocess`` signature: a JPEG stored 48 x 64 with orientation 6 is
     64 x 48 (what infer writes the mask at), and the model input is the turned image."""
-    from pipelines.serving import SegflowModel
+    from pipelines.infer.model import SegflowModel
 
     displayed, _ = _pet_scene(np.random.default_rng(9))
     data = _oriented_jpeg(np.ascontiguousarray(np.rot90(displayed, k=1)), 6, quality=95)
@@ -418,7 +418,7 @@ def test_preprocess_dead_letters_impossible_trimaps(tmp_path):
     """Through the real preprocess CLI run: a zero-based trimap (0/1/2) and one with 0/4/200 are dead letters
     naming the values found; the valid examples become records. Before, both became records silently
     (background learned as pet, the rest ignored)."""
-    from pipelines import preprocess
+    from pipelines.preprocess import job as preprocess
 
     rng = np.random.default_rng(10)
     examples = {}
@@ -444,8 +444,8 @@ def test_preprocess_dead_letters_impossible_trimaps(tmp_path):
 def test_cityscapes_dead_letters_unknown_label_and_instance_ids(tmp_path):
     """``MakeRecords`` on the real DirectRunner: labelIds outside the official table and instanceIds whose
     class part is no labelId are dead letters with the values; a valid frame is a record."""
-    from pipelines.records import RecordOptions
-    from pipelines.sources import Example
+    from pipelines.preprocess.records import RecordOptions
+    from pipelines.preprocess.sources import Example
 
     rng = np.random.default_rng(12)
     examples = []
@@ -479,7 +479,7 @@ def test_dead_letter_reasons_carry_no_object_addresses():
             decode_rgb(b"MATLAB 5.0 MAT-file" + bytes(100))
         reasons.add(str(caught.value))
     assert len(reasons) == 1 and " at 0x" not in reasons.pop()
-    from pipelines.decode import stable_reason
+    from pipelines.common.decode import stable_reason
 
     assert stable_reason("cannot identify image file <_io.BytesIO object at 0x7f3a2c1d5e40>") == \
         "cannot identify image file"

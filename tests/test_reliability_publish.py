@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from pipelines import synthetic
+from pipelines.tools import synthetic
 
 pytestmark = pytest.mark.slow
 
@@ -72,7 +72,7 @@ def test_fixture_metadata_names_every_shard(pet_records_dir, cityscapes_records_
 def test_rerun_into_glob_named_folder_with_only_test_examples(pet_records_dir, tmp_path, capsys):
     """``out[1]`` (a legal folder name) beside ``out1``: the rerun replaces out[1]'s shards only, and a Pet
     dataset with every id in test.txt preprocesses: no statistics, no transform_fn/, says what it wrote."""
-    from pipelines import preprocess
+    from pipelines.preprocess import job as preprocess
 
     sibling, dst = tmp_path / "out1", tmp_path / "out[1]"
     shutil.copytree(pet_records_dir, sibling)
@@ -98,7 +98,7 @@ def test_rerun_into_glob_named_folder_with_only_test_examples(pet_records_dir, t
 
 def test_cityscapes_with_only_val(tmp_path):
     """A Cityscapes evaluation set (``leftImg8bit/val`` only) preprocesses into a complete, published DST."""
-    from pipelines import preprocess
+    from pipelines.preprocess import job as preprocess
 
     src, dst = tmp_path / "cs", tmp_path / "dst"
     synthetic.write_cityscapes_dataset(str(src), frames_per_split={"val": 2}, size=(32, 64), seed=1)
@@ -138,7 +138,8 @@ def test_all_bad_rerun_fails_in_one_line_and_leaves_no_metadata(pet_records_dir,
 def test_killed_rerun_leaves_no_metadata_and_its_scratch_is_removed_later(pet_records_dir, tmp_path):
     """SIGKILL a rerun with other data once its first new shard appears: DST then has no metadata.json (or,
     had it finished, one matching its shards). A later run removes the killed run's scratch folder."""
-    from pipelines import preprocess, scratch
+    from pipelines.preprocess import job as preprocess
+    from pipelines.preprocess import scratch
 
     dst, temp = tmp_path / "dst", tmp_path / "scratch"
     shutil.copytree(pet_records_dir, dst)
@@ -172,7 +173,7 @@ def test_gcs_reruns_into_glob_named_folder(gcs, pet_records_dir, tmp_path):
     """The same on gs:// (Beam FileSystems matches globs there too, deletes included): reruns into ``out[1]``
     replace its shards and transform_fn/, then drop transform_fn/ for a dataset with only test examples, and
     ``out1`` keeps every object; metadata.json names the shards at their stored sizes."""
-    from pipelines import preprocess
+    from pipelines.preprocess import job as preprocess
 
     dst = gcs.prefix("out[1]")
     sibling = dst.replace("out[1]", "out1")
@@ -204,7 +205,7 @@ def test_write_shards_cleans_only_the_named_folder(tmp_path):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipelines import shards
+    from pipelines.preprocess import shards
 
     sibling, out = tmp_path / "out1", tmp_path / "out[1]"
     sibling.mkdir()
@@ -227,7 +228,7 @@ def test_write_shards_cleans_only_the_named_folder(tmp_path):
 
 
 def test_delete_files_is_literal(tmp_path):
-    from pipelines import storage
+    from pipelines.common import storage
 
     for folder in ("a[1]", "a1"):
         (tmp_path / folder).mkdir()
@@ -241,7 +242,7 @@ def test_delete_files_is_literal(tmp_path):
 def test_remove_dead_scratch_folders_only(tmp_path):
     """Only this DST's folders from this machine whose process is gone (exited, or its PID reused) are removed;
     a live run's, this process's, another DST's, another machine's, a remote run's and unparseable ones stay."""
-    from pipelines import scratch
+    from pipelines.preprocess import scratch
 
     root, sibling, dst = tmp_path / "tmp[1]", tmp_path / "tmp1", tmp_path / "dst"
     exited = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -2,7 +2,7 @@
 from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
-from pipelines import runner
+from pipelines.common import runner
 
 
 def _direct(options):
@@ -36,7 +36,7 @@ def test_exit_process_flushes_and_keeps_the_status():
     import subprocess
     import sys
 
-    code = "from pipelines.runner import exit_process; print('summary', end=''); exit_process(3)"
+    code = "from pipelines.common.runner import exit_process; print('summary', end=''); exit_process(3)"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 3 and result.stdout == "summary"
 

@@ -93,7 +93,7 @@ def test_serving_decoder_is_bit_identical_to_the_records_decoder():
 
     from PIL import Image
 
-    from pipelines.decode import decode_rgb
+    from pipelines.common.decode import decode_rgb
     from schemas import imaging
 
     rng = np.random.default_rng(1)

@@ -1,4 +1,4 @@
-"""``pipelines.storage`` against the loopback GCS server (the ``gcs`` fixture): what Beam's listing does not show."""
+"""``pipelines.common.storage`` against the loopback GCS server (the ``gcs`` fixture): what Beam's listing does not show."""
 from __future__ import annotations
 
 
@@ -6,7 +6,7 @@ def test_delete_tree_removes_folder_markers(gcs):
     """Zero-byte ``folder/`` objects (TensorFlow's GCS client writes one for every directory it makes) are not
     files to Beam's listing, yet they are objects under the prefix: deleting the tree deletes them too, by exact
     name (the root holds glob characters), and nothing beside the prefix."""
-    from pipelines import storage
+    from pipelines.common import storage
 
     root = gcs.prefix("markers[1]*")
     objects = {"a.txt": b"a", "sub/": b"", "sub/b.txt": b"b", "sub/deeper/": b"", "empty/": b""}

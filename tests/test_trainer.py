@@ -120,7 +120,7 @@ def test_served_model_input_is_the_record_image(pet_job_dir, pet_raw_dir):
 
     from PIL import Image
 
-    from pipelines.decode import DecodeError, decode_rgb
+    from pipelines.common.decode import DecodeError, decode_rgb
     from schemas import imaging
 
     size = (32, 32)

@@ -1,25 +1,10 @@
-"""Beam RunInference over images: masks, colour images and instances written back to storage.
-
-    python -m pipelines.infer --model_dir JOB/model --input 'data/pet/images/*.jpg' --output_dir out/pred \
-        [--instances] [--overlay] [--batch_size 1,8] [--model_copies N] [any Beam option]
-
-Stages: the files the ``--input`` globs match (local globs expanded here, with Python's glob rules; ``gs://``
-globs matched in the pipeline), each file once → give every file a unique, safe output stem → read, check the
-pixel count in the header (``--max_pixels``) and preprocess with the model's own ``preprocess`` signature →
-``RunInference`` (``predict_resized``, batched on the fixed model input size) → the model's ``postprocess`` at
-each image's original size → instances (optional) → write masks/colour/overlay/instances through FileSystems.
-Files that cannot be read or decoded go to ``OUT/dead_letter/``; every matched file ends in exactly one of the
-two places. The previous run's outputs in ``OUT`` are removed first, ``summary.json`` first of all, and
-``summary.json`` is written last: an ``OUT`` with a ``summary.json`` is complete.
-"""
+"""The infer job: its command line, its pipeline and its summary (the package docstring is its --help)."""
 from __future__ import annotations
 
 import sys
 
-from pipelines import flags
+from pipelines.common import flags
 
-if __name__ == "__main__":  # --help and flag errors are answered before Beam and TensorFlow are imported
-    flags.preflight(lambda: flags.infer_parser(__doc__), sys.argv[1:])
 
 import argparse
 import glob
@@ -41,11 +26,13 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.utils import shared
 
-from pipelines import outputs, storage, upsample
-from pipelines.deadletter import DEAD_LETTER_DIR, DeadLetter, WriteDeadLetters
-from pipelines.instances import extract_instances
-from pipelines.runner import exit_process, leave_parallelism_to_beam, make_pipeline_options, new_pipeline
-from pipelines.serving import ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
+from pipelines.infer import outputs
+from pipelines.common import storage
+from pipelines.infer import upsample
+from pipelines.common.deadletter import DEAD_LETTER_DIR, DeadLetter, WriteDeadLetters
+from pipelines.infer.instances import extract_instances
+from pipelines.common.runner import leave_parallelism_to_beam, make_pipeline_options, new_pipeline
+from pipelines.infer.model import ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
 from schemas.labels import spec_for
 
 NAMESPACE = "segflow_infer"
@@ -54,13 +41,13 @@ SUMMARY_FILE = "summary.json"
 OUTPUT_FOLDERS = (outputs.MASKS_DIR, outputs.COLOR_DIR, outputs.OVERLAY_DIR, outputs.INSTANCES_DIR, DEAD_LETTER_DIR)
 _GLOB_CHARS = storage.GLOB_CHARS
 
-# Default --max_pixels (pipelines.flags): 32 Mpx (e.g. a 24-megapixel 6000x4000 photo passes; Cityscapes frames
+# Default --max_pixels (pipelines.common.flags): 32 Mpx (e.g. a 24-megapixel 6000x4000 photo passes; Cityscapes frames
 # are 2 Mpx). An image's memory grows with its own pixel count, not the model's input size: the decoded image,
 # the class ids, the instance and overlay copies, and with --postprocess graph the scores upsampled to the
 # original size (float32 per class). Measured peak RSS of the job on one 12 Mpx PNG with --instances --overlay
 # and the graph's postprocess, above its 0.8 GB start: 135 MB per Mpx with a 3-class Pet model, 286 MB per Mpx
 # with a 19-class Cityscapes one (a 144 Mpx image took 7.8 GB without them). The DirectRunner's default here is
-# one worker per core (pipelines.runner), so on 2 cores two full-size images are in flight at once: 2 x 32 Mpx x
+# one worker per core (pipelines.common.runner), so on 2 cores two full-size images are in flight at once: 2 x 32 Mpx x
 # 286 MB = 18.3 GB + 0.8 GB stays under a 24 GB machine with ~5 GB to spare. More cores or a bigger machine:
 # raise the flag.
 DEFAULT_MAX_PIXELS = flags.DEFAULT_MAX_PIXELS
@@ -445,7 +432,7 @@ def default_batch_bounds(model_info: dict[str, Any]) -> tuple[int, int]:
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:
-    return flags.infer_parser(__doc__).parse_job_args(argv)
+    return flags.infer_parser().parse_job_args(argv)
 
 
 def clear_previous_run(output_dir: str) -> int:
@@ -529,7 +516,3 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(line, file=sys.stderr)
         return 1
     return 0
-
-
-if __name__ == "__main__":
-    exit_process(main())

@@ -7,7 +7,7 @@ Job flags are parsed here; every other flag goes to Beam (``--runner``, ``--dire
 ``--project``, ``--temp_location``, ``--setup_file`` ...). Defaults run the DirectRunner in multi-processing
 mode with one worker per core. From Python (e.g. a demo)::
 
-    from pipelines import preprocess
+    from pipelines.preprocess import job as preprocess
     metadata = preprocess.run(["--dataset", "pet", "--input_dir", src, "--output_dir", dst,
                                "--image_size", "128"])   # -> schemas.metadata.DatasetMetadata
 """
@@ -29,8 +29,8 @@ from schemas.metadata import METADATA_FILE, DatasetMetadata, DatasetStats
 if TYPE_CHECKING:
     import apache_beam as beam
 
-    from pipelines.records import RecordOptions
-    from pipelines.shards import ShardsWritten
+    from pipelines.preprocess.records import RecordOptions
+    from pipelines.preprocess.shards import ShardsWritten
 
 _LOG = logging.getLogger("segflow.preprocess")
 PROG = "python -m pipelines.preprocess"
@@ -68,7 +68,7 @@ class PreprocessConfig:
         return schema_labels.spec_for(self.dataset, self.label_mode if self.dataset == "pet" else None)
 
     def record_options(self) -> "RecordOptions":
-        from pipelines.records import RecordOptions
+        from pipelines.preprocess.records import RecordOptions
 
         return RecordOptions(dataset=self.dataset, image_size=self.image_size, resize_mode=self.resize_mode,
                              label_mode=self.label_mode, image_format=self.image_format,
@@ -153,9 +153,9 @@ def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
         raise UsageError("--analyze_batch_size must be positive")
     if args.dataset == "cityscapes" and args.label_mode != "trimap":
         raise UsageError("--label_mode applies to Pet only; Cityscapes always uses the 19 trainIds")
-    # A mistyped Beam flag, from the list of the installed Beam's flags (pipelines.flags): no Beam import. Beam
+    # A mistyped Beam flag, from the list of the installed Beam's flags (pipelines.common.flags): no Beam import. Beam
     # itself checks them again below (and alone when the list describes another Beam version).
-    from pipelines.flags import known_beam_flags
+    from pipelines.common.flags import known_beam_flags
 
     known = known_beam_flags() if beam_argv else None
     unknown = [a.split("=", 1)[0] for a in beam_argv if a.startswith("--") and known is not None
@@ -163,7 +163,8 @@ def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
     if unknown:
         raise UsageError(f"unknown flag(s) {' '.join(unknown)}: not a flag of this job nor a Beam option "
                          f"(see {PROG} --help)")
-    from pipelines import runner as runner_lib, storage
+    from pipelines.common import runner as runner_lib
+    from pipelines.common import storage
 
     input_dir = args.input_dir.rstrip("/") or "/"
     output_dir = args.output_dir.rstrip("/") or "/"
@@ -198,7 +199,7 @@ def check_input(config: PreprocessConfig) -> None:
     """
     from apache_beam.io.filesystems import FileSystems
 
-    from pipelines import storage
+    from pipelines.common import storage
 
     if config.dataset == "pet":
         folder, expected = FileSystems.join(config.input_dir, "images"), "images/<Breed_N>.jpg"
@@ -262,8 +263,8 @@ def _write_metadata(_: object, config: PreprocessConfig, dead_letters: int, writ
     """
     from apache_beam.io.filesystems import FileSystems
 
-    from pipelines import storage
-    from pipelines.shards import shard_files
+    from pipelines.common import storage
+    from pipelines.preprocess.shards import shard_files
 
     counts, source_counts = written.per_split(per_shard)  # records and source examples per split, as written
     if not sum(counts.values()):
@@ -303,11 +304,11 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) ->
     import apache_beam as beam
     from apache_beam.io.filesystems import FileSystems
 
-    from pipelines import storage
-    from pipelines.deadletter import WriteDeadLetters
-    from pipelines.records import ANALYZE_TAG, MakeRecords
-    from pipelines.shards import WriteShards, plan_shards
-    from pipelines.sources import DEAD_LETTER_TAG, DiscoverCityscapes, DiscoverPet
+    from pipelines.common import storage
+    from pipelines.common.deadletter import WriteDeadLetters
+    from pipelines.preprocess.records import ANALYZE_TAG, MakeRecords
+    from pipelines.preprocess.shards import WriteShards, plan_shards
+    from pipelines.preprocess.sources import DEAD_LETTER_TAG, DiscoverCityscapes, DiscoverPet
 
     if config.dataset == "pet":
         found = p | "DiscoverPet" >> DiscoverPet(config.input_dir, config.val_fraction, config.test_fraction)
@@ -346,7 +347,7 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) ->
 
 
 def _analyze(config: PreprocessConfig, temp_dir: str, spec: schema_labels.LabelSpec) -> beam.PTransform:
-    from pipelines.stats import AnalyzeAndWriteTransform
+    from pipelines.preprocess.stats import AnalyzeAndWriteTransform
 
     return AnalyzeAndWriteTransform(config.output_dir, temp_dir, config.image_size, spec.num_classes,
                                     spec.ignore_label, config.analyze_batch_size, config.image_format)
@@ -372,7 +373,7 @@ class NoRecordsError(RuntimeError):
 def _no_records_message(output_dir: str) -> str:
     from apache_beam.io.filesystems import FileSystems
 
-    from pipelines.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE
+    from pipelines.common.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE
 
     path = FileSystems.join(output_dir, DEAD_LETTER_DIR, DEAD_LETTER_FILE)
     try:
@@ -399,7 +400,9 @@ def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import TestOptions
 
-    from pipelines import runner as runner_lib, scratch, storage
+    from pipelines.common import runner as runner_lib
+    from pipelines.preprocess import scratch
+    from pipelines.common import storage
 
     options = runner_lib.make_pipeline_options(beam_argv)
     dry_run = bool(options.view_as(TestOptions).dry_run)
@@ -477,7 +480,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"preprocess: error: {e}", file=sys.stderr)
         return 1
     except Exception as e:  # a storage outage past the client's retries: one line, not a traceback
-        from pipelines import storage
+        from pipelines.common import storage
 
         line = storage.storage_failure_line("preprocess", e, "--output_dir holds no metadata.json, so nothing "
                                                              "half-written will be read")
@@ -496,11 +499,7 @@ def _exit(code: int) -> None:
     (``runner.exit_process``); a plain exit when only the flags were parsed (``--help``, a bad flag), which
     must not import them just to leave."""
     if "apache_beam" in sys.modules:
-        from pipelines import runner as runner_lib
+        from pipelines.common import runner as runner_lib
 
         runner_lib.exit_process(code)
     sys.exit(code)
-
-
-if __name__ == "__main__":
-    _exit(main())

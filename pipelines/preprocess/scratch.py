@@ -23,7 +23,7 @@ import socket
 import uuid
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import storage
+from pipelines.common import storage
 
 PREFIX = ".segflow-tmp-"
 _LOG = logging.getLogger("segflow.scratch")

@@ -32,8 +32,8 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.metrics import Metrics
 
-from pipelines import storage
-from pipelines.hashing import stable_int
+from pipelines.common import storage
+from pipelines.common.hashing import stable_int
 
 TARGET_SHARD_BYTES = 32 * 1024 * 1024
 MAX_SHARDS = 1024

@@ -5,7 +5,7 @@ textured objects (the "pet") with a border band, on textured backgrounds, annota
 Pet README defines them (1 = pet, 2 = background, 3 = not classified / border). Cityscapes-like frames are
 street-ish scenes painted with official labelIds, with instance ids for cars and people.
 
-    python -m pipelines.synthetic --dataset pet --output_dir data/pet --num_examples 60
+    python -m pipelines.tools.synthetic --dataset pet --output_dir data/pet --num_examples 60
 """
 from __future__ import annotations
 

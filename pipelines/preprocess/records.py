@@ -1,6 +1,6 @@
 """One source example → its records (the original plus offline-augmented copies) and its analysis features.
 
-Reads the example's files through Beam ``FileSystems``, decodes by content (``pipelines.decode``), maps native
+Reads the example's files through Beam ``FileSystems``, decodes by content (``pipelines.common.decode``), maps native
 labels to train ids (``schemas.labels``), brings image and masks to the record size with the serving graph's
 resize geometry (``schemas.imaging`` host twins: antialiased for images, nearest neighbour for masks, so no label
 is ever invented), encodes and builds a ``tf.train.Example`` (``schemas.features``). Anything that fails becomes
@@ -18,13 +18,13 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 from apache_beam.metrics import Metrics
 
-from pipelines import augment
-from pipelines.decode import DecodeError, decode_label_map, decode_rgb, encode_image, encode_instance_mask, \
+from pipelines.preprocess import augment
+from pipelines.common.decode import DecodeError, decode_label_map, decode_rgb, encode_image, encode_instance_mask, \
     encode_mask
-from pipelines.deadletter import DeadLetter
-from pipelines.runner import leave_parallelism_to_beam
-from pipelines.shards import Record, record_key
-from pipelines.sources import DEAD_LETTER_TAG, Example
+from pipelines.common.deadletter import DeadLetter
+from pipelines.common.runner import leave_parallelism_to_beam
+from pipelines.preprocess.shards import Record, record_key
+from pipelines.preprocess.sources import DEAD_LETTER_TAG, Example
 from schemas import imaging
 from schemas.labels import native_mask_problem
 
@@ -33,7 +33,7 @@ ANALYZE_TAG = "analyze"
 
 class AnalysisInput(NamedTuple):
     """What the training-split statistics need from train originals with a mask: sufficient statistics, never the
-    pixels themselves (every statistic the transform graph computes is a sum, see ``pipelines.stats``).
+    pixels themselves (every statistic the transform graph computes is a sum, see ``pipelines.preprocess.stats``).
 
     ``image_histogram`` int64 ``[3, 256]``: per-channel counts of each grey level of the record image, as the
     trainer decodes it. A PNG record is lossless, so it is counted from the array here; a JPEG record is sent as

@@ -1,8 +1,8 @@
 """``make demo``: the whole mission on generated Pet-layout data, on this machine, in a few minutes.
 
-    python -m pipelines.demo --work_dir out/demo [--num_examples 96] [--epochs 12] [--image_size 64]
+    python -m pipelines.tools.demo --work_dir out/demo [--num_examples 96] [--epochs 12] [--image_size 64]
 
-1. generate a Pet-layout dataset (``pipelines.synthetic``) to train on, and a separate set of "new" photos;
+1. generate a Pet-layout dataset (``pipelines.tools.synthetic``) to train on, and a separate set of "new" photos;
 2. preprocess it to TFRecords (``pipelines.preprocess``, DirectRunner);
 3. train a small U-Net (``python -m trainer.task`` in a subprocess: pipelines never import the trainer);
 4. run inference with instances over the new photos (``pipelines.infer``);
@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from pipelines import synthetic
+from pipelines.tools import synthetic
 
 
 def _step(title: str) -> float:
@@ -32,7 +32,7 @@ def _done(start: float) -> None:
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.demo", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipelines.tools.demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work_dir", default="out/demo", help="everything goes here (default out/demo)")
     parser.add_argument("--num_examples", type=int, default=96, help="generated training examples")
@@ -47,16 +47,19 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.augment_copies < 0:
-        parser.exit(2, "pipelines.demo: error: --augment_copies must be >= 0\n")
+        parser.exit(2, "pipelines.tools.demo: error: --augment_copies must be >= 0\n")
     for name in ("num_examples", "num_new", "image_size", "epochs", "batch_size", "base_filters", "depth"):
         if getattr(args, name) < 1:
-            parser.exit(2, f"pipelines.demo: error: --{name} must be >= 1\n")
+            parser.exit(2, f"pipelines.tools.demo: error: --{name} must be >= 1\n")
     return args
 
 
 def run(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    from pipelines import evaluate, infer, preprocess, report
+    from pipelines.evaluate import job as evaluate
+    from pipelines.infer import job as infer
+    from pipelines.preprocess import job as preprocess
+    from pipelines.evaluate import report
 
     infer.quiet_beam_logs()
     work = os.path.abspath(args.work_dir)
@@ -118,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     try:
         run(argv if argv is not None else sys.argv[1:])
     except subprocess.CalledProcessError as err:
-        raise SystemExit(f"pipelines.demo: error: training failed (exit {err.returncode}); see its log above")
+        raise SystemExit(f"pipelines.tools.demo: error: training failed (exit {err.returncode}); see its log above")
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from pipelines import storage
-from pipelines.records import AnalysisInput, channel_histogram
+from pipelines.common import storage
+from pipelines.preprocess.records import AnalysisInput, channel_histogram
 from schemas import transform as schema_transform
 from schemas.metadata import DatasetStats
 
@@ -83,7 +83,7 @@ class AnalysisTotals(NamedTuple):
 
 
 class TotalsFn(beam.CombineFn):
-    """``pipelines.records.AnalysisInput`` histograms → one ``AnalysisTotals``, in exact int64 sums.
+    """``pipelines.preprocess.records.AnalysisInput`` histograms → one ``AnalysisTotals``, in exact int64 sums.
 
     Combines as it goes (a few KiB per accumulator), so the analysis holds no image however many examples
     the train split has.
@@ -241,7 +241,7 @@ def analyzer_cache_entries(preprocessing_fn, specs: dict, dataset_key) -> dict[s
         by_name[name] = key
     if sorted(by_name) != sorted(_ANALYZER_SUMS) or not all(b"CacheableCombineAccumulate" in k for k in keys):
         raise RuntimeError(f"the transform graph's analyzers are {sorted(keys)}, not the four sums this analysis "
-                           f"feeds ({', '.join(_ANALYZER_SUMS)}): update pipelines.stats with the preprocessing_fn")
+                           f"feeds ({', '.join(_ANALYZER_SUMS)}): update pipelines.preprocess.stats with the preprocessing_fn")
     return by_name
 
 
@@ -255,7 +255,7 @@ def encoded_accumulator(totals: AnalysisTotals, analyzer: str, num_classes: int,
 
 
 class AnalyzeAndWriteTransform(beam.PTransform):
-    """``pipelines.records.AnalysisInput``s of the train split → writes ``output_dir/transform_fn`` (+
+    """``pipelines.preprocess.records.AnalysisInput``s of the train split → writes ``output_dir/transform_fn`` (+
     ``transformed_metadata``) and returns a one-element PCollection holding the ``DatasetStats`` read back from
     it, or None when there were no train examples (then no ``transform_fn/`` is left in ``output_dir``).
 
@@ -299,7 +299,7 @@ class AnalyzeAndWriteTransform(beam.PTransform):
                  for name, key in sorted(entries.items())}
         # TensorFlow writes gs:// with its own GCS client (fixed endpoint, not Beam's retries, deaf to
         # STORAGE_EMULATOR_HOST): for a remote DST the graph is written under the job's temp dir, then
-        # published with Beam FileSystems (pipelines.storage). See docs/cloud.md.
+        # published with Beam FileSystems (pipelines.common.storage). See docs/cloud.md.
         write_dir = self._output_dir
         if not storage.is_local(self._output_dir):
             write_dir = FileSystems.join(self._temp_dir, "transform_output")

@@ -3,7 +3,7 @@
 ``python -m pipelines.infer --help`` (or a bad value, a missing flag) is answered from here before the job
 module imports Apache Beam (~1.6 s on 2 cores) and TensorFlow: each job module calls ``preflight`` at its top
 when run as ``__main__``. Only flags that are not the job's need Beam: ``JobParser.parse_job_args`` checks them
-against Beam's options (``pipelines.runner.check_beam_flags``), importing Beam then, as the job is about to.
+against Beam's options (``pipelines.common.runner.check_beam_flags``), importing Beam then, as the job is about to.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ POSTPROCESS = ("host", "graph")
 
 
 # Every ``--flag`` Beam's options define, for the Beam version on the first line: a mistyped flag is refused
-# from this list without importing Beam. Regenerate with ``python -m pipelines.flags`` after a Beam upgrade
+# from this list without importing Beam. Regenerate with ``python -m pipelines.common.flags`` after a Beam upgrade
 # (tests/test_upsample.py checks it matches the installed Beam; another version falls back to Beam itself).
 BEAM_FLAGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "beam_flags.txt")
 
@@ -53,10 +53,10 @@ def known_beam_flags() -> Optional[frozenset[str]]:
 
 
 def live_beam_flags() -> list[str]:
-    """Every ``--flag`` of Beam's options, from Beam itself (what ``pipelines.runner.check_beam_flags`` accepts)."""
+    """Every ``--flag`` of Beam's options, from Beam itself (what ``pipelines.common.runner.check_beam_flags`` accepts)."""
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-    from pipelines.runner import check_beam_flags  # the options it sees are registered by then
+    from pipelines.common.runner import check_beam_flags  # the options it sees are registered by then
 
     del check_beam_flags
 
@@ -68,7 +68,7 @@ def live_beam_flags() -> list[str]:
 
 class JobParser(argparse.ArgumentParser):
     """argparse for a Beam job's own flags: one-line errors (exit 2), no abbreviations, and every flag that is
-    not the job's must be a Beam option (``parse_job_args``). ``pipelines.runner.BeamJobParser``'s behaviour,
+    not the job's must be a Beam option (``parse_job_args``). ``pipelines.common.runner.BeamJobParser``'s behaviour,
     without importing Beam to build it."""
 
     def __init__(self, **kwargs):
@@ -93,7 +93,7 @@ class JobParser(argparse.ArgumentParser):
         args, beam_argv = self.parse_known_args(argv)
         self.refuse_unknown_flags(beam_argv)
         if beam_argv:
-            from pipelines.runner import check_beam_flags  # imports Beam: only when there are Beam flags
+            from pipelines.common.runner import check_beam_flags  # imports Beam: only when there are Beam flags
 
             try:
                 check_beam_flags(beam_argv)
@@ -158,6 +158,8 @@ def _pixel_limit(text: str) -> int:
 
 
 def infer_parser(description: Optional[str] = None) -> JobParser:
+    if description is None:  # the package's docstring is the job's --help (importing it loads nothing heavy)
+        description = importlib.import_module("pipelines.infer").__doc__
     parser = JobParser(prog="python -m pipelines.infer", description=description,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model_dir", required=True, help="JOB/model exported by trainer.task (local or gs://)")
@@ -204,6 +206,8 @@ def infer_parser(description: Optional[str] = None) -> JobParser:
 
 # ---------------------------------------------------------------------------------------------- evaluate
 def evaluate_parser(description: Optional[str] = None) -> JobParser:
+    if description is None:  # the package's docstring is the job's --help (importing it loads nothing heavy)
+        description = importlib.import_module("pipelines.evaluate").__doc__
     parser = JobParser(prog="python -m pipelines.evaluate", description=description,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--predictions", required=True, help="folder of predicted masks (OUT/masks), local or gs://")

@@ -27,8 +27,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from apache_beam.utils import shared
 
-from pipelines import flags, storage
-from pipelines.runner import leave_parallelism_to_beam
+from pipelines.common import flags
+from pipelines.common import storage
+from pipelines.common.runner import leave_parallelism_to_beam
 from schemas.paths import tf_readable_local_dir
 
 MODEL_INFO_FILE = "segflow_model.json"

@@ -64,7 +64,7 @@ class WriteDeadLetters(beam.PTransform):
 
 def read_dead_letters(output_dir: str) -> list[dict]:
     """Reads back every dead-letter line under ``<output_dir>/dead_letter/`` (for reports and tests)."""
-    from pipelines import storage
+    from pipelines.common import storage
 
     rows: list[dict] = []
     for listed in storage.list_folder(FileSystems.join(output_dir, DEAD_LETTER_DIR)):  # the folder is literal

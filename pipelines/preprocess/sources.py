@@ -23,9 +23,9 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines import storage
-from pipelines.deadletter import DeadLetter
-from pipelines.hashing import stable_fraction
+from pipelines.common import storage
+from pipelines.common.deadletter import DeadLetter
+from pipelines.common.hashing import stable_fraction
 
 DEAD_LETTER_TAG = "dead_letter"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")

@@ -11,7 +11,7 @@ import dataclasses
 
 import numpy as np
 
-from pipelines.hashing import stable_int
+from pipelines.common.hashing import stable_int
 
 
 @dataclasses.dataclass(frozen=True)

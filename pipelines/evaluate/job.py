@@ -1,30 +1,10 @@
-"""Beam job: per-class IoU, mIoU and pixel accuracy of predicted masks against ground truth.
-
-    python -m pipelines.evaluate --predictions OUT/masks --ground_truth SRC --dataset {pet,cityscapes} \
-        [--split val] [--output_file OUT/evaluation.json] [any Beam option]
-
-Both sides are read in the dataset's native encoding (what ``pipelines.infer`` writes to ``OUT/masks``): Pet
-trimaps (``SRC/annotations/trimaps/<id>.png``), Cityscapes labelIds (``SRC/gtFine/<split>/<city>/
-<frame>_gtFine_labelIds.png``). Predictions pair with ground truth by example id (Pet: the file stem;
-Cityscapes: ``<city>_<seq>_<frame>``). One confusion matrix per image, summed with ``CombineGlobally``.
-``--predictions`` and ``--ground_truth`` are literal folder paths (glob characters are part of the name); both
-are listed on the launcher (``storage.list_files``), so a run that pairs nothing stops with one line before any
-work, and the document lists which ground-truth ids have no prediction and which predictions have no ground
-truth.
-
-The arithmetic is the official Cityscapes pixel-level one (``cityscapesscripts.evaluation.
-evalPixelLevelSemanticLabeling``), so both give the same numbers on the same files: ground-truth pixels of ignored
-classes count nowhere; a prediction of a class that is not evaluated counts as a false negative of the true
-class; IoU = TP / (TP + FP + FN), NaN for a class absent from both sides, and mIoU averages the non-NaN IoUs.
-"""
+"""The evaluate job: its command line, its pipeline and its summary (the package docstring is its --help)."""
 from __future__ import annotations
 
 import sys
 
-from pipelines.flags import evaluate_parser, preflight
+from pipelines.common.flags import evaluate_parser
 
-if __name__ == "__main__":  # --help and flag errors are answered before Beam is imported (~1.6 s)
-    preflight(lambda: evaluate_parser(__doc__), sys.argv[1:])
 
 import argparse
 import json
@@ -38,8 +18,9 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines import outputs, storage
-from pipelines.runner import exit_process, make_pipeline_options, new_pipeline
+from pipelines.infer import outputs
+from pipelines.common import storage
+from pipelines.common.runner import make_pipeline_options, new_pipeline
 from schemas import labels
 
 NAMESPACE = "segflow_evaluate"
@@ -343,7 +324,7 @@ def build_pipeline(pipeline: beam.Pipeline, inputs: EvaluationInputs, spec: labe
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:
-    return evaluate_parser(__doc__).parse_job_args(argv)
+    return evaluate_parser().parse_job_args(argv)
 
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
@@ -376,12 +357,7 @@ def _parent(path: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    from pipelines.infer import quiet_beam_logs
+    from pipelines.infer.job import quiet_beam_logs
 
     quiet_beam_logs()
     run(argv if argv is not None else sys.argv[1:])
-
-
-if __name__ == "__main__":
-    main()
-    exit_process(0)

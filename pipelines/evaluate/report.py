@@ -1,6 +1,6 @@
 """A picture of the results: input | ground truth | prediction | instances, one row per image.
 
-    python -m pipelines.report --output_dir OUT --dataset pet [--ground_truth SRC] [--max_images 8]
+    python -m pipelines.evaluate.report --output_dir OUT --dataset pet [--ground_truth SRC] [--max_images 8]
 
 Reads what ``pipelines.infer`` wrote (``OUT/summary.json`` names every input and its output stem) and, when
 present, ``OUT/evaluation.json``; writes ``OUT/report.png`` (the grid, like the seeds' ``display()``) and a
@@ -20,8 +20,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageDraw
 
-from pipelines import outputs
-from pipelines.evaluate import example_id, find_ground_truth, to_train_ids
+from pipelines.infer import outputs
+from pipelines.evaluate.job import example_id, find_ground_truth, to_train_ids
 from schemas.labels import LabelSpec, colorize, spec_for
 
 TITLES = ("Input Image", "True Mask", "Predicted Mask", "Instances")
@@ -167,7 +167,7 @@ def write_report(output_dir: str, dataset: str, ground_truth: Optional[str] = No
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.report", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m pipelines.evaluate.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True, help="OUT of pipelines.infer")
     parser.add_argument("--dataset", required=True, choices=("pet", "cityscapes"))
@@ -175,9 +175,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser.add_argument("--max_images", type=int, default=8)
     args = parser.parse_args(argv)
     if args.max_images < 1:
-        parser.exit(2, "pipelines.report: error: --max_images must be >= 1\n")
+        parser.exit(2, "pipelines.evaluate.report: error: --max_images must be >= 1\n")
     if not FileSystems.exists(FileSystems.join(args.output_dir, "summary.json")):
-        parser.exit(2, f"pipelines.report: error: {args.output_dir}/summary.json not found: run pipelines.infer first\n")
+        parser.exit(2, f"pipelines.evaluate.report: error: {args.output_dir}/summary.json not found: run pipelines.infer first\n")
     paths = write_report(args.output_dir, args.dataset, args.ground_truth, args.max_images)
     print(f"report: {paths['html']} and {paths['png']}")
 

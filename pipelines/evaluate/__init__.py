@@ -1,0 +1,33 @@
+"""Beam job: per-class IoU, mIoU and pixel accuracy of predicted masks against ground truth.
+
+    python -m pipelines.evaluate --predictions OUT/masks --ground_truth SRC --dataset {pet,cityscapes}
+        [--split val] [--output_file OUT/evaluation.json] [any Beam option]
+
+Both sides are read in the dataset's native encoding (what ``pipelines.infer`` writes to ``OUT/masks``): Pet
+trimaps (``SRC/annotations/trimaps/<id>.png``), Cityscapes labelIds (``SRC/gtFine/<split>/<city>/
+<frame>_gtFine_labelIds.png``). Predictions pair with ground truth by example id (Pet: the file stem;
+Cityscapes: ``<city>_<seq>_<frame>``). One confusion matrix per image, summed with ``CombineGlobally``.
+``--predictions`` and ``--ground_truth`` are literal folder paths (glob characters are part of the name); both
+are listed on the launcher (``storage.list_files``), so a run that pairs nothing stops with one line before any
+work, and the document lists which ground-truth ids have no prediction and which predictions have no ground
+truth.
+
+The arithmetic is the official Cityscapes pixel-level one (``cityscapesscripts.evaluation.
+evalPixelLevelSemanticLabeling``), so both give the same numbers on the same files: ground-truth pixels of ignored
+classes count nowhere; a prediction of a class that is not evaluated counts as a false negative of the true
+class; IoU = TP / (TP + FP + FN), NaN for a class absent from both sides, and mIoU averages the non-NaN IoUs.
+
+``run(argv)`` is the Python entry point (``job.py``). Importing this package imports neither Beam nor TensorFlow:
+``run``/``main`` load ``job`` on first use.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("run", "main"):
+        from pipelines.evaluate import job
+
+        return getattr(job, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,28 @@
+"""Beam RunInference over images: masks, colour images and instances written back to storage.
+
+    python -m pipelines.infer --model_dir JOB/model --input 'data/pet/images/*.jpg' --output_dir out/pred
+        [--instances] [--overlay] [--batch_size 1,8] [--model_copies N] [any Beam option]
+
+Stages: the files the ``--input`` globs match (local globs expanded here, with Python's glob rules; ``gs://``
+globs matched in the pipeline), each file once → give every file a unique, safe output stem → read, check the
+pixel count in the header (``--max_pixels``) and preprocess with the model's own ``preprocess`` signature →
+``RunInference`` (``predict_resized``, batched on the fixed model input size) → the model's ``postprocess`` at
+each image's original size → instances (optional) → write masks/colour/overlay/instances through FileSystems.
+Files that cannot be read or decoded go to ``OUT/dead_letter/``; every matched file ends in exactly one of the
+two places. The previous run's outputs in ``OUT`` are removed first, ``summary.json`` first of all, and
+``summary.json`` is written last: an ``OUT`` with a ``summary.json`` is complete.
+
+``run(argv)`` is the Python entry point (``job.py``). Importing this package imports neither Beam nor TensorFlow:
+``run``/``main`` load ``job`` on first use.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("run", "main"):
+        from pipelines.infer import job
+
+        return getattr(job, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
