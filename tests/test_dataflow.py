@@ -249,7 +249,7 @@ def test_staged_jobs_unpickle_on_a_clean_worker(gcs, preprocess_job, infer_job, 
     fresh interpreter that cannot import this checkout (no reliance on save_main_session or local state)."""
     loaded = unpickle_on_a_clean_worker(gcs, {"preprocess": preprocess_job.staging, "infer": infer_job.staging},
                                         tmp_path)
-    expected = {"preprocess": {"MakeRecords", "_AssemblePet"}, "infer": {"PreprocessImage", "PostprocessAndWrite"}}
+    expected = {"preprocess": {"MakeRecords", "_ListSource", "_Assemble"}, "infer": {"PreprocessImage", "PostprocessAndWrite"}}
     for name, fns in loaded.items():
         assert len(fns) >= 8, fns
         assert expected[name] <= set(fns.values()), (name, sorted(set(fns.values())))

@@ -232,7 +232,7 @@ def test_preprocess_cli_dataflow_dry_run_with_gcs_temp_location(gcs, gcs_tls, pe
     assert staging.startswith(gcs.url("dataflow/preprocess-cli/staging")), staging
     fns = unpickle_on_a_clean_worker(gcs, {"preprocess": staging}, tmp_path)["preprocess"]
     assert len(fns) >= 8, fns
-    assert {"MakeRecords", "_AssemblePet"} <= set(fns.values()), sorted(set(fns.values()))
+    assert {"MakeRecords", "_Assemble"} <= set(fns.values()), sorted(set(fns.values()))
 
 
 def test_infer_rides_out_transient_faults_with_identical_outputs(gcs, gcs_tls, pet_job_dir, pet_raw_dir,

@@ -16,7 +16,7 @@ from PIL import Image
 
 from pipelines.tools import synthetic
 from pipelines.common.deadletter import read_dead_letters
-from pipelines.preprocess.sources import split_from_hash
+from pipelines.datasets.base import split_from_hash
 from schemas import features, imaging, labels
 from schemas.metadata import DatasetMetadata
 

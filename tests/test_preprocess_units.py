@@ -12,7 +12,7 @@ from PIL import Image
 from pipelines.preprocess import augment
 from pipelines.common import decode
 from pipelines.preprocess import shards
-from pipelines.preprocess import sources
+from pipelines.datasets import base, cityscapes, pet
 from pipelines.preprocess import stats
 from pipelines.common.hashing import stable_fraction
 from pipelines.preprocess.job import UsageError, parse_args
@@ -83,8 +83,8 @@ def test_augmentation_is_seeded_and_aligned():
 
 def test_hash_splits_are_stable_and_proportional():
     ids = [f"id_{i}" for i in range(4000)]
-    splits = [sources.split_from_hash(i, 0.1, 0.2) for i in ids]
-    assert splits == [sources.split_from_hash(i, 0.1, 0.2) for i in ids]
+    splits = [base.split_from_hash(i, 0.1, 0.2) for i in ids]
+    assert splits == [base.split_from_hash(i, 0.1, 0.2) for i in ids]
     assert abs(splits.count("val") / 4000 - 0.1) < 0.02 and abs(splits.count("test") / 4000 - 0.2) < 0.02
     # Same id, same split, in a fresh interpreter (no reliance on Python's salted hash()).
     code = "from pipelines.common.hashing import stable_fraction as f; print([f('split', f'id_{i}') for i in range(50)])"
@@ -94,25 +94,25 @@ def test_hash_splits_are_stable_and_proportional():
 
 def test_list_files_with_comment_headers():
     text = "#Image CLASS-ID SPECIES BREED ID\n#ID: 1:37 Class ids\n\nAbyssinian_1 1 1 1\nbeagle_2 13 2 1\nbad x\n"
-    rows = list(sources.parse_pet_list(text, "list", "list.txt"))
-    assert rows[0] == ("Abyssinian_1", ("list", sources._ListRow("list", 0, 0)))
-    assert rows[1] == ("beagle_2", ("list", sources._ListRow("list", 12, 1)))
+    rows = list(pet.parse_pet_list(text, "list", "list.txt"))
+    assert rows[0] == ("Abyssinian_1", ("list", pet.ListRow("list", 0, 0)))
+    assert rows[1] == ("beagle_2", ("list", pet.ListRow("list", 12, 1)))
     assert rows[2].path == "list.txt:6" and "malformed" in rows[2].error
 
 
 def test_stray_files_classified():
-    assert sources.classify_pet_file("/d/images/._Abyssinian_1.jpg", "image").path.endswith("._Abyssinian_1.jpg")
-    assert "not an image" in sources.classify_pet_file("/d/images/Abyssinian_1.mat", "image").error
-    assert sources.classify_pet_file("/d/images/Abyssinian_1.jpg", "image") == (
+    assert pet.classify_pet_file("/d/images/._Abyssinian_1.jpg", "image").path.endswith("._Abyssinian_1.jpg")
+    assert "not an image" in pet.classify_pet_file("/d/images/Abyssinian_1.mat", "image").error
+    assert pet.classify_pet_file("/d/images/Abyssinian_1.jpg", "image") == (
         "Abyssinian_1", ("image", "/d/images/Abyssinian_1.jpg"))
     root = "/d"
-    assert sources.classify_cityscapes_file(
+    assert cityscapes.classify_cityscapes_file(
         "/d/gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png", root, "gtFine") == (
         "train/aachen_000000_000019", ("labelIds", "/d/gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png"))
-    assert sources.classify_cityscapes_file(
+    assert cityscapes.classify_cityscapes_file(
         "/d/gtFine/train/aachen/aachen_000000_000019_gtFine_color.png", root, "gtFine") is None
-    assert "unexpected" in sources.classify_cityscapes_file("/d/leftImg8bit/train/notes.txt", root,
-                                                            "leftImg8bit").error
+    assert "unexpected" in cityscapes.classify_cityscapes_file("/d/leftImg8bit/train/notes.txt", root,
+                                                               "leftImg8bit").error
 
 
 def test_shard_assignment_is_stable():
@@ -223,7 +223,7 @@ def test_analysis_carries_histograms_not_frames(cityscapes_raw_dir):
     import apache_beam as beam
 
     from pipelines.preprocess.records import ANALYZE_TAG, AnalysisInput, MakeRecords, RecordOptions
-    from pipelines.preprocess.sources import Example
+    from pipelines.datasets.base import Example
 
     image = next((cityscapes_raw_dir / "leftImg8bit" / "train").rglob("*_leftImg8bit.png"))
     gt = str(image).replace("leftImg8bit", "gtFine", 1)[:-len("leftImg8bit.png")] + "gtFine_"

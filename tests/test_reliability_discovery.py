@@ -1,7 +1,7 @@
 """Discovery of preprocess inputs: folder flags are literal, every file under the dataset folders is read or
 dead-lettered (odd names, links, subfolders), and an ``--output_dir`` overlapping the ``--input_dir`` is refused.
 
-Most checks run discovery alone (``DiscoverPet`` / ``DiscoverCityscapes`` on the real DirectRunner, checked with
+Most checks run discovery alone (``Discover`` of the Pet / Cityscapes dataset modules, on the real DirectRunner, checked with
 ``assert_that``); two run the whole job in-process to see the counts add up, one runs the command for its exit
 status and its one line.
 """
@@ -24,7 +24,9 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipelines.tools import synthetic
 from pipelines.common.deadletter import read_dead_letters
-from pipelines.preprocess.sources import DEAD_LETTER_TAG, DiscoverCityscapes, DiscoverPet
+from pipelines import datasets
+from pipelines.datasets.base import DEAD_LETTER_TAG, SplitFractions
+from pipelines.datasets.discovery import Discover
 
 BEAM_FLAGS = ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
 NOT_UTF8 = b"Bengal_\xff9"  # a file-name stem that is not UTF-8 (Latin-1 "ÿ" written by an old tool)
@@ -81,8 +83,12 @@ def _pet_parts(src: pathlib.Path, example_id: str) -> tuple:
             str(src / "annotations" / "trimaps" / f"{example_id}.png"), None)
 
 
-def _discover_pet(src: pathlib.Path) -> DiscoverPet:
-    return DiscoverPet(str(src), 0.1, 0.2)
+def _discover_pet(src: "pathlib.Path | str") -> Discover:
+    return Discover(datasets.get("pet"), str(src), SplitFractions(0.1, 0.2))
+
+
+def _discover_cityscapes(src: "pathlib.Path | str") -> Discover:
+    return Discover(datasets.get("cityscapes"), str(src), SplitFractions(0.1, 0.2))
 
 
 def _metadata(dst: pathlib.Path) -> dict:
@@ -124,7 +130,7 @@ def test_input_dir_with_glob_characters_is_that_folder(tmp_path):
     frame = ids["val"][0]
     city = frame.split("_")[0]
     gt = cs_src / "gtFine" / "val" / city
-    _check_discovery(DiscoverCityscapes(str(cs_src)), [(
+    _check_discovery(_discover_cityscapes(cs_src), [(
         frame, str(cs_src / "leftImg8bit" / "val" / city / f"{frame}_leftImg8bit.png"),
         str(gt / f"{frame}_gtFine_labelIds.png"), str(gt / f"{frame}_gtFine_instanceIds.png"))], {})
 
@@ -163,7 +169,7 @@ def test_non_utf8_file_name_is_a_dead_letter_and_the_rest_is_read(tmp_path):
     _write_bytes_name(cs / "leftImg8bit" / "train" / city, b"notes-\xe9t\xe9.txt", b"hello")
     frame = ids["train"][0]
     gt = cs / "gtFine" / "train" / city
-    _check_discovery(DiscoverCityscapes(str(cs)), [(
+    _check_discovery(_discover_cityscapes(cs), [(
         frame, str(cs / "leftImg8bit" / "train" / city / f"{frame}_leftImg8bit.png"),
         str(gt / f"{frame}_gtFine_labelIds.png"), str(gt / f"{frame}_gtFine_instanceIds.png"))],
         {f"{cs}/leftImg8bit/train/{city}/notes-\\xe9t\\xe9.txt": "not valid UTF-8"})
@@ -195,7 +201,7 @@ def test_backslash_in_a_cityscapes_city_is_read(tmp_path):
         examples.append((frame, str(src / "leftImg8bit" / "train" / city / f"{frame}_leftImg8bit.png"),
                          str(gt / f"{frame}_gtFine_labelIds.png"), str(gt / f"{frame}_gtFine_instanceIds.png")))
     assert any("\\" in e[0] for e in examples)
-    _check_discovery(DiscoverCityscapes(str(src)), examples, {})
+    _check_discovery(_discover_cityscapes(src), examples, {})
 
 
 # --------------------------------------------------------------------------- item 10: symbolic links
@@ -271,7 +277,7 @@ def test_cityscapes_linked_city_read_and_broken_label_named(tmp_path):
         gt = src / "gtFine" / "train" / city
         examples.append((frame, str(src / "leftImg8bit" / "train" / city / f"{frame}_leftImg8bit.png"),
                          str(gt / f"{frame}_gtFine_labelIds.png"), str(gt / f"{frame}_gtFine_instanceIds.png")))
-    _check_discovery(DiscoverCityscapes(str(src)), examples, dead)
+    _check_discovery(_discover_cityscapes(src), examples, dead)
 
 
 # ---------------------------------------------------------------------- whole job: the counts add up
@@ -385,7 +391,7 @@ def test_gcs_discovery_is_literal_and_sees_every_object(gcs, tmp_path):
     src = gcs.upload_dir(local / "src", f"{root}/in[1]")
     parts = [(i, f"{src}/images/{i}.jpg", f"{src}/annotations/trimaps/{i}.png", None)
              for i in ("Abyssinian\\3", "beagle_2")]
-    _check_discovery(DiscoverPet(src, 0.1, 0.2), parts,
+    _check_discovery(_discover_pet(src), parts,
                      {f"{src}/images/more/pug_4.jpg": "subfolder of images/"})
     config, _ = parse_args(["--dataset", "pet", "--input_dir", src, "--output_dir", f"{root}/out",
                             "--image_size", "16"])

@@ -301,7 +301,7 @@ def _records_of(examples, options, scratch: pathlib.Path) -> tuple[list, list]:
     import pickle
 
     from pipelines.preprocess.records import MakeRecords
-    from pipelines.preprocess.sources import DEAD_LETTER_TAG
+    from pipelines.datasets.base import DEAD_LETTER_TAG
 
     def keep(tag):
         def fn(element):
@@ -348,7 +348,7 @@ def test_preprocess_record_of_a_turned_jpeg_agrees_with_its_mask(tmp_path):
     record's image and mask agree (bright pixels are pet). Before, the example was a dead letter for the size
     mismatch, or, for a square image, image and mask disagreed silently."""
     from pipelines.preprocess.records import RecordOptions
-    from pipelines.preprocess.sources import Example
+    from pipelines.datasets.base import Example
 
     displayed, trimap = _pet_scene(np.random.default_rng(8))
     stored = np.rot90(displayed, k=1)  # what a camera turned 90 degrees writes: displayed = stored turned clockwise
@@ -445,7 +445,7 @@ def test_cityscapes_dead_letters_unknown_label_and_instance_ids(tmp_path):
     """``MakeRecords`` on the real DirectRunner: labelIds outside the official table and instanceIds whose
     class part is no labelId are dead letters with the values; a valid frame is a record."""
     from pipelines.preprocess.records import RecordOptions
-    from pipelines.preprocess.sources import Example
+    from pipelines.datasets.base import Example
 
     rng = np.random.default_rng(12)
     examples = []

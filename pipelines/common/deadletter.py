@@ -6,26 +6,15 @@ line, ``{"path": ..., "error": ...}`` (plus ``"stage"``), sorted by path so reru
 from __future__ import annotations
 
 import json
-from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from pipelines.common.deadletter_record import DeadLetter  # the record, re-exported beside its writer
+
 DEAD_LETTER_DIR = "dead_letter"
 DEAD_LETTER_FILE = "dead_letter-00000-of-00001.jsonl"
-
-
-class DeadLetter(NamedTuple):
-    """One rejected input: where it is, why it was rejected, and which step rejected it."""
-
-    path: str
-    error: str
-    stage: str = ""
-
-    def to_json(self) -> str:
-        # Key order puts "path" first, so sorting lines sorts by path.
-        return json.dumps({"path": self.path, "error": self.error, "stage": self.stage})
 
 
 def _write_sorted(lines: list[str], path: str) -> int:

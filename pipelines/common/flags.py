@@ -213,7 +213,7 @@ def evaluate_parser(description: Optional[str] = None) -> JobParser:
     parser.add_argument("--predictions", required=True, help="folder of predicted masks (OUT/masks), local or gs://")
     parser.add_argument("--ground_truth", required=True,
                         help="the raw dataset root (SRC) or a folder of ground-truth masks, local or gs://")
-    parser.add_argument("--dataset", required=True, choices=("pet", "cityscapes"))
+    parser.add_argument("--dataset", required=True, choices=importlib.import_module("pipelines.datasets").names())
     parser.add_argument("--label_mode", default=None, choices=("trimap", "binary"),
                         help="Pet: classes to score (default trimap: pet, background, border)")
     parser.add_argument("--split", default=None,

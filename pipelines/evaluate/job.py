@@ -10,7 +10,6 @@ import argparse
 import json
 import math
 import posixpath
-import re
 from typing import Any, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
@@ -18,30 +17,24 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from pipelines import datasets
 from pipelines.infer import outputs
 from pipelines.common import storage
 from pipelines.common.runner import make_pipeline_options, new_pipeline
 from schemas import labels
 
 NAMESPACE = "segflow_evaluate"
-_CITYSCAPES_ID = re.compile(r"([A-Za-z]+_\d{6}_\d{6})")
 
 
 # -------------------------------------------------------------------------------------------- pure parts
 def example_id(path: str, dataset: str) -> Optional[str]:
     """The id that pairs a prediction with its ground truth (``None`` when the name carries none)."""
-    stem = outputs.base_stem(path)
-    if dataset == "cityscapes":
-        found = _CITYSCAPES_ID.search(stem)
-        return found.group(1) if found else None
-    return stem
+    return datasets.get(dataset).example_id(outputs.base_stem(path))
 
 
 def to_train_ids(native: np.ndarray, dataset: str, label_mode: str) -> np.ndarray:
     """Native annotation values → train ids (255 = not an evaluated class)."""
-    if dataset == "cityscapes":
-        return labels.cityscapes_label_ids_to_train_ids(native)
-    return labels.pet_trimap_to_train_ids(native, label_mode)
+    return datasets.get(dataset).to_train_ids(native, label_mode)
 
 
 def confusion_matrix(gt_train: np.ndarray, pred_train: np.ndarray, num_classes: int) -> np.ndarray:
@@ -205,23 +198,15 @@ def _write_json(doc: dict[str, Any], path: str) -> None:
 def ground_truth_patterns(root: str, dataset: str, split: Optional[str]) -> list[str]:
     """The layouts ``find_ground_truth`` looks for, as readable globs (for messages; ``root`` is literal)."""
     root = root.rstrip("/")
-    join = FileSystems.join
-    if dataset == "cityscapes":
-        split_part = split or "*"
-        return [join(root, "gtFine", split_part, "*", "*_gtFine_labelIds.png"),
-                join(root, split_part, "*", "*_gtFine_labelIds.png"), join(root, "*_gtFine_labelIds.png")]
-    return [join(root, "annotations", "trimaps", "*.png"), join(root, "trimaps", "*.png"), join(root, "*.png")]
+    return [FileSystems.join(root, *layout.pattern_parts())
+            for layout in datasets.get(dataset).ground_truth_layouts(split)]
 
 
 def _layouts(root: str, dataset: str, split: Optional[str]) -> list[tuple[str, int, str]]:
     """(folder, depth of the masks below it, file name suffix) per layout, in ``ground_truth_patterns`` order."""
     root = root.rstrip("/")
-    join = FileSystems.join
-    if dataset == "cityscapes":
-        suffix = "_gtFine_labelIds.png"
-        return [(join(root, "gtFine", split), 2, suffix) if split else (join(root, "gtFine"), 3, suffix),
-                (join(root, split), 2, suffix) if split else (root, 3, suffix), (root, 1, suffix)]
-    return [(join(root, "annotations", "trimaps"), 1, ".png"), (join(root, "trimaps"), 1, ".png"), (root, 1, ".png")]
+    return [(FileSystems.join(root, *layout.folder) if layout.folder else root, layout.depth, layout.suffix)
+            for layout in datasets.get(dataset).ground_truth_layouts(split)]
 
 
 def _under(folder: str, depth: int, suffix: str) -> list[storage.ListedFile]:
@@ -275,6 +260,7 @@ def gather_inputs(predictions: str, ground_truth: str, dataset: str, split: Opti
     """Lists both sides literally and checks they pair; raises ``ValueError`` with the one line to show."""
     errors: list[dict[str, str]] = []
     ignored: list[dict[str, str]] = []
+    no_id = f"no example id ({datasets.get(dataset).example_id_hint}) in the name"
 
     def usable(files: list[storage.ListedFile]) -> list[str]:
         kept = []
@@ -284,7 +270,7 @@ def gather_inputs(predictions: str, ground_truth: str, dataset: str, split: Opti
             elif listed.error is not None:
                 errors.append({"path": listed.path, "error": listed.error})
             elif example_id(listed.path, dataset) is None:
-                errors.append({"path": listed.path, "error": "no example id (<city>_<seq>_<frame>) in the name"})
+                errors.append({"path": listed.path, "error": no_id})
             else:
                 kept.append(listed.path)
         return kept
@@ -330,9 +316,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Runs the evaluation job, prints the table and returns the evaluation document."""
     args, beam_argv = parse_args(argv)
-    if args.dataset == "cityscapes" and args.label_mode:
-        raise SystemExit("pipelines.evaluate: error: --label_mode applies to --dataset pet only")
-    spec = labels.spec_for(args.dataset, args.label_mode)
+    dataset = datasets.get(args.dataset)
+    if args.label_mode and args.label_mode not in dataset.evaluate_label_modes:
+        scored = " or ".join(n for n in datasets.names() if args.label_mode in datasets.get(n).evaluate_label_modes)
+        raise SystemExit(f"pipelines.evaluate: error: --label_mode applies to --dataset {scored} only")
+    spec = dataset.label_spec(args.label_mode)
     predictions = args.predictions.rstrip("/")
     try:
         inputs = gather_inputs(predictions, args.ground_truth, args.dataset, args.split)

@@ -20,9 +20,10 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageDraw
 
+from pipelines import datasets
 from pipelines.infer import outputs
 from pipelines.evaluate.job import example_id, find_ground_truth, to_train_ids
-from schemas.labels import LabelSpec, colorize, spec_for
+from schemas.labels import LabelSpec, colorize
 
 TITLES = ("Input Image", "True Mask", "Predicted Mask", "Instances")
 PANEL_HEIGHT = 160
@@ -152,7 +153,7 @@ def report_html(rows: Sequence[dict[str, Any]], evaluation: Optional[dict[str, A
 def write_report(output_dir: str, dataset: str, ground_truth: Optional[str] = None, max_images: int = 8,
                  label_mode: Optional[str] = None) -> dict[str, str]:
     """Writes ``OUT/report.png`` and ``OUT/report.html``; returns their paths."""
-    spec = spec_for(dataset, label_mode)
+    spec = datasets.get(dataset).label_spec(label_mode)
     rows = collect_rows(output_dir, spec, ground_truth, max_images)
     evaluation = None
     eval_path = FileSystems.join(output_dir, "evaluation.json")
@@ -170,7 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipelines.evaluate.report", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output_dir", required=True, help="OUT of pipelines.infer")
-    parser.add_argument("--dataset", required=True, choices=("pet", "cityscapes"))
+    parser.add_argument("--dataset", required=True, choices=datasets.names())
     parser.add_argument("--ground_truth", default=None, help="raw dataset root (SRC) for the True Mask column")
     parser.add_argument("--max_images", type=int, default=8)
     args = parser.parse_args(argv)

@@ -27,13 +27,13 @@ from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.utils import shared
 
 from pipelines.infer import outputs
+from pipelines import datasets
 from pipelines.common import storage
 from pipelines.infer import upsample
 from pipelines.common.deadletter import DEAD_LETTER_DIR, DeadLetter, WriteDeadLetters
 from pipelines.infer.instances import extract_instances
 from pipelines.common.runner import leave_parallelism_to_beam, make_pipeline_options, new_pipeline
 from pipelines.infer.model import ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
-from schemas.labels import spec_for
 
 NAMESPACE = "segflow_infer"
 SUMMARY_FILE = "summary.json"
@@ -304,7 +304,7 @@ class PostprocessAndWrite(beam.DoFn):
     def setup(self) -> None:
         leave_parallelism_to_beam()
         self._model = acquire_model(self._handle, self._model_dir, self._cache_dir)
-        self._spec = spec_for(self._info["dataset"], self._info.get("label_mode"))
+        self._spec = datasets.get(self._info["dataset"]).label_spec(self._info.get("label_mode"))
         names = list(self._spec.class_names)
         # Pet trimaps have a predicted border class: that is the model's own boundary evidence.
         self._border = names.index("border") if "border" in names else None
@@ -449,7 +449,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args, beam_argv = parse_args(argv)
     try:
         model_info = read_model_info(args.model_dir)
-        spec_for(model_info["dataset"], model_info.get("label_mode"))
+        datasets.get(model_info["dataset"]).label_spec(model_info.get("label_mode"))
     except (ModelNotFound, ValueError) as err:
         raise SystemExit(f"pipelines.infer: error: {err}")
     try:

@@ -8,7 +8,7 @@ Job flags are parsed here; every other flag goes to Beam (``--runner``, ``--dire
 mode with one worker per core. From Python (e.g. a demo)::
 
     from pipelines.preprocess import job as preprocess
-    metadata = preprocess.run(["--dataset", "pet", "--input_dir", src, "--output_dir", dst,
+    metadata = preprocess.run(["--dataset=pet", "--input_dir", src, "--output_dir", dst,
                                "--image_size", "128"])   # -> schemas.metadata.DatasetMetadata
 """
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 # Only what parsing the flags needs is imported here: ``--help`` and a bad job flag answer in well under a
 # second. Beam, TensorFlow and the pipeline modules (~5 s of imports on 2 cores) load once the flags are
 # parsed (``_pipeline_modules``), or when another module imports them.
+from pipelines import datasets
 from schemas import labels as schema_labels
 from schemas.metadata import METADATA_FILE, DatasetMetadata, DatasetStats
 
@@ -65,7 +66,7 @@ class PreprocessConfig:
 
     @property
     def label_spec(self) -> schema_labels.LabelSpec:
-        return schema_labels.spec_for(self.dataset, self.label_mode if self.dataset == "pet" else None)
+        return datasets.get(self.dataset).label_spec(self.label_mode)
 
     def record_options(self) -> "RecordOptions":
         from pipelines.preprocess.records import RecordOptions
@@ -97,7 +98,7 @@ def build_arg_parser() -> argparse.ArgumentParser:
     p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], allow_abbrev=False,
                 epilog="Every other flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, "
                        "--project, --region, --temp_location, --setup_file).")
-    p.add_argument("--dataset", choices=("pet", "cityscapes"), required=True, help="dataset layout to read")
+    p.add_argument("--dataset", choices=datasets.names(), required=True, help="dataset layout to read")
     p.add_argument("--input_dir", required=True, help="dataset root (local path or gs://)")
     p.add_argument("--output_dir", required=True, help="where shards, metadata.json, transform_fn/ and "
                                                        "dead_letter/ go (local path or gs://)")
@@ -125,20 +126,16 @@ def build_arg_parser() -> argparse.ArgumentParser:
     return p
 
 
-# --image_format auto: the source's codec family. Pet photos are JPEGs: a q95 4:4:4 JPEG record costs nothing a
-# model can see, and decodes ~4x faster than a PNG of the same pixels on every training epoch. Cityscapes
-# frames are PNGs: keep them lossless, as DeepLab's build_cityscapes_data does.
-AUTO_IMAGE_FORMAT = {"pet": "jpeg", "cityscapes": "png"}
-
-
 def record_image_format(dataset: str, requested: str) -> str:
-    """The record image encoding for ``--image_format`` (``auto`` resolved per dataset)."""
-    return AUTO_IMAGE_FORMAT[dataset] if requested == "auto" else requested
+    """The record image encoding for ``--image_format``: ``auto`` is the source's codec family, the dataset's
+    ``record_image_format``."""
+    return datasets.get(dataset).record_image_format if requested == "auto" else requested
 
 
 def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
     """Job flags → ``PreprocessConfig``; the rest is returned for Beam. Raises ``UsageError``."""
-    args, beam_argv = build_arg_parser().parse_known_args(list(argv))
+    parser = build_arg_parser()
+    args, beam_argv = parser.parse_known_args(list(argv))
     if args.num_shards < 0 or args.num_shards > 10000:
         raise UsageError("--num_shards must be between 0 (automatic) and 10000")
     if not 0 <= args.augment_copies <= 64:
@@ -151,8 +148,10 @@ def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
         raise UsageError("--jpeg_quality must be between 1 and 100")
     if args.analyze_batch_size < 1:
         raise UsageError("--analyze_batch_size must be positive")
-    if args.dataset == "cityscapes" and args.label_mode != "trimap":
-        raise UsageError("--label_mode applies to Pet only; Cityscapes always uses the 19 trainIds")
+    dataset = datasets.get(args.dataset)
+    if not dataset.label_modes and args.label_mode != parser.get_default("label_mode"):
+        with_modes = " and ".join(datasets.get(n).title for n in datasets.names() if datasets.get(n).label_modes)
+        raise UsageError(f"--label_mode applies to {with_modes} only; {dataset.fixed_labels}")
     # A mistyped Beam flag, from the list of the installed Beam's flags (pipelines.common.flags): no Beam import. Beam
     # itself checks them again below (and alone when the list describes another Beam version).
     from pipelines.common.flags import known_beam_flags
@@ -201,11 +200,8 @@ def check_input(config: PreprocessConfig) -> None:
 
     from pipelines.common import storage
 
-    if config.dataset == "pet":
-        folder, expected = FileSystems.join(config.input_dir, "images"), "images/<Breed_N>.jpg"
-    else:
-        folder = FileSystems.join(config.input_dir, "leftImg8bit")
-        expected = "leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png"
+    dataset = datasets.get(config.dataset)
+    folder, expected = FileSystems.join(config.input_dir, *dataset.input_folder), dataset.input_layout
     try:
         first = next(iter(storage.list_files(folder)), None)
     except Exception as e:  # e.g. a bucket that does not exist or cannot be read
@@ -243,8 +239,7 @@ def _metadata(config: PreprocessConfig, counts: dict[str, int], source_counts: d
                 for name, e in sorted((shards or {}).items())},
         stats=stats,
         stats_absent_reason=stats_absent_reason,
-        extra={"val_fraction": config.val_fraction, "cityscapes_test": "image-only records"}
-        if config.dataset == "cityscapes" else {"val_fraction": config.val_fraction},
+        extra={"val_fraction": config.val_fraction, **dict(datasets.get(config.dataset).metadata_extra)},
     )
 
 
@@ -291,7 +286,7 @@ def _estimated_record_bytes(config: PreprocessConfig) -> int:
     JPEG ~0.2; masks compress well)."""
     pixels = config.image_size[0] * config.image_size[1]
     per_image = 3 * pixels * (0.7 if config.image_format == "png" else 0.2)
-    per_masks = pixels * (0.1 if config.dataset == "pet" else 0.2)
+    per_masks = pixels * datasets.get(config.dataset).mask_bytes_per_pixel
     return int(per_image + per_masks) + 200
 
 
@@ -308,12 +303,12 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) ->
     from pipelines.common.deadletter import WriteDeadLetters
     from pipelines.preprocess.records import ANALYZE_TAG, MakeRecords
     from pipelines.preprocess.shards import WriteShards, plan_shards
-    from pipelines.preprocess.sources import DEAD_LETTER_TAG, DiscoverCityscapes, DiscoverPet
+    from pipelines.datasets.base import DEAD_LETTER_TAG, SplitFractions
+    from pipelines.datasets.discovery import Discover
 
-    if config.dataset == "pet":
-        found = p | "DiscoverPet" >> DiscoverPet(config.input_dir, config.val_fraction, config.test_fraction)
-    else:
-        found = p | "DiscoverCityscapes" >> DiscoverCityscapes(config.input_dir)
+    dataset = datasets.get(config.dataset)
+    found = p | f"Discover{dataset.title}" >> Discover(
+        dataset, config.input_dir, SplitFractions(config.val_fraction, config.test_fraction))
     examples = found["examples"]
     copies = {"train": 1 + config.augment_copies, "val": 1, "test": 1}
     plan = (examples

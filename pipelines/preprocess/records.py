@@ -5,7 +5,7 @@ labels to train ids (``schemas.labels``), brings image and masks to the record s
 resize geometry (``schemas.imaging`` host twins: antialiased for images, nearest neighbour for masks, so no label
 is ever invented), encodes and builds a ``tf.train.Example`` (``schemas.features``). Anything that fails becomes
 a dead letter with the path and the reason, a mask with values outside its dataset's label set included
-(``schemas.labels.native_mask_problem``); nothing is dropped or remapped silently.
+(the dataset's ``mask_problem``); nothing is dropped or remapped silently.
 """
 from __future__ import annotations
 
@@ -21,12 +21,12 @@ from apache_beam.metrics import Metrics
 from pipelines.preprocess import augment
 from pipelines.common.decode import DecodeError, decode_label_map, decode_rgb, encode_image, encode_instance_mask, \
     encode_mask
+from pipelines import datasets
 from pipelines.common.deadletter import DeadLetter
 from pipelines.common.runner import leave_parallelism_to_beam
+from pipelines.datasets.base import DEAD_LETTER_TAG, Example
 from pipelines.preprocess.shards import Record, record_key
-from pipelines.preprocess.sources import DEAD_LETTER_TAG, Example
 from schemas import imaging
-from schemas.labels import native_mask_problem
 
 ANALYZE_TAG = "analyze"
 
@@ -118,14 +118,10 @@ class MakeRecords(beam.DoFn):
         # Beam runs one worker per core; TF's own thread pools on top would only oversubscribe them. The only TF
         # work here is the statistics' batch decode, one graph at a time per worker: one inter-op thread.
         leave_parallelism_to_beam(inter_op_threads=1)
-        # Every lookup this job can use, keyed by species (Pet mode 'species' has one per species; otherwise None).
-        if self._o.dataset == "cityscapes":
-            from schemas.labels import cityscapes_label_id_to_train_id
-            self._luts = {None: cityscapes_label_id_to_train_id()}
-        else:
-            from schemas.labels import pet_trimap_lut
-            self._luts = {species: pet_trimap_lut(self._o.label_mode, species) for species in
-                          ((0, 1) if self._o.label_mode == "species" else (None,))}
+        # Every lookup this job can use, keyed as the dataset picks them per example (Pet mode 'species' has one
+        # per species; otherwise one, keyed None).
+        self._dataset = datasets.get(self._o.dataset)
+        self._luts = self._dataset.train_id_luts(self._o.label_mode)
         if any(int(lut[self._o.ignore_label]) != self._o.ignore_label for lut in self._luts.values()):
             raise ValueError(f"label lookup does not keep {self._o.ignore_label} (ignore) as is; masks could not be "
                              f"mapped after padding")
@@ -134,11 +130,10 @@ class MakeRecords(beam.DoFn):
 
     def _train_id_lut(self, example: Example) -> np.ndarray:
         """uint8[256]: this example's native mask value → train id (255 = ignore)."""
-        if self._o.dataset == "pet" and self._o.label_mode == "species":
-            if example.species is None:
-                raise DecodeError("label mode 'species' needs the species, but this id is in no list file")
-            return self._luts[example.species]
-        return self._luts[None]
+        try:
+            return self._luts[self._dataset.train_id_lut_key(example, self._o.label_mode)]
+        except ValueError as e:  # the reason no lookup applies, e.g. a Pet species that no list file gives
+            raise DecodeError(str(e)) from None
 
     def process(self, example: Example) -> Iterator:
         self._read.inc()
@@ -172,7 +167,7 @@ class MakeRecords(beam.DoFn):
                 native = decode_label_map(_read(example.mask_path), "mask")
             except DecodeError as e:
                 raise DecodeError(f"mask {example.mask_path}: {e}", example.image_path) from None
-            problem = native_mask_problem(o.dataset, native, "mask")
+            problem = self._dataset.mask_problem(native, "mask")
             if problem:
                 raise DecodeError(f"mask {example.mask_path}: {problem}", example.image_path)
             if native.shape != full_hw:
@@ -189,7 +184,7 @@ class MakeRecords(beam.DoFn):
                 instances = decode_label_map(_read(example.instance_path), "instance mask", bits=16)
             except DecodeError as e:
                 raise DecodeError(f"instance mask {example.instance_path}: {e}", example.image_path) from None
-            problem = native_mask_problem(o.dataset, instances, "instances")
+            problem = self._dataset.mask_problem(instances, "instances")
             if problem:
                 raise DecodeError(f"instance mask {example.instance_path}: {problem}", example.image_path)
             if instances.shape != full_hw:

@@ -19,6 +19,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
+from pipelines.datasets import pet
 from pipelines.tools import synthetic
 
 
@@ -63,7 +64,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
 
     infer.quiet_beam_logs()
     work = os.path.abspath(args.work_dir)
-    raw, new = os.path.join(work, "data", "pet"), os.path.join(work, "data", "pet_new")
+    raw, new = os.path.join(work, "data", pet.DATASET.name), os.path.join(work, "data", "pet_new")
     records, job, out = os.path.join(work, "records"), os.path.join(work, "job"), os.path.join(work, "predictions")
     os.makedirs(work, exist_ok=True)
     began = time.monotonic()
@@ -74,7 +75,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     _done(t)
 
     t = _step("2/6 preprocess → TFRecords (Beam DirectRunner)")
-    preprocess.run(["--dataset", "pet", "--input_dir", raw, "--output_dir", records,
+    preprocess.run(["--dataset", pet.DATASET.name, "--input_dir", raw, "--output_dir", records,
                     "--image_size", str(args.image_size), "--val_fraction", "0.15",
                     "--augment_copies", str(args.augment_copies), "--seed", str(args.seed)])
     _done(t)
@@ -97,11 +98,11 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     _done(t)
 
     t = _step("5/6 evaluate (Beam: per-image confusion matrices, CombineGlobally)")
-    doc = evaluate.run(["--predictions", os.path.join(out, "masks"), "--ground_truth", new, "--dataset", "pet"])
+    doc = evaluate.run(["--predictions", os.path.join(out, "masks"), "--ground_truth", new, "--dataset", pet.DATASET.name])
     _done(t)
 
     t = _step("6/6 report")
-    paths = report.write_report(out, "pet", ground_truth=new, max_images=8)
+    paths = report.write_report(out, pet.DATASET.name, ground_truth=new, max_images=8)
     _done(t)
 
     miou = doc.get("mean_iou")

@@ -1,7 +1,7 @@
 """Generates small datasets in the real Oxford-IIIT Pet and Cityscapes layouts.
 
 Used by ``make demo``, the tests and the benchmarks, so none of them needs a download. Pet-like examples are
-textured objects (the "pet") with a border band, on textured backgrounds, annotated as trimaps exactly as the
+textured objects (the pets) with a border band, on textured backgrounds, annotated as trimaps exactly as the
 Pet README defines them (1 = pet, 2 = background, 3 = not classified / border). Cityscapes-like frames are
 street-ish scenes painted with official labelIds, with instance ids for cars and people.
 
@@ -16,6 +16,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
+
+from pipelines import datasets
+from pipelines.datasets import cityscapes, pet
 
 # The 37 Pet breeds; cats are capitalised in the real dataset, dogs are not. CLASS-ID is the 1-based index in
 # this case-insensitive alphabetical order, as in the real list.txt.
@@ -61,7 +64,7 @@ def pet_example(rng: np.random.Generator, height: int, width: int, border: Optio
     border = border or max(2, round(min(height, width) / 40))
     shape = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(shape)
-    # The "pet": a body ellipse plus one or two head/limb blobs, so outlines are not all convex.
+    # The pet: a body ellipse plus one or two head/limb blobs, so outlines are not all convex.
     cy, cx = rng.uniform(0.35, 0.65) * height, rng.uniform(0.35, 0.65) * width
     ry, rx = rng.uniform(0.15, 0.32) * height, rng.uniform(0.15, 0.32) * width
     draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=255)
@@ -325,7 +328,7 @@ def write_cityscapes_dataset(root: str, *, frames_per_split: Optional[dict[str, 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=("pet", "cityscapes"), required=True)
+    parser.add_argument("--dataset", choices=[n for n in datasets.names() if n in _WRITERS], required=True)
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--num_examples", type=int, default=60,
                         help="Pet: examples; Cityscapes: frames per split train/val (test gets a quarter)")
@@ -335,18 +338,27 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parser.parse_args(argv)
     if args.num_examples <= 0:
         parser.error("--num_examples must be positive")
-    if args.dataset == "pet":
-        size = (args.height or 375, args.width or 500)
-        ids = write_pet_dataset(args.output_dir, args.num_examples, size=size, seed=args.seed)
-        print(f"wrote {len(ids)} Pet-layout examples under {args.output_dir}")
-    else:
-        size = (args.height or 256, args.width or 512)
-        n = args.num_examples
-        split_ids = write_cityscapes_dataset(
-            args.output_dir, size=size, seed=args.seed,
-            frames_per_split={"train": n, "val": max(1, n // 2), "test": max(1, n // 4)})
-        print(f"wrote Cityscapes-layout frames under {args.output_dir}: "
-              + ", ".join(f"{k}={len(v)}" for k, v in split_ids.items()))
+    _WRITERS[args.dataset](args)
+
+
+def _write_pet(args: argparse.Namespace) -> None:
+    size = (args.height or 375, args.width or 500)
+    ids = write_pet_dataset(args.output_dir, args.num_examples, size=size, seed=args.seed)
+    print(f"wrote {len(ids)} Pet-layout examples under {args.output_dir}")
+
+
+def _write_cityscapes(args: argparse.Namespace) -> None:
+    size = (args.height or 256, args.width or 512)
+    n = args.num_examples
+    split_ids = write_cityscapes_dataset(
+        args.output_dir, size=size, seed=args.seed,
+        frames_per_split={"train": n, "val": max(1, n // 2), "test": max(1, n // 4)})
+    print(f"wrote Cityscapes-layout frames under {args.output_dir}: "
+          + ", ".join(f"{k}={len(v)}" for k, v in split_ids.items()))
+
+
+# The datasets this tool can generate, by registry name (a dataset without a writer is not offered).
+_WRITERS = {pet.DATASET.name: _write_pet, cityscapes.DATASET.name: _write_cityscapes}
 
 
 if __name__ == "__main__":

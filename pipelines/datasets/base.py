@@ -1,0 +1,208 @@
+"""What every dataset module provides (``Dataset``), and what all datasets share.
+
+Shared: the ``Example`` discovery hands to the record maker, the split by a stable hash of the id, the dead-letter
+tag, the small records a dataset's discovery functions yield (``Fact``, ``Count``, plus ``DeadLetter`` and keyed
+parts) and the path helpers they use. Which Beam transform runs those functions is ``pipelines.datasets.discovery``:
+the dataset modules themselves never import Beam, so the jobs' flag checks (label modes, record format) and
+``--help`` can read them in well under a second.
+
+A dataset module holds one ``Dataset`` subclass and one instance of it named ``DATASET``; ``pipelines.datasets``
+finds it by the module's name (see ``docs/datasets.md``).
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import posixpath
+from typing import TYPE_CHECKING, Iterable, Iterator, NamedTuple, Optional, Protocol, Union
+
+from pipelines.common.deadletter_record import DeadLetter
+from pipelines.common.hashing import stable_fraction
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from pipelines.common.storage import ListedFile
+    from schemas.labels import LabelSpec
+
+# The tagged output of discovery and of the record maker that carries ``DeadLetter``s.
+DEAD_LETTER_TAG = "dead_letter"
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
+
+
+class Example(NamedTuple):
+    """One source example, ready to be read and turned into records."""
+
+    example_id: str
+    split: str
+    image_path: str
+    mask_path: Optional[str] = None  # Pet trimap / Cityscapes labelIds; None = image-only record
+    instance_path: Optional[str] = None  # Cityscapes instanceIds
+    class_label: Optional[int] = None  # Pet breed, 0-based
+    species: Optional[int] = None  # Pet species, 0 = cat, 1 = dog
+    listed: bool = True  # Pet: False when list files exist but name no split for this id
+
+
+class SplitFractions(NamedTuple):
+    """``--val_fraction`` / ``--test_fraction``: how a dataset without split folders hashes ids into splits."""
+
+    val_fraction: float
+    test_fraction: float
+
+
+class Fact(NamedTuple):
+    """Something one listing found that every assembly needs to see (e.g. which Pet list files exist): discovery
+    gathers the facts of all sources and hands them to ``Dataset.assemble`` as a list of ``value``s."""
+
+    value: str
+
+
+class Count(NamedTuple):
+    """Add ``n`` to the job counter ``segflow/<name>`` (a dataset's discovery functions stay free of Beam)."""
+
+    name: str
+    n: int = 1
+
+
+class Broken(NamedTuple):
+    """A part that was found but cannot be read (e.g. a broken link), keyed by its id so that its partner's
+    dead letter can say why the partner is alone. Its own dead letter is emitted where it is listed."""
+
+    role: str
+    path: str
+    error: str
+
+
+# A keyed part of an example: (key, (role, value)); every part of one key meets in ``Dataset.assemble``.
+Part = tuple[str, tuple[str, object]]
+Listed = Union[Part, DeadLetter, Fact, Count]
+Assembled = Union[Example, DeadLetter, Count]
+
+
+class Files(Protocol):
+    """The storage a dataset's discovery functions read through (given by ``pipelines.datasets.discovery``)."""
+
+    def join(self, root: str, *parts: str) -> str: ...
+
+    def list_files(self, folder: str) -> Iterable["ListedFile"]: ...  # every file under the folder, recursively
+
+    def list_folder(self, folder: str) -> Iterable["ListedFile"]: ...  # the folder's own entries
+
+    def read(self, path: str) -> bytes: ...
+
+
+class GroundTruthLayout(NamedTuple):
+    """Where evaluate looks for ground-truth masks: files ``depth`` folders below ``root/<folder...>`` (``depth``
+    1 = directly in it) whose names end with ``suffix``."""
+
+    folder: tuple[str, ...]
+    depth: int
+    suffix: str
+
+    def pattern_parts(self) -> tuple[str, ...]:
+        """The layout as glob parts below the root, for messages (``("trimaps", "*.png")``)."""
+        return self.folder + ("*",) * (self.depth - 1) + ("*" + self.suffix,)
+
+
+def split_from_hash(example_id: str, val_fraction: float, test_fraction: float = 0.0) -> str:
+    """train / val / test from a stable hash of the id alone (not the seed: splits never move)."""
+    u = stable_fraction("split", example_id)
+    if u < test_fraction:
+        return "test"
+    if u < test_fraction + val_fraction:
+        return "val"
+    return "train"
+
+
+def basename(path: str) -> str:
+    # Local paths here are POSIX and gs:// names use "/": a backslash is part of a name, never a separator.
+    return posixpath.basename(path)
+
+
+def relative(path: str, root: str) -> str:
+    """``path`` relative to the folder ``root`` it was listed under ("/"-separated), else its base name."""
+    prefix = (root[len("file://"):] if root.startswith("file://") else root).rstrip("/") + "/"
+    return path[len(prefix):] if path.startswith(prefix) else basename(path)
+
+
+def alone_because(broken: list[Broken], role: str) -> str:
+    """`` (<path>: <why>)`` when the missing ``role`` part of an example exists but cannot be read, else ''."""
+    found = sorted(b.path + ": " + b.error for b in broken if b.role == role)
+    return f" ({'; '.join(found)})" if found else ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset(abc.ABC):
+    """Everything the jobs need to know about one dataset: its fields here, its behaviour in the methods below.
+
+    Fields:
+      name: the ``--dataset`` value (and the module's name).
+      title: how messages and transform labels name it (``DiscoverPet``).
+      label_modes: the preprocess ``--label_mode``s it accepts; () when it has one fixed label table, and then
+        ``fixed_labels`` says which (for the message when a mode is given anyway).
+      evaluate_label_modes: the evaluate ``--label_mode``s (classes that can be scored from masks alone).
+      record_image_format: what ``--image_format auto`` means for it (the source's codec family).
+      mask_bytes_per_pixel: a record's masks, bytes per pixel once compressed (the default shard count).
+      input_folder: the folder below ``--input_dir`` that must hold files, and ``input_layout`` what they look
+        like (the message when it holds none).
+      metadata_extra: entries it adds to ``metadata.json``'s ``extra``.
+      example_id_hint: what a file name must carry to be paired by evaluate (the message when it does not).
+    """
+
+    name: str
+    title: str
+    label_modes: tuple[str, ...]
+    fixed_labels: str
+    evaluate_label_modes: tuple[str, ...]
+    record_image_format: str
+    mask_bytes_per_pixel: float
+    input_folder: tuple[str, ...]
+    input_layout: str
+    metadata_extra: tuple[tuple[str, str], ...]
+    example_id_hint: str
+
+    # ------------------------------------------------------------------------------------------ labels
+    @abc.abstractmethod
+    def label_spec(self, label_mode: Optional[str] = None) -> "LabelSpec":
+        """The ``schemas.labels`` table for ``label_mode`` (ignored when ``label_modes`` is empty)."""
+
+    @abc.abstractmethod
+    def train_id_luts(self, label_mode: str) -> dict[Optional[int], "np.ndarray"]:
+        """Every native value → train id lookup (uint8[256]) a job in ``label_mode`` uses, keyed as
+        ``train_id_lut_key`` picks them (None when one lookup serves every example)."""
+
+    @abc.abstractmethod
+    def mask_problem(self, native: "np.ndarray", kind: str) -> Optional[str]:
+        """Why a native ``kind`` (``"mask"`` or ``"instances"``) array cannot be this dataset's annotation (the
+        values outside its label set), or None when every value is valid."""
+
+    def train_id_lut_key(self, example: Example, label_mode: str) -> Optional[int]:
+        """Which of ``train_id_luts`` maps ``example``'s mask; raises ``ValueError`` (the reason) when none can."""
+        return None
+
+    # --------------------------------------------------------------------------------------- discovery
+    @abc.abstractmethod
+    def discovery_sources(self) -> list[tuple]:
+        """What discovery lists, one picklable item each (e.g. a folder and the role of its files)."""
+
+    @abc.abstractmethod
+    def list_source(self, source: tuple, input_dir: str, files: Files) -> Iterator[Listed]:
+        """One of ``discovery_sources`` → keyed parts, dead letters, facts and counts."""
+
+    @abc.abstractmethod
+    def assemble(self, key: str, parts: list[tuple[str, object]], facts: list[str],
+                 fractions: SplitFractions) -> Iterator[Assembled]:
+        """Every part of one key (and every source's facts) → its ``Example`` and/or dead letters."""
+
+    # ---------------------------------------------------------------------------------------- evaluate
+    @abc.abstractmethod
+    def example_id(self, stem: str) -> Optional[str]:
+        """The id that pairs a prediction (by its output stem) with its ground truth; None when there is none."""
+
+    @abc.abstractmethod
+    def to_train_ids(self, native: "np.ndarray", label_mode: str) -> "np.ndarray":
+        """A native annotation (uint8 [H, W]) → train ids (255 = not an evaluated class)."""
+
+    @abc.abstractmethod
+    def ground_truth_layouts(self, split: Optional[str]) -> list[GroundTruthLayout]:
+        """Where evaluate looks for ground truth below ``--ground_truth``, first match wins."""
