@@ -6,7 +6,7 @@ STAMP := $(VENV)/.segflow-installed
 DEMO_DIR ?= out/demo
 PYTEST_ARGS ?=
 
-LINTED := pipelines trainer schemas tests bench
+LINTED := pipelines trainer schemas tests bench setup.py
 
 .PHONY: install demo test lint bench clean
 
@@ -26,8 +26,10 @@ demo: $(STAMP)
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff's settings live in .ci/ so that the top level keeps only the product's names.
 lint: $(STAMP)
-	$(PY) -m pyflakes $(LINTED)
+	$(PY) -m ruff check --config .ci/ruff.toml $(LINTED)
+	$(PY) -m ruff format --config .ci/ruff.toml --check $(LINTED)
 
 bench: $(STAMP)
 	$(PY) bench/preprocess.py

@@ -20,8 +20,8 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image, ImageOps
 
-from pipelines.tools import synthetic
 from pipelines.common.decode import DecodeError, decode_rgb
+from pipelines.tools import synthetic
 from schemas import imaging, labels
 
 

@@ -163,8 +163,7 @@ def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
     if unknown:
         raise UsageError(f"unknown flag(s) {' '.join(unknown)}: not a flag of this job nor a Beam option "
                          f"(see {PROG} --help)")
-    from pipelines.common import runner as runner_lib
-    from pipelines.common import storage
+    from pipelines.common import runner as runner_lib, storage
 
     input_dir = args.input_dir.rstrip("/") or "/"
     output_dir = args.output_dir.rstrip("/") or "/"
@@ -400,9 +399,8 @@ def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import TestOptions
 
-    from pipelines.common import runner as runner_lib
+    from pipelines.common import runner as runner_lib, storage
     from pipelines.preprocess import scratch
-    from pipelines.common import storage
 
     options = runner_lib.make_pipeline_options(beam_argv)
     dry_run = bool(options.view_as(TestOptions).dry_run)
