@@ -6,9 +6,9 @@ STAMP := $(VENV)/.segflow-installed
 DEMO_DIR ?= out/demo
 PYTEST_ARGS ?=
 
-LINTED := pipelines trainer schemas tests bench
+LINTED := pipelines trainer schemas tests bench setup.py
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test test-count lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,14 @@ demo: $(STAMP)
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# How many tests the suite has (collected, not run); their times come at the end of every `make test`.
+test-count: $(STAMP)
+	@$(PY) -m pytest --collect-only -q -p no:cacheprovider $(PYTEST_ARGS) | tail -n 1
+
+# ruff's settings live in .ci/ so that the top level keeps only the product's names.
 lint: $(STAMP)
-	$(PY) -m pyflakes $(LINTED)
+	$(PY) -m ruff check --config .ci/ruff.toml $(LINTED)
+	$(PY) -m ruff format --config .ci/ruff.toml --check $(LINTED)
 
 bench: $(STAMP)
 	$(PY) bench/preprocess.py

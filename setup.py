@@ -30,8 +30,9 @@ EXTRAS = {
         # The TLS front that lets TensorFlow's own GCS client reach that server makes its certificate with it
         # (tests/fixtures/gcs_tls.py); named here rather than relied on as a dependency of a dependency.
         "cryptography>=42",
-        # `make lint` (run by `make test`): unused imports and undefined names, without style opinions.
-        "pyflakes>=3.2",
+        # `make lint` (run by `make test`): pyflakes' checks, pycodestyle, import order and the format check in one
+        # tool (.ci/ruff.toml); pinned to a minor because each minor may format differently.
+        "ruff>=0.17.6,<0.18",
     ],
     "gcp": [],  # google-cloud-aiplatform and the Dataflow client come with apache-beam[gcp]
 }
@@ -48,7 +49,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=["schemas", "schemas.*", "pipelines", "pipelines.*",
                                                "trainer", "trainer.*"],
                                       exclude=["pipelines.tools", "pipelines.tools.*"]),
-    # The list of Beam's flags that lets the command lines refuse a typo without importing Beam (pipelines.common.flags).
+    # The list of Beam's flags that lets the command lines refuse a typo without importing Beam
+    # (pipelines.common.flags).
     package_data={"pipelines.common": ["beam_flags.txt"]},
     install_requires=REQUIRED,
     extras_require=EXTRAS,

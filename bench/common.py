@@ -117,6 +117,7 @@ def make_cityscapes_inputs(root: str, n: int, *, height: int = 1024, width: int 
     from multiprocessing import Pool
 
     import numpy as np
+
     from pipelines.tools import synthetic
 
     marker = os.path.join(root, ".complete")
@@ -155,6 +156,7 @@ def make_pet_inputs(root: str, n: int, *, height: int = 375, width: int = 500, p
     (with the real header), ``trainval.txt`` and ``test.txt`` (~25% test). Reuses an existing complete folder.
     """
     import numpy as np
+
     from pipelines.tools import synthetic
 
     marker = os.path.join(root, ".complete")

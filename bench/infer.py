@@ -218,11 +218,11 @@ def cityscapes_bench(args: argparse.Namespace, work: str) -> None:
                                 cwd=cwd)
         with open(os.path.join(out, "summary.json")) as f:
             count = json.load(f)["instances"]
-        size = sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(os.path.join(out, "instances"))
-                   for name in names)
-        print(f"--instances, {side:9}: {args.instance_frames} frames, {wall:6.1f} s, {cpu / args.instance_frames:6.2f} "
-              f"CPU-s per frame, {count / args.instance_frames:7.1f} instances per frame, instances/ {size / 2**20:.1f} "
-              f"MiB, peak {peak / 2**20:.0f} MiB")
+        size = sum(os.path.getsize(os.path.join(root, name))
+                   for root, _, names in os.walk(os.path.join(out, "instances")) for name in names)
+        print(f"--instances, {side:9}: {args.instance_frames} frames, {wall:6.1f} s, "
+              f"{cpu / args.instance_frames:6.2f} CPU-s per frame, {count / args.instance_frames:7.1f} instances per "
+              f"frame, instances/ {size / 2**20:.1f} MiB, peak {peak / 2**20:.0f} MiB")
 
 
 def main(argv: Optional[list[str]] = None) -> None:

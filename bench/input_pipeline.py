@@ -75,9 +75,13 @@ def main() -> None:
     images = [os.path.join(raw, "images", f"{i}.jpg") for i in ids]
     masks = [os.path.join(raw, "annotations", "trimaps", f"{i}.png") for i in ids]
     size = (args.image_size, args.image_size)
-    records = lambda: data.make_dataset(info, "train", args.batch_size, training=False
-                                        ).take(data.eval_steps(info, "train", args.batch_size))
-    seeds = lambda: seeds_dataset(images, masks, size, args.batch_size)
+    def records():
+        return data.make_dataset(info, "train", args.batch_size, training=False).take(
+            data.eval_steps(info, "train", args.batch_size))
+
+    def seeds():
+        return seeds_dataset(images, masks, size, args.batch_size)
+
     throughput(records, 1), throughput(seeds, 1)  # warm-up: tracing, page cache for both
     r = throughput(records, args.epochs)
     s = throughput(seeds, args.epochs)

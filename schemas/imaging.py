@@ -30,9 +30,10 @@ Pixel conversion rule (every decoded image becomes 8-bit RGB the same way in pre
     plain polarity (0 = no ink) and is inverted first. This is libjpeg's/TF's rule; Pillow alone assumed Adobe
     polarity always and rounds differently.
   * EXIF orientation (JPEG only: tag 0x0112 of IFD0 in the first APP1 "Exif" segment among the APPn/COM
-    segments that open the file, either byte order, one SHORT with a value 1..8; anything else means 1) is applied as ``PIL.ImageOps.exif_transpose`` does, so the
-    image has its displayed size and pixels, the size its mask is drawn at. Masks are never rotated (label maps
-    carry no orientation). PNG eXIf, TIFF and WebP EXIF are not applied, on either path.
+    segments that open the file, either byte order, one SHORT with a value 1..8; anything else means 1) is
+    applied as ``PIL.ImageOps.exif_transpose`` does, so the image has its displayed size and pixels, the size its
+    mask is drawn at. Masks are never rotated (label maps carry no orientation). PNG eXIf, TIFF and WebP EXIF are
+    not applied, on either path.
 """
 from __future__ import annotations
 

@@ -181,15 +181,15 @@ CITYSCAPES_NUM_CLASSES = 19
 
 
 def _cityscapes_train_labels() -> list:
-    train = sorted((l for l in CITYSCAPES_LABELS if 0 <= l.trainId < 255), key=lambda l: l.trainId)
-    assert [l.trainId for l in train] == list(range(CITYSCAPES_NUM_CLASSES)), "unexpected Cityscapes table"
+    train = sorted((label for label in CITYSCAPES_LABELS if 0 <= label.trainId < 255), key=lambda label: label.trainId)
+    assert [label.trainId for label in train] == list(range(CITYSCAPES_NUM_CLASSES)), "unexpected Cityscapes table"
     return train
 
 
 def cityscapes_label_ids() -> tuple[int, ...]:
     """The labelIds a ``*_gtFine_labelIds.png`` may hold: every id of the official table that fits a uint8 (0..33;
     the license plate's -1 never appears in label maps)."""
-    return tuple(sorted({int(l.id) for l in CITYSCAPES_LABELS if 0 <= l.id < 256}))
+    return tuple(sorted({int(label.id) for label in CITYSCAPES_LABELS if 0 <= label.id < 256}))
 
 
 def cityscapes_label_id_to_train_id() -> np.ndarray:
@@ -204,14 +204,14 @@ def cityscapes_label_id_to_train_id() -> np.ndarray:
 def cityscapes_spec() -> LabelSpec:
     train = _cityscapes_train_labels()
     # 255 (ignore) goes back to labelId 0 ('unlabeled'), which the official evaluator ignores.
-    to_native = _lut({l.trainId: l.id for l in train}, 0)
+    to_native = _lut({label.trainId: label.id for label in train}, 0)
     return LabelSpec(
         dataset="cityscapes",
         mode="trainids",
-        class_names=tuple(l.name for l in train),
-        palette=tuple(tuple(l.color) for l in train),
+        class_names=tuple(label.name for label in train),
+        palette=tuple(tuple(label.color) for label in train),
         to_native=to_native,
-        instance_train_ids=tuple(l.trainId for l in train if l.hasInstances),
+        instance_train_ids=tuple(label.trainId for label in train if label.hasInstances),
     )
 
 

@@ -50,6 +50,7 @@ def dataflow_flags(gcs, name: str) -> list[str]:
 def _build(build, beam_argv: list[str]):
     """Runs ``build(pipeline)`` on a DataflowRunner pipeline; returns (result, options). Real runner, dry run."""
     import apache_beam as beam
+
     from pipelines.common import runner as runner_lib
 
     options = runner_lib.make_pipeline_options(beam_argv)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.evaluate import job as evaluate
-from pipelines.infer import job as infer
 from pipelines.common.deadletter import read_dead_letters
+from pipelines.evaluate import job as evaluate
 from pipelines.evaluate.job import to_train_ids
+from pipelines.infer import job as infer
 from schemas import labels
 from schemas.labels import colorize
 
@@ -164,7 +164,8 @@ def test_rerun_is_byte_identical(pet_run, pet_job_dir, pet_inputs, tmp_path):
     first = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     second = sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     assert first == second
-    differing = [str(p) for p in first if p.name != "summary.json" and not filecmp.cmp(out / p, again / p, shallow=False)]
+    differing = [str(p) for p in first
+                 if p.name != "summary.json" and not filecmp.cmp(out / p, again / p, shallow=False)]
     assert not differing
     a, b = (json.loads((d / "summary.json").read_text()) for d in (out, again))
     assert {k: v for k, v in a.items() if k != "input"} == {k: v for k, v in b.items() if k != "input"}

@@ -7,8 +7,7 @@ import pytest
 from PIL import Image
 
 from pipelines.evaluate import job as evaluate
-from pipelines.infer import job as infer
-from pipelines.infer import outputs
+from pipelines.infer import job as infer, outputs
 from pipelines.infer.instances import extract_instances
 from schemas.labels import cityscapes_label_ids_to_train_ids, spec_for
 from tests.test_evaluate import official_pixel_level
@@ -59,8 +58,8 @@ def official_instance_level(gt_root, results_dir, monkeypatch, tmp_path) -> dict
 
 
 def test_masks_are_label_ids_of_each_frames_size(cityscapes_run, cityscapes_raw_dir):
-    valid = {l.id for l in __import__("cityscapesscripts.helpers.labels", fromlist=["labels"]).labels
-             if 0 <= l.trainId < 255}
+    valid = {label.id for label in __import__("cityscapesscripts.helpers.labels", fromlist=["labels"]).labels
+             if 0 <= label.trainId < 255}
     frames = sorted((cityscapes_raw_dir / "leftImg8bit" / "val").glob("*/*.png"))
     for frame in frames:
         mask = np.asarray(Image.open(cityscapes_run / "masks" / frame.name))

@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipelines.infer import outputs
 from pipelines.common.label_png import encode_label_png
+from pipelines.infer import outputs
 
 
 def _label_map(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -27,8 +27,8 @@ def test_builds_and_trains_one_step(name, size, kw):
 def test_unet_depth_and_width():
     assert models.build_model("unet", (16, 16, 3), 3, base_filters=2, depth=4).output_shape == (None, 16, 16, 3)
     model = models.build_model("unet", (32, 32, 3), 3, base_filters=4, depth=3)
-    pools = [l for l in model.layers if isinstance(l, keras.layers.MaxPooling2D)]
-    ups = [l for l in model.layers if isinstance(l, keras.layers.Conv2DTranspose)]
+    pools = [layer for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)]
+    ups = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2DTranspose)]
     assert len(pools) == len(ups) == 3
     assert model.get_layer("bottleneck_conv2").filters == 4 * 2 ** 3
 

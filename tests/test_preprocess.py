@@ -14,9 +14,9 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from pipelines.tools import synthetic
 from pipelines.common.deadletter import read_dead_letters
 from pipelines.datasets.base import split_from_hash
+from pipelines.tools import synthetic
 from schemas import features, imaging, labels
 from schemas.metadata import DatasetMetadata
 

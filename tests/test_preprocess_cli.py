@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 
-
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
     return subprocess.run([sys.executable, "-m", "pipelines.preprocess", *args], capture_output=True, text=True,

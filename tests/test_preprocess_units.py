@@ -9,12 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.preprocess import augment
 from pipelines.common import decode
-from pipelines.preprocess import shards
-from pipelines.datasets import base, cityscapes, pet
-from pipelines.preprocess import stats
 from pipelines.common.hashing import stable_fraction
+from pipelines.datasets import base, cityscapes, pet
+from pipelines.preprocess import augment, shards, stats
 from pipelines.preprocess.job import UsageError, parse_args
 
 
@@ -87,7 +85,8 @@ def test_hash_splits_are_stable_and_proportional():
     assert splits == [base.split_from_hash(i, 0.1, 0.2) for i in ids]
     assert abs(splits.count("val") / 4000 - 0.1) < 0.02 and abs(splits.count("test") / 4000 - 0.2) < 0.02
     # Same id, same split, in a fresh interpreter (no reliance on Python's salted hash()).
-    code = "from pipelines.common.hashing import stable_fraction as f; print([f('split', f'id_{i}') for i in range(50)])"
+    code = ("from pipelines.common.hashing import stable_fraction as f; "
+            "print([f('split', f'id_{i}') for i in range(50)])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == str([stable_fraction("split", f"id_{i}") for i in range(50)])
 
@@ -222,8 +221,8 @@ def test_analysis_carries_histograms_not_frames(cityscapes_raw_dir):
     job's memory with the dataset (~70 MiB per full-size Cityscapes frame)."""
     import apache_beam as beam
 
-    from pipelines.preprocess.records import ANALYZE_TAG, AnalysisInput, MakeRecords, RecordOptions
     from pipelines.datasets.base import Example
+    from pipelines.preprocess.records import ANALYZE_TAG, AnalysisInput, MakeRecords, RecordOptions
 
     image = next((cityscapes_raw_dir / "leftImg8bit" / "train").rglob("*_leftImg8bit.png"))
     gt = str(image).replace("leftImg8bit", "gtFine", 1)[:-len("leftImg8bit.png")] + "gtFine_"
@@ -248,8 +247,8 @@ def test_statistics_give_tensorflow_transform_totals_not_data(tmp_path):
     over them, and the four sums the graph needs are the ones fed."""
     import apache_beam as beam
 
-    from pipelines.preprocess import job as preprocess
     from pipelines.common import runner
+    from pipelines.preprocess import job as preprocess
 
     config, beam_argv = parse_args(["--dataset", "cityscapes", "--input_dir", str(tmp_path / "src"),
                                     "--output_dir", str(tmp_path / "out"), "--image_size", "8,16"])

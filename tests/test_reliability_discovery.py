@@ -22,11 +22,11 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline as BeamTestPipeline  # not a pytest class
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipelines.tools import synthetic
-from pipelines.common.deadletter import read_dead_letters
 from pipelines import datasets
+from pipelines.common.deadletter import read_dead_letters
 from pipelines.datasets.base import DEAD_LETTER_TAG, SplitFractions
 from pipelines.datasets.discovery import Discover
+from pipelines.tools import synthetic
 
 BEAM_FLAGS = ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
 NOT_UTF8 = b"Bengal_\xff9"  # a file-name stem that is not UTF-8 (Latin-1 "ÿ" written by an old tool)

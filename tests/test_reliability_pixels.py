@@ -20,8 +20,8 @@ import tensorflow as tf
 from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image, ImageOps
 
-from pipelines.tools import synthetic
 from pipelines.common.decode import DecodeError, decode_rgb
+from pipelines.tools import synthetic
 from schemas import imaging, labels
 
 
@@ -300,8 +300,8 @@ def _records_of(examples, options, scratch: pathlib.Path) -> tuple[list, list]:
     import hashlib
     import pickle
 
-    from pipelines.preprocess.records import MakeRecords
     from pipelines.datasets.base import DEAD_LETTER_TAG
+    from pipelines.preprocess.records import MakeRecords
 
     def keep(tag):
         def fn(element):
@@ -347,8 +347,8 @@ def test_preprocess_record_of_a_turned_jpeg_agrees_with_its_mask(tmp_path):
     """A JPEG stored 48 x 64 with orientation 6 whose trimap was drawn on the image as displayed (64 x 48): the
     record's image and mask agree (bright pixels are pet). Before, the example was a dead letter for the size
     mismatch, or, for a square image, image and mask disagreed silently."""
-    from pipelines.preprocess.records import RecordOptions
     from pipelines.datasets.base import Example
+    from pipelines.preprocess.records import RecordOptions
 
     displayed, trimap = _pet_scene(np.random.default_rng(8))
     stored = np.rot90(displayed, k=1)  # what a camera turned 90 degrees writes: displayed = stored turned clockwise
@@ -444,8 +444,8 @@ def test_preprocess_dead_letters_impossible_trimaps(tmp_path):
 def test_cityscapes_dead_letters_unknown_label_and_instance_ids(tmp_path):
     """``MakeRecords`` on the real DirectRunner: labelIds outside the official table and instanceIds whose
     class part is no labelId are dead letters with the values; a valid frame is a record."""
-    from pipelines.preprocess.records import RecordOptions
     from pipelines.datasets.base import Example
+    from pipelines.preprocess.records import RecordOptions
 
     rng = np.random.default_rng(12)
     examples = []

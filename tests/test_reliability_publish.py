@@ -138,8 +138,7 @@ def test_all_bad_rerun_fails_in_one_line_and_leaves_no_metadata(pet_records_dir,
 def test_killed_rerun_leaves_no_metadata_and_its_scratch_is_removed_later(pet_records_dir, tmp_path):
     """SIGKILL a rerun with other data once its first new shard appears: DST then has no metadata.json (or,
     had it finished, one matching its shards). A later run removes the killed run's scratch folder."""
-    from pipelines.preprocess import job as preprocess
-    from pipelines.preprocess import scratch
+    from pipelines.preprocess import job as preprocess, scratch
 
     dst, temp = tmp_path / "dst", tmp_path / "scratch"
     shutil.copytree(pet_records_dir, dst)

@@ -1,4 +1,5 @@
-"""``pipelines.common.storage`` against the loopback GCS server (the ``gcs`` fixture): what Beam's listing does not show."""
+"""``pipelines.common.storage`` against the loopback GCS server (the ``gcs`` fixture): what Beam's listing does
+not show."""
 from __future__ import annotations
 
 

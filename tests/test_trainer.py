@@ -154,6 +154,7 @@ def test_served_model_input_is_the_record_image(pet_job_dir, pet_raw_dir):
 
 def test_serving_returns_each_image_at_its_own_size(pet_job_dir):
     import io
+
     from PIL import Image
 
     def encode(h, w, fmt):

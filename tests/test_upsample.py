@@ -1,14 +1,15 @@
 """The host postprocess (pipelines.infer.upsample) equals the exported graph's, bit for bit; instance outputs stay
 bounded (``--max_instances``, 1-bit PNGs the official evaluator reads)."""
 import io
+
 import numpy as np
 import pytest
 import tensorflow as tf
 from PIL import Image
 
+from pipelines.common.label_png import encode_bitmask_png
 from pipelines.infer import upsample
 from pipelines.infer.instances import extract_instances
-from pipelines.common.label_png import encode_bitmask_png
 from schemas import imaging
 
 

@@ -25,8 +25,9 @@ import tempfile
 import time
 from typing import Iterator, Optional
 
-import tf_keras as keras
 import tensorflow as tf
+import tf_keras as keras
+
 # The writer of the ``checkpoint`` state file that tf.train.CheckpointManager uses (atomic, relative paths).
 from tensorflow.python.checkpoint import checkpoint_management
 

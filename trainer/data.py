@@ -22,8 +22,8 @@ from schemas import features, metadata as metadata_lib, transform as transform_l
 from schemas.paths import has_tf_glob_chars, tf_readable_local_dir
 
 AUTOTUNE = tf.data.AUTOTUNE
-# A shard file name as preprocess writes it (pipelines.preprocess.shards.SHARD_NAME), matched against names listed from the
-# folder: folder names are literal, so shards are found by listing DST, never through a glob built from it.
+# A shard file name as preprocess writes it (pipelines.preprocess.shards.SHARD_NAME), matched against names listed
+# from the folder: folder names are literal, so shards are found by listing DST, never through a glob built from it.
 _SHARD_NAME_RE = re.compile(r"^(train|val|test)-(\d{5})-of-(\d{5})\.tfrecord\.gz$")
 _RERUN = "rerun python -m pipelines.preprocess into it (or into a fresh --output_dir)"
 

@@ -18,8 +18,8 @@ import json
 import logging
 from typing import Sequence
 
-import tf_keras as keras
 import tensorflow as tf
+import tf_keras as keras
 
 from schemas import imaging
 from trainer import data as data_lib

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import tf_keras as keras
 import tensorflow as tf
+import tf_keras as keras
 
 LOSSES = ("ce", "dice", "ce_dice")
 

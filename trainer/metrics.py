@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-import tf_keras as keras
 import numpy as np
 import tensorflow as tf
+import tf_keras as keras
 
 
 def confusion_matrix(labels: tf.Tensor, predictions: tf.Tensor, num_classes: int,

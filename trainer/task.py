@@ -100,6 +100,7 @@ def _check_resumable(config: TrainConfig, info, steps_per_epoch: int) -> int:
     """Refuses (one line) to resume a checkpoint made with other shape-changing flags or on other data, or one
     already past ``--epochs``; returns the checkpoint's global step (0 when there is none)."""
     import tensorflow as tf
+
     from trainer.callbacks import checkpoint_step
     step = checkpoint_step(_join(config.job_dir, "checkpoints"))
     path = _join(config.job_dir, "config.json")
@@ -155,12 +156,14 @@ def run(config: TrainConfig) -> dict:
     _check_resumable(config, info, steps_per_epoch)
     # The strategy next: multi-worker collectives must be configured before TensorFlow runs any op.
     import tensorflow as tf
+
     from trainer import distribution
     strategy = distribution.make_strategy(config.strategy)
     chief = distribution.is_chief()
     _, task_index = distribution.task_info()
 
     import tf_keras as keras
+
     from trainer import callbacks as cb, export, losses, metrics as metrics_lib, models
     from trainer.normalization import with_transform
 

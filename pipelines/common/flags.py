@@ -53,7 +53,8 @@ def known_beam_flags() -> Optional[frozenset[str]]:
 
 
 def live_beam_flags() -> list[str]:
-    """Every ``--flag`` of Beam's options, from Beam itself (what ``pipelines.common.runner.check_beam_flags`` accepts)."""
+    """Every ``--flag`` of Beam's options, from Beam itself (what ``pipelines.common.runner.check_beam_flags``
+    accepts)."""
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
     from pipelines.common.runner import check_beam_flags  # the options it sees are registered by then

@@ -19,8 +19,8 @@ evaluators run on inference masks written this way.
 from __future__ import annotations
 
 import struct
-from typing import Sequence
 import zlib
+from typing import Sequence
 
 import numpy as np
 

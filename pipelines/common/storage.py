@@ -241,7 +241,7 @@ def delete_tree(root: str) -> int:
     Locally the folder goes too, and symbolic links inside it are removed as links, never followed: whatever
     a link points at lies outside ``root`` and is not this call's to delete (``list_files`` follows links,
     which is right for reading inputs and wrong for deleting). Remotely every object under the prefix goes, the
-zero-byte "folder/" markers TensorFlow's GCS client writes included (not counted: they are no files).
+    zero-byte "folder/" markers TensorFlow's GCS client writes included (not counted: they are no files).
     """
     if not is_local(root):
         paths = [f.path for f in list_files(root)]

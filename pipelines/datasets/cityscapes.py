@@ -15,8 +15,20 @@ from typing import TYPE_CHECKING, Iterator, Optional, Union
 import numpy as np
 
 from pipelines.common.deadletter_record import DeadLetter
-from pipelines.datasets.base import (Assembled, Broken, Count, Dataset, Example, Files, GroundTruthLayout, Listed,
-                                     SplitFractions, alone_because, basename, relative)
+from pipelines.datasets.base import (
+    Assembled,
+    Broken,
+    Count,
+    Dataset,
+    Example,
+    Files,
+    GroundTruthLayout,
+    Listed,
+    SplitFractions,
+    alone_because,
+    basename,
+    relative,
+)
 from schemas import labels
 
 if TYPE_CHECKING:

@@ -15,9 +15,23 @@ from typing import TYPE_CHECKING, Iterator, NamedTuple, Optional, Union
 import numpy as np
 
 from pipelines.common.deadletter_record import DeadLetter
-from pipelines.datasets.base import (IMAGE_EXTENSIONS, Assembled, Broken, Count, Dataset, Example, Fact, Files,
-                                     GroundTruthLayout, Listed, SplitFractions, alone_because, basename, relative,
-                                     split_from_hash)
+from pipelines.datasets.base import (
+    IMAGE_EXTENSIONS,
+    Assembled,
+    Broken,
+    Count,
+    Dataset,
+    Example,
+    Fact,
+    Files,
+    GroundTruthLayout,
+    Listed,
+    SplitFractions,
+    alone_because,
+    basename,
+    relative,
+    split_from_hash,
+)
 from schemas import labels
 
 if TYPE_CHECKING:

@@ -1,15 +1,11 @@
 """The evaluate job: its command line, its pipeline and its summary (the package docstring is its --help)."""
 from __future__ import annotations
 
-import sys
-
-from pipelines.common.flags import evaluate_parser
-
-
 import argparse
 import json
 import math
 import posixpath
+import sys
 from typing import Any, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
@@ -18,9 +14,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import datasets
-from pipelines.infer import outputs
 from pipelines.common import storage
+from pipelines.common.flags import evaluate_parser
 from pipelines.common.runner import make_pipeline_options, new_pipeline
+from pipelines.infer import outputs
 from schemas import labels
 
 NAMESPACE = "segflow_evaluate"
@@ -86,7 +83,8 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(f"{'mIoU':<{width}}  {('    n/a' if miou is None else f'{miou:7.4f}')}")
     lines.append(f"{'pixel accuracy':<{width}}  {('    n/a' if acc is None else f'{acc:7.4f}')}")
     lines.append(f"images: {result['images']}, missing predictions: {result['missing_predictions']}, "
-                 f"predictions without ground truth: {result['unmatched_predictions']}, errors: {len(result['errors'])}")
+                 f"predictions without ground truth: {result['unmatched_predictions']}, "
+                 f"errors: {len(result['errors'])}")
     return "\n".join(lines)
 
 
@@ -328,7 +326,8 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         raise SystemExit(f"pipelines.evaluate: error: {err}")
     output_file = args.output_file or FileSystems.join(
         posixpath.dirname(predictions) if "://" in predictions else _parent(predictions), "evaluation.json")
-    extra = {"predictions": predictions, "ground_truth": args.ground_truth, "ground_truth_pattern": inputs.ground_truth_pattern}
+    extra = {"predictions": predictions, "ground_truth": args.ground_truth,
+             "ground_truth_pattern": inputs.ground_truth_pattern}
     pipeline = new_pipeline(make_pipeline_options(beam_argv))
     build_pipeline(pipeline, inputs, spec, output_file, extra)
     pipeline.run().wait_until_finish()

@@ -21,8 +21,8 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageDraw
 
 from pipelines import datasets
-from pipelines.infer import outputs
 from pipelines.evaluate.job import example_id, find_ground_truth, to_train_ids
+from pipelines.infer import outputs
 from schemas.labels import LabelSpec, colorize
 
 TITLES = ("Input Image", "True Mask", "Predicted Mask", "Instances")
@@ -178,7 +178,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     if args.max_images < 1:
         parser.exit(2, "pipelines.evaluate.report: error: --max_images must be >= 1\n")
     if not FileSystems.exists(FileSystems.join(args.output_dir, "summary.json")):
-        parser.exit(2, f"pipelines.evaluate.report: error: {args.output_dir}/summary.json not found: run pipelines.infer first\n")
+        parser.exit(2, f"pipelines.evaluate.report: error: {args.output_dir}/summary.json not found: "
+                       "run pipelines.infer first\n")
     paths = write_report(args.output_dir, args.dataset, args.ground_truth, args.max_images)
     print(f"report: {paths['html']} and {paths['png']}")
 

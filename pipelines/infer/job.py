@@ -1,11 +1,6 @@
 """The infer job: its command line, its pipeline and its summary (the package docstring is its --help)."""
 from __future__ import annotations
 
-import sys
-
-from pipelines.common import flags
-
-
 import argparse
 import glob
 import io
@@ -14,6 +9,7 @@ import logging
 import os
 import re
 import stat
+import sys
 import warnings
 from typing import Any, Iterable, NamedTuple, Optional, Sequence, Union
 
@@ -26,13 +22,12 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 from apache_beam.utils import shared
 
-from pipelines.infer import outputs
 from pipelines import datasets
-from pipelines.common import storage
-from pipelines.infer import upsample
+from pipelines.common import flags, storage
 from pipelines.common.deadletter import DEAD_LETTER_DIR, DeadLetter, WriteDeadLetters
-from pipelines.infer.instances import extract_instances
 from pipelines.common.runner import leave_parallelism_to_beam, make_pipeline_options, new_pipeline
+from pipelines.infer import outputs, upsample
+from pipelines.infer.instances import extract_instances
 from pipelines.infer.model import ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
 
 NAMESPACE = "segflow_infer"
@@ -408,7 +403,8 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, model_info
     predicted = prepared.ok | "RunInference" >> RunInference(handler)
     written = predicted | "PostprocessAndWrite" >> beam.ParDo(PostprocessAndWrite(
         args.model_dir, handle, args.model_cache_dir, args.output_dir, model_info, args.instances,
-        args.min_instance_area, args.overlay, args.max_instances, args.postprocess)).with_outputs(PostprocessAndWrite.DEAD, main="ok")
+        args.min_instance_area, args.overlay, args.max_instances, args.postprocess)).with_outputs(
+        PostprocessAndWrite.DEAD, main="ok")
     dead_parts = [prepared[PreprocessImage.DEAD], written[PostprocessAndWrite.DEAD]]
     if matched.dead_letters:
         dead_parts.append(pipeline | "UnreadableMatches" >> beam.Create(matched.dead_letters)

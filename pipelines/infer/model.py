@@ -27,8 +27,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from apache_beam.utils import shared
 
-from pipelines.common import flags
-from pipelines.common import storage
+from pipelines.common import flags, storage
 from pipelines.common.runner import leave_parallelism_to_beam
 from schemas.paths import tf_readable_local_dir
 
@@ -68,9 +67,9 @@ def read_model_info(model_dir: str) -> dict[str, Any]:
 
 def tf_error_reason(message: str) -> str:
     """The human part of a TensorFlow op error ("Unknown image file format…"), without graph/node noise."""
-    lines = [l.strip() for l in message.splitlines() if l.strip()]
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
     noise = ("Graph execution error", "Detected at node", "<stack traces", "[[{{node", "File ", "[Op:")
-    useful = [l for l in lines if not l.startswith(noise)]
+    useful = [line for line in lines if not line.startswith(noise)]
     return (useful[0] if useful else (lines[0] if lines else "unknown error"))[:300]
 
 
@@ -218,9 +217,9 @@ class SegflowModelHandler(ModelHandler[np.ndarray, PredictionResult, SegflowMode
     ``model_copies`` and ``large_model`` (cross-process sharing) are the base handler's.
     """
 
-    def __init__(self, model_dir: str, *, cache_dir: Optional[str] = None, shared_handle: Optional[shared.Shared] = None,
-                 min_batch_size: int = 1, max_batch_size: int = 8, model_copies: Optional[int] = None,
-                 large_model: bool = False, model_calls: str = "batch"):
+    def __init__(self, model_dir: str, *, cache_dir: Optional[str] = None,
+                 shared_handle: Optional[shared.Shared] = None, min_batch_size: int = 1, max_batch_size: int = 8,
+                 model_copies: Optional[int] = None, large_model: bool = False, model_calls: str = "batch"):
         if model_calls not in MODEL_CALLS:
             raise ValueError(f"model_calls must be one of {MODEL_CALLS}, got {model_calls!r}")
         super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size, model_copies=model_copies,

@@ -24,8 +24,8 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
-from pipelines.infer.instances import Instance, instance_id_map
 from pipelines.common.label_png import encode_bitmask_png, encode_label_png
+from pipelines.infer.instances import Instance, instance_id_map
 from schemas.labels import LabelSpec, colorize
 
 MASKS_DIR = "masks"

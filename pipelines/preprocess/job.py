@@ -162,8 +162,7 @@ def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
     if unknown:
         raise UsageError(f"unknown flag(s) {' '.join(unknown)}: not a flag of this job nor a Beam option "
                          f"(see {PROG} --help)")
-    from pipelines.common import runner as runner_lib
-    from pipelines.common import storage
+    from pipelines.common import runner as runner_lib, storage
 
     input_dir = args.input_dir.rstrip("/") or "/"
     output_dir = args.output_dir.rstrip("/") or "/"
@@ -301,10 +300,10 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) ->
 
     from pipelines.common import storage
     from pipelines.common.deadletter import WriteDeadLetters
-    from pipelines.preprocess.records import ANALYZE_TAG, MakeRecords
-    from pipelines.preprocess.shards import WriteShards, plan_shards
     from pipelines.datasets.base import DEAD_LETTER_TAG, SplitFractions
     from pipelines.datasets.discovery import Discover
+    from pipelines.preprocess.records import ANALYZE_TAG, MakeRecords
+    from pipelines.preprocess.shards import WriteShards, plan_shards
 
     dataset = datasets.get(config.dataset)
     found = p | f"Discover{dataset.title}" >> Discover(
@@ -395,9 +394,8 @@ def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import TestOptions
 
-    from pipelines.common import runner as runner_lib
+    from pipelines.common import runner as runner_lib, storage
     from pipelines.preprocess import scratch
-    from pipelines.common import storage
 
     options = runner_lib.make_pipeline_options(beam_argv)
     dry_run = bool(options.view_as(TestOptions).dry_run)

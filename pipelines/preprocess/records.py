@@ -15,16 +15,22 @@ from typing import Iterator, NamedTuple, Optional, Sequence
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
-from PIL import Image
 from apache_beam.metrics import Metrics
+from PIL import Image
 
-from pipelines.preprocess import augment
-from pipelines.common.decode import DecodeError, decode_label_map, decode_rgb, encode_image, encode_instance_mask, \
-    encode_mask
 from pipelines import datasets
 from pipelines.common.deadletter import DeadLetter
+from pipelines.common.decode import (
+    DecodeError,
+    decode_label_map,
+    decode_rgb,
+    encode_image,
+    encode_instance_mask,
+    encode_mask,
+)
 from pipelines.common.runner import leave_parallelism_to_beam
 from pipelines.datasets.base import DEAD_LETTER_TAG, Example
+from pipelines.preprocess import augment
 from pipelines.preprocess.shards import Record, record_key
 from schemas import imaging
 

@@ -21,6 +21,7 @@ import os
 import re
 import socket
 import uuid
+
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import storage

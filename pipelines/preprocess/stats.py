@@ -3,9 +3,10 @@
 The train split's images and labels (at record resolution, as the trainer sees them) are analysed with the
 shared ``schemas.transform.make_preprocessing_fn``: per-channel mean and standard deviation, and per-class pixel
 counts, all sums: tensorflow-transform gets them as exact totals of per-example histograms (see
-``AnalyzeAndWriteTransform``) and never reads an image. ``tft_beam.WriteTransformFn(DST)`` publishes the graph; once it is published the constants are read
-back *from that graph* (a one-example dummy input through ``tft.TFTransformOutput``), so ``metadata.json`` can
-never disagree with what the trainer and the serving model apply.
+``AnalyzeAndWriteTransform``) and never reads an image. ``tft_beam.WriteTransformFn(DST)`` publishes the graph;
+once it is published the constants are read back *from that graph* (a one-example dummy input through
+``tft.TFTransformOutput``), so ``metadata.json`` can never disagree with what the trainer and the serving model
+apply.
 
 A dataset without train examples (only ``val``/``test``: an evaluation set) has no statistics: the analysis still
 runs (see ``AnalyzeAndWriteTransform``), but its graph is discarded and ``DST/transform_fn/`` is removed, so what
@@ -241,7 +242,8 @@ def analyzer_cache_entries(preprocessing_fn, specs: dict, dataset_key) -> dict[s
         by_name[name] = key
     if sorted(by_name) != sorted(_ANALYZER_SUMS) or not all(b"CacheableCombineAccumulate" in k for k in keys):
         raise RuntimeError(f"the transform graph's analyzers are {sorted(keys)}, not the four sums this analysis "
-                           f"feeds ({', '.join(_ANALYZER_SUMS)}): update pipelines.preprocess.stats with the preprocessing_fn")
+                           f"feeds ({', '.join(_ANALYZER_SUMS)}): update pipelines.preprocess.stats with the "
+                           "preprocessing_fn")
     return by_name
 
 

@@ -57,10 +57,9 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def run(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    from pipelines.evaluate import job as evaluate
+    from pipelines.evaluate import job as evaluate, report
     from pipelines.infer import job as infer
     from pipelines.preprocess import job as preprocess
-    from pipelines.evaluate import report
 
     infer.quiet_beam_logs()
     work = os.path.abspath(args.work_dir)
@@ -110,9 +109,11 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     print(f"  mIoU on {doc['images']} new photos: {miou:.4f}" if miou is not None else "  no scored images")
     print(f"  training data     {raw}")
     print(f"  records           {records}")
-    print(f"  model             {os.path.join(job, 'model')}   (training metrics: {os.path.join(job, 'metrics.json')})")
-    print(f"  predictions       {out}/masks, color, overlay, instances   ({counters.get('images_written', '?')} images, "
-          f"{counters.get('instances', '?')} instances, {counters.get('dead_letters', '?')} dead letters)")
+    print(f"  model             {os.path.join(job, 'model')}   "
+          f"(training metrics: {os.path.join(job, 'metrics.json')})")
+    print(f"  predictions       {out}/masks, color, overlay, instances   "
+          f"({counters.get('images_written', '?')} images, {counters.get('instances', '?')} instances, "
+          f"{counters.get('dead_letters', '?')} dead letters)")
     print(f"  evaluation        {os.path.join(out, 'evaluation.json')}")
     print(f"  report            {paths['html']}  and  {paths['png']}")
     return {"mean_iou": miou, "report": paths, "evaluation": doc, "counters": counters}

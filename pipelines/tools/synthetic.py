@@ -140,8 +140,9 @@ def write_pet_dataset(root: str, num_examples: int, *, size: Sequence[int] = (37
         lines = [f"{r[0]} {r[1]} {r[2]} {r[3]}\n" for r in rows]
         is_test = [rng.uniform() < test_fraction for _ in rows]
         write_file(os.path.join(ann, "list.txt"), (PET_LIST_HEADER + "".join(lines)).encode())
-        write_file(os.path.join(ann, "trainval.txt"), "".join(l for l, t in zip(lines, is_test) if not t).encode())
-        write_file(os.path.join(ann, "test.txt"), "".join(l for l, t in zip(lines, is_test) if t).encode())
+        trainval = "".join(line for line, test in zip(lines, is_test) if not test)
+        write_file(os.path.join(ann, "trainval.txt"), trainval.encode())
+        write_file(os.path.join(ann, "test.txt"), "".join(line for line, test in zip(lines, is_test) if test).encode())
     return ids
 
 
