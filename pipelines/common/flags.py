@@ -1,17 +1,22 @@
-"""The command lines of ``pipelines.infer`` and ``pipelines.evaluate``, built without Beam or TensorFlow.
+"""The command lines of the Beam jobs (``pipelines.infer``, ``pipelines.evaluate``; preprocess's flags are its
+``PreprocessConfig``), built on ``schemas.cli`` without Beam or TensorFlow.
 
-``python -m pipelines.infer --help`` (or a bad value, a missing flag) is answered from here before the job
-module imports Apache Beam (~1.6 s on 2 cores) and TensorFlow: each job module calls ``preflight`` at its top
-when run as ``__main__``. Only flags that are not the job's need Beam: ``JobParser.parse_job_args`` checks them
-against Beam's options (``pipelines.common.runner.check_beam_flags``), importing Beam then, as the job is about to.
+``python -m pipelines.infer --help`` (or a bad value, a missing flag, a misspelt flag) is answered from here
+before the job module imports Apache Beam (~1.6 s on 2 cores) and TensorFlow. A flag that is not the job's must
+be a Beam option: its name is checked against ``BEAM_FLAGS_FILE`` at once, its value by Beam itself
+(``check_beam_argv``) as the job starts.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
+import logging
 import os
 import re
-from typing import Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
+
+from schemas import cli
 
 # Default --max_pixels: 32 Mpx (e.g. a 24-megapixel 6000x4000 photo passes; Cityscapes frames are 2 Mpx). See
 # pipelines.infer for what an image in flight holds.
@@ -66,47 +71,41 @@ def live_beam_flags() -> list[str]:
     return sorted(k for k in parser._option_string_actions if k.startswith("--"))  # pylint: disable=protected-access
 
 
-class JobParser(argparse.ArgumentParser):
-    """argparse for a Beam job's own flags: one-line errors (exit 2), no abbreviations, and every flag that is
-    not the job's must be a Beam option (``parse_job_args``). ``pipelines.common.runner.BeamJobParser``'s behaviour,
-    without importing Beam to build it."""
-
-    def __init__(self, **kwargs):
-        kwargs.setdefault("allow_abbrev", False)
-        super().__init__(**kwargs)
-
-    def error(self, message: str):  # type: ignore[override]
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-    def refuse_unknown_flags(self, beam_argv: Sequence[str]) -> None:
-        """Exits 2 on a flag that Beam does not define either (from ``BEAM_FLAGS_FILE``: 0.05 s rather than
-        Beam's import); ``--x=1`` and ``--x 1`` alike. Values of Beam's flags are left to Beam."""
-        known = known_beam_flags() if beam_argv else None
-        if known is None:
-            return
-        unknown = [a.split("=", 1)[0] for a in beam_argv if a.startswith("--") and a.split("=", 1)[0] not in known]
-        if unknown:
-            self.error(f"unknown flag(s) {' '.join(unknown)}: not a flag of this job nor a Beam option")
-
-    def parse_job_args(self, argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:
-        """(the job's flags, the Beam flags); exits 2 with one line on a flag that is neither."""
-        args, beam_argv = self.parse_known_args(argv)
-        self.refuse_unknown_flags(beam_argv)
-        if beam_argv:
-            from pipelines.common.runner import check_beam_flags  # imports Beam: only when there are Beam flags
-
-            try:
-                check_beam_flags(beam_argv)
-            except ValueError as err:
-                self.error(str(err))
-        return args, beam_argv
+def beam_flag_names() -> Any:
+    """What a Beam job's ``cli.Parser(passes_on=...)`` passes on: the installed Beam's flags from
+    ``BEAM_FLAGS_FILE`` (no Beam import), or ``cli.ANY_FLAG`` when the file describes another Beam version
+    (``check_beam_argv`` then asks Beam itself)."""
+    return known_beam_flags() or cli.ANY_FLAG
 
 
-def preflight(build: Callable[[], JobParser], argv: Sequence[str]) -> None:
-    """Answers ``--help`` and the job's own flag errors (exit 0 / 2) before the job's heavy imports."""
-    parser = build()
-    _, rest = parser.parse_known_args(list(argv))
-    parser.refuse_unknown_flags(rest)
+def job_parser(name: str, doc: Optional[str]) -> cli.Parser:
+    """A Beam job's parser: its own flags (added by the caller), ``--log_level``/``--verbose``, and any Beam
+    option passed on."""
+    return cli.Parser(name, doc, passes_on=beam_flag_names, passes_on_label="Beam options",
+                      epilog="Every other flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, "
+                             "--project, --region, --temp_location, --setup_file).")
+
+
+def check_beam_argv(beam_argv: Sequence[str], prog: str) -> None:
+    """``UsageError`` for a flag Beam does not take or a bad value of one of its flags; imports Beam (~1.6 s),
+    so only when there are Beam flags, as the job is about to."""
+    if not beam_argv:
+        return
+    from pipelines.common.runner import check_beam_flags
+
+    try:
+        check_beam_flags(beam_argv)
+    except ValueError as err:
+        raise cli.UsageError(f"{err} (see {prog} --help)") from None
+
+
+def quiet_beam_logs() -> None:
+    """Keeps the DirectRunner's relayed worker chatter (one WARNING per worker start) off the console, and
+    Beam's log copy of a failing DoFn's traceback: the same exception is re-raised to ``main``, which reports it
+    (one line for a storage outage, the traceback for anything else)."""
+    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
+    logging.getLogger("apache_beam.runners.worker").setLevel(logging.ERROR)
+    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
 
 
 # ---------------------------------------------------------------------------------------------- infer
@@ -121,20 +120,6 @@ def batch_bounds(text: str) -> tuple[int, int]:
     return lo, hi
 
 
-def _positive_or_none(text: str) -> Optional[int]:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("--model_copies must be >= 1")
-    return value
-
-
-def _non_negative(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError("must be >= 0")
-    return value
-
-
 def _instance_cap(text: str) -> Optional[int]:
     if text.strip().lower() in ("0", "none", "all"):
         return None
@@ -147,80 +132,147 @@ def _instance_cap(text: str) -> Optional[int]:
     return value
 
 
-def _pixel_limit(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--max_pixels takes a positive integer, got {text!r}")
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"--max_pixels must be >= 1, got {value}")
-    return value
+@dataclasses.dataclass
+class InferOptions:
+    """``pipelines.infer``'s flags: each field is the flag of the same name (``schemas.cli.option``)."""
+
+    model_dir: str = cli.option(help="JOB/model exported by trainer.task (local or gs://)")
+    input: list[str] = cli.option(help="glob of input images (local or gs://); repeat the flag for several globs; "
+                                       "a file two globs match is read once; write a literal [ * ? as [[] [*] [?]",
+                                  parse=str, argparse={"action": "append"})
+    output_dir: str = cli.option(help="where masks/, color/, instances/ ... go (local or gs://); a rerun first "
+                                      "removes the previous run's masks/, color/, overlay/, instances/, "
+                                      "dead_letter/ and summary.json there, nothing else")
+    max_pixels: int = cli.option(DEFAULT_MAX_PIXELS, "images with more pixels (read from the header, before "
+                                                     "decoding) are dead letters; sized for 2 cores / 24 GB, see "
+                                                     "docs/infer.md", minimum=1)
+    instances: bool = cli.option(False, "also write instance masks (Cityscapes instance-level result format)")
+    min_instance_area: int = cli.option(20, "drop instances with fewer pixels than this", minimum=0)
+    max_instances: Optional[int] = cli.option(DEFAULT_MAX_INSTANCES, "keep at most this many instances per image, "
+                                                                     "the highest scores (0: no cap)",
+                                              parse=_instance_cap)
+    overlay: bool = cli.option(False, "also write input+colour blends to overlay/")
+    batch_size: Optional[tuple[int, int]] = cli.option(
+        None, "RunInference batch bounds: MAX or MIN,MAX", parse=batch_bounds,
+        default_text="1,8, MAX lowered for models whose inputs and scores exceed 64 MB an image, see docs/infer.md")
+    model_calls: str = cli.option("batch", "batch: one model call per RunInference batch, zero-padded to the "
+                                           "largest batch size so every call has one shape and reruns stay "
+                                           "byte-identical; image: one call per image (about 2x the CPU for the "
+                                           "model step on CPU)", choices=MODEL_CALLS)
+    postprocess: str = cli.option("host", "host: class ids from the model-size scores on the host, interpolating "
+                                          "only near class boundaries (the same ids as the model's postprocess "
+                                          "signature); graph: the signature itself (upsamples every class's "
+                                          "scores to full size)", choices=POSTPROCESS)
+    model_copies: Optional[int] = cli.option(None, "exact number of model copies per machine, shared across "
+                                                   "worker processes", minimum=1,
+                                             default_text="one per worker process")
+    large_model: bool = cli.option(False, "share one model across the worker processes of a machine "
+                                          "(memory-bound models)")
+    model_cache_dir: Optional[str] = cli.option(None, "local folder for copies of a remote --model_dir",
+                                                default_text="the system temp dir")
 
 
-def infer_parser(description: Optional[str] = None) -> JobParser:
+def infer_parser(description: Optional[str] = None) -> cli.Parser:
     if description is None:  # the package's docstring is the job's --help (importing it loads nothing heavy)
         description = importlib.import_module("pipelines.infer").__doc__
-    parser = JobParser(prog="python -m pipelines.infer", description=description,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model_dir", required=True, help="JOB/model exported by trainer.task (local or gs://)")
-    parser.add_argument("--input", required=True, action="append",
-                        help="glob of input images (local or gs://); repeat the flag for several globs; a file "
-                             "two globs match is read once; write a literal [ * ? as [[] [*] [?]")
-    parser.add_argument("--output_dir", required=True,
-                        help="where masks/, color/, instances/ … go (local or gs://); a rerun first removes the "
-                             "previous run's masks/, color/, overlay/, instances/, dead_letter/ and summary.json "
-                             "there, nothing else")
-    parser.add_argument("--max_pixels", type=_pixel_limit, default=DEFAULT_MAX_PIXELS,
-                        help=f"images with more pixels (read from the header, before decoding) are dead letters "
-                             f"(default {DEFAULT_MAX_PIXELS}: sized for 2 cores / 24 GB, see docs/infer.md)")
-    parser.add_argument("--instances", action="store_true",
-                        help="also write instance masks (Cityscapes instance-level result format)")
-    parser.add_argument("--min_instance_area", type=_non_negative, default=20,
-                        help="drop instances with fewer pixels than this (default 20)")
-    parser.add_argument("--max_instances", type=_instance_cap, default=DEFAULT_MAX_INSTANCES,
-                        help=f"keep at most this many instances per image, the highest scores "
-                             f"(default {DEFAULT_MAX_INSTANCES}; 0: no cap)")
-    parser.add_argument("--overlay", action="store_true", help="also write input+colour blends to overlay/")
-    parser.add_argument("--batch_size", type=batch_bounds, default=None,
-                        help="RunInference batch bounds: MAX or MIN,MAX (default 1,8, MAX lowered for models whose "
-                             "inputs and scores exceed 64 MB an image, see docs/infer.md)")
-    parser.add_argument("--model_calls", choices=MODEL_CALLS, default="batch",
-                        help="batch: one model call per RunInference batch, zero-padded to the largest batch size "
-                             "so every call has one shape and reruns stay byte-identical (default); image: one "
-                             "call per image (about 2x the CPU for the model step on CPU)")
-    parser.add_argument("--vectorized_batches", dest="model_calls", action="store_const", const="batch",
-                        help="deprecated: the same as --model_calls batch, now the default")
-    parser.add_argument("--postprocess", choices=POSTPROCESS, default="host",
-                        help="host: class ids from the model-size scores on the host, interpolating only near "
-                             "class boundaries (default; the same ids as the model's postprocess signature); "
-                             "graph: the signature itself (upsamples every class's scores to full size)")
-    parser.add_argument("--model_copies", type=_positive_or_none, default=None,
-                        help="exact number of model copies per machine, shared across worker processes "
-                             "(default: one per worker process)")
-    parser.add_argument("--large_model", action="store_true",
-                        help="share one model across the worker processes of a machine (memory-bound models)")
-    parser.add_argument("--model_cache_dir", default=None,
-                        help="local folder for copies of a remote --model_dir (default: the system temp dir)")
+    parser = job_parser("pipelines.infer", description)
+    cli.add_fields(parser, InferOptions)
+    parser.add_flag("--vectorized_batches", dest="model_calls", action="store_const", const="batch",
+                    default=cli.default_of(InferOptions, "model_calls"),
+                    help="deprecated: the same as --model_calls batch, now the default")
+    parser.add_logging_flags()
     return parser
+
+
+def parse_infer_flags(argv: Sequence[str]) -> tuple[InferOptions, list[str]]:
+    """Flags → ``InferOptions`` and the Beam flags, without Beam (names checked, not Beam's values)."""
+    args, beam_argv = infer_parser().parse_known_args(list(argv))
+    return cli.config_from(InferOptions, args), list(beam_argv)
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
-def evaluate_parser(description: Optional[str] = None) -> JobParser:
+@dataclasses.dataclass
+class EvaluateOptions:
+    """``pipelines.evaluate``'s flags: each field is the flag of the same name (``schemas.cli.option``)."""
+
+    predictions: str = cli.option(help="folder of predicted masks (OUT/masks), local or gs://")
+    ground_truth: str = cli.option(help="the raw dataset root (SRC) or a folder of ground-truth masks, local or "
+                                        "gs://")
+    dataset: str = cli.option(help="how to read the ground truth", choices=("pet", "cityscapes"))
+    label_mode: Optional[str] = cli.option(None, "Pet: classes to score: trimap (pet, background, border) or "
+                                                 "binary", choices=("trimap", "binary"), default_text="trimap")
+    split: Optional[str] = cli.option(None, "Cityscapes: gtFine split to score", default_text="every split found")
+    output_file: Optional[str] = cli.option(None, "evaluation JSON",
+                                            default_text="evaluation.json next to the predictions folder")
+
+
+def evaluate_parser(description: Optional[str] = None) -> cli.Parser:
     if description is None:  # the package's docstring is the job's --help (importing it loads nothing heavy)
         description = importlib.import_module("pipelines.evaluate").__doc__
-    parser = JobParser(prog="python -m pipelines.evaluate", description=description,
-                       formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--predictions", required=True, help="folder of predicted masks (OUT/masks), local or gs://")
-    parser.add_argument("--ground_truth", required=True,
-                        help="the raw dataset root (SRC) or a folder of ground-truth masks, local or gs://")
-    parser.add_argument("--dataset", required=True, choices=("pet", "cityscapes"))
-    parser.add_argument("--label_mode", default=None, choices=("trimap", "binary"),
-                        help="Pet: classes to score (default trimap: pet, background, border)")
-    parser.add_argument("--split", default=None,
-                        help="Cityscapes: gtFine split to score (default: every split found)")
-    parser.add_argument("--output_file", default=None,
-                        help="evaluation JSON (default: evaluation.json next to the predictions folder)")
+    parser = job_parser("pipelines.evaluate", description)
+    cli.add_fields(parser, EvaluateOptions)
+    parser.add_logging_flags()
     return parser
+
+
+def parse_evaluate_flags(argv: Sequence[str]) -> tuple[EvaluateOptions, list[str]]:
+    """Flags → ``EvaluateOptions`` and the Beam flags, without Beam (names checked, not Beam's values)."""
+    args, beam_argv = evaluate_parser().parse_known_args(list(argv))
+    options = cli.config_from(EvaluateOptions, args)
+    if options.dataset == "cityscapes" and options.label_mode:
+        raise cli.UsageError("--label_mode applies to --dataset pet only")
+    return options, list(beam_argv)
+
+
+# ---------------------------------------------------------------------------------------------- main
+def _storage_failure_line(name: str, what_is_left: str):
+    def line(error: BaseException) -> Optional[str]:
+        from pipelines.common import storage
+
+        return storage.storage_failure_line(name, error, what_is_left)
+
+    return line
+
+
+def infer_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m pipelines.infer``: the exit status; one stderr line for a bad flag (2), an unusable model or
+    input, or a storage outage (1); the counters on stdout."""
+    quiet_beam_logs()
+
+    def run(args: list[str]) -> dict:
+        from pipelines.infer import job
+
+        return job.run(args)
+
+    def summary(counters: dict, _: list[str]) -> Optional[str]:
+        if counters.get("images_written") is None:  # e.g. a Dataflow dry run: nothing ran here
+            return None
+        return (f"pipelines.infer: {counters.get('inputs_matched', 0)} inputs matched, "
+                f"{counters.get('images_written', 0)} written, {counters.get('dead_letters', 0)} dead-lettered, "
+                f"{counters.get('instances', 0)} instances -> {counters['output_dir']}")
+
+    return cli.main("pipelines.infer", argv, run, check=parse_infer_flags, summary=summary, tensorflow=True,
+                    failure_line=_storage_failure_line("pipelines.infer", "OUT holds no summary.json, so the "
+                                                                          "partial outputs are not a complete run"))
+
+
+def evaluate_main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m pipelines.evaluate``: the exit status; one stderr line for a bad flag (2) or inputs that do
+    not pair (1); the table on stdout."""
+    quiet_beam_logs()
+
+    def run(args: list[str]) -> dict:
+        from pipelines.evaluate import job
+
+        return job.run(args)
+
+    def summary(doc: dict, args: list[str]) -> str:
+        from pipelines.evaluate import job
+
+        return f"{job.format_table(doc)}\nevaluation written to {job.output_file(parse_evaluate_flags(args)[0])}"
+
+    return cli.main("pipelines.evaluate", argv, run, check=parse_evaluate_flags, summary=summary,
+                    failure_line=_storage_failure_line("pipelines.evaluate", "no evaluation.json was written"))
 
 
 if __name__ == "__main__":

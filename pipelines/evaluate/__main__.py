@@ -1,13 +1,7 @@
-"""``python -m pipelines.evaluate``: see ``pipelines/evaluate/__init__.py`` and ``job.py``."""
-import sys
+"""``python -m pipelines.evaluate``: see ``pipelines/evaluate/__init__.py`` and ``job.py``.
 
-from pipelines.common import flags
+The flags are parsed (``--help``, a bad flag answered) before Beam is imported."""
+from pipelines.common.flags import evaluate_main
+from schemas.cli import exit_process
 
-# --help and flag errors are answered before Beam and TensorFlow are imported.
-flags.preflight(lambda: flags.evaluate_parser(), sys.argv[1:])
-
-from pipelines.common.runner import exit_process  # noqa: E402
-from pipelines.evaluate.job import main  # noqa: E402
-
-main()
-exit_process(0)
+exit_process(evaluate_main())

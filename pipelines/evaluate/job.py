@@ -1,16 +1,12 @@
-"""The evaluate job: its command line, its pipeline and its summary (the package docstring is its --help)."""
+"""The evaluate job: its pipeline and ``run`` (its command line is ``pipelines.common.flags``; the package
+docstring is its --help)."""
 from __future__ import annotations
 
-import sys
-
-from pipelines.common.flags import evaluate_parser
-
-
-import argparse
 import json
 import math
 import posixpath
 import re
+import sys
 from typing import Any, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
@@ -18,10 +14,12 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from pipelines.common import flags
 from pipelines.infer import outputs
 from pipelines.common import storage
 from pipelines.common.runner import make_pipeline_options, new_pipeline
 from schemas import labels
+from schemas.cli import DataError
 
 NAMESPACE = "segflow_evaluate"
 _CITYSCAPES_ID = re.compile(r"([A-Za-z]+_\d{6}_\d{6})")
@@ -323,31 +321,37 @@ def build_pipeline(pipeline: beam.Pipeline, inputs: EvaluationInputs, spec: labe
          | "Write" >> beam.Map(_write_json, output_file))
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:
-    return evaluate_parser().parse_job_args(argv)
+def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[flags.EvaluateOptions, list[str]]:
+    """Flags → ``EvaluateOptions`` and the Beam flags (values checked by Beam); raises ``UsageError``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options, beam_argv = flags.parse_evaluate_flags(argv)
+    flags.check_beam_argv(beam_argv, "python -m pipelines.evaluate")
+    return options, beam_argv
+
+
+def output_file(options: flags.EvaluateOptions) -> str:
+    """Where the evaluation JSON goes: ``--output_file``, else evaluation.json next to the predictions folder."""
+    predictions = options.predictions.rstrip("/")
+    return options.output_file or FileSystems.join(
+        posixpath.dirname(predictions) if "://" in predictions else _parent(predictions), "evaluation.json")
 
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Runs the evaluation job, prints the table and returns the evaluation document."""
+    """Runs the evaluation job; returns the evaluation document (also written to ``output_file``). Raises
+    ``UsageError`` for bad flags, ``DataError`` when the two folders hold nothing that pairs."""
     args, beam_argv = parse_args(argv)
-    if args.dataset == "cityscapes" and args.label_mode:
-        raise SystemExit("pipelines.evaluate: error: --label_mode applies to --dataset pet only")
     spec = labels.spec_for(args.dataset, args.label_mode)
     predictions = args.predictions.rstrip("/")
     try:
         inputs = gather_inputs(predictions, args.ground_truth, args.dataset, args.split)
     except ValueError as err:
-        raise SystemExit(f"pipelines.evaluate: error: {err}")
-    output_file = args.output_file or FileSystems.join(
-        posixpath.dirname(predictions) if "://" in predictions else _parent(predictions), "evaluation.json")
+        raise DataError(str(err)) from None
+    destination = output_file(args)
     extra = {"predictions": predictions, "ground_truth": args.ground_truth, "ground_truth_pattern": inputs.ground_truth_pattern}
     pipeline = new_pipeline(make_pipeline_options(beam_argv))
-    build_pipeline(pipeline, inputs, spec, output_file, extra)
+    build_pipeline(pipeline, inputs, spec, destination, extra)
     pipeline.run().wait_until_finish()
-    doc = json.loads(outputs.read_bytes(output_file).decode("utf-8"))
-    print(format_table(doc))
-    print(f"evaluation written to {output_file}")
-    return doc
+    return json.loads(outputs.read_bytes(destination).decode("utf-8"))
 
 
 def _parent(path: str) -> str:
@@ -356,8 +360,4 @@ def _parent(path: str) -> str:
     return os.path.dirname(os.path.abspath(path))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    from pipelines.infer.job import quiet_beam_logs
-
-    quiet_beam_logs()
-    run(argv if argv is not None else sys.argv[1:])
+main = flags.evaluate_main  # ``python -m pipelines.evaluate``

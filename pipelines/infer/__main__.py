@@ -1,12 +1,7 @@
-"""``python -m pipelines.infer``: see ``pipelines/infer/__init__.py`` and ``job.py``."""
-import sys
+"""``python -m pipelines.infer``: see ``pipelines/infer/__init__.py`` and ``job.py``.
 
-from pipelines.common import flags
+The flags are parsed (``--help``, a bad flag answered) before Beam and TensorFlow are imported."""
+from pipelines.common.flags import infer_main
+from schemas.cli import exit_process
 
-# --help and flag errors are answered before Beam and TensorFlow are imported.
-flags.preflight(lambda: flags.infer_parser(), sys.argv[1:])
-
-from pipelines.common.runner import exit_process  # noqa: E402
-from pipelines.infer.job import main  # noqa: E402
-
-exit_process(main())
+exit_process(infer_main())
