@@ -192,8 +192,8 @@ class Parser(argparse.ArgumentParser):
                            "lines and TensorFlow's native start-up lines, which are hidden otherwise")
         if verbose:
             self.add_flag("--verbose", action="store_true",
-                          help="show what the libraries (TensorFlow, Beam) log at INFO and their start-up "
-                               "lines; the same as --log_level debug")
+                          help="also show what the libraries (TensorFlow, Beam) log at INFO and TensorFlow's "
+                               "native start-up lines (--log_level debug: DEBUG lines too)")
 
     # -- parsing
     def error(self, message: str):  # type: ignore[override]
