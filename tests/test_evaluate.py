@@ -9,6 +9,7 @@ from PIL import Image
 
 from pipelines.evaluate import job as evaluate
 from pipelines.tools import synthetic
+from schemas.cli import DataError, UsageError
 
 
 def test_confusion_and_scores_by_hand():
@@ -69,16 +70,16 @@ def test_beam_evaluate_matches_numpy_on_pet(tmp_path):
 
 
 def test_bad_flags_fail_fast_with_one_line(tmp_path, capsys):
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(DataError) as err:
         evaluate.run(["--predictions", str(tmp_path), "--ground_truth", str(tmp_path), "--dataset", "pet"])
-    assert "no predicted masks" in str(err.value.code)
-    with pytest.raises(SystemExit) as err:
+    assert "no predicted masks" in str(err.value)
+    with pytest.raises(UsageError) as err:
         evaluate.run(["--predictions", str(tmp_path), "--dataset", "pet"])
-    assert err.value.code == 2 and "--ground_truth" in capsys.readouterr().err
-    with pytest.raises(SystemExit) as err:  # a typo is an error, not a Beam option Beam would silently drop
+    assert err.value.exit_code == 2 and "--ground_truth" in str(err.value)
+    with pytest.raises(UsageError) as err:  # a typo is an error, not a Beam option Beam would silently drop
         evaluate.run(["--predictions", str(tmp_path), "--ground_truth", str(tmp_path), "--dataset", "pet",
                       "--output-file", "x.json"])
-    assert err.value.code == 2 and "unknown flag(s) --output-file" in capsys.readouterr().err
+    assert "unknown flag --output-file (did you mean --output_file?)" in str(err.value)
 
 
 def official_pixel_level(gt_root: pathlib.Path, predictions: pathlib.Path, monkeypatch, tmp_path) -> dict:

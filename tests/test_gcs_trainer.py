@@ -134,7 +134,7 @@ def test_a_fault_past_the_retry_budget_fails_the_trainer_with_one_line(gcs, gcs_
     assert rc == 1, stderr[-3000:]
     assert "Traceback" not in stderr, stderr[-3000:]
     last = stderr.strip().splitlines()[-1]
-    assert last.startswith("python -m trainer.task: error: storage failed: All 3 retry attempts failed"), last
+    assert last.startswith("trainer.task: error: storage failed: All 3 retry attempts failed"), last
     assert "503" in last and "gs://" in last, last
     assert not [n for n in gcs.list(job) if n.startswith("model/")]
 
@@ -165,7 +165,7 @@ def test_a_storage_outage_past_the_retries_fails_preprocess_with_one_line(gcs, g
     assert first.returncode == 0, first.stderr[-3000:]
     assert "metadata.json" in gcs.list(dst)
     last = _rerun_through_an_upload_outage(gcs_tls, cmd)
-    assert last.startswith("preprocess: error: storage failed: ") and "503" in last, last
+    assert last.startswith("pipelines.preprocess: error: storage failed: ") and "503" in last, last
     assert "metadata.json" not in gcs.list(dst)
 
 

@@ -13,6 +13,7 @@ from pipelines.evaluate import job as evaluate
 from pipelines.evaluate.job import to_train_ids
 from pipelines.infer import job as infer
 from schemas import labels
+from schemas.cli import SegflowError
 from schemas.labels import colorize
 
 
@@ -229,11 +230,11 @@ def test_bad_flags_fail_fast_with_one_line(case, pet_job_dir, tmp_path, capsys):
             "bad_batch": ["--model_dir", model, "--input", "x", "--batch_size", "8,2"],
             "bad_area": ["--model_dir", model, "--input", "x", "--min_instance_area", "-1"],
             "typo": ["--model_dir", model, "--input", "x", "--instance"]}[case]
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(SegflowError) as err:
         infer.run(argv + ["--output_dir", str(tmp_path / "out")])
-    message = str(err.value.code) if isinstance(err.value.code, str) else capsys.readouterr().err
+    message = str(err.value)
     assert message.strip() and "\n" not in message.strip() and "Traceback" not in message
     expected = {"missing_model": "segflow_model.json not found", "empty_glob": "matches no files",
-                "bad_batch": "MIN <= MAX", "bad_area": ">= 0", "typo": "unknown flag(s) --instance"}[case]
+                "bad_batch": "MIN <= MAX", "bad_area": ">= 0", "typo": "unknown flag --instance (did you mean --instances?)"}[case]
     assert expected in message
     assert not (tmp_path / "out").exists()

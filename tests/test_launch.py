@@ -122,8 +122,9 @@ def test_user_strategy_is_kept(capsys):
     ({"extra": ["--accelerator_type", "NVIDIA_GTX_1080"]}, "--accelerator_type NVIDIA_GTX_1080 is not one of"),
     ({"extra": ["--accelerator_count", "2"]}, "--accelerator_count needs --accelerator_type"),
     ({"extra": ["--replica_count", "0"]}, "--replica_count must be >= 1"),
-    ({"extra": ["--epohcs", "3"]}, "trainer.task rejects its args: unrecognized arguments: --epohcs 3"),
-    ({"extra": ["--model_type", "x"]}, "unrecognized arguments: --model_type"),
+    ({"extra": ["--epohcs", "3"]}, "unknown flag --epohcs (did you mean --epochs?)"),
+    ({"extra": ["--model_type", "x"]}, "unknown flag --model_type"),
+    ({"extra": ["--epochs", "0"]}, "trainer.task rejects its args: --epochs must be >= 1, got 0"),
     ({"extra": ["--strategy", "tpu"]}, "trainer.task rejects its args"),
     ({"extra": ["--executor_image_uri", "img"]}, "--executor_image_uri goes with --package_uri"),
 ])

@@ -15,7 +15,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 def _error_line(result: subprocess.CompletedProcess) -> str:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
-    lines = [line for line in result.stderr.splitlines() if line.startswith("preprocess: error:")]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("pipelines.preprocess: error:")]
     assert len(lines) == 1, result.stderr
     return lines[0]
 

@@ -27,7 +27,7 @@ def test_help_and_flag_errors_import_neither_beam_nor_tensorflow():
     assert result.returncode == 0, result.stderr
     assert "loaded: []" in result.stdout, result.stdout
     assert "--image_size must be H or H,W" in result.stderr and "--input_dir" in result.stderr
-    assert "unknown flag(s) --runer: not a flag of this job nor a Beam option" in result.stderr
+    assert "unknown flag --runer (did you mean --runner?)" in result.stderr
 
 
 def test_light_copies_of_schema_constants_agree():

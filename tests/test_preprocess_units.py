@@ -160,7 +160,7 @@ def test_median_frequency_weights():
     (["--num_shards", "-1"], "--num_shards"),
     (["--val_fraction", "1.5"], "--val_fraction"),
     (["--augment_copies", "1000"], "--augment_copies"),
-    (["--num_shard", "3"], "unknown flag(s) --num_shard"),
+    (["--num_shard", "3"], "unknown flag --num_shard (did you mean --num_shards"),
     (["--label_mode", "binary", "--dataset", "cityscapes"], "Pet only"),
 ])
 def test_bad_flags_raise_usage_error(argv, message):

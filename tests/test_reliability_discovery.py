@@ -370,8 +370,8 @@ def test_cli_refuses_output_inside_input_in_one_line(tmp_path):
                              str(src), "--output_dir", f"{src}/.", "--image_size", "16", *BEAM_FLAGS],
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    lines = [line for line in result.stderr.splitlines() if line.startswith("preprocess: error:")]
-    assert len(lines) == 1 and lines[0].startswith("preprocess: error: --output_dir"), result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("pipelines.preprocess: error:")]
+    assert len(lines) == 1 and lines[0].startswith("pipelines.preprocess: error: --output_dir"), result.stderr[-2000:]
     assert sorted(p.relative_to(src).as_posix() for p in src.rglob("*")) == before  # nothing written
 
 

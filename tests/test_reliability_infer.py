@@ -16,6 +16,7 @@ from PIL import Image
 from pipelines.evaluate import job as evaluate
 from pipelines.infer import job as infer
 from pipelines.tools import synthetic
+from schemas.cli import SegflowError
 
 BEAM = ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ def _dead(out) -> list[dict]:
 
 
 def _one_line_exit(err: pytest.ExceptionInfo) -> str:
-    message = str(err.value.code)
+    message = str(err.value)
     assert message.strip() and "\n" not in message.strip() and "Traceback" not in message
     return message
 
@@ -206,7 +207,7 @@ def test_inputs_inside_the_folders_a_rerun_clears_are_refused(pet_job_dir, tmp_p
     out = tmp_path / "out"
     (out / "masks").mkdir(parents=True)
     Image.new("RGB", (20, 20)).save(out / "masks" / "a.png")
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(SegflowError) as err:
         _infer(pet_job_dir / "model", [out / "masks" / "*.png"], out)
     assert "which this run clears first" in _one_line_exit(err)
     assert (out / "masks" / "a.png").exists()
@@ -279,13 +280,13 @@ def test_evaluate_that_pairs_nothing_fails_with_one_line(tmp_path):
         trimap = tmp_path / "src" / "annotations" / "trimaps" / f"{example}.png"
         shutil.copy(trimap, out / "masks" / f"{example}.png")
         shutil.copy(trimap, out / "instances" / f"{example}_instanceIds.png")
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(SegflowError) as err:
         evaluate.run(["--predictions", str(out / "instances"), "--ground_truth", str(tmp_path / "src"),
                       "--dataset", "pet"] + BEAM)
     message = _one_line_exit(err)
     assert f"0 of 3 predictions in {out / 'instances'} pair with the 3 ground-truth ids" in message
     assert f"did you mean --predictions {out / 'masks'}?" in message
-    with pytest.raises(SystemExit) as err:
+    with pytest.raises(SegflowError) as err:
         evaluate.run(["--predictions", str(out), "--ground_truth", str(tmp_path / "src"), "--dataset", "pet"] + BEAM)
     assert f"did you mean --predictions {out / 'masks'}?" in _one_line_exit(err)
     assert not (out / "evaluation.json").exists() and not (tmp_path / "evaluation.json").exists()

@@ -126,7 +126,7 @@ def test_all_bad_rerun_fails_in_one_line_and_leaves_no_metadata(pet_records_dir,
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err
     assert "Traceback" not in err
-    lines = [line for line in err.splitlines() if line.startswith("preprocess: error:")]
+    lines = [line for line in err.splitlines() if line.startswith("pipelines.preprocess: error:")]
     assert len(lines) == 1, err
     dead_letters = dst / "dead_letter" / "dead_letter-00000-of-00001.jsonl"
     assert str(dead_letters) in lines[0] and "every input was rejected (3 dead letters)" in lines[0]

@@ -124,7 +124,7 @@ def test_mixed_dst_exits_1_with_one_line(pet_records_dir, tmp_path):
     assert result.returncode == 1, result.stderr[-2000:]
     lines = _error_lines(result)
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("python -m trainer.task: error:") and name in lines[0] and "0 bytes" in lines[0]
+    assert lines[0].startswith("trainer.task: error:") and name in lines[0] and "0 bytes" in lines[0]
     assert not (tmp_path / "job").exists()
 
 
@@ -199,7 +199,7 @@ def test_shard_damaged_in_place_is_named_in_one_line(pet_records_dir, tmp_path):
     assert "Traceback" not in result.stderr
     lines = _error_lines(result)
     # The error is the one line that is not the run's own progress log (INFO/WARNING lines before it).
-    errors = [line for line in lines if line.startswith("python -m trainer.task: error:")]
+    errors = [line for line in lines if line.startswith("trainer.task: error:")]
     assert len(errors) == 1 and lines[-1] == errors[0], result.stderr
     assert str(shard) in errors[0] and "damaged" in errors[0] and "rerun" in errors[0]
 

@@ -1,94 +1,75 @@
-"""The one configuration object of a training job, built from ``python -m trainer.task`` flags."""
+"""The one configuration object of a training job, built from ``python -m trainer.task`` flags.
+
+Each field is also the flag of the same name (``schemas.cli.option``): its default, help text, range and
+choices are written once, here; ``trainer.task.build_parser`` declares every flag from these fields. Adding a
+flag is adding a field.
+"""
 from __future__ import annotations
 
 import dataclasses
 from typing import Optional
 
+from schemas import cli
+from schemas.cli import UsageError
+
+__all__ = ["LOSSES", "MODELS", "SPLITS", "STRATEGIES", "TrainConfig", "UsageError"]
+
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
-
-
-class UsageError(ValueError):
-    """A bad flag or flag combination; ``trainer.task`` prints it as one line and exits 2."""
+# trainer.models.MODELS and trainer.losses.LOSSES, whose modules import TensorFlow: --help must not
+# (tests/test_cli.py checks they agree).
+MODELS = ("unet", "fcn8s")
+LOSSES = ("ce", "dice", "ce_dice")
+SPLITS = ("train", "val", "test")
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """Everything a training run depends on. Dataset facts (classes, image size) come from metadata.json.
 
-    Attributes:
-      data_dir: preprocess output (local or gs://): shards, metadata.json, transform_fn/.
-      model: ``unet`` or ``fcn8s``.
-      job_dir: where checkpoints/, logs/, model/ and metrics.json go (local or gs://).
-      epochs: total epochs (a resumed run continues up to this number).
-      batch_size: global batch, split evenly across replicas and workers.
-      strategy: ``auto``, ``one_device``, ``mirrored`` or ``multi_worker``.
-      loss: ``ce``, ``dice`` or ``ce_dice``.
-      class_weights: ``none``, ``auto`` (median-frequency weights from the transform statistics) or C
-        comma-separated floats.
-      learning_rate: Adam learning rate.
-      deterministic: deterministic tf.data order and TF op determinism (slower; bit-reproducible runs).
-      augment: online augmentation of training batches (flip, scale-crop, colour), seeded.
-      mixed_precision: float16 compute on GPUs (ignored with a warning on CPU).
-      backbone_weights: local VGG16 weights file for fcn8s' encoder (random init when None).
-      base_filters: first-level filters (U-Net) / VGG width (FCN-8s); None = the classic 64.
-      depth: U-Net levels (input sides must be multiples of 2**depth).
-      steps_per_epoch: None = one pass over the training records per epoch.
-      validation_steps: None = the whole validation split.
-      seed: seeds shuffling, augmentation and weight initialisation.
-      shuffle_buffer: records in the shuffle buffer.
-      checkpoint_steps: also checkpoint every N training steps (0 = at epoch ends only).
-      eval_split: split for per-epoch validation and the final evaluation (``val``; ``train`` if absent).
-      verbose: Keras verbosity; None = progress bar on a terminal, one line per epoch otherwise.
+    Each field's help text is its documentation (``python -m trainer.task --help`` shows it with the default).
     """
 
-    data_dir: str
-    model: str
-    job_dir: str
-    epochs: int = 10
-    batch_size: int = 8
-    strategy: str = "auto"
-    loss: str = "ce"
-    class_weights: str = "none"
-    learning_rate: float = 1e-3
-    deterministic: bool = False
-    augment: bool = False
-    mixed_precision: bool = False
-    backbone_weights: Optional[str] = None
-    base_filters: Optional[int] = None
-    depth: int = 4
-    steps_per_epoch: Optional[int] = None
-    validation_steps: Optional[int] = None
-    seed: int = 0
-    shuffle_buffer: int = 512
-    checkpoint_steps: int = 100
-    eval_split: str = "val"
-    verbose: Optional[int] = None
+    data_dir: str = cli.option(help="preprocess output (local or gs://): shards, metadata.json, transform_fn/")
+    model: str = cli.option(help="the network to train", choices=MODELS)
+    job_dir: str = cli.option(help="where checkpoints/, logs/, model/ and metrics.json go (local or gs://); "
+                                   "rerunning the same command resumes from its checkpoints")
+    epochs: int = cli.option(10, "total epochs (a resumed run continues up to this number)", minimum=1)
+    batch_size: int = cli.option(8, "global batch, split evenly across replicas and workers", minimum=1)
+    strategy: str = cli.option("auto", "distribution: auto = multi_worker when TF_CONFIG names a cluster, "
+                                       "mirrored on several GPUs, else one_device", choices=STRATEGIES)
+    loss: str = cli.option("ce", "cross-entropy (ce), soft Dice (dice) or their sum (ce_dice)", choices=LOSSES)
+    class_weights: str = cli.option(
+        "none", "none; auto (or the bare flag) = median-frequency weights from the transform statistics; or "
+                "one comma-separated weight per class", argparse={"nargs": "?", "const": "auto"})
+    learning_rate: float = cli.option(1e-3, "Adam learning rate", minimum=0.0, exclusive_min=True,
+                                      default_text="0.001")
+    deterministic: bool = cli.option(False, "deterministic tf.data order and TF op determinism (slower; "
+                                            "bit-reproducible runs)")
+    augment: bool = cli.option(False, "online augmentation of training batches (flip, scale-crop, colour), seeded")
+    mixed_precision: bool = cli.option(False, "float16 compute on GPUs (ignored with a warning on CPU)")
+    backbone_weights: Optional[str] = cli.option(None, "local VGG16 notop weights file for fcn8s' encoder",
+                                                 default_text="random initialisation")
+    base_filters: Optional[int] = cli.option(None, "first-level filters (U-Net) / VGG width (FCN-8s)", minimum=1,
+                                             default_text="64")
+    depth: int = cli.option(4, "U-Net levels (input sides must be multiples of 2**depth)", minimum=1, maximum=6)
+    steps_per_epoch: Optional[int] = cli.option(None, "training steps per epoch", minimum=1,
+                                                default_text="one pass over the train records")
+    validation_steps: Optional[int] = cli.option(None, "evaluation steps", minimum=1,
+                                                 default_text="the whole --eval_split")
+    seed: int = cli.option(0, "seeds shuffling, augmentation and weight initialisation")
+    shuffle_buffer: int = cli.option(512, "records in the shuffle buffer", minimum=1)
+    checkpoint_steps: int = cli.option(100, "also checkpoint every N training steps (0 = at epoch ends only)",
+                                       minimum=0)
+    eval_split: str = cli.option("val", "split for per-epoch validation and the final evaluation (train when "
+                                        "the data has none of it)", choices=SPLITS)
+    verbose: Optional[int] = cli.option(None, "Keras progress output: 0 silent, 1 progress bar, 2 one line per "
+                                              "epoch", choices=(0, 1, 2),
+                                        default_text="1 on a terminal, 2 otherwise")
 
     def validate(self) -> None:
-        """Raises ``UsageError`` with what to do for values no run could use."""
-        from trainer.losses import LOSSES
-        from trainer.models import MODELS
-        if self.model not in MODELS:
-            raise UsageError(f"--model must be one of {', '.join(MODELS)}")
-        if self.strategy not in STRATEGIES:
-            raise UsageError(f"--strategy must be one of {', '.join(STRATEGIES)}")
-        if self.loss not in LOSSES:
-            raise UsageError(f"--loss must be one of {', '.join(LOSSES)}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise UsageError(f"--{name} must be >= 1")
-        for name in ("steps_per_epoch", "validation_steps", "base_filters"):
-            value = getattr(self, name)
-            if value is not None and value < 1:
-                raise UsageError(f"--{name} must be >= 1 (or left out)")
-        if not 1 <= self.depth <= 6:
-            raise UsageError("--depth must be between 1 and 6")
-        if self.learning_rate <= 0:
-            raise UsageError("--learning_rate must be > 0")
-        if self.checkpoint_steps < 0 or self.shuffle_buffer < 1:
-            raise UsageError("--checkpoint_steps must be >= 0 and --shuffle_buffer >= 1")
-        if self.eval_split not in ("train", "val", "test"):
-            raise UsageError("--eval_split must be train, val or test")
+        """Raises ``UsageError`` with what to do for values no run could use: each field's range and choices
+        (from its ``option``), then the combinations."""
+        cli.check_fields(self)
         if not self.data_dir or not self.job_dir:
             raise UsageError("--data_dir and --job_dir must not be empty")
         if self.backbone_weights and self.model != "fcn8s":

@@ -18,7 +18,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from schemas import features, metadata as metadata_lib, transform as transform_lib
+from schemas import cli, features, metadata as metadata_lib, transform as transform_lib
 from schemas.paths import has_tf_glob_chars, tf_readable_local_dir
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -28,8 +28,8 @@ _SHARD_NAME_RE = re.compile(r"^(train|val|test)-(\d{5})-of-(\d{5})\.tfrecord\.gz
 _RERUN = "rerun python -m pipelines.preprocess into it (or into a fresh --output_dir)"
 
 
-class DataError(RuntimeError):
-    """The data directory cannot be trained on; the message says why and what to do."""
+class DataError(cli.DataError, RuntimeError):
+    """The data directory cannot be trained on; the message says why and what to do (exit status 1)."""
 
 
 @dataclasses.dataclass

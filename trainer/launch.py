@@ -22,21 +22,18 @@ import argparse
 import json
 import os
 import re
-import sys
 from typing import Optional, Sequence
 
-PROG = "python -m trainer.launch"
+from schemas import cli
+
+NAME = "trainer.launch"
+PROG = f"python -m {NAME}"
 DEFAULT_MACHINE = "n1-standard-8"
 TRAINER_MODULE = "trainer.task"
 
 
-class LaunchError(ValueError):
+class LaunchError(cli.UsageError):
     """A bad flag; ``main`` prints it as one line and exits 2."""
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str):  # type: ignore[override]
-        raise LaunchError(f"{message} (see {PROG} --help)")
 
 
 def _accelerator_types() -> list[str]:
@@ -45,34 +42,47 @@ def _accelerator_types() -> list[str]:
     return [n for n in AcceleratorType.__members__ if n != "ACCELERATOR_TYPE_UNSPECIFIED"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                epilog="Other flags go to python -m trainer.task (checked against its parser first).")
-    p.add_argument("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT"),
-                   help="Google Cloud project (default: $GOOGLE_CLOUD_PROJECT)")
-    p.add_argument("--region", default="us-central1", help="Vertex AI region, e.g. us-central1")
-    p.add_argument("--display_name", default=None, help="job name in the console (default segflow-train-MODEL)")
+def _trainer_flags() -> list[str]:
+    from trainer import task
+
+    return task.build_parser().own_flags()
+
+
+def build_parser() -> cli.Parser:
+    """The launcher's flags; any other flag must be one of ``trainer.task``'s, and is passed on to it."""
+    p = cli.Parser(NAME, __doc__, passes_on=_trainer_flags, passes_on_label="trainer.task flags",
+                   epilog="Other flags go to python -m trainer.task (checked against its parser first).")
+    p.add_flag("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT"), default_text="$GOOGLE_CLOUD_PROJECT",
+               help="Google Cloud project id")
+    p.add_flag("--region", default="us-central1", help="Vertex AI region")
+    p.add_flag("--display_name", help="job name in the console", default_text="segflow-train-MODEL")
     image = p.add_mutually_exclusive_group(required=True)
-    image.add_argument("--image_uri", help="worker image with segflow installed (the repo's Dockerfile)")
-    image.add_argument("--package_uri", help="gs:// URL of segflow's sdist (python setup.py sdist), run as "
-                                             "the Python module trainer.task on --executor_image_uri")
-    p.add_argument("--executor_image_uri", default=None,
-                   help="with --package_uri: the image to install it on (must have Python 3.11)")
-    p.add_argument("--machine_type", default=DEFAULT_MACHINE, help="Compute Engine machine type per replica")
-    p.add_argument("--accelerator_type", default=None, type=str.upper,
-                   help="e.g. NVIDIA_TESLA_T4, NVIDIA_L4, NVIDIA_TESLA_A100 (default: CPU only)")
-    p.add_argument("--accelerator_count", type=int, default=None, help="GPUs per replica (default 1 with a type)")
-    p.add_argument("--replica_count", type=int, default=1,
-                   help="machines; more than 1 = chief + workers, multi-worker training")
-    p.add_argument("--boot_disk_size_gb", type=int, default=100)
-    p.add_argument("--service_account", default=None,
-                   help="service account the job runs as (default: the Vertex AI custom code service agent)")
-    p.add_argument("--timeout_hours", type=float, default=None, help="cancel the job after this long")
-    p.add_argument("--dry_run", action="store_true", help="print the CustomJob JSON instead of submitting")
+    image.add_argument("--image_uri", metavar="IMAGE_URI",
+                       help="worker image with segflow installed (the repo's Dockerfile) (required: this or "
+                            "--package_uri)")
+    image.add_argument("--package_uri", metavar="PACKAGE_URI",
+                       help="gs:// URL of segflow's sdist (python setup.py sdist), run as the Python module "
+                            "trainer.task on --executor_image_uri (required: this or --image_uri)")
+    p.add_flag("--executor_image_uri", help="with --package_uri: the image to install it on (must have Python "
+                                            "3.11)", default_text="none")
+    p.add_flag("--machine_type", default=DEFAULT_MACHINE, help="Compute Engine machine type per replica")
+    p.add_flag("--accelerator_type", type=str.upper, help="GPU type, e.g. NVIDIA_TESLA_T4, NVIDIA_L4, "
+                                                          "NVIDIA_TESLA_A100", default_text="CPU only")
+    p.add_flag("--accelerator_count", type=int, minimum=1, help="GPUs per replica",
+               default_text="1 with --accelerator_type")
+    p.add_flag("--replica_count", type=int, default=1, minimum=1,
+               help="machines; more than 1 = chief + workers, multi-worker training")
+    p.add_flag("--boot_disk_size_gb", type=int, default=100, minimum=10, help="boot disk per replica, in GB")
+    p.add_flag("--service_account", help="service account the job runs as",
+               default_text="the Vertex AI custom code service agent")
+    p.add_flag("--timeout_hours", type=float, minimum=0.0, exclusive_min=True,
+               help="cancel the job after this long", default_text="no timeout")
+    p.add_flag("--dry_run", action="store_true", help="print the CustomJob JSON instead of submitting")
     # The three trainer flags the launcher must see (to check they are on gs://); passed on unchanged.
-    p.add_argument("--data_dir", required=True, help="preprocess output, gs://")
-    p.add_argument("--model", required=True, help="unet or fcn8s")
-    p.add_argument("--job_dir", required=True, help="trainer output, gs:// (also the job's base output dir)")
+    p.add_flag("--data_dir", required=True, help="preprocess output, gs://")
+    p.add_flag("--model", required=True, help="the network (a trainer.task --model)")
+    p.add_flag("--job_dir", required=True, help="trainer output, gs:// (also the job's base output dir)")
+    # No logging flags of its own: --log_level and --verbose are trainer.task's, passed on.
     return p
 
 
@@ -92,13 +102,10 @@ def _check_trainer_args(argv: list[str]) -> None:
     """``trainer.task`` must accept exactly these args: a typo fails here, not an hour into a paid job."""
     from trainer import task
 
-    parser = task.build_parser()
-
-    def _error(message: str):
-        raise LaunchError(f"{TRAINER_MODULE} rejects its args: {message}")
-
-    parser.error = _error  # one line from us instead of its own print-and-exit
-    parser.parse_args(argv)
+    try:
+        task.config_from_args(argv)
+    except cli.UsageError as err:
+        raise LaunchError(f"{TRAINER_MODULE} rejects its args: {err}") from None
 
 
 def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -124,16 +131,8 @@ def parse(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
             raise LaunchError(f"--accelerator_type {args.accelerator_type} is not one of {', '.join(known)}")
         if args.accelerator_count is None:
             args.accelerator_count = 1
-        if args.accelerator_count < 1:
-            raise LaunchError("--accelerator_count must be >= 1 with --accelerator_type")
     elif args.accelerator_count:
         raise LaunchError("--accelerator_count needs --accelerator_type")
-    if args.replica_count < 1:
-        raise LaunchError("--replica_count must be >= 1")
-    if args.boot_disk_size_gb < 10:
-        raise LaunchError("--boot_disk_size_gb must be >= 10")
-    if args.timeout_hours is not None and args.timeout_hours <= 0:
-        raise LaunchError("--timeout_hours must be positive")
     task_argv = trainer_args(args, extra)
     _check_trainer_args(task_argv)
     return args, task_argv
@@ -189,24 +188,24 @@ def submit(job, project: str, region: str):
     return client.create_custom_job(parent=f"projects/{project}/locations/{region}", custom_job=job)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        args, task_argv = parse(argv)
-    except LaunchError as e:
-        print(f"trainer.launch: error: {e}", file=sys.stderr)
-        return 2
+def launch(argv: Sequence[str]) -> str:
+    """Builds the CustomJob for ``argv`` and submits it (``--dry_run``: prints it instead); returns what to
+    print. Raises ``LaunchError`` for bad flags."""
+    args, task_argv = parse(argv)
     job = build_custom_job(args, task_argv)
     if args.dry_run:
-        print(json.dumps({"parent": f"projects/{args.project}/locations/{args.region}",
-                          "customJob": job_spec_json(job)}, indent=2, sort_keys=True))
-        return 0
+        return json.dumps({"parent": f"projects/{args.project}/locations/{args.region}",
+                           "customJob": job_spec_json(job)}, indent=2, sort_keys=True)
     created = submit(job, args.project, args.region)
     job_id = created.name.rsplit("/", 1)[-1]
-    print(f"submitted {created.name}\n  console: https://console.cloud.google.com/vertex-ai/locations/"
-          f"{args.region}/training/{job_id}/cpu?project={args.project}\n  outputs: {args.job_dir}")
-    return 0
+    return (f"submitted {created.name}\n  console: https://console.cloud.google.com/vertex-ai/locations/"
+            f"{args.region}/training/{job_id}/cpu?project={args.project}\n  outputs: {args.job_dir}")
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m trainer.launch``: the exit status; one stderr line for a bad flag (2)."""
+    return cli.main(NAME, argv, launch, check=parse, summary=lambda text, _: text)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_process(main())

@@ -9,67 +9,33 @@ The same command runs unchanged on one CPU, several GPUs (MirroredStrategy) or s
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import logging
-import os
 import sys
 import time
 from typing import Optional, Sequence
 
-from trainer.config import STRATEGIES, TrainConfig, UsageError
+from schemas import cli
+from trainer.config import TrainConfig, UsageError
 
 logger = logging.getLogger(__name__)
 
-_LOSSES = ("ce", "dice", "ce_dice")
-_MODELS = ("unet", "fcn8s")
+NAME = "trainer.task"
 
 
-class _OneLineParser(argparse.ArgumentParser):
-    """argparse that reports a bad flag as one line (what is wrong, where to look) and exits 2."""
-
-    def error(self, message: str):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The job's flags; ``parse_args`` output feeds ``config_from_args``. Launchers (Vertex AI) test args here."""
-    p = _OneLineParser(prog="python -m trainer.task", description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    d = TrainConfig(data_dir="", model="unet", job_dir="")
-    p.add_argument("--data_dir", required=True, help="preprocess output (local or gs://)")
-    p.add_argument("--model", required=True, choices=_MODELS)
-    p.add_argument("--job_dir", required=True, help="output directory (local or gs://)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch_size", type=int, default=d.batch_size, help="global batch, split across replicas")
-    p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy)
-    p.add_argument("--loss", choices=_LOSSES, default=d.loss, help="cross-entropy, soft Dice or their sum")
-    p.add_argument("--class_weights", nargs="?", const="auto", default=d.class_weights,
-                   help="none; auto (or the bare flag) = median-frequency weights from the transform "
-                        "statistics; or one comma-separated weight per class")
-    p.add_argument("--learning_rate", type=float, default=d.learning_rate)
-    p.add_argument("--deterministic", action="store_true", help="deterministic data order and ops")
-    p.add_argument("--augment", action="store_true", help="online flip/scale-crop/colour augmentation")
-    p.add_argument("--mixed_precision", action="store_true", help="float16 compute on GPUs")
-    p.add_argument("--backbone_weights", default=None, help="local VGG16 notop weights file (fcn8s)")
-    p.add_argument("--base_filters", type=int, default=None, help="first-level filters (default 64)")
-    p.add_argument("--depth", type=int, default=d.depth, help="U-Net levels")
-    p.add_argument("--steps_per_epoch", type=int, default=None, help="default: one pass over train")
-    p.add_argument("--validation_steps", type=int, default=None, help="default: the whole eval split")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--shuffle_buffer", type=int, default=d.shuffle_buffer)
-    p.add_argument("--checkpoint_steps", type=int, default=d.checkpoint_steps,
-                   help="checkpoint every N steps as well as at epoch ends (0 = epoch ends only)")
-    p.add_argument("--eval_split", default=d.eval_split, choices=("train", "val", "test"))
-    p.add_argument("--verbose", type=int, default=None, choices=(0, 1, 2),
-                   help="Keras verbosity (default: progress bar on a terminal, one line per epoch otherwise)")
-    return p
+def build_parser() -> cli.Parser:
+    """The job's flags, one per ``TrainConfig`` field (its default, help and range are declared there), and
+    ``--log_level``. Launchers (``trainer.launch``) check a job's args here. Imports no TensorFlow."""
+    parser = cli.Parser(NAME, __doc__)
+    cli.add_fields(parser, TrainConfig)
+    parser.add_logging_flags(verbose=False)  # --verbose is Keras' progress output here (a TrainConfig field)
+    return parser
 
 
 def config_from_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
-    args = build_parser().parse_args(argv)
-    config = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    """Flags → a validated ``TrainConfig``; raises ``UsageError`` (``HelpShown`` for --help), never exits."""
+    config = cli.config_from(TrainConfig, build_parser().parse_args(argv))
     config.validate()
     return config
 
@@ -279,28 +245,15 @@ def run(config: TrainConfig) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    # Our INFO lines; libraries (tensorflow-transform, absl) only from WARNING up.
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("trainer").setLevel(logging.INFO)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    config = None
-    try:
-        config = config_from_args(argv)
-        run(config)
-    except UsageError as e:
-        print(f"python -m trainer.task: error: {e}", file=sys.stderr)
-        return 2
-    except Exception as e:  # data problems get one line, not a traceback
-        from trainer.data import DataError
-        if isinstance(e, DataError):
-            print(f"python -m trainer.task: error: {e}", file=sys.stderr)
-            return 1
-        storage = _storage_failure(e)
-        if storage:
-            print(f"python -m trainer.task: error: {storage}", file=sys.stderr)
-            return 1
-        raise
-    return 0
+    """``python -m trainer.task``: the exit status; one stderr line for a bad flag (2) or bad data (1)."""
+    def train(args: list[str]) -> dict:
+        return run(config_from_args(args))
+
+    def failure_line(error: BaseException) -> Optional[str]:
+        reason = _storage_failure(error)
+        return cli.error_line(NAME, reason) if reason else None
+
+    return cli.main(NAME, argv, train, check=config_from_args, failure_line=failure_line, tensorflow=True)
 
 
 def _storage_failure(error: BaseException) -> Optional[str]:
@@ -322,4 +275,4 @@ def _storage_failure(error: BaseException) -> Optional[str]:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    cli.exit_process(main())

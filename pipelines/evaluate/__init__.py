@@ -17,17 +17,6 @@ evalPixelLevelSemanticLabeling``), so both give the same numbers on the same fil
 classes count nowhere; a prediction of a class that is not evaluated counts as a false negative of the true
 class; IoU = TP / (TP + FP + FN), NaN for a class absent from both sides, and mIoU averages the non-NaN IoUs.
 
-``run(argv)`` is the Python entry point (``job.py``). Importing this package imports neither Beam nor TensorFlow:
-``run``/``main`` load ``job`` on first use.
+Python callers: ``from pipelines.evaluate.job import run``; ``run(argv)`` raises ``schemas.cli`` errors, never
+``SystemExit``. Importing this package (or its ``options``) loads neither Beam nor TensorFlow.
 """
-from __future__ import annotations
-
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("run", "main"):
-        from pipelines.evaluate import job
-
-        return getattr(job, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,13 +1,14 @@
-"""``python -m pipelines.evaluate``: see ``pipelines/evaluate/__init__.py`` and ``job.py``."""
-import sys
+"""``python -m pipelines.evaluate``: see ``pipelines/evaluate/__init__.py``.
 
-from pipelines.common import flags
+The flags are parsed (``--help``, a bad flag answered) before the job module imports Beam and TensorFlow."""
+import importlib
 
-# --help and flag errors are answered before Beam and TensorFlow are imported.
-flags.preflight(lambda: flags.evaluate_parser(), sys.argv[1:])
+from pipelines.evaluate import options
+from schemas.cli import exit_process
 
-from pipelines.common.runner import exit_process  # noqa: E402
-from pipelines.evaluate.job import main  # noqa: E402
 
-main()
-exit_process(0)
+def _job():
+    return importlib.import_module("pipelines.evaluate.job")
+
+
+exit_process(options.main(None, run=lambda argv: _job().run(argv), summary=lambda doc, argv: _job().summary(doc, argv)))

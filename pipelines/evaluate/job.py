@@ -1,7 +1,7 @@
-"""The evaluate job: its command line, its pipeline and its summary (the package docstring is its --help)."""
+"""The evaluate job: its pipeline and ``run`` (its command line is ``pipelines.common.flags``; the package
+docstring is its --help)."""
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import posixpath
@@ -14,11 +14,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipelines import datasets
-from pipelines.common import storage
-from pipelines.common.flags import evaluate_parser
+from pipelines.common import flags, storage
 from pipelines.common.runner import make_pipeline_options, new_pipeline
+from pipelines.evaluate import options as job_options
 from pipelines.infer import outputs
 from schemas import labels
+from schemas.cli import DataError
 
 NAMESPACE = "segflow_evaluate"
 
@@ -307,34 +308,37 @@ def build_pipeline(pipeline: beam.Pipeline, inputs: EvaluationInputs, spec: labe
          | "Write" >> beam.Map(_write_json, output_file))
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:
-    return evaluate_parser().parse_job_args(argv)
+def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[job_options.EvaluateOptions, list[str]]:
+    """Flags → ``EvaluateOptions`` and the Beam flags (values checked by Beam); raises ``UsageError``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options, beam_argv = job_options.parse_flags(argv)
+    flags.check_beam_argv(beam_argv, "python -m pipelines.evaluate")
+    return options, beam_argv
+
+
+def output_file(options: job_options.EvaluateOptions) -> str:
+    """Where the evaluation JSON goes: ``--output_file``, else evaluation.json next to the predictions folder."""
+    predictions = options.predictions.rstrip("/")
+    return options.output_file or FileSystems.join(
+        posixpath.dirname(predictions) if "://" in predictions else _parent(predictions), "evaluation.json")
 
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Runs the evaluation job, prints the table and returns the evaluation document."""
+    """Runs the evaluation job; returns the evaluation document (also written to ``output_file``). Raises
+    ``UsageError`` for bad flags, ``DataError`` when the two folders hold nothing that pairs."""
     args, beam_argv = parse_args(argv)
-    dataset = datasets.get(args.dataset)
-    if args.label_mode and args.label_mode not in dataset.evaluate_label_modes:
-        scored = " or ".join(n for n in datasets.names() if args.label_mode in datasets.get(n).evaluate_label_modes)
-        raise SystemExit(f"pipelines.evaluate: error: --label_mode applies to --dataset {scored} only")
-    spec = dataset.label_spec(args.label_mode)
+    spec = datasets.get(args.dataset).label_spec(args.label_mode)
     predictions = args.predictions.rstrip("/")
     try:
         inputs = gather_inputs(predictions, args.ground_truth, args.dataset, args.split)
     except ValueError as err:
-        raise SystemExit(f"pipelines.evaluate: error: {err}")
-    output_file = args.output_file or FileSystems.join(
-        posixpath.dirname(predictions) if "://" in predictions else _parent(predictions), "evaluation.json")
-    extra = {"predictions": predictions, "ground_truth": args.ground_truth,
-             "ground_truth_pattern": inputs.ground_truth_pattern}
+        raise DataError(str(err)) from None
+    destination = output_file(args)
+    extra = {"predictions": predictions, "ground_truth": args.ground_truth, "ground_truth_pattern": inputs.ground_truth_pattern}
     pipeline = new_pipeline(make_pipeline_options(beam_argv))
-    build_pipeline(pipeline, inputs, spec, output_file, extra)
+    build_pipeline(pipeline, inputs, spec, destination, extra)
     pipeline.run().wait_until_finish()
-    doc = json.loads(outputs.read_bytes(output_file).decode("utf-8"))
-    print(format_table(doc))
-    print(f"evaluation written to {output_file}")
-    return doc
+    return json.loads(outputs.read_bytes(destination).decode("utf-8"))
 
 
 def _parent(path: str) -> str:
@@ -343,8 +347,11 @@ def _parent(path: str) -> str:
     return os.path.dirname(os.path.abspath(path))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    from pipelines.infer.job import quiet_beam_logs
+def summary(doc: dict[str, Any], argv: list[str]) -> str:
+    """What stdout shows: the table and where the JSON went."""
+    return f"{format_table(doc)}\nevaluation written to {output_file(job_options.parse_flags(argv)[0])}"
 
-    quiet_beam_logs()
-    run(argv if argv is not None else sys.argv[1:])
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """``python -m pipelines.evaluate``'s exit status (``pipelines.evaluate.options.main`` with this job)."""
+    return job_options.main(argv, run, summary)

@@ -8,7 +8,6 @@ self-contained ``OUT/report.html`` (images embedded, metrics table). Local paths
 """
 from __future__ import annotations
 
-import argparse
 import base64
 import html
 import io
@@ -23,6 +22,7 @@ from PIL import Image, ImageDraw
 from pipelines import datasets
 from pipelines.evaluate.job import example_id, find_ground_truth, to_train_ids
 from pipelines.infer import outputs
+from schemas import cli
 from schemas.labels import LabelSpec, colorize
 
 TITLES = ("Input Image", "True Mask", "Predicted Mask", "Instances")
@@ -167,22 +167,32 @@ def write_report(output_dir: str, dataset: str, ground_truth: Optional[str] = No
     return {"png": png_path, "html": html_path}
 
 
-def main(argv: Optional[Sequence[str]] = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.evaluate.report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--output_dir", required=True, help="OUT of pipelines.infer")
-    parser.add_argument("--dataset", required=True, choices=datasets.names())
-    parser.add_argument("--ground_truth", default=None, help="raw dataset root (SRC) for the True Mask column")
-    parser.add_argument("--max_images", type=int, default=8)
-    args = parser.parse_args(argv)
-    if args.max_images < 1:
-        parser.exit(2, "pipelines.evaluate.report: error: --max_images must be >= 1\n")
+NAME = "pipelines.evaluate.report"
+
+
+def build_parser() -> cli.Parser:
+    parser = cli.Parser(NAME, __doc__)
+    parser.add_flag("--output_dir", required=True, help="OUT of pipelines.infer (holding its summary.json)")
+    parser.add_flag("--dataset", required=True, choices=datasets.names(), help="the dataset predicted")
+    parser.add_flag("--ground_truth", help="raw dataset root (SRC) for the True Mask column",
+                    default_text="no True Mask column")
+    parser.add_flag("--max_images", type=int, default=8, minimum=1, help="rows of the report")
+    parser.add_logging_flags()
+    return parser
+
+
+def run(argv: Sequence[str]) -> dict[str, str]:
+    """Writes the report for command-line style ``argv``; returns its paths. Raises ``UsageError`` /
+    ``DataError``."""
+    args = build_parser().parse_args(list(argv))
     if not FileSystems.exists(FileSystems.join(args.output_dir, "summary.json")):
-        parser.exit(2, f"pipelines.evaluate.report: error: {args.output_dir}/summary.json not found: "
-                       "run pipelines.infer first\n")
-    paths = write_report(args.output_dir, args.dataset, args.ground_truth, args.max_images)
-    print(f"report: {paths['html']} and {paths['png']}")
+        raise cli.DataError(f"{args.output_dir}/summary.json not found: run pipelines.infer first")
+    return write_report(args.output_dir, args.dataset, args.ground_truth, args.max_images)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    return cli.main(NAME, argv, run, summary=lambda paths, _: f"report: {paths['html']} and {paths['png']}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    cli.exit_process(main(sys.argv[1:]))

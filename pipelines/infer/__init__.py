@@ -12,17 +12,6 @@ Files that cannot be read or decoded go to ``OUT/dead_letter/``; every matched f
 two places. The previous run's outputs in ``OUT`` are removed first, ``summary.json`` first of all, and
 ``summary.json`` is written last: an ``OUT`` with a ``summary.json`` is complete.
 
-``run(argv)`` is the Python entry point (``job.py``). Importing this package imports neither Beam nor TensorFlow:
-``run``/``main`` load ``job`` on first use.
+Python callers: ``from pipelines.infer.job import run``; ``run(argv)`` raises ``schemas.cli`` errors, never
+``SystemExit``. Importing this package (or its ``options``) loads neither Beam nor TensorFlow.
 """
-from __future__ import annotations
-
-from typing import Any
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("run", "main"):
-        from pipelines.infer import job
-
-        return getattr(job, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

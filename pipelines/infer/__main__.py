@@ -1,12 +1,14 @@
-"""``python -m pipelines.infer``: see ``pipelines/infer/__init__.py`` and ``job.py``."""
-import sys
+"""``python -m pipelines.infer``: see ``pipelines/infer/__init__.py``.
 
-from pipelines.common import flags
+The flags are parsed (``--help``, a bad flag answered) before the job module imports Beam and TensorFlow."""
+import importlib
 
-# --help and flag errors are answered before Beam and TensorFlow are imported.
-flags.preflight(lambda: flags.infer_parser(), sys.argv[1:])
+from pipelines.infer import options
+from schemas.cli import exit_process
 
-from pipelines.common.runner import exit_process  # noqa: E402
-from pipelines.infer.job import main  # noqa: E402
 
-exit_process(main())
+def _job():
+    return importlib.import_module("pipelines.infer.job")
+
+
+exit_process(options.main(None, run=lambda argv: _job().run(argv)))

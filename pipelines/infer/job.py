@@ -1,11 +1,10 @@
-"""The infer job: its command line, its pipeline and its summary (the package docstring is its --help)."""
+"""The infer job: its pipeline and ``run`` (its command line is ``pipelines.common.flags``; the package docstring
+is its --help)."""
 from __future__ import annotations
 
-import argparse
 import glob
 import io
 import json
-import logging
 import os
 import re
 import stat
@@ -26,9 +25,10 @@ from pipelines import datasets
 from pipelines.common import flags, storage
 from pipelines.common.deadletter import DEAD_LETTER_DIR, DeadLetter, WriteDeadLetters
 from pipelines.common.runner import leave_parallelism_to_beam, make_pipeline_options, new_pipeline
-from pipelines.infer import outputs, upsample
+from pipelines.infer import options as job_options, outputs, upsample
 from pipelines.infer.instances import extract_instances
 from pipelines.infer.model import ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
+from schemas.cli import DataError
 
 NAMESPACE = "segflow_infer"
 SUMMARY_FILE = "summary.json"
@@ -45,8 +45,8 @@ _GLOB_CHARS = storage.GLOB_CHARS
 # one worker per core (pipelines.common.runner), so on 2 cores two full-size images are in flight at once: 2 x 32 Mpx x
 # 286 MB = 18.3 GB + 0.8 GB stays under a 24 GB machine with ~5 GB to spare. More cores or a bigger machine:
 # raise the flag.
-DEFAULT_MAX_PIXELS = flags.DEFAULT_MAX_PIXELS
-DEFAULT_MAX_INSTANCES = flags.DEFAULT_MAX_INSTANCES
+DEFAULT_MAX_PIXELS = job_options.DEFAULT_MAX_PIXELS
+DEFAULT_MAX_INSTANCES = job_options.DEFAULT_MAX_INSTANCES
 # What one element in a RunInference batch holds: its model-size input (uint8 x 3) and scores (float32 x C).
 # The default --batch_size MAX keeps a batch's elements within this (8 when they fit, as before: a 512x1024
 # 19-class model's elements are 41 MB each); the full-size work happens after the batch, one image at a time.
@@ -55,8 +55,9 @@ DEFAULT_MAX_BATCH = 8
 
 
 # ---------------------------------------------------------------------------------------------- matching
-class InputError(ValueError):
-    """A bad ``--input`` / ``--output_dir`` combination; the message is the one line the user sees."""
+class InputError(DataError):
+    """``--input`` names nothing to read, or ``--output_dir`` would clear it; the message is the one line the
+    user sees (exit status 1)."""
 
 
 class MatchedInputs(NamedTuple):
@@ -373,7 +374,7 @@ def _file_path(metadata) -> Iterable[str]:
         yield metadata.path
 
 
-def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, model_info: dict[str, Any],
+def build_pipeline(pipeline: beam.Pipeline, args: job_options.InferOptions, model_info: dict[str, Any],
                    matched: Optional[MatchedInputs] = None) -> None:
     """Adds the inference graph to ``pipeline`` (``matched``: ``match_inputs(args.input)`` when not given)."""
     matched = matched if matched is not None else match_inputs(args.input)
@@ -427,8 +428,12 @@ def default_batch_bounds(model_info: dict[str, Any]) -> tuple[int, int]:
     return 1, max(1, min(DEFAULT_MAX_BATCH, BATCH_BYTES // max(per_element, 1)))
 
 
-def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:
-    return flags.infer_parser().parse_job_args(argv)
+def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[job_options.InferOptions, list[str]]:
+    """Flags → ``InferOptions`` and the Beam flags (values checked by Beam); raises ``UsageError``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    options, beam_argv = job_options.parse_flags(argv)
+    flags.check_beam_argv(beam_argv, "python -m pipelines.infer")
+    return options, beam_argv
 
 
 def clear_previous_run(output_dir: str) -> int:
@@ -441,36 +446,31 @@ def clear_previous_run(output_dir: str) -> int:
 
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
-    """Runs the job; returns the counters (images_written, dead_letters, instances) and the output dir."""
+    """Runs the job; returns the counters (inputs_matched, images_written, dead_letters, instances) and the
+    output dir. Raises ``UsageError`` for bad flags, ``DataError`` for a model, inputs or an output folder it
+    cannot use (nothing written then); ``main`` prints them as one line."""
     args, beam_argv = parse_args(argv)
     try:
         model_info = read_model_info(args.model_dir)
         datasets.get(model_info["dataset"]).label_spec(model_info.get("label_mode"))
     except (ModelNotFound, ValueError) as err:
-        raise SystemExit(f"pipelines.infer: error: {err}")
-    try:
-        matched = match_inputs(args.input)
-        check_output_dir(matched, args.output_dir, args.model_dir)
-    except InputError as err:
-        raise SystemExit(f"pipelines.infer: error: {err}")
+        raise DataError(str(err)) from None
+    matched = match_inputs(args.input)
+    check_output_dir(matched, args.output_dir, args.model_dir)
     options = make_pipeline_options(beam_argv)
     pipeline = new_pipeline(options)
     build_pipeline(pipeline, args, model_info, matched)
     try:
         clear_previous_run(args.output_dir)
     except Exception as err:  # noqa: BLE001 - OSError locally, BeamIOError on gs://: one line either way
-        raise SystemExit(f"pipelines.infer: error: cannot clear the previous run's outputs in {args.output_dir}: "
-                         f"{storage.printable_path(str(err))}")
+        raise DataError(f"cannot clear the previous run's outputs in {args.output_dir}: "
+                        f"{storage.printable_path(str(err))}") from None
     result = pipeline.run()
     result.wait_until_finish()
     counters = _counters(result)
     # Local globs are counted here, as expanded; gs:// ones by the pipeline after matching them.
     matched_count = matched.count if matched.count is not None else counters.get("inputs_matched", 0)
     counters.update({"inputs_matched": matched_count, "output_dir": args.output_dir})
-    if counters.get("images_written") is not None:
-        print(f"infer: {matched_count} inputs matched, {counters.get('images_written', 0)} written, "
-              f"{counters.get('dead_letters', 0)} dead-lettered, {counters.get('instances', 0)} instances "
-              f"-> {args.output_dir}")
     return counters
 
 
@@ -490,25 +490,7 @@ def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
     return out
 
 
-def quiet_beam_logs() -> None:
-    """Keeps the DirectRunner's relayed worker chatter (one WARNING per worker start) off the console, and
-    Beam's log copy of a failing DoFn's traceback: the same exception is re-raised to ``main``, which reports it
-    (one line for a storage outage, the traceback for anything else)."""
-    logging.getLogger("apache_beam.runners.portability.local_job_service").setLevel(logging.ERROR)
-    logging.getLogger("apache_beam.runners.worker").setLevel(logging.ERROR)
-    logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
-
-
+quiet_beam_logs = flags.quiet_beam_logs
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    logging.getLogger().setLevel(logging.WARNING)
-    quiet_beam_logs()
-    try:
-        run(argv if argv is not None else sys.argv[1:])
-    except Exception as err:  # a storage outage past the client's retries: one line, not a traceback
-        line = storage.storage_failure_line("pipelines.infer", err, "OUT holds no summary.json, so the partial "
-                                                                    "outputs are not a complete run")
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 1
-    return 0
+    """``python -m pipelines.infer``'s exit status (``pipelines.infer.options.main`` with this job's ``run``)."""
+    return job_options.main(argv, run)

@@ -27,8 +27,9 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from apache_beam.utils import shared
 
-from pipelines.common import flags, storage
+from pipelines.common import storage
 from pipelines.common.runner import leave_parallelism_to_beam
+from pipelines.infer.options import MODEL_CALLS
 from schemas.paths import tf_readable_local_dir
 
 MODEL_INFO_FILE = "segflow_model.json"
@@ -176,7 +177,6 @@ def acquire_model(handle: shared.Shared, model_dir: str, cache_dir: Optional[str
     return handle.acquire(lambda: SegflowModel(model_dir, cache_dir), tag=model_dir)
 
 
-MODEL_CALLS = flags.MODEL_CALLS
 
 
 def predict_resized_fn(model: SegflowModel, batch: Sequence[np.ndarray], inference_args: Optional[dict] = None,

@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import logging
-import sys
 import tempfile
 from typing import TYPE_CHECKING, Optional, Sequence
 
@@ -24,7 +23,8 @@ from typing import TYPE_CHECKING, Optional, Sequence
 # second. Beam, TensorFlow and the pipeline modules (~5 s of imports on 2 cores) load once the flags are
 # parsed (``_pipeline_modules``), or when another module imports them.
 from pipelines import datasets
-from schemas import labels as schema_labels
+from schemas import cli, labels as schema_labels
+from schemas.cli import DataError, UsageError
 from schemas.metadata import METADATA_FILE, DatasetMetadata, DatasetStats
 
 if TYPE_CHECKING:
@@ -34,52 +34,12 @@ if TYPE_CHECKING:
     from pipelines.preprocess.shards import ShardsWritten
 
 _LOG = logging.getLogger("segflow.preprocess")
-PROG = "python -m pipelines.preprocess"
+NAME = "pipelines.preprocess"
+PROG = f"python -m {NAME}"
 # schemas.features.SPLITS and schemas.imaging.RESIZE_MODES, whose modules import TensorFlow (tests check they
 # agree).
 SPLITS = ("train", "val", "test")
 RESIZE_MODES = ("stretch", "pad")
-
-
-class UsageError(ValueError):
-    """A bad flag or input; ``main`` prints it as one line and exits with status 2."""
-
-
-@dataclasses.dataclass(frozen=True)
-class PreprocessConfig:
-    """The job's flags, validated."""
-
-    dataset: str
-    input_dir: str
-    output_dir: str
-    image_size: tuple[int, int]
-    num_shards: Optional[int] = None
-    augment_copies: int = 0
-    val_fraction: float = 0.1
-    test_fraction: float = 0.2
-    seed: int = 0
-    resize_mode: str = "stretch"
-    label_mode: str = "trimap"
-    image_format: str = "png"
-    jpeg_quality: int = 95
-    analyze_batch_size: int = 64
-
-    @property
-    def label_spec(self) -> schema_labels.LabelSpec:
-        return datasets.get(self.dataset).label_spec(self.label_mode)
-
-    def record_options(self) -> "RecordOptions":
-        from pipelines.preprocess.records import RecordOptions
-
-        return RecordOptions(dataset=self.dataset, image_size=self.image_size, resize_mode=self.resize_mode,
-                             label_mode=self.label_mode, image_format=self.image_format,
-                             jpeg_quality=self.jpeg_quality, augment_copies=self.augment_copies, seed=self.seed,
-                             ignore_label=schema_labels.IGNORE_LABEL)
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # one line, no usage block, no traceback
-        raise UsageError(f"{message} (see {PROG} --help)")
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -94,36 +54,70 @@ def _image_size(text: str) -> tuple[int, int]:
     return parts[0], parts[1]
 
 
-def build_arg_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__.split("\n\n")[0], allow_abbrev=False,
-                epilog="Every other flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, "
-                       "--project, --region, --temp_location, --setup_file).")
-    p.add_argument("--dataset", choices=datasets.names(), required=True, help="dataset layout to read")
-    p.add_argument("--input_dir", required=True, help="dataset root (local path or gs://)")
-    p.add_argument("--output_dir", required=True, help="where shards, metadata.json, transform_fn/ and "
-                                                       "dead_letter/ go (local path or gs://)")
-    p.add_argument("--image_size", type=_image_size, required=True, help="record size H or H,W in pixels")
-    p.add_argument("--num_shards", type=int, default=0,
-                   help="shards per split; 0 (default) = one per ~32 MiB of records")
-    p.add_argument("--augment_copies", type=int, default=0,
-                   help="extra augmented records per train example (flip, scale-and-crop, shift, colour)")
-    p.add_argument("--val_fraction", type=float, default=0.1,
-                   help="Pet: fraction of trainval carved out as val, by a stable hash of the id")
-    p.add_argument("--test_fraction", type=float, default=0.2,
-                   help="Pet without trainval.txt/test.txt: fraction of ids hashed into test")
-    p.add_argument("--seed", type=int, default=0, help="seed of the offline augmentation")
-    p.add_argument("--resize_mode", choices=RESIZE_MODES, default="stretch",
-                   help="stretch to the size, or pad (keep aspect, pad images with 0 and masks with 255)")
-    p.add_argument("--label_mode", choices=schema_labels.PET_LABEL_MODES, default="trimap",
-                   help="Pet: trimap (pet/background/border), binary (pet/background), species "
-                        "(background/cat/dog); ignored for Cityscapes")
-    p.add_argument("--image_format", choices=("auto", "png", "jpeg"), default="auto",
-                   help="record image encoding; auto (default) keeps the source's codec family: jpeg for Pet "
-                        "(JPEG photos), png for Cityscapes (PNG frames)")
-    p.add_argument("--jpeg_quality", type=int, default=95, help="with --image_format jpeg")
-    p.add_argument("--analyze_batch_size", type=int, default=64,
-                   help="JPEG records decoded per graph call for the statistics (PNG records need no decode)")
-    return p
+@dataclasses.dataclass(frozen=True)
+class PreprocessConfig:
+    """The job's flags, validated: each field is the flag of the same name (``schemas.cli.option``), its default,
+    help and range written once, here."""
+
+    dataset: str = cli.option(help="dataset layout to read", choices=datasets.names())
+    input_dir: str = cli.option(help="dataset root (local path or gs://)")
+    output_dir: str = cli.option(help="where shards, metadata.json, transform_fn/ and dead_letter/ go (local path "
+                                      "or gs://); must lie outside --input_dir")
+    image_size: tuple[int, int] = cli.option(help="record size H or H,W in pixels, each 8 to 4096",
+                                             parse=_image_size)
+    num_shards: Optional[int] = cli.option(None, "shards per split (0: automatic)", minimum=0, maximum=10000,
+                                           default_text="one per ~32 MiB of records")
+    augment_copies: int = cli.option(0, "extra augmented records per train example (flip, scale-and-crop, shift, "
+                                        "colour)", minimum=0, maximum=64)
+    val_fraction: float = cli.option(0.1, "Pet: fraction of trainval carved out as val, by a stable hash of the id",
+                                     minimum=0.0, maximum=1.0, exclusive_max=True)
+    test_fraction: float = cli.option(0.2, "Pet without trainval.txt/test.txt: fraction of ids hashed into test "
+                                           "(with --val_fraction, under 1)", minimum=0.0, maximum=1.0,
+                                      exclusive_max=True)
+    seed: int = cli.option(0, "seed of the offline augmentation")
+    resize_mode: str = cli.option("stretch", "stretch to the size, or pad (keep aspect, pad images with 0 and "
+                                             "masks with 255)", choices=RESIZE_MODES)
+    label_mode: str = cli.option("trimap", "Pet: trimap (pet/background/border), binary (pet/background), "
+                                           "species (background/cat/dog); Cityscapes always uses the 19 trainIds",
+                                 choices=schema_labels.PET_LABEL_MODES)
+    image_format: str = cli.option("auto", "record image encoding; auto keeps the source's codec family: jpeg "
+                                           "for Pet (JPEG photos), png for Cityscapes (PNG frames)",
+                                   choices=("auto", "png", "jpeg"))
+    jpeg_quality: int = cli.option(95, "JPEG quality, with --image_format jpeg", minimum=1, maximum=100)
+    analyze_batch_size: int = cli.option(64, "JPEG records decoded per graph call for the statistics (PNG "
+                                             "records need no decode)", minimum=1)
+
+    def __post_init__(self) -> None:
+        # The flags' spellings of "automatic", resolved once: num_shards 0 → None, image_format auto → a codec.
+        if self.num_shards == 0:
+            object.__setattr__(self, "num_shards", None)
+        if self.image_format == "auto" and self.dataset in datasets.names():
+            object.__setattr__(self, "image_format", record_image_format(self.dataset, self.image_format))
+
+    @property
+    def label_spec(self) -> schema_labels.LabelSpec:
+        return datasets.get(self.dataset).label_spec(self.label_mode)
+
+    def record_options(self) -> "RecordOptions":
+        from pipelines.preprocess.records import RecordOptions
+
+        return RecordOptions(dataset=self.dataset, image_size=self.image_size, resize_mode=self.resize_mode,
+                             label_mode=self.label_mode, image_format=self.image_format,
+                             jpeg_quality=self.jpeg_quality, augment_copies=self.augment_copies, seed=self.seed,
+                             ignore_label=schema_labels.IGNORE_LABEL)
+
+
+def build_arg_parser() -> cli.Parser:
+    """The job's flags (one per ``PreprocessConfig`` field) and the logging flags; every other flag must be a
+    Beam option (checked from the installed Beam's flag list, without importing Beam)."""
+    from pipelines.common.flags import beam_flag_names
+
+    parser = cli.Parser(NAME, __doc__, passes_on=beam_flag_names, passes_on_label="Beam options",
+                        epilog="Every other flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, "
+                               "--project, --region, --temp_location, --setup_file).")
+    cli.add_fields(parser, PreprocessConfig)
+    parser.add_logging_flags()
+    return parser
 
 
 def record_image_format(dataset: str, requested: str) -> str:
@@ -132,40 +126,28 @@ def record_image_format(dataset: str, requested: str) -> str:
     return datasets.get(dataset).record_image_format if requested == "auto" else requested
 
 
-def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
-    """Job flags → ``PreprocessConfig``; the rest is returned for Beam. Raises ``UsageError``."""
-    parser = build_arg_parser()
-    args, beam_argv = parser.parse_known_args(list(argv))
-    if args.num_shards < 0 or args.num_shards > 10000:
-        raise UsageError("--num_shards must be between 0 (automatic) and 10000")
-    if not 0 <= args.augment_copies <= 64:
-        raise UsageError("--augment_copies must be between 0 and 64")
-    if not 0.0 <= args.val_fraction < 1.0:
-        raise UsageError("--val_fraction must be in [0, 1)")
-    if not 0.0 <= args.test_fraction < 1.0 or args.val_fraction + args.test_fraction >= 1.0:
-        raise UsageError("--test_fraction must be in [0, 1) and leave room for train with --val_fraction")
-    if not 1 <= args.jpeg_quality <= 100:
-        raise UsageError("--jpeg_quality must be between 1 and 100")
-    if args.analyze_batch_size < 1:
-        raise UsageError("--analyze_batch_size must be positive")
-    dataset = datasets.get(args.dataset)
-    if not dataset.label_modes and args.label_mode != parser.get_default("label_mode"):
+def parse_flags(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
+    """Job flags → ``PreprocessConfig``, the rest for Beam, without touching storage or importing Beam (what
+    ``--help`` and a bad flag need). Raises ``UsageError`` (``HelpShown`` for --help)."""
+    args, beam_argv = build_arg_parser().parse_known_args(list(argv))
+    config = cli.config_from(PreprocessConfig, args, input_dir=args.input_dir.rstrip("/") or "/",
+                             output_dir=args.output_dir.rstrip("/") or "/")
+    if config.val_fraction + config.test_fraction >= 1.0:
+        raise UsageError("--test_fraction must leave room for train with --val_fraction (their sum under 1)")
+    dataset = datasets.get(config.dataset)
+    if not dataset.label_modes and config.label_mode != PreprocessConfig.__dataclass_fields__["label_mode"].default:
         with_modes = " and ".join(datasets.get(n).title for n in datasets.names() if datasets.get(n).label_modes)
         raise UsageError(f"--label_mode applies to {with_modes} only; {dataset.fixed_labels}")
-    # A mistyped Beam flag, from the list of the installed Beam's flags (pipelines.common.flags): no Beam import. Beam
-    # itself checks them again below (and alone when the list describes another Beam version).
-    from pipelines.common.flags import known_beam_flags
+    return config, list(beam_argv)
 
-    known = known_beam_flags() if beam_argv else None
-    unknown = [a.split("=", 1)[0] for a in beam_argv if a.startswith("--") and known is not None
-               and a.split("=", 1)[0] not in known]
-    if unknown:
-        raise UsageError(f"unknown flag(s) {' '.join(unknown)}: not a flag of this job nor a Beam option "
-                         f"(see {PROG} --help)")
+
+def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
+    """``parse_flags``, then the checks that read storage or Beam: --output_dir outside --input_dir, every
+    non-job flag a Beam option. Raises ``UsageError``."""
+    config, beam_argv = parse_flags(argv)
     from pipelines.common import runner as runner_lib, storage
 
-    input_dir = args.input_dir.rstrip("/") or "/"
-    output_dir = args.output_dir.rstrip("/") or "/"
+    input_dir, output_dir = config.input_dir, config.output_dir
     # Resolved paths (".", "..", links), both ways: DST inside SRC makes a rerun read its own outputs as inputs,
     # and SRC inside DST puts the dataset in the folder this job rewrites and cleans.
     out_in, in_out = storage.same_or_inside(output_dir, input_dir), storage.same_or_inside(input_dir, output_dir)
@@ -180,14 +162,7 @@ def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
         runner_lib.check_beam_flags(beam_argv)
     except ValueError as e:
         raise UsageError(f"{e} (see {PROG} --help)") from None
-    config = PreprocessConfig(
-        dataset=args.dataset, input_dir=input_dir, output_dir=output_dir, image_size=args.image_size,
-        num_shards=args.num_shards or None, augment_copies=args.augment_copies, val_fraction=args.val_fraction,
-        test_fraction=args.test_fraction, seed=args.seed, resize_mode=args.resize_mode,
-        label_mode=args.label_mode, image_format=record_image_format(args.dataset, args.image_format),
-        jpeg_quality=args.jpeg_quality,
-        analyze_batch_size=args.analyze_batch_size)
-    return config, list(beam_argv)
+    return config, beam_argv
 
 
 def check_input(config: PreprocessConfig) -> None:
@@ -360,7 +335,7 @@ def _log_counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
     return counters
 
 
-class NoRecordsError(RuntimeError):
+class NoRecordsError(DataError):
     """Every input was rejected: the run wrote dead letters and nothing else. ``main``: one line, status 1."""
 
 
@@ -457,42 +432,20 @@ def summary(metadata: DatasetMetadata, output_dir: str) -> str:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    for noisy in ("apache_beam", "tensorflow", "absl", "tensorflow_transform"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    """``python -m pipelines.preprocess``: the exit status; one stderr line for a bad flag (2), no usable input
+    or a storage outage (1); the summary on stdout."""
     # Beam logs a failing DoFn's traceback, then re-raises the same exception to ``run``: main reports it (one
     # line for a storage outage, the traceback for anything else), so the log copy is only a duplicate.
     logging.getLogger("apache_beam.runners.common").setLevel(logging.CRITICAL)
-    argv = list(sys.argv[1:] if argv is None else argv)
-    try:
-        metadata = run(argv)
-    except UsageError as e:
-        print(f"preprocess: error: {e}", file=sys.stderr)
-        return 2
-    except NoRecordsError as e:
-        print(f"preprocess: error: {e}", file=sys.stderr)
-        return 1
-    except Exception as e:  # a storage outage past the client's retries: one line, not a traceback
+
+    def failure_line(error: BaseException) -> Optional[str]:
         from pipelines.common import storage
 
-        line = storage.storage_failure_line("preprocess", e, "--output_dir holds no metadata.json, so nothing "
-                                                             "half-written will be read")
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 1
-    if metadata is not None:
-        config, _ = parse_args(argv)
-        print(summary(metadata, config.output_dir))
-    return 0
+        return storage.storage_failure_line(NAME, error, "--output_dir holds no metadata.json, so nothing "
+                                                         "half-written will be read")
 
+    def report(metadata: Optional[DatasetMetadata], args: list[str]) -> Optional[str]:
+        return summary(metadata, parse_flags(args)[0].output_dir) if metadata is not None else None
 
-def _exit(code: int) -> None:
-    """Ends the command: without the interpreter's teardown once Beam and TensorFlow are loaded
-    (``runner.exit_process``); a plain exit when only the flags were parsed (``--help``, a bad flag), which
-    must not import them just to leave."""
-    if "apache_beam" in sys.modules:
-        from pipelines.common import runner as runner_lib
-
-        runner_lib.exit_process(code)
-    sys.exit(code)
+    return cli.main(NAME, argv, run, check=parse_flags, summary=report, failure_line=failure_line,
+                    tensorflow=True)
