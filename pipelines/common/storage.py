@@ -9,10 +9,8 @@ its retry settings for transient errors and ``STORAGE_EMULATOR_HOST`` honoured.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import stat
-import tempfile
 from typing import Iterable, Iterator, NamedTuple, Optional
 
 from apache_beam.io.filesystems import FileSystems
@@ -185,35 +183,16 @@ def copy_tree(src: str, dst: str) -> list[str]:
     return files
 
 
-def local_copy(path: str, cache_root: str | None = None) -> str:
-    """A local directory holding the tree at ``path``: ``path`` itself when it is local, else a cached copy.
-
-    The cache directory is named after the remote path, so every DoFn instance in a worker process reuses one
-    download; a completed copy is marked with a ``.complete`` file so a crashed half-copy is never reused.
-    """
-    if is_local(path):
-        return path
-    root = cache_root or os.path.join(tempfile.gettempdir(), "segflow-cache")
-    target = os.path.join(root, hashlib.sha256(path.rstrip("/").encode("utf-8")).hexdigest()[:16])
-    marker = os.path.join(target, ".complete")
-    if not os.path.exists(marker):
-        staging = tempfile.mkdtemp(prefix="partial-", dir=_ensure_dir(root))
-        copy_tree(path, staging)
-        open(os.path.join(staging, ".complete"), "w").close()
-        try:
-            os.rename(staging, target)  # atomic: concurrent processes race, one wins, the others reuse it
-        except OSError:
-            import shutil
-
-            shutil.rmtree(staging, ignore_errors=True)
-            if not os.path.exists(marker):
-                raise
-    return target
+def read_bytes(path: str) -> bytes:
+    """The whole file at a local path or URL (gs:// ...), read through Beam's FileSystems."""
+    with FileSystems.open(path, mime_type="application/octet-stream") as handle:
+        return handle.read()
 
 
-def _ensure_dir(path: str) -> str:
-    os.makedirs(path, exist_ok=True)
-    return path
+def write_bytes(path: str, data: bytes, mime_type: str = "application/octet-stream") -> None:
+    """Writes ``data`` to a local path or URL (gs:// ...) through Beam's FileSystems."""
+    with FileSystems.create(path, mime_type=mime_type) as handle:
+        handle.write(data)
 
 
 def delete_files(paths: Iterable[str]) -> None:

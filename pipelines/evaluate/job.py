@@ -122,8 +122,8 @@ class CompareMasks(beam.DoFn):
             yield "error", {"path": preds[0], "error": f"{len(preds)} predictions for {key}: {preds}"}
             return
         try:
-            gt = outputs.decode_png(outputs.read_bytes(gts[0]))
-            pred = outputs.decode_png(outputs.read_bytes(preds[0]))
+            gt = outputs.decode_png(storage.read_bytes(gts[0]))
+            pred = outputs.decode_png(storage.read_bytes(preds[0]))
             if gt.ndim != 2 or pred.ndim != 2:
                 raise ValueError("masks must be single-channel PNGs")
             if gt.shape != pred.shape:
@@ -199,7 +199,7 @@ def summarise(acc: dict[str, Any], spec: labels.LabelSpec, extra: dict[str, Any]
 
 
 def _write_json(doc: dict[str, Any], path: str) -> None:
-    outputs.write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"), "application/json")
+    storage.write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"), "application/json")
 
 
 def ground_truth_patterns(root: str, dataset: str, split: Optional[str]) -> list[str]:
@@ -344,7 +344,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     pipeline = new_pipeline(make_pipeline_options(beam_argv))
     build_pipeline(pipeline, inputs, spec, output_file, extra)
     pipeline.run().wait_until_finish()
-    doc = json.loads(outputs.read_bytes(output_file).decode("utf-8"))
+    doc = json.loads(storage.read_bytes(output_file).decode("utf-8"))
     print(format_table(doc))
     print(f"evaluation written to {output_file}")
     return doc

@@ -20,6 +20,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageDraw
 
+from pipelines.common import storage
 from pipelines.infer import outputs
 from pipelines.evaluate.job import example_id, find_ground_truth, to_train_ids
 from schemas.labels import LabelSpec, colorize, spec_for
@@ -42,7 +43,7 @@ def instance_colours(ids: np.ndarray, image: Optional[np.ndarray] = None) -> np.
 
 def _read_image(path: str) -> Optional[np.ndarray]:
     try:
-        with Image.open(io.BytesIO(outputs.read_bytes(path))) as image:
+        with Image.open(io.BytesIO(storage.read_bytes(path))) as image:
             return np.asarray(image.convert("RGB") if image.mode not in ("L", "I;16", "I") else image)
     except Exception:  # noqa: BLE001 - a missing panel is drawn blank, never fatal
         return None
@@ -73,7 +74,7 @@ def _ground_truth_index(root: Optional[str], dataset: str) -> dict[str, str]:
 def collect_rows(output_dir: str, spec: LabelSpec, ground_truth: Optional[str], max_images: int
                  ) -> list[dict[str, Any]]:
     """Per image: name and the four panels as arrays (None where unavailable)."""
-    summary = json.loads(outputs.read_bytes(FileSystems.join(output_dir, "summary.json")).decode("utf-8"))
+    summary = json.loads(storage.read_bytes(FileSystems.join(output_dir, "summary.json")).decode("utf-8"))
     gt_index = _ground_truth_index(ground_truth, spec.dataset)
     rows = []
     for path, stem in sorted(summary["outputs"].items(), key=lambda kv: kv[1])[:max_images]:
@@ -157,11 +158,11 @@ def write_report(output_dir: str, dataset: str, ground_truth: Optional[str] = No
     evaluation = None
     eval_path = FileSystems.join(output_dir, "evaluation.json")
     if FileSystems.exists(eval_path):
-        evaluation = json.loads(outputs.read_bytes(eval_path).decode("utf-8"))
+        evaluation = json.loads(storage.read_bytes(eval_path).decode("utf-8"))
     png_path = FileSystems.join(output_dir, "report.png")
     html_path = FileSystems.join(output_dir, "report.html")
-    outputs.write_bytes(png_path, grid_png(rows), "image/png")
-    outputs.write_bytes(html_path, report_html(rows, evaluation, f"segflow: {dataset} predictions").encode("utf-8"),
+    storage.write_bytes(png_path, grid_png(rows), "image/png")
+    storage.write_bytes(html_path, report_html(rows, evaluation, f"segflow: {dataset} predictions").encode("utf-8"),
                         "text/html")
     return {"png": png_path, "html": html_path}
 

@@ -33,6 +33,7 @@ from pipelines.common.deadletter import DEAD_LETTER_DIR, DeadLetter, WriteDeadLe
 from pipelines.infer.instances import extract_instances
 from pipelines.common.runner import leave_parallelism_to_beam, make_pipeline_options, new_pipeline
 from pipelines.infer.model import ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
+from schemas.model_contract import ModelInfo
 from schemas.labels import spec_for
 
 NAMESPACE = "segflow_infer"
@@ -264,7 +265,7 @@ class PreprocessImage(beam.DoFn):
     def process(self, element: tuple[str, str]):
         stem, path = element
         try:
-            data = outputs.read_bytes(path)
+            data = storage.read_bytes(path)
             if not data:
                 raise ValueError("empty file")
             too_large = pixel_limit_reason(data, self._max_pixels)
@@ -288,15 +289,14 @@ class PostprocessAndWrite(beam.DoFn):
     DEAD = "dead"
 
     def __init__(self, model_dir: str, handle: shared.Shared, cache_dir: Optional[str], output_dir: str,
-                 model_info: dict[str, Any], instances: bool, min_instance_area: int, overlay: bool,
+                 model_info: ModelInfo, instances: bool, min_instance_area: int, overlay: bool,
                  max_instances: Optional[int] = DEFAULT_MAX_INSTANCES, postprocess: str = "host"):
         self._model_dir, self._handle, self._cache_dir = model_dir, handle, cache_dir
         self._output_dir = output_dir
         self._info = model_info
         self._instances, self._min_area, self._overlay = instances, min_instance_area, overlay
         self._max_instances = max_instances
-        # The host path needs the model's input geometry; a model.json without it uses the signature.
-        self._host = postprocess == "host" and "image_size" in model_info and "resize_mode" in model_info
+        self._host = postprocess == "host"
         self._written = Metrics.counter(NAMESPACE, "images_written")
         self._instance_count = Metrics.counter(NAMESPACE, "instances")
         self._failed = Metrics.counter(NAMESPACE, "postprocess_failed")
@@ -304,7 +304,7 @@ class PostprocessAndWrite(beam.DoFn):
     def setup(self) -> None:
         leave_parallelism_to_beam()
         self._model = acquire_model(self._handle, self._model_dir, self._cache_dir)
-        self._spec = spec_for(self._info["dataset"], self._info.get("label_mode"))
+        self._spec = spec_for(self._info.dataset, self._info.label_mode)
         names = list(self._spec.class_names)
         # Pet trimaps have a predicted border class: that is the model's own boundary evidence.
         self._border = names.index("border") if "border" in names else None
@@ -316,7 +316,7 @@ class PostprocessAndWrite(beam.DoFn):
             if self._host:
                 # The signature's class ids and instance scores, bit for bit, without its [H, W, C] volume.
                 scores = np.asarray(result.inference, dtype=np.float32)
-                size, mode = self._info["image_size"], self._info["resize_mode"]
+                size, mode = self._info.image_size, self._info.resize_mode
                 class_ids = upsample.class_ids(scores, height, width, size, mode)
                 if self._instances:
                     score = upsample.mean_score(scores, height, width, size, mode)
@@ -349,7 +349,7 @@ class PostprocessAndWrite(beam.DoFn):
 
         from schemas.imaging import decode_image_bytes
 
-        return decode_image_bytes(tf.constant(outputs.read_bytes(path))).numpy()
+        return decode_image_bytes(tf.constant(storage.read_bytes(path))).numpy()
 
 
 def _write_summary(rows: list[dict], dead_letters: list[int], path: str, extra: dict[str, Any]) -> None:
@@ -359,7 +359,7 @@ def _write_summary(rows: list[dict], dead_letters: list[int], path: str, extra: 
                 "instances": int(sum(r["instances"] for r in rows)),
                 "outputs": {r["path"]: r["stem"] for r in rows}})
     doc["inputs_seen"] = doc["images_written"] + doc["dead_letters"]
-    outputs.write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"), "application/json")
+    storage.write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"), "application/json")
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -378,7 +378,7 @@ def _file_path(metadata) -> Iterable[str]:
         yield metadata.path
 
 
-def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, model_info: dict[str, Any],
+def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, model_info: ModelInfo,
                    matched: Optional[MatchedInputs] = None) -> None:
     """Adds the inference graph to ``pipeline`` (``matched``: ``match_inputs(args.input)`` when not given)."""
     matched = matched if matched is not None else match_inputs(args.input)
@@ -415,7 +415,7 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, model_info
                           | "CountUnreadable" >> beam.Map(_count_dead_letter))
     dead = dead_parts | "AllDeadLetters" >> beam.Flatten()
     dead_count = dead | "DeadLetters" >> WriteDeadLetters(args.output_dir, namespace=NAMESPACE)
-    extra = {"model_dir": args.model_dir, "dataset": model_info["dataset"], "input": list(args.input)}
+    extra = {"model_dir": args.model_dir, "dataset": model_info.dataset, "input": list(args.input)}
     _ = (written.ok
          | "GatherSummaries" >> beam.combiners.ToList()
          | "WriteSummary" >> beam.Map(_write_summary, beam.pvalue.AsList(dead_count),
@@ -423,11 +423,11 @@ def build_pipeline(pipeline: beam.Pipeline, args: argparse.Namespace, model_info
 
 
 # ---------------------------------------------------------------------------------------------- flags
-def default_batch_bounds(model_info: dict[str, Any]) -> tuple[int, int]:
+def default_batch_bounds(model_info: ModelInfo) -> tuple[int, int]:
     """--batch_size when not given: 1 to ``DEFAULT_MAX_BATCH`` elements, fewer when ``BATCH_BYTES`` would not
     hold that many model-size inputs and scores (``image_size`` x (3 + 4 x ``num_classes``) bytes each)."""
-    height, width = (int(v) for v in model_info.get("image_size", (0, 0)))
-    per_element = height * width * (3 + 4 * int(model_info.get("num_classes", 1)))
+    height, width = model_info.image_size
+    per_element = height * width * (3 + 4 * model_info.num_classes)
     return 1, max(1, min(DEFAULT_MAX_BATCH, BATCH_BYTES // max(per_element, 1)))
 
 
@@ -449,7 +449,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args, beam_argv = parse_args(argv)
     try:
         model_info = read_model_info(args.model_dir)
-        spec_for(model_info["dataset"], model_info.get("label_mode"))
+        spec_for(model_info.dataset, model_info.label_mode)
     except (ModelNotFound, ValueError) as err:
         raise SystemExit(f"pipelines.infer: error: {err}")
     try:
