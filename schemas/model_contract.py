@@ -20,7 +20,8 @@ Shapes are written with symbolic dimensions, resolved per model by ``SignatureCo
       (padding 0), ``height``/``width`` int32 [BATCH]; each image's results at its own size, top-left aligned.
 
 ``MODEL_FORMAT_VERSION`` changes whenever any of this changes; a reader refuses another version in one line
-rather than misreading a model.
+rather than misreading a model. Version 1 is also what segflow wrote before ``format_version`` existed (an info
+file without the field): the same fields and signatures.
 """
 from __future__ import annotations
 
@@ -142,12 +143,13 @@ class ModelInfo:
             raise ModelContractError(f"{where} is not JSON ({err}): was it written by segflow's trainer?") from None
         if not isinstance(raw, dict):
             raise ModelContractError(f"{where} is not a JSON object: was it written by segflow's trainer?")
-        version = raw.get("format_version")
+        # Version 1 is what segflow wrote before the field existed (the same fields and signatures): such exports
+        # keep working. A later version is written with its number, and refused here.
+        version = raw.setdefault("format_version", 1)
         if version != MODEL_FORMAT_VERSION:
             raise ModelContractError(
-                f"{where} is model format version {version if version is not None else 'none (before versions)'}"
-                f", this segflow reads version {MODEL_FORMAT_VERSION}: export the model again with this segflow's "
-                f"trainer (python -m trainer.task)")
+                f"{where} is model format version {version}, this segflow reads version {MODEL_FORMAT_VERSION}: "
+                f"export the model again with this segflow's trainer (python -m trainer.task)")
         fields = {f.name for f in dataclasses.fields(cls)}
         missing = sorted({f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING} - raw.keys())
         if missing:

@@ -27,12 +27,19 @@ def test_model_info_round_trips_through_json():
     assert ModelInfo.from_json(text).to_json() == text
 
 
-@pytest.mark.parametrize("case", ["no_version", "other_version", "missing_field", "unknown_field", "not_json",
+def test_an_info_file_from_before_versions_is_version_1():
+    """Exports written before ``format_version`` existed hold the same fields and signatures: they keep working."""
+    raw = json.loads(_info().to_json())
+    del raw["format_version"]
+    assert ModelInfo.from_json(json.dumps(raw)) == _info()
+
+
+@pytest.mark.parametrize("case", ["version_0", "other_version", "missing_field", "unknown_field", "not_json",
                                   "bad_names"])
 def test_a_mismatched_info_file_is_refused_in_one_line(case):
     raw = json.loads(_info().to_json())
-    if case == "no_version":
-        del raw["format_version"]  # what segflow wrote before the contract had a version
+    if case == "version_0":
+        raw["format_version"] = 0
     elif case == "other_version":
         raw["format_version"] = MODEL_FORMAT_VERSION + 1
     elif case == "missing_field":
@@ -46,7 +53,7 @@ def test_a_mismatched_info_file_is_refused_in_one_line(case):
         ModelInfo.from_json(text, where="JOB/model/segflow_model.json")
     message = str(err.value)
     assert "\n" not in message and "JOB/model/segflow_model.json" in message
-    expected = {"no_version": "version none", "other_version": f"version {MODEL_FORMAT_VERSION + 1}",
+    expected = {"version_0": "version 0,", "other_version": f"version {MODEL_FORMAT_VERSION + 1}",
                 "missing_field": "lacks ['resize_mode']", "unknown_field": "unknown fields ['colour']",
                 "not_json": "is not JSON", "bad_names": "1 class_names for 3 classes"}[case]
     assert expected in message
@@ -58,14 +65,13 @@ def test_infer_refuses_an_info_file_of_another_version_in_one_line(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     (model / "saved_model.pb").write_bytes(b"")
-    old = {k: v for k, v in dataclasses.asdict(_info()).items() if k != "format_version"}
-    (model / MODEL_INFO_FILE).write_text(json.dumps(old))
+    (model / MODEL_INFO_FILE).write_text(json.dumps(dict(dataclasses.asdict(_info()), format_version=2)))
     with pytest.raises(SystemExit) as err:
         infer.run(["--model_dir", str(model), "--input", str(tmp_path / "*.jpg"),
                    "--output_dir", str(tmp_path / "out")])
     message = str(err.value.code)
     assert "\n" not in message and message.startswith("pipelines.infer: error: ")
-    assert f"{model / MODEL_INFO_FILE} is model format version none" in message and "trainer" in message
+    assert f"{model / MODEL_INFO_FILE} is model format version 2, this segflow reads version 1" in message and "trainer" in message
     assert not (tmp_path / "out").exists()
 
 

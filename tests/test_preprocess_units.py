@@ -149,9 +149,25 @@ def test_spilled_shards_equal_grouped_shards(tmp_path, mode):
 
 
 def test_median_frequency_weights():
-    freq, weights = stats.median_frequency_weights([10, 30, 0, 60])
+    from schemas.class_balance import class_balance
+
+    freq, weights = class_balance([10, 30, 0, 60])
     np.testing.assert_allclose(freq, [0.1, 0.3, 0.0, 0.6])
     np.testing.assert_allclose(weights, [3.0, 1.0, 0.0, 0.5])
+
+
+def test_median_frequency_weights_of_no_pixels_are_one_rule_for_preprocess_and_trainer():
+    """No labelled pixel at all: every weight 1.0 (unweighted) in metadata.json and in the trainer alike; all-zero
+    weights would make a weighted loss 0/0."""
+    from schemas.class_balance import class_balance
+    from trainer import data as trainer_data
+
+    freq, weights = class_balance([0, 0, 0])
+    assert freq == [0.0, 0.0, 0.0] and weights == [1.0, 1.0, 1.0]
+    assert trainer_data.median_frequency_weights(np.zeros(3, np.int64)) == weights
+    assert stats.dataset_stats([1.0] * 3, [1.0] * 3, [0, 0, 0]).class_weights == weights
+    assert stats.dataset_stats([1.0] * 3, [1.0] * 3, [10, 30, 60]).class_weights == pytest.approx(
+        trainer_data.median_frequency_weights(np.array([10, 30, 60])))
 
 
 @pytest.mark.parametrize("argv,message", [

@@ -15,6 +15,7 @@ import tensorflow as tf
 
 from schemas import imaging
 from schemas import model_contract as contract
+from schemas.paths import join as join_path
 from trainer import data as data_lib
 
 logger = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ def export_model(model: keras.Model, info: data_lib.DatasetInfo, export_dir: str
         contract.PREDICT_RESIZED: server.predict_resized,
         contract.POSTPROCESS: server.postprocess,
     })
-    path = export_dir.rstrip("/") + "/" + contract.MODEL_INFO_FILE
+    path = join_path(export_dir, contract.MODEL_INFO_FILE)
     with tf.io.gfile.GFile(path, "w") as f:
         f.write(model_info(info, model_name).to_json())
     logger.info("exported SavedModel to %s", export_dir)

@@ -9,6 +9,7 @@ its retry settings for transient errors and ``STORAGE_EMULATOR_HOST`` honoured.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from typing import Iterable, Iterator, NamedTuple, Optional
@@ -133,10 +134,17 @@ def list_files(root: str) -> Iterator[ListedFile]:
             yield ListedFile(metadata.path, int(metadata.size_in_bytes))
 
 
+def listing_prefix(folder: str) -> str:
+    """What every path ``list_files(folder)`` yields starts with (cut it off for the path relative to ``folder``).
+
+    Listed local paths carry no "file://" (list_files strips it), so neither does the prefix.
+    """
+    return (folder[len("file://"):] if folder.startswith("file://") else folder).rstrip("/") + "/"
+
+
 def list_folder(folder: str) -> list[ListedFile]:
     """The files directly in ``folder`` (not below it), ``folder`` taken literally; sorted by path."""
-    # Listed local paths carry no "file://" (list_files strips it), so neither may the prefix cut from them.
-    prefix = (folder[len("file://"):] if folder.startswith("file://") else folder).rstrip("/") + "/"
+    prefix = listing_prefix(folder)
     return [f for f in list_files(folder) if "/" not in f.path[len(prefix):]]
 
 
@@ -193,6 +201,11 @@ def write_bytes(path: str, data: bytes, mime_type: str = "application/octet-stre
     """Writes ``data`` to a local path or URL (gs:// ...) through Beam's FileSystems."""
     with FileSystems.create(path, mime_type=mime_type) as handle:
         handle.write(data)
+
+
+def write_json(path: str, doc: dict) -> None:
+    """``doc`` as segflow writes every JSON report: indented, keys sorted, one trailing newline (byte-stable)."""
+    write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"), "application/json")
 
 
 def delete_files(paths: Iterable[str]) -> None:

@@ -22,6 +22,7 @@ from pipelines.infer import outputs
 from pipelines.common import storage
 from pipelines.common.runner import make_pipeline_options, new_pipeline
 from schemas import labels
+from schemas import scores as segmentation_scores
 
 NAMESPACE = "segflow_evaluate"
 _CITYSCAPES_ID = re.compile(r"([A-Za-z]+_\d{6}_\d{6})")
@@ -56,20 +57,16 @@ def confusion_matrix(gt_train: np.ndarray, pred_train: np.ndarray, num_classes: 
 
 
 def scores(matrix: np.ndarray) -> dict[str, Any]:
-    """Per-class IoU (NaN where a class is absent on both sides), mIoU over non-NaN classes, pixel accuracy."""
+    """Per-class IoU and mIoU by ``schemas.scores``' rule (NaN for a class absent on both sides, left out of the
+    mean), pixel accuracy."""
     matrix = np.asarray(matrix, dtype=np.int64)
     c = matrix.shape[0]
     tp = np.diag(matrix[:, :c]).astype(np.float64)
-    fn = matrix.sum(axis=1) - tp
-    fp = matrix[:, :c].sum(axis=0) - tp
-    denom = tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
-    valid = ~np.isnan(iou)
+    iou = segmentation_scores.per_class_iou(matrix)
     total = matrix.sum()
     return {
         "iou": iou,
-        "mean_iou": float(iou[valid].mean()) if valid.any() else float("nan"),
+        "mean_iou": segmentation_scores.mean_iou(iou),
         "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
         "gt_pixels": matrix.sum(axis=1),
     }
@@ -198,10 +195,6 @@ def summarise(acc: dict[str, Any], spec: labels.LabelSpec, extra: dict[str, Any]
     return doc
 
 
-def _write_json(doc: dict[str, Any], path: str) -> None:
-    storage.write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"), "application/json")
-
-
 def ground_truth_patterns(root: str, dataset: str, split: Optional[str]) -> list[str]:
     """The layouts ``find_ground_truth`` looks for, as readable globs (for messages; ``root`` is literal)."""
     root = root.rstrip("/")
@@ -226,7 +219,7 @@ def _layouts(root: str, dataset: str, split: Optional[str]) -> list[tuple[str, i
 
 def _under(folder: str, depth: int, suffix: str) -> list[storage.ListedFile]:
     """The files ``depth`` levels below the literal ``folder`` whose names end with ``suffix``, sorted."""
-    prefix = (folder[len("file://"):] if folder.startswith("file://") else folder).rstrip("/") + "/"
+    prefix = storage.listing_prefix(folder)
     found = []
     for listed in storage.list_files(folder):
         rel = listed.path[len(prefix):] if listed.path.startswith(prefix) else ""
@@ -320,7 +313,7 @@ def build_pipeline(pipeline: beam.Pipeline, inputs: EvaluationInputs, spec: labe
          | "Compare" >> beam.ParDo(CompareMasks(spec.dataset, spec.mode, spec.num_classes))
          | "Sum" >> beam.CombineGlobally(SumConfusion(spec.num_classes))
          | "Summarise" >> beam.Map(summarise, spec, extra)
-         | "Write" >> beam.Map(_write_json, output_file))
+         | "Write" >> beam.Map(lambda doc: storage.write_json(output_file, doc)))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[argparse.Namespace, list[str]]:

@@ -9,7 +9,6 @@ from pipelines.common import flags
 import argparse
 import glob
 import io
-import json
 import logging
 import os
 import re
@@ -359,7 +358,7 @@ def _write_summary(rows: list[dict], dead_letters: list[int], path: str, extra: 
                 "instances": int(sum(r["instances"] for r in rows)),
                 "outputs": {r["path"]: r["stem"] for r in rows}})
     doc["inputs_seen"] = doc["images_written"] + doc["dead_letters"]
-    storage.write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"), "application/json")
+    storage.write_json(path, doc)
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
