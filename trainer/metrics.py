@@ -67,9 +67,12 @@ def mean_dice(cm: np.ndarray) -> float:
     return float(np.nanmean(dice)) if np.any(~np.isnan(dice)) else 0.0
 
 
-def _tf_nanmean(values: tf.Tensor, present: tf.Tensor) -> tf.Tensor:
+def _tf_nanmean(values: tf.Tensor, present: tf.Tensor, nan_when_empty: bool = False) -> tf.Tensor:
+    """float32 mean of ``values`` where ``present``; 0, or NaN with ``nan_when_empty``, when nothing is."""
     present = tf.cast(present, tf.float64)
-    return tf.cast(tf.math.divide_no_nan(tf.reduce_sum(values * present), tf.reduce_sum(present)), tf.float32)
+    # A plain division makes 0 / 0 NaN: schemas.scores' rule for the mean IoU of no class.
+    divide = tf.math.divide if nan_when_empty else tf.math.divide_no_nan
+    return tf.cast(divide(tf.reduce_sum(values * present), tf.reduce_sum(present)), tf.float32)
 
 
 class ConfusionMatrixMetric(keras.metrics.Metric):
@@ -99,10 +102,8 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
         union = rows + cols - tp
         iou = tf.math.divide_no_nan(tp, union)
         dice = tf.math.divide_no_nan(2 * tp, rows + cols)
-        present = union > 0
         return {
-            # schemas.scores' rule: NaN, not 0, when no class occurs (nothing labelled, nothing predicted).
-            "miou": tf.where(tf.reduce_any(present), _tf_nanmean(iou, present), float("nan")),
+            "miou": _tf_nanmean(iou, union > 0, nan_when_empty=True),
             "pixel_accuracy": tf.cast(tf.math.divide_no_nan(tf.reduce_sum(tp), tf.reduce_sum(cm)), tf.float32),
             "dice": _tf_nanmean(dice, rows + cols > 0),
         }
