@@ -46,12 +46,15 @@ def test_report_says_what_it_shows_and_what_the_colours_mean(tmp_path):
     # The metrics table in class-id order (the CLI's, the label table's), not evaluation.json's sorted keys.
     table = page[page.index("<table class='m'>"):]
     assert table.index(">pet<") < table.index(">background<") < table.index(">border<")
-    # A legend: every class's colour, in class-id order, and the ignore label's.
+    # A legend: every class's colour, in class-id order; the ignore label's black is Pet's background colour.
     legend = page[page.index("class='legend'"):page.index("<th>Input Image")]
-    for (name, colour), follower in zip(report.legend_entries(PET), ["background", "border", "ignored", None]):
-        assert f"rgb{colour}'></span>{name}" in legend
-        if follower:
-            assert legend.index(f"{name}<") < legend.index(f"</span>{follower}")
+    assert [name for name, _ in report.legend_entries(PET)] == ["pet", "background / ignored", "border"]
+    for name, colour in zip(PET.class_names, PET.palette):
+        assert f"rgb{tuple(colour)}'></span>{name}" in legend
+    assert legend.index(">pet<") < legend.index(">background / ignored<") < legend.index(">border<")
+    cityscapes = report.legend_entries(spec_for("cityscapes"))
+    assert len(cityscapes) == 20 and cityscapes[-1] == ("ignored / not evaluated", (0, 0, 0))
+    assert [name for name, _ in cityscapes[:-1]] == list(spec_for("cityscapes").class_names)
     png = Image.open(paths["png"])
     assert png.mode == "RGB" and png.height > 8 * report.PANEL_HEIGHT
     # The legend's swatches are drawn in the picture too.

@@ -96,10 +96,19 @@ def collect_rows(output_dir: str, spec: LabelSpec, ground_truth: Optional[str], 
     return rows, len(summary["outputs"])
 
 
+IGNORED_COLOUR = (0, 0, 0)  # what ``colorize`` paints the ignore label
+
+
 def legend_entries(spec: LabelSpec) -> list[tuple[str, tuple[int, int, int]]]:
-    """(name, RGB) of every colour a mask panel uses, in class-id order, then the ignore label's black."""
-    return [(name, tuple(int(v) for v in colour)) for name, colour in zip(spec.class_names, spec.palette)] + [
-        ("ignored / not evaluated", (0, 0, 0))]
+    """(name, RGB) of every colour a mask panel uses, in class-id order, then the ignore label's black; where a
+    class is black itself (Pet's background) its entry says so instead ("background / ignored")."""
+    entries = [(name, tuple(int(v) for v in colour)) for name, colour in zip(spec.class_names, spec.palette)]
+    shared = [i for i, (_, colour) in enumerate(entries) if colour == IGNORED_COLOUR]
+    if shared:
+        name, colour = entries[shared[0]]
+        entries[shared[0]] = (f"{name} / ignored", colour)
+        return entries
+    return entries + [("ignored / not evaluated", IGNORED_COLOUR)]
 
 
 def showing_line(shown: int, total: int) -> str:
