@@ -20,8 +20,7 @@ import tensorflow as tf
 
 from schemas import features, metadata as metadata_lib, transform as transform_lib
 from schemas.class_balance import class_balance
-from schemas.paths import has_tf_glob_chars, tf_readable_local_dir
-from schemas.paths import join as join_path
+from schemas.paths import has_tf_glob_chars, join as join_path, tf_readable_local_dir
 
 AUTOTUNE = tf.data.AUTOTUNE
 # A shard file name as preprocess writes it (pipelines.preprocess.shards.SHARD_NAME), matched against names listed from the
