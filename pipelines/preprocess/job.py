@@ -281,8 +281,7 @@ def _write_metadata(_: object, config: PreprocessConfig, dead_letters: int, writ
     metadata = _metadata(config, counts, source_counts, dead_letters, written.num_shards, stat, manifest,
                          None if stat is not None else NO_TRAIN_REASON)
     path = FileSystems.join(config.output_dir, METADATA_FILE)
-    with FileSystems.create(path, mime_type="application/json") as handle:
-        handle.write(metadata.to_json().encode("utf-8"))
+    storage.write_bytes(path, metadata.to_json().encode("utf-8"), "application/json")
     return path
 
 
