@@ -10,7 +10,7 @@ a dead letter with the path and the reason, a mask with values outside its datas
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, NamedTuple, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
@@ -178,34 +178,34 @@ class MakeRecords(beam.DoFn):
         """The native (not yet mapped) class mask at the image's full size, or None when the example has none."""
         if not example.mask_path:
             return None
-        try:
-            native = decode_label_map(read_bytes(example.mask_path), "mask")
-        except DecodeError as e:
-            raise DecodeError(f"mask {example.mask_path}: {e}", example.image_path) from None
-        problem = native_mask_problem(self._o.dataset, native, "mask")
-        if problem:
-            raise DecodeError(f"mask {example.mask_path}: {problem}", example.image_path)
-        if native.shape != full_hw:
-            raise DecodeError(f"image is {full_hw[1]}x{full_hw[0]} but its mask {example.mask_path} is "
-                              f"{native.shape[1]}x{native.shape[0]} (width x height)"
-                              f"{_orientation_hint(image_bytes, native.shape, full_hw)}", example.image_path)
-        return native
+        return self._decode_label_file(
+            example, example.mask_path, "mask", "mask", 8, full_hw,
+            lambda shape: f"mask {example.mask_path} is {shape[1]}x{shape[0]} (width x height)"
+                          f"{_orientation_hint(image_bytes, shape, full_hw)}")
 
     def _decode_instances(self, example: Example, full_hw: tuple[int, int]) -> Optional[np.ndarray]:
         """The 16-bit instance-id map at the image's full size, or None when the example has none."""
         if not example.instance_path:
             return None
+        return self._decode_label_file(example, example.instance_path, "instance mask", "instances", 16, full_hw,
+                                       lambda shape: f"instance mask is {shape[1]}x{shape[0]}")
+
+    def _decode_label_file(self, example: Example, path: str, what: str, kind: str, bits: int,
+                           full_hw: tuple[int, int], size_mismatch: Callable[[tuple[int, ...]], str]) -> np.ndarray:
+        """A label file (``what``: "mask" or "instance mask") decoded and checked against the dataset's label set
+        (``kind`` for ``native_mask_problem``) and the image's full size; a ``DecodeError`` naming the image
+        otherwise (``size_mismatch(shape)`` ends the size message)."""
         try:
-            instances = decode_label_map(read_bytes(example.instance_path), "instance mask", bits=16)
+            native = decode_label_map(read_bytes(path), what, bits=bits)
         except DecodeError as e:
-            raise DecodeError(f"instance mask {example.instance_path}: {e}", example.image_path) from None
-        problem = native_mask_problem(self._o.dataset, instances, "instances")
+            raise DecodeError(f"{what} {path}: {e}", example.image_path) from None
+        problem = native_mask_problem(self._o.dataset, native, kind)
         if problem:
-            raise DecodeError(f"instance mask {example.instance_path}: {problem}", example.image_path)
-        if instances.shape != full_hw:
-            raise DecodeError(f"image is {full_hw[1]}x{full_hw[0]} but its instance mask is "
-                              f"{instances.shape[1]}x{instances.shape[0]}", example.image_path)
-        return instances
+            raise DecodeError(f"{what} {path}: {problem}", example.image_path)
+        if native.shape != full_hw:
+            raise DecodeError(f"image is {full_hw[1]}x{full_hw[0]} but its {size_mismatch(native.shape)}",
+                              example.image_path)
+        return native
 
     def _fit_copy(self, example: Example, copy: int, full_hw: tuple[int, int], image: np.ndarray,
                   mask: Optional[np.ndarray], lut: Optional[np.ndarray], instances: Optional[np.ndarray]
