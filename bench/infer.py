@@ -62,7 +62,7 @@ from schemas.labels import spec_for
 
 model_dir, out, paths = sys.argv[1], sys.argv[2], sys.argv[3:]
 info = read_model_info(model_dir)
-spec = spec_for(info["dataset"], info.get("label_mode"))
+spec = spec_for(info.dataset, info.label_mode)
 model = SegflowModel(model_dir)
 os.makedirs(os.path.join(out, "masks"), exist_ok=True)
 os.makedirs(os.path.join(out, "color"), exist_ok=True)

@@ -23,7 +23,7 @@ import os
 import re
 import sys
 import typing
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
 T = TypeVar("T")
 
@@ -300,13 +300,18 @@ class Flag:
     maximum: Any = None
     exclusive_max: bool = False
     exclusive_min: bool = False
-    choices: Optional[Sequence[Any]] = None
+    # The allowed values, or a function that lists them when a parser is built (a registry that can grow).
+    choices: Union[Sequence[Any], Callable[[], Sequence[Any]], None] = None
     parse: Optional[Callable[[str], Any]] = None  # str → value, for types argparse cannot infer
     default_text: Optional[str] = None  # how --help shows the default, when its repr would not say it
     argparse: Optional[dict] = None  # any other add_argument keyword (nargs, const, ...)
 
 
 FLAG_KEY = "segflow.flag"
+
+
+def _choices(flag: Flag) -> Optional[tuple]:
+    return None if flag.choices is None else tuple(flag.choices() if callable(flag.choices) else flag.choices)
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", **flag: Any) -> Any:  # noqa: A002
@@ -354,7 +359,7 @@ def add_fields(parser: Parser, config_class: type, names: Optional[Iterable[str]
         else:
             extra.setdefault("type", flag.parse or kind)
         if flag.choices is not None:
-            extra["choices"] = tuple(flag.choices)
+            extra["choices"] = _choices(flag)
         parser.add_flag(f"--{field.name}", help=flag.help, default=default, required=required,
                         minimum=flag.minimum, maximum=flag.maximum, exclusive_max=flag.exclusive_max,
                         exclusive_min=flag.exclusive_min, default_text=flag.default_text, **extra)
@@ -368,8 +373,9 @@ def check_fields(config: Any) -> None:
         if flag is None:
             continue
         value = getattr(config, field.name)
-        if flag.choices is not None and value is not None and value not in flag.choices:
-            raise UsageError(f"--{field.name} must be one of {', '.join(str(c) for c in flag.choices)}, "
+        choices = _choices(flag)
+        if choices is not None and value is not None and value not in choices:
+            raise UsageError(f"--{field.name} must be one of {', '.join(str(c) for c in choices)}, "
                              f"got {value!r}")
         check_range(f"--{field.name}", value, flag.minimum, flag.maximum, flag.exclusive_max, flag.exclusive_min)
 

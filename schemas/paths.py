@@ -16,6 +16,12 @@ import tempfile
 TF_GLOB_CHARS = frozenset("*?[\\")
 
 
+def join(base: str, *names: str) -> str:
+    """``base/name/...`` for a local path or a URL (``gs://b/x``) alike, as ``tf.io.gfile`` takes them: the
+    trainer's one path join (Beam code joins with ``FileSystems.join``)."""
+    return "/".join([base.rstrip("/")] + [name.strip("/") for name in names])
+
+
 def has_tf_glob_chars(path: str) -> bool:
     return bool(TF_GLOB_CHARS & set(path))
 

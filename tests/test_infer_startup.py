@@ -51,10 +51,18 @@ def test_a_known_beam_flag_still_goes_to_beam():
 
 def test_default_batch_bounds_follow_the_model_element_size():
     from pipelines.infer import job as infer
+    from schemas.labels import spec_for
+    from schemas.model_contract import ModelInfo
 
-    assert infer.default_batch_bounds({"image_size": [128, 256], "num_classes": 19}) == (1, 8)
-    assert infer.default_batch_bounds({"image_size": [512, 1024], "num_classes": 19}) == (1, 8)  # 41 MB each
-    assert infer.default_batch_bounds({"image_size": [1024, 2048], "num_classes": 19}) == (1, 3)  # 166 MB each
-    assert infer.default_batch_bounds({"image_size": [4096, 4096], "num_classes": 19}) == (1, 1)
+    names = list(spec_for("cityscapes", None).class_names)
+
+    def info(height, width):
+        return ModelInfo(dataset="cityscapes", label_mode="cityscapes", num_classes=19, class_names=names,
+                         ignore_label=255, image_size=[height, width], resize_mode="stretch", model="unet")
+
+    assert infer.default_batch_bounds(info(128, 256)) == (1, 8)
+    assert infer.default_batch_bounds(info(512, 1024)) == (1, 8)  # 41 MB each
+    assert infer.default_batch_bounds(info(1024, 2048)) == (1, 3)  # 166 MB each
+    assert infer.default_batch_bounds(info(4096, 4096)) == (1, 1)
     args, _ = infer.parse_args(["--model_dir", "m", "--input", "x", "--output_dir", "o"])
     assert args.batch_size is None and args.postprocess == "host"

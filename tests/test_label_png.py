@@ -80,3 +80,25 @@ def test_inference_outputs_use_it_for_8_bit_maps_and_pillow_for_16_bit():
     image = Image.open(io.BytesIO(outputs.encode_png(instance_ids)))
     assert image.mode.startswith("I")
     np.testing.assert_array_equal(np.asarray(image), instance_ids)
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_record_masks_use_it_and_keep_every_pixel(name):
+    """``decode.encode_mask`` (record masks) is the label-PNG writer now; the trainer's decoder
+    (``schemas.features.decode_mask``) reads from its bytes exactly the pixels it read from Pillow's before."""
+    from pipelines.common import decode
+    from schemas import features
+
+    labels = CASES[name]
+    data = decode.encode_mask(labels)
+    assert data == encode_label_png(labels)
+    before = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(labels), "L").save(before, format="PNG", compress_level=6)  # the old writer
+    height, width = labels.shape
+    read = [features.decode_mask({features.MASK_ENCODED: tf.constant(png), features.IMAGE_HEIGHT: tf.constant(height),
+                                  features.IMAGE_WIDTH: tf.constant(width)}, 255).numpy()
+            for png in (data, before.getvalue())]
+    np.testing.assert_array_equal(read[0], labels)
+    np.testing.assert_array_equal(read[0], read[1])
+    with pytest.raises(ValueError, match="uint8"):
+        decode.encode_mask(labels.astype(np.int32))  # never wrapped silently

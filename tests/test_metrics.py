@@ -50,8 +50,29 @@ def test_streaming_metric_accumulates_batches_and_ignores_all_ignored_batch():
     assert metric.matrix().sum() == 0
 
 
-def test_only_ignored_pixels_give_zero_scores():
+def test_only_ignored_pixels_give_no_miou():
+    """Nothing to score: mIoU is NaN (JSON null in metrics.json), as in pipelines.evaluate, never a 0.0 that
+    reads as a model that got everything wrong."""
     metric = metrics.ConfusionMatrixMetric(3)
     metric.update_state(tf.fill([2, 3, 3], 255), tf.zeros([2, 3, 3, 3]))
-    assert all(float(v) == 0.0 for v in metric.result().values())
-    assert metrics.mean_iou(metric.matrix()) == 0.0 and metrics.pixel_accuracy(metric.matrix()) == 0.0
+    result = {k: float(v) for k, v in metric.result().items()}
+    assert np.isnan(result["miou"]) and result["pixel_accuracy"] == 0.0 and result["dice"] == 0.0
+    assert np.isnan(metrics.mean_iou(metric.matrix())) and metrics.pixel_accuracy(metric.matrix()) == 0.0
+    assert metrics.summarize(metric.matrix(), ["a", "b", "c"])["miou"] is None
+
+
+@pytest.mark.parametrize("matrix", [
+    CM,
+    np.array([[2, 0, 0], [0, 1, 0], [0, 0, 0]]),  # class c absent from both sides
+    np.zeros((3, 3), np.int64),  # nothing labelled, nothing predicted
+    np.random.default_rng(0).integers(0, 50, (19, 19)) * (np.random.default_rng(1).random((19, 19)) < 0.3),
+])
+def test_trainer_and_evaluate_score_iou_by_one_rule(matrix):
+    """trainer.metrics and pipelines.evaluate give the same per-class IoU (NaN in the same places) and mIoU."""
+    from pipelines.evaluate import job as evaluate
+
+    # evaluate's matrix has one more column, predictions outside the classes: none here.
+    ours = evaluate.scores(np.concatenate([matrix, np.zeros((len(matrix), 1), np.int64)], axis=1))
+    np.testing.assert_array_equal(metrics.per_class_iou(matrix), ours["iou"])
+    assert metrics.mean_iou(matrix) == ours["mean_iou"] or (np.isnan(metrics.mean_iou(matrix))
+                                                            and np.isnan(ours["mean_iou"]))

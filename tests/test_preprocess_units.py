@@ -148,9 +148,25 @@ def test_spilled_shards_equal_grouped_shards(tmp_path, mode):
 
 
 def test_median_frequency_weights():
-    freq, weights = stats.median_frequency_weights([10, 30, 0, 60])
+    from schemas.class_balance import class_balance
+
+    freq, weights = class_balance([10, 30, 0, 60])
     np.testing.assert_allclose(freq, [0.1, 0.3, 0.0, 0.6])
     np.testing.assert_allclose(weights, [3.0, 1.0, 0.0, 0.5])
+
+
+def test_median_frequency_weights_of_no_pixels_are_one_rule_for_preprocess_and_trainer():
+    """No labelled pixel at all: every weight 1.0 (unweighted) in metadata.json and in the trainer alike; all-zero
+    weights would make a weighted loss 0/0."""
+    from schemas.class_balance import class_balance
+    from trainer import data as trainer_data
+
+    freq, weights = class_balance([0, 0, 0])
+    assert freq == [0.0, 0.0, 0.0] and weights == [1.0, 1.0, 1.0]
+    assert trainer_data.median_frequency_weights(np.zeros(3, np.int64)) == weights
+    assert stats.dataset_stats([1.0] * 3, [1.0] * 3, [0, 0, 0]).class_weights == weights
+    assert stats.dataset_stats([1.0] * 3, [1.0] * 3, [10, 30, 60]).class_weights == pytest.approx(
+        trainer_data.median_frequency_weights(np.array([10, 30, 60])))
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -272,3 +288,35 @@ def test_histograms_count_every_pixel_like_bincount():
     for shape in [(5, 7), (3, 5, 7), (9,)]:
         m = rng.integers(0, 256, shape, dtype=np.uint8)
         np.testing.assert_array_equal(label_histogram(m), np.bincount(m.ravel(), minlength=256))
+
+
+def test_label_files_of_another_size_are_dead_letters_that_name_both_sizes(tmp_path):
+    """A mask or instance map whose size is not the image's is a dead letter whose reason names both sizes (the
+    mask's path too): the messages records._records gave before it was split into named steps."""
+    import apache_beam as beam
+
+    from pipelines.common.decode import encode_instance_mask, encode_mask
+    from pipelines.preprocess.records import MakeRecords, RecordOptions
+    from pipelines.datasets.base import DEAD_LETTER_TAG, Example
+
+    image = tmp_path / "a_000001_000002_leftImg8bit.png"
+    Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(image)
+    good_mask, bad_mask = tmp_path / "good_labelIds.png", tmp_path / "bad_labelIds.png"
+    good_mask.write_bytes(encode_mask(np.full((20, 30), 7, np.uint8)))
+    bad_mask.write_bytes(encode_mask(np.full((10, 30), 7, np.uint8)))
+    bad_instances = tmp_path / "bad_instanceIds.png"
+    bad_instances.write_bytes(encode_instance_mask(np.full((20, 31), 26001, np.int32)))
+    fn = MakeRecords(RecordOptions(dataset="cityscapes", image_size=(16, 32)))
+    fn.setup()
+
+    def reason(example):
+        out = [o.value for o in fn.process(example) if isinstance(o, beam.pvalue.TaggedOutput)
+               and o.tag == DEAD_LETTER_TAG]
+        assert len(out) == 1 and out[0].path == str(image)
+        return out[0].error
+
+    base = dict(split="train", example_id="a_000001_000002", image_path=str(image))
+    assert reason(Example(**base, mask_path=str(bad_mask))) == (
+        f"image is 30x20 but its mask {bad_mask} is 30x10 (width x height)")
+    assert reason(Example(**base, mask_path=str(good_mask), instance_path=str(bad_instances))) == (
+        "image is 30x20 but its instance mask is 31x20")

@@ -19,7 +19,8 @@ import numpy as np
 import tensorflow as tf
 
 from schemas import cli, features, metadata as metadata_lib, transform as transform_lib
-from schemas.paths import has_tf_glob_chars, tf_readable_local_dir
+from schemas.class_balance import class_balance
+from schemas.paths import has_tf_glob_chars, join as join_path, tf_readable_local_dir
 
 AUTOTUNE = tf.data.AUTOTUNE
 # A shard file name as preprocess writes it (pipelines.preprocess.shards.SHARD_NAME), matched against names listed
@@ -84,17 +85,13 @@ def readable_dir(data_dir: str) -> str:
     atexit.register(shutil.rmtree, root, True)
     alias = os.path.join(root, "dst")
     for sub in (metadata_lib.TRANSFORM_DIR, "transformed_metadata"):
-        base = _join(data_dir, sub)
+        base = join_path(data_dir, sub)
         for folder, _, files in tf.io.gfile.walk(base):
             target = os.path.join(alias, sub, folder[len(base):].strip("/"))
             os.makedirs(target, exist_ok=True)
             for name in files:
-                tf.io.gfile.copy(_join(folder, name), os.path.join(target, name), overwrite=True)
+                tf.io.gfile.copy(join_path(folder, name), os.path.join(target, name), overwrite=True)
     return alias
-
-
-def _join(*parts: str) -> str:
-    return os.path.join(*parts) if not parts[0].startswith("gs://") else "/".join(p.strip("/") for p in parts)
 
 
 def list_shards(data_dir: str) -> dict[str, int]:
@@ -110,7 +107,7 @@ def list_shards(data_dir: str) -> dict[str, int]:
     found = {}
     for name in sorted(n.rstrip("/") for n in names):
         if _SHARD_NAME_RE.match(name):
-            found[name] = int(tf.io.gfile.stat(_join(data_dir, name)).length)
+            found[name] = int(tf.io.gfile.stat(join_path(data_dir, name)).length)
     return found
 
 
@@ -146,7 +143,7 @@ def check_manifest(data_dir: str, meta: metadata_lib.DatasetMetadata) -> dict[st
                         f"failed preprocess run?): {_RERUN}")
     shards: dict[str, list[str]] = {split: [] for split in features.SPLITS}
     for name in sorted(manifest):
-        shards[_SHARD_NAME_RE.match(name).group(1)].append(_join(data_dir, name))
+        shards[_SHARD_NAME_RE.match(name).group(1)].append(join_path(data_dir, name))
     for split, paths in shards.items():
         totals = {_SHARD_NAME_RE.match(os.path.basename(p)).group(3) for p in paths}
         records = sum(int(manifest[os.path.basename(p)]["records"]) for p in paths)
@@ -169,7 +166,7 @@ def read_dataset(data_dir: str) -> DatasetInfo:
     hint = "point --data_dir at the --output_dir of python -m pipelines.preprocess"
     if not tf.io.gfile.exists(data_dir):
         raise DataError(f"--data_dir {data_dir} does not exist: {hint}")
-    meta_path = _join(data_dir, metadata_lib.METADATA_FILE)
+    meta_path = join_path(data_dir, metadata_lib.METADATA_FILE)
     if not tf.io.gfile.exists(meta_path):
         raise DataError(f"no {metadata_lib.METADATA_FILE} in {data_dir} (not a preprocess output, or one that a "
                         f"preprocess run is still writing or was interrupted in): {hint}")
@@ -195,8 +192,8 @@ def load_dataset_info(data_dir: str) -> DatasetInfo:
     """Reads and cross-checks metadata.json, the shards and transform_fn; raises ``DataError`` with a fix."""
     info = read_dataset(data_dir)
     # WriteTransformFn(DST) writes DST/transform_fn/ (the graph) and DST/transformed_metadata/.
-    transform_dir = _join(info.data_dir, metadata_lib.TRANSFORM_DIR)
-    if not tf.io.gfile.exists(_join(transform_dir, "saved_model.pb")):
+    transform_dir = join_path(info.data_dir, metadata_lib.TRANSFORM_DIR)
+    if not tf.io.gfile.exists(join_path(transform_dir, "saved_model.pb")):
         raise DataError(f"no tensorflow-transform output in {transform_dir}: rerun preprocess")
     import tensorflow_transform as tft  # heavy; only once the directory looks right
 
@@ -264,14 +261,9 @@ def class_pixel_counts(info: DatasetInfo) -> np.ndarray:
 
 
 def median_frequency_weights(counts: np.ndarray) -> list[float]:
-    """w_c = median(freq of present classes) / freq_c (Eigen & Fergus); 0 for classes with no pixels."""
-    counts = np.asarray(counts, dtype=np.float64)
-    present = counts > 0
-    if not present.any():
-        return [1.0] * len(counts)
-    freq = counts / counts.sum()
-    median = np.median(freq[present])
-    return [float(median / f) if f > 0 else 0.0 for f in freq]
+    """Median-frequency class weights of per-class pixel counts (``schemas.class_balance``: the rule preprocess
+    records in metadata.json)."""
+    return class_balance(counts).weights
 
 
 def decode_record(serialized: tf.Tensor, size: tuple[int, int], ignore_label: int,

@@ -1,32 +1,25 @@
 """``JOB/model``: a SavedModel serving encoded image bytes, with the training graph's own preprocessing.
 
-Signatures (the interface ``pipelines.infer`` codes against):
-  ``preprocess(image_bytes: string [])`` → image uint8 [Hm, Wm, 3], height int32 [], width int32 []
-  ``predict_resized(images: uint8 [None, Hm, Wm, 3])`` → probabilities float32 [None, Hm, Wm, C]
-  ``postprocess(probabilities: float32 [Hm, Wm, C], height: int32 [], width: int32 [])``
-      → class_ids int32 [height, width], probabilities float32 [height, width, C]
-  ``serving_default(image_bytes: string [None])`` = the three above composed
-      → class_ids int32 [B, Hmax, Wmax] (padding 255), probabilities float32 [B, Hmax, Wmax, C] (padding 0),
-        height int32 [B], width int32 [B]; each image's results at its own size, top-left aligned.
-Decoding/resizing is ``schemas.imaging`` (as in preprocess); ``predict_resized`` calls the very Keras model that
-was trained, whose first layer is the tensorflow-transform graph from ``DST/transform_fn``
-(``trainer.normalization``): no train/serve skew. Plus ``segflow_model.json`` describing labels.
+The signatures, their tensors and ``segflow_model.json`` are ``schemas.model_contract`` (the interface
+``pipelines.infer`` codes against); this module builds them from it. Decoding/resizing is ``schemas.imaging``
+(as in preprocess); ``predict_resized`` calls the very Keras model that was trained, whose first layer is the
+tensorflow-transform graph from ``DST/transform_fn`` (``trainer.normalization``): no train/serve skew.
 """
 from __future__ import annotations
 
-import json
 import logging
 from typing import Sequence
 
 import tensorflow as tf
 import tf_keras as keras
 
-from schemas import imaging
+from schemas import imaging, model_contract as contract
+from schemas.paths import join as join_path
 from trainer import data as data_lib
 
 logger = logging.getLogger(__name__)
 
-MODEL_INFO_FILE = "segflow_model.json"
+MODEL_INFO_FILE = contract.MODEL_INFO_FILE  # kept for callers of the old name
 
 
 class _NotSaved:
@@ -55,13 +48,17 @@ class SegmentationServer(tf.Module):
         self._mode = resize_mode
         self._num_classes = int(num_classes)
         self._ignore = int(ignore_label)
-        h, w, c = self._size[0], self._size[1], self._num_classes
-        self.preprocess = tf.function(self._preprocess, input_signature=[tf.TensorSpec([], tf.string)])
+        self.preprocess = tf.function(self._preprocess, input_signature=self._specs(contract.PREPROCESS))
         self.predict_resized = tf.function(self._predict_resized,
-                                           input_signature=[tf.TensorSpec([None, h, w, 3], tf.uint8)])
-        self.postprocess = tf.function(self._postprocess, input_signature=[
-            tf.TensorSpec([h, w, c], tf.float32), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
-        self.serve = tf.function(self._serve, input_signature=[tf.TensorSpec([None], tf.string)])
+                                           input_signature=self._specs(contract.PREDICT_RESIZED))
+        self.postprocess = tf.function(self._postprocess, input_signature=self._specs(contract.POSTPROCESS))
+        self.serve = tf.function(self._serve, input_signature=self._specs(contract.SERVING_DEFAULT))
+
+    def _specs(self, signature: str, part: str = "inputs") -> list[tf.TensorSpec]:
+        """The contract's tensors of ``signature`` as TensorSpecs at this model's sizes (unnamed: the tf.function's
+        argument names, which are the contract's, name the signature's inputs)."""
+        return [tf.TensorSpec(t.resolve(self._size, self._num_classes), tf.as_dtype(t.dtype))
+                for t in getattr(contract.SIGNATURES[signature], part)]
 
     def _preprocess(self, image_bytes):
         # Decoded as preprocess decoded the training files (JPEGs downscaled while decoding, PIL's IDCT), then
@@ -79,10 +76,9 @@ class SegmentationServer(tf.Module):
         return {"class_ids": imaging.argmax_channels(restored), "probabilities": restored}
 
     def _serve(self, image_bytes):
-        h, w, c = self._size[0], self._size[1], self._num_classes
-        pre = tf.map_fn(self.preprocess, image_bytes, fn_output_signature={
-            "image": tf.TensorSpec([h, w, 3], tf.uint8), "height": tf.TensorSpec([], tf.int32),
-            "width": tf.TensorSpec([], tf.int32)})
+        c = self._num_classes
+        pre = tf.map_fn(self.preprocess, image_bytes, fn_output_signature=dict(zip(
+            contract.SIGNATURES[contract.PREPROCESS].output_names, self._specs(contract.PREPROCESS, "outputs"))))
         probs = self.predict_resized(pre["image"])["probabilities"]
         max_h = tf.reduce_max(pre["height"])
         max_w = tf.reduce_max(pre["width"])
@@ -100,12 +96,13 @@ class SegmentationServer(tf.Module):
         return {"class_ids": ids, "probabilities": prob, "height": pre["height"], "width": pre["width"]}
 
 
-def model_info(info: data_lib.DatasetInfo, model_name: str) -> dict:
+def model_info(info: data_lib.DatasetInfo, model_name: str) -> contract.ModelInfo:
     """What ``segflow_model.json`` holds: label facts copied from metadata.json, plus the network name."""
     meta = info.metadata
-    return {"dataset": meta.dataset, "label_mode": meta.label_mode, "num_classes": int(meta.num_classes),
-            "class_names": list(meta.class_names), "ignore_label": int(meta.ignore_label),
-            "image_size": [int(s) for s in meta.image_size], "resize_mode": meta.resize_mode, "model": model_name}
+    return contract.ModelInfo(
+        dataset=meta.dataset, label_mode=meta.label_mode, num_classes=int(meta.num_classes),
+        class_names=list(meta.class_names), ignore_label=int(meta.ignore_label),
+        image_size=[int(s) for s in meta.image_size], resize_mode=meta.resize_mode, model=model_name)
 
 
 def export_model(model: keras.Model, info: data_lib.DatasetInfo, export_dir: str, model_name: str) -> str:
@@ -118,13 +115,13 @@ def export_model(model: keras.Model, info: data_lib.DatasetInfo, export_dir: str
     if tf.io.gfile.exists(export_dir):
         tf.io.gfile.rmtree(export_dir)  # a re-run replaces the export rather than mixing two
     tf.saved_model.save(server, export_dir, signatures={
-        "serving_default": server.serve,
-        "preprocess": server.preprocess,
-        "predict_resized": server.predict_resized,
-        "postprocess": server.postprocess,
+        contract.SERVING_DEFAULT: server.serve,
+        contract.PREPROCESS: server.preprocess,
+        contract.PREDICT_RESIZED: server.predict_resized,
+        contract.POSTPROCESS: server.postprocess,
     })
-    path = export_dir.rstrip("/") + "/" + MODEL_INFO_FILE
+    path = join_path(export_dir, contract.MODEL_INFO_FILE)
     with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(model_info(info, model_name), indent=2, sort_keys=True) + "\n")
+        f.write(model_info(info, model_name).to_json())
     logger.info("exported SavedModel to %s", export_dir)
     return export_dir

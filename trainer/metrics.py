@@ -2,7 +2,9 @@
 
 Pure functions first (shapes in docstrings), then ``ConfusionMatrixMetric``, the Keras metric that accumulates
 the matrix across batches (and across replicas/workers: its variable is summed on read) and reports mIoU,
-pixel accuracy and Dice. Pixels labelled ``ignore_label`` (or any id >= C) are not counted at all.
+pixel accuracy and Dice. Pixels labelled ``ignore_label`` (or any id >= C) are not counted at all. IoU follows
+``schemas.scores`` (shared with ``pipelines.evaluate``): a class absent from both sides is NaN and left out of
+the mean; the mean of no class is NaN.
 """
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from typing import Optional, Sequence
 import numpy as np
 import tensorflow as tf
 import tf_keras as keras
+
+from schemas import scores
 
 
 def confusion_matrix(labels: tf.Tensor, predictions: tf.Tensor, num_classes: int,
@@ -31,18 +35,14 @@ def confusion_matrix(labels: tf.Tensor, predictions: tf.Tensor, num_classes: int
 
 
 def per_class_iou(cm: np.ndarray) -> np.ndarray:
-    """float64 ``[C]``: TP / (TP + FP + FN) per class; NaN for a class absent from labels and predictions."""
-    cm = np.asarray(cm, dtype=np.float64)
-    tp = np.diag(cm)
-    union = cm.sum(axis=0) + cm.sum(axis=1) - tp
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, tp / np.where(union > 0, union, 1), np.nan)
+    """float64 ``[C]``: TP / (TP + FP + FN) per class; NaN for a class absent from labels and predictions
+    (``schemas.scores``, the rule ``pipelines.evaluate`` and the official Cityscapes evaluator use)."""
+    return scores.per_class_iou(cm)
 
 
 def mean_iou(cm: np.ndarray) -> float:
-    """Mean of ``per_class_iou`` over classes that occur (in labels or predictions); 0 for an empty matrix."""
-    iou = per_class_iou(cm)
-    return float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else 0.0
+    """Mean of ``per_class_iou`` over classes that occur (in labels or predictions); NaN when none does."""
+    return scores.mean_iou(per_class_iou(cm))
 
 
 def pixel_accuracy(cm: np.ndarray) -> float:
@@ -67,9 +67,12 @@ def mean_dice(cm: np.ndarray) -> float:
     return float(np.nanmean(dice)) if np.any(~np.isnan(dice)) else 0.0
 
 
-def _tf_nanmean(values: tf.Tensor, present: tf.Tensor) -> tf.Tensor:
+def _tf_nanmean(values: tf.Tensor, present: tf.Tensor, nan_when_empty: bool = False) -> tf.Tensor:
+    """float32 mean of ``values`` where ``present``; 0, or NaN with ``nan_when_empty``, when nothing is."""
     present = tf.cast(present, tf.float64)
-    return tf.cast(tf.math.divide_no_nan(tf.reduce_sum(values * present), tf.reduce_sum(present)), tf.float32)
+    # A plain division makes 0 / 0 NaN: schemas.scores' rule for the mean IoU of no class.
+    divide = tf.math.divide if nan_when_empty else tf.math.divide_no_nan
+    return tf.cast(divide(tf.reduce_sum(values * present), tf.reduce_sum(present)), tf.float32)
 
 
 class ConfusionMatrixMetric(keras.metrics.Metric):
@@ -100,7 +103,7 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
         iou = tf.math.divide_no_nan(tp, union)
         dice = tf.math.divide_no_nan(2 * tp, rows + cols)
         return {
-            "miou": _tf_nanmean(iou, union > 0),
+            "miou": _tf_nanmean(iou, union > 0, nan_when_empty=True),
             "pixel_accuracy": tf.cast(tf.math.divide_no_nan(tf.reduce_sum(tp), tf.reduce_sum(cm)), tf.float32),
             "dice": _tf_nanmean(dice, rows + cols > 0),
         }
@@ -116,11 +119,15 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
 
 
 def summarize(cm: np.ndarray, class_names: Optional[Sequence[str]] = None) -> dict:
-    """A JSON-ready summary of a confusion matrix: miou, pixel_accuracy, dice, per_class_iou {name: iou|None}."""
+    """A JSON-ready summary of a confusion matrix: miou, pixel_accuracy, dice, per_class_iou {name: iou|None}.
+
+    IoUs that are NaN (``schemas.scores``: no class to score) are None, JSON null, as in evaluation.json.
+    """
     iou = per_class_iou(cm)
     names = list(class_names) if class_names else [str(i) for i in range(len(iou))]
+    miou = scores.mean_iou(iou)
     return {
-        "miou": mean_iou(cm),
+        "miou": None if np.isnan(miou) else miou,
         "pixel_accuracy": pixel_accuracy(cm),
         "dice": mean_dice(cm),
         "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou)},

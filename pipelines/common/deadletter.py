@@ -59,6 +59,6 @@ def read_dead_letters(output_dir: str) -> list[dict]:
     for listed in storage.list_folder(FileSystems.join(output_dir, DEAD_LETTER_DIR)):  # the folder is literal
         if listed.error is not None or not listed.path.endswith(".jsonl"):
             continue
-        with FileSystems.open(listed.path) as handle:
-            rows.extend(json.loads(line) for line in handle.read().decode("utf-8").splitlines() if line.strip())
+        text = storage.read_bytes(listed.path).decode("utf-8")
+        rows.extend(json.loads(line) for line in text.splitlines() if line.strip())
     return rows

@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 import numpy as np
 from PIL import Image, ImageFile
 
+from pipelines.common.label_png import encode_label_png
 from schemas import imaging
 
 # PIL must never silently pad a truncated file with grey: a truncated image is a dead letter.
@@ -152,10 +153,9 @@ def encode_image(array: np.ndarray, image_format: str, jpeg_quality: int = 95) -
 
 
 def encode_mask(mask: np.ndarray) -> bytes:
-    """uint8 ``[h, w]`` train ids → single-channel 8-bit PNG."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8), "L").save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
+    """uint8 ``[h, w]`` train ids → single-channel 8-bit PNG, by ``label_png`` (the writer inference's masks use:
+    faster than Pillow on label maps and about as small). ``ValueError`` for another dtype."""
+    return encode_label_png(mask)
 
 
 def encode_instance_mask(instances: np.ndarray) -> bytes:

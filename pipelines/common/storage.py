@@ -9,10 +9,9 @@ its retry settings for transient errors and ``STORAGE_EMULATOR_HOST`` honoured.
 from __future__ import annotations
 
 import errno
-import hashlib
+import json
 import os
 import stat
-import tempfile
 from typing import Iterable, Iterator, NamedTuple, Optional
 
 from apache_beam.io.filesystems import FileSystems
@@ -135,10 +134,17 @@ def list_files(root: str) -> Iterator[ListedFile]:
             yield ListedFile(metadata.path, int(metadata.size_in_bytes))
 
 
+def listing_prefix(folder: str) -> str:
+    """What every path ``list_files(folder)`` yields starts with (cut it off for the path relative to ``folder``).
+
+    Listed local paths carry no "file://" (list_files strips it), so neither does the prefix.
+    """
+    return (folder[len("file://"):] if folder.startswith("file://") else folder).rstrip("/") + "/"
+
+
 def list_folder(folder: str) -> list[ListedFile]:
     """The files directly in ``folder`` (not below it), ``folder`` taken literally; sorted by path."""
-    # Listed local paths carry no "file://" (list_files strips it), so neither may the prefix cut from them.
-    prefix = (folder[len("file://"):] if folder.startswith("file://") else folder).rstrip("/") + "/"
+    prefix = listing_prefix(folder)
     return [f for f in list_files(folder) if "/" not in f.path[len(prefix):]]
 
 
@@ -185,35 +191,21 @@ def copy_tree(src: str, dst: str) -> list[str]:
     return files
 
 
-def local_copy(path: str, cache_root: str | None = None) -> str:
-    """A local directory holding the tree at ``path``: ``path`` itself when it is local, else a cached copy.
-
-    The cache directory is named after the remote path, so every DoFn instance in a worker process reuses one
-    download; a completed copy is marked with a ``.complete`` file so a crashed half-copy is never reused.
-    """
-    if is_local(path):
-        return path
-    root = cache_root or os.path.join(tempfile.gettempdir(), "segflow-cache")
-    target = os.path.join(root, hashlib.sha256(path.rstrip("/").encode("utf-8")).hexdigest()[:16])
-    marker = os.path.join(target, ".complete")
-    if not os.path.exists(marker):
-        staging = tempfile.mkdtemp(prefix="partial-", dir=_ensure_dir(root))
-        copy_tree(path, staging)
-        open(os.path.join(staging, ".complete"), "w").close()
-        try:
-            os.rename(staging, target)  # atomic: concurrent processes race, one wins, the others reuse it
-        except OSError:
-            import shutil
-
-            shutil.rmtree(staging, ignore_errors=True)
-            if not os.path.exists(marker):
-                raise
-    return target
+def read_bytes(path: str) -> bytes:
+    """The whole file at a local path or URL (gs:// ...), read through Beam's FileSystems."""
+    with FileSystems.open(path, mime_type="application/octet-stream") as handle:
+        return handle.read()
 
 
-def _ensure_dir(path: str) -> str:
-    os.makedirs(path, exist_ok=True)
-    return path
+def write_bytes(path: str, data: bytes, mime_type: str = "application/octet-stream") -> None:
+    """Writes ``data`` to a local path or URL (gs:// ...) through Beam's FileSystems."""
+    with FileSystems.create(path, mime_type=mime_type) as handle:
+        handle.write(data)
+
+
+def write_json(path: str, doc: dict) -> None:
+    """``doc`` as segflow writes every JSON report: indented, keys sorted, one trailing newline (byte-stable)."""
+    write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"), "application/json")
 
 
 def delete_files(paths: Iterable[str]) -> None:

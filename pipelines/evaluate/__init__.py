@@ -15,7 +15,8 @@ truth.
 The arithmetic is the official Cityscapes pixel-level one (``cityscapesscripts.evaluation.
 evalPixelLevelSemanticLabeling``), so both give the same numbers on the same files: ground-truth pixels of ignored
 classes count nowhere; a prediction of a class that is not evaluated counts as a false negative of the true
-class; IoU = TP / (TP + FP + FN), NaN for a class absent from both sides, and mIoU averages the non-NaN IoUs.
+class; IoU = TP / (TP + FP + FN), NaN for a class absent from both sides, and mIoU averages the non-NaN IoUs
+(``schemas.scores``: the trainer's metrics use the same function).
 
 Python callers: ``from pipelines.evaluate.job import run``; ``run(argv)`` raises ``schemas.cli`` errors, never
 ``SystemExit``. Importing this package (or its ``options``) loads neither Beam nor TensorFlow.

@@ -18,7 +18,7 @@ from pipelines.common import flags, storage
 from pipelines.common.runner import make_pipeline_options, new_pipeline
 from pipelines.evaluate import options as job_options
 from pipelines.infer import outputs
-from schemas import labels
+from schemas import labels, scores as segmentation_scores
 from schemas.cli import DataError
 
 NAMESPACE = "segflow_evaluate"
@@ -47,20 +47,16 @@ def confusion_matrix(gt_train: np.ndarray, pred_train: np.ndarray, num_classes: 
 
 
 def scores(matrix: np.ndarray) -> dict[str, Any]:
-    """Per-class IoU (NaN where a class is absent on both sides), mIoU over non-NaN classes, pixel accuracy."""
+    """Per-class IoU and mIoU by ``schemas.scores``' rule (NaN for a class absent on both sides, left out of the
+    mean), pixel accuracy."""
     matrix = np.asarray(matrix, dtype=np.int64)
     c = matrix.shape[0]
     tp = np.diag(matrix[:, :c]).astype(np.float64)
-    fn = matrix.sum(axis=1) - tp
-    fp = matrix[:, :c].sum(axis=0) - tp
-    denom = tp + fp + fn
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
-    valid = ~np.isnan(iou)
+    iou = segmentation_scores.per_class_iou(matrix)
     total = matrix.sum()
     return {
         "iou": iou,
-        "mean_iou": float(iou[valid].mean()) if valid.any() else float("nan"),
+        "mean_iou": segmentation_scores.mean_iou(iou),
         "pixel_accuracy": float(tp.sum() / total) if total else float("nan"),
         "gt_pixels": matrix.sum(axis=1),
     }
@@ -114,8 +110,8 @@ class CompareMasks(beam.DoFn):
             yield "error", {"path": preds[0], "error": f"{len(preds)} predictions for {key}: {preds}"}
             return
         try:
-            gt = outputs.decode_png(outputs.read_bytes(gts[0]))
-            pred = outputs.decode_png(outputs.read_bytes(preds[0]))
+            gt = outputs.decode_png(storage.read_bytes(gts[0]))
+            pred = outputs.decode_png(storage.read_bytes(preds[0]))
             if gt.ndim != 2 or pred.ndim != 2:
                 raise ValueError("masks must be single-channel PNGs")
             if gt.shape != pred.shape:
@@ -190,10 +186,6 @@ def summarise(acc: dict[str, Any], spec: labels.LabelSpec, extra: dict[str, Any]
     return doc
 
 
-def _write_json(doc: dict[str, Any], path: str) -> None:
-    outputs.write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"), "application/json")
-
-
 def ground_truth_patterns(root: str, dataset: str, split: Optional[str]) -> list[str]:
     """The layouts ``find_ground_truth`` looks for, as readable globs (for messages; ``root`` is literal)."""
     root = root.rstrip("/")
@@ -210,7 +202,7 @@ def _layouts(root: str, dataset: str, split: Optional[str]) -> list[tuple[str, i
 
 def _under(folder: str, depth: int, suffix: str) -> list[storage.ListedFile]:
     """The files ``depth`` levels below the literal ``folder`` whose names end with ``suffix``, sorted."""
-    prefix = (folder[len("file://"):] if folder.startswith("file://") else folder).rstrip("/") + "/"
+    prefix = storage.listing_prefix(folder)
     found = []
     for listed in storage.list_files(folder):
         rel = listed.path[len(prefix):] if listed.path.startswith(prefix) else ""
@@ -305,7 +297,7 @@ def build_pipeline(pipeline: beam.Pipeline, inputs: EvaluationInputs, spec: labe
          | "Compare" >> beam.ParDo(CompareMasks(spec.dataset, spec.mode, spec.num_classes))
          | "Sum" >> beam.CombineGlobally(SumConfusion(spec.num_classes))
          | "Summarise" >> beam.Map(summarise, spec, extra)
-         | "Write" >> beam.Map(_write_json, output_file))
+         | "Write" >> beam.Map(lambda doc: storage.write_json(output_file, doc)))
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[job_options.EvaluateOptions, list[str]]:
@@ -338,7 +330,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     pipeline = new_pipeline(make_pipeline_options(beam_argv))
     build_pipeline(pipeline, inputs, spec, destination, extra)
     pipeline.run().wait_until_finish()
-    return json.loads(outputs.read_bytes(destination).decode("utf-8"))
+    return json.loads(storage.read_bytes(destination).decode("utf-8"))
 
 
 def _parent(path: str) -> str:

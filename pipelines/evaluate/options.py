@@ -23,7 +23,7 @@ class EvaluateOptions:
     predictions: str = cli.option(help="folder of predicted masks (OUT/masks), local or gs://")
     ground_truth: str = cli.option(help="the raw dataset root (SRC) or a folder of ground-truth masks, local or "
                                         "gs://")
-    dataset: str = cli.option(help="how to read the ground truth", choices=_datasets().names())
+    dataset: str = cli.option(help="how to read the ground truth", choices=lambda: _datasets().names())
     label_mode: Optional[str] = cli.option(None, "Pet: classes to score: trimap (pet, background, border) or "
                                                  "binary", choices=("trimap", "binary"), default_text="trimap")
     split: Optional[str] = cli.option(None, "Cityscapes: gtFine split to score", default_text="every split found")

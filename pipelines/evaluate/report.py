@@ -1,4 +1,4 @@
-"""A picture of the results: input | ground truth | prediction | instances, one row per image.
+"""A picture of the results: input | ground truth | prediction | instances, one row per image, with a colour legend.
 
     python -m pipelines.evaluate.report --output_dir OUT --dataset pet [--ground_truth SRC] [--max_images 8]
 
@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image, ImageDraw
 
 from pipelines import datasets
+from pipelines.common import storage
 from pipelines.evaluate.job import example_id, find_ground_truth, to_train_ids
 from pipelines.infer import outputs
 from schemas import cli
@@ -43,7 +44,7 @@ def instance_colours(ids: np.ndarray, image: Optional[np.ndarray] = None) -> np.
 
 def _read_image(path: str) -> Optional[np.ndarray]:
     try:
-        with Image.open(io.BytesIO(outputs.read_bytes(path))) as image:
+        with Image.open(io.BytesIO(storage.read_bytes(path))) as image:
             return np.asarray(image.convert("RGB") if image.mode not in ("L", "I;16", "I") else image)
     except Exception:  # noqa: BLE001 - a missing panel is drawn blank, never fatal
         return None
@@ -72,9 +73,10 @@ def _ground_truth_index(root: Optional[str], dataset: str) -> dict[str, str]:
 
 
 def collect_rows(output_dir: str, spec: LabelSpec, ground_truth: Optional[str], max_images: int
-                 ) -> list[dict[str, Any]]:
-    """Per image: name and the four panels as arrays (None where unavailable)."""
-    summary = json.loads(outputs.read_bytes(FileSystems.join(output_dir, "summary.json")).decode("utf-8"))
+                 ) -> tuple[list[dict[str, Any]], int]:
+    """(per image shown: name and the four panels as arrays, None where unavailable; how many images inference
+    wrote, of which the first ``max_images`` by name are shown)."""
+    summary = json.loads(storage.read_bytes(FileSystems.join(output_dir, "summary.json")).decode("utf-8"))
     gt_index = _ground_truth_index(ground_truth, spec.dataset)
     rows = []
     for path, stem in sorted(summary["outputs"].items(), key=lambda kv: kv[1])[:max_images]:
@@ -92,25 +94,60 @@ def collect_rows(output_dir: str, spec: LabelSpec, ground_truth: Optional[str], 
             instances = instance_colours(ids, image if image is not None and image.shape[:2] == ids.shape else None)
         rows.append({"stem": stem, "path": path, "panels": [image, gt, prediction, instances],
                      "instances": None if ids is None else int(len([v for v in np.unique(ids) if v >= 1000]))})
-    return rows
+    return rows, len(summary["outputs"])
 
 
-def grid_png(rows: Sequence[dict[str, Any]]) -> bytes:
-    """The grid: a title row, then one row of four panels per image."""
+IGNORED_COLOUR = (0, 0, 0)  # what ``colorize`` paints the ignore label
+
+
+def legend_entries(spec: LabelSpec) -> list[tuple[str, tuple[int, int, int]]]:
+    """(name, RGB) of every colour a mask panel uses, in class-id order, then the ignore label's black; where a
+    class is black itself (Pet's background) its entry says so instead ("background / ignored")."""
+    entries = [(name, tuple(int(v) for v in colour)) for name, colour in zip(spec.class_names, spec.palette)]
+    shared = [i for i, (_, colour) in enumerate(entries) if colour == IGNORED_COLOUR]
+    if shared:
+        name, colour = entries[shared[0]]
+        entries[shared[0]] = (f"{name} / ignored", colour)
+        return entries
+    return entries + [("ignored / not evaluated", IGNORED_COLOUR)]
+
+
+def showing_line(shown: int, total: int) -> str:
+    """"showing 8 of 12 images" (the grid is cut at --max_images), or "12 images"."""
+    noun = "image" if total == 1 else "images"
+    return f"showing {shown} of {total} {noun} (--max_images {shown})" if shown < total else f"{total} {noun}"
+
+
+def instances_caption(count: Optional[int]) -> str:
+    return "" if count is None else f" ({count} instance{'' if count == 1 else 's'})"
+
+
+def grid_png(rows: Sequence[dict[str, Any]], spec: Optional[LabelSpec] = None, total: Optional[int] = None
+             ) -> bytes:
+    """The grid: a line saying how many images are shown, the colour legend (with ``spec``), a title row, then
+    one row of four panels per image."""
     panels = [[_panel(a) for a in row["panels"]] for row in rows]
     col_widths = [max([p[c].width for p in panels] + [PANEL_HEIGHT]) for c in range(len(TITLES))]
-    pad, title_h = 6, 20
+    pad, title_h, line_h = 6, 20, 16
+    legend = legend_entries(spec) if spec is not None else []
     width = sum(col_widths) + pad * (len(TITLES) + 1)
-    height = title_h + len(rows) * (PANEL_HEIGHT + pad + 14) + pad
+    per_line = max(1, (width - pad) // 170)  # legend entries per line, ~170 px each
+    header_h = line_h + -(-len(legend) // per_line) * line_h
+    height = header_h + title_h + len(rows) * (PANEL_HEIGHT + pad + 14) + pad
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
+    draw.text((pad, 4), showing_line(len(rows), len(rows) if total is None else total), fill=(0, 0, 0))
+    for i, (name, colour) in enumerate(legend):
+        x, y = pad + (i % per_line) * 170, line_h + (i // per_line) * line_h + 2
+        draw.rectangle((x, y, x + 11, y + 11), fill=colour, outline=(120, 120, 120))
+        draw.text((x + 16, y), name, fill=(0, 0, 0))
     x = pad
     for c, title in enumerate(TITLES):
-        draw.text((x, 4), title, fill=(0, 0, 0))
+        draw.text((x, header_h + 4), title, fill=(0, 0, 0))
         x += col_widths[c] + pad
-    y = title_h
+    y = header_h + title_h
     for row, row_panels in zip(rows, panels):
-        draw.text((pad, y), row["stem"], fill=(60, 60, 60))
+        draw.text((pad, y), row["stem"] + instances_caption(row["instances"]), fill=(60, 60, 60))
         x = pad
         for c, panel in enumerate(row_panels):
             canvas.paste(panel, (x, y + 14))
@@ -127,22 +164,36 @@ def _data_uri(array: Optional[np.ndarray]) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def report_html(rows: Sequence[dict[str, Any]], evaluation: Optional[dict[str, Any]], title: str) -> str:
+def report_html(rows: Sequence[dict[str, Any]], evaluation: Optional[dict[str, Any]], title: str,
+                spec: Optional[LabelSpec] = None, total: Optional[int] = None) -> str:
+    """The self-contained page: metrics (classes in class-id order, as the CLI prints them), how many images are
+    shown, the colour legend, then the grid."""
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
              "<style>body{font-family:sans-serif;margin:1.5em} td,th{padding:4px 8px;text-align:left}"
-             " img{height:%dpx;image-rendering:pixelated} table.m td:nth-child(2){text-align:right}</style>"
+             " img{height:%dpx;image-rendering:pixelated} table.m td:nth-child(2){text-align:right}"
+             " .swatch{display:inline-block;width:1em;height:1em;border:1px solid #888;vertical-align:middle;"
+             "margin:0 .3em 0 1em}</style>"
              % PANEL_HEIGHT, f"</head><body><h1>{html.escape(title)}</h1>"]
     if evaluation:
         miou, acc = evaluation.get("mean_iou"), evaluation.get("pixel_accuracy")
         parts.append(f"<p><b>mIoU</b> {miou:.4f} &nbsp; <b>pixel accuracy</b> {acc:.4f} &nbsp; over "
                      f"{evaluation.get('images')} images</p>" if miou is not None else "<p>no scored images</p>")
         parts.append("<table class='m'><tr><th>class</th><th>IoU</th></tr>")
-        for name, iou in evaluation.get("per_class_iou", {}).items():
+        per_class = evaluation.get("per_class_iou", {})
+        # evaluation.json's objects are written with sorted keys: its class_names list keeps the class-id order.
+        names = [n for n in evaluation.get("class_names", []) if n in per_class]
+        for name in names + sorted(set(per_class) - set(names)):
+            iou = per_class[name]
             parts.append(f"<tr><td>{html.escape(name)}</td><td>{'n/a' if iou is None else f'{iou:.4f}'}</td></tr>")
         parts.append("</table>")
+    parts.append(f"<p>{html.escape(showing_line(len(rows), len(rows) if total is None else total))}</p>")
+    if spec is not None:
+        parts.append("<p class='legend'>" + "".join(
+            f"<span class='swatch' style='background:rgb{colour}'></span>{html.escape(name)}"
+            for name, colour in legend_entries(spec)) + "</p>")
     parts.append("<table><tr>" + "".join(f"<th>{t}</th>" for t in TITLES) + "</tr>")
     for row in rows:
-        caption = html.escape(row["stem"]) + ("" if row["instances"] is None else f" ({row['instances']} instances)")
+        caption = html.escape(row["stem"] + instances_caption(row["instances"]))
         parts.append(f"<tr><td colspan='4'><code>{caption}</code></td></tr><tr>")
         parts.extend(f"<td><img src='{_data_uri(a)}' alt='{t}'></td>" for a, t in zip(row["panels"], TITLES))
         parts.append("</tr>")
@@ -154,16 +205,16 @@ def write_report(output_dir: str, dataset: str, ground_truth: Optional[str] = No
                  label_mode: Optional[str] = None) -> dict[str, str]:
     """Writes ``OUT/report.png`` and ``OUT/report.html``; returns their paths."""
     spec = datasets.get(dataset).label_spec(label_mode)
-    rows = collect_rows(output_dir, spec, ground_truth, max_images)
+    rows, total = collect_rows(output_dir, spec, ground_truth, max_images)
     evaluation = None
     eval_path = FileSystems.join(output_dir, "evaluation.json")
     if FileSystems.exists(eval_path):
-        evaluation = json.loads(outputs.read_bytes(eval_path).decode("utf-8"))
+        evaluation = json.loads(storage.read_bytes(eval_path).decode("utf-8"))
     png_path = FileSystems.join(output_dir, "report.png")
     html_path = FileSystems.join(output_dir, "report.html")
-    outputs.write_bytes(png_path, grid_png(rows), "image/png")
-    outputs.write_bytes(html_path, report_html(rows, evaluation, f"segflow: {dataset} predictions").encode("utf-8"),
-                        "text/html")
+    storage.write_bytes(png_path, grid_png(rows, spec, total), "image/png")
+    storage.write_bytes(html_path, report_html(rows, evaluation, f"segflow: {dataset} predictions", spec,
+                                               total).encode("utf-8"), "text/html")
     return {"png": png_path, "html": html_path}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import glob
 import io
-import json
 import os
 import re
 import stat
@@ -29,6 +28,7 @@ from pipelines.infer import options as job_options, outputs, upsample
 from pipelines.infer.instances import extract_instances
 from pipelines.infer.model import ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
 from schemas.cli import DataError
+from schemas.model_contract import ModelInfo
 
 NAMESPACE = "segflow_infer"
 SUMMARY_FILE = "summary.json"
@@ -260,7 +260,7 @@ class PreprocessImage(beam.DoFn):
     def process(self, element: tuple[str, str]):
         stem, path = element
         try:
-            data = outputs.read_bytes(path)
+            data = storage.read_bytes(path)
             if not data:
                 raise ValueError("empty file")
             too_large = pixel_limit_reason(data, self._max_pixels)
@@ -284,15 +284,14 @@ class PostprocessAndWrite(beam.DoFn):
     DEAD = "dead"
 
     def __init__(self, model_dir: str, handle: shared.Shared, cache_dir: Optional[str], output_dir: str,
-                 model_info: dict[str, Any], instances: bool, min_instance_area: int, overlay: bool,
+                 model_info: ModelInfo, instances: bool, min_instance_area: int, overlay: bool,
                  max_instances: Optional[int] = DEFAULT_MAX_INSTANCES, postprocess: str = "host"):
         self._model_dir, self._handle, self._cache_dir = model_dir, handle, cache_dir
         self._output_dir = output_dir
         self._info = model_info
         self._instances, self._min_area, self._overlay = instances, min_instance_area, overlay
         self._max_instances = max_instances
-        # The host path needs the model's input geometry; a model.json without it uses the signature.
-        self._host = postprocess == "host" and "image_size" in model_info and "resize_mode" in model_info
+        self._host = postprocess == "host"
         self._written = Metrics.counter(NAMESPACE, "images_written")
         self._instance_count = Metrics.counter(NAMESPACE, "instances")
         self._failed = Metrics.counter(NAMESPACE, "postprocess_failed")
@@ -300,7 +299,7 @@ class PostprocessAndWrite(beam.DoFn):
     def setup(self) -> None:
         leave_parallelism_to_beam()
         self._model = acquire_model(self._handle, self._model_dir, self._cache_dir)
-        self._spec = datasets.get(self._info["dataset"]).label_spec(self._info.get("label_mode"))
+        self._spec = datasets.get(self._info.dataset).label_spec(self._info.label_mode)
         names = list(self._spec.class_names)
         # Pet trimaps have a predicted border class: that is the model's own boundary evidence.
         self._border = names.index("border") if "border" in names else None
@@ -312,7 +311,7 @@ class PostprocessAndWrite(beam.DoFn):
             if self._host:
                 # The signature's class ids and instance scores, bit for bit, without its [H, W, C] volume.
                 scores = np.asarray(result.inference, dtype=np.float32)
-                size, mode = self._info["image_size"], self._info["resize_mode"]
+                size, mode = self._info.image_size, self._info.resize_mode
                 class_ids = upsample.class_ids(scores, height, width, size, mode)
                 if self._instances:
                     score = upsample.mean_score(scores, height, width, size, mode)
@@ -345,7 +344,7 @@ class PostprocessAndWrite(beam.DoFn):
 
         from schemas.imaging import decode_image_bytes
 
-        return decode_image_bytes(tf.constant(outputs.read_bytes(path))).numpy()
+        return decode_image_bytes(tf.constant(storage.read_bytes(path))).numpy()
 
 
 def _write_summary(rows: list[dict], dead_letters: list[int], path: str, extra: dict[str, Any]) -> None:
@@ -355,7 +354,7 @@ def _write_summary(rows: list[dict], dead_letters: list[int], path: str, extra: 
                 "instances": int(sum(r["instances"] for r in rows)),
                 "outputs": {r["path"]: r["stem"] for r in rows}})
     doc["inputs_seen"] = doc["images_written"] + doc["dead_letters"]
-    outputs.write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"), "application/json")
+    storage.write_json(path, doc)
 
 
 # ---------------------------------------------------------------------------------------------- pipeline
@@ -374,7 +373,7 @@ def _file_path(metadata) -> Iterable[str]:
         yield metadata.path
 
 
-def build_pipeline(pipeline: beam.Pipeline, args: job_options.InferOptions, model_info: dict[str, Any],
+def build_pipeline(pipeline: beam.Pipeline, args: job_options.InferOptions, model_info: ModelInfo,
                    matched: Optional[MatchedInputs] = None) -> None:
     """Adds the inference graph to ``pipeline`` (``matched``: ``match_inputs(args.input)`` when not given)."""
     matched = matched if matched is not None else match_inputs(args.input)
@@ -412,7 +411,7 @@ def build_pipeline(pipeline: beam.Pipeline, args: job_options.InferOptions, mode
                           | "CountUnreadable" >> beam.Map(_count_dead_letter))
     dead = dead_parts | "AllDeadLetters" >> beam.Flatten()
     dead_count = dead | "DeadLetters" >> WriteDeadLetters(args.output_dir, namespace=NAMESPACE)
-    extra = {"model_dir": args.model_dir, "dataset": model_info["dataset"], "input": list(args.input)}
+    extra = {"model_dir": args.model_dir, "dataset": model_info.dataset, "input": list(args.input)}
     _ = (written.ok
          | "GatherSummaries" >> beam.combiners.ToList()
          | "WriteSummary" >> beam.Map(_write_summary, beam.pvalue.AsList(dead_count),
@@ -420,11 +419,11 @@ def build_pipeline(pipeline: beam.Pipeline, args: job_options.InferOptions, mode
 
 
 # ---------------------------------------------------------------------------------------------- flags
-def default_batch_bounds(model_info: dict[str, Any]) -> tuple[int, int]:
+def default_batch_bounds(model_info: ModelInfo) -> tuple[int, int]:
     """--batch_size when not given: 1 to ``DEFAULT_MAX_BATCH`` elements, fewer when ``BATCH_BYTES`` would not
     hold that many model-size inputs and scores (``image_size`` x (3 + 4 x ``num_classes``) bytes each)."""
-    height, width = (int(v) for v in model_info.get("image_size", (0, 0)))
-    per_element = height * width * (3 + 4 * int(model_info.get("num_classes", 1)))
+    height, width = model_info.image_size
+    per_element = height * width * (3 + 4 * model_info.num_classes)
     return 1, max(1, min(DEFAULT_MAX_BATCH, BATCH_BYTES // max(per_element, 1)))
 
 
@@ -452,7 +451,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     args, beam_argv = parse_args(argv)
     try:
         model_info = read_model_info(args.model_dir)
-        datasets.get(model_info["dataset"]).label_spec(model_info.get("label_mode"))
+        datasets.get(model_info.dataset).label_spec(model_info.label_mode)
     except (ModelNotFound, ValueError) as err:
         raise DataError(str(err)) from None
     matched = match_inputs(args.input)

@@ -1,20 +1,14 @@
 """The trained model as inference sees it: located through Beam FileSystems, loaded once per process.
 
-The trainer exports ``JOB/model`` (a SavedModel) with four signatures, and ``segflow_model.json`` next to it:
-  ``preprocess(image_bytes: string [])`` → ``image`` uint8 [Hm, Wm, 3] (decoded and resized exactly as in
-      training), ``height``/``width`` int32 [] (original size);
-  ``predict_resized(images: uint8 [B, Hm, Wm, 3])`` → ``probabilities`` float32 [B, Hm, Wm, C];
-  ``postprocess(probabilities [Hm, Wm, C], height, width)`` → ``class_ids`` int32 [height, width] and
-      ``probabilities`` [height, width, C] (scores upsampled first, then the argmax);
-  ``serving_default(image_bytes: string [B])`` → the three above in one call.
-Inference uses the model's own pre/postprocessing, so there is one source of truth and no train/serve skew.
+The trainer exports ``JOB/model``: a SavedModel with four signatures and ``segflow_model.json`` next to it, both
+defined by ``schemas.model_contract`` (names, dtypes, shapes, the info file's fields and version). Inference
+uses the model's own pre/postprocessing, so there is one source of truth and no train/serve skew.
 
 This module does not import ``trainer``: the SavedModel and its JSON are the whole interface.
 """
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -30,24 +24,23 @@ from apache_beam.utils import shared
 from pipelines.common import storage
 from pipelines.common.runner import leave_parallelism_to_beam
 from pipelines.infer.options import MODEL_CALLS
+from schemas import model_contract as contract
+from schemas.model_contract import ModelInfo
 from schemas.paths import tf_readable_local_dir
-
-MODEL_INFO_FILE = "segflow_model.json"
-SIGNATURES = ("serving_default", "preprocess", "predict_resized", "postprocess")
 
 
 class ModelNotFound(ValueError):
     """``--model_dir`` does not hold a segflow SavedModel (a one-line message says what is missing)."""
 
 
-def read_model_info(model_dir: str) -> dict[str, Any]:
+def read_model_info(model_dir: str) -> ModelInfo:
     """Reads ``MODEL_DIR/segflow_model.json`` through FileSystems (local or gs://); checks the SavedModel is there.
 
-    Raises ``ModelNotFound`` with a one-line reason.
+    Raises ``ModelNotFound`` with a one-line reason (also for an info file of another format version).
     """
     model_dir = model_dir.rstrip("/")
-    info_path = FileSystems.join(model_dir, MODEL_INFO_FILE)
-    for required in (info_path, FileSystems.join(model_dir, "saved_model.pb")):
+    info_path = FileSystems.join(model_dir, contract.MODEL_INFO_FILE)
+    for required in (info_path, FileSystems.join(model_dir, contract.SAVED_MODEL_FILE)):
         try:
             exists = FileSystems.exists(required)
         except Exception as err:  # noqa: BLE001 - storage errors become the one-line reason
@@ -56,14 +49,13 @@ def read_model_info(model_dir: str) -> dict[str, Any]:
             raise ModelNotFound(f"{required} not found: --model_dir must be the model/ folder a segflow "
                                 f"training job exported (JOB/model)")
     try:
-        with FileSystems.open(info_path) as handle:
-            info = json.loads(handle.read().decode("utf-8"))
+        text = storage.read_bytes(info_path).decode("utf-8")
     except Exception as err:  # noqa: BLE001
         raise ModelNotFound(f"cannot read {info_path}: {err}") from err
-    missing = {"dataset", "num_classes", "image_size"} - set(info)
-    if missing:
-        raise ModelNotFound(f"{info_path} lacks {sorted(missing)}: was it written by segflow's trainer?")
-    return info
+    try:
+        return ModelInfo.from_json(text, where=info_path)
+    except contract.ModelContractError as err:
+        raise ModelNotFound(str(err)) from None
 
 
 def tf_error_reason(message: str) -> str:
@@ -127,13 +119,15 @@ class SegflowModel:
 
         self.model_dir = model_dir
         local = localize_model_dir(model_dir, cache_dir)
+        self.info = read_model_info(model_dir)
         self._module = tf.saved_model.load(local)
-        missing = [s for s in SIGNATURES[1:] if s not in self._module.signatures]
-        if missing:
-            raise ModelNotFound(f"{model_dir} has no signature(s) {missing}: export it with segflow's trainer")
-        self._pre = self._module.signatures["preprocess"]
-        self._predict = self._module.signatures["predict_resized"]
-        self._post = self._module.signatures["postprocess"]
+        try:
+            contract.check_signatures(self._module.signatures, self.info, model_dir)
+        except contract.ModelContractError as err:
+            raise ModelNotFound(str(err)) from None
+        self._pre = self._module.signatures[contract.PREPROCESS]
+        self._predict = self._module.signatures[contract.PREDICT_RESIZED]
+        self._post = self._module.signatures[contract.POSTPROCESS]
         self._tf = tf
 
     def preprocess(self, image_bytes: bytes) -> tuple[np.ndarray, int, int]:
@@ -164,7 +158,7 @@ class SegflowModel:
     def serve(self, image_bytes: Sequence[bytes]) -> dict[str, np.ndarray]:
         """The ``serving_default`` signature on a batch of encoded images (for baselines and checks)."""
         tf = self._tf
-        out = self._module.signatures["serving_default"](image_bytes=tf.constant(list(image_bytes), dtype=tf.string))
+        out = self._module.signatures[contract.SERVING_DEFAULT](image_bytes=tf.constant(list(image_bytes), dtype=tf.string))
         return {k: v.numpy() for k, v in out.items()}
 
 

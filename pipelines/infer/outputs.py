@@ -25,6 +25,7 @@ from apache_beam.io.filesystems import FileSystems
 from PIL import Image
 
 from pipelines.common.label_png import encode_bitmask_png, encode_label_png
+from pipelines.common.storage import write_bytes
 from pipelines.infer.instances import Instance, instance_id_map
 from schemas.labels import LabelSpec, colorize
 
@@ -116,17 +117,6 @@ def encode_palette_png(train_ids: np.ndarray, spec: LabelSpec) -> bytes:
 
 def decode_png(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)))
-
-
-def write_bytes(path: str, data: bytes, mime_type: str = "application/octet-stream") -> None:
-    """Writes ``data`` to a local path or a ``gs://`` URL through Beam's FileSystems."""
-    with FileSystems.create(path, mime_type=mime_type) as handle:
-        handle.write(data)
-
-
-def read_bytes(path: str) -> bytes:
-    with FileSystems.open(path, mime_type="application/octet-stream") as handle:
-        return handle.read()
 
 
 def overlay(image: np.ndarray, color: np.ndarray, alpha: float = 0.5) -> np.ndarray:

@@ -59,7 +59,7 @@ class PreprocessConfig:
     """The job's flags, validated: each field is the flag of the same name (``schemas.cli.option``), its default,
     help and range written once, here."""
 
-    dataset: str = cli.option(help="dataset layout to read", choices=datasets.names())
+    dataset: str = cli.option(help="dataset layout to read", choices=datasets.names)
     input_dir: str = cli.option(help="dataset root (local path or gs://)")
     output_dir: str = cli.option(help="where shards, metadata.json, transform_fn/ and dead_letter/ go (local path "
                                       "or gs://); must lie outside --input_dir")
@@ -250,8 +250,7 @@ def _write_metadata(_: object, config: PreprocessConfig, dead_letters: int, writ
     metadata = _metadata(config, counts, source_counts, dead_letters, written.num_shards, stat, manifest,
                          None if stat is not None else NO_TRAIN_REASON)
     path = FileSystems.join(config.output_dir, METADATA_FILE)
-    with FileSystems.create(path, mime_type="application/json") as handle:
-        handle.write(metadata.to_json().encode("utf-8"))
+    storage.write_bytes(path, metadata.to_json().encode("utf-8"), "application/json")
     return path
 
 

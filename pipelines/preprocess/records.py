@@ -10,11 +10,10 @@ a dead letter with the path and the reason, a mask with values outside its datas
 from __future__ import annotations
 
 import dataclasses
-from typing import Iterator, NamedTuple, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from PIL import Image
 
@@ -29,6 +28,7 @@ from pipelines.common.decode import (
     encode_mask,
 )
 from pipelines.common.runner import leave_parallelism_to_beam
+from pipelines.common.storage import read_bytes
 from pipelines.datasets.base import DEAD_LETTER_TAG, Example
 from pipelines.preprocess import augment
 from pipelines.preprocess.shards import Record, record_key
@@ -85,11 +85,6 @@ class RecordOptions:
     augment_copies: int = 0
     seed: int = 0
     ignore_label: int = 255
-
-
-def _read(path: str) -> bytes:
-    with FileSystems.open(path, mime_type="application/octet-stream") as handle:
-        return handle.read()
 
 
 def _fit(array: np.ndarray, reference_hw: tuple[int, int], size: Sequence[int], mode: str, *, is_mask: bool,
@@ -154,84 +149,116 @@ class MakeRecords(beam.DoFn):
         yield from outputs
 
     def _records(self, example: Example) -> Iterator:
-        from schemas.features import build_example
+        """The example's records, copy 0 (the original) first, each followed by its analysis input if any."""
+        copies = 1 + (self._o.augment_copies if example.split == "train" else 0)
+        image_bytes, image, full_hw = self._decode_image(example, copies)
+        mask = self._decode_mask(example, image_bytes, full_hw)
+        lut = self._train_id_lut(example) if mask is not None else None
+        instances = self._decode_instances(example, full_hw)
+        for copy in range(copies):
+            img, mask_out, inst_out = self._fit_copy(example, copy, full_hw, image, mask, lut, instances)
+            image_encoded = encode_image(img, self._o.image_format, self._o.jpeg_quality)
+            yield self._record(example, copy, image_encoded, mask_out, inst_out)
+            if copy == 0 and example.split == "train" and mask_out is not None:
+                yield beam.pvalue.TaggedOutput(ANALYZE_TAG, self._analysis_input(img, image_encoded, mask_out))
 
-        o = self._o
-        size = o.image_size
-        copies = 1 + (o.augment_copies if example.split == "train" else 0)
+    def _decode_image(self, example: Example, copies: int) -> tuple[bytes, np.ndarray, tuple[int, int]]:
+        """(encoded bytes, RGB pixels, full-resolution (height, width)) of the example's image."""
+        size = self._o.image_size
         # Decode-time downscaling must leave enough pixels for the smallest crop an augmented copy takes.
         min_scale = 0.75 if copies > 1 else 1.0
         need = (int(np.ceil(size[0] / min_scale)), int(np.ceil(size[1] / min_scale)))
         try:
-            image_bytes = _read(example.image_path)
+            image_bytes = read_bytes(example.image_path)
             image, full_hw = decode_rgb(image_bytes, need)
         except DecodeError as e:
             raise DecodeError(f"image: {e}", example.image_path) from None
-        mask = instances = None
-        if example.mask_path:
-            try:
-                native = decode_label_map(_read(example.mask_path), "mask")
-            except DecodeError as e:
-                raise DecodeError(f"mask {example.mask_path}: {e}", example.image_path) from None
-            problem = self._dataset.mask_problem(native, "mask")
-            if problem:
-                raise DecodeError(f"mask {example.mask_path}: {problem}", example.image_path)
-            if native.shape != full_hw:
-                raise DecodeError(f"image is {full_hw[1]}x{full_hw[0]} but its mask {example.mask_path} is "
-                                  f"{native.shape[1]}x{native.shape[0]} (width x height)"
-                                  f"{_orientation_hint(image_bytes, native.shape, full_hw)}", example.image_path)
-            # Native values are mapped to train ids after the crop, flip and nearest-neighbour resize, which only
-            # pick pixels, so mapping commutes with them: the same result on ~1/10 of the pixels. Padding is added
-            # as ignore, which every lookup maps to itself (checked in setup).
-            lut = self._train_id_lut(example)
-            mask = native
-        if example.instance_path:
-            try:
-                instances = decode_label_map(_read(example.instance_path), "instance mask", bits=16)
-            except DecodeError as e:
-                raise DecodeError(f"instance mask {example.instance_path}: {e}", example.image_path) from None
-            problem = self._dataset.mask_problem(instances, "instances")
-            if problem:
-                raise DecodeError(f"instance mask {example.instance_path}: {problem}", example.image_path)
-            if instances.shape != full_hw:
-                raise DecodeError(f"image is {full_hw[1]}x{full_hw[0]} but its instance mask is "
-                                  f"{instances.shape[1]}x{instances.shape[0]}", example.image_path)
-        for copy in range(copies):
-            params = augment.augment_params(o.seed, example.example_id, copy)
-            ref_hw = full_hw
-            if copy:
-                top, left, bottom, right = augment.crop_box_pixels(full_hw[0], full_hw[1], params.box)
-                ref_hw = (bottom - top, right - left)
-            img = _fit(augment.apply_geometry(image, params), ref_hw, size, o.resize_mode, is_mask=False)
-            img = augment.apply_colour(img, params)
-            mask_out = inst_out = None
-            if mask is not None:
-                mask_out = np.take(lut, _fit(augment.apply_geometry(mask, params), ref_hw, size, o.resize_mode,
-                                             is_mask=True, fill=o.ignore_label))
-            if instances is not None:
-                inst_out = _fit(augment.apply_geometry(instances, params), ref_hw, size, o.resize_mode,
-                                is_mask=True, fill=0)
-            image_encoded = encode_image(img, o.image_format, o.jpeg_quality)
-            record = build_example(
-                image_encoded=image_encoded,
-                image_format=o.image_format,
-                height=size[0], width=size[1],
-                source_id=example.example_id,
-                mask_png=encode_mask(mask_out) if mask_out is not None else None,
-                instance_png=encode_instance_mask(inst_out) if inst_out is not None else None,
-                class_label=example.class_label,
-                species=example.species,
-                augment_copy=copy,
-            )
-            yield Record(example.split, record_key(example.example_id, copy),
-                         record.SerializeToString(deterministic=True))
-            if copy == 0 and example.split == "train" and mask_out is not None:
-                # The analysis must see exactly the pixels training will read, but only as histograms (a few KiB,
-                # not a frame per example held between stages). PNG is lossless: counted from the array itself.
-                # A JPEG record goes as its bytes, decoded later a whole batch per graph call with the trainer's
-                # own decoder (TF's default IDCT differs from PIL's by a few levels; one eager call per image
-                # cost more than the rest of the analysis).
-                png = o.image_format == "png"
-                yield beam.pvalue.TaggedOutput(ANALYZE_TAG, AnalysisInput(
-                    1, channel_histogram(img) if png else None, None if png else image_encoded,
-                    label_histogram(mask_out)))
+        return image_bytes, image, full_hw
+
+    def _decode_mask(self, example: Example, image_bytes: bytes, full_hw: tuple[int, int]) -> Optional[np.ndarray]:
+        """The native (not yet mapped) class mask at the image's full size, or None when the example has none."""
+        if not example.mask_path:
+            return None
+        return self._decode_label_file(
+            example, example.mask_path, "mask", "mask", 8, full_hw,
+            lambda shape: f"mask {example.mask_path} is {shape[1]}x{shape[0]} (width x height)"
+                          f"{_orientation_hint(image_bytes, shape, full_hw)}")
+
+    def _decode_instances(self, example: Example, full_hw: tuple[int, int]) -> Optional[np.ndarray]:
+        """The 16-bit instance-id map at the image's full size, or None when the example has none."""
+        if not example.instance_path:
+            return None
+        return self._decode_label_file(example, example.instance_path, "instance mask", "instances", 16, full_hw,
+                                       lambda shape: f"instance mask is {shape[1]}x{shape[0]}")
+
+    def _decode_label_file(self, example: Example, path: str, what: str, kind: str, bits: int,
+                           full_hw: tuple[int, int], size_mismatch: Callable[[tuple[int, ...]], str]) -> np.ndarray:
+        """A label file (``what``: "mask" or "instance mask") decoded and checked against the dataset's label set
+        (``kind`` for ``native_mask_problem``) and the image's full size; a ``DecodeError`` naming the image
+        otherwise (``size_mismatch(shape)`` ends the size message)."""
+        try:
+            native = decode_label_map(read_bytes(path), what, bits=bits)
+        except DecodeError as e:
+            raise DecodeError(f"{what} {path}: {e}", example.image_path) from None
+        problem = self._dataset.mask_problem(native, kind)
+        if problem:
+            raise DecodeError(f"{what} {path}: {problem}", example.image_path)
+        if native.shape != full_hw:
+            raise DecodeError(f"image is {full_hw[1]}x{full_hw[0]} but its {size_mismatch(native.shape)}",
+                              example.image_path)
+        return native
+
+    def _fit_copy(self, example: Example, copy: int, full_hw: tuple[int, int], image: np.ndarray,
+                  mask: Optional[np.ndarray], lut: Optional[np.ndarray], instances: Optional[np.ndarray]
+                  ) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+        """Copy ``copy`` (0 = the original) at the record size: (image, train-id mask or None, instances or None).
+
+        Native values are mapped to train ids after the crop, flip and nearest-neighbour resize, which only pick
+        pixels, so mapping commutes with them: the same result on ~1/10 of the pixels. Padding is added as
+        ignore, which every lookup maps to itself (checked in setup).
+        """
+        o = self._o
+        params = augment.augment_params(o.seed, example.example_id, copy)
+        ref_hw = full_hw
+        if copy:
+            top, left, bottom, right = augment.crop_box_pixels(full_hw[0], full_hw[1], params.box)
+            ref_hw = (bottom - top, right - left)
+        img = _fit(augment.apply_geometry(image, params), ref_hw, o.image_size, o.resize_mode, is_mask=False)
+        img = augment.apply_colour(img, params)
+        mask_out = inst_out = None
+        if mask is not None:
+            mask_out = np.take(lut, _fit(augment.apply_geometry(mask, params), ref_hw, o.image_size, o.resize_mode,
+                                         is_mask=True, fill=o.ignore_label))
+        if instances is not None:
+            inst_out = _fit(augment.apply_geometry(instances, params), ref_hw, o.image_size, o.resize_mode,
+                            is_mask=True, fill=0)
+        return img, mask_out, inst_out
+
+    def _record(self, example: Example, copy: int, image_encoded: bytes, mask_out: Optional[np.ndarray],
+                inst_out: Optional[np.ndarray]) -> Record:
+        from schemas.features import build_example
+
+        record = build_example(
+            image_encoded=image_encoded,
+            image_format=self._o.image_format,
+            height=self._o.image_size[0], width=self._o.image_size[1],
+            source_id=example.example_id,
+            mask_png=encode_mask(mask_out) if mask_out is not None else None,
+            instance_png=encode_instance_mask(inst_out) if inst_out is not None else None,
+            class_label=example.class_label,
+            species=example.species,
+            augment_copy=copy,
+        )
+        return Record(example.split, record_key(example.example_id, copy), record.SerializeToString(deterministic=True))
+
+    def _analysis_input(self, img: np.ndarray, image_encoded: bytes, mask_out: np.ndarray) -> AnalysisInput:
+        """A train original's statistics input.
+
+        The analysis must see exactly the pixels training will read, but only as histograms (a few KiB, not a
+        frame per example held between stages). PNG is lossless: counted from the array itself. A JPEG record
+        goes as its bytes, decoded later a whole batch per graph call with the trainer's own decoder (TF's default
+        IDCT differs from PIL's by a few levels; one eager call per image cost more than the rest of the analysis).
+        """
+        png = self._o.image_format == "png"
+        return AnalysisInput(1, channel_histogram(img) if png else None, None if png else image_encoded,
+                             label_histogram(mask_out))

@@ -24,22 +24,8 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines.common import storage
 from pipelines.preprocess.records import AnalysisInput, channel_histogram
 from schemas import transform as schema_transform
+from schemas.class_balance import class_balance
 from schemas.metadata import DatasetStats
-
-
-def median_frequency_weights(class_pixel_counts: Sequence[int]) -> tuple[list[float], list[float]]:
-    """(class_frequency, class_weights): freq_c = count_c / sum(counts); weight_c = median(freq of present
-    classes) / freq_c (Eigen & Fergus' median-frequency balancing); 0 for classes with no pixels."""
-    counts = np.asarray(class_pixel_counts, dtype=np.float64)
-    total = counts.sum()
-    if total <= 0:
-        return [0.0] * len(counts), [0.0] * len(counts)
-    freq = counts / total
-    present = freq > 0
-    median = float(np.median(freq[present]))
-    weights = np.where(present, median / np.where(present, freq, 1.0), 0.0)
-    return [float(f) for f in freq], [float(w) for w in weights]
-
 
 _VALUES = np.arange(256, dtype=np.int64)
 
@@ -140,12 +126,18 @@ def read_stats(transform_output_dir: str, image_size: Sequence[int], num_classes
             raise RuntimeError(f"tensorflow-transform statistics {mean}/{std} disagree with exact moments "
                                f"{exact_mean}/{exact_std}")
         mean, std = exact_mean, np.maximum(exact_std, schema_transform.MIN_STD)
-    freq, weights = median_frequency_weights(counts[:num_classes])
+    return dataset_stats(mean, std, counts[:num_classes])
+
+
+def dataset_stats(mean: Sequence[float], std: Sequence[float], class_pixel_counts: Sequence[int]) -> DatasetStats:
+    """metadata.json's statistics; class frequencies and weights by ``schemas.class_balance`` (the trainer's
+    rule for ``--class_weights auto`` too)."""
+    freq, weights = class_balance(class_pixel_counts)
     # Rounded so metadata.json reads well and reruns print identical text whatever the float summation order.
     return DatasetStats(
         channel_mean=[round(float(v), 4) for v in mean],
         channel_std=[round(float(v), 4) for v in std],
-        class_pixel_counts=[int(v) for v in counts[:num_classes]],
+        class_pixel_counts=[int(v) for v in class_pixel_counts],
         class_frequency=[round(v, 6) for v in freq],
         class_weights=[round(v, 6) for v in weights],
     )

@@ -2,11 +2,12 @@
 
     python -m pipelines.tools.demo --work_dir out/demo [--num_examples 96] [--epochs 12] [--image_size 64]
 
-1. generate a Pet-layout dataset (``pipelines.tools.synthetic``) to train on, and a separate set of "new" photos;
-2. preprocess it to TFRecords (``pipelines.preprocess``, DirectRunner);
+1. generate a Pet-layout dataset (``pipelines.tools.synthetic``) to train on, and a separate set of generated
+   held-out images (``heldout_*``: other pictures, other sizes, never trained on);
+2. preprocess the training set to TFRecords (``pipelines.preprocess``, DirectRunner);
 3. train a small U-Net (``python -m trainer.task`` in a subprocess: pipelines never import the trainer);
-4. run inference with instances over the new photos (``pipelines.infer``);
-5. score the predictions against the new photos' trimaps (``pipelines.evaluate``);
+4. run inference with instances over the held-out images (``pipelines.infer``);
+5. score the predictions against the held-out images' trimaps (``pipelines.evaluate``);
 6. draw ``report.html`` / ``report.png``: input | ground truth | prediction | instances.
 Prints the mIoU and where everything is.
 """
@@ -37,7 +38,8 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work_dir", default="out/demo", help="everything goes here (default out/demo)")
     parser.add_argument("--num_examples", type=int, default=96, help="generated training examples")
-    parser.add_argument("--num_new", type=int, default=12, help="generated new photos to run inference on")
+    parser.add_argument("--num_heldout", "--num_new", dest="num_heldout", type=int, default=12,
+                        help="generated held-out images to run inference on (default 12; --num_new is its old name)")
     parser.add_argument("--image_size", type=int, default=64, help="model input size (square)")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch_size", type=int, default=8)
@@ -49,7 +51,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.augment_copies < 0:
         parser.exit(2, "pipelines.tools.demo: error: --augment_copies must be >= 0\n")
-    for name in ("num_examples", "num_new", "image_size", "epochs", "batch_size", "base_filters", "depth"):
+    for name in ("num_examples", "num_heldout", "image_size", "epochs", "batch_size", "base_filters", "depth"):
         if getattr(args, name) < 1:
             parser.exit(2, f"pipelines.tools.demo: error: --{name} must be >= 1\n")
     return args
@@ -63,14 +65,17 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
 
     infer.quiet_beam_logs()
     work = os.path.abspath(args.work_dir)
-    raw, new = os.path.join(work, "data", pet.DATASET.name), os.path.join(work, "data", "pet_new")
+    raw, heldout = os.path.join(work, "data", pet.DATASET.name), os.path.join(work, "data", "pet_heldout")
     records, job, out = os.path.join(work, "records"), os.path.join(work, "job"), os.path.join(work, "predictions")
     os.makedirs(work, exist_ok=True)
     began = time.monotonic()
 
-    t = _step(f"1/6 generating {args.num_examples} Pet-layout training examples and {args.num_new} new photos")
+    t = _step(f"1/6 generating {args.num_examples} Pet-layout training examples and {args.num_heldout} held-out "
+              f"images")
     synthetic.write_pet_dataset(raw, args.num_examples, size=(96, 128), seed=args.seed)
-    synthetic.write_pet_dataset(new, args.num_new, size=(120, 160), seed=args.seed + 1000)
+    # Other pictures (another seed, another size), named heldout_* so that no file shares a training file's name.
+    synthetic.write_pet_dataset(heldout, args.num_heldout, size=(120, 160), seed=args.seed + 1000,
+                                id_prefix="heldout_")
     _done(t)
 
     t = _step("2/6 preprocess → TFRecords (Beam DirectRunner)")
@@ -92,22 +97,26 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     _done(t)
 
     t = _step("4/6 infer with instances (Beam RunInference)")
-    counters = infer.run(["--model_dir", os.path.join(job, "model"), "--input", os.path.join(new, "images", "*"),
+    counters = infer.run(["--model_dir", os.path.join(job, "model"), "--input", os.path.join(heldout, "images", "*"),
                           "--output_dir", out, "--instances", "--overlay"])
     _done(t)
 
     t = _step("5/6 evaluate (Beam: per-image confusion matrices, CombineGlobally)")
-    doc = evaluate.run(["--predictions", os.path.join(out, "masks"), "--ground_truth", new, "--dataset", pet.DATASET.name])
+    doc = evaluate.run(["--predictions", os.path.join(out, "masks"), "--ground_truth", heldout,
+                        "--dataset", pet.DATASET.name])
+    print(evaluate.format_table(doc))  # run() returns the document; the command line's main prints it
     _done(t)
 
     t = _step("6/6 report")
-    paths = report.write_report(out, pet.DATASET.name, ground_truth=new, max_images=8)
+    paths = report.write_report(out, pet.DATASET.name, ground_truth=heldout, max_images=8)
     _done(t)
 
     miou = doc.get("mean_iou")
     print(f"\nsegflow demo finished in {time.monotonic() - began:.0f} s")
-    print(f"  mIoU on {doc['images']} new photos: {miou:.4f}" if miou is not None else "  no scored images")
+    print(f"  mIoU on {doc['images']} generated held-out images: {miou:.4f}" if miou is not None
+          else "  no scored images")
     print(f"  training data     {raw}")
+    print(f"  held-out images   {heldout}")
     print(f"  records           {records}")
     print(f"  model             {os.path.join(job, 'model')}   "
           f"(training metrics: {os.path.join(job, 'metrics.json')})")

@@ -109,11 +109,12 @@ def write_file(path: str, data: bytes) -> None:
 
 def write_pet_dataset(root: str, num_examples: int, *, size: Sequence[int] = (375, 500), seed: int = 0,
                       test_fraction: float = 0.25, list_files: bool = True,
-                      vary_size: bool = True) -> list[str]:
+                      vary_size: bool = True, id_prefix: str = "") -> list[str]:
     """Writes ``num_examples`` Pet-like examples under ``root`` in the Pet layout; returns their ids.
 
-    Layout: ``images/<Breed>_<n>.jpg``, ``annotations/trimaps/<Breed>_<n>.png`` and, with ``list_files``,
-    ``annotations/{list,trainval,test}.txt`` (``list.txt`` with the real file's ``#`` header).
+    Layout: ``images/<id_prefix><Breed>_<n>.jpg``, ``annotations/trimaps/<id_prefix><Breed>_<n>.png`` and, with
+    ``list_files``, ``annotations/{list,trainval,test}.txt`` (``list.txt`` with the real file's ``#`` header).
+    ``id_prefix`` keeps a second generated set's names apart from the first's (``heldout_Abyssinian_1``).
     ``size`` is (height, width); with ``vary_size`` each example's size varies by up to ±20%, as real photos do.
     """
     rng = np.random.default_rng(seed)
@@ -122,7 +123,7 @@ def write_pet_dataset(root: str, num_examples: int, *, size: Sequence[int] = (37
     for i in range(num_examples):
         breed = PET_BREEDS[int(rng.integers(len(PET_BREEDS)))]
         counters[breed] = counters.get(breed, 0) + 1
-        example_id = f"{breed}_{counters[breed]}"
+        example_id = f"{id_prefix}{breed}_{counters[breed]}"
         height, width = size
         if vary_size:
             height = int(height * rng.uniform(0.8, 1.2))
