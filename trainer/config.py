@@ -17,7 +17,7 @@ class TrainConfig:
 
     Attributes:
       data_dir: preprocess output (local or gs://): shards, metadata.json, transform_fn/.
-      model: ``unet`` or ``fcn8s``.
+      model: ``unet``, ``fcn8s`` or ``mobilenetv2_unet``.
       job_dir: where checkpoints/, logs/, model/ and metrics.json go (local or gs://).
       epochs: total epochs (a resumed run continues up to this number).
       batch_size: global batch, split evenly across replicas and workers.
@@ -29,7 +29,8 @@ class TrainConfig:
       deterministic: deterministic tf.data order and TF op determinism (slower; bit-reproducible runs).
       augment: online augmentation of training batches (flip, scale-crop, colour), seeded.
       mixed_precision: float16 compute on GPUs (ignored with a warning on CPU).
-      backbone_weights: local VGG16 weights file for fcn8s' encoder (random init when None).
+      backbone_weights: ``imagenet``, a local notop ``.h5`` or None/``none`` (random init) for the encoder of
+        fcn8s (VGG16) or mobilenetv2_unet (MobileNetV2).
       base_filters: first-level filters (U-Net) / VGG width (FCN-8s); None = the classic 64.
       depth: U-Net levels (input sides must be multiples of 2**depth).
       steps_per_epoch: None = one pass over the training records per epoch.
@@ -39,6 +40,12 @@ class TrainConfig:
       checkpoint_steps: also checkpoint every N training steps (0 = at epoch ends only).
       eval_split: split for per-epoch validation and the final evaluation (``val``; ``train`` if absent).
       verbose: Keras verbosity; None = progress bar on a terminal, one line per epoch otherwise.
+      alpha: MobileNetV2 width multiplier (``mobilenetv2_unet``).
+      freeze_backbone_epochs: epochs trained with the pretrained encoder frozen (BN in inference mode).
+      lr_schedule: ``constant`` or ``cosine`` (decay to 0 at the last step); continues across resumes.
+      warmup_steps: linear learning-rate warm-up steps from 0.
+      weight_decay: decoupled weight decay (AdamW) when > 0.
+      export: ``best`` (the best-validation-mIoU epoch's weights) or ``last``.
     """
 
     data_dir: str
@@ -63,6 +70,13 @@ class TrainConfig:
     checkpoint_steps: int = 100
     eval_split: str = "val"
     verbose: Optional[int] = None
+    # Models and training recipe (issue 14).
+    alpha: float = 1.0
+    freeze_backbone_epochs: int = 0
+    lr_schedule: str = "constant"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    export: str = "best"
 
     def validate(self) -> None:
         """Raises ``UsageError`` with what to do for values no run could use."""
@@ -91,9 +105,29 @@ class TrainConfig:
             raise UsageError("--eval_split must be train, val or test")
         if not self.data_dir or not self.job_dir:
             raise UsageError("--data_dir and --job_dir must not be empty")
-        if self.backbone_weights and self.model != "fcn8s":
-            raise UsageError("--backbone_weights applies to --model fcn8s only")
+        self._validate_recipe()
         self.parse_class_weights(None)
+
+    def _validate_recipe(self) -> None:
+        """The model and training-recipe flags (issue 14)."""
+        from trainer.models import MOBILENETV2_ALPHAS as ALPHAS, PRETRAINABLE
+        pretrained = bool(self.backbone_weights) and self.backbone_weights != "none"
+        if pretrained and self.model not in PRETRAINABLE:
+            raise UsageError(f"--backbone_weights applies to --model {' or '.join(PRETRAINABLE)} (a pretrained "
+                             f"encoder); {self.model} trains from scratch")
+        if self.alpha <= 0 or (self.alpha != 1.0 and self.model != "mobilenetv2_unet"):
+            raise UsageError("--alpha must be > 0 and applies to --model mobilenetv2_unet only")
+        if self.backbone_weights == "imagenet" and self.model == "mobilenetv2_unet" and self.alpha not in ALPHAS:
+            raise UsageError(f"ImageNet MobileNetV2 weights exist for --alpha {', '.join(map(str, ALPHAS))} only")
+        if self.freeze_backbone_epochs < 0 or (self.freeze_backbone_epochs and not pretrained):
+            raise UsageError("--freeze_backbone_epochs must be >= 0 and needs --backbone_weights (a pretrained "
+                             "encoder to keep frozen)")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise UsageError("--lr_schedule must be constant or cosine")
+        if self.warmup_steps < 0 or self.weight_decay < 0:
+            raise UsageError("--warmup_steps and --weight_decay must be >= 0")
+        if self.export not in ("best", "last"):
+            raise UsageError("--export must be best or last")
 
     def parse_class_weights(self, num_classes: Optional[int]) -> Optional[list[float]]:
         """Explicit weights as floats (checked against ``num_classes`` when given); None for none/auto."""
