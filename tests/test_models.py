@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import tf_keras as keras
 
+from tests.fixtures.model import save_random_notop
 from trainer import losses, models, normalization
-from trainer.models import fcn8s, mobilenetv2_unet, weights as weights_lib
+from trainer.models import fcn8s, mobilenetv2_unet
 
 
 @pytest.mark.parametrize("name,size,kw", [
@@ -74,20 +75,6 @@ def test_mobilenetv2_unet_taps_the_tutorials_activations():
 
 
 # ---------------------------------------------------------------------------------------- pretrained weights
-def _save_notop(encoder: str, directory, shape=(32, 32, 3), alpha=0.35):
-    """A randomly initialised Keras application without top, saved as Keras names the ImageNet file."""
-    keras.utils.set_random_seed(7)
-    if encoder == "vgg16":
-        source = keras.applications.VGG16(include_top=False, weights=None, input_shape=shape)
-    else:
-        source = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=shape, alpha=alpha)
-    name, _ = weights_lib.weights_file(encoder, shape, alpha)
-    path = directory / name
-    source.save_weights(str(path))
-    keras.utils.set_random_seed(8)  # the model under test initialises differently
-    return path, source
-
-
 def _assert_encoder_is(network, source, names):
     compared = 0
     for layer in source.layers:
@@ -99,7 +86,7 @@ def _assert_encoder_is(network, source, names):
 
 
 def test_mobilenetv2_weights_load_from_a_path_and_from_the_keras_cache(tmp_path, monkeypatch):
-    path, source = _save_notop("mobilenetv2", tmp_path)
+    path, source = save_random_notop("mobilenetv2", tmp_path)
     assert path.name == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
     network = models.build_model("mobilenetv2_unet", (32, 32, 3), 3, base_filters=4, alpha=0.35,
                                  backbone_weights=str(path))
@@ -119,7 +106,7 @@ def test_mobilenetv2_weights_load_from_a_path_and_from_the_keras_cache(tmp_path,
 def test_vgg16_weights_load_from_a_path(tmp_path):
     """PATH only: Keras verifies the ImageNet VGG16 file's hash, so a random file in the cache is not accepted
     (it would try to download the real one)."""
-    path, source = _save_notop("vgg16", tmp_path)
+    path, source = save_random_notop("vgg16", tmp_path)
     assert path.name == "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
     network = models.build_model("fcn8s", (32, 32, 3), 3, backbone_weights=str(path))
     _assert_encoder_is(network, source, {layer.name for layer in source.layers if layer.name.startswith("block")})
@@ -134,7 +121,7 @@ def test_missing_or_foreign_weights_file_is_one_line(tmp_path):
     line = str(e.value)
     assert "\n" not in line and "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5" in line
     assert "--backbone_weights PATH" in line and "x.h5" in line
-    path, _ = _save_notop("mobilenetv2", tmp_path)  # alpha 0.35 weights into an alpha 0.5 network
+    path, _ = save_random_notop("mobilenetv2", tmp_path)  # alpha 0.35 weights into an alpha 0.5 network
     with pytest.raises(models.BackboneWeightsError) as e:
         models.build_model("mobilenetv2_unet", (32, 32, 3), 3, alpha=0.5, backbone_weights=str(path))
     assert "\n" not in str(e.value) and "0.5_224_no_top.h5" in str(e.value)

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 
 from trainer.config import STRATEGIES, TrainConfig, UsageError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("trainer.task")  # not __main__ under python -m: "trainer" logs at INFO
 
 _LOSSES = ("ce", "dice", "ce_dice")
 _MODELS = ("unet", "fcn8s", "mobilenetv2_unet")
@@ -207,8 +207,9 @@ def run(config: TrainConfig) -> dict:
     _restore(job)
     throughput, train_seconds = _train(job)
     report = _evaluate(job, throughput, train_seconds)
+    weights = job.network.get_weights()  # every worker reads: some variables need a collective to read
     if job.chief:
-        _export(job, report)
+        _export(job, weights, report)
     from trainer import distribution
     if distribution.cluster_size() > 1:
         # Every worker waits here until the chief has exported: a worker that exits early takes down the
@@ -419,15 +420,14 @@ def _evaluate(job: _Job, throughput, train_seconds: float) -> dict:
     }
 
 
-def _export(job: _Job, report: dict) -> None:
-    """Chief only: JOB/model (float32, the evaluated weights behind the same input convention) and
+def _export(job: _Job, weights: list, report: dict) -> None:
+    """Chief only: JOB/model (float32: the evaluated ``weights`` behind the same input convention) and
     JOB/metrics.json."""
     import tf_keras as keras
     from trainer import export
     from trainer.normalization import with_input_convention
 
     config, info = job.config, job.info
-    weights = job.network.get_weights()
     keras.mixed_precision.set_global_policy("float32")  # the export is float32 for any serving hardware
     serving_network = _build_network(config, job.image_shape, info.num_classes, None)
     serving_network.set_weights(weights)

@@ -60,6 +60,6 @@ def build_mobilenetv2_unet(input_shape: Sequence[int], num_classes: int, base_fi
     logits = layers.Conv2DTranspose(num_classes, 3, strides=2, padding="same", name="logits_up")(x)
     # Logits in float32 so the loss and softmax stay stable under a mixed-precision policy.
     logits = layers.Activation("linear", dtype="float32", name="logits")(logits)
-    logger.info("mobilenetv2_unet: encoder %s", f"weights from {backbone_weights}" if backbone_weights
-                else "randomly initialised")
+    if backbone_weights:
+        logger.info("mobilenetv2_unet: encoder weights from %s", backbone_weights)
     return keras.Model(inputs, logits, name=name)
