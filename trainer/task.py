@@ -376,7 +376,8 @@ def _train(job: _Job):
         while step < job.total_steps:
             epoch, offset = divmod(step, spe)
             # Phase end: the interrupted epoch's end, the unfreeze epoch, or the last epoch.
-            end_epoch = epoch + 1 if offset else (frozen_epochs if epoch < frozen_epochs else config.epochs)
+            end_epoch = epoch + 1 if offset else \
+                (min(frozen_epochs, config.epochs) if epoch < frozen_epochs else config.epochs)
             _set_encoder_frozen(job, epoch < frozen_epochs)
             job.model.fit(train_ds(step), initial_epoch=epoch, epochs=end_epoch,
                           steps_per_epoch=spe - offset if offset else spe, validation_data=val_ds,

@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 ENCODER_TAPS = ("block_1_expand_relu", "block_3_expand_relu", "block_6_expand_relu", "block_13_expand_relu",
                 "block_16_project")
 ENCODER_NAME = "mobilenetv2_encoder"
+BN_MOMENTUM = 0.9
 
 
 def upsample_block(x, filters: int, name: str):
@@ -40,6 +41,13 @@ def mobilenetv2_encoder(input_shape: Sequence[int], alpha: float = 1.0, weights:
     """
     base = keras.applications.MobileNetV2(input_shape=tuple(input_shape), include_top=False, weights=weights,
                                           alpha=alpha)
+    # MobileNetV2's batch norm keeps moving statistics with momentum 0.999: thousands of steps before they fit
+    # a new dataset, so a short run validates (inference mode) with the statistics of its first steps (all
+    # background on the bench's data from scratch). 0.9 (PyTorch's default) follows within tens of steps;
+    # whatever the weights, since a resumed run builds the encoder without loading them and must behave the same.
+    for layer in base.layers:
+        if isinstance(layer, layers.BatchNormalization):
+            layer.momentum = BN_MOMENTUM
     return keras.Model(base.input, [base.get_layer(n).output for n in ENCODER_TAPS], name=ENCODER_NAME)
 
 
