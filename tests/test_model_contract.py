@@ -6,7 +6,6 @@ import json
 import pytest
 
 from schemas.cli import DataError, error_line
-
 from schemas.labels import spec_for
 from schemas.model_contract import MODEL_FORMAT_VERSION, MODEL_INFO_FILE, SIGNATURES, ModelContractError, ModelInfo
 

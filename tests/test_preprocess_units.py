@@ -296,8 +296,8 @@ def test_label_files_of_another_size_are_dead_letters_that_name_both_sizes(tmp_p
     import apache_beam as beam
 
     from pipelines.common.decode import encode_instance_mask, encode_mask
-    from pipelines.preprocess.records import MakeRecords, RecordOptions
     from pipelines.datasets.base import DEAD_LETTER_TAG, Example
+    from pipelines.preprocess.records import MakeRecords, RecordOptions
 
     image = tmp_path / "a_000001_000002_leftImg8bit.png"
     Image.fromarray(np.zeros((20, 30, 3), np.uint8)).save(image)

@@ -16,7 +16,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
-from tests.fixtures.model import TINY_UNET
+from tests.fixtures.model import TINY_UNET, save_random_notop, train_tiny
 from trainer import data, export, losses, models, normalization, task
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,6 +109,29 @@ def test_export_parity_raw_bytes_vs_training_graph(pet_job_dir, pet_records_dir)
     assert out["class_ids"].shape == expected.shape
     np.testing.assert_array_equal(out["height"].numpy(), 32)
     np.testing.assert_array_equal(out["class_ids"].numpy(), expected)
+
+
+@pytest.mark.parametrize("name,kw,convention", [
+    ("mobilenetv2_unet", dict(base_filters=4, alpha=0.35), "mobilenetv2"),
+    ("fcn8s", dict(base_filters=2), "vgg16"),
+    ("mobilenetv2_unet", dict(base_filters=4, alpha=0.35), "tft"),
+])
+def test_export_parity_for_each_model_and_input_convention(name, kw, convention, pet_records_dir, tmp_path):
+    """The same parity for every network behind every input convention it can have: the pretrained encoders'
+    own (in the model, so the export takes raw bytes) and the tft graph (from scratch)."""
+    info = data.load_dataset_info(str(pet_records_dir))
+    keras.utils.set_random_seed(1)
+    network = models.build_model(name, (32, 32, 3), 3, **kw)
+    model = normalization.with_input_convention(network, convention, info.transform_root, (32, 32, 3))
+    export.export_model(model, info, str(tmp_path / "model"), name)
+    raw = [r.numpy() for r in tf.data.TFRecordDataset(info.shards["val"] + info.shards["test"], "GZIP")]
+    images = tf.stack([data.decode_record(tf.constant(r), info.image_size, 255)[0] for r in raw])
+    logits = model(images, training=False)
+    served = tf.saved_model.load(str(tmp_path / "model"))
+    out = served.signatures["serving_default"](image_bytes=tf.constant([tf.io.encode_png(i).numpy()
+                                                                         for i in images]))
+    np.testing.assert_array_equal(out["class_ids"].numpy(), tf.argmax(logits, -1).numpy())
+    np.testing.assert_allclose(out["probabilities"].numpy(), tf.nn.softmax(logits).numpy(), atol=1e-5)
 
 
 def test_served_model_input_is_the_record_image(pet_job_dir, pet_raw_dir):
@@ -210,6 +233,15 @@ def test_bad_flags_fail_fast(pet_records_dir, tmp_path, capsys):
     assert "multiples of 64" in capsys.readouterr().err
     assert task.main(base + ["--model", "unet", "--class_weights", "1,2"]) == 2
     assert "3 classes" in capsys.readouterr().err
+    for flags, message in [
+            (["--model", "unet", "--backbone_weights", "imagenet"], "unet trains from scratch"),
+            (["--model", "mobilenetv2_unet", "--freeze_backbone_epochs", "2"], "needs --backbone_weights"),
+            (["--model", "fcn8s", "--alpha", "0.5"], "mobilenetv2_unet only"),
+            (["--model", "mobilenetv2_unet", "--alpha", "0.3", "--backbone_weights", "imagenet"], "0.35, 0.5"),
+            (["--model", "unet", "--weight_decay", "-1"], "must be >= 0")]:
+        assert task.main(base + flags) == 2, flags
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and message in err, err
     assert not (tmp_path / "job").exists()
 
 
@@ -220,8 +252,104 @@ def test_parser_accepts_every_documented_flag():
         "--learning_rate", "0.01", "--deterministic", "--augment", "--mixed_precision",
         "--backbone_weights", "/w.h5", "--base_filters", "64", "--depth", "4", "--steps_per_epoch", "5",
         "--validation_steps", "2", "--seed", "7", "--shuffle_buffer", "8", "--checkpoint_steps", "10",
-        "--eval_split", "val"])
+        "--eval_split", "val", "--alpha", "0.5", "--freeze_backbone_epochs", "2", "--lr_schedule", "cosine",
+        "--warmup_steps", "10", "--weight_decay", "1e-4", "--export", "last"])
+    assert args.lr_schedule == "cosine" and args.export == "last" and args.alpha == 0.5
     assert args.class_weights == "auto" and args.strategy == "multi_worker" and args.mixed_precision
+
+
+# ------------------------------------------------------------------------------------------ training recipe
+def _network_from(checkpoint_prefix: str, name: str = "unet", **kw):
+    network = models.build_model(name, (32, 32, 3), 3, **kw)
+    tf.train.Checkpoint(model=network).read(checkpoint_prefix).expect_partial()
+    return network
+
+
+def test_export_best_exports_the_best_epoch_not_the_last(pet_records_dir, tmp_path):
+    """A learning rate that warms up to a value that blows training up: the early epochs are the good ones.
+    JOB/model and metrics.json are the best epoch's; the best weights are a checkpoint of their own."""
+    job = tmp_path / "job"
+    epochs = 5
+    metrics = train_tiny(pet_records_dir, job, epochs=epochs, learning_rate=3.0, warmup_steps=20)
+    best_dir = job / "checkpoints" / "best"
+    best_prefix = tf.train.latest_checkpoint(str(best_dir))
+    best_epoch = int(best_prefix.rsplit("-", 1)[1])
+    assert metrics["export"] == "best" and metrics["exported_epoch"] == best_epoch < epochs
+    saved = json.loads((job / "metrics.json").read_text())
+    assert saved["exported_epoch"] == best_epoch and saved["miou"] == metrics["miou"]
+    best_value = tf.train.load_checkpoint(best_prefix).get_tensor("best_value/.ATTRIBUTES/VARIABLE_VALUE")
+    assert abs(metrics["miou"] - best_value) < 1e-6  # the figures are the exported (best) model's
+
+    info = data.load_dataset_info(str(pet_records_dir))
+    raw = [r.numpy() for r in tf.data.TFRecordDataset(info.shards["val"] + info.shards["test"], "GZIP")]
+    images = tf.stack([data.decode_record(tf.constant(r), info.image_size, 255)[0] for r in raw])
+    served = tf.saved_model.load(str(job / "model")).signatures["predict_resized"](images=images)["probabilities"]
+    tiny = dict(base_filters=TINY_UNET["base_filters"], depth=TINY_UNET["depth"])
+
+    def probabilities(prefix):
+        model = normalization.with_transform(_network_from(prefix, **tiny), info.transform_root, (32, 32, 3))
+        return tf.nn.softmax(model(images, training=False)).numpy()
+
+    np.testing.assert_allclose(served.numpy(), probabilities(best_prefix), atol=1e-5)
+    last = probabilities(tf.train.latest_checkpoint(str(job / "checkpoints")))
+    assert np.abs(served.numpy() - last).max() > 1e-3
+    # Rerun (a resume with nothing left to train): the best checkpoint still says which epoch to export.
+    again = train_tiny(pet_records_dir, job, epochs=epochs, learning_rate=3.0, warmup_steps=20)
+    assert again["exported_epoch"] == best_epoch and again["miou"] == metrics["miou"]
+    # --export last: the last epoch's weights, as before.
+    again = train_tiny(pet_records_dir, job, epochs=epochs, learning_rate=3.0, warmup_steps=20, export="last")
+    assert again["exported_epoch"] == epochs and again["resumed_from_step"] == metrics["steps"]
+    served = tf.saved_model.load(str(job / "model")).signatures["predict_resized"](images=images)["probabilities"]
+    np.testing.assert_allclose(served.numpy(), last, atol=1e-5)
+
+
+def test_frozen_encoder_keeps_its_weights_and_statistics_then_fine_tunes(pet_records_dir, tmp_path):
+    """--freeze_backbone_epochs 1: after epoch 1 the encoder (batch-norm moving statistics included, so it ran
+    in inference mode) is the weights file's; after epoch 2 it has been fine-tuned."""
+    from trainer.models import mobilenetv2_unet
+    path, source = save_random_notop("mobilenetv2", tmp_path)
+    job = tmp_path / "job"
+    kw = dict(base_filters=4, alpha=0.35)
+    metrics = train_tiny(pet_records_dir, job, model="mobilenetv2_unet", backbone_weights=str(path),
+                         freeze_backbone_epochs=1, epochs=2, batch_size=6, export="last", **kw)
+    spe = metrics["steps"] // 2
+    assert metrics["input_convention"] == "mobilenetv2"
+
+    def encoder_weights(step):
+        network = _network_from(str(job / "checkpoints" / f"ckpt-{step}"), "mobilenetv2_unet", **kw)
+        return network.get_layer(mobilenetv2_unet.ENCODER_NAME)
+
+    frozen, tuned = encoder_weights(spe), encoder_weights(2 * spe)
+    names = [layer.name for layer in frozen.layers if layer.weights]
+    for name in names:
+        for got, want in zip(frozen.get_layer(name).get_weights(), source.get_layer(name).get_weights()):
+            np.testing.assert_array_equal(got, want)
+    changed = [name for name in names if any(not np.array_equal(a, b) for a, b in zip(
+        tuned.get_layer(name).get_weights(), source.get_layer(name).get_weights()))]
+    assert len(changed) > len(names) // 2
+
+
+def test_learning_rate_schedules():
+    from trainer import optim
+    cosine = optim.WarmupSchedule(1.0, total_steps=110, warmup_steps=10, kind="cosine")
+    rates = [float(cosine(s)) for s in (0, 4, 9, 10, 60, 110, 200)]
+    np.testing.assert_allclose(rates, [0.1, 0.5, 1.0, 1.0, 0.5, 0.0, 0.0], atol=1e-6)
+    constant = optim.WarmupSchedule(0.5, total_steps=100, warmup_steps=4)
+    np.testing.assert_allclose([float(constant(s)) for s in (0, 3, 50)], [0.125, 0.5, 0.5])
+    assert isinstance(optim.make_optimizer(1e-3, 10), keras.optimizers.Adam)
+    assert isinstance(optim.make_optimizer(1e-3, 10, weight_decay=1e-4), keras.optimizers.AdamW)
+    # The rate is a function of the optimizer's step (checkpointed): the resume test below proves the curve
+    # continues where a killed run stopped.
+
+
+def test_weights_file_that_cannot_be_loaded_is_one_line(pet_records_dir, tmp_path, capsys):
+    argv = ["--data_dir", str(pet_records_dir), "--job_dir", str(tmp_path / "job"), "--model", "mobilenetv2_unet",
+            "--alpha", "0.35", "--backbone_weights", str(tmp_path / "missing.h5")]
+    assert task.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "missing.h5" in err and "--backbone_weights PATH" in err
+    assert "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5" in err
+    assert not (tmp_path / "job" / "model").exists()
 
 
 # ---------------------------------------------------------------------------------------- fault tolerance
@@ -252,6 +380,52 @@ def test_sigkilled_run_resumes_from_its_last_checkpoint(pet_records_dir, tmp_pat
     assert metrics["resumed_from_step"] >= killed_at and metrics["steps"] == 27
     assert _latest_step(job) == 27 and (job / "model" / "saved_model.pb").exists()
     assert "resumed from" in done.stderr
+
+
+def _run_killed_and_resumed(cmd, job, kill_at: int, total: int):
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
+    deadline = time.time() + 240
+    while _latest_step(job) < kill_at and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    killed_at = _latest_step(job)
+    assert kill_at <= killed_at < total and not (job / "model").exists()
+    done = subprocess.run(cmd, env=_env(), capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return killed_at, done.stderr
+
+
+@pytest.mark.slow
+def test_sigkill_before_the_unfreeze_epoch_resumes_to_the_uninterrupted_result(pet_records_dir, tmp_path):
+    """Killed in the frozen epoch, the resumed run finishes it frozen, unfreezes the encoder and continues the
+    cosine schedule (warm-up, AdamW) from the restored step: bit for bit what the run without a kill gives."""
+    path, _ = save_random_notop("mobilenetv2", tmp_path)
+
+    def cmd(job):
+        # 18 train records / batch 2 = 9 steps per epoch; a checkpoint every step.
+        return [sys.executable, "-m", "trainer.task", "--data_dir", str(pet_records_dir), "--job_dir", str(job),
+                "--model", "mobilenetv2_unet", "--alpha", "0.35", "--base_filters", "4", "--backbone_weights",
+                str(path), "--freeze_backbone_epochs", "1", "--epochs", "2", "--batch_size", "2",
+                "--checkpoint_steps", "1", "--validation_steps", "1", "--lr_schedule", "cosine", "--warmup_steps",
+                "3", "--weight_decay", "1e-4", "--learning_rate", "0.01", "--deterministic", "--verbose", "2"]
+
+    killed_at, stderr = _run_killed_and_resumed(cmd(tmp_path / "job"), tmp_path / "job", 4, 18)
+    assert killed_at < 9 and "resumed from" in stderr and "encoder unfrozen" in stderr
+    reference = subprocess.run(cmd(tmp_path / "ref"), env=_env(), capture_output=True, text=True, cwd=REPO,
+                               timeout=300)
+    assert reference.returncode == 0, reference.stderr[-3000:]
+    resumed, uninterrupted = (json.loads((tmp_path / j / "metrics.json").read_text()) for j in ("job", "ref"))
+    assert resumed["resumed_from_step"] == killed_at and resumed["steps"] == 18
+    for key in ("loss", "miou", "pixel_accuracy", "exported_epoch"):
+        assert resumed[key] == uninterrupted[key], key
+    a = tf.train.load_checkpoint(str(tmp_path / "job" / "checkpoints" / "ckpt-18"))
+    b = tf.train.load_checkpoint(str(tmp_path / "ref" / "checkpoints" / "ckpt-18"))
+    names = [n for n in a.get_variable_to_shape_map() if n.startswith(("model/", "optimizer/"))]
+    assert len(names) > 100
+    for name in names:
+        np.testing.assert_array_equal(a.get_tensor(name), b.get_tensor(name), err_msg=name)
 
 
 # ------------------------------------------------------------------------------------------- multi-worker

@@ -25,6 +25,7 @@ import tempfile
 import time
 from typing import Iterator, Optional
 
+import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
@@ -187,3 +188,68 @@ class Throughput(keras.callbacks.Callback):
     @property
     def images_per_second(self) -> Optional[float]:
         return self.steps * self.global_batch / self.seconds if self.seconds > 0 else None
+
+
+class BestCheckpoint(ResumableCheckpoint):
+    """Keeps the network weights of the epoch with the best ``monitor`` (validation mIoU) as a checkpoint of
+    their own in ``directory`` (``JOB/checkpoints/best``), with that epoch (1-based) and its figure: so
+    ``--export best`` exports them, and a resumed run still knows which epoch to beat.
+
+    Written through the same machinery as the training checkpoints (state file last, named files, every
+    worker takes part, only the chief's copy stays), one kept.
+    """
+
+    def __init__(self, network: keras.Model, directory: str, *, monitor: str = "val_miou", is_chief: bool = True,
+                 worker_id: int = 0):
+        keras.callbacks.Callback.__init__(self)
+        self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")  # 0: none yet
+        self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_value")
+        self.monitor = monitor
+        self._checkpoint = tf.train.Checkpoint(model=network, best_epoch=self.step, best_value=self.best)
+        self._record = tf.train.Checkpoint(best_epoch=self.step, best_value=self.best)
+        self._is_chief = is_chief
+        self._directory = directory.rstrip("/") if is_chief else \
+            f"{directory.rstrip('/')}/.scratch-worker-{worker_id}"
+        self._every = 0
+        self._max_to_keep = 1
+        self._last_saved = -1
+
+    @property
+    def epoch(self) -> int:
+        """The best epoch so far (1-based), 0 when no epoch has been validated."""
+        return int(self.step.numpy())
+
+    @property
+    def value(self) -> float:
+        return float(self.best.numpy())
+
+    def restore(self) -> int:
+        """Reads which epoch was best and its figure (not its weights, which would overwrite the resumed
+        network); returns that epoch (0 if none)."""
+        latest = latest_checkpoint(self._directory if self._is_chief else self._chief_dir())
+        if latest:
+            with _readable_prefix(latest) as prefix:
+                self._record.read(prefix).expect_partial()
+        self._last_saved = self.epoch
+        return self.epoch
+
+    def restore_weights(self) -> bool:
+        """Loads the best epoch's weights into the network; False when there is no best checkpoint."""
+        latest = latest_checkpoint(self._directory if self._is_chief else self._chief_dir())
+        if not latest:
+            return False
+        with _readable_prefix(latest) as prefix:
+            self._checkpoint.read(prefix).expect_partial()
+        return True
+
+    def on_train_batch_end(self, batch, logs=None):
+        pass
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None or not np.isfinite(value) or value <= self.value:
+            return  # ties keep the earlier epoch
+        self.best.assign(float(value))
+        self.step.assign(epoch + 1)
+        self.save()
+        logger.info("best %s so far: %.4f at epoch %d", self.monitor, float(value), epoch + 1)

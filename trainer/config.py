@@ -11,15 +11,16 @@ from typing import Optional
 
 from schemas import cli
 from schemas.cli import UsageError
+from trainer.models import MODELS  # the registry of networks; imports no TensorFlow
 
 __all__ = ["LOSSES", "MODELS", "SPLITS", "STRATEGIES", "TrainConfig", "UsageError"]
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
-# trainer.models.MODELS and trainer.losses.LOSSES, whose modules import TensorFlow: --help must not
-# (tests/test_cli.py checks they agree).
-MODELS = ("unet", "fcn8s")
+# trainer.losses.LOSSES, whose module imports TensorFlow: --help must not (tests/test_cli.py checks they agree).
 LOSSES = ("ce", "dice", "ce_dice")
 SPLITS = ("train", "val", "test")
+LR_SCHEDULES = ("constant", "cosine")
+EXPORTS = ("best", "last")
 
 
 @dataclasses.dataclass
@@ -47,8 +48,10 @@ class TrainConfig:
                                             "bit-reproducible runs)")
     augment: bool = cli.option(False, "online augmentation of training batches (flip, scale-crop, colour), seeded")
     mixed_precision: bool = cli.option(False, "float16 compute on GPUs (ignored with a warning on CPU)")
-    backbone_weights: Optional[str] = cli.option(None, "local VGG16 notop weights file for fcn8s' encoder",
-                                                 default_text="random initialisation")
+    backbone_weights: Optional[str] = cli.option(
+        None, "the pretrained encoder of fcn8s (VGG16) or mobilenetv2_unet (MobileNetV2): imagenet (Keras' own "
+              "download and cache), PATH (a local notop .h5, as save_weights writes it), or none",
+        default_text="none: random initialisation")
     base_filters: Optional[int] = cli.option(None, "first-level filters (U-Net) / VGG width (FCN-8s)", minimum=1,
                                              default_text="64")
     depth: int = cli.option(4, "U-Net levels (input sides must be multiples of 2**depth)", minimum=1, maximum=6)
@@ -65,6 +68,18 @@ class TrainConfig:
     verbose: Optional[int] = cli.option(None, "Keras progress output: 0 silent, 1 progress bar, 2 one line per "
                                               "epoch", choices=(0, 1, 2),
                                         default_text="1 on a terminal, 2 otherwise")
+    # Models and training recipe.
+    alpha: float = cli.option(1.0, "mobilenetv2_unet: MobileNetV2 width multiplier (ImageNet weights: 0.35, 0.5, "
+                                    "0.75, 1.0, 1.3, 1.4)", minimum=0.0, exclusive_min=True)
+    freeze_backbone_epochs: int = cli.option(0, "epochs trained with the pretrained encoder frozen (its batch "
+                                                "norm in inference mode), then fine-tuned", minimum=0)
+    lr_schedule: str = cli.option("constant", "constant, or cosine decay to 0 at the last step (continues across "
+                                              "resumes)", choices=LR_SCHEDULES)
+    warmup_steps: int = cli.option(0, "linear learning-rate warm-up steps from 0", minimum=0)
+    weight_decay: float = cli.option(0.0, "decoupled weight decay (AdamW) when > 0; biases and batch norm excluded",
+                                      minimum=0.0)
+    export: str = cli.option("best", "JOB/model holds the best-validation-mIoU epoch's weights (best) or the last "
+                                     "epoch's (last); metrics.json says which epoch", choices=EXPORTS)
 
     def validate(self) -> None:
         """Raises ``UsageError`` with what to do for values no run could use: each field's range and choices
@@ -72,9 +87,23 @@ class TrainConfig:
         cli.check_fields(self)
         if not self.data_dir or not self.job_dir:
             raise UsageError("--data_dir and --job_dir must not be empty")
-        if self.backbone_weights and self.model != "fcn8s":
-            raise UsageError("--backbone_weights applies to --model fcn8s only")
+        self._validate_recipe()
         self.parse_class_weights(None)
+
+    def _validate_recipe(self) -> None:
+        """The model and training-recipe flags (issue 14)."""
+        from trainer.models import MOBILENETV2_ALPHAS as ALPHAS, PRETRAINABLE
+        pretrained = bool(self.backbone_weights) and self.backbone_weights != "none"
+        if pretrained and self.model not in PRETRAINABLE:
+            raise UsageError(f"--backbone_weights applies to --model {' or '.join(PRETRAINABLE)} (a pretrained "
+                             f"encoder); {self.model} trains from scratch")
+        if self.alpha != 1.0 and self.model != "mobilenetv2_unet":
+            raise UsageError("--alpha applies to --model mobilenetv2_unet only")
+        if self.backbone_weights == "imagenet" and self.model == "mobilenetv2_unet" and self.alpha not in ALPHAS:
+            raise UsageError(f"ImageNet MobileNetV2 weights exist for --alpha {', '.join(map(str, ALPHAS))} only")
+        if self.freeze_backbone_epochs and not pretrained:
+            raise UsageError("--freeze_backbone_epochs needs --backbone_weights (a pretrained encoder to keep "
+                             "frozen)")
 
     def parse_class_weights(self, num_classes: Optional[int]) -> Optional[list[float]]:
         """Explicit weights as floats (checked against ``num_classes`` when given); None for none/auto."""

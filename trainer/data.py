@@ -336,12 +336,23 @@ def make_dataset(info: DatasetInfo, split: str, batch_size: int, *, training: bo
     paths = info.shards.get(split) or []
     if not paths:
         raise DataError(f"no {split} records in {info.data_dir}")
-    size, ignore = info.image_size, info.ignore_label
     codec = info.metadata.image_format if info.metadata.image_format in ("jpeg", "png") else None
     n_pipes = input_context.num_input_pipelines if input_context else 1
     pipe_id = input_context.input_pipeline_id if input_context else 0
     ordered = deterministic or not training
+    records = _read_records(paths, training=training, seed=seed, n_pipes=n_pipes, pipe_id=pipe_id, ordered=ordered)
+    if training:
+        ds = _training_batches(records, info, batch_size, codec, seed=seed, augment_images=augment_images,
+                               shuffle_buffer=shuffle_buffer, start_step=start_step, ordered=ordered)
+    else:
+        ds = _evaluation_batches(records, info, batch_size, codec, pad_to_steps=steps if n_pipes > 1 else None)
+    return _with_pipeline_options(ds, ordered)
 
+
+def _read_records(paths: list[str], *, training: bool, seed: int, n_pipes: int, pipe_id: int,
+                  ordered: bool) -> tf.data.Dataset:
+    """Serialized records of this input pipeline's share: whole shard files when there are enough of them (and
+    training), every n-th record otherwise; training shuffles the file order."""
     files = tf.data.Dataset.from_tensor_slices(paths)
     shard_records = n_pipes > 1 and (len(paths) < n_pipes or not training)
     if n_pipes > 1 and not shard_records:
@@ -354,33 +365,47 @@ def make_dataset(info: DatasetInfo, split: str, batch_size: int, *, training: bo
         cycle_length=min(len(paths), 8), num_parallel_calls=AUTOTUNE, deterministic=ordered)
     if shard_records:
         records = records.shard(n_pipes, pipe_id)
+    return records
 
-    if training:
-        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
-        # The index seeds each example's augmentation, so resuming (skip) keeps every later draw identical.
-        records = records.enumerate().skip(start_step * batch_size)
-        base_seed = tf.constant([seed, 1], tf.int64)
 
-        def load_train(index, serialized):
-            image, label = decode_record(serialized, size, ignore, codec)
-            if augment_images:
-                return augment(image, label, tf.random.experimental.stateless_fold_in(base_seed, index), ignore)
-            return image, label
+def _training_batches(records: tf.data.Dataset, info: DatasetInfo, batch_size: int, codec: Optional[str], *,
+                      seed: int, augment_images: bool, shuffle_buffer: int, start_step: int,
+                      ordered: bool) -> tf.data.Dataset:
+    """Shuffled, endlessly repeated, decoded, optionally augmented full batches, ``start_step`` batches in."""
+    size, ignore = info.image_size, info.ignore_label
+    records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
+    # The index seeds each example's augmentation, so resuming (skip) keeps every later draw identical.
+    records = records.enumerate().skip(start_step * batch_size)
+    base_seed = tf.constant([seed, 1], tf.int64)
 
-        ds = records.map(load_train, num_parallel_calls=AUTOTUNE, deterministic=ordered)
-        ds = ds.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=ordered)
-    else:
-        ds = records.map(lambda r: decode_record(r, size, ignore, codec), num_parallel_calls=AUTOTUNE,
-                         deterministic=True)
-        if n_pipes > 1 and steps:
-            pad = tf.data.Dataset.from_tensors((tf.zeros([size[0], size[1], 3], tf.uint8),
-                                                tf.fill([size[0], size[1]], tf.constant(ignore, tf.uint8))))
-            ds = ds.concatenate(pad.repeat()).take(steps * batch_size)
-        ds = ds.batch(batch_size, num_parallel_calls=AUTOTUNE, deterministic=True).repeat()
+    def load_train(index, serialized):
+        image, label = decode_record(serialized, size, ignore, codec)
+        if augment_images:
+            return augment(image, label, tf.random.experimental.stateless_fold_in(base_seed, index), ignore)
+        return image, label
 
+    ds = records.map(load_train, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+    return ds.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+
+
+def _evaluation_batches(records: tf.data.Dataset, info: DatasetInfo, batch_size: int, codec: Optional[str], *,
+                        pad_to_steps: Optional[int]) -> tf.data.Dataset:
+    """One ordered pass of decoded batches, repeated (Keras reuses the validation iterator every epoch); with
+    ``pad_to_steps``, padded with all-ignore examples to that many full batches."""
+    size, ignore = info.image_size, info.ignore_label
+    ds = records.map(lambda r: decode_record(r, size, ignore, codec), num_parallel_calls=AUTOTUNE,
+                     deterministic=True)
+    if pad_to_steps:
+        pad = tf.data.Dataset.from_tensors((tf.zeros([size[0], size[1], 3], tf.uint8),
+                                            tf.fill([size[0], size[1]], tf.constant(ignore, tf.uint8))))
+        ds = ds.concatenate(pad.repeat()).take(pad_to_steps * batch_size)
+    return ds.batch(batch_size, num_parallel_calls=AUTOTUNE, deterministic=True).repeat()
+
+
+def _with_pipeline_options(ds: tf.data.Dataset, ordered: bool) -> tf.data.Dataset:
     options = tf.data.Options()
     options.deterministic = ordered
-    # Sharding is done above, per input pipeline; tf.distribute must not shard again.
+    # Sharding is done per input pipeline (``_read_records``); tf.distribute must not shard again.
     options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
     return ds.with_options(options).prefetch(AUTOTUNE)
 

@@ -1,4 +1,4 @@
-"""``python -m trainer.task``: train U-Net or FCN-8s on segflow records and export a serving SavedModel.
+"""``python -m trainer.task``: train U-Net, FCN-8s or the MobileNetV2 U-Net on segflow records and export a serving SavedModel.
 
     python -m trainer.task --data_dir DST --model unet --job_dir JOB [--epochs 10] [--batch_size 8] ...
 
@@ -17,9 +17,10 @@ import time
 from typing import Optional, Sequence
 
 from schemas import cli
+from schemas.paths import join as join_path
 from trainer.config import TrainConfig, UsageError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("trainer.task")  # not __main__ under python -m: "trainer" logs at INFO
 
 NAME = "trainer.task"
 
@@ -46,14 +47,14 @@ def _write_json(path: str, payload: dict) -> None:
         f.write(json.dumps(payload, indent=2) + "\n")  # insertion order: class names stay in id order
 
 
-def _join(base: str, name: str) -> str:
-    return base.rstrip("/") + "/" + name
-
-
 # Fields that must match between a run and the checkpoint it resumes: flags that change the variables' shapes
 # or what the optimizer state means, and (under "data" in config.json) the dataset facts that do.
-_RESUME_KEYS = ("model", "base_filters", "depth", "batch_size", "loss")
+_RESUME_KEYS = ("model", "base_filters", "depth", "batch_size", "loss", "alpha")
 _DATA_RESUME_KEYS = ("dataset", "num_classes", "class_names", "image_size")
+
+
+def _pretrained(backbone_weights: Optional[str]) -> bool:
+    return bool(backbone_weights) and backbone_weights != "none"
 
 
 def _data_facts(info) -> dict:
@@ -68,8 +69,8 @@ def _check_resumable(config: TrainConfig, info, steps_per_epoch: int) -> int:
     import tensorflow as tf
 
     from trainer.callbacks import checkpoint_step
-    step = checkpoint_step(_join(config.job_dir, "checkpoints"))
-    path = _join(config.job_dir, "config.json")
+    step = checkpoint_step(join_path(config.job_dir, "checkpoints"))
+    path = join_path(config.job_dir, "config.json")
     if not step:
         return 0
     previous = {}
@@ -77,6 +78,10 @@ def _check_resumable(config: TrainConfig, info, steps_per_epoch: int) -> int:
         with tf.io.gfile.GFile(path) as f:
             previous = json.load(f)
     diff = [k for k in _RESUME_KEYS if k in previous and previous[k] != getattr(config, k)]
+    # Pretrained or not decides the input convention (trainer.models.input_convention): it must not change.
+    if "backbone_weights" in previous and _pretrained(previous["backbone_weights"]) != \
+            _pretrained(config.backbone_weights):
+        diff.append("backbone_weights (pretrained or not)")
     if diff:
         raise UsageError(f"--job_dir {config.job_dir} holds a run with different {', '.join(diff)}: "
                          f"use a new --job_dir or the same flags to resume")
@@ -111,44 +116,91 @@ def _data_loss(info, splits: list[str], error: Exception) -> Exception:
                               f"though every shard reads cleanly now: check the storage and rerun")
 
 
+@dataclasses.dataclass
+class _Job:
+    """What the steps of ``run`` hand each other: the data, the distribution and the model being trained."""
+
+    config: TrainConfig
+    info: object  # trainer.data.DatasetInfo
+    steps_per_epoch: int
+    strategy: object = None
+    chief: bool = True
+    task_index: int = 0
+    eval_split: str = "val"
+    val_steps: int = 1
+    class_weights: Optional[list] = None
+    network: object = None  # the network alone (what checkpoints hold)
+    model: object = None  # raw uint8 images → input convention → network
+    convention: str = "tft"
+    seg_metric: object = None
+    checkpoint: object = None
+    best: object = None  # callbacks.BestCheckpoint
+    start_step: int = 0
+    val_ds: object = None
+
+    @property
+    def total_steps(self) -> int:
+        return self.config.epochs * self.steps_per_epoch
+
+    @property
+    def image_shape(self) -> tuple:
+        h, w = self.info.image_size
+        return h, w, 3
+
+
 def run(config: TrainConfig) -> dict:
     """Trains, evaluates and (on the chief) exports; returns the metrics dict (also JOB/metrics.json)."""
+    job = _prepare(config)
+    _build(job)
+    _restore(job)
+    throughput, train_seconds = _train(job)
+    report = _evaluate(job, throughput, train_seconds)
+    weights = job.network.get_weights()  # every worker reads: some variables need a collective to read
+    if job.chief:
+        _export(job, weights, report)
+    from trainer import distribution
+    if distribution.cluster_size() > 1:
+        # Every worker waits here until the chief has exported: a worker that exits early takes down the
+        # cluster's coordination service heartbeat while the chief still writes.
+        import tensorflow as tf
+        job.strategy.reduce(tf.distribute.ReduceOp.SUM, job.strategy.run(lambda: tf.constant(1.0)), axis=None)
+    return report
+
+
+def _prepare(config: TrainConfig) -> _Job:
+    """Checks the data, the --job_dir and the flags against them, sets up the strategy, seeds and precision."""
     config.validate()
     from trainer import data as data_lib
     # Refuse bad data and an unresumable --job_dir first (file reads only, no TensorFlow ops): one line, before
     # anything else is logged.
     info = data_lib.read_dataset(config.data_dir)
     steps_per_epoch = config.steps_per_epoch or max(1, info.count("train") // config.batch_size)
-    _check_resumable(config, info, steps_per_epoch)
+    start_step = _check_resumable(config, info, steps_per_epoch)
     # The strategy next: multi-worker collectives must be configured before TensorFlow runs any op.
     import tensorflow as tf
-
-    from trainer import distribution
-    strategy = distribution.make_strategy(config.strategy)
-    chief = distribution.is_chief()
-    _, task_index = distribution.task_info()
-
     import tf_keras as keras
 
-    from trainer import callbacks as cb, export, losses, metrics as metrics_lib, models
-    from trainer.normalization import with_transform
+    from trainer import distribution, models
 
-    info = data_lib.load_dataset_info(config.data_dir)
-    h, w = info.image_size
+    strategy = distribution.make_strategy(config.strategy)
+    _, task_index = distribution.task_info()
+    job = _Job(config, None, steps_per_epoch, strategy, distribution.is_chief(), task_index, start_step=start_step)
+    job.info = info = data_lib.load_dataset_info(config.data_dir)
     try:
-        models.check_input_size(config.model, (h, w), config.depth)
+        models.check_input_size(config.model, info.image_size, config.depth)
     except ValueError as e:
         raise UsageError(str(e))
     if config.batch_size % strategy.num_replicas_in_sync:
         raise UsageError(f"--batch_size {config.batch_size} must be a multiple of the "
                          f"{strategy.num_replicas_in_sync} replicas")
-    class_weights = config.parse_class_weights(info.num_classes)
+    job.class_weights = config.parse_class_weights(info.num_classes)
     if config.class_weights == "auto":
-        class_weights = data_lib.median_frequency_weights(data_lib.class_pixel_counts(info))
-        logger.info("class weights (median frequency): %s", [round(x, 3) for x in class_weights])
-    eval_split = config.eval_split if info.shards.get(config.eval_split) else "train"
-    if eval_split != config.eval_split:
+        job.class_weights = data_lib.median_frequency_weights(data_lib.class_pixel_counts(info))
+        logger.info("class weights (median frequency): %s", [round(x, 3) for x in job.class_weights])
+    job.eval_split = config.eval_split if info.shards.get(config.eval_split) else "train"
+    if job.eval_split != config.eval_split:
         logger.warning("no %s records: evaluating on train", config.eval_split)
+    job.val_steps = data_lib.eval_steps(info, job.eval_split, config.batch_size, config.validation_steps)
 
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
@@ -158,36 +210,104 @@ def run(config: TrainConfig) -> dict:
         keras.mixed_precision.set_global_policy("mixed_float16")
     elif config.mixed_precision:
         logger.warning("--mixed_precision ignored: no GPU (float16 is slower than float32 on CPU)")
+    return job
 
-    val_steps = data_lib.eval_steps(info, eval_split, config.batch_size, config.validation_steps)
-    with strategy.scope():
-        network = models.build_model(config.model, (h, w, 3), info.num_classes, base_filters=config.base_filters,
-                                     depth=config.depth, backbone_weights=config.backbone_weights)
-        # The pipeline delivers raw uint8 images; the tft normalisation is the model's first layer.
-        model = with_transform(network, info.transform_root, (h, w, 3))
-        seg_metric = metrics_lib.ConfusionMatrixMetric(info.num_classes, info.ignore_label)
-        model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
-                      loss=losses.SegmentationLoss(config.loss, class_weights, info.ignore_label),
-                      metrics=[seg_metric], jit_compile=False)
-        model.optimizer.build(model.trainable_variables)
-        checkpoint = cb.ResumableCheckpoint(network, model.optimizer, _join(config.job_dir, "checkpoints"),
-                                            checkpoint_steps=config.checkpoint_steps, is_chief=chief,
-                                            worker_id=task_index)
+
+def _build_network(config: TrainConfig, shape, num_classes: int, backbone_weights: Optional[str]):
+    from trainer import models
     try:
-        start_step = checkpoint.restore()
+        return models.build_model(config.model, shape, num_classes, base_filters=config.base_filters,
+                                  depth=config.depth, backbone_weights=backbone_weights, alpha=config.alpha)
+    except models.BackboneWeightsError as e:
+        raise UsageError(str(e))
+
+
+def _build(job: _Job) -> None:
+    """The network (pretrained encoder weights loaded unless a checkpoint will replace them), its input
+    convention, the compiled model, the optimizer with a slot for every weight, and the two checkpoints."""
+    from trainer import callbacks as cb, metrics as metrics_lib, models, optim
+    from trainer.normalization import with_input_convention
+
+    config, info = job.config, job.info
+    job.convention = models.input_convention(config.model, config.backbone_weights)
+    # A resumed run takes every weight from its checkpoint: no download, and the weights file may be gone.
+    weights = None if job.start_step else config.backbone_weights
+    with job.strategy.scope():
+        job.network = _build_network(config, job.image_shape, info.num_classes, weights)
+        # The pipeline delivers raw uint8 images; the input convention is the model's first layer.
+        job.model = with_input_convention(job.network, job.convention, info.transform_root, job.image_shape)
+        job.seg_metric = metrics_lib.ConfusionMatrixMetric(info.num_classes, info.ignore_label)
+        optimizer = optim.make_optimizer(config.learning_rate, job.total_steps, schedule=config.lr_schedule,
+                                         warmup_steps=config.warmup_steps, weight_decay=config.weight_decay)
+        _compile(job, optimizer)
+        # Slots for every weight, the encoder's included even while it is frozen: checkpoints then hold the same
+        # variables before and after the unfreeze epoch, and a resume on either side restores them all.
+        job.model.optimizer.build(job.model.trainable_variables)
+        checkpoints = join_path(config.job_dir, "checkpoints")
+        job.checkpoint = cb.ResumableCheckpoint(job.network, job.model.optimizer, checkpoints,
+                                                checkpoint_steps=config.checkpoint_steps, is_chief=job.chief,
+                                                worker_id=job.task_index)
+        job.best = cb.BestCheckpoint(job.network, join_path(checkpoints, "best"), monitor="val_miou",
+                                     is_chief=job.chief, worker_id=job.task_index)
+
+
+def _compile(job: _Job, optimizer) -> None:
+    """(Re)compiles the model: Keras collects the trainable weights when it compiles, so freezing or
+    unfreezing the encoder takes a new compile (with the same optimizer, loss and metric objects)."""
+    from trainer import losses
+    info = job.info
+    job.model.compile(optimizer=optimizer,
+                      loss=losses.SegmentationLoss(job.config.loss, job.class_weights, info.ignore_label),
+                      metrics=[job.seg_metric], jit_compile=False)
+
+
+def _restore(job: _Job) -> None:
+    """Resumes from the latest checkpoint (and learns which epoch was best so far); writes JOB/config.json."""
+    import tensorflow as tf
+    config = job.config
+    try:
+        job.start_step = job.checkpoint.restore()
+        job.best.restore()
     except ValueError as e:  # variables of another shape: a job of an older segflow on other data
         raise UsageError(f"--job_dir {config.job_dir} holds a checkpoint that does not fit this model "
                          f"({str(e).splitlines()[0] if str(e) else type(e).__name__}): use a new --job_dir")
-    if chief:
+    if job.chief:
         tf.io.gfile.makedirs(config.job_dir)
-        _write_json(_join(config.job_dir, "config.json"), {**dataclasses.asdict(config), "data": _data_facts(info)})
+        _write_json(join_path(config.job_dir, "config.json"),
+                    {**dataclasses.asdict(config), "data": _data_facts(job.info)})
 
+
+def _set_encoder_frozen(job: _Job, frozen: bool) -> None:
+    """Freezes (or unfreezes) the pretrained encoder and recompiles when that changes anything. A frozen
+    encoder's batch-norm layers run in inference mode (Keras: a BatchNormalization with ``trainable=False``),
+    as transfer learning wants: their statistics stay ImageNet's while the decoder learns."""
+    from trainer import models
+    layers = models.encoder_layers(job.network, job.config.model)
+    if not layers or all(layer.trainable == (not frozen) for layer in layers):
+        return
+    for layer in layers:
+        layer.trainable = not frozen
+    with job.strategy.scope():
+        _compile(job, job.model.optimizer)
+    logger.info("encoder %s", "frozen" if frozen else "unfrozen: fine-tuning the whole network")
+
+
+def _train(job: _Job):
+    """Fits up to ``--epochs``, in phases: a resumed run first finishes its interrupted epoch; the epochs
+    with a frozen encoder (``--freeze_backbone_epochs``) are a phase of their own. Returns the throughput
+    callback and the seconds spent."""
+    import tensorflow as tf
+    import tf_keras as keras
+
+    from trainer import callbacks as cb, data as data_lib
+
+    config, info, strategy = job.config, job.info, job.strategy
     throughput = cb.Throughput(config.batch_size)
-    callbacks = [checkpoint, throughput]
-    if chief:
-        callbacks.append(keras.callbacks.TensorBoard(log_dir=_join(config.job_dir, "logs")))
+    callbacks = [job.checkpoint, job.best, throughput]
+    if job.chief:
+        callbacks.append(keras.callbacks.TensorBoard(log_dir=join_path(config.job_dir, "logs")))
     verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)
-    if not chief:
+    if not job.chief:
         verbose = 0
 
     def train_ds(step: int):
@@ -196,52 +316,85 @@ def run(config: TrainConfig) -> dict:
                                             deterministic=config.deterministic,
                                             shuffle_buffer=config.shuffle_buffer, start_step=step)
 
-    val_ds = data_lib.distributed_dataset(strategy, info, eval_split, config.batch_size, training=False,
-                                          steps=val_steps)
-    total_steps = config.epochs * steps_per_epoch
+    val_ds = data_lib.distributed_dataset(strategy, info, job.eval_split, config.batch_size, training=False,
+                                          steps=job.val_steps)
+    job.val_ds = val_ds
+    spe, frozen_epochs = job.steps_per_epoch, config.freeze_backbone_epochs
     started = time.time()
-    step = start_step
+    step = job.start_step
     try:
-        while step < total_steps:
-            # A resumed run first finishes its interrupted epoch, then continues with whole epochs.
-            epoch, offset = divmod(step, steps_per_epoch)
-            end_epoch = epoch + 1 if offset else config.epochs
-            model.fit(train_ds(step), initial_epoch=epoch, epochs=end_epoch,
-                      steps_per_epoch=steps_per_epoch - offset if offset else steps_per_epoch,
-                      validation_data=val_ds, validation_steps=val_steps, callbacks=callbacks, verbose=verbose,
-                      shuffle=False)
-            step = end_epoch * steps_per_epoch
-        train_seconds = time.time() - started
-
-        results = model.evaluate(val_ds, steps=val_steps, return_dict=True, verbose=0)
+        while step < job.total_steps:
+            epoch, offset = divmod(step, spe)
+            # Phase end: the interrupted epoch's end, the unfreeze epoch, or the last epoch.
+            end_epoch = epoch + 1 if offset else \
+                (min(frozen_epochs, config.epochs) if epoch < frozen_epochs else config.epochs)
+            _set_encoder_frozen(job, epoch < frozen_epochs)
+            job.model.fit(train_ds(step), initial_epoch=epoch, epochs=end_epoch,
+                          steps_per_epoch=spe - offset if offset else spe, validation_data=val_ds,
+                          validation_steps=job.val_steps, callbacks=callbacks, verbose=verbose, shuffle=False)
+            step = end_epoch * spe
     except tf.errors.DataLossError as e:  # a shard damaged in place (same size): name it
-        raise _data_loss(info, sorted({"train", eval_split}), e) from None
-    matrix = seg_metric.matrix()  # every worker reads: the summed variable may need a collective
-    weights = network.get_weights()
+        raise _data_loss(info, sorted({"train", job.eval_split}), e) from None
+    return throughput, time.time() - started
+
+
+def _evaluate(job: _Job, throughput, train_seconds: float) -> dict:
+    """Evaluates the model to export (``--export best``: the best validated epoch's weights; ``last``: the
+    last epoch's) on the eval split; returns the report that becomes metrics.json."""
+    import tensorflow as tf
+
+    from trainer import distribution, metrics as metrics_lib
+
+    config, info = job.config, job.info
+    exported_epoch = config.epochs
+    if config.export == "best":
+        if job.best.epoch and job.best.restore_weights():
+            exported_epoch = job.best.epoch
+        else:
+            logger.warning("--export best: no epoch was validated with a finite mIoU; exporting the last epoch")
+    try:
+        results = job.model.evaluate(job.val_ds, steps=job.val_steps, return_dict=True, verbose=0)
+    except tf.errors.DataLossError as e:
+        raise _data_loss(info, sorted({"train", job.eval_split}), e) from None
+    matrix = job.seg_metric.matrix()  # every worker reads: the summed variable may need a collective
     summary = metrics_lib.summarize(matrix, info.metadata.class_names)
-    report = {
-        "model": config.model, "dataset": info.metadata.dataset, "eval_split": eval_split,
+    h, w = info.image_size
+    return {
+        "model": config.model, "dataset": info.metadata.dataset, "eval_split": job.eval_split,
         "loss": float(results["loss"]), **summary,
-        "epochs": config.epochs, "steps": total_steps, "global_batch_size": config.batch_size,
+        "epochs": config.epochs, "steps": job.total_steps, "global_batch_size": config.batch_size,
         "images_per_second": throughput.images_per_second, "train_seconds_this_run": round(train_seconds, 2),
-        "resumed_from_step": start_step, "replicas": strategy.num_replicas_in_sync,
+        "resumed_from_step": job.start_step, "replicas": job.strategy.num_replicas_in_sync,
         "workers": distribution.cluster_size(), "image_size": [h, w],
+        # Which weights JOB/model holds; the figures above are that model's.
+        "export": config.export, "exported_epoch": exported_epoch,
+        "input_convention": job.convention,
     }
-    if chief:
-        keras.mixed_precision.set_global_policy("float32")  # the export is float32 for any serving hardware
-        serving_network = models.build_model(config.model, (h, w, 3), info.num_classes,
-                                             base_filters=config.base_filters, depth=config.depth)
-        serving_network.set_weights(weights)
-        serving_model = with_transform(serving_network, info.transform_root, (h, w, 3))
-        export.export_model(serving_model, info, _join(config.job_dir, "model"), config.model)
-        _write_json(_join(config.job_dir, "metrics.json"), report)
-        logger.info("mIoU %.4f, pixel accuracy %.4f on %s; model in %s", report["miou"],
-                     report["pixel_accuracy"], eval_split, _join(config.job_dir, "model"))
-    if distribution.cluster_size() > 1:
-        # Every worker waits here until the chief has exported: a worker that exits early takes down the
-        # cluster's coordination service heartbeat while the chief still writes.
-        strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(lambda: tf.constant(1.0)), axis=None)
-    return report
+
+
+def _export(job: _Job, weights: list, report: dict) -> None:
+    """Chief only: JOB/model (float32: the evaluated ``weights`` behind the same input convention) and
+    JOB/metrics.json."""
+    import tf_keras as keras
+
+    from trainer import export
+    from trainer.normalization import with_input_convention
+
+    config, info = job.config, job.info
+    keras.mixed_precision.set_global_policy("float32")  # the export is float32 for any serving hardware
+    serving_network = _build_network(config, job.image_shape, info.num_classes, None)
+    serving_network.set_weights(weights)
+    serving_model = with_input_convention(serving_network, job.convention, info.transform_root, job.image_shape)
+    export.export_model(serving_model, info, join_path(config.job_dir, "model"), config.model)
+    _write_json(join_path(config.job_dir, "metrics.json"), report)
+    # mIoU is None when the eval split has no labelled pixel (no class to average: NaN, written as null).
+    logger.info("mIoU %s, pixel accuracy %s on %s (epoch %d of %d); model in %s", _figure(report["miou"]),
+                _figure(report["pixel_accuracy"]), job.eval_split, report["exported_epoch"], config.epochs,
+                join_path(config.job_dir, "model"))
+
+
+def _figure(value: Optional[float]) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -2,8 +2,10 @@
 8x transposed-conv upsampling initialised as bilinear interpolation.
 
 Encoder layer names match ``keras.applications.VGG16`` (``block1_conv1`` … ``block5_conv3``), so
-``--backbone_weights`` can take the usual ``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5`` from a local
-path (nothing is downloaded at run time). ``base_filters`` scales every width (64 = the real VGG16).
+``--backbone_weights`` copies Keras' VGG16 weights in by name: ``imagenet`` (Keras' own download-and-cache) or
+a local ``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5``. ``base_filters`` scales every width (64 = the
+real VGG16). Pretrained, the network expects VGG16's input convention (``vgg16.preprocess_input``: BGR minus
+the ImageNet means), which ``trainer.normalization`` puts in front of it.
 """
 from __future__ import annotations
 
@@ -88,10 +90,12 @@ def build_fcn8s(input_shape: Sequence[int], num_classes: int, base_filters: int 
 
 
 def load_backbone_weights(model: keras.Model, path: str, input_shape: Sequence[int], base_filters: int) -> None:
-    """Copies VGG16 conv weights from a local Keras weights file into ``model``'s encoder, by layer name."""
+    """Copies VGG16 conv weights (``"imagenet"`` or a local Keras notop weights file) into ``model``'s encoder,
+    by layer name."""
     if base_filters != 64:
-        raise ValueError("--backbone_weights holds the real VGG16 (64 base filters): drop --base_filters or "
-                         "set it to 64")
+        from trainer.models.weights import BackboneWeightsError
+        raise BackboneWeightsError("--backbone_weights holds the real VGG16 (64 base filters): drop "
+                                   "--base_filters or set it to 64")
     vgg = keras.applications.VGG16(include_top=False, weights=path, input_shape=tuple(input_shape))
     copied = 0
     for layer in vgg.layers:
