@@ -3,6 +3,7 @@
 Also Dataflow's ``--setup_file``: workers run ``pip install .`` with this file, so nothing heavy is imported
 here.
 """
+
 import setuptools
 
 # The product's stack, pinned to the minor versions that resolve and install together.
@@ -46,9 +47,10 @@ setuptools.setup(
     license="Apache-2.0",
     python_requires=">=3.11,<3.12",
     # pipelines.tools (sample data, the demo) is for developers: Dataflow workers never install it.
-    packages=setuptools.find_packages(include=["schemas", "schemas.*", "pipelines", "pipelines.*",
-                                               "trainer", "trainer.*"],
-                                      exclude=["pipelines.tools", "pipelines.tools.*"]),
+    packages=setuptools.find_packages(
+        include=["schemas", "schemas.*", "pipelines", "pipelines.*", "trainer", "trainer.*"],
+        exclude=["pipelines.tools", "pipelines.tools.*"],
+    ),
     # The list of Beam's flags that lets the command lines refuse a typo without importing Beam
     # (pipelines.common.flags).
     package_data={"pipelines.common": ["beam_flags.txt"]},

@@ -16,6 +16,7 @@ What it runs, each as the user would (whole ``python -m`` processes, the machine
 Mixed precision is float16 compute on GPUs only (the trainer ignores it on a CPU, with a warning): on a machine
 without a GPU the figures are float32 CPU figures, and the script says so.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,9 +43,11 @@ def _run(cmd: list[str], env: dict) -> float:
 
 
 def _devices(env: dict) -> str:
-    code = ("import tensorflow as tf; g = tf.config.list_physical_devices('GPU'); "
-            "names = [tf.config.experimental.get_device_details(d).get('device_name', d.name) for d in g]; "
-            "print(tf.__version__, len(g), ', '.join(names) or 'no GPU')")
+    code = (
+        "import tensorflow as tf; g = tf.config.list_physical_devices('GPU'); "
+        "names = [tf.config.experimental.get_device_details(d).get('device_name', d.name) for d in g]; "
+        "print(tf.__version__, len(g), ', '.join(names) or 'no GPU')"
+    )
     out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True)
     return out.stdout.strip().splitlines()[-1] if out.returncode == 0 else "TensorFlow did not start"
 
@@ -69,24 +72,66 @@ def main(argv: list[str] | None = None) -> None:
     work = args.work_dir or tempfile.mkdtemp(prefix="segflow-bench-accelerator-")
     devices = _devices(env)
     print(f"TensorFlow, GPUs: {devices}; {os.cpu_count()} CPUs", flush=True)
-    precision = "float32 on CPU: no GPU, so --mixed_precision is ignored" if "no GPU" in devices else \
-        "mirrored, mixed precision"
+    precision = (
+        "float32 on CPU: no GPU, so --mixed_precision is ignored"
+        if "no GPU" in devices
+        else "mirrored, mixed precision"
+    )
 
-    raw = make_cityscapes_inputs(os.path.join(work, f"raw-{height}x{width}-{args.frames}"), args.frames,
-                                 height=height, width=width)
+    raw = make_cityscapes_inputs(
+        os.path.join(work, f"raw-{height}x{width}-{args.frames}"), args.frames, height=height, width=width
+    )
     records = os.path.join(work, "records")
     shutil.rmtree(records, ignore_errors=True)
-    seconds = _run([sys.executable, "-m", "pipelines.preprocess", "--dataset", "cityscapes", "--input_dir", raw,
-                    "--output_dir", records, "--image_size", args.image_size], env)
+    seconds = _run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.preprocess",
+            "--dataset",
+            "cityscapes",
+            "--input_dir",
+            raw,
+            "--output_dir",
+            records,
+            "--image_size",
+            args.image_size,
+        ],
+        env,
+    )
     print(f"preprocess: {args.frames} frames {height}x{width} -> {args.image_size} in {seconds:.1f} s", flush=True)
 
     rows = []
     for model in models:
         job = os.path.join(work, f"job-{model}")
         shutil.rmtree(job, ignore_errors=True)
-        _run([sys.executable, "-m", "trainer.task", "--data_dir", records, "--job_dir", job, "--model", model,
-              "--strategy", "mirrored", "--mixed_precision", "--epochs", "1", "--steps_per_epoch", str(args.steps),
-              "--validation_steps", "1", "--batch_size", str(args.batch_size), "--export", "last"], env)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "trainer.task",
+                "--data_dir",
+                records,
+                "--job_dir",
+                job,
+                "--model",
+                model,
+                "--strategy",
+                "mirrored",
+                "--mixed_precision",
+                "--epochs",
+                "1",
+                "--steps_per_epoch",
+                str(args.steps),
+                "--validation_steps",
+                "1",
+                "--batch_size",
+                str(args.batch_size),
+                "--export",
+                "last",
+            ],
+            env,
+        )
         with open(os.path.join(job, "metrics.json")) as f:
             rows.append((model, json.load(f)["images_per_second"]))
         print(f"train {model}: {rows[-1][1]:.1f} images/s", flush=True)
@@ -100,11 +145,28 @@ def main(argv: list[str] | None = None) -> None:
         os.makedirs(half, exist_ok=True)
         os.symlink(path, os.path.join(half, os.path.basename(path)))
     timed = {}
-    for name, glob_pattern, n in (("half", os.path.join(half, "*.png"), len(all_frames) // 2),
-                                  ("all", pattern, len(all_frames))):
+    for name, glob_pattern, n in (
+        ("half", os.path.join(half, "*.png"), len(all_frames) // 2),
+        ("all", pattern, len(all_frames)),
+    ):
         out = os.path.join(work, f"pred-{name}")
-        timed[name] = (n, _run([sys.executable, "-m", "pipelines.infer", "--model_dir", infer_model, "--input",
-                                glob_pattern, "--output_dir", out], env))
+        timed[name] = (
+            n,
+            _run(
+                [
+                    sys.executable,
+                    "-m",
+                    "pipelines.infer",
+                    "--model_dir",
+                    infer_model,
+                    "--input",
+                    glob_pattern,
+                    "--output_dir",
+                    out,
+                ],
+                env,
+            ),
+        )
     (n1, t1), (n2, t2) = timed["half"], timed["all"]
     fps = (n2 - n1) / (t2 - t1) if t2 > t1 else float("nan")
 
@@ -112,8 +174,10 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|")
     for model, ips in rows:
         print(f"| {model} | {ips:.1f} |")
-    print(f"\ninfer ({models[0]}, {height}x{width} frames, masks at input size): {fps:.2f} frames/s "
-          f"(marginal, {n1} -> {n2} frames: {t1:.1f} s -> {t2:.1f} s)")
+    print(
+        f"\ninfer ({models[0]}, {height}x{width} frames, masks at input size): {fps:.2f} frames/s "
+        f"(marginal, {n1} -> {n2} frames: {t1:.1f} s -> {t2:.1f} s)"
+    )
 
 
 if __name__ == "__main__":

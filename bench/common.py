@@ -1,5 +1,6 @@
 """What the benchmarks share: Pet- and Cityscapes-like inputs made fast, and whole-process wall time, CPU time and
 peak memory."""
+
 from __future__ import annotations
 
 import os
@@ -136,8 +137,17 @@ def make_cityscapes_inputs(root: str, n: int, *, height: int = 1024, width: int 
         city = ("aachen", "bremen")[i % 2]
         frame_id = f"{city}_{i:06d}_{19 + i * 7:06d}"
         gt = os.path.join(root, "gtFine", "train", city, frame_id)
-        jobs.append((bases[i % pool], (os.path.join(root, "leftImg8bit", "train", city, f"{frame_id}_leftImg8bit.png"),
-                                       f"{gt}_gtFine_labelIds.png", f"{gt}_gtFine_instanceIds.png"), i))
+        jobs.append(
+            (
+                bases[i % pool],
+                (
+                    os.path.join(root, "leftImg8bit", "train", city, f"{frame_id}_leftImg8bit.png"),
+                    f"{gt}_gtFine_labelIds.png",
+                    f"{gt}_gtFine_instanceIds.png",
+                ),
+                i,
+            )
+        )
     with Pool(os.cpu_count()) as workers:
         workers.map(_cityscapes_variant, jobs, chunksize=4)
     for path in bases:
@@ -146,8 +156,9 @@ def make_cityscapes_inputs(root: str, n: int, *, height: int = 1024, width: int 
     return root
 
 
-def make_pet_inputs(root: str, n: int, *, height: int = 375, width: int = 500, pool: int = 32,
-                    list_files: bool = True) -> str:
+def make_pet_inputs(
+    root: str, n: int, *, height: int = 375, width: int = 500, pool: int = 32, list_files: bool = True
+) -> str:
     """``n`` Pet-layout inputs (~``height`` x ``width`` JPEG + trimap, sizes varying ±20%) under ``root``.
 
     ``pipelines.tools.synthetic.pet_example`` takes ~0.7 s per 500x375 example, so a pool of ``pool`` of them is made
@@ -171,24 +182,28 @@ def make_pet_inputs(root: str, n: int, *, height: int = 375, width: int = 500, p
         image, trimap = base[i % pool]
         h, w = int(height * rng.uniform(0.8, 1.2)), int(width * rng.uniform(0.8, 1.2))
         y, x = int(rng.integers(0, big_h - h + 1)), int(rng.integers(0, big_w - w + 1))
-        image, trimap = image[y:y + h, x:x + w], trimap[y:y + h, x:x + w]
+        image, trimap = image[y : y + h, x : x + w], trimap[y : y + h, x : x + w]
         if rng.uniform() < 0.5:
             image, trimap = image[:, ::-1], trimap[:, ::-1]
-        image = np.clip(image.astype(np.int16) + rng.integers(-20, 21, size=3)
-                        + rng.integers(-6, 7, size=image.shape), 0, 255).astype(np.uint8)
+        image = np.clip(
+            image.astype(np.int16) + rng.integers(-20, 21, size=3) + rng.integers(-6, 7, size=image.shape), 0, 255
+        ).astype(np.uint8)
         breed = synthetic.PET_BREEDS[int(rng.integers(len(synthetic.PET_BREEDS)))]
         counters[breed] = counters.get(breed, 0) + 1
         example_id = f"{breed}_{counters[breed]}"
         synthetic.write_file(os.path.join(root, "images", f"{example_id}.jpg"), synthetic.encode_jpeg(image))
-        synthetic.write_file(os.path.join(root, "annotations", "trimaps", f"{example_id}.png"),
-                             synthetic.encode_png(np.ascontiguousarray(trimap)))
+        synthetic.write_file(
+            os.path.join(root, "annotations", "trimaps", f"{example_id}.png"),
+            synthetic.encode_png(np.ascontiguousarray(trimap)),
+        )
         species = 1 if breed[0].isupper() else 2
         rows.append(f"{example_id} {synthetic.PET_BREEDS.index(breed) + 1} {species} 1\n")
     if list_files:
         ann = os.path.join(root, "annotations")
         is_test = rng.uniform(size=n) < 0.25
-        synthetic.write_file(os.path.join(ann, "trainval.txt"),
-                             "".join(r for r, t in zip(rows, is_test) if not t).encode())
+        synthetic.write_file(
+            os.path.join(ann, "trainval.txt"), "".join(r for r, t in zip(rows, is_test) if not t).encode()
+        )
         synthetic.write_file(os.path.join(ann, "test.txt"), "".join(r for r, t in zip(rows, is_test) if t).encode())
         synthetic.write_file(os.path.join(ann, "list.txt"), (synthetic.PET_LIST_HEADER + "".join(rows)).encode())
     open(marker, "w").close()

@@ -26,6 +26,7 @@ peak RSS of the process tree at each size (flat = streamed). Then ``--instances`
 checkouts, with the instance counts and the time per frame. Masks are compared byte for byte between the
 checkouts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,13 +47,15 @@ from pipelines.tools import synthetic  # noqa: E402
 
 def run_job(model_dir: str, pattern: str, out: str, extra: list[str]) -> tuple[float, int]:
     """Runs pipelines.infer as a subprocess; returns (wall seconds, peak RSS of its process tree in bytes)."""
-    wall, peak, _ = measure([sys.executable, "-m", "pipelines.infer", "--model_dir", model_dir, "--input", pattern,
-                             "--output_dir", out] + extra)
+    wall, peak, _ = measure(
+        [sys.executable, "-m", "pipelines.infer", "--model_dir", model_dir, "--input", pattern, "--output_dir", out]
+        + extra
+    )
     return wall, peak
 
 
 # The baseline as a user writes it first: one process, the model loaded once, one image per call.
-LOOP = r'''
+LOOP = r"""
 import os, sys
 sys.path.insert(0, os.getcwd())
 import numpy as np
@@ -76,7 +79,7 @@ for path in paths:
         f.write(outputs.encode_png(spec.to_native[ids]))
     with open(os.path.join(out, "color", f"{stem}.png"), "wb") as f:
         f.write(outputs.encode_palette_png(ids, spec))
-'''
+"""
 
 
 def run_loop(model_dir: str, paths: list[str], out: str) -> tuple[float, int]:
@@ -93,11 +96,53 @@ def train_small_model(work: str) -> str:
     raw, records, job = (os.path.join(work, d) for d in ("raw", "records", "job"))
     synthetic.write_pet_dataset(raw, 96, size=(96, 128), seed=0)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", raw,
-                    "--output_dir", records, "--image_size", "64", "--augment_copies", "1"], check=True, env=env)
-    subprocess.run([sys.executable, "-m", "trainer.task", "--data_dir", records, "--model", "unet", "--job_dir", job,
-                    "--epochs", "12", "--batch_size", "8", "--base_filters", "8", "--depth", "3",
-                    "--learning_rate", "0.003", "--verbose", "0", "--deterministic"], check=True, env=env)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.preprocess",
+            "--dataset",
+            "pet",
+            "--input_dir",
+            raw,
+            "--output_dir",
+            records,
+            "--image_size",
+            "64",
+            "--augment_copies",
+            "1",
+        ],
+        check=True,
+        env=env,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer.task",
+            "--data_dir",
+            records,
+            "--model",
+            "unet",
+            "--job_dir",
+            job,
+            "--epochs",
+            "12",
+            "--batch_size",
+            "8",
+            "--base_filters",
+            "8",
+            "--depth",
+            "3",
+            "--learning_rate",
+            "0.003",
+            "--verbose",
+            "0",
+            "--deterministic",
+        ],
+        check=True,
+        env=env,
+    )
     return os.path.join(job, "model")
 
 
@@ -127,11 +172,16 @@ def make_cityscapes_frames(folder: str, n: int, pool: int = 6, seed: int = 3) ->
     for i in range(n):
         image = base[i % pool]
         y, x = int(rng.integers(0, 33)), int(rng.integers(0, 65))
-        image = image[y:y + 1024, x:x + 2048]
+        image = image[y : y + 1024, x : x + 2048]
         if rng.uniform() < 0.5:
             image = image[:, ::-1]
-        image = np.clip(image.astype(np.int16) + rng.integers(-15, 16, size=3)
-                        + rng.integers(-4, 5, size=image.shape, dtype=np.int16), 0, 255).astype(np.uint8)
+        image = np.clip(
+            image.astype(np.int16)
+            + rng.integers(-15, 16, size=3)
+            + rng.integers(-4, 5, size=image.shape, dtype=np.int16),
+            0,
+            255,
+        ).astype(np.uint8)
         path = os.path.join(folder, f"benchcity_{i:06d}_{19 + i:06d}_leftImg8bit.png")
         Image.fromarray(np.ascontiguousarray(image)).save(path, compress_level=1)
         paths.append(path)
@@ -144,12 +194,52 @@ def train_cityscapes_model(work: str, epochs: int = 6) -> str:
     raw, records, job = (os.path.join(work, d) for d in ("cs_raw", "cs_records", "cs_job"))
     synthetic.write_cityscapes_dataset(raw, frames_per_split={"train": 24, "val": 2}, size=(256, 512), seed=0)
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--dataset", "cityscapes", "--input_dir", raw,
-                    "--output_dir", records, "--image_size", "128,256"], check=True, env=env,
-                   stdout=subprocess.DEVNULL)
-    subprocess.run([sys.executable, "-m", "trainer.task", "--data_dir", records, "--model", "unet", "--job_dir", job,
-                    "--epochs", str(epochs), "--batch_size", "4", "--base_filters", "8", "--depth", "3",
-                    "--learning_rate", "0.003", "--verbose", "0", "--deterministic"], check=True, env=env)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.preprocess",
+            "--dataset",
+            "cityscapes",
+            "--input_dir",
+            raw,
+            "--output_dir",
+            records,
+            "--image_size",
+            "128,256",
+        ],
+        check=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer.task",
+            "--data_dir",
+            records,
+            "--model",
+            "unet",
+            "--job_dir",
+            job,
+            "--epochs",
+            str(epochs),
+            "--batch_size",
+            "4",
+            "--base_filters",
+            "8",
+            "--depth",
+            "3",
+            "--learning_rate",
+            "0.003",
+            "--verbose",
+            "0",
+            "--deterministic",
+        ],
+        check=True,
+        env=env,
+    )
     return os.path.join(job, "model")
 
 
@@ -185,13 +275,17 @@ def cityscapes_bench(args: argparse.Namespace, work: str) -> None:
         for n, folder in folders.items():
             for side, cwd in sides.items():
                 out = os.path.join(work, f"out_{side}_{n}")
-                results.setdefault((side, n), []).append(timed(
-                    job + ["--input", os.path.join(folder, "*.png"), "--output_dir", out], cwd=cwd))
+                results.setdefault((side, n), []).append(
+                    timed(job + ["--input", os.path.join(folder, "*.png"), "--output_dir", out], cwd=cwd)
+                )
             paths = sorted(os.path.join(folder, p) for p in os.listdir(folder))
-            results.setdefault(("loop", n), []).append(timed(
-                [sys.executable, "-c", LOOP, model_dir, os.path.join(work, f"out_loop_{n}")] + paths))
-    print(f"\ninference at Cityscapes size: 2048x1024 PNG frames, model {model_dir} "
-          f"(128x256 input, 19 classes), {os.cpu_count()} cores, medians of {args.repeats} alternating runs")
+            results.setdefault(("loop", n), []).append(
+                timed([sys.executable, "-c", LOOP, model_dir, os.path.join(work, f"out_loop_{n}")] + paths)
+            )
+    print(
+        f"\ninference at Cityscapes size: 2048x1024 PNG frames, model {model_dir} "
+        f"(128x256 input, 19 classes), {os.cpu_count()} cores, medians of {args.repeats} alternating runs"
+    )
     print(f"{'':24}{'frames':>7}{'wall s':>8}{'CPU s':>8}{'CPU/frame':>10}{'peak RSS':>10}")
     for side in list(sides) + ["loop"]:
         med = {}
@@ -210,38 +304,54 @@ def cityscapes_bench(args: argparse.Namespace, work: str) -> None:
     # --instances on a few frames: the baseline has no cap and writes full-size 8-bit PNGs.
     few = os.path.join(work, "frames_few")
     os.makedirs(few)
-    for p in frames[:args.instance_frames]:
+    for p in frames[: args.instance_frames]:
         os.symlink(p, os.path.join(few, os.path.basename(p)))
     for side, cwd in sides.items():
         out = os.path.join(work, f"inst_{side}")
-        wall, cpu, peak = timed(job + ["--input", os.path.join(few, "*.png"), "--output_dir", out, "--instances"],
-                                cwd=cwd)
+        wall, cpu, peak = timed(
+            job + ["--input", os.path.join(few, "*.png"), "--output_dir", out, "--instances"], cwd=cwd
+        )
         with open(os.path.join(out, "summary.json")) as f:
             count = json.load(f)["instances"]
-        size = sum(os.path.getsize(os.path.join(root, name))
-                   for root, _, names in os.walk(os.path.join(out, "instances")) for name in names)
-        print(f"--instances, {side:9}: {args.instance_frames} frames, {wall:6.1f} s, "
-              f"{cpu / args.instance_frames:6.2f} CPU-s per frame, {count / args.instance_frames:7.1f} instances per "
-              f"frame, instances/ {size / 2**20:.1f} MiB, peak {peak / 2**20:.0f} MiB")
+        size = sum(
+            os.path.getsize(os.path.join(root, name))
+            for root, _, names in os.walk(os.path.join(out, "instances"))
+            for name in names
+        )
+        print(
+            f"--instances, {side:9}: {args.instance_frames} frames, {wall:6.1f} s, "
+            f"{cpu / args.instance_frames:6.2f} CPU-s per frame, {count / args.instance_frames:7.1f} instances per "
+            f"frame, instances/ {size / 2**20:.1f} MiB, peak {peak / 2**20:.0f} MiB"
+        )
 
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=("pet", "cityscapes"), default="pet",
-                        help="pet: ~375x500 JPEGs (the original bench); cityscapes: full-size 2048x1024 frames")
-    parser.add_argument("--baseline_dir", default=None,
-                        help="cityscapes: a checkout of the code to compare with (run from there)")
+    parser.add_argument(
+        "--dataset",
+        choices=("pet", "cityscapes"),
+        default="pet",
+        help="pet: ~375x500 JPEGs (the original bench); cityscapes: full-size 2048x1024 frames",
+    )
+    parser.add_argument(
+        "--baseline_dir", default=None, help="cityscapes: a checkout of the code to compare with (run from there)"
+    )
     parser.add_argument("--instance_frames", type=int, default=3, help="cityscapes: frames for the --instances case")
-    parser.add_argument("--epochs", type=int, default=6,
-                        help="cityscapes: training epochs of the tiny model (6: under-trained, scores near ties "
-                             "over most of a frame, the host postprocess's worst case; 20: clearer boundaries)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=6,
+        help="cityscapes: training epochs of the tiny model (6: under-trained, scores near ties "
+        "over most of a frame, the host postprocess's worst case; 20: clearer boundaries)",
+    )
     parser.add_argument("--model_dir", default=None, help="a trained JOB/model (default: train a small one)")
     parser.add_argument("--num_images", type=int, default=1000)
     parser.add_argument("--height", type=int, default=375)
     parser.add_argument("--width", type=int, default=500)
     parser.add_argument("--batch_size", default=None, help="job --batch_size (default: the job's default)")
-    parser.add_argument("--model_calls", default=None, choices=("batch", "image"),
-                        help="job --model_calls (default: the job's default)")
+    parser.add_argument(
+        "--model_calls", default=None, choices=("batch", "image"), help="job --model_calls (default: the job's default)"
+    )
     parser.add_argument("--repeats", type=int, default=3, help="alternating runs of each measurement (medians)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
@@ -258,8 +368,9 @@ def main(argv: Optional[list[str]] = None) -> None:
     try:
         model_dir = args.model_dir or train_small_model(work)
         images = os.path.join(work, "images")
-        make_pet_inputs(os.path.join(work, "data"), args.num_images, height=args.height, width=args.width,
-                        list_files=False)
+        make_pet_inputs(
+            os.path.join(work, "data"), args.num_images, height=args.height, width=args.width, list_files=False
+        )
         shutil.move(os.path.join(work, "data", "images"), images)
         paths = sorted(os.path.join(images, p) for p in os.listdir(images))
         half = os.path.join(work, "half")
@@ -268,7 +379,8 @@ def main(argv: Optional[list[str]] = None) -> None:
             os.symlink(p, os.path.join(half, os.path.basename(p)))
         n = len(paths)
         extra = (["--batch_size", args.batch_size] if args.batch_size else []) + (
-            ["--model_calls", args.model_calls] if args.model_calls else [])
+            ["--model_calls", args.model_calls] if args.model_calls else []
+        )
 
         # Alternating repeats; the medians are reported. The 1-image runs are each side's start-up (interpreter,
         # imports, model loading, the loop's teardown), so "after start-up" is the rate a long job converges to.
@@ -283,24 +395,34 @@ def main(argv: Optional[list[str]] = None) -> None:
         loop_s, loop_one_s, job_s, one_s = (statistics.median(runs[k]) for k in ("loop", "loop_one", "job", "job_one"))
 
         # Same answers: the job's masks equal the loop's masks.
-        same = all(open(os.path.join(work, "loop_out", "masks", f), "rb").read()
-                   == open(os.path.join(work, "job_out", "masks", f), "rb").read()
-                   for f in os.listdir(os.path.join(work, "loop_out", "masks")))
+        same = all(
+            open(os.path.join(work, "loop_out", "masks", f), "rb").read()
+            == open(os.path.join(work, "job_out", "masks", f), "rb").read()
+            for f in os.listdir(os.path.join(work, "loop_out", "masks"))
+        )
         steady = (n - 1) / max(job_s - one_s, 1e-9)
         loop_steady = (n - 1) / max(loop_s - loop_one_s, 1e-9)
-        print(f"\ninference benchmark: {n} images of ~{args.height}x{args.width}, model {model_dir}, "
-              f"{os.cpu_count()} cores, medians of {args.repeats} alternating runs")
+        print(
+            f"\ninference benchmark: {n} images of ~{args.height}x{args.width}, model {model_dir}, "
+            f"{os.cpu_count()} cores, medians of {args.repeats} alternating runs"
+        )
         print(f"{'':34}{'seconds':>9}{'images/s':>10}")
         print(f"{'plain loop (serving_default x1)':34}{loop_s:9.1f}{n / loop_s:10.2f}")
-        print(f"{'plain loop, after start-up':34}{loop_s - loop_one_s:9.1f}{loop_steady:10.2f}"
-              f"   (start-up {loop_one_s:.1f} s)")
+        print(
+            f"{'plain loop, after start-up':34}{loop_s - loop_one_s:9.1f}{loop_steady:10.2f}"
+            f"   (start-up {loop_one_s:.1f} s)"
+        )
         print(f"{'Beam job, end to end':34}{job_s:9.1f}{n / job_s:10.2f}")
         print(f"{'Beam job, after start-up':34}{job_s - one_s:9.1f}{steady:10.2f}   (start-up {one_s:.1f} s)")
-        print(f"speed-up end to end: {loop_s / job_s:.2f}x (run by run: "
-              f"{', '.join(f'{a / b:.2f}x' for a, b in zip(runs['loop'], runs['job']))})   "
-              f"after start-up: {steady / loop_steady:.2f}x")
-        print(f"peak RSS of the job's process tree: {half_rss / 2**20:.0f} MiB for {n // 2} images, "
-              f"{job_rss / 2**20:.0f} MiB for {n} images (ratio {job_rss / max(half_rss, 1):.2f})")
+        print(
+            f"speed-up end to end: {loop_s / job_s:.2f}x (run by run: "
+            f"{', '.join(f'{a / b:.2f}x' for a, b in zip(runs['loop'], runs['job']))})   "
+            f"after start-up: {steady / loop_steady:.2f}x"
+        )
+        print(
+            f"peak RSS of the job's process tree: {half_rss / 2**20:.0f} MiB for {n // 2} images, "
+            f"{job_rss / 2**20:.0f} MiB for {n} images (ratio {job_rss / max(half_rss, 1):.2f})"
+        )
         print(f"masks identical to the loop's: {same}")
     finally:
         if args.keep:

@@ -9,6 +9,7 @@ Same examples, same run: N Pet-like inputs (~375x500 JPEG + PNG trimap) are gene
 
     python bench/input_pipeline.py [--num_examples 1000] [--image_size 128] [--epochs 3] [--batch_size 32]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,6 +30,7 @@ from trainer import data  # noqa: E402
 
 def seeds_dataset(image_paths, mask_paths, size, batch_size):
     """The seeds' get_dataset() (004), verbatim in spirit: decode every raw file on every epoch."""
+
     def load_img_masks(input_img_path, target_img_path):
         input_img = tf.io.read_file(input_img_path)
         input_img = tf.io.decode_jpeg(input_img, channels=3)
@@ -65,19 +67,40 @@ def main() -> None:
     raw, dst = os.path.join(work, "raw"), os.path.join(work, "records")
     if not os.path.exists(os.path.join(dst, "metadata.json")):
         from bench.common import make_pet_inputs  # bench only: the trainer itself never imports pipelines
+
         make_pet_inputs(raw, args.num_examples)
-        subprocess.run([sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", raw,
-                        "--output_dir", dst, "--image_size", str(args.image_size), "--val_fraction", "0"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipelines.preprocess",
+                "--dataset",
+                "pet",
+                "--input_dir",
+                raw,
+                "--output_dir",
+                dst,
+                "--image_size",
+                str(args.image_size),
+                "--val_fraction",
+                "0",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     info = data.load_dataset_info(dst)
-    ids = [features.parse_example(r)[features.IMAGE_FILENAME].numpy().decode()
-           for r in tf.data.TFRecordDataset(info.shards["train"], "GZIP")]
+    ids = [
+        features.parse_example(r)[features.IMAGE_FILENAME].numpy().decode()
+        for r in tf.data.TFRecordDataset(info.shards["train"], "GZIP")
+    ]
     images = [os.path.join(raw, "images", f"{i}.jpg") for i in ids]
     masks = [os.path.join(raw, "annotations", "trimaps", f"{i}.png") for i in ids]
     size = (args.image_size, args.image_size)
+
     def records():
         return data.make_dataset(info, "train", args.batch_size, training=False).take(
-            data.eval_steps(info, "train", args.batch_size))
+            data.eval_steps(info, "train", args.batch_size)
+        )
 
     def seeds():
         return seeds_dataset(images, masks, size, args.batch_size)
@@ -85,8 +108,10 @@ def main() -> None:
     throughput(records, 1), throughput(seeds, 1)  # warm-up: tracing, page cache for both
     r = throughput(records, args.epochs)
     s = throughput(seeds, args.epochs)
-    print(f"{len(ids)} train examples, {args.image_size}x{args.image_size}, batch {args.batch_size}, "
-          f"{args.epochs} epochs, {os.cpu_count()} CPUs")
+    print(
+        f"{len(ids)} train examples, {args.image_size}x{args.image_size}, batch {args.batch_size}, "
+        f"{args.epochs} epochs, {os.cpu_count()} CPUs"
+    )
     print(f"records (trainer.data):       {r:8.1f} images/s")
     print(f"seeds (decode raw per epoch): {s:8.1f} images/s")
     print(f"ratio: {r / s:.2f}x")

@@ -26,6 +26,7 @@ process tree, CPU per frame and peak RSS; the marginal CPU per frame ``(cpu(N2) 
 the peak RSS ratio between the smallest and largest N close the table. ``--compare_dir`` also runs the pipeline
 of another checkout (e.g. the code before a change) on the same inputs, in the same interleaved order.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bench.common import ROOT, make_cityscapes_inputs, make_pet_inputs, measure_cpu  # noqa: E402
 
-BASELINE = r'''
+BASELINE = r"""
 import glob, os, sys, tensorflow as tf
 src, dst, size = sys.argv[1], sys.argv[2], int(sys.argv[3])
 images = sorted(glob.glob(os.path.join(src, "images", "*.jpg")))
@@ -66,9 +67,9 @@ with tf.io.TFRecordWriter(os.path.join(dst, "data.tfrecord.gz"), options="GZIP")
     for image, mask, path in ds.as_numpy_iterator():
         writer.write(serialize(image, mask, path)); n += 1
 print("baseline records", n)
-'''
+"""
 
-BARE_LOOP = r'''
+BARE_LOOP = r"""
 import glob, gzip, io, os, sys
 from multiprocessing import Pool
 from PIL import Image
@@ -90,10 +91,10 @@ if __name__ == "__main__":
     with Pool(os.cpu_count()) as pool, gzip.open(os.path.join(dst, "bare.gz"), "wb") as out:
         for blob in pool.imap(work, sorted(glob.glob(os.path.join(src, "images", "*.jpg"))), chunksize=16):
             out.write(blob)
-'''
+"""
 
 
-CITYSCAPES_BARE_LOOP = r'''
+CITYSCAPES_BARE_LOOP = r"""
 import glob, gzip, io, os, sys
 from multiprocessing import Pool
 from PIL import Image
@@ -117,15 +118,18 @@ if __name__ == "__main__":
     with Pool(os.cpu_count()) as pool, gzip.open(os.path.join(dst, "bare.gz"), "wb") as out:
         for blob in pool.imap(work, frames, chunksize=2):
             out.write(blob)
-'''
+"""
 
 
 def cityscapes_main(args) -> None:
     """Full-size Cityscapes-layout frames: pipeline (and ``--compare_dir``'s) vs the bare loop, with CPU and RSS."""
     height, width = (int(v) for v in args.image_size.split(","))
     out = tempfile.mkdtemp(prefix="bench_out_", dir=args.work_dir)
-    print(f"cores={os.cpu_count()} workers={args.workers} records {height}x{width} repeats={args.repeats} "
-          f"frames 2048x1024 (all train)", flush=True)
+    print(
+        f"cores={os.cpu_count()} workers={args.workers} records {height}x{width} repeats={args.repeats} "
+        f"frames 2048x1024 (all train)",
+        flush=True,
+    )
     commands = {"pipeline": ROOT}
     if args.compare_dir:
         commands[f"pipeline ({os.path.basename(args.compare_dir.rstrip('/'))})"] = args.compare_dir
@@ -138,19 +142,38 @@ def cityscapes_main(args) -> None:
                 dst = os.path.join(out, "pipeline")
                 shutil.rmtree(dst, ignore_errors=True)
                 wall, peak, cpu, _ = measure_cpu(
-                    [sys.executable, "-m", "pipelines.preprocess", "--dataset", "cityscapes", "--input_dir", src,
-                     "--output_dir", dst, "--image_size", f"{height},{width}",
-                     "--direct_num_workers", str(args.workers)] + args.extra, cwd=tree)
+                    [
+                        sys.executable,
+                        "-m",
+                        "pipelines.preprocess",
+                        "--dataset",
+                        "cityscapes",
+                        "--input_dir",
+                        src,
+                        "--output_dir",
+                        dst,
+                        "--image_size",
+                        f"{height},{width}",
+                        "--direct_num_workers",
+                        str(args.workers),
+                    ]
+                    + args.extra,
+                    cwd=tree,
+                )
                 rows.setdefault((name, n), []).append((wall, peak, cpu))
             dst = os.path.join(out, "bare")
             shutil.rmtree(dst, ignore_errors=True)
-            wall, peak, cpu, _ = measure_cpu([sys.executable, "-c", CITYSCAPES_BARE_LOOP, src, dst, str(height),
-                                              str(width)])
+            wall, peak, cpu, _ = measure_cpu(
+                [sys.executable, "-c", CITYSCAPES_BARE_LOOP, src, dst, str(height), str(width)]
+            )
             rows.setdefault(("bare loop", n), []).append((wall, peak, cpu))
         for name in list(commands) + ["bare loop"]:
             wall, peak, cpu = (_median([r[i] for r in rows[(name, n)]]) for i in range(3))
-            print(f"N={n} {name}: {wall:.1f}s, {cpu:.1f} CPU-s ({cpu / n:.2f} per frame), peak RSS "
-                  f"{peak / 2**20:.0f} MiB", flush=True)
+            print(
+                f"N={n} {name}: {wall:.1f}s, {cpu:.1f} CPU-s ({cpu / n:.2f} per frame), peak RSS "
+                f"{peak / 2**20:.0f} MiB",
+                flush=True,
+            )
     print(f"\nmedians of {args.repeats} runs, {os.cpu_count()} cores, 2048x1024 frames -> {height}x{width} records")
     print("| command | N | wall | CPU-s | CPU-s per frame | peak RSS |")
     print("|---|---|---|---|---|---|")
@@ -166,17 +189,35 @@ def cityscapes_main(args) -> None:
         for name in list(commands) + ["bare loop"]:
             (w1, r1, c1), (w2, r2, c2) = summary[(name, n1)], summary[(name, n2)]
             marginal = (c2 - c1) / (n2 - n1)
-            print(f"{name}: peak RSS N={n2} / N={n1} = {r2 / r1:.2f}; marginal CPU per frame {marginal:.3f} s "
-                  f"({marginal / floor:.2f}x the bare loop); marginal wall per frame {(w2 - w1) / (n2 - n1):.3f} s")
+            print(
+                f"{name}: peak RSS N={n2} / N={n1} = {r2 / r1:.2f}; marginal CPU per frame {marginal:.3f} s "
+                f"({marginal / floor:.2f}x the bare loop); marginal wall per frame {(w2 - w1) / (n2 - n1):.3f} s"
+            )
     shutil.rmtree(out, ignore_errors=True)
 
 
 def run_pipeline(src: str, dst: str, args, cwd: str = ROOT) -> tuple[float, int, float]:
     """(wall, peak RSS, CPU seconds of the process tree) of the preprocess job on ``src``."""
     shutil.rmtree(dst, ignore_errors=True)
-    wall, peak, cpu, _ = measure_cpu([sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet",
-                                      "--input_dir", src, "--output_dir", dst, "--image_size", str(args.image_size),
-                                      "--direct_num_workers", str(args.workers)] + args.extra, cwd=cwd)
+    wall, peak, cpu, _ = measure_cpu(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.preprocess",
+            "--dataset",
+            "pet",
+            "--input_dir",
+            src,
+            "--output_dir",
+            dst,
+            "--image_size",
+            str(args.image_size),
+            "--direct_num_workers",
+            str(args.workers),
+        ]
+        + args.extra,
+        cwd=cwd,
+    )
     return wall, peak, cpu
 
 
@@ -194,15 +235,23 @@ def _median(values: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=("pet", "cityscapes"), default="pet")
-    parser.add_argument("--sizes", default=None, help="comma-separated N for the throughput comparison "
-                                                      "(default 3000; cityscapes 60,300)")
-    parser.add_argument("--rss_sizes", default="1000,4000", help="comma-separated N for pipeline peak RSS; "
-                                                                 "empty to skip")
-    parser.add_argument("--repeats", type=int, default=None, help="runs of each command per N (medians; default "
-                                                                  "5, cityscapes 1)")
+    parser.add_argument(
+        "--sizes",
+        default=None,
+        help="comma-separated N for the throughput comparison (default 3000; cityscapes 60,300)",
+    )
+    parser.add_argument(
+        "--rss_sizes", default="1000,4000", help="comma-separated N for pipeline peak RSS; empty to skip"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=None, help="runs of each command per N (medians; default 5, cityscapes 1)"
+    )
     parser.add_argument("--image_size", default=None, help="record size (default 128; cityscapes 512,1024)")
-    parser.add_argument("--compare_dir", default=None, help="also run this checkout's pipeline (e.g. the code "
-                                                            "before a change; pet: at --rss_sizes)")
+    parser.add_argument(
+        "--compare_dir",
+        default=None,
+        help="also run this checkout's pipeline (e.g. the code before a change; pet: at --rss_sizes)",
+    )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "out", "bench", "preprocess"))
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more preprocess/Beam flags")
@@ -216,8 +265,9 @@ def main() -> None:
         return cityscapes_main(args)
     args.image_size = int(args.image_size)
     out = tempfile.mkdtemp(prefix="bench_out_", dir=args.work_dir)
-    print(f"cores={os.cpu_count()} workers={args.workers} image_size={args.image_size} repeats={args.repeats}",
-          flush=True)
+    print(
+        f"cores={os.cpu_count()} workers={args.workers} image_size={args.image_size} repeats={args.repeats}", flush=True
+    )
     rows = []
     for n in [int(s) for s in args.sizes.split(",") if s]:
         src = make_pet_inputs(os.path.join(args.work_dir, f"pet_{n}"), n)
@@ -232,10 +282,15 @@ def main() -> None:
         # Each repeat's pair (tf.data then pipeline, back to back) gives its own ratio: robust to this kind of
         # machine drifting between repeats, and it shows how much the ratio itself moves.
         pairs = sorted(b / p for (b, _, _), (p, _, _) in zip(runs["tf.data"], runs["pipeline"]))
-        print(f"N={n}: " + "; ".join(f"{k} {wall[k]:.1f}s ({n / wall[k]:.1f} img/s, peak RSS "
-                                     f"{rss[k] / 2**20:.0f} MiB)" for k in runs)
-              + f"; pipeline / tf.data {wall['tf.data'] / wall['pipeline']:.2f}x (pair by pair: min "
-              f"{pairs[0]:.2f}x, median {_median(pairs):.2f}x, max {pairs[-1]:.2f}x)", flush=True)
+        print(
+            f"N={n}: "
+            + "; ".join(
+                f"{k} {wall[k]:.1f}s ({n / wall[k]:.1f} img/s, peak RSS {rss[k] / 2**20:.0f} MiB)" for k in runs
+            )
+            + f"; pipeline / tf.data {wall['tf.data'] / wall['pipeline']:.2f}x (pair by pair: min "
+            f"{pairs[0]:.2f}x, median {_median(pairs):.2f}x, max {pairs[-1]:.2f}x)",
+            flush=True,
+        )
     rss_rows, compare_rows = [], []
     for n in [int(s) for s in args.rss_sizes.split(",") if s]:
         src = make_pet_inputs(os.path.join(args.work_dir, f"pet_{n}"), n)
@@ -246,23 +301,35 @@ def main() -> None:
         if args.compare_dir:
             c_wall, c_rss, c_cpu = run_pipeline(src, os.path.join(out, "pipeline"), args, cwd=args.compare_dir)
             compare_rows.append((n, c_wall, c_rss, c_cpu))
-            print(f"N={n}: pipeline of {args.compare_dir}: {c_wall:.1f}s, {c_cpu:.1f} CPU-s, peak RSS "
-                  f"{c_rss / 2**20:.0f} MiB", flush=True)
-        print(f"N={n}: pipeline {p_wall:.1f}s ({n / p_wall:.1f} img/s), {p_cpu:.1f} CPU-s, peak RSS "
-              f"{p_rss / 2**20:.0f} MiB; tf.data {b_wall:.1f}s, {b_cpu:.1f} CPU-s; bare loop {f_wall:.1f}s, "
-              f"{f_cpu:.1f} CPU-s", flush=True)
+            print(
+                f"N={n}: pipeline of {args.compare_dir}: {c_wall:.1f}s, {c_cpu:.1f} CPU-s, peak RSS "
+                f"{c_rss / 2**20:.0f} MiB",
+                flush=True,
+            )
+        print(
+            f"N={n}: pipeline {p_wall:.1f}s ({n / p_wall:.1f} img/s), {p_cpu:.1f} CPU-s, peak RSS "
+            f"{p_rss / 2**20:.0f} MiB; tf.data {b_wall:.1f}s, {b_cpu:.1f} CPU-s; bare loop {f_wall:.1f}s, "
+            f"{f_cpu:.1f} CPU-s",
+            flush=True,
+        )
     print(f"\nmedians of {args.repeats} runs, {os.cpu_count()} cores, records {args.image_size}x{args.image_size}")
-    print("| N | pipeline img/s | tf.data img/s | **pipeline / tf.data** | bare loop img/s | pipeline / bare loop "
-          "| pipeline peak RSS | tf.data peak RSS |")
+    print(
+        "| N | pipeline img/s | tf.data img/s | **pipeline / tf.data** | bare loop img/s | pipeline / bare loop "
+        "| pipeline peak RSS | tf.data peak RSS |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     for n, wall, rss in rows:
-        print(f"| {n} | {n / wall['pipeline']:.1f} | {n / wall['tf.data']:.1f} | "
-              f"**{wall['tf.data'] / wall['pipeline']:.2f}x** | {n / wall['bare loop']:.1f} | "
-              f"{wall['bare loop'] / wall['pipeline']:.2f}x | {rss['pipeline'] / 2**20:.0f} MiB | "
-              f"{rss['tf.data'] / 2**20:.0f} MiB |")
+        print(
+            f"| {n} | {n / wall['pipeline']:.1f} | {n / wall['tf.data']:.1f} | "
+            f"**{wall['tf.data'] / wall['pipeline']:.2f}x** | {n / wall['bare loop']:.1f} | "
+            f"{wall['bare loop'] / wall['pipeline']:.2f}x | {rss['pipeline'] / 2**20:.0f} MiB | "
+            f"{rss['tf.data'] / 2**20:.0f} MiB |"
+        )
     if rss_rows:
-        print("\n| N | pipeline wall | pipeline CPU-s | pipeline peak RSS | tf.data wall | tf.data CPU-s "
-              "| bare loop wall | bare loop CPU-s |")
+        print(
+            "\n| N | pipeline wall | pipeline CPU-s | pipeline peak RSS | tf.data wall | tf.data CPU-s "
+            "| bare loop wall | bare loop CPU-s |"
+        )
         print("|---|---|---|---|---|---|---|---|")
         for n, w, rss, b, pc, bc, fw, fc in rss_rows:
             print(f"| {n} | {w:.1f}s | {pc:.1f} | {rss / 2**20:.0f} MiB | {b:.1f}s | {bc:.1f} | {fw:.1f}s | {fc:.1f} |")
@@ -271,18 +338,26 @@ def main() -> None:
             print(f"peak RSS ratio N={n2} / N={n1}: {r2 / r1:.2f}")
             p_marginal, b_marginal = (n2 - n1) / (p2 - p1), (n2 - n1) / (b2 - b1)
             f_marginal = (n2 - n1) / (fw2 - fw1)
-            print(f"marginal throughput N={n1}..{n2} (start-up cancels): pipeline {p_marginal:.1f} img/s, "
-                  f"tf.data {b_marginal:.1f} img/s, bare loop {f_marginal:.1f} img/s; pipeline / tf.data "
-                  f"{p_marginal / b_marginal:.2f}x, pipeline / bare loop {p_marginal / f_marginal:.2f}x")
-            cpu = {k: (c2 - c1) / (n2 - n1) * 1000 for k, c1, c2 in
-                   (("pipeline", pc1, pc2), ("tf.data", bc1, bc2), ("bare loop", fc1, fc2))}
-            print(f"marginal CPU per image: pipeline {cpu['pipeline']:.2f} ms, tf.data {cpu['tf.data']:.2f} ms, "
-                  f"bare loop {cpu['bare loop']:.2f} ms; pipeline / bare loop "
-                  f"{cpu['pipeline'] / cpu['bare loop']:.2f}x")
+            print(
+                f"marginal throughput N={n1}..{n2} (start-up cancels): pipeline {p_marginal:.1f} img/s, "
+                f"tf.data {b_marginal:.1f} img/s, bare loop {f_marginal:.1f} img/s; pipeline / tf.data "
+                f"{p_marginal / b_marginal:.2f}x, pipeline / bare loop {p_marginal / f_marginal:.2f}x"
+            )
+            cpu = {
+                k: (c2 - c1) / (n2 - n1) * 1000
+                for k, c1, c2 in (("pipeline", pc1, pc2), ("tf.data", bc1, bc2), ("bare loop", fc1, fc2))
+            }
+            print(
+                f"marginal CPU per image: pipeline {cpu['pipeline']:.2f} ms, tf.data {cpu['tf.data']:.2f} ms, "
+                f"bare loop {cpu['bare loop']:.2f} ms; pipeline / bare loop "
+                f"{cpu['pipeline'] / cpu['bare loop']:.2f}x"
+            )
             if len(compare_rows) >= 2:
                 (_, cw1, _, cc1), (_, cw2, _, cc2) = compare_rows[0], compare_rows[-1]
-                print(f"pipeline of {args.compare_dir}: marginal CPU per image {(cc2 - cc1) / (n2 - n1) * 1000:.2f} "
-                      f"ms, marginal throughput {(n2 - n1) / (cw2 - cw1):.1f} img/s")
+                print(
+                    f"pipeline of {args.compare_dir}: marginal CPU per image {(cc2 - cc1) / (n2 - n1) * 1000:.2f} "
+                    f"ms, marginal throughput {(n2 - n1) / (cw2 - cw1):.1f} img/s"
+                )
     shutil.rmtree(out, ignore_errors=True)
 
 

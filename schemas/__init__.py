@@ -3,6 +3,7 @@
 Everything else (``pipelines`` that make and use records, ``trainer`` that learns from them) imports from
 here; this package imports from neither.
 """
+
 import os as _os
 
 # segflow's Keras is Keras 2 (``tf_keras``): the trainer builds its models with it, and tensorflow-transform's

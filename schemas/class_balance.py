@@ -3,6 +3,7 @@
 ``preprocess`` records the weights in ``metadata.json`` (``DatasetStats.class_weights``); ``trainer.task
 --class_weights auto`` computes them from the transform graph's pixel counts. Both call ``class_balance``.
 """
+
 from __future__ import annotations
 
 from typing import NamedTuple, Sequence

@@ -12,6 +12,7 @@ of a second. It lives in ``schemas`` because ``trainer`` may import nothing else
 - ``main``: logging, the quiet start, the summary on stdout, and exceptions mapped to exit codes and ONE stderr
   line: ``UsageError`` 2, ``DataError`` (and any ``SegflowError``) 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -93,9 +94,18 @@ def _range_text(minimum: Any, maximum: Any, exclusive_max: bool = False, exclusi
     return f"{top} {maximum}" if maximum is not None else ""
 
 
-def help_text(text: str, *, required: bool = False, default: Any = None, default_text: Optional[str] = None,
-              minimum: Any = None, maximum: Any = None, exclusive_max: bool = False,
-              exclusive_min: bool = False, is_switch: bool = False) -> str:
+def help_text(
+    text: str,
+    *,
+    required: bool = False,
+    default: Any = None,
+    default_text: Optional[str] = None,
+    minimum: Any = None,
+    maximum: Any = None,
+    exclusive_max: bool = False,
+    exclusive_min: bool = False,
+    is_switch: bool = False,
+) -> str:
     """A flag's help line: its description, then ``(required)`` or ``(default: X)``, then its range."""
     notes = []
     if required:
@@ -126,13 +136,24 @@ class Parser(argparse.ArgumentParser):
     ``passes_on_label``: what the usage line calls them.
     """
 
-    def __init__(self, name: str, doc: Optional[str] = None, *,
-                 passes_on: Any = None, passes_on_label: str = "other flags", epilog: Optional[str] = None):
+    def __init__(
+        self,
+        name: str,
+        doc: Optional[str] = None,
+        *,
+        passes_on: Any = None,
+        passes_on_label: str = "other flags",
+        epilog: Optional[str] = None,
+    ):
         import textwrap
 
-        super().__init__(prog=f"python -m {name}", description=description(doc),
-                         epilog=textwrap.fill(plain(epilog), 100) if epilog else None,
-                         allow_abbrev=False, formatter_class=argparse.RawDescriptionHelpFormatter)
+        super().__init__(
+            prog=f"python -m {name}",
+            description=description(doc),
+            epilog=textwrap.fill(plain(epilog), 100) if epilog else None,
+            allow_abbrev=False,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         self.name = name
         self._passes_on = passes_on
         self._passes_on_label = passes_on_label
@@ -156,44 +177,76 @@ class Parser(argparse.ArgumentParser):
                 parts.append(f"{action.option_strings[0]} {action.metavar or action.dest.upper()}")
         required_groups = [g for g in self._mutually_exclusive_groups if g.required]
         for group in required_groups:
-            parts.append("{" + " | ".join(f"{a.option_strings[0]} {a.metavar or a.dest.upper()}"
-                                          for a in group._group_actions) + "}")
+            parts.append(
+                "{"
+                + " | ".join(f"{a.option_strings[0]} {a.metavar or a.dest.upper()}" for a in group._group_actions)
+                + "}"
+            )
         parts.append("[options]")
         if self._passes_on is not None:
             parts.append(f"[{self._passes_on_label}]")
-        text = textwrap.fill(" ".join(parts), 100 - len("usage: "), initial_indent=self.prog + " ",
-                             subsequent_indent="    ", break_on_hyphens=False)
+        text = textwrap.fill(
+            " ".join(parts),
+            100 - len("usage: "),
+            initial_indent=self.prog + " ",
+            subsequent_indent="    ",
+            break_on_hyphens=False,
+        )
         return text.replace("%", "%%")
 
     # -- declaring flags
-    def add_flag(self, *names: str, help: str, default: Any = None, required: bool = False,  # noqa: A002
-                 minimum: Any = None, maximum: Any = None, exclusive_max: bool = False,
-                 exclusive_min: bool = False, default_text: Optional[str] = None,
-                 **kwargs: Any) -> argparse.Action:
+    def add_flag(
+        self,
+        *names: str,
+        help: str,
+        default: Any = None,
+        required: bool = False,  # noqa: A002
+        minimum: Any = None,
+        maximum: Any = None,
+        exclusive_max: bool = False,
+        exclusive_min: bool = False,
+        default_text: Optional[str] = None,
+        **kwargs: Any,
+    ) -> argparse.Action:
         """``add_argument`` whose help states the default (or ``required``) and the range; a range is checked
         (``UsageError`` naming the flag) after the value is converted."""
         switch = kwargs.get("action") in ("store_true", "store_false", "store_const", "count")
-        kwargs["help"] = help_text(help, required=required, default=default, default_text=default_text,
-                                   minimum=minimum, maximum=maximum, exclusive_max=exclusive_max,
-                                   exclusive_min=exclusive_min, is_switch=switch)
+        kwargs["help"] = help_text(
+            help,
+            required=required,
+            default=default,
+            default_text=default_text,
+            minimum=minimum,
+            maximum=maximum,
+            exclusive_max=exclusive_max,
+            exclusive_min=exclusive_min,
+            is_switch=switch,
+        )
         if not switch:
             kwargs.setdefault("metavar", _metavar(names[0], kwargs.get("type")))
             if "choices" in kwargs:
                 kwargs["metavar"] = "{" + ",".join(str(c) for c in kwargs["choices"]) + "}"
         if minimum is not None or maximum is not None:
-            kwargs["type"] = _bounded(kwargs.get("type", str), names[0], minimum, maximum, exclusive_max,
-                                      exclusive_min)
+            kwargs["type"] = _bounded(kwargs.get("type", str), names[0], minimum, maximum, exclusive_max, exclusive_min)
         return self.add_argument(*names, default=default, required=required, **kwargs)
 
     def add_logging_flags(self, *, verbose: bool = True) -> None:
         """``--log_level`` (and ``--verbose``, unless the program uses that name for something else)."""
-        self.add_flag("--log_level", choices=LOG_LEVELS, default="info", type=str.lower,
-                      help="segflow's own messages from this level up; debug also shows the libraries' INFO "
-                           "lines and TensorFlow's native start-up lines, which are hidden otherwise")
+        self.add_flag(
+            "--log_level",
+            choices=LOG_LEVELS,
+            default="info",
+            type=str.lower,
+            help="segflow's own messages from this level up; debug also shows the libraries' INFO "
+            "lines and TensorFlow's native start-up lines, which are hidden otherwise",
+        )
         if verbose:
-            self.add_flag("--verbose", action="store_true",
-                          help="also show what the libraries (TensorFlow, Beam) log at INFO and TensorFlow's "
-                               "native start-up lines (--log_level debug: DEBUG lines too)")
+            self.add_flag(
+                "--verbose",
+                action="store_true",
+                help="also show what the libraries (TensorFlow, Beam) log at INFO and TensorFlow's "
+                "native start-up lines (--log_level debug: DEBUG lines too)",
+            )
 
     # -- parsing
     def error(self, message: str):  # type: ignore[override]
@@ -262,8 +315,9 @@ def _is_number(token: str) -> bool:
     return True
 
 
-def _bounded(convert: Callable[[str], Any], flag: str, minimum: Any, maximum: Any,
-             exclusive_max: bool, exclusive_min: bool) -> Callable[[str], Any]:
+def _bounded(
+    convert: Callable[[str], Any], flag: str, minimum: Any, maximum: Any, exclusive_max: bool, exclusive_min: bool
+) -> Callable[[str], Any]:
     def parse(text: str) -> Any:
         try:
             value = convert(text)
@@ -279,8 +333,15 @@ def _bounded(convert: Callable[[str], Any], flag: str, minimum: Any, maximum: An
     return parse
 
 
-def check_range(flag: str, value: Any, minimum: Any, maximum: Any, exclusive_max: bool = False,
-                exclusive_min: bool = False, error: type = UsageError) -> None:
+def check_range(
+    flag: str,
+    value: Any,
+    minimum: Any,
+    maximum: Any,
+    exclusive_max: bool = False,
+    exclusive_min: bool = False,
+    error: type = UsageError,
+) -> None:
     """Raises ``error`` ("--flag must be ..., got V") when ``value`` (not None) is outside the range."""
     if value is None:
         return
@@ -360,9 +421,18 @@ def add_fields(parser: Parser, config_class: type, names: Optional[Iterable[str]
             extra.setdefault("type", flag.parse or kind)
         if flag.choices is not None:
             extra["choices"] = _choices(flag)
-        parser.add_flag(f"--{field.name}", help=flag.help, default=default, required=required,
-                        minimum=flag.minimum, maximum=flag.maximum, exclusive_max=flag.exclusive_max,
-                        exclusive_min=flag.exclusive_min, default_text=flag.default_text, **extra)
+        parser.add_flag(
+            f"--{field.name}",
+            help=flag.help,
+            default=default,
+            required=required,
+            minimum=flag.minimum,
+            maximum=flag.maximum,
+            exclusive_max=flag.exclusive_max,
+            exclusive_min=flag.exclusive_min,
+            default_text=flag.default_text,
+            **extra,
+        )
 
 
 def check_fields(config: Any) -> None:
@@ -375,8 +445,7 @@ def check_fields(config: Any) -> None:
         value = getattr(config, field.name)
         choices = _choices(flag)
         if choices is not None and value is not None and value not in choices:
-            raise UsageError(f"--{field.name} must be one of {', '.join(str(c) for c in choices)}, "
-                             f"got {value!r}")
+            raise UsageError(f"--{field.name} must be one of {', '.join(str(c) for c in choices)}, got {value!r}")
         check_range(f"--{field.name}", value, flag.minimum, flag.maximum, flag.exclusive_max, flag.exclusive_min)
 
 
@@ -550,11 +619,16 @@ def start_tensorflow() -> None:
 
 
 # ------------------------------------------------------------------------------------------------ main
-def main(name: str, argv: Optional[Sequence[str]], run: Callable[[list[str]], T], *,
-         check: Optional[Callable[[list[str]], Any]] = None,
-         summary: Optional[Callable[[T, list[str]], Optional[str]]] = None,
-         failure_line: Optional[Callable[[BaseException], Optional[str]]] = None,
-         tensorflow: bool = False) -> int:
+def main(
+    name: str,
+    argv: Optional[Sequence[str]],
+    run: Callable[[list[str]], T],
+    *,
+    check: Optional[Callable[[list[str]], Any]] = None,
+    summary: Optional[Callable[[T, list[str]], Optional[str]]] = None,
+    failure_line: Optional[Callable[[BaseException], Optional[str]]] = None,
+    tensorflow: bool = False,
+) -> int:
     """The one ``main`` of every segflow program; returns the exit status (never raises ``SystemExit``).
 
     ``check(argv)``: parses the flags without heavy imports (``--help`` and flag errors answer at once);

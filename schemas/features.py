@@ -2,6 +2,7 @@
 
 Keys follow the TF Model Garden / DeepLab convention so their readers decode our records unchanged.
 """
+
 from __future__ import annotations
 
 from typing import Mapping, Optional

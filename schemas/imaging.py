@@ -35,6 +35,7 @@ Pixel conversion rule (every decoded image becomes 8-bit RGB the same way in pre
     mask is drawn at. Masks are never rotated (label maps carry no orientation). PNG eXIf, TIFF and WebP EXIF are
     not applied, on either path.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -51,8 +52,9 @@ def _check_mode(mode: str) -> None:
         raise ValueError(f"unknown resize mode {mode!r}; choose one of {', '.join(RESIZE_MODES)}")
 
 
-def content_box(height: tf.Tensor, width: tf.Tensor, size: Sequence[int], mode: str
-                ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+def content_box(
+    height: tf.Tensor, width: tf.Tensor, size: Sequence[int], mode: str
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """Where an ``height`` x ``width`` image's content lies on the ``size`` canvas: (top, left, h, w) int32."""
     _check_mode(mode)
     target_h, target_w = int(size[0]), int(size[1])
@@ -67,8 +69,9 @@ def content_box(height: tf.Tensor, width: tf.Tensor, size: Sequence[int], mode: 
     return (target_h - new_h) // 2, (target_w - new_w) // 2, new_h, new_w
 
 
-def resize_image(image: tf.Tensor, size: Sequence[int], mode: str = "stretch",
-                 content_hw: Sequence[tf.Tensor] | None = None) -> tf.Tensor:
+def resize_image(
+    image: tf.Tensor, size: Sequence[int], mode: str = "stretch", content_hw: Sequence[tf.Tensor] | None = None
+) -> tf.Tensor:
     """RGB image ``[H, W, 3]`` (any numeric dtype, 0..255) → uint8 ``[size[0], size[1], 3]``.
 
     Antialiased bilinear (a triangle filter that widens when shrinking, like PIL's BILINEAR), rounded to
@@ -105,17 +108,17 @@ def resize_mask(mask: tf.Tensor, size: Sequence[int], mode: str = "stretch", ign
     return tf.ensure_shape(resized[..., 0], [int(size[0]), int(size[1])])
 
 
-def restore_size(values: tf.Tensor, height: tf.Tensor, width: tf.Tensor, size: Sequence[int],
-                 mode: str = "stretch") -> tf.Tensor:
+def restore_size(
+    values: tf.Tensor, height: tf.Tensor, width: tf.Tensor, size: Sequence[int], mode: str = "stretch"
+) -> tf.Tensor:
     """Model-size per-pixel values ``[size[0], size[1], C]`` (probabilities or logits) → ``[height, width, C]``.
 
     Crops the content box (mode ``pad``) and resizes bilinearly. Resize scores, never ids: the argmax is taken
     afterwards at the original resolution.
     """
     top, left, h, w = content_box(height, width, size, mode)
-    content = values[top:top + h, left:left + w, :]
-    return tf.image.resize(content, tf.stack([tf.cast(height, tf.int32), tf.cast(width, tf.int32)]),
-                           method="bilinear")
+    content = values[top : top + h, left : left + w, :]
+    return tf.image.resize(content, tf.stack([tf.cast(height, tf.int32), tf.cast(width, tf.int32)]), method="bilinear")
 
 
 def decode_image_bytes(encoded: tf.Tensor) -> tf.Tensor:
@@ -194,11 +197,15 @@ def _decode(encoded: tf.Tensor, size: Sequence[int] | None) -> tuple[tf.Tensor, 
             ratio_index = tf.constant(0, tf.int32)
         else:
             # The canvas as the stored (unturned) image sees it: turned by 90 degrees when orientation swaps axes.
-            ratio_index = tf.where(swaps, jpeg_draft_ratio_index(shape[0], shape[1], (size[1], size[0])),
-                                   jpeg_draft_ratio_index(shape[0], shape[1], size))
-        branches = [lambda ratio=ratio: tf.io.decode_jpeg(encoded, channels=3, ratio=ratio,
-                                                          dct_method="INTEGER_ACCURATE")
-                    for ratio in JPEG_DRAFT_RATIOS]
+            ratio_index = tf.where(
+                swaps,
+                jpeg_draft_ratio_index(shape[0], shape[1], (size[1], size[0])),
+                jpeg_draft_ratio_index(shape[0], shape[1], size),
+            )
+        branches = [
+            lambda ratio=ratio: tf.io.decode_jpeg(encoded, channels=3, ratio=ratio, dct_method="INTEGER_ACCURATE")
+            for ratio in JPEG_DRAFT_RATIOS
+        ]
         image = apply_orientation(tf.switch_case(ratio_index, branches), orientation)
         height = tf.where(swaps, shape[1], shape[0])
         width = tf.where(swaps, shape[0], shape[1])
@@ -206,13 +213,13 @@ def _decode(encoded: tf.Tensor, size: Sequence[int] | None) -> tuple[tf.Tensor, 
 
     def png():
         # 16-bit samples as they are (8-bit ones come as v * 257), reduced by the one rule: the high byte.
-        samples = tf.bitwise.right_shift(tf.cast(tf.io.decode_png(encoded, channels=0, dtype=tf.uint16),
-                                                 tf.int32), 8)
+        samples = tf.bitwise.right_shift(tf.cast(tf.io.decode_png(encoded, channels=0, dtype=tf.uint16), tf.int32), 8)
         return _with_shape(samples_to_rgb(samples))
 
     def webp():
-        return _with_shape(samples_to_rgb(tf.cast(tf.io.decode_image(encoded, channels=0, expand_animations=False),
-                                                  tf.int32)))
+        return _with_shape(
+            samples_to_rgb(tf.cast(tf.io.decode_image(encoded, channels=0, expand_animations=False), tf.int32))
+        )
 
     def other():
         # GIF: transparent pixels come out black (composited on black, as the rule says); BMP: no alpha.
@@ -221,8 +228,10 @@ def _decode(encoded: tf.Tensor, size: Sequence[int] | None) -> tuple[tf.Tensor, 
     prefix = tf.strings.substr(encoded, 0, 12)
     is_jpeg = tf.equal(tf.strings.substr(prefix, 0, len(JPEG_MAGIC)), JPEG_MAGIC)
     is_png = tf.equal(tf.strings.substr(prefix, 0, len(PNG_MAGIC)), PNG_MAGIC)
-    is_webp = tf.logical_and(tf.equal(tf.strings.substr(prefix, 0, 4), WEBP_MAGIC[0]),
-                             tf.equal(tf.strings.substr(prefix, 8, 4), WEBP_MAGIC[1]))
+    is_webp = tf.logical_and(
+        tf.equal(tf.strings.substr(prefix, 0, 4), WEBP_MAGIC[0]),
+        tf.equal(tf.strings.substr(prefix, 8, 4), WEBP_MAGIC[1]),
+    )
     index = tf.where(is_jpeg, 0, tf.where(is_png, 1, tf.where(is_webp, 2, 3)))
     return tf.switch_case(index, [jpeg, png, webp, other])
 
@@ -241,10 +250,12 @@ def composite_on_black(rgb: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
 def samples_to_rgb(samples: tf.Tensor) -> tf.Tensor:
     """int32 8-bit samples ``[H, W, C]``, C = 1 grey, 2 grey + alpha, 3 RGB, 4 RGBA → uint8 RGB ``[H, W, 3]``."""
     grey = lambda: tf.tile(samples[..., :1], [1, 1, 3])  # noqa: E731
-    branches = [lambda: tf.cast(grey(), tf.uint8),
-                lambda: composite_on_black(grey(), samples[..., 1:2]),
-                lambda: tf.cast(samples[..., :3], tf.uint8),
-                lambda: composite_on_black(samples[..., :3], samples[..., 3:4])]
+    branches = [
+        lambda: tf.cast(grey(), tf.uint8),
+        lambda: composite_on_black(grey(), samples[..., 1:2]),
+        lambda: tf.cast(samples[..., :3], tf.uint8),
+        lambda: composite_on_black(samples[..., :3], samples[..., 3:4]),
+    ]
     return tf.switch_case(tf.shape(samples)[-1] - 1, branches)
 
 
@@ -259,7 +270,7 @@ def _read_bytes(encoded: tf.Tensor, size: tf.Tensor, pos: tf.Tensor, count: int)
 def _uint(values: tf.Tensor, little: tf.Tensor) -> tf.Tensor:
     """Unsigned integer of the bytes ``values[..., :n]`` in TIFF byte order (``little``: "II")."""
     n = int(values.shape[-1])
-    weights = tf.constant([256 ** i for i in range(n)], tf.int64)
+    weights = tf.constant([256**i for i in range(n)], tf.int64)
     return tf.reduce_sum(values * tf.where(little, weights, weights[::-1]), axis=-1)
 
 
@@ -276,52 +287,74 @@ def exif_orientation(encoded: tf.Tensor) -> tf.Tensor:
     def walk(i, pos, found, end, done):
         b, _ = _read_bytes(encoded, size, pos, 10)
         length = b[2] * 256 + b[3]
-        ok = (pos + 4 <= size) & tf.equal(b[0], 0xFF) & (((b[1] >= _JPEG_APP0) & (b[1] <= _JPEG_APP15))
-                                                          | tf.equal(b[1], _JPEG_COM)) & (length >= 2)
+        ok = (
+            (pos + 4 <= size)
+            & tf.equal(b[0], 0xFF)
+            & (((b[1] >= _JPEG_APP0) & (b[1] <= _JPEG_APP15)) | tf.equal(b[1], _JPEG_COM))
+            & (length >= 2)
+        )
         header = tf.constant(list(_EXIF_HEADER), tf.int64)
         is_exif = ok & tf.equal(b[1], 0xE1) & (pos + 10 <= size) & tf.reduce_all(tf.equal(b[4:10], header))
-        return (i + 1, pos + 2 + length, tf.where(is_exif, pos + 10, found),
-                tf.where(is_exif, tf.minimum(pos + 2 + length, size), end), tf.logical_not(ok) | is_exif)
+        return (
+            i + 1,
+            pos + 2 + length,
+            tf.where(is_exif, pos + 10, found),
+            tf.where(is_exif, tf.minimum(pos + 2 + length, size), end),
+            tf.logical_not(ok) | is_exif,
+        )
 
     _, _, tiff, end, _ = tf.while_loop(
-        lambda i, pos, found, end, done: (i < _MAX_JPEG_SEGMENTS) & tf.logical_not(done), walk,
-        (tf.constant(0), tf.constant(2, tf.int64), tf.constant(-1, tf.int64), tf.constant(-1, tf.int64),
-         tf.constant(False)))
+        lambda i, pos, found, end, done: (i < _MAX_JPEG_SEGMENTS) & tf.logical_not(done),
+        walk,
+        (
+            tf.constant(0),
+            tf.constant(2, tf.int64),
+            tf.constant(-1, tf.int64),
+            tf.constant(-1, tf.int64),
+            tf.constant(False),
+        ),
+    )
     head, _ = _read_bytes(encoded, size, tiff, 8)
     little = tf.equal(head[0], ord("I")) & tf.equal(head[1], ord("I"))
     big = tf.equal(head[0], ord("M")) & tf.equal(head[1], ord("M"))
     valid = (tiff >= 0) & (tiff + 8 <= end) & (little | big) & tf.equal(_uint(head[2:4], little), 42)
     ifd = tiff + _uint(head[4:8], little)
     count_bytes, _ = _read_bytes(encoded, size, ifd, 2)
-    valid &= (ifd + 2 <= end)
+    valid &= ifd + 2 <= end
     # Entries that lie inside the segment (12 bytes each: tag, type, count, value).
     fits = tf.clip_by_value(tf.minimum(_uint(count_bytes, little), (end - ifd - 2) // 12), 0, 65535)
     fits = tf.where(valid, fits, 0)
     raw = tf.io.decode_raw(tf.strings.substr(encoded, tf.clip_by_value(ifd + 2, 0, size), fits * 12), tf.uint8)
-    entries = tf.reshape(tf.cast(tf.pad(raw, [[0, fits * 12 - tf.size(raw, out_type=tf.int64)]]), tf.int64),
-                         [-1, 12])
+    entries = tf.reshape(tf.cast(tf.pad(raw, [[0, fits * 12 - tf.size(raw, out_type=tf.int64)]]), tf.int64), [-1, 12])
     entries.set_shape([None, 12])
     tags = _uint(entries[:, 0:2], little)
     hit = tf.where(tf.equal(tags, EXIF_ORIENTATION_TAG))[:, 0]
     first = tf.gather(entries, hit[:1])  # [0 or 1, 12]
-    value = tf.where(tf.equal(_uint(first[:, 2:4], little), TIFF_SHORT) & tf.equal(_uint(first[:, 4:8], little), 1),
-                     _uint(first[:, 8:10], little), 1)
+    value = tf.where(
+        tf.equal(_uint(first[:, 2:4], little), TIFF_SHORT) & tf.equal(_uint(first[:, 4:8], little), 1),
+        _uint(first[:, 8:10], little),
+        1,
+    )
     value = tf.reduce_sum(tf.concat([value, tf.ones([1 - tf.size(value)], tf.int64)], 0))
     return tf.cast(tf.where((value >= 1) & (value <= 8), value, 1), tf.int32)
 
 
 def apply_orientation(image: tf.Tensor, orientation: tf.Tensor) -> tf.Tensor:
     """Turns/mirrors ``[H, W, C]`` as ``PIL.ImageOps.exif_transpose`` does for EXIF ``orientation`` 1..8."""
+
     def t():
         return tf.transpose(image, [1, 0, 2])
-    branches = [lambda: image,
-                lambda: tf.reverse(image, [1]),  # 2: mirrored left-right
-                lambda: tf.reverse(image, [0, 1]),  # 3: rotated 180
-                lambda: tf.reverse(image, [0]),  # 4: mirrored top-bottom
-                t,  # 5: transposed
-                lambda: tf.reverse(t(), [1]),  # 6: turned 90 degrees clockwise for display
-                lambda: tf.reverse(t(), [0, 1]),  # 7: transversed
-                lambda: tf.reverse(t(), [0])]  # 8: turned 90 degrees counter-clockwise
+
+    branches = [
+        lambda: image,
+        lambda: tf.reverse(image, [1]),  # 2: mirrored left-right
+        lambda: tf.reverse(image, [0, 1]),  # 3: rotated 180
+        lambda: tf.reverse(image, [0]),  # 4: mirrored top-bottom
+        t,  # 5: transposed
+        lambda: tf.reverse(t(), [1]),  # 6: turned 90 degrees clockwise for display
+        lambda: tf.reverse(t(), [0, 1]),  # 7: transversed
+        lambda: tf.reverse(t(), [0]),
+    ]  # 8: turned 90 degrees counter-clockwise
     return tf.switch_case(tf.clip_by_value(orientation, 1, 8) - 1, branches)
 
 
@@ -363,8 +396,9 @@ def _pad_host(array: np.ndarray, top: int, left: int, size: Sequence[int], fill:
     return np.pad(array, pad, mode="constant", constant_values=fill)
 
 
-def resize_image_host(image: np.ndarray, size: Sequence[int], mode: str = "stretch",
-                      content_hw: Sequence[int] | None = None) -> np.ndarray:
+def resize_image_host(
+    image: np.ndarray, size: Sequence[int], mode: str = "stretch", content_hw: Sequence[int] | None = None
+) -> np.ndarray:
     """uint8 RGB ``[H, W, 3]`` → uint8 ``[size[0], size[1], 3]``: ``resize_image`` on the host (±1 grey level).
 
     ``content_hw``: the size that decides the ``pad`` geometry when ``image`` is a downscaled decode of a larger
@@ -372,8 +406,9 @@ def resize_image_host(image: np.ndarray, size: Sequence[int], mode: str = "stret
     """
     ref_h, ref_w = content_hw if content_hw is not None else image.shape[:2]
     top, left, h, w = content_box_host(ref_h, ref_w, size, mode)
-    resized = np.asarray(Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB").resize(
-        (w, h), Image.Resampling.BILINEAR))
+    resized = np.asarray(
+        Image.fromarray(np.ascontiguousarray(image, dtype=np.uint8), "RGB").resize((w, h), Image.Resampling.BILINEAR)
+    )
     return _pad_host(resized, top, left, size, 0) if mode == "pad" else resized
 
 
@@ -385,14 +420,18 @@ def nearest_indices(in_size: int, out_size: int) -> np.ndarray:
     return np.minimum(np.floor(centres).astype(np.int64), in_size - 1)
 
 
-def resize_mask_host(mask: np.ndarray, size: Sequence[int], mode: str = "stretch", ignore_label: int = 255,
-                     content_hw: Sequence[int] | None = None) -> np.ndarray:
+def resize_mask_host(
+    mask: np.ndarray,
+    size: Sequence[int],
+    mode: str = "stretch",
+    ignore_label: int = 255,
+    content_hw: Sequence[int] | None = None,
+) -> np.ndarray:
     """Label map ``[H, W]`` → same dtype ``[size[0], size[1]]``: ``resize_mask`` on the host, pixel-identical."""
     ref_h, ref_w = content_hw if content_hw is not None else mask.shape[:2]
     top, left, h, w = content_box_host(ref_h, ref_w, size, mode)
     resized = mask[nearest_indices(mask.shape[0], h)[:, None], nearest_indices(mask.shape[1], w)[None, :]]
     return _pad_host(resized, top, left, size, ignore_label) if mode == "pad" else resized
-
 
 
 def composite_on_black_host(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray:
@@ -424,22 +463,25 @@ def exif_orientation_host(data: bytes) -> int:
         return 1
     pos, tiff, end = 2, -1, -1
     for _ in range(_MAX_JPEG_SEGMENTS):
-        if pos + 4 > size or data[pos] != 0xFF or not (_JPEG_APP0 <= data[pos + 1] <= _JPEG_APP15
-                                                       or data[pos + 1] == _JPEG_COM):
+        if (
+            pos + 4 > size
+            or data[pos] != 0xFF
+            or not (_JPEG_APP0 <= data[pos + 1] <= _JPEG_APP15 or data[pos + 1] == _JPEG_COM)
+        ):
             break
-        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
         if length < 2:
             break
-        if data[pos + 1] == 0xE1 and pos + 10 <= size and data[pos + 4:pos + 10] == _EXIF_HEADER:
+        if data[pos + 1] == 0xE1 and pos + 10 <= size and data[pos + 4 : pos + 10] == _EXIF_HEADER:
             tiff, end = pos + 10, min(pos + 2 + length, size)
             break
         pos += 2 + length
-    if tiff < 0 or tiff + 8 > end or data[tiff:tiff + 2] not in (b"II", b"MM"):
+    if tiff < 0 or tiff + 8 > end or data[tiff : tiff + 2] not in (b"II", b"MM"):
         return 1
-    order = "little" if data[tiff:tiff + 2] == b"II" else "big"
+    order = "little" if data[tiff : tiff + 2] == b"II" else "big"
 
     def uint(at: int, n: int) -> int:
-        return int.from_bytes(data[at:at + n], order)
+        return int.from_bytes(data[at : at + n], order)
 
     ifd = tiff + uint(tiff + 4, 4)
     if uint(tiff + 2, 2) != 42 or ifd + 2 > end:

@@ -9,6 +9,7 @@ a Cityscapes ``labelIds`` map only the table's labelIds (0..33), an ``instanceId
 crowds) or ``labelId * 1000 + n`` (objects). Anything else is a dead letter naming the values found, never a
 silent remap (a zero-based trimap would turn background into pet).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -150,8 +151,11 @@ def native_mask_problem(dataset: str, mask: np.ndarray, kind: str = "mask") -> O
     ids = cityscapes_label_ids()
     if kind == "mask":
         bad = _outside(mask, ids)
-        return (f"labelIds has values {_values_text(bad)} outside the Cityscapes label table {_set_text(ids)}"
-                if bad else None)
+        return (
+            f"labelIds has values {_values_text(bad)} outside the Cityscapes label table {_set_text(ids)}"
+            if bad
+            else None
+        )
     if kind != "instances":
         raise ValueError(f"unknown mask kind {kind!r}; choose 'mask' or 'instances'")
     values = np.asarray(mask).astype(np.int64)
@@ -161,8 +165,10 @@ def native_mask_problem(dataset: str, mask: np.ndarray, kind: str = "mask") -> O
     if not bad_classes:
         return None
     bad = [int(v) for v in np.unique(values[np.isin(classes, sorted(bad_classes))])]
-    return (f"instanceIds has values {_values_text(bad)} whose class part (the value, or value // 1000 from 1000 "
-            f"on) is not a Cityscapes labelId {_set_text(ids)}")
+    return (
+        f"instanceIds has values {_values_text(bad)} whose class part (the value, or value // 1000 from 1000 "
+        f"on) is not a Cityscapes labelId {_set_text(ids)}"
+    )
 
 
 def pet_trimap_to_train_ids(trimap: np.ndarray, mode: str = "trimap", species: Optional[int] = None) -> np.ndarray:

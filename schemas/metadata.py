@@ -1,4 +1,5 @@
 """``DST/metadata.json``: what a preprocessed dataset holds, read by the trainer and the serving model."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -75,8 +76,11 @@ class DatasetMetadata:
     def from_json(cls, text: str) -> "DatasetMetadata":
         raw = json.loads(text)
         known = {f.name for f in dataclasses.fields(cls)}
-        missing = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
-                   and f.default_factory is dataclasses.MISSING} - raw.keys()
+        missing = {
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        } - raw.keys()
         if missing:
             raise ValueError(f"metadata.json lacks {sorted(missing)}: was it written by segflow's preprocess?")
         stats = raw.get("stats")

@@ -23,6 +23,7 @@ Shapes are written with symbolic dimensions, resolved per model by ``SignatureCo
 rather than misreading a model. Version 1 is also what segflow wrote before ``format_version`` existed (an info
 file without the field): the same fields and signatures.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -81,27 +82,40 @@ def _t(name: str, dtype: str, *shape: Dim) -> TensorContract:
     return TensorContract(name, dtype, tuple(shape))
 
 
-SIGNATURES: dict[str, SignatureContract] = {s.name: s for s in (
-    SignatureContract(
-        PREPROCESS,
-        inputs=(_t("image_bytes", "string"),),
-        outputs=(_t("image", "uint8", MODEL_H, MODEL_W, 3), _t("height", "int32"), _t("width", "int32"))),
-    SignatureContract(
-        PREDICT_RESIZED,
-        inputs=(_t("images", "uint8", BATCH, MODEL_H, MODEL_W, 3),),
-        outputs=(_t("probabilities", "float32", BATCH, MODEL_H, MODEL_W, CLASSES),)),
-    SignatureContract(
-        POSTPROCESS,
-        inputs=(_t("probabilities", "float32", MODEL_H, MODEL_W, CLASSES), _t("height", "int32"),
-                _t("width", "int32")),
-        outputs=(_t("class_ids", "int32", HEIGHT, WIDTH), _t("probabilities", "float32", HEIGHT, WIDTH, CLASSES))),
-    SignatureContract(
-        SERVING_DEFAULT,
-        inputs=(_t("image_bytes", "string", BATCH),),
-        outputs=(_t("class_ids", "int32", BATCH, HEIGHT, WIDTH),
-                 _t("probabilities", "float32", BATCH, HEIGHT, WIDTH, CLASSES),
-                 _t("height", "int32", BATCH), _t("width", "int32", BATCH))),
-)}
+SIGNATURES: dict[str, SignatureContract] = {
+    s.name: s
+    for s in (
+        SignatureContract(
+            PREPROCESS,
+            inputs=(_t("image_bytes", "string"),),
+            outputs=(_t("image", "uint8", MODEL_H, MODEL_W, 3), _t("height", "int32"), _t("width", "int32")),
+        ),
+        SignatureContract(
+            PREDICT_RESIZED,
+            inputs=(_t("images", "uint8", BATCH, MODEL_H, MODEL_W, 3),),
+            outputs=(_t("probabilities", "float32", BATCH, MODEL_H, MODEL_W, CLASSES),),
+        ),
+        SignatureContract(
+            POSTPROCESS,
+            inputs=(
+                _t("probabilities", "float32", MODEL_H, MODEL_W, CLASSES),
+                _t("height", "int32"),
+                _t("width", "int32"),
+            ),
+            outputs=(_t("class_ids", "int32", HEIGHT, WIDTH), _t("probabilities", "float32", HEIGHT, WIDTH, CLASSES)),
+        ),
+        SignatureContract(
+            SERVING_DEFAULT,
+            inputs=(_t("image_bytes", "string", BATCH),),
+            outputs=(
+                _t("class_ids", "int32", BATCH, HEIGHT, WIDTH),
+                _t("probabilities", "float32", BATCH, HEIGHT, WIDTH, CLASSES),
+                _t("height", "int32", BATCH),
+                _t("width", "int32", BATCH),
+            ),
+        ),
+    )
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,7 +163,8 @@ class ModelInfo:
         if version != MODEL_FORMAT_VERSION:
             raise ModelContractError(
                 f"{where} is model format version {version}, this segflow reads version {MODEL_FORMAT_VERSION}: "
-                f"export the model again with this segflow's trainer (python -m trainer.task)")
+                f"export the model again with this segflow's trainer (python -m trainer.task)"
+            )
         fields = {f.name for f in dataclasses.fields(cls)}
         missing = sorted({f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING} - raw.keys())
         if missing:
@@ -179,18 +194,24 @@ def check_signatures(signatures: object, info: ModelInfo, where: str) -> None:
     the same names, the same input and output names, dtypes and shapes."""
     missing = [name for name in SIGNATURES if name not in signatures]
     if missing:
-        raise ModelContractError(f"{where} has no signature {', '.join(map(repr, missing))}: export the model again "
-                                 f"with this segflow's trainer")
+        raise ModelContractError(
+            f"{where} has no signature {', '.join(map(repr, missing))}: export the model again "
+            f"with this segflow's trainer"
+        )
     for name, expected in SIGNATURES.items():
         function = signatures[name]
-        found = {"inputs": _facts(function.structured_input_signature[1]),
-                 "outputs": _facts(function.structured_outputs)}
+        found = {
+            "inputs": _facts(function.structured_input_signature[1]),
+            "outputs": _facts(function.structured_outputs),
+        }
         for part in ("inputs", "outputs"):
-            wanted = {t.name: (t.dtype, t.resolve(info.image_size, info.num_classes))
-                      for t in getattr(expected, part)}
+            wanted = {t.name: (t.dtype, t.resolve(info.image_size, info.num_classes)) for t in getattr(expected, part)}
             differ = sorted(k for k in wanted.keys() | found[part].keys() if wanted.get(k) != found[part].get(k))
             if differ:
-                shown = "; ".join(f"{k!r} is {found[part].get(k, 'absent')}, the contract says "
-                                  f"{wanted.get(k, 'absent')}" for k in differ)
-                raise ModelContractError(f"{where}: signature {name!r} {part}: {shown}: export the model again with "
-                                         f"this segflow's trainer")
+                shown = "; ".join(
+                    f"{k!r} is {found[part].get(k, 'absent')}, the contract says {wanted.get(k, 'absent')}"
+                    for k in differ
+                )
+                raise ModelContractError(
+                    f"{where}: signature {name!r} {part}: {shown}: export the model again with this segflow's trainer"
+                )

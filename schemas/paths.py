@@ -5,6 +5,7 @@ finds its files with ``GetMatchingPaths``: a folder named ``m[1]`` is read as th
 *that* folder's variables if it exists). Folder names users give are literal, so such a folder is handed to
 TensorFlow through a plain-named symbolic link.
 """
+
 from __future__ import annotations
 
 import atexit

@@ -6,6 +6,7 @@ a class's IoU is TP / (TP + FP + FN); a class absent from both the ground truth 
 at all (no labelled pixel, nothing predicted) the mean is NaN too: 0.0 would read as a model that got everything
 wrong.
 """
+
 from __future__ import annotations
 
 import numpy as np

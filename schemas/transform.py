@@ -11,6 +11,7 @@ Transformed features:
 Because preprocess writes this graph to ``DST/transform_fn`` and both the trainer's input pipeline and the
 exported SavedModel apply that very graph, training and serving normalise identically (no skew).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -61,8 +62,12 @@ def make_preprocessing_fn(num_classes: int, ignore_label: int = 255) -> Callable
         # Per-class pixel counts: a bincount per batch, summed across batches (cheap, whatever H x W is).
         flat = tf.reshape(label, [-1])
         valid = tf.logical_and(tf.not_equal(flat, ignore_label), tf.less(flat, num_classes))
-        counts = tf.math.bincount(tf.cast(tf.boolean_mask(flat, valid), tf.int32),
-                                  minlength=num_classes, maxlength=num_classes, dtype=tf.int64)
+        counts = tf.math.bincount(
+            tf.cast(tf.boolean_mask(flat, valid), tf.int32),
+            minlength=num_classes,
+            maxlength=num_classes,
+            dtype=tf.int64,
+        )
         class_counts = tft.sum(tf.expand_dims(counts, 0), reduce_instance_dims=False)
 
         return {

@@ -1,5 +1,6 @@
 """Fixtures shared across the suite. Expensive artefacts (a preprocessed dataset, a trained tiny model, a
 loopback GCS server) are session-scoped and built once, so the whole suite stays fast on 2 cores."""
+
 import os
 
 # Quiet TensorFlow and keep it from grabbing every core in every worker process the tests start.

@@ -1,8 +1,8 @@
-"""The preprocess job's composite transforms, each alone on the real DirectRunner (``TestPipeline``), asserted on
-their PCollections with ``assert_that``: discovery (``Discover`` of the Pet and Cityscapes datasets: which examples, with
+"""The preprocess job's composite transforms, each alone on the real DirectRunner (``TestPipeline``), asserted on their
+PCollections with ``assert_that``: discovery (``Discover`` of the Pet and Cityscapes datasets: which examples, with
 which split and labels, and which dead letters), record assembly (``MakeRecords``: which records under which key,
-what goes to the statistics, what is dead-lettered) and shards (``WriteShards``: what it reports and what the
-files hold). Inputs are small generated datasets (``pipelines.tools.synthetic``) written under ``tmp_path``.
+what goes to the statistics, what is dead-lettered) and shards (``WriteShards``: what it reports and what the files
+hold). Inputs are small generated datasets (``pipelines.tools.synthetic``) written under ``tmp_path``.
 """
 
 from __future__ import annotations

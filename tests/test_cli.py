@@ -2,6 +2,7 @@
 abbreviations, a complete ``--help`` answered in under a second without TensorFlow or Beam, ``run`` raising
 exceptions instead of exiting, defaults from the config dataclasses, and a quiet stderr: one line for an error,
 none of TensorFlow's or Beam's start-up noise on a normal run."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,15 +23,34 @@ REQUIRED = {
     "pipelines.infer": ["--model_dir", "m", "--input", "x", "--output_dir", "o"],
     "pipelines.evaluate": ["--predictions", "p", "--ground_truth", "g", "--dataset", "pet"],
     "trainer.task": ["--data_dir", "d", "--model", "unet", "--job_dir", "j"],
-    "trainer.launch": ["--project", "segflow-demo", "--image_uri", "img", "--data_dir", "gs://b/d", "--model",
-                       "unet", "--job_dir", "gs://b/j"],
+    "trainer.launch": [
+        "--project",
+        "segflow-demo",
+        "--image_uri",
+        "img",
+        "--data_dir",
+        "gs://b/d",
+        "--model",
+        "unet",
+        "--job_dir",
+        "gs://b/j",
+    ],
 }
 # A required flag of each, misspelt with hyphens (the value stays), and an abbreviation of one of its flags.
-MISSPELT = {"pipelines.preprocess": "--image_size", "pipelines.infer": "--output_dir",
-            "pipelines.evaluate": "--ground_truth", "trainer.task": "--job_dir", "trainer.launch": "--job_dir"}
-ABBREVIATED = {"pipelines.preprocess": ("--dataset", "--data"), "pipelines.infer": ("--instances", "--inst"),
-               "pipelines.evaluate": ("--output_file", "--output"), "trainer.task": ("--epochs", "--epo"),
-               "trainer.launch": ("--replica_count", "--replica")}
+MISSPELT = {
+    "pipelines.preprocess": "--image_size",
+    "pipelines.infer": "--output_dir",
+    "pipelines.evaluate": "--ground_truth",
+    "trainer.task": "--job_dir",
+    "trainer.launch": "--job_dir",
+}
+ABBREVIATED = {
+    "pipelines.preprocess": ("--dataset", "--data"),
+    "pipelines.infer": ("--instances", "--inst"),
+    "pipelines.evaluate": ("--output_file", "--output"),
+    "trainer.task": ("--epochs", "--epo"),
+    "trainer.launch": ("--replica_count", "--replica"),
+}
 PROGRAMS = sorted(REQUIRED)
 
 # Runs ``python -m MODULE ARGV`` as __main__ in a fresh interpreter; reports the status, the seconds from the
@@ -52,8 +72,14 @@ print("PROBE", code, round(time.perf_counter() - start, 3),
 
 def _probe(module: str, argv: list[str]) -> tuple[int, float, str, list[str], str]:
     """(exit status, seconds, heavy modules loaded, the program's own stderr lines, stdout)."""
-    done = subprocess.run([sys.executable, "-c", _PROBE, module, *argv], capture_output=True, text=True,
-                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, module, *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        timeout=120,
+    )
     lines = done.stderr.splitlines()
     probe = [line for line in lines if line.startswith("PROBE ")]
     assert probe, done.stderr[-3000:]
@@ -63,7 +89,7 @@ def _probe(module: str, argv: list[str]) -> tuple[int, float, str, list[str], st
 
 def _without(argv: list[str], flag: str) -> list[str]:
     i = argv.index(flag)
-    return argv[:i] + argv[i + 2:]
+    return argv[:i] + argv[i + 2 :]
 
 
 @pytest.mark.parametrize("module", PROGRAMS)
@@ -73,8 +99,9 @@ def test_a_misspelt_flag_is_named_as_unknown_not_as_a_missing_one(module):
     argv[argv.index(flag)] = flag.replace("_", "-")
     code, seconds, heavy, err, out = _probe(module, argv)
     assert code == 2 and out == "", (code, out)
-    assert err == [f"{module}: error: unknown flag {flag.replace('_', '-')} (did you mean {flag}?) "
-                   f"(see python -m {module} --help)"], err
+    assert err == [
+        f"{module}: error: unknown flag {flag.replace('_', '-')} (did you mean {flag}?) (see python -m {module} --help)"
+    ], err
     assert heavy == "[]" and seconds < 1.0, (heavy, seconds)
 
 
@@ -87,8 +114,9 @@ def test_an_abbreviation_is_refused_and_the_flag_suggested(module):
     else:
         argv = argv + ([short] if full == "--instances" else [short, "2"])
     code, seconds, heavy, err, _ = _probe(module, argv)
-    assert code == 2 and err == [f"{module}: error: unknown flag {short} (did you mean {full}?) "
-                                 f"(see python -m {module} --help)"], err
+    assert code == 2 and err == [
+        f"{module}: error: unknown flag {short} (did you mean {full}?) (see python -m {module} --help)"
+    ], err
     assert heavy == "[]" and seconds < 1.0, (heavy, seconds)
 
 
@@ -113,8 +141,13 @@ def test_help_is_complete_and_answers_in_under_a_second_without_tensorflow_or_be
             continue
         assert "(required)" in text or "default: " in text or "required" in text, (name, text)
     # A flag with a range says it.
-    ranged = {"pipelines.preprocess": "--jpeg_quality", "pipelines.infer": "--max_pixels",
-              "pipelines.evaluate": None, "trainer.task": "--depth", "trainer.launch": "--boot_disk_size_gb"}[module]
+    ranged = {
+        "pipelines.preprocess": "--jpeg_quality",
+        "pipelines.infer": "--max_pixels",
+        "pipelines.evaluate": None,
+        "trainer.task": "--depth",
+        "trainer.launch": "--boot_disk_size_gb",
+    }[module]
     if ranged:
         assert "range: " in flags[ranged], flags[ranged]
 
@@ -123,8 +156,16 @@ def test_trainer_help_describes_every_flag():
     from trainer import task
 
     out = task.build_parser().format_help()
-    for flag in ("--model", "--epochs", "--strategy", "--learning_rate", "--seed", "--shuffle_buffer",
-                 "--eval_split", "--base_filters"):
+    for flag in (
+        "--model",
+        "--epochs",
+        "--strategy",
+        "--learning_rate",
+        "--seed",
+        "--shuffle_buffer",
+        "--eval_split",
+        "--base_filters",
+    ):
         paragraph = out.split(f"\n  {flag} ", 1)[1].split("\n  --", 1)[0]
         words = re.sub(r"\(default: [^)]*\)|\(required\)|\{[^}]*\}|[A-Z_]{2,}", "", paragraph).split()
         assert len(words) >= 2, (flag, paragraph)  # a description, not only the default
@@ -137,8 +178,13 @@ def _python_entry_points():
     from pipelines.preprocess import job as preprocess
     from trainer import launch, task
 
-    return {"pipelines.preprocess": preprocess.run, "pipelines.infer": infer.run, "pipelines.evaluate": evaluate.run,
-            "trainer.task": task.config_from_args, "trainer.launch": launch.launch}
+    return {
+        "pipelines.preprocess": preprocess.run,
+        "pipelines.infer": infer.run,
+        "pipelines.evaluate": evaluate.run,
+        "trainer.task": task.config_from_args,
+        "trainer.launch": launch.launch,
+    }
 
 
 @pytest.mark.parametrize("module", PROGRAMS)
@@ -159,8 +205,9 @@ def test_data_errors_raise_data_error(tmp_path):
     from trainer.config import TrainConfig
 
     with pytest.raises(cli.DataError, match="segflow_model.json not found"):
-        infer.run(["--model_dir", str(tmp_path), "--input", str(tmp_path / "*.jpg"), "--output_dir",
-                   str(tmp_path / "out")])
+        infer.run(
+            ["--model_dir", str(tmp_path), "--input", str(tmp_path / "*.jpg"), "--output_dir", str(tmp_path / "out")]
+        )
     with pytest.raises(cli.DataError, match="does not exist"):
         task.run(TrainConfig(data_dir=str(tmp_path / "nope"), model="unet", job_dir=str(tmp_path / "job")))
 
@@ -172,11 +219,17 @@ def test_main_maps_errors_to_one_line_and_a_status(module, capsys):
     from pipelines.preprocess import job as preprocess
     from trainer import launch, task
 
-    main = {"pipelines.preprocess": preprocess.main, "pipelines.infer": infer.main,
-            "pipelines.evaluate": evaluate.main, "trainer.task": task.main, "trainer.launch": launch.main}[module]
+    main = {
+        "pipelines.preprocess": preprocess.main,
+        "pipelines.infer": infer.main,
+        "pipelines.evaluate": evaluate.main,
+        "trainer.task": task.main,
+        "trainer.launch": launch.main,
+    }[module]
     assert main(REQUIRED[module] + ["--bogus=1"]) == 2
     assert capsys.readouterr().err.splitlines() == [
-        f"{module}: error: unknown flag --bogus (see python -m {module} --help)"]
+        f"{module}: error: unknown flag --bogus (see python -m {module} --help)"
+    ]
     assert main(["--help"]) == 0 and capsys.readouterr().err == ""
 
 
@@ -187,10 +240,12 @@ def test_defaults_come_from_the_config_dataclasses():
     from trainer import task
     from trainer.config import TrainConfig
 
-    for parser, config_class in ((task.build_parser(), TrainConfig),
-                                 (preprocess.build_arg_parser(), preprocess.PreprocessConfig),
-                                 (infer_options.parser(), infer_options.InferOptions),
-                                 (evaluate_options.parser(), evaluate_options.EvaluateOptions)):
+    for parser, config_class in (
+        (task.build_parser(), TrainConfig),
+        (preprocess.build_arg_parser(), preprocess.PreprocessConfig),
+        (infer_options.parser(), infer_options.InferOptions),
+        (evaluate_options.parser(), evaluate_options.EvaluateOptions),
+    ):
         actions = {a.dest: a for a in parser._actions}
         for field in dataclasses.fields(config_class):
             action = actions[field.name]
@@ -218,8 +273,11 @@ def test_light_copies_of_the_trainer_choices_agree():
 # ------------------------------------------------------------------------------------------------ quiet
 def test_native_noise_is_dropped_and_other_lines_kept(capfd):
     with cli.native_stderr_filtered():
-        os.write(2, b"I0000 00:00:1.0 1 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU "
-                    b"will not be used.\nsomething that matters\n")
+        os.write(
+            2,
+            b"I0000 00:00:1.0 1 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU "
+            b"will not be used.\nsomething that matters\n",
+        )
         os.write(2, b"E0000 00:00:1.0 1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\nlast")
     assert capfd.readouterr().err == "something that matters\nlast"
     with cli.native_stderr_filtered(verbose=True):
@@ -228,25 +286,50 @@ def test_native_noise_is_dropped_and_other_lines_kept(capfd):
 
 
 def test_a_data_error_is_one_stderr_line_and_debug_brings_the_start_up_lines_back(tmp_path):
-    argv = [sys.executable, "-m", "trainer.task", "--data_dir", str(tmp_path / "missing"), "--model", "unet",
-            "--job_dir", str(tmp_path / "job")]
+    argv = [
+        sys.executable,
+        "-m",
+        "trainer.task",
+        "--data_dir",
+        str(tmp_path / "missing"),
+        "--model",
+        "unet",
+        "--job_dir",
+        str(tmp_path / "job"),
+    ]
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = ROOT
     done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert done.returncode == 1 and done.stderr.splitlines() == [
         f"trainer.task: error: --data_dir {tmp_path / 'missing'} does not exist: point --data_dir at the "
-        f"--output_dir of python -m pipelines.preprocess"], done.stderr
-    loud = subprocess.run(argv + ["--log_level", "debug"], capture_output=True, text=True, cwd=ROOT, env=env,
-                          timeout=300)
+        f"--output_dir of python -m pipelines.preprocess"
+    ], done.stderr
+    loud = subprocess.run(
+        argv + ["--log_level", "debug"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
+    )
     assert loud.returncode == 1 and loud.stderr.splitlines()[-1] == done.stderr.strip()
     assert any(noise in loud.stderr for noise in cli.NATIVE_NOISE), loud.stderr[-2000:]
 
 
 def test_infer_on_a_folder_without_a_model_is_one_stderr_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "pipelines.infer", "--model_dir", str(tmp_path), "--input",
-                           str(tmp_path / "*.jpg"), "--output_dir", str(tmp_path / "out")],
-                          capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT),
-                          timeout=300)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.infer",
+            "--model_dir",
+            str(tmp_path),
+            "--input",
+            str(tmp_path / "*.jpg"),
+            "--output_dir",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+        timeout=300,
+    )
     assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr
     assert done.stderr.startswith("pipelines.infer: error: ") and "segflow_model.json not found" in done.stderr
 
@@ -254,8 +337,17 @@ def test_infer_on_a_folder_without_a_model_is_one_stderr_line(tmp_path):
 def test_a_normal_infer_run_starts_quietly(pet_job_dir, pet_raw_dir, tmp_path):
     """TensorFlow's native lines (CUDA probing, oneDNN, grappler) and Beam's RunInference warning do not reach
     a user whose run succeeds; --verbose shows them."""
-    argv = [sys.executable, "-m", "pipelines.infer", "--model_dir", str(pet_job_dir / "model"), "--input",
-            str(pet_raw_dir / "images" / "*.jpg"), "--output_dir", str(tmp_path / "out")]
+    argv = [
+        sys.executable,
+        "-m",
+        "pipelines.infer",
+        "--model_dir",
+        str(pet_job_dir / "model"),
+        "--input",
+        str(pet_raw_dir / "images" / "*.jpg"),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
     env["PYTHONPATH"] = ROOT
     done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)

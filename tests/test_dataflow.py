@@ -16,6 +16,7 @@ Google endpoint (no network). tensorflow-transform creates its scratch dir with 
 the pipeline is *constructed*; that client cannot be pointed at an emulator, so the preprocess job is built
 through ``preprocess.build_pipeline`` with a local tensorflow-transform scratch dir (everything else gs://).
 """
+
 from __future__ import annotations
 
 import json
@@ -39,12 +40,33 @@ REGION = "us-central1"
 def dataflow_flags(gcs, name: str) -> list[str]:
     """The flags ``make dataflow-*`` passes (worker shape included), pointed at the loopback bucket."""
     root = gcs.url(f"dataflow/{name}")
-    return ["--runner", "DataflowRunner", "--project", PROJECT, "--region", REGION,
-            "--temp_location", f"{root}/temp", "--staging_location", f"{root}/staging",
-            "--setup_file", str(REPO / "setup.py"), "--job_name", f"segflow-{name}-test",
-            "--machine_type", "n2-highmem-4", "--number_of_worker_harness_threads", "2",
-            "--autoscaling_algorithm", "THROUGHPUT_BASED", "--num_workers", "1", "--max_num_workers", "8",
-            "--dry_run=True"]
+    return [
+        "--runner",
+        "DataflowRunner",
+        "--project",
+        PROJECT,
+        "--region",
+        REGION,
+        "--temp_location",
+        f"{root}/temp",
+        "--staging_location",
+        f"{root}/staging",
+        "--setup_file",
+        str(REPO / "setup.py"),
+        "--job_name",
+        f"segflow-{name}-test",
+        "--machine_type",
+        "n2-highmem-4",
+        "--number_of_worker_harness_threads",
+        "2",
+        "--autoscaling_algorithm",
+        "THROUGHPUT_BASED",
+        "--num_workers",
+        "1",
+        "--max_num_workers",
+        "8",
+        "--dry_run=True",
+    ]
 
 
 def _build(build, beam_argv: list[str]):
@@ -82,8 +104,19 @@ def preprocess_job(gcs, pet_raw_dir, tmp_path_factory) -> DataflowJob:
     from pipelines.preprocess import job as preprocess
 
     src = gcs.upload_dir(pet_raw_dir, gcs.prefix("df-pet-raw"))
-    argv = ["--dataset", "pet", "--input_dir", src, "--output_dir", gcs.prefix("df-pet-records"),
-            "--image_size", "128", "--augment_copies", "1", *dataflow_flags(gcs, "preprocess")]
+    argv = [
+        "--dataset",
+        "pet",
+        "--input_dir",
+        src,
+        "--output_dir",
+        gcs.prefix("df-pet-records"),
+        "--image_size",
+        "128",
+        "--augment_copies",
+        "1",
+        *dataflow_flags(gcs, "preprocess"),
+    ]
     config, beam_argv = preprocess.parse_args(argv)
     tft_scratch = str(tmp_path_factory.mktemp("tft-scratch"))  # see the module docstring
     start = time.monotonic()
@@ -110,8 +143,16 @@ def infer_job(gcs, model_on_gcs, images_on_gcs) -> DataflowJob:
     from pipelines.infer import job as infer
     from pipelines.infer.model import read_model_info
 
-    argv = ["--model_dir", model_on_gcs, "--input", f"{images_on_gcs}/*.jpg", "--output_dir",
-            gcs.prefix("df-infer-out"), "--instances", *dataflow_flags(gcs, "infer")]
+    argv = [
+        "--model_dir",
+        model_on_gcs,
+        "--input",
+        f"{images_on_gcs}/*.jpg",
+        "--output_dir",
+        gcs.prefix("df-infer-out"),
+        "--instances",
+        *dataflow_flags(gcs, "infer"),
+    ]
     args, beam_argv = infer.parse_args(argv)
     model_info = read_model_info(args.model_dir)
     start = time.monotonic()
@@ -155,14 +196,14 @@ def _check_job(job: DataflowJob, transforms: list[str]) -> None:
 
 
 def test_preprocess_dataflow_job(preprocess_job):
-    _check_job(preprocess_job, ["DiscoverPet", "MakeRecords", "WriteShards", "WriteDeadLetters", "Statistics",
-                                "WriteMetadata"])
+    _check_job(
+        preprocess_job, ["DiscoverPet", "MakeRecords", "WriteShards", "WriteDeadLetters", "Statistics", "WriteMetadata"]
+    )
     assert preprocess_job.seconds < 120
 
 
 def test_infer_dataflow_job(infer_job):
-    _check_job(infer_job, ["Match", "Preprocess", "RunInference", "PostprocessAndWrite", "DeadLetters",
-                           "WriteSummary"])
+    _check_job(infer_job, ["Match", "Preprocess", "RunInference", "PostprocessAndWrite", "DeadLetters", "WriteSummary"])
     assert infer_job.seconds < 120
 
 
@@ -182,8 +223,15 @@ def test_staged_sdist_holds_the_package(gcs, request, job_fixture, tmp_path):
     tarball = _staged_package(gcs, request.getfixturevalue(job_fixture).staging, tmp_path)
     with tarfile.open(tarball) as tar:
         members = {m.split("/", 1)[1] for m in tar.getnames() if "/" in m}
-    for required in ("setup.py", "pipelines/preprocess/job.py", "pipelines/infer/job.py", "pipelines/infer/model.py",
-                     "schemas/features.py", "schemas/transform.py", "trainer/task.py"):
+    for required in (
+        "setup.py",
+        "pipelines/preprocess/job.py",
+        "pipelines/infer/job.py",
+        "pipelines/infer/model.py",
+        "schemas/features.py",
+        "schemas/transform.py",
+        "trainer/task.py",
+    ):
         assert required in members, required
     assert not [m for m in members if m.startswith(("tests/", "out/", "data/", ".venv/"))]
 
@@ -229,16 +277,37 @@ def unpickle_on_a_clean_worker(gcs, stagings: dict[str, str], tmp_path: pathlib.
     tarball = _staged_package(gcs, stagings[names[0]], tmp_path)
     site = tmp_path / "site"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(site), str(tarball)], check=True, cwd=tmp_path, env=env,
-                   timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(site),
+            str(tarball),
+        ],
+        check=True,
+        cwd=tmp_path,
+        env=env,
+        timeout=300,
+    )
     protos = {}
     for name in names:
         protos[name] = tmp_path / f"{name}.pb"
         protos[name].write_bytes(gcs.read_bytes(f"{stagings[name]}/pipeline.pb"))
-    out = subprocess.run([sys.executable, "-c", _UNPICKLE % {"repo": str(REPO)}, str(site),
-                          *map(str, protos.values())], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-c", _UNPICKLE % {"repo": str(REPO)}, str(site), *map(str, protos.values())],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert all(m.startswith(str(site)) for m in report["modules"]), report["modules"]
@@ -248,9 +317,13 @@ def unpickle_on_a_clean_worker(gcs, stagings: dict[str, str], tmp_path: pathlib.
 def test_staged_jobs_unpickle_on_a_clean_worker(gcs, preprocess_job, infer_job, tmp_path):
     """Install only the staged sdist, then unpickle every DoFn/CombineFn of both staged pipeline.pb files in a
     fresh interpreter that cannot import this checkout (no reliance on save_main_session or local state)."""
-    loaded = unpickle_on_a_clean_worker(gcs, {"preprocess": preprocess_job.staging, "infer": infer_job.staging},
-                                        tmp_path)
-    expected = {"preprocess": {"MakeRecords", "_ListSource", "_Assemble"}, "infer": {"PreprocessImage", "PostprocessAndWrite"}}
+    loaded = unpickle_on_a_clean_worker(
+        gcs, {"preprocess": preprocess_job.staging, "infer": infer_job.staging}, tmp_path
+    )
+    expected = {
+        "preprocess": {"MakeRecords", "_ListSource", "_Assemble"},
+        "infer": {"PreprocessImage", "PostprocessAndWrite"},
+    }
     for name, fns in loaded.items():
         assert len(fns) >= 8, fns
         assert expected[name] <= set(fns.values()), (name, sorted(set(fns.values())))
@@ -261,9 +334,25 @@ def test_infer_cli_dry_run(gcs, model_on_gcs, images_on_gcs):
     out_dir = gcs.prefix("df-infer-cli")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     start = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "pipelines.infer", "--model_dir", model_on_gcs, "--input",
-                           f"{images_on_gcs}/*.jpg", "--output_dir", out_dir, *dataflow_flags(gcs, "infer-cli")],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.infer",
+            "--model_dir",
+            model_on_gcs,
+            "--input",
+            f"{images_on_gcs}/*.jpg",
+            "--output_dir",
+            out_dir,
+            *dataflow_flags(gcs, "infer-cli"),
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert time.monotonic() - start < 120
     assert gcs.list(out_dir) == []  # a dry run constructs the job and submits nothing
@@ -278,10 +367,20 @@ def test_flex_template_parameters_are_preprocess_flags():
 
     spec = json.loads((REPO / "templates" / "preprocess" / "metadata.json").read_text())
     flags = {a.dest for a in preprocess.build_arg_parser()._actions}
-    example = {"dataset": "cityscapes", "input_dir": "gs://b/raw/cityscapes", "output_dir": "gs://b/records",
-               "image_size": "512x1024", "num_shards": "0", "augment_copies": "1", "val_fraction": "0.1",
-               "test_fraction": "0.2", "seed": "7", "resize_mode": "pad", "label_mode": "trimap",
-               "image_format": "png"}
+    example = {
+        "dataset": "cityscapes",
+        "input_dir": "gs://b/raw/cityscapes",
+        "output_dir": "gs://b/records",
+        "image_size": "512x1024",
+        "num_shards": "0",
+        "augment_copies": "1",
+        "val_fraction": "0.1",
+        "test_fraction": "0.2",
+        "seed": "7",
+        "resize_mode": "pad",
+        "label_mode": "trimap",
+        "image_format": "png",
+    }
     names = [p["name"] for p in spec["parameters"]]
     assert sorted(names) == sorted(example) and set(names) <= flags
     for param in spec["parameters"]:

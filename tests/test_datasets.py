@@ -1,6 +1,7 @@
 """The dataset registry (``pipelines.datasets``): what it lists, what every dataset module provides, that the jobs
 never branch on a dataset's name, and that a new dataset is one file (a toy one, registered here, is discovered and
 preprocessed through the DirectRunner)."""
+
 from __future__ import annotations
 
 import ast
@@ -52,8 +53,9 @@ def test_every_dataset_provides_every_field_the_jobs_need():
             spec = dataset.label_spec(mode)
             assert spec.dataset == name and spec.num_classes == len(spec.palette) >= 2
             luts = dataset.train_id_luts(mode or "")
-            assert luts and all(lut.dtype == np.uint8 and lut.shape == (256,) and lut[255] == 255
-                                for lut in luts.values())
+            assert luts and all(
+                lut.dtype == np.uint8 and lut.shape == (256,) and lut[255] == 255 for lut in luts.values()
+            )
             assert all(v == 255 or v < spec.num_classes for lut in luts.values() for v in lut.tolist())
         for split in (None, "val"):
             layouts = dataset.ground_truth_layouts(split)
@@ -65,12 +67,14 @@ def test_every_dataset_provides_every_field_the_jobs_need():
 
 def test_names_and_dataset_fields_load_neither_beam_nor_tensorflow():
     """The --dataset choices and the flag checks read the registry before Beam loads (``--help`` < 1 s)."""
-    probe = ("import sys\nfrom pipelines import datasets\nfrom pipelines.preprocess import job\n"
-             "print([(n, datasets.get(n).label_modes, datasets.get(n).record_image_format) for n in datasets.names()])\n"
-             "try:\n    job.parse_args(['--dataset', 'cityscapes', '--input_dir', 'a', '--output_dir', 'b',"
-             " '--image_size', '8', '--label_mode', 'binary'])\n"
-             "except job.UsageError as e:\n    print(e)\n"
-             "print('loaded:', sorted(m for m in ('apache_beam', 'tensorflow') if m in sys.modules))\n")
+    probe = (
+        "import sys\nfrom pipelines import datasets\nfrom pipelines.preprocess import job\n"
+        "print([(n, datasets.get(n).label_modes, datasets.get(n).record_image_format) for n in datasets.names()])\n"
+        "try:\n    job.parse_args(['--dataset', 'cityscapes', '--input_dir', 'a', '--output_dir', 'b',"
+        " '--image_size', '8', '--label_mode', 'binary'])\n"
+        "except job.UsageError as e:\n    print(e)\n"
+        "print('loaded:', sorted(m for m in ('apache_beam', 'tensorflow') if m in sys.modules))\n"
+    )
     result = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert "loaded: []" in result.stdout and "'pet'" in result.stdout, result.stdout
@@ -84,8 +88,9 @@ def dataset_branches(source: str, names: tuple[str, ...]) -> list[str]:
     found = []
 
     def is_dataset_ref(node: ast.AST) -> bool:
-        return ((isinstance(node, ast.Name) and "dataset" in node.id.lower())
-                or (isinstance(node, ast.Attribute) and "dataset" in node.attr.lower()))
+        return (isinstance(node, ast.Name) and "dataset" in node.id.lower()) or (
+            isinstance(node, ast.Attribute) and "dataset" in node.attr.lower()
+        )
 
     def is_string(node: ast.AST) -> bool:
         return isinstance(node, ast.Constant) and isinstance(node.value, str)
@@ -96,25 +101,30 @@ def dataset_branches(source: str, names: tuple[str, ...]) -> list[str]:
         elif isinstance(node, ast.Compare):
             sides = [node.left] + list(node.comparators)
             if any(is_dataset_ref(s) for s in sides) and any(
-                    is_string(s) or (isinstance(s, (ast.Tuple, ast.List, ast.Set)) and any(map(is_string, s.elts)))
-                    for s in sides):
+                is_string(s) or (isinstance(s, (ast.Tuple, ast.List, ast.Set)) and any(map(is_string, s.elts)))
+                for s in sides
+            ):
                 found.append(f"line {node.lineno}: {ast.unparse(node)}")
     return found
 
 
 def test_the_branch_checker_finds_each_way_of_spelling_a_dataset_out():
     names = ("pet", "cityscapes")
-    for bad in ('if config.dataset == "cityscapes":\n    pass\n',
-                'x = args.dataset != "ade20k"\n',
-                'ok = dataset in ("ade20k", "voc")\n',
-                'AUTO_IMAGE_FORMAT = {"pet": "jpeg"}\n',
-                'p.add_argument("--dataset", choices=("pet", "cityscapes"))\n',
-                'spec = spec_for("pet", mode)\n'):
+    for bad in (
+        'if config.dataset == "cityscapes":\n    pass\n',
+        'x = args.dataset != "ade20k"\n',
+        'ok = dataset in ("ade20k", "voc")\n',
+        'AUTO_IMAGE_FORMAT = {"pet": "jpeg"}\n',
+        'p.add_argument("--dataset", choices=("pet", "cityscapes"))\n',
+        'spec = spec_for("pet", mode)\n',
+    ):
         assert dataset_branches(bad, names), bad
-    for good in ('fmt = datasets.get(config.dataset).record_image_format\n',
-                 'p.add_argument("--dataset", choices=datasets.names())\n',
-                 '"""A docstring may say pet and "cityscapes"."""\n',
-                 'if dataset.label_modes and mode == "trimap":\n    pass\n'):
+    for good in (
+        "fmt = datasets.get(config.dataset).record_image_format\n",
+        'p.add_argument("--dataset", choices=datasets.names())\n',
+        '"""A docstring may say pet and "cityscapes"."""\n',
+        'if dataset.label_modes and mode == "trimap":\n    pass\n',
+    ):
         assert not dataset_branches(good, names), good
 
 
@@ -226,8 +236,9 @@ def toy(tmp_path, monkeypatch):
     src = tmp_path / "src"
     rng = np.random.default_rng(3)
     for i in range(6):
-        synthetic.write_file(str(src / "pics" / f"t{i}.png"), synthetic.encode_png(
-            rng.integers(0, 256, (20, 24, 3), dtype=np.uint8)))
+        synthetic.write_file(
+            str(src / "pics" / f"t{i}.png"), synthetic.encode_png(rng.integers(0, 256, (20, 24, 3), dtype=np.uint8))
+        )
         if i != 5:  # t5 has no mask
             mask = np.zeros((20, 24), np.uint8)
             mask[5:15, 6:18] = 1
@@ -240,20 +251,49 @@ def toy(tmp_path, monkeypatch):
 def test_a_third_dataset_is_one_file_discovered_through_the_direct_runner(toy):
     assert "toy" in datasets.names()
     fractions = SplitFractions(0.2, 0.2)
-    expected = [Example(f"t{i}", datasets.base.split_from_hash(f"t{i}", 0.2, 0.2), str(toy / "pics" / f"t{i}.png"),
-                        str(toy / "masks" / f"t{i}.png")) for i in range(5)]
+    expected = [
+        Example(
+            f"t{i}",
+            datasets.base.split_from_hash(f"t{i}", 0.2, 0.2),
+            str(toy / "pics" / f"t{i}.png"),
+            str(toy / "masks" / f"t{i}.png"),
+        )
+        for i in range(5)
+    ]
     with BeamTestPipeline(argv=BEAM_FLAGS) as p:
         found = p | "DiscoverToy" >> Discover(datasets.get("toy"), str(toy), fractions)
         assert_that(found["examples"], equal_to(expected), label="Examples")
-        assert_that(found[DEAD_LETTER_TAG] | beam.Map(lambda d: (d.path, d.error)), equal_to([
-            (str(toy / "masks" / "notes.txt"), "not a PNG"),
-            (str(toy / "pics" / "t5.png"), "image without its partner")]), label="DeadLetters")
+        assert_that(
+            found[DEAD_LETTER_TAG] | beam.Map(lambda d: (d.path, d.error)),
+            equal_to(
+                [
+                    (str(toy / "masks" / "notes.txt"), "not a PNG"),
+                    (str(toy / "pics" / "t5.png"), "image without its partner"),
+                ]
+            ),
+            label="DeadLetters",
+        )
 
 
 def test_a_third_dataset_is_preprocessed_without_touching_the_jobs(toy, tmp_path):
     from pipelines.preprocess import job as preprocess
 
-    metadata = preprocess.run(["--dataset", "toy", "--input_dir", str(toy), "--output_dir", str(tmp_path / "dst"),
-                               "--image_size", "16", "--val_fraction", "0.2", "--test_fraction", "0.2", *BEAM_FLAGS])
+    metadata = preprocess.run(
+        [
+            "--dataset",
+            "toy",
+            "--input_dir",
+            str(toy),
+            "--output_dir",
+            str(tmp_path / "dst"),
+            "--image_size",
+            "16",
+            "--val_fraction",
+            "0.2",
+            "--test_fraction",
+            "0.2",
+            *BEAM_FLAGS,
+        ]
+    )
     assert metadata.dataset == "toy" and metadata.class_names == ["background", "thing"]
     assert metadata.image_format == "png" and sum(metadata.counts.values()) == 5 and metadata.dead_letter_count == 2

@@ -1,4 +1,5 @@
 """pipelines.evaluate: the arithmetic by hand, the Beam job, and agreement with the official Cityscapes evaluator."""
+
 import json
 import math
 import pathlib
@@ -40,7 +41,7 @@ def _perturbed(mask: np.ndarray, seed: int, values) -> np.ndarray:
     out = mask.copy()
     h, w = out.shape
     y, x = int(rng.integers(0, h // 2)), int(rng.integers(0, w // 2))
-    out[y:y + h // 3, x:x + w // 3] = rng.choice(values)
+    out[y : y + h // 3, x : x + w // 3] = rng.choice(values)
     noise = rng.uniform(size=out.shape) < 0.1
     out[noise] = rng.choice(values, size=int(noise.sum()))
     return out
@@ -58,8 +59,18 @@ def test_beam_evaluate_matches_numpy_on_pet(tmp_path):
         Image.fromarray(pred).save(preds / f"{example}.png")
         total += evaluate.confusion_matrix(gt.astype(int) - 1, pred.astype(int) - 1, 3)
     Image.fromarray(np.ones((30, 40), np.uint8)).save(preds / "stranger.png")
-    doc = evaluate.run(["--predictions", str(preds), "--ground_truth", str(src), "--dataset", "pet",
-                        "--direct_running_mode", "in_memory"])
+    doc = evaluate.run(
+        [
+            "--predictions",
+            str(preds),
+            "--ground_truth",
+            str(src),
+            "--dataset",
+            "pet",
+            "--direct_running_mode",
+            "in_memory",
+        ]
+    )
     expected = evaluate.scores(total)
     assert doc["images"] == 4 and doc["missing_predictions"] == 1 and doc["unmatched_predictions"] == 1
     assert doc["mean_iou"] == pytest.approx(expected["mean_iou"], abs=1e-6)
@@ -77,8 +88,18 @@ def test_bad_flags_fail_fast_with_one_line(tmp_path, capsys):
         evaluate.run(["--predictions", str(tmp_path), "--dataset", "pet"])
     assert err.value.exit_code == 2 and "--ground_truth" in str(err.value)
     with pytest.raises(UsageError) as err:  # a typo is an error, not a Beam option Beam would silently drop
-        evaluate.run(["--predictions", str(tmp_path), "--ground_truth", str(tmp_path), "--dataset", "pet",
-                      "--output-file", "x.json"])
+        evaluate.run(
+            [
+                "--predictions",
+                str(tmp_path),
+                "--ground_truth",
+                str(tmp_path),
+                "--dataset",
+                "pet",
+                "--output-file",
+                "x.json",
+            ]
+        )
     assert "unknown flag --output-file (did you mean --output_file?)" in str(err.value)
 
 
@@ -110,8 +131,20 @@ def test_same_miou_as_the_official_cityscapes_evaluator(tmp_path, monkeypatch):
         gt = np.asarray(Image.open(gt_path))
         frame = gt_path.name.replace("_gtFine_labelIds.png", "")
         Image.fromarray(_perturbed(gt, i, values)).save(preds / f"{frame}_leftImg8bit.png")
-    ours = evaluate.run(["--predictions", str(preds), "--ground_truth", str(src), "--dataset", "cityscapes",
-                         "--split", "val", "--direct_running_mode", "in_memory"])
+    ours = evaluate.run(
+        [
+            "--predictions",
+            str(preds),
+            "--ground_truth",
+            str(src),
+            "--dataset",
+            "cityscapes",
+            "--split",
+            "val",
+            "--direct_running_mode",
+            "in_memory",
+        ]
+    )
     theirs = official_pixel_level(src, preds, monkeypatch, tmp_path)
     assert ours["images"] == 3
     assert ours["mean_iou"] == pytest.approx(theirs["averageScoreClasses"], abs=1e-9)

@@ -4,6 +4,7 @@ Each job runs for real (DirectRunner, multi-processing workers in their own proc
 ``STORAGE_EMULATOR_HOST``) with every input and output path a ``gs://`` URL; the checks read the bucket back with
 an independent ``google-cloud-storage`` client and compare with the same job run on local paths.
 """
+
 from __future__ import annotations
 
 import io
@@ -39,8 +40,9 @@ def pet_preprocessed_on_gcs(gcs, pet_on_gcs):
     from pipelines.preprocess import job as preprocess
 
     dst = gcs.prefix("pet-records")
-    metadata = preprocess.run(["--dataset", "pet", "--input_dir", pet_on_gcs, "--output_dir", dst,
-                               "--image_size", "32", *BEAM_FLAGS])
+    metadata = preprocess.run(
+        ["--dataset", "pet", "--input_dir", pet_on_gcs, "--output_dir", dst, "--image_size", "32", *BEAM_FLAGS]
+    )
     return dst, metadata
 
 
@@ -92,8 +94,9 @@ def test_preprocess_gcs_matches_local(gcs, pet_preprocessed_on_gcs, pet_records_
     # The tensorflow-transform graph is published completely (same files as the local run's).
     for folder in ("transform_fn", "transformed_metadata"):
         remote_files = [n for n in gcs.list(dst) if n.startswith(folder + "/")]
-        local_files = sorted(p.relative_to(local_dir).as_posix() for p in (local_dir / folder).rglob("*")
-                             if p.is_file())
+        local_files = sorted(
+            p.relative_to(local_dir).as_posix() for p in (local_dir / folder).rglob("*") if p.is_file()
+        )
         assert remote_files == local_files and remote_files, folder
     remote_meta = json.loads(gcs.read_bytes(f"{dst}/metadata.json"))
     local_meta = json.loads((local_dir / "metadata.json").read_text())
@@ -106,8 +109,19 @@ def test_preprocess_gcs_empty_input_fails_fast(gcs, capsys):
     from pipelines.preprocess import job as preprocess
 
     empty = gcs.prefix("nothing-here")
-    rc = preprocess.main(["--dataset", "pet", "--input_dir", empty, "--output_dir", gcs.prefix("unused"),
-                          "--image_size", "32", *BEAM_FLAGS])
+    rc = preprocess.main(
+        [
+            "--dataset",
+            "pet",
+            "--input_dir",
+            empty,
+            "--output_dir",
+            gcs.prefix("unused"),
+            "--image_size",
+            "32",
+            *BEAM_FLAGS,
+        ]
+    )
     assert rc != 0
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and empty in err[0], err
@@ -127,8 +141,9 @@ def test_infer_gcs_end_to_end(gcs, pet_job_dir, pet_raw_dir):
         gcs.upload_bytes(f"{images}/{path.name}", path.read_bytes())
     gcs.upload_bytes(f"{images}/not_an_image.jpg", b"\x00garbage")
     out = gcs.prefix("infer-out")
-    counters = infer.run(["--model_dir", model, "--input", f"{images}/*.jpg", "--output_dir", out, "--instances",
-                          *BEAM_FLAGS])
+    counters = infer.run(
+        ["--model_dir", model, "--input", f"{images}/*.jpg", "--output_dir", out, "--instances", *BEAM_FLAGS]
+    )
     assert counters["inputs_matched"] == len(sources) + 1
 
     names = gcs.list(out)
@@ -138,7 +153,12 @@ def test_infer_gcs_end_to_end(gcs, pet_job_dir, pet_raw_dir):
         assert mask.shape == Image.open(path).size[::-1]  # the input's own size
         assert set(np.unique(mask)) <= {1, 2, 3}  # Pet trimap values
         assert any(n.startswith(f"instances/{path.stem}") for n in names)
-    dead = [json.loads(line) for n in names if n.startswith("dead_letter/")
-            for line in gcs.read_bytes(f"{out}/{n}").decode().splitlines() if line.strip()]
+    dead = [
+        json.loads(line)
+        for n in names
+        if n.startswith("dead_letter/")
+        for line in gcs.read_bytes(f"{out}/{n}").decode().splitlines()
+        if line.strip()
+    ]
     assert [d["path"] for d in dead] == [f"{images}/not_an_image.jpg"]
     assert not [n for n in names if "not_an_image" in n and not n.startswith("dead_letter/")]

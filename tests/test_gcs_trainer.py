@@ -1,6 +1,7 @@
 """The trainer on gs:// for real: TensorFlow's own GCS client (records, transform_fn/, checkpoints, TensorBoard
 logs, the export) against the loopback GCS server, through the ``gcs_tls`` fixture's namespace and TLS front.
 Then ``pipelines.infer`` serves the exported gs:// model."""
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,24 @@ IS_FOLDER_EXCLUDED = r"^(?!GET /storage/v1/b/[^/]+/o\?\S*maxResults=1(&|$))"
 
 
 def _train_cmd(data_dir: str, job_dir: str, *extra) -> list[str]:
-    return [sys.executable, "-m", "trainer.task", "--data_dir", data_dir, "--job_dir", job_dir, "--model", "unet",
-            "--base_filters", str(TINY_UNET["base_filters"]), "--depth", str(TINY_UNET["depth"]), "--verbose", "2",
-            *map(str, extra)]
+    return [
+        sys.executable,
+        "-m",
+        "trainer.task",
+        "--data_dir",
+        data_dir,
+        "--job_dir",
+        job_dir,
+        "--model",
+        "unet",
+        "--base_filters",
+        str(TINY_UNET["base_filters"]),
+        "--depth",
+        str(TINY_UNET["depth"]),
+        "--verbose",
+        "2",
+        *map(str, extra),
+    ]
 
 
 def _latest_step(gcs, job: str) -> int:
@@ -46,12 +62,24 @@ def records_on_gcs(gcs, pet_records_dir) -> str:
     return gcs.upload_dir(pet_records_dir, gcs.prefix("tf-records"))
 
 
-def test_trainer_on_gcs_resumes_after_sigkill_and_infer_serves_the_export(gcs, gcs_tls, records_on_gcs,
-                                                                          pet_raw_dir, tmp_path):
+def test_trainer_on_gcs_resumes_after_sigkill_and_infer_serves_the_export(
+    gcs, gcs_tls, records_on_gcs, pet_raw_dir, tmp_path
+):
     job = gcs.prefix("tf-job")
     # 18 train records / batch 2 = 9 steps per epoch, 2 epochs, a checkpoint every 2 steps.
-    cmd = _train_cmd(records_on_gcs, job, "--epochs", 2, "--batch_size", 2, "--validation_steps", 1,
-                     "--checkpoint_steps", 2, "--deterministic")
+    cmd = _train_cmd(
+        records_on_gcs,
+        job,
+        "--epochs",
+        2,
+        "--batch_size",
+        2,
+        "--validation_steps",
+        1,
+        "--checkpoint_steps",
+        2,
+        "--deterministic",
+    )
     first = gcs_tls.popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "first.log", "wb"))
     deadline = time.time() + 240
     while _latest_step(gcs, job) < 4 and first.proc.poll() is None and time.time() < deadline:
@@ -79,14 +107,24 @@ def test_trainer_on_gcs_resumes_after_sigkill_and_infer_serves_the_export(gcs, g
     # through the namespace's pipe to the same server).
     sources = sorted((pet_raw_dir / "images").glob("*.jpg"))[:3]
     out = tmp_path / "pred"
-    served = gcs_tls.run([sys.executable, "-m", "pipelines.infer", "--model_dir", f"{job}/model",
-                          "--input", f"{pet_raw_dir}/images/*.jpg", "--output_dir", str(out)],
-                         timeout=300)
+    served = gcs_tls.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.infer",
+            "--model_dir",
+            f"{job}/model",
+            "--input",
+            f"{pet_raw_dir}/images/*.jpg",
+            "--output_dir",
+            str(out),
+        ],
+        timeout=300,
+    )
     assert served.returncode == 0, served.stderr[-3000:]
     for path in sources:
         mask = np.asarray(Image.open(out / "masks" / f"{path.stem}.png"))
         assert mask.shape == Image.open(path).size[::-1] and set(np.unique(mask)) <= {1, 2, 3}
-
 
 
 # ---------------------------------------------------------------------------------------- storage faults
@@ -96,9 +134,13 @@ def test_trainer_rides_out_transient_503_and_429(gcs, gcs_tls, records_on_gcs):
     job = gcs.prefix("tf-faults")
     gcs_tls.faults(rate=0.1, statuses=(503, 429), seed=1)
     try:
-        done = gcs_tls.run(_train_cmd(records_on_gcs, job, "--epochs", 1, "--batch_size", 4,
-                                      "--validation_steps", 1, "--checkpoint_steps", 2),
-                           env=gcs_tls.env(**FAST_RETRIES), timeout=300)
+        done = gcs_tls.run(
+            _train_cmd(
+                records_on_gcs, job, "--epochs", 1, "--batch_size", 4, "--validation_steps", 1, "--checkpoint_steps", 2
+            ),
+            env=gcs_tls.env(**FAST_RETRIES),
+            timeout=300,
+        )
     finally:
         injected = gcs_tls.clear_faults()
     assert done.returncode == 0, done.stderr[-3000:]
@@ -114,8 +156,9 @@ def test_a_fault_past_the_retry_budget_fails_the_trainer_with_one_line(gcs, gcs_
     """Storage stops answering (every request 503) once the first checkpoint is in the bucket: the job fails
     with one line naming the failed request, and no model/ is published."""
     job = gcs.prefix("tf-outage")
-    cmd = _train_cmd(records_on_gcs, job, "--epochs", 2, "--batch_size", 2, "--validation_steps", 1,
-                     "--checkpoint_steps", 2)
+    cmd = _train_cmd(
+        records_on_gcs, job, "--epochs", 2, "--batch_size", 2, "--validation_steps", 1, "--checkpoint_steps", 2
+    )
     log = tmp_path / "stderr.log"
     env = gcs_tls.env(GCS_RETRY_CONFIG_MAX_RETRIES="3", **FAST_RETRIES)
     handle = gcs_tls.popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
@@ -158,9 +201,23 @@ def test_a_storage_outage_past_the_retries_fails_preprocess_with_one_line(gcs, g
     """A rerun into a gs:// DST through an upload outage: one line, and the DST it was rewriting holds no
     metadata.json, so no reader takes the half-written shards."""
     dst = gcs.prefix("outage-dst")
-    cmd = [sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", str(pet_raw_dir),
-           "--output_dir", dst, "--image_size", "32", "--direct_running_mode", "in_memory",
-           "--direct_num_workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines.preprocess",
+        "--dataset",
+        "pet",
+        "--input_dir",
+        str(pet_raw_dir),
+        "--output_dir",
+        dst,
+        "--image_size",
+        "32",
+        "--direct_running_mode",
+        "in_memory",
+        "--direct_num_workers",
+        "1",
+    ]
     first = gcs_tls.run(cmd, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "metadata.json" in gcs.list(dst)
@@ -174,9 +231,21 @@ def test_a_storage_outage_past_the_retries_fails_infer_with_one_line(gcs, gcs_tl
     mark of a complete run."""
     model = gcs.upload_dir(pet_job_dir / "model", gcs.prefix("outage-model"))
     out = gcs.prefix("outage-out")
-    cmd = [sys.executable, "-m", "pipelines.infer", "--model_dir", model, "--input",
-           f"{pet_raw_dir}/images/*.jpg", "--output_dir", out, "--direct_running_mode", "in_memory",
-           "--direct_num_workers", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines.infer",
+        "--model_dir",
+        model,
+        "--input",
+        f"{pet_raw_dir}/images/*.jpg",
+        "--output_dir",
+        out,
+        "--direct_running_mode",
+        "in_memory",
+        "--direct_num_workers",
+        "1",
+    ]
     first = gcs_tls.run(cmd, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "summary.json" in gcs.list(out)
@@ -217,9 +286,24 @@ def test_preprocess_cli_dataflow_dry_run_with_gcs_temp_location(gcs, gcs_tls, pe
     out_dir = gcs.prefix("tf-df-records")
     staged_to = tmp_path / "staging.txt"
     before = dict(gcs_tls.requests)
-    proc = gcs_tls.run([sys.executable, "-c", _CLI_AND_STAGE, str(staged_to), "--dataset", "pet", "--input_dir",
-                        src, "--output_dir", out_dir, "--image_size", "128", *dataflow_flags(gcs, "preprocess-cli")],
-                       timeout=300)
+    proc = gcs_tls.run(
+        [
+            sys.executable,
+            "-c",
+            _CLI_AND_STAGE,
+            str(staged_to),
+            "--dataset",
+            "pet",
+            "--input_dir",
+            src,
+            "--output_dir",
+            out_dir,
+            "--image_size",
+            "128",
+            *dataflow_flags(gcs, "preprocess-cli"),
+        ],
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert gcs.list(out_dir) == []  # a dry run constructs the job and submits nothing
     tls_requests = sum(v - before.get(k, 0) for k, v in gcs_tls.requests.items() if k.startswith("https "))
@@ -235,8 +319,7 @@ def test_preprocess_cli_dataflow_dry_run_with_gcs_temp_location(gcs, gcs_tls, pe
     assert {"MakeRecords", "_Assemble"} <= set(fns.values()), sorted(set(fns.values()))
 
 
-def test_infer_rides_out_transient_faults_with_identical_outputs(gcs, gcs_tls, pet_job_dir, pet_raw_dir,
-                                                                 tmp_path):
+def test_infer_rides_out_transient_faults_with_identical_outputs(gcs, gcs_tls, pet_job_dir, pet_raw_dir, tmp_path):
     """``pipelines.infer`` copying a gs:// model through Beam's FileSystems and writing gs:// outputs while a
     fifth of its storage requests are answered 503 or 429: google-cloud-storage's retries ride them out, and
     every output file is byte-identical to a fault-free run's."""
@@ -271,10 +354,27 @@ def test_preprocess_rides_out_transient_faults_with_identical_shards(gcs, gcs_tl
     # on a single transient 503 there. A TensorFlow bug, pinned by test_tf_folder_rename_* below.
     gcs_tls.faults(rate=0.1, statuses=(503, 429), seed=3, match=IS_FOLDER_EXCLUDED)
     try:
-        done = gcs_tls.run([sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir",
-                            str(pet_raw_dir), "--output_dir", dst, "--image_size", "32",
-                            "--direct_running_mode", "in_memory", "--temp_location", temp],
-                           env=gcs_tls.env(**FAST_RETRIES), timeout=300)
+        done = gcs_tls.run(
+            [
+                sys.executable,
+                "-m",
+                "pipelines.preprocess",
+                "--dataset",
+                "pet",
+                "--input_dir",
+                str(pet_raw_dir),
+                "--output_dir",
+                dst,
+                "--image_size",
+                "32",
+                "--direct_running_mode",
+                "in_memory",
+                "--temp_location",
+                temp,
+            ],
+            env=gcs_tls.env(**FAST_RETRIES),
+            timeout=300,
+        )
     finally:
         injected = gcs_tls.clear_faults()
     assert done.returncode == 0, done.stderr[-3000:] + _story(gcs_tls, done.stderr)
@@ -318,9 +418,12 @@ print(tf.io.gfile.listdir(base + "/dst"))
 """
 
 
-@pytest.mark.xfail(strict=True, reason="TensorFlow 2.21's GcsFileSystem::RenameFile takes a failed folder check "
-                   "(a transient 503 on its one-item listing) for 'not a folder' and renames the folder as a single "
-                   "object, which does not exist: NotFoundError, not retried")
+@pytest.mark.xfail(
+    strict=True,
+    reason="TensorFlow 2.21's GcsFileSystem::RenameFile takes a failed folder check "
+    "(a transient 503 on its one-item listing) for 'not a folder' and renames the folder as a single "
+    "object, which does not exist: NotFoundError, not retried",
+)
 def test_tf_folder_rename_survives_a_transient_error_on_its_folder_check(gcs, gcs_tls, tmp_path):
     """``tf.io.gfile.rename`` of a gs:// folder while only TensorFlow's "is this a folder?" listings fail (503,
     once each is enough); everything else answers. A client that retried that check would rename the folder."""
@@ -328,8 +431,13 @@ def test_tf_folder_rename_survives_a_transient_error_on_its_folder_check(gcs, gc
     ready, go = tmp_path / "ready", tmp_path / "go"
     script = tmp_path / "rename.py"
     script.write_text(_RENAME_FOLDER)
-    handle = gcs_tls.popen([sys.executable, str(script), base, str(ready), str(go)],
-                           env=gcs_tls.env(**FAST_RETRIES), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    handle = gcs_tls.popen(
+        [sys.executable, str(script), base, str(ready), str(go)],
+        env=gcs_tls.env(**FAST_RETRIES),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline = time.time() + 120
         while not ready.exists() and handle.proc.poll() is None and time.time() < deadline:

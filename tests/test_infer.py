@@ -1,4 +1,5 @@
 """pipelines.infer end to end on the DirectRunner with the tiny trained Pet model (tests/fixtures/model.py)."""
+
 import filecmp
 import json
 import pathlib
@@ -41,8 +42,17 @@ def pet_inputs(pet_raw_dir, tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def pet_run(pet_job_dir, pet_inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("infer_out") / "pred"
-    counters = _run(pet_job_dir / "model", [pet_inputs / "*", pet_inputs / "sub" / "*.jpg"], out,
-                    "--instances", "--overlay", "--batch_size", "2,4", "--direct_num_workers", "2")
+    counters = _run(
+        pet_job_dir / "model",
+        [pet_inputs / "*", pet_inputs / "sub" / "*.jpg"],
+        out,
+        "--instances",
+        "--overlay",
+        "--batch_size",
+        "2,4",
+        "--direct_num_workers",
+        "2",
+    )
     return out, counters
 
 
@@ -69,8 +79,10 @@ def test_every_image_gets_a_mask_of_its_own_size_with_trimap_values(pet_run, pet
         assert set(np.unique(np.asarray(mask))) <= {1, 2, 3}
         color = Image.open(out / "color" / f"{stem}.png")
         assert color.size == size and color.mode == "P"  # a palette PNG: class colours, as viewers show them
-        np.testing.assert_array_equal(np.asarray(color.convert("RGB")),
-                                      colorize(to_train_ids(np.asarray(mask), "pet", "trimap"), labels.pet_spec()))
+        np.testing.assert_array_equal(
+            np.asarray(color.convert("RGB")),
+            colorize(to_train_ids(np.asarray(mask), "pet", "trimap"), labels.pet_spec()),
+        )
         assert Image.open(out / "overlay" / f"{stem}.png").size == size
     assert counters["images_written"] == len(valid)
 
@@ -160,13 +172,23 @@ def test_masks_equal_the_models_own_serving_signature(pet_run, pet_job_dir):
 def test_rerun_is_byte_identical(pet_run, pet_job_dir, pet_inputs, tmp_path):
     out, _ = pet_run
     again = tmp_path / "again"
-    _run(pet_job_dir / "model", [pet_inputs / "*", pet_inputs / "sub" / "*.jpg"], again,
-         "--instances", "--overlay", "--batch_size", "3", "--direct_running_mode", "in_memory")
+    _run(
+        pet_job_dir / "model",
+        [pet_inputs / "*", pet_inputs / "sub" / "*.jpg"],
+        again,
+        "--instances",
+        "--overlay",
+        "--batch_size",
+        "3",
+        "--direct_running_mode",
+        "in_memory",
+    )
     first = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     second = sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
     assert first == second
-    differing = [str(p) for p in first
-                 if p.name != "summary.json" and not filecmp.cmp(out / p, again / p, shallow=False)]
+    differing = [
+        str(p) for p in first if p.name != "summary.json" and not filecmp.cmp(out / p, again / p, shallow=False)
+    ]
     assert not differing
     a, b = (json.loads((d / "summary.json").read_text()) for d in (out, again))
     assert {k: v for k, v in a.items() if k != "input"} == {k: v for k, v in b.items() if k != "input"}
@@ -214,8 +236,18 @@ def test_padded_model_calls_return_one_result_per_image(pet_job_dir):
 
 def test_evaluate_scores_the_predictions(pet_run, pet_raw_dir):
     out, _ = pet_run
-    doc = evaluate.run(["--predictions", str(out / "masks"), "--ground_truth", str(pet_raw_dir),
-                        "--dataset", "pet", "--direct_running_mode", "in_memory"])
+    doc = evaluate.run(
+        [
+            "--predictions",
+            str(out / "masks"),
+            "--ground_truth",
+            str(pet_raw_dir),
+            "--dataset",
+            "pet",
+            "--direct_running_mode",
+            "in_memory",
+        ]
+    )
     # The duplicated stem was written under hashed names, so its ground truth has no plain-named prediction.
     assert doc["images"] == 23 and doc["missing_predictions"] == 1 and doc["unmatched_predictions"] == 2
     assert 0.0 <= doc["mean_iou"] <= 1.0 and 0.0 <= doc["pixel_accuracy"] <= 1.0
@@ -225,16 +257,23 @@ def test_evaluate_scores_the_predictions(pet_run, pet_raw_dir):
 @pytest.mark.parametrize("case", ["missing_model", "empty_glob", "bad_batch", "bad_area", "typo"])
 def test_bad_flags_fail_fast_with_one_line(case, pet_job_dir, tmp_path, capsys):
     model = str(pet_job_dir / "model")
-    argv = {"missing_model": ["--model_dir", str(tmp_path / "nope"), "--input", str(tmp_path / "*.jpg")],
-            "empty_glob": ["--model_dir", model, "--input", str(tmp_path / "*.jpg")],
-            "bad_batch": ["--model_dir", model, "--input", "x", "--batch_size", "8,2"],
-            "bad_area": ["--model_dir", model, "--input", "x", "--min_instance_area", "-1"],
-            "typo": ["--model_dir", model, "--input", "x", "--instance"]}[case]
+    argv = {
+        "missing_model": ["--model_dir", str(tmp_path / "nope"), "--input", str(tmp_path / "*.jpg")],
+        "empty_glob": ["--model_dir", model, "--input", str(tmp_path / "*.jpg")],
+        "bad_batch": ["--model_dir", model, "--input", "x", "--batch_size", "8,2"],
+        "bad_area": ["--model_dir", model, "--input", "x", "--min_instance_area", "-1"],
+        "typo": ["--model_dir", model, "--input", "x", "--instance"],
+    }[case]
     with pytest.raises(SegflowError) as err:
         infer.run(argv + ["--output_dir", str(tmp_path / "out")])
     message = str(err.value)
     assert message.strip() and "\n" not in message.strip() and "Traceback" not in message
-    expected = {"missing_model": "segflow_model.json not found", "empty_glob": "matches no files",
-                "bad_batch": "MIN <= MAX", "bad_area": ">= 0", "typo": "unknown flag --instance (did you mean --instances?)"}[case]
+    expected = {
+        "missing_model": "segflow_model.json not found",
+        "empty_glob": "matches no files",
+        "bad_batch": "MIN <= MAX",
+        "bad_area": ">= 0",
+        "typo": "unknown flag --instance (did you mean --instances?)",
+    }[case]
     assert expected in message
     assert not (tmp_path / "out").exists()

@@ -1,4 +1,5 @@
 """Cityscapes outputs read by the official cityscapesscripts evaluators (pixel- and instance-level)."""
+
 import json
 import math
 
@@ -22,10 +23,21 @@ def _np_in1d(monkeypatch):
 @pytest.fixture(scope="module")
 def cityscapes_run(cityscapes_job_dir, cityscapes_raw_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("cs_infer") / "pred"
-    infer.run(["--model_dir", str(cityscapes_job_dir / "model"),
-               "--input", str(cityscapes_raw_dir / "leftImg8bit" / "val" / "*" / "*_leftImg8bit.png"),
-               "--output_dir", str(out), "--instances", "--min_instance_area", "0",
-               "--direct_running_mode", "in_memory"])
+    infer.run(
+        [
+            "--model_dir",
+            str(cityscapes_job_dir / "model"),
+            "--input",
+            str(cityscapes_raw_dir / "leftImg8bit" / "val" / "*" / "*_leftImg8bit.png"),
+            "--output_dir",
+            str(out),
+            "--instances",
+            "--min_instance_area",
+            "0",
+            "--direct_running_mode",
+            "in_memory",
+        ]
+    )
     return out
 
 
@@ -58,8 +70,11 @@ def official_instance_level(gt_root, results_dir, monkeypatch, tmp_path) -> dict
 
 
 def test_masks_are_label_ids_of_each_frames_size(cityscapes_run, cityscapes_raw_dir):
-    valid = {label.id for label in __import__("cityscapesscripts.helpers.labels", fromlist=["labels"]).labels
-             if 0 <= label.trainId < 255}
+    valid = {
+        label.id
+        for label in __import__("cityscapesscripts.helpers.labels", fromlist=["labels"]).labels
+        if 0 <= label.trainId < 255
+    }
     frames = sorted((cityscapes_raw_dir / "leftImg8bit" / "val").glob("*/*.png"))
     for frame in frames:
         mask = np.asarray(Image.open(cityscapes_run / "masks" / frame.name))
@@ -68,17 +83,31 @@ def test_masks_are_label_ids_of_each_frames_size(cityscapes_run, cityscapes_raw_
 
 
 def test_official_pixel_level_evaluator_reads_our_masks_and_agrees_with_ours(
-        cityscapes_run, cityscapes_raw_dir, monkeypatch, tmp_path):
+    cityscapes_run, cityscapes_raw_dir, monkeypatch, tmp_path
+):
     theirs = official_pixel_level(cityscapes_raw_dir, cityscapes_run / "masks", monkeypatch, tmp_path)
     assert 0.0 <= theirs["averageScoreClasses"] <= 1.0
-    ours = evaluate.run(["--predictions", str(cityscapes_run / "masks"), "--ground_truth", str(cityscapes_raw_dir),
-                         "--dataset", "cityscapes", "--split", "val", "--direct_running_mode", "in_memory"])
+    ours = evaluate.run(
+        [
+            "--predictions",
+            str(cityscapes_run / "masks"),
+            "--ground_truth",
+            str(cityscapes_raw_dir),
+            "--dataset",
+            "cityscapes",
+            "--split",
+            "val",
+            "--direct_running_mode",
+            "in_memory",
+        ]
+    )
     assert ours["images"] == 2
     assert ours["mean_iou"] == pytest.approx(theirs["averageScoreClasses"], abs=1e-9)
 
 
-def test_official_instance_level_evaluator_reads_our_instances(cityscapes_run, cityscapes_raw_dir, monkeypatch,
-                                                                tmp_path):
+def test_official_instance_level_evaluator_reads_our_instances(
+    cityscapes_run, cityscapes_raw_dir, monkeypatch, tmp_path
+):
     result = official_instance_level(cityscapes_raw_dir, cityscapes_run / "instances", monkeypatch, tmp_path)
     ap = result["averages"]["allAp"]
     assert isinstance(ap, float) and (math.isnan(ap) or 0.0 <= ap <= 1.0)
@@ -86,7 +115,8 @@ def test_official_instance_level_evaluator_reads_our_instances(cityscapes_run, c
 
 
 def test_instances_from_ground_truth_semantics_score_high_with_the_official_evaluator(
-        cityscapes_raw_dir, monkeypatch, tmp_path):
+    cityscapes_raw_dir, monkeypatch, tmp_path
+):
     """Our instance writer + splitter on perfect semantics: the official evaluator must find the objects."""
     spec = spec_for("cityscapes")
     out = tmp_path / "gt_pred"

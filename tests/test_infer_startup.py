@@ -1,4 +1,5 @@
 """``python -m pipelines.infer`` / ``pipelines.evaluate`` answer --help and flag errors before importing Beam."""
+
 import os
 import subprocess
 import sys
@@ -10,24 +11,36 @@ from pipelines.common import flags
 from schemas.cli import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PROBE = ("import runpy, sys; sys.argv = ['x'] + sys.argv[2:]\n"
-         "try:\n    runpy.run_module(%r, run_name='__main__')\n"
-         "except SystemExit as e:\n    code = e.code\n"
-         "print('BEAM' if 'apache_beam' in sys.modules else 'NOBEAM', 'TF' if 'tensorflow' in sys.modules "
-         "else 'NOTF', code)\n")
-JOB_FLAGS = {"pipelines.infer": ["--model_dir", "m", "--input", "x", "--output_dir", "o"],
-             "pipelines.evaluate": ["--predictions", "p", "--ground_truth", "g", "--dataset", "pet"]}
+PROBE = (
+    "import runpy, sys; sys.argv = ['x'] + sys.argv[2:]\n"
+    "try:\n    runpy.run_module(%r, run_name='__main__')\n"
+    "except SystemExit as e:\n    code = e.code\n"
+    "print('BEAM' if 'apache_beam' in sys.modules else 'NOBEAM', 'TF' if 'tensorflow' in sys.modules "
+    "else 'NOTF', code)\n"
+)
+JOB_FLAGS = {
+    "pipelines.infer": ["--model_dir", "m", "--input", "x", "--output_dir", "o"],
+    "pipelines.evaluate": ["--predictions", "p", "--ground_truth", "g", "--dataset", "pet"],
+}
 
 
 @pytest.mark.parametrize("module", sorted(JOB_FLAGS))
 @pytest.mark.parametrize("case", ["help", "bad_value", "missing", "unknown"])
 def test_help_and_flag_errors_answer_without_beam(module, case):
-    argv = {"help": ["--help"], "missing": JOB_FLAGS[module][:2],
-            "bad_value": JOB_FLAGS[module] + (["--batch_size", "0"] if module.endswith("infer") else ["--split"]),
-            "unknown": JOB_FLAGS[module] + ["--runer=DataflowRunner"]}[case]
+    argv = {
+        "help": ["--help"],
+        "missing": JOB_FLAGS[module][:2],
+        "bad_value": JOB_FLAGS[module] + (["--batch_size", "0"] if module.endswith("infer") else ["--split"]),
+        "unknown": JOB_FLAGS[module] + ["--runer=DataflowRunner"],
+    }[case]
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-c", PROBE % module, module] + argv, capture_output=True, text=True,
-                          cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT))
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE % module, module] + argv,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=dict(os.environ, PYTHONPATH=ROOT),
+    )
     elapsed = time.perf_counter() - start
     assert done.stdout.split()[-3:] == ["NOBEAM", "NOTF", "0" if case == "help" else "2"], done.stdout + done.stderr
     if case == "unknown":
@@ -57,8 +70,16 @@ def test_default_batch_bounds_follow_the_model_element_size():
     names = list(spec_for("cityscapes", None).class_names)
 
     def info(height, width):
-        return ModelInfo(dataset="cityscapes", label_mode="cityscapes", num_classes=19, class_names=names,
-                         ignore_label=255, image_size=[height, width], resize_mode="stretch", model="unet")
+        return ModelInfo(
+            dataset="cityscapes",
+            label_mode="cityscapes",
+            num_classes=19,
+            class_names=names,
+            ignore_label=255,
+            image_size=[height, width],
+            resize_mode="stretch",
+            model="unet",
+        )
 
     assert infer.default_batch_bounds(info(128, 256)) == (1, 8)
     assert infer.default_batch_bounds(info(512, 1024)) == (1, 8)  # 41 MB each

@@ -1,4 +1,5 @@
 """Instance extraction and output naming: pure numpy/scipy, on hand-made arrays."""
+
 import numpy as np
 import pytest
 
@@ -8,8 +9,8 @@ from schemas.labels import spec_for
 
 
 def _disc(shape, cy, cx, r):
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
-    return (yy - cy) ** 2 + (xx - cx) ** 2 < r ** 2
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
+    return (yy - cy) ** 2 + (xx - cx) ** 2 < r**2
 
 
 def test_watershed_splits_two_touching_discs_at_the_neck():
@@ -25,7 +26,7 @@ def test_watershed_splits_two_touching_discs_at_the_neck():
 @pytest.mark.parametrize("name", ["rectangle", "ellipse", "rectangle_with_holes"])
 def test_watershed_keeps_one_convex_object_whole(name):
     shape = (60, 100)
-    yy, xx = np.mgrid[0:shape[0], 0:shape[1]]
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]]
     if name == "ellipse":
         mask = ((yy - 30) / 20) ** 2 + ((xx - 50) / 45) ** 2 < 1
     else:
@@ -99,16 +100,19 @@ def test_instance_id_map_uses_label_id_times_1000_plus_k():
     assert [r["class"] for r in rows] == ["person", "car", "car"]
 
 
-@pytest.mark.parametrize("path, stem", [
-    ("/data/images/Abyssinian_1.jpg", "Abyssinian_1"),
-    ("gs://b/x/frankfurt_000000_000294_leftImg8bit.png", "frankfurt_000000_000294_leftImg8bit"),
-    ("/d/../../etc/passwd", "passwd"),
-    ("/d/..jpg", "image"),
-    ("/d/.hidden.png", "hidden"),
-    ("/d/a b?c*d.JPEG", "a_b_c_d"),
-    ("C:\\pics\\cat.gif", "cat"),
-    ("/d/weird+name.bmp", "weird_name"),
-])
+@pytest.mark.parametrize(
+    "path, stem",
+    [
+        ("/data/images/Abyssinian_1.jpg", "Abyssinian_1"),
+        ("gs://b/x/frankfurt_000000_000294_leftImg8bit.png", "frankfurt_000000_000294_leftImg8bit"),
+        ("/d/../../etc/passwd", "passwd"),
+        ("/d/..jpg", "image"),
+        ("/d/.hidden.png", "hidden"),
+        ("/d/a b?c*d.JPEG", "a_b_c_d"),
+        ("C:\\pics\\cat.gif", "cat"),
+        ("/d/weird+name.bmp", "weird_name"),
+    ],
+)
 def test_base_stem_is_safe(path, stem):
     assert outputs.base_stem(path) == stem
     assert "/" not in stem and not stem.startswith(".")

@@ -1,4 +1,5 @@
 """pipelines.common.label_png: standard 8-bit greyscale PNGs that every decoder reads back exactly."""
+
 import io
 import struct
 import zlib
@@ -47,9 +48,9 @@ def test_the_file_is_a_plain_greyscale_png_with_valid_chunks():
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     pos, kinds = 8, []
     while pos < len(data):
-        (length,), kind = struct.unpack(">I", data[pos:pos + 4]), data[pos + 4:pos + 8]
-        body = data[pos + 8:pos + 8 + length]
-        (crc,) = struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])
+        (length,), kind = struct.unpack(">I", data[pos : pos + 4]), data[pos + 4 : pos + 8]
+        body = data[pos + 8 : pos + 8 + length]
+        (crc,) = struct.unpack(">I", data[pos + 8 + length : pos + 12 + length])
         assert crc == zlib.crc32(kind + body), kind
         if kind == b"IHDR":
             assert struct.unpack(">IIBBBBB", body) == (500, 375, 8, 0, 0, 0, 0)
@@ -66,8 +67,16 @@ def test_same_map_same_bytes_and_no_bigger_than_pillows():
     assert len(encode_label_png(labels)) <= 1.1 * len(buf.getvalue())
 
 
-@pytest.mark.parametrize("bad", [np.zeros((4, 4), np.uint16), np.zeros((4, 4), np.int32), np.zeros((4, 4, 1), np.uint8),
-                                 np.zeros((0, 4), np.uint8), np.zeros(4, np.uint8)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.zeros((4, 4), np.uint16),
+        np.zeros((4, 4), np.int32),
+        np.zeros((4, 4, 1), np.uint8),
+        np.zeros((0, 4), np.uint8),
+        np.zeros(4, np.uint8),
+    ],
+)
 def test_anything_but_a_uint8_map_is_refused(bad):
     with pytest.raises(ValueError, match="uint8"):
         encode_label_png(bad)
@@ -95,9 +104,17 @@ def test_record_masks_use_it_and_keep_every_pixel(name):
     before = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(labels), "L").save(before, format="PNG", compress_level=6)  # the old writer
     height, width = labels.shape
-    read = [features.decode_mask({features.MASK_ENCODED: tf.constant(png), features.IMAGE_HEIGHT: tf.constant(height),
-                                  features.IMAGE_WIDTH: tf.constant(width)}, 255).numpy()
-            for png in (data, before.getvalue())]
+    read = [
+        features.decode_mask(
+            {
+                features.MASK_ENCODED: tf.constant(png),
+                features.IMAGE_HEIGHT: tf.constant(height),
+                features.IMAGE_WIDTH: tf.constant(width),
+            },
+            255,
+        ).numpy()
+        for png in (data, before.getvalue())
+    ]
     np.testing.assert_array_equal(read[0], labels)
     np.testing.assert_array_equal(read[0], read[1])
     with pytest.raises(ValueError, match="uint8"):

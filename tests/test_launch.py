@@ -1,6 +1,7 @@
 """``python -m trainer.launch --dry_run``: the Vertex AI CustomJob spec for one GPU, several GPUs, several
 machines, and the package variant; every spec's args are parsed by ``trainer.task``'s own parser, and Vertex's
 multi-worker ``TF_CONFIG`` is read by the trainer's distribution code as a chief + workers cluster."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,21 @@ import pytest
 
 from trainer import launch
 
-BASE = ["--project", "segflow-demo", "--region", "europe-west4", "--image_uri",
-        "europe-west4-docker.pkg.dev/segflow-demo/segflow/worker:0.1.0", "--data_dir", "gs://segflow-demo/records",
-        "--model", "unet", "--job_dir", "gs://segflow-demo/jobs/unet-1", "--dry_run"]
+BASE = [
+    "--project",
+    "segflow-demo",
+    "--region",
+    "europe-west4",
+    "--image_uri",
+    "europe-west4-docker.pkg.dev/segflow-demo/segflow/worker:0.1.0",
+    "--data_dir",
+    "gs://segflow-demo/records",
+    "--model",
+    "unet",
+    "--job_dir",
+    "gs://segflow-demo/jobs/unet-1",
+    "--dry_run",
+]
 
 
 def _spec(capsys, argv: list[str]) -> dict:
@@ -49,29 +62,63 @@ def test_one_gpu(capsys):
     assert job["jobSpec"]["baseOutputDirectory"] == {"outputUriPrefix": "gs://segflow-demo/jobs/unet-1"}
     (pool,) = job["jobSpec"]["workerPoolSpecs"]
     assert pool["replicaCount"] == "1"
-    assert pool["machineSpec"] == {"machineType": "n1-standard-8", "acceleratorType": "NVIDIA_TESLA_T4",
-                                   "acceleratorCount": 1}
+    assert pool["machineSpec"] == {
+        "machineType": "n1-standard-8",
+        "acceleratorType": "NVIDIA_TESLA_T4",
+        "acceleratorCount": 1,
+    }
     assert pool["containerSpec"]["imageUri"].endswith("/segflow/worker:0.1.0")
     args = _trainer_args(pool)
     parsed = _parsed_by_trainer(args)
-    assert (parsed.data_dir, parsed.model, parsed.job_dir) == ("gs://segflow-demo/records", "unet",
-                                                               "gs://segflow-demo/jobs/unet-1")
+    assert (parsed.data_dir, parsed.model, parsed.job_dir) == (
+        "gs://segflow-demo/records",
+        "unet",
+        "gs://segflow-demo/jobs/unet-1",
+    )
     assert (parsed.epochs, parsed.batch_size, parsed.strategy) == (30, 16, "auto")
 
 
 def test_multi_gpu_one_machine(capsys):
-    out = _spec(capsys, BASE + ["--machine_type", "n1-standard-32", "--accelerator_type", "nvidia_tesla_v100",
-                                "--accelerator_count", "4", "--mixed_precision", "--batch_size", "64"])
+    out = _spec(
+        capsys,
+        BASE
+        + [
+            "--machine_type",
+            "n1-standard-32",
+            "--accelerator_type",
+            "nvidia_tesla_v100",
+            "--accelerator_count",
+            "4",
+            "--mixed_precision",
+            "--batch_size",
+            "64",
+        ],
+    )
     (pool,) = out["customJob"]["jobSpec"]["workerPoolSpecs"]
-    assert pool["machineSpec"] == {"machineType": "n1-standard-32", "acceleratorType": "NVIDIA_TESLA_V100",
-                                   "acceleratorCount": 4}
+    assert pool["machineSpec"] == {
+        "machineType": "n1-standard-32",
+        "acceleratorType": "NVIDIA_TESLA_V100",
+        "acceleratorCount": 4,
+    }
     parsed = _parsed_by_trainer(_trainer_args(pool))
     assert parsed.strategy == "auto" and parsed.mixed_precision and parsed.batch_size == 64
 
 
 def test_multi_worker(capsys, monkeypatch):
-    out = _spec(capsys, BASE + ["--replica_count", "3", "--accelerator_type", "NVIDIA_L4", "--machine_type",
-                                "g2-standard-8", "--epochs", "5"])
+    out = _spec(
+        capsys,
+        BASE
+        + [
+            "--replica_count",
+            "3",
+            "--accelerator_type",
+            "NVIDIA_L4",
+            "--machine_type",
+            "g2-standard-8",
+            "--epochs",
+            "5",
+        ],
+    )
     chief, workers = out["customJob"]["jobSpec"]["workerPoolSpecs"]
     assert chief["replicaCount"] == "1" and workers["replicaCount"] == "2"
     assert chief["machineSpec"] == workers["machineSpec"]
@@ -81,8 +128,10 @@ def test_multi_worker(capsys, monkeypatch):
     # The TF_CONFIG Vertex AI sets on such a job (pool 0 = "chief", pool 1 = "worker"), as the trainer reads it.
     from trainer import distribution
 
-    cluster = {"chief": ["cmle-training-workerpool0-0:2222"],
-               "worker": ["cmle-training-workerpool1-0:2222", "cmle-training-workerpool1-1:2222"]}
+    cluster = {
+        "chief": ["cmle-training-workerpool0-0:2222"],
+        "worker": ["cmle-training-workerpool1-0:2222", "cmle-training-workerpool1-1:2222"],
+    }
     for task, chief_expected in ((("chief", 0)), True), ((("worker", 0)), False), ((("worker", 1)), False):
         config = {"cluster": cluster, "task": {"type": task[0], "index": task[1]}, "environment": "cloud"}
         monkeypatch.setenv("TF_CONFIG", json.dumps(config))
@@ -94,10 +143,20 @@ def test_multi_worker(capsys, monkeypatch):
 def test_python_package(capsys):
     argv = [a for a in BASE if not a.startswith("europe-west4-docker")]
     argv.remove("--image_uri")
-    out = _spec(capsys, argv + ["--package_uri", "gs://segflow-demo/dist/segflow-0.1.0.tar.gz",
-                                "--executor_image_uri", "europe-west4-docker.pkg.dev/segflow-demo/segflow/py311:1",
-                                "--service_account", "trainer@segflow-demo.iam.gserviceaccount.com",
-                                "--timeout_hours", "2"])
+    out = _spec(
+        capsys,
+        argv
+        + [
+            "--package_uri",
+            "gs://segflow-demo/dist/segflow-0.1.0.tar.gz",
+            "--executor_image_uri",
+            "europe-west4-docker.pkg.dev/segflow-demo/segflow/py311:1",
+            "--service_account",
+            "trainer@segflow-demo.iam.gserviceaccount.com",
+            "--timeout_hours",
+            "2",
+        ],
+    )
     spec = out["customJob"]["jobSpec"]
     (pool,) = spec["workerPoolSpecs"]
     package = pool["pythonPackageSpec"]
@@ -115,19 +174,22 @@ def test_user_strategy_is_kept(capsys):
     assert args.count("--strategy") == 1 and _parsed_by_trainer(args).strategy == "one_device"
 
 
-@pytest.mark.parametrize("change, expected", [
-    ({"--job_dir": "/tmp/job"}, "--job_dir must be a gs:// URL"),
-    ({"--data_dir": "records"}, "--data_dir must be a gs:// URL"),
-    ({"--project": "My Project"}, "--project must be a project id"),
-    ({"extra": ["--accelerator_type", "NVIDIA_GTX_1080"]}, "--accelerator_type NVIDIA_GTX_1080 is not one of"),
-    ({"extra": ["--accelerator_count", "2"]}, "--accelerator_count needs --accelerator_type"),
-    ({"extra": ["--replica_count", "0"]}, "--replica_count must be >= 1"),
-    ({"extra": ["--epohcs", "3"]}, "unknown flag --epohcs (did you mean --epochs?)"),
-    ({"extra": ["--model_type", "x"]}, "unknown flag --model_type"),
-    ({"extra": ["--epochs", "0"]}, "trainer.task rejects its args: --epochs must be >= 1, got 0"),
-    ({"extra": ["--strategy", "tpu"]}, "trainer.task rejects its args"),
-    ({"extra": ["--executor_image_uri", "img"]}, "--executor_image_uri goes with --package_uri"),
-])
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"--job_dir": "/tmp/job"}, "--job_dir must be a gs:// URL"),
+        ({"--data_dir": "records"}, "--data_dir must be a gs:// URL"),
+        ({"--project": "My Project"}, "--project must be a project id"),
+        ({"extra": ["--accelerator_type", "NVIDIA_GTX_1080"]}, "--accelerator_type NVIDIA_GTX_1080 is not one of"),
+        ({"extra": ["--accelerator_count", "2"]}, "--accelerator_count needs --accelerator_type"),
+        ({"extra": ["--replica_count", "0"]}, "--replica_count must be >= 1"),
+        ({"extra": ["--epohcs", "3"]}, "unknown flag --epohcs (did you mean --epochs?)"),
+        ({"extra": ["--model_type", "x"]}, "unknown flag --model_type"),
+        ({"extra": ["--epochs", "0"]}, "trainer.task rejects its args: --epochs must be >= 1, got 0"),
+        ({"extra": ["--strategy", "tpu"]}, "trainer.task rejects its args"),
+        ({"extra": ["--executor_image_uri", "img"]}, "--executor_image_uri goes with --package_uri"),
+    ],
+)
 def test_bad_flags_fail_fast_with_one_line(capsys, change, expected):
     argv = list(BASE)
     for flag, value in change.items():
@@ -145,10 +207,14 @@ def test_bad_flags_fail_fast_with_one_line(capsys, change, expected):
 def test_cli_dry_run_needs_no_credentials(tmp_path):
     """The module as users run it, with no ADC at all and the metadata server unreachable: prints the spec."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "CLOUDSDK_", "GCE_"))}
-    env.update(NO_GCE_CHECK="True", GCE_METADATA_HOST="127.0.0.1:9", CLOUDSDK_CONFIG=str(tmp_path),
-               HOME=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-m", "trainer.launch", *BASE, "--replica_count", "2"],
-                          capture_output=True, text=True, env=env, timeout=120)
+    env.update(NO_GCE_CHECK="True", GCE_METADATA_HOST="127.0.0.1:9", CLOUDSDK_CONFIG=str(tmp_path), HOME=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "trainer.launch", *BASE, "--replica_count", "2"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
     assert len(out["customJob"]["jobSpec"]["workerPoolSpecs"]) == 2

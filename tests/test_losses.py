@@ -1,4 +1,5 @@
 """Losses against hand-computed numbers; the ignore label contributes nothing."""
+
 import math
 
 import numpy as np

@@ -1,4 +1,5 @@
 """Confusion-matrix metrics against hand-computed numbers; ignore label excluded everywhere."""
+
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -61,12 +62,15 @@ def test_only_ignored_pixels_give_no_miou():
     assert metrics.summarize(metric.matrix(), ["a", "b", "c"])["miou"] is None
 
 
-@pytest.mark.parametrize("matrix", [
-    CM,
-    np.array([[2, 0, 0], [0, 1, 0], [0, 0, 0]]),  # class c absent from both sides
-    np.zeros((3, 3), np.int64),  # nothing labelled, nothing predicted
-    np.random.default_rng(0).integers(0, 50, (19, 19)) * (np.random.default_rng(1).random((19, 19)) < 0.3),
-])
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        CM,
+        np.array([[2, 0, 0], [0, 1, 0], [0, 0, 0]]),  # class c absent from both sides
+        np.zeros((3, 3), np.int64),  # nothing labelled, nothing predicted
+        np.random.default_rng(0).integers(0, 50, (19, 19)) * (np.random.default_rng(1).random((19, 19)) < 0.3),
+    ],
+)
 def test_trainer_and_evaluate_score_iou_by_one_rule(matrix):
     """trainer.metrics and pipelines.evaluate give the same per-class IoU (NaN in the same places) and mIoU."""
     from pipelines.evaluate import job as evaluate
@@ -74,5 +78,6 @@ def test_trainer_and_evaluate_score_iou_by_one_rule(matrix):
     # evaluate's matrix has one more column, predictions outside the classes: none here.
     ours = evaluate.scores(np.concatenate([matrix, np.zeros((len(matrix), 1), np.int64)], axis=1))
     np.testing.assert_array_equal(metrics.per_class_iou(matrix), ours["iou"])
-    assert metrics.mean_iou(matrix) == ours["mean_iou"] or (np.isnan(metrics.mean_iou(matrix))
-                                                            and np.isnan(ours["mean_iou"]))
+    assert metrics.mean_iou(matrix) == ours["mean_iou"] or (
+        np.isnan(metrics.mean_iou(matrix)) and np.isnan(ours["mean_iou"])
+    )

@@ -1,5 +1,6 @@
 """``schemas.model_contract``: the trainer's export writes exactly what inference reads, and inference refuses a
 model of another contract in one line."""
+
 import dataclasses
 import json
 
@@ -13,8 +14,16 @@ PET = spec_for("pet", "trimap")
 
 
 def _info(**changes) -> ModelInfo:
-    fields = dict(dataset="pet", label_mode="trimap", num_classes=3, class_names=list(PET.class_names),
-                  ignore_label=255, image_size=[32, 48], resize_mode="stretch", model="tiny")
+    fields = dict(
+        dataset="pet",
+        label_mode="trimap",
+        num_classes=3,
+        class_names=list(PET.class_names),
+        ignore_label=255,
+        image_size=[32, 48],
+        resize_mode="stretch",
+        model="tiny",
+    )
     fields.update(changes)
     return ModelInfo(**fields)
 
@@ -34,8 +43,9 @@ def test_an_info_file_from_before_versions_is_version_1():
     assert ModelInfo.from_json(json.dumps(raw)) == _info()
 
 
-@pytest.mark.parametrize("case", ["version_0", "other_version", "missing_field", "unknown_field", "not_json",
-                                  "bad_names"])
+@pytest.mark.parametrize(
+    "case", ["version_0", "other_version", "missing_field", "unknown_field", "not_json", "bad_names"]
+)
 def test_a_mismatched_info_file_is_refused_in_one_line(case):
     raw = json.loads(_info().to_json())
     if case == "version_0":
@@ -53,9 +63,14 @@ def test_a_mismatched_info_file_is_refused_in_one_line(case):
         ModelInfo.from_json(text, where="JOB/model/segflow_model.json")
     message = str(err.value)
     assert "\n" not in message and "JOB/model/segflow_model.json" in message
-    expected = {"version_0": "version 0,", "other_version": f"version {MODEL_FORMAT_VERSION + 1}",
-                "missing_field": "lacks ['resize_mode']", "unknown_field": "unknown fields ['colour']",
-                "not_json": "is not JSON", "bad_names": "1 class_names for 3 classes"}[case]
+    expected = {
+        "version_0": "version 0,",
+        "other_version": f"version {MODEL_FORMAT_VERSION + 1}",
+        "missing_field": "lacks ['resize_mode']",
+        "unknown_field": "unknown fields ['colour']",
+        "not_json": "is not JSON",
+        "bad_names": "1 class_names for 3 classes",
+    }[case]
     assert expected in message
 
 
@@ -67,11 +82,15 @@ def test_infer_refuses_an_info_file_of_another_version_in_one_line(tmp_path):
     (model / "saved_model.pb").write_bytes(b"")
     (model / MODEL_INFO_FILE).write_text(json.dumps(dict(dataclasses.asdict(_info()), format_version=2)))
     with pytest.raises(DataError) as err:  # main() prints it as one line, exit 1
-        infer.run(["--model_dir", str(model), "--input", str(tmp_path / "*.jpg"),
-                   "--output_dir", str(tmp_path / "out")])
+        infer.run(
+            ["--model_dir", str(model), "--input", str(tmp_path / "*.jpg"), "--output_dir", str(tmp_path / "out")]
+        )
     message = error_line("pipelines.infer", err.value)
     assert "\n" not in message and message.startswith("pipelines.infer: error: ")
-    assert f"{model / MODEL_INFO_FILE} is model format version 2, this segflow reads version 1" in message and "trainer" in message
+    assert (
+        f"{model / MODEL_INFO_FILE} is model format version 2, this segflow reads version 1" in message
+        and "trainer" in message
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -86,14 +105,26 @@ def test_trainer_export_writes_exactly_what_infer_reads(tmp_path):
     from schemas.metadata import DatasetMetadata
     from trainer import data, export
 
-    meta = DatasetMetadata(dataset="pet", label_mode="trimap", num_classes=3, class_names=list(PET.class_names),
-                           ignore_label=255, image_size=[32, 48], resize_mode="stretch", image_format="png",
-                           counts={}, source_counts={}, dead_letter_count=0, inputs_seen=0)
+    meta = DatasetMetadata(
+        dataset="pet",
+        label_mode="trimap",
+        num_classes=3,
+        class_names=list(PET.class_names),
+        ignore_label=255,
+        image_size=[32, 48],
+        resize_mode="stretch",
+        image_format="png",
+        counts={},
+        source_counts={},
+        dead_letter_count=0,
+        inputs_seen=0,
+    )
     images = keras.Input((32, 48, 3), dtype="uint8")
     logits = keras.layers.Conv2D(3, 1)(keras.layers.Lambda(lambda x: tf.cast(x, tf.float32) / 255.0)(images))
     export_dir = str(tmp_path / "model")
-    export.export_model(keras.Model(images, logits), data.DatasetInfo(str(tmp_path), meta, {}, None), export_dir,
-                        "tiny")
+    export.export_model(
+        keras.Model(images, logits), data.DatasetInfo(str(tmp_path), meta, {}, None), export_dir, "tiny"
+    )
 
     written = ModelInfo.from_json((tmp_path / "model" / MODEL_INFO_FILE).read_text())
     assert written == _info() == read_model_info(export_dir)

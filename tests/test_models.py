@@ -1,5 +1,6 @@
 """The networks build at any valid size, train a step, and refuse sizes their stride cannot take; pretrained
 encoder weights load from a local file or Keras' cache, and fail in one line (no network: nothing downloads)."""
+
 import numpy as np
 import pytest
 import tf_keras as keras
@@ -9,11 +10,14 @@ from trainer import losses, models, normalization
 from trainer.models import fcn8s, mobilenetv2_unet
 
 
-@pytest.mark.parametrize("name,size,kw", [
-    ("unet", (32, 48), dict(base_filters=4, depth=2)),
-    ("fcn8s", (32, 64), dict(base_filters=2)),
-    ("mobilenetv2_unet", (32, 64), dict(base_filters=4, alpha=0.35)),
-])
+@pytest.mark.parametrize(
+    "name,size,kw",
+    [
+        ("unet", (32, 48), dict(base_filters=4, depth=2)),
+        ("fcn8s", (32, 64), dict(base_filters=2)),
+        ("mobilenetv2_unet", (32, 64), dict(base_filters=4, alpha=0.35)),
+    ],
+)
 def test_builds_and_trains_one_step(name, size, kw):
     model = models.build_model(name, (*size, 3), 5, **kw)
     assert model.output_shape == (None, *size, 5)
@@ -33,7 +37,7 @@ def test_unet_depth_and_width():
     pools = [layer for layer in model.layers if isinstance(layer, keras.layers.MaxPooling2D)]
     ups = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2DTranspose)]
     assert len(pools) == len(ups) == 3
-    assert model.get_layer("bottleneck_conv2").filters == 4 * 2 ** 3
+    assert model.get_layer("bottleneck_conv2").filters == 4 * 2**3
 
 
 @pytest.mark.parametrize("name,size,kw,stride", [("unet", (30, 32), dict(depth=2), 4), ("fcn8s", (48, 64), {}, 32)])
@@ -45,8 +49,9 @@ def test_rejects_sizes_off_the_stride(name, size, kw, stride):
 def test_fcn8s_upsampling_starts_bilinear():
     kernel = fcn8s.bilinear_kernel(4, 1)[:, :, 0, 0]
     np.testing.assert_allclose(kernel[1:3, 1:3], [[0.5625, 0.5625], [0.5625, 0.5625]])
-    layer = keras.layers.Conv2DTranspose(2, 4, strides=2, padding="same", use_bias=False,
-                                         kernel_initializer=fcn8s.BilinearInitializer())
+    layer = keras.layers.Conv2DTranspose(
+        2, 4, strides=2, padding="same", use_bias=False, kernel_initializer=fcn8s.BilinearInitializer()
+    )
     ramp = np.tile(np.arange(8, dtype=np.float32), (8, 1))[None, :, :, None].repeat(2, -1)
     up = layer(ramp).numpy()[0, :, :, 0]
     # Interior of a linear ramp stays linear after bilinear 2x upsampling: constant steps of 0.5.
@@ -71,8 +76,7 @@ def test_mobilenetv2_unet_taps_the_tutorials_activations():
     assert [u.filters for u in ups] == [32, 16, 8, 4, 3]  # base_filters x 8, 4, 2, 1; then the classes
     assert models.encoder_layers(model, "mobilenetv2_unet") == [encoder]
     # MobileNetV2's own 0.999 left short runs validating on their first steps' statistics (bench: 0.41 vs 0.78).
-    assert {layer.momentum for layer in encoder.layers if isinstance(layer, keras.layers.BatchNormalization)} \
-        == {0.9}
+    assert {layer.momentum for layer in encoder.layers if isinstance(layer, keras.layers.BatchNormalization)} == {0.9}
     with pytest.raises(ValueError, match="multiples of 32"):
         models.build_model("mobilenetv2_unet", (48, 48, 3), 3, alpha=0.35)
 
@@ -91,8 +95,9 @@ def _assert_encoder_is(network, source, names):
 def test_mobilenetv2_weights_load_from_a_path_and_from_the_keras_cache(tmp_path, monkeypatch):
     path, source = save_random_notop("mobilenetv2", tmp_path)
     assert path.name == "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
-    network = models.build_model("mobilenetv2_unet", (32, 32, 3), 3, base_filters=4, alpha=0.35,
-                                 backbone_weights=str(path))
+    network = models.build_model(
+        "mobilenetv2_unet", (32, 32, 3), 3, base_filters=4, alpha=0.35, backbone_weights=str(path)
+    )
     encoder = network.get_layer(mobilenetv2_unet.ENCODER_NAME)
     _assert_encoder_is(encoder, source, {layer.name for layer in encoder.layers})
     # imagenet: Keras' own cache lookup (~/.keras/models; MobileNetV2's entry has no hash to verify) finds it.
@@ -100,8 +105,9 @@ def test_mobilenetv2_weights_load_from_a_path_and_from_the_keras_cache(tmp_path,
     (home / ".keras" / "models").mkdir(parents=True)
     path.rename(home / ".keras" / "models" / path.name)
     monkeypatch.setenv("HOME", str(home))
-    network = models.build_model("mobilenetv2_unet", (32, 32, 3), 3, base_filters=4, alpha=0.35,
-                                 backbone_weights="imagenet")
+    network = models.build_model(
+        "mobilenetv2_unet", (32, 32, 3), 3, base_filters=4, alpha=0.35, backbone_weights="imagenet"
+    )
     encoder = network.get_layer(mobilenetv2_unet.ENCODER_NAME)
     _assert_encoder_is(encoder, source, {layer.name for layer in encoder.layers})
 
@@ -113,9 +119,9 @@ def test_vgg16_weights_load_from_a_path(tmp_path):
     assert path.name == "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
     network = models.build_model("fcn8s", (32, 32, 3), 3, backbone_weights=str(path))
     _assert_encoder_is(network, source, {layer.name for layer in source.layers if layer.name.startswith("block")})
-    assert {layer.name for layer in models.encoder_layers(network, "fcn8s")} == \
-        {layer.name for layer in source.layers if layer.name.startswith("block") and "pool" not in layer.name} | \
-        {f"block{b}_pool" for b in range(1, 6)}
+    assert {layer.name for layer in models.encoder_layers(network, "fcn8s")} == {
+        layer.name for layer in source.layers if layer.name.startswith("block") and "pool" not in layer.name
+    } | {f"block{b}_pool" for b in range(1, 6)}
 
 
 def test_missing_or_foreign_weights_file_is_one_line(tmp_path):
@@ -133,17 +139,21 @@ def test_missing_or_foreign_weights_file_is_one_line(tmp_path):
 def test_failed_download_is_one_line(tmp_path, monkeypatch):
     """Keras' download fails (origin: a closed loopback port, so the test never reaches the internet)."""
     from tf_keras.src.applications import mobilenet_v2
+
     home = tmp_path / "home"
     (home / ".keras").mkdir(parents=True)
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setattr(mobilenet_v2, "BASE_WEIGHT_PATH", "http://127.0.0.1:9/")
     with pytest.raises(models.BackboneWeightsError) as e:
-        models.build_model("mobilenetv2_unet", (128, 128, 3), 3, base_filters=4, alpha=0.35,
-                           backbone_weights="imagenet")
+        models.build_model(
+            "mobilenetv2_unet", (128, 128, 3), 3, base_filters=4, alpha=0.35, backbone_weights="imagenet"
+        )
     line = str(e.value)
     assert "\n" not in line and "could not get the ImageNet mobilenetv2 weights" in line
-    assert "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/" \
-           "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_128_no_top.h5" in line
+    assert (
+        "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet_v2/"
+        "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_128_no_top.h5" in line
+    )
     assert "--backbone_weights PATH" in line
 
 

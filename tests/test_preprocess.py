@@ -4,6 +4,7 @@ Session fixtures (tests/fixtures/data.py) hold the Pet and Cityscapes runs; the 
 dataset with every quirk of the real Pet archive, two runs for determinism (one of them multi-processing), and
 one for stale shards.
 """
+
 from __future__ import annotations
 
 import pathlib
@@ -96,8 +97,11 @@ def test_pet_counts_add_up(pet_records_dir, pet_raw_dir):
 
 
 def test_pet_splits_follow_list_files_and_hash(pet_records_dir, pet_raw_dir):
-    test_ids = {line.split()[0] for line in (pet_raw_dir / "annotations" / "test.txt").read_text().splitlines()
-                if line.strip() and not line.startswith("#")}
+    test_ids = {
+        line.split()[0]
+        for line in (pet_raw_dir / "annotations" / "test.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
     seen: dict[str, str] = {}
     for split in features.SPLITS:
         for r in _parsed(pet_records_dir, split):
@@ -141,8 +145,7 @@ def test_cityscapes_records(cityscapes_records_dir, cityscapes_raw_dir):
         for r in _parsed(cityscapes_records_dir, split):
             name = r["image/filename"].decode()
             city = name.split("_")[0]
-            raw = np.asarray(Image.open(cityscapes_raw_dir / "gtFine" / split / city
-                                        / f"{name}_gtFine_labelIds.png"))
+            raw = np.asarray(Image.open(cityscapes_raw_dir / "gtFine" / split / city / f"{name}_gtFine_labelIds.png"))
             expected = imaging.resize_mask(tf.constant(lut[raw]), (32, 64)).numpy()
             np.testing.assert_array_equal(_mask(r), expected)  # labelIds → trainIds, nearest, exactly
             instances = tf.io.decode_png(r["image/segmentation/instance/encoded"], dtype=tf.uint16).numpy()
@@ -169,8 +172,22 @@ def quirks_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("pet_quirks")
     expected = synthetic.write_pet_quirks_dataset(str(root / "src"))
     dst = root / "dst"
-    meta = _run(["--dataset", "pet", "--input_dir", str(root / "src"), "--output_dir", str(dst),
-                 "--image_size", "24,32", "--resize_mode", "pad", "--direct_running_mode", "in_memory"])
+    meta = _run(
+        [
+            "--dataset",
+            "pet",
+            "--input_dir",
+            str(root / "src"),
+            "--output_dir",
+            str(dst),
+            "--image_size",
+            "24,32",
+            "--resize_mode",
+            "pad",
+            "--direct_running_mode",
+            "in_memory",
+        ]
+    )
     return root / "src", dst, meta, expected
 
 
@@ -189,8 +206,7 @@ def test_every_quirk_routed(quirks_run):
         assert (r["image/class/label"], r["image/class/species"]) == (listed or (-1, -1))
         # pad mode: padding rows are labelled ignore, content keeps trimap classes only.
         assert set(np.unique(_mask(r))) <= {0, 1, 2, 255}
-    dead = {pathlib.Path(d["path"]).relative_to(src).as_posix(): d["error"]
-            for d in read_dead_letters(str(dst))}
+    dead = {pathlib.Path(d["path"]).relative_to(src).as_posix(): d["error"] for d in read_dead_letters(str(dst))}
     assert set(dead) == set(expected["dead_letters"])
     for path, reason in expected["dead_letters"].items():
         assert reason.lower() in dead[path].lower(), (path, dead[path])
@@ -219,10 +235,31 @@ def _files(dst) -> dict[str, bytes]:
 
 def test_byte_identical_reruns_with_augmentation_multiprocessing(pet_raw_dir, tmp_path):
     """Same inputs and flags → identical bytes, whether run multi-processing (2 workers) or in one process."""
-    flags = ["--dataset", "pet", "--input_dir", str(pet_raw_dir), "--image_size", "32", "--augment_copies", "2",
-             "--seed", "7", "--num_shards", "2"]
-    meta_a = _run(flags + ["--output_dir", str(tmp_path / "a"), "--direct_running_mode", "multi_processing",
-                           "--direct_num_workers", "2"])
+    flags = [
+        "--dataset",
+        "pet",
+        "--input_dir",
+        str(pet_raw_dir),
+        "--image_size",
+        "32",
+        "--augment_copies",
+        "2",
+        "--seed",
+        "7",
+        "--num_shards",
+        "2",
+    ]
+    meta_a = _run(
+        flags
+        + [
+            "--output_dir",
+            str(tmp_path / "a"),
+            "--direct_running_mode",
+            "multi_processing",
+            "--direct_num_workers",
+            "2",
+        ]
+    )
     meta_b = _run(flags + ["--output_dir", str(tmp_path / "b"), "--direct_running_mode", "in_memory"])
     files_a, files_b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert set(files_a) == set(files_b) and len(_shards(tmp_path / "a", "train")) == 2
@@ -259,8 +296,22 @@ def test_rerun_leaves_no_stale_shards(pet_records_dir, pet_raw_dir, tmp_path):
     shutil.copytree(pet_records_dir, dst)
     (dst / "val-00007-of-00009.tfrecord.gz").write_bytes(b"stale")  # e.g. from a run with --num_shards 9
     assert "train-00000-of-00001.tfrecord.gz" in {p.name for p in dst.glob("*.tfrecord.gz")}
-    meta = _run(["--dataset", "pet", "--input_dir", str(pet_raw_dir), "--output_dir", str(dst),
-                 "--image_size", "32", "--num_shards", "3", "--direct_running_mode", "in_memory"])
+    meta = _run(
+        [
+            "--dataset",
+            "pet",
+            "--input_dir",
+            str(pet_raw_dir),
+            "--output_dir",
+            str(dst),
+            "--image_size",
+            "32",
+            "--num_shards",
+            "3",
+            "--direct_running_mode",
+            "in_memory",
+        ]
+    )
     names = {p.name for p in dst.glob("*.tfrecord.gz")}
     assert names == {f"{s}-{i:05d}-of-00003.tfrecord.gz" for s in features.SPLITS for i in range(3)}
     assert meta.num_shards == {"train": 3, "val": 3, "test": 3}

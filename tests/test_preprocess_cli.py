@@ -1,4 +1,5 @@
 """The command line contract: bad flags and empty inputs fail fast with one line and a non-zero exit."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,9 @@ import sys
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    return subprocess.run([sys.executable, "-m", "pipelines.preprocess", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.preprocess", *args], capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def _error_line(result: subprocess.CompletedProcess) -> str:
@@ -22,16 +24,27 @@ def _error_line(result: subprocess.CompletedProcess) -> str:
 
 def test_bad_flag_fails_with_one_line(tmp_path):
     # (every other bad-flag case is checked in-process in test_preprocess_units.py: same code path)
-    line = _error_line(_cli("--dataset", "pet", "--input_dir", str(tmp_path), "--output_dir",
-                            str(tmp_path / "out"), "--image_size", "0x0"))
+    line = _error_line(
+        _cli(
+            "--dataset",
+            "pet",
+            "--input_dir",
+            str(tmp_path),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--image_size",
+            "0x0",
+        )
+    )
     assert "--image_size" in line and "--help" in line
 
 
 def test_empty_and_missing_input_fail_with_one_line(tmp_path):
     (tmp_path / "empty" / "images").mkdir(parents=True)
     for src in (tmp_path / "empty", tmp_path / "does-not-exist"):
-        result = _cli("--dataset", "pet", "--input_dir", str(src), "--output_dir", str(tmp_path / "out"),
-                      "--image_size", "32")
+        result = _cli(
+            "--dataset", "pet", "--input_dir", str(src), "--output_dir", str(tmp_path / "out"), "--image_size", "32"
+        )
         line = _error_line(result)
         assert "no input files" in line and "--input_dir" in line
     assert not (tmp_path / "out").exists()
@@ -41,8 +54,19 @@ def test_help_lists_every_flag():
     from pipelines.preprocess.job import build_arg_parser
 
     text = build_arg_parser().format_help()
-    for flag in ("--dataset", "--input_dir", "--output_dir", "--image_size", "--num_shards", "--augment_copies",
-                 "--val_fraction", "--seed", "--resize_mode", "--label_mode", "--image_format"):
+    for flag in (
+        "--dataset",
+        "--input_dir",
+        "--output_dir",
+        "--image_size",
+        "--num_shards",
+        "--augment_copies",
+        "--val_fraction",
+        "--seed",
+        "--resize_mode",
+        "--label_mode",
+        "--image_format",
+    ):
         assert flag in text
 
 
@@ -50,8 +74,7 @@ def test_cli_run_exits_zero_with_its_summary_and_outputs(pet_raw_dir, tmp_path):
     """The success path of the command itself: it ends the process without the interpreter's teardown
     (``runner.exit_process``), so its summary must still reach stdout and every output must be complete."""
     out = tmp_path / "out"
-    result = _cli("--dataset", "pet", "--input_dir", str(pet_raw_dir), "--output_dir", str(out), "--image_size",
-                  "32")
+    result = _cli("--dataset", "pet", "--input_dir", str(pet_raw_dir), "--output_dir", str(out), "--image_size", "32")
     assert result.returncode == 0, result.stderr
     assert "records per split" in result.stdout and "dead letters" in result.stdout
     import json
@@ -62,13 +85,15 @@ def test_cli_run_exits_zero_with_its_summary_and_outputs(pet_raw_dir, tmp_path):
     # Same command again: every output byte-identical, the tensorflow-transform graph included, except
     # fingerprint.pb, into which TensorFlow writes a random UUID on every save.
     again = tmp_path / "again"
-    result = _cli("--dataset", "pet", "--input_dir", str(pet_raw_dir), "--output_dir", str(again), "--image_size",
-                  "32")
+    result = _cli("--dataset", "pet", "--input_dir", str(pet_raw_dir), "--output_dir", str(again), "--image_size", "32")
     assert result.returncode == 0, result.stderr
 
     def files(root):
-        return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*"))
-                if p.is_file() and p.name != "fingerprint.pb"}
+        return {
+            p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "fingerprint.pb"
+        }
 
     first, second = files(out), files(again)
     assert set(first) == set(second) and "transform_fn/saved_model.pb" in first

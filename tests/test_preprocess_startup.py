@@ -1,4 +1,5 @@
 """preprocess answers ``--help`` and bad job flags without importing Beam or TensorFlow (~5 s on 2 cores)."""
+
 from __future__ import annotations
 
 import os

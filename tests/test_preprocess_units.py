@@ -1,4 +1,5 @@
 """Unit checks of the preprocess building blocks: decoding by content, augmentation, splits, shards, flags."""
+
 from __future__ import annotations
 
 import io
@@ -25,8 +26,10 @@ def _encoded(image: Image.Image, fmt: str, **kw) -> bytes:
 RGB = np.random.default_rng(0).integers(0, 255, size=(40, 60, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize("mode,fmt", [("RGB", "JPEG"), ("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"),
-                                      ("P", "GIF"), ("L", "PNG"), ("RGB", "BMP")])
+@pytest.mark.parametrize(
+    "mode,fmt",
+    [("RGB", "JPEG"), ("L", "JPEG"), ("CMYK", "JPEG"), ("RGBA", "PNG"), ("P", "GIF"), ("L", "PNG"), ("RGB", "BMP")],
+)
 def test_decode_by_content_to_rgb(mode, fmt):
     data = _encoded(Image.fromarray(RGB).convert(mode), fmt)
     image, full = decode.decode_rgb(data)
@@ -57,8 +60,7 @@ def test_label_maps_8_and_16_bit():
     mask = np.random.default_rng(2).integers(0, 4, size=(10, 12), dtype=np.uint8)
     np.testing.assert_array_equal(decode.decode_label_map(decode.encode_mask(mask)), mask)
     instances = np.array([[0, 26000, 26001], [24000, 7, 33999]], np.int32)
-    np.testing.assert_array_equal(decode.decode_label_map(decode.encode_instance_mask(instances), bits=16),
-                                  instances)
+    np.testing.assert_array_equal(decode.decode_label_map(decode.encode_instance_mask(instances), bits=16), instances)
     with pytest.raises(decode.DecodeError, match="colour"):
         decode.decode_label_map(_encoded(Image.fromarray(RGB), "PNG"))
 
@@ -85,8 +87,9 @@ def test_hash_splits_are_stable_and_proportional():
     assert splits == [base.split_from_hash(i, 0.1, 0.2) for i in ids]
     assert abs(splits.count("val") / 4000 - 0.1) < 0.02 and abs(splits.count("test") / 4000 - 0.2) < 0.02
     # Same id, same split, in a fresh interpreter (no reliance on Python's salted hash()).
-    code = ("from pipelines.common.hashing import stable_fraction as f; "
-            "print([f('split', f'id_{i}') for i in range(50)])")
+    code = (
+        "from pipelines.common.hashing import stable_fraction as f; print([f('split', f'id_{i}') for i in range(50)])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == str([stable_fraction("split", f"id_{i}") for i in range(50)])
 
@@ -103,15 +106,22 @@ def test_stray_files_classified():
     assert pet.classify_pet_file("/d/images/._Abyssinian_1.jpg", "image").path.endswith("._Abyssinian_1.jpg")
     assert "not an image" in pet.classify_pet_file("/d/images/Abyssinian_1.mat", "image").error
     assert pet.classify_pet_file("/d/images/Abyssinian_1.jpg", "image") == (
-        "Abyssinian_1", ("image", "/d/images/Abyssinian_1.jpg"))
+        "Abyssinian_1",
+        ("image", "/d/images/Abyssinian_1.jpg"),
+    )
     root = "/d"
     assert cityscapes.classify_cityscapes_file(
-        "/d/gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png", root, "gtFine") == (
-        "train/aachen_000000_000019", ("labelIds", "/d/gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png"))
-    assert cityscapes.classify_cityscapes_file(
-        "/d/gtFine/train/aachen/aachen_000000_000019_gtFine_color.png", root, "gtFine") is None
-    assert "unexpected" in cityscapes.classify_cityscapes_file("/d/leftImg8bit/train/notes.txt", root,
-                                                               "leftImg8bit").error
+        "/d/gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png", root, "gtFine"
+    ) == ("train/aachen_000000_000019", ("labelIds", "/d/gtFine/train/aachen/aachen_000000_000019_gtFine_labelIds.png"))
+    assert (
+        cityscapes.classify_cityscapes_file(
+            "/d/gtFine/train/aachen/aachen_000000_000019_gtFine_color.png", root, "gtFine"
+        )
+        is None
+    )
+    assert (
+        "unexpected" in cityscapes.classify_cityscapes_file("/d/leftImg8bit/train/notes.txt", root, "leftImg8bit").error
+    )
 
 
 def test_shard_assignment_is_stable():
@@ -132,8 +142,12 @@ def test_spilled_shards_equal_grouped_shards(tmp_path, mode):
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    records = [shards.Record(split, shards.record_key(f"id_{i:03d}", c), f"{split}-{i}-{c}".encode() * (i % 7 + 1))
-               for i in range(120) for c in range(2) for split in (("train",) if i % 4 else ("val", "test"))]
+    records = [
+        shards.Record(split, shards.record_key(f"id_{i:03d}", c), f"{split}-{i}-{c}".encode() * (i % 7 + 1))
+        for i in range(120)
+        for c in range(2)
+        for split in (("train",) if i % 4 else ("val", "test"))
+    ]
     plan = {"train": 3, "val": 2, "test": 1}
     outputs = {}
     for name, spill in (("grouped", None), ("spilled", str(tmp_path / "spill"))):
@@ -166,19 +180,23 @@ def test_median_frequency_weights_of_no_pixels_are_one_rule_for_preprocess_and_t
     assert trainer_data.median_frequency_weights(np.zeros(3, np.int64)) == weights
     assert stats.dataset_stats([1.0] * 3, [1.0] * 3, [0, 0, 0]).class_weights == weights
     assert stats.dataset_stats([1.0] * 3, [1.0] * 3, [10, 30, 60]).class_weights == pytest.approx(
-        trainer_data.median_frequency_weights(np.array([10, 30, 60])))
+        trainer_data.median_frequency_weights(np.array([10, 30, 60]))
+    )
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["--dataset", "coco"], "invalid choice"),
-    (["--image_size", "big"], "--image_size must be"),
-    (["--image_size", "4"], "--image_size must be"),
-    (["--num_shards", "-1"], "--num_shards"),
-    (["--val_fraction", "1.5"], "--val_fraction"),
-    (["--augment_copies", "1000"], "--augment_copies"),
-    (["--num_shard", "3"], "unknown flag --num_shard (did you mean --num_shards"),
-    (["--label_mode", "binary", "--dataset", "cityscapes"], "Pet only"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["--dataset", "coco"], "invalid choice"),
+        (["--image_size", "big"], "--image_size must be"),
+        (["--image_size", "4"], "--image_size must be"),
+        (["--num_shards", "-1"], "--num_shards"),
+        (["--val_fraction", "1.5"], "--val_fraction"),
+        (["--augment_copies", "1000"], "--augment_copies"),
+        (["--num_shard", "3"], "unknown flag --num_shard (did you mean --num_shards"),
+        (["--label_mode", "binary", "--dataset", "cityscapes"], "Pet only"),
+    ],
+)
 def test_bad_flags_raise_usage_error(argv, message):
     base = {"--dataset": "pet", "--input_dir": "in", "--output_dir": "out", "--image_size": "32"}
     for flag, value in zip(argv[::2], argv[1::2]):
@@ -189,9 +207,24 @@ def test_bad_flags_raise_usage_error(argv, message):
 
 
 def test_good_flags_pass_beam_options_through():
-    config, beam_argv = parse_args(["--dataset", "cityscapes", "--input_dir", "gs://b/cs/", "--output_dir",
-                                    "gs://b/out", "--image_size", "256,512", "--runner", "DirectRunner",
-                                    "--direct_num_workers", "2", "--temp_location", "gs://b/tmp"])
+    config, beam_argv = parse_args(
+        [
+            "--dataset",
+            "cityscapes",
+            "--input_dir",
+            "gs://b/cs/",
+            "--output_dir",
+            "gs://b/out",
+            "--image_size",
+            "256,512",
+            "--runner",
+            "DirectRunner",
+            "--direct_num_workers",
+            "2",
+            "--temp_location",
+            "gs://b/tmp",
+        ]
+    )
     assert config.image_size == (256, 512) and config.input_dir == "gs://b/cs"
     assert beam_argv == ["--runner", "DirectRunner", "--direct_num_workers", "2", "--temp_location", "gs://b/tmp"]
 
@@ -220,8 +253,9 @@ def test_analysis_batches_decode_like_the_trainer():
     (out,) = list(decoder.process(batch))
     assert out.examples == 6 and out.image_encoded is None
     fn = stats.TotalsFn()
-    totals = fn.extract_output(fn.merge_accumulators([fn.add_input(fn.create_accumulator(), out),
-                                                      fn.create_accumulator()]))
+    totals = fn.extract_output(
+        fn.merge_accumulators([fn.add_input(fn.create_accumulator(), out), fn.create_accumulator()])
+    )
     pixels = np.concatenate([expected.reshape(-1, 3), arrays[0].reshape(-1, 3)]).astype(np.float64)
     mean, std = totals.exact_moments()
     np.testing.assert_allclose(mean, pixels.mean(0), rtol=1e-12)
@@ -241,14 +275,20 @@ def test_analysis_carries_histograms_not_frames(cityscapes_raw_dir):
     from pipelines.preprocess.records import ANALYZE_TAG, AnalysisInput, MakeRecords, RecordOptions
 
     image = next((cityscapes_raw_dir / "leftImg8bit" / "train").rglob("*_leftImg8bit.png"))
-    gt = str(image).replace("leftImg8bit", "gtFine", 1)[:-len("leftImg8bit.png")] + "gtFine_"
-    example = Example(split="train", example_id=image.name[:-len("_leftImg8bit.png")], image_path=str(image),
-                      mask_path=gt + "labelIds.png", instance_path=gt + "instanceIds.png")
+    gt = str(image).replace("leftImg8bit", "gtFine", 1)[: -len("leftImg8bit.png")] + "gtFine_"
+    example = Example(
+        split="train",
+        example_id=image.name[: -len("_leftImg8bit.png")],
+        image_path=str(image),
+        mask_path=gt + "labelIds.png",
+        instance_path=gt + "instanceIds.png",
+    )
     for size in ((64, 128), (256, 512)):
         fn = MakeRecords(RecordOptions(dataset="cityscapes", image_size=size))
         fn.setup()
-        analysis = [o.value for o in fn.process(example) if isinstance(o, beam.pvalue.TaggedOutput)
-                    and o.tag == ANALYZE_TAG]
+        analysis = [
+            o.value for o in fn.process(example) if isinstance(o, beam.pvalue.TaggedOutput) and o.tag == ANALYZE_TAG
+        ]
         assert len(analysis) == 1 and isinstance(analysis[0], AnalysisInput)
         element = analysis[0]
         assert element.image_encoded is None and element.image_histogram.shape == (3, 256)
@@ -266,14 +306,25 @@ def test_statistics_give_tensorflow_transform_totals_not_data(tmp_path):
     from pipelines.common import runner
     from pipelines.preprocess import job as preprocess
 
-    config, beam_argv = parse_args(["--dataset", "cityscapes", "--input_dir", str(tmp_path / "src"),
-                                    "--output_dir", str(tmp_path / "out"), "--image_size", "8,16"])
+    config, beam_argv = parse_args(
+        [
+            "--dataset",
+            "cityscapes",
+            "--input_dir",
+            str(tmp_path / "src"),
+            "--output_dir",
+            str(tmp_path / "out"),
+            "--image_size",
+            "8,16",
+        ]
+    )
     pipeline = beam.Pipeline(options=runner.make_pipeline_options(beam_argv))
     preprocess.build_pipeline(pipeline, config, str(tmp_path / "tmp"))
     names = [t.unique_name for t in pipeline.to_runner_api().components.transforms.values()]
     assert not [n for n in names if "ApplySavedModel" in n or "ToRecordBatch" in n or "Statistics/Decode" in n]
     assert sorted(n for n in names if n.startswith("Statistics/Accumulator[") and n.count("/") == 1) == [
-        f"Statistics/Accumulator[{name}]" for name in ("sum", "sum_1", "sum_2", "sum_3")]
+        f"Statistics/Accumulator[{name}]" for name in ("sum", "sum_1", "sum_2", "sum_3")
+    ]
 
 
 def test_histograms_count_every_pixel_like_bincount():
@@ -310,13 +361,16 @@ def test_label_files_of_another_size_are_dead_letters_that_name_both_sizes(tmp_p
     fn.setup()
 
     def reason(example):
-        out = [o.value for o in fn.process(example) if isinstance(o, beam.pvalue.TaggedOutput)
-               and o.tag == DEAD_LETTER_TAG]
+        out = [
+            o.value for o in fn.process(example) if isinstance(o, beam.pvalue.TaggedOutput) and o.tag == DEAD_LETTER_TAG
+        ]
         assert len(out) == 1 and out[0].path == str(image)
         return out[0].error
 
     base = dict(split="train", example_id="a_000001_000002", image_path=str(image))
     assert reason(Example(**base, mask_path=str(bad_mask))) == (
-        f"image is 30x20 but its mask {bad_mask} is 30x10 (width x height)")
+        f"image is 30x20 but its mask {bad_mask} is 30x10 (width x height)"
+    )
     assert reason(Example(**base, mask_path=str(good_mask), instance_path=str(bad_instances))) == (
-        "image is 30x20 but its instance mask is 31x20")
+        "image is 30x20 but its instance mask is 31x20"
+    )

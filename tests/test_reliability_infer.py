@@ -1,5 +1,6 @@
 """Issue 11, inference and evaluation: literal folders, inputs that vanished or crashed the job, true counts,
 a pixel limit, reruns into a used OUT, evaluations that pair nothing. DirectRunner, the tiny trained Pet model."""
+
 import json
 import os
 import pathlib
@@ -91,7 +92,8 @@ def test_overlapping_globs_read_each_file_once(pet_job_dir, images, tmp_path):
     assert counters["inputs_matched"] == 3 == counters["images_written"] == summary["images_written"]
     assert summary["inputs_seen"] == 3 and len(summary["outputs"]) == 3
     assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == sorted(
-        i.stem + ".png" for i in images[:3])  # plain names: no file was seen twice
+        i.stem + ".png" for i in images[:3]
+    )  # plain names: no file was seen twice
 
 
 def test_input_naming_a_folder_fails_with_one_line(pet_job_dir, images, tmp_path):
@@ -100,9 +102,23 @@ def test_input_naming_a_folder_fails_with_one_line(pet_job_dir, images, tmp_path
     src.mkdir()
     shutil.copy(images[0], src / images[0].name)
     out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, "-m", "pipelines.infer", "--model_dir", str(pet_job_dir / "model"),
-                           "--input", str(src), "--output_dir", str(out)],
-                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.infer",
+            "--model_dir",
+            str(pet_job_dir / "model"),
+            "--input",
+            str(src),
+            "--output_dir",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "is a folder" in lines[0] and f"{src}/*.jpg" in lines[0], proc.stderr
@@ -115,13 +131,21 @@ def _png_header(width: int, height: int) -> bytes:
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     chunk = b"IHDR" + ihdr
     idat = b"IDAT" + zlib.compress(b"\x00" * 64)
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
-            + struct.pack(">I", len(idat) - 4) + idat + struct.pack(">I", zlib.crc32(idat)))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + struct.pack(">I", len(idat) - 4)
+        + idat
+        + struct.pack(">I", zlib.crc32(idat))
+    )
 
 
 def test_pixel_limit_is_checked_from_the_header(pet_job_dir, images, tmp_path):
     assert infer.pixel_limit_reason(_png_header(12000, 12000), infer.DEFAULT_MAX_PIXELS).startswith(
-        "image is 12000x12000 = 144000000 pixels, over --max_pixels")
+        "image is 12000x12000 = 144000000 pixels, over --max_pixels"
+    )
     assert infer.pixel_limit_reason(images[0].read_bytes(), infer.DEFAULT_MAX_PIXELS) is None
     src = tmp_path / "in"
     src.mkdir()
@@ -165,8 +189,9 @@ def test_rerun_clears_only_the_jobs_own_outputs(pet_job_dir, pet_raw_dir, images
     assert list(_summary(out)["outputs"].values()) == [images[3].stem]
     assert (out / "notes.txt").read_text() == "mine\n" and (out / "other" / "keep.png").read_bytes() == b"x"
     assert (elsewhere / "precious.png").read_bytes() == b"y"  # the link was removed, never followed
-    doc = evaluate.run(["--predictions", str(out / "masks"), "--ground_truth", str(pet_raw_dir), "--dataset",
-                        "pet"] + BEAM)
+    doc = evaluate.run(
+        ["--predictions", str(out / "masks"), "--ground_truth", str(pet_raw_dir), "--dataset", "pet"] + BEAM
+    )
     assert doc["images"] == 1  # only this run's mask is scored
 
 
@@ -249,10 +274,21 @@ def test_evaluate_folders_with_glob_characters_are_literal(tmp_path):
     for folder in ("pred[1]", "pred1"):  # both hold the real ground truth: only src[1] scores them 1.0
         (tmp_path / folder / "masks").mkdir(parents=True)
         for example in ids:
-            shutil.copy(tmp_path / "src[1]" / "annotations" / "trimaps" / f"{example}.png",
-                        tmp_path / folder / "masks" / f"{example}.png")
-    doc = evaluate.run(["--predictions", str(tmp_path / "pred[1]" / "masks"), "--ground_truth",
-                        str(tmp_path / "src[1]"), "--dataset", "pet"] + BEAM)
+            shutil.copy(
+                tmp_path / "src[1]" / "annotations" / "trimaps" / f"{example}.png",
+                tmp_path / folder / "masks" / f"{example}.png",
+            )
+    doc = evaluate.run(
+        [
+            "--predictions",
+            str(tmp_path / "pred[1]" / "masks"),
+            "--ground_truth",
+            str(tmp_path / "src[1]"),
+            "--dataset",
+            "pet",
+        ]
+        + BEAM
+    )
     assert doc["images"] == 3 and doc["mean_iou"] == 1.0 and doc["pixel_accuracy"] == 1.0
 
 
@@ -263,8 +299,9 @@ def test_evaluate_lists_missing_and_unmatched_predictions(tmp_path):
     for example in ids[1:]:
         shutil.copy(tmp_path / "src" / "annotations" / "trimaps" / f"{example}.png", preds / f"{example}.png")
     Image.fromarray(np.ones((20, 24), np.uint8)).save(preds / "stranger.png")
-    doc = evaluate.run(["--predictions", str(preds), "--ground_truth", str(tmp_path / "src"), "--dataset",
-                        "pet"] + BEAM)
+    doc = evaluate.run(
+        ["--predictions", str(preds), "--ground_truth", str(tmp_path / "src"), "--dataset", "pet"] + BEAM
+    )
     assert doc["missing_predictions"] == 1 and doc["missing_prediction_ids"] == [ids[0]]
     assert doc["unmatched_predictions"] == 1 and doc["unmatched_prediction_paths"] == [str(preds / "stranger.png")]
     on_disk = json.loads((tmp_path / "out" / "evaluation.json").read_text())
@@ -281,8 +318,10 @@ def test_evaluate_that_pairs_nothing_fails_with_one_line(tmp_path):
         shutil.copy(trimap, out / "masks" / f"{example}.png")
         shutil.copy(trimap, out / "instances" / f"{example}_instanceIds.png")
     with pytest.raises(SegflowError) as err:
-        evaluate.run(["--predictions", str(out / "instances"), "--ground_truth", str(tmp_path / "src"),
-                      "--dataset", "pet"] + BEAM)
+        evaluate.run(
+            ["--predictions", str(out / "instances"), "--ground_truth", str(tmp_path / "src"), "--dataset", "pet"]
+            + BEAM
+        )
     message = _one_line_exit(err)
     assert f"0 of 3 predictions in {out / 'instances'} pair with the 3 ground-truth ids" in message
     assert f"did you mean --predictions {out / 'masks'}?" in message

@@ -1,5 +1,6 @@
 """Issue 11, item 2 where it crosses modules: folders with glob characters are literal for the shared helpers
 (dead-letter reading, tree removal, the report's ground-truth index) and when TensorFlow loads a SavedModel."""
+
 import json
 import os
 import pathlib

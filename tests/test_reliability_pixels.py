@@ -5,6 +5,7 @@ Preprocess decodes with PIL (``pipelines.common.decode.decode_rgb``), the export
 (``schemas.imaging.decode_image_for_model`` / ``decode_image_bytes``); every case below writes a file and runs
 both decoders on the same bytes.
 """
+
 from __future__ import annotations
 
 import io
@@ -40,8 +41,12 @@ def _png16(samples: np.ndarray, colour_type: int) -> bytes:
     """A 16-bit PNG (Pillow cannot write 16-bit colour): grey 0, RGB 2, grey+alpha 4, RGBA 6."""
     height, width = samples.shape[:2]
     rows = b"".join(b"\x00" + samples[y].astype(">u2").tobytes() for y in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
-            + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0))
+        + _chunk(b"IDAT", zlib.compress(rows))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _png_grey_low_bits(values: np.ndarray, bits: int) -> bytes:
@@ -53,19 +58,28 @@ def _png_grey_low_bits(values: np.ndarray, bits: int) -> bytes:
     groups = padded.reshape(height, -1, per_byte)
     packed = sum(groups[..., i].astype(np.uint16) << (8 - bits * (i + 1)) for i in range(per_byte)).astype(np.uint8)
     rows = b"".join(b"\x00" + packed[y].tobytes() for y in range(height))
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, 0, 0, 0, 0))
-            + _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bits, 0, 0, 0, 0))
+        + _chunk(b"IDAT", zlib.compress(rows))
+        + _chunk(b"IEND", b"")
+    )
 
 
 def _without_adobe_marker(jpeg: bytes) -> bytes:
     at = jpeg.index(b"\xff\xee")
-    return jpeg[:at] + jpeg[at + 2 + struct.unpack(">H", jpeg[at + 2:at + 4])[0]:]
+    return jpeg[:at] + jpeg[at + 2 + struct.unpack(">H", jpeg[at + 2 : at + 4])[0] :]
 
 
 def _smooth(rng: np.random.Generator, height: int, width: int, channels: int = 3) -> np.ndarray:
     coarse = rng.integers(0, 256, size=(height // 6 + 2, width // 6 + 2, channels)).astype(np.uint8)
-    return np.stack([np.asarray(Image.fromarray(coarse[..., c]).resize((width, height), Image.Resampling.BILINEAR))
-                     for c in range(channels)], axis=-1)
+    return np.stack(
+        [
+            np.asarray(Image.fromarray(coarse[..., c]).resize((width, height), Image.Resampling.BILINEAR))
+            for c in range(channels)
+        ],
+        axis=-1,
+    )
 
 
 def _mode_files() -> dict[str, bytes]:
@@ -107,8 +121,9 @@ def _mode_files() -> dict[str, bytes]:
         "webp_RGB": _save(Image.fromarray(rgb), "WEBP", quality=80),
         "jpeg_RGB": _save(Image.fromarray(_smooth(rng, h, w)), "JPEG", quality=90),
         "jpeg_L": _save(Image.fromarray(grey, "L"), "JPEG", quality=90),
-        "jpeg_CMYK_adobe": _save(Image.fromarray(rng.integers(0, 256, (h, w, 4), dtype=np.uint8), "CMYK"), "JPEG",
-                                 quality=90),
+        "jpeg_CMYK_adobe": _save(
+            Image.fromarray(rng.integers(0, 256, (h, w, 4), dtype=np.uint8), "CMYK"), "JPEG", quality=90
+        ),
     }
     files["jpeg_CMYK_plain"] = _without_adobe_marker(files["jpeg_CMYK_adobe"])
     return files
@@ -117,10 +132,14 @@ def _mode_files() -> dict[str, bytes]:
 def _tiff_orientation(orientation: int, order: str) -> bytes:
     """A TIFF header + IFD0 with a few tags, the orientation one of them, in ``order`` ('II' or 'MM')."""
     end = "<" if order == "II" else ">"
-    entries = [(0x010F, 2, 4, b"abc\x00"), (0x0112, 3, 1, struct.pack(end + "HH", orientation, 0)),
-               (0x011A, 4, 1, struct.pack(end + "I", 72))]
+    entries = [
+        (0x010F, 2, 4, b"abc\x00"),
+        (0x0112, 3, 1, struct.pack(end + "HH", orientation, 0)),
+        (0x011A, 4, 1, struct.pack(end + "I", 72)),
+    ]
     ifd = struct.pack(end + "H", len(entries)) + b"".join(
-        struct.pack(end + "HHI", tag, kind, count) + value for tag, kind, count, value in entries)
+        struct.pack(end + "HHI", tag, kind, count) + value for tag, kind, count, value in entries
+    )
     return order.encode() + struct.pack(end + "HI", 42, 8) + ifd + struct.pack(end + "I", 0)
 
 
@@ -130,8 +149,9 @@ def _with_app1(jpeg: bytes, payload: bytes) -> bytes:
 
 
 def _oriented_jpeg(array: np.ndarray, orientation: int, order: str = "II", **kwargs) -> bytes:
-    return _with_app1(_save(Image.fromarray(array), "JPEG", **kwargs), b"Exif\x00\x00" +
-                      _tiff_orientation(orientation, order))
+    return _with_app1(
+        _save(Image.fromarray(array), "JPEG", **kwargs), b"Exif\x00\x00" + _tiff_orientation(orientation, order)
+    )
 
 
 _GRAPHS: dict = {}
@@ -141,9 +161,12 @@ def _served(data: bytes, size=None) -> tuple[np.ndarray, tuple[int, int]]:
     """The serving decode as the SavedModel runs it: traced into a graph (static shapes unknown), then called."""
     if size not in _GRAPHS:
         spec = [tf.TensorSpec([], tf.string)]
-        _GRAPHS[size] = tf.function(imaging.decode_image_bytes if size is None else
-                                    (lambda encoded: imaging.decode_image_for_model(encoded, size)),
-                                    input_signature=spec)
+        _GRAPHS[size] = tf.function(
+            imaging.decode_image_bytes
+            if size is None
+            else (lambda encoded: imaging.decode_image_for_model(encoded, size)),
+            input_signature=spec,
+        )
     if size is None:
         image = _GRAPHS[size](tf.constant(data)).numpy()
         return image, image.shape[:2]
@@ -160,9 +183,17 @@ def test_every_mode_decodes_to_the_same_pixels_in_preprocess_and_serving():
     files = _mode_files()
     modes = {name: Image.open(io.BytesIO(data)).mode for name, data in files.items()}
     # The files really are the modes this test is about.
-    assert {modes["png_1"], modes["png_L"], modes["png_LA"], modes["png_I16"], modes["png_P"], modes["png_RGB"],
-            modes["png_RGBA"], modes["jpeg_CMYK_adobe"], modes["jpeg_L"]} == {
-        "1", "L", "LA", "I;16", "P", "RGB", "RGBA", "CMYK"}
+    assert {
+        modes["png_1"],
+        modes["png_L"],
+        modes["png_LA"],
+        modes["png_I16"],
+        modes["png_P"],
+        modes["png_RGB"],
+        modes["png_RGBA"],
+        modes["jpeg_CMYK_adobe"],
+        modes["jpeg_L"],
+    } == {"1", "L", "LA", "I;16", "P", "RGB", "RGBA", "CMYK"}
     assert "transparency" in Image.open(io.BytesIO(files["png_P_tRNS"])).info
     mismatched = []
     for name, data in files.items():
@@ -190,15 +221,16 @@ def test_the_conversion_rule_is_the_documented_integer_formula():
     rgba = rng.integers(0, 256, (20, 30, 4), dtype=np.uint8)
     rgba[0, 0, 3], rgba[0, 1, 3], rgba[0, 2, 3] = 0, 255, 128
     expected = ((rgba[..., :3].astype(int) * rgba[..., 3:].astype(int) + 127) // 255).astype(np.uint8)
-    for data in (_save(Image.fromarray(rgba, "RGBA"), "PNG"),
-                 _png16(rgba.astype(np.uint16) * 257, 6)):
+    for data in (_save(Image.fromarray(rgba, "RGBA"), "PNG"), _png16(rgba.astype(np.uint16) * 257, 6)):
         for decoded in (decode_rgb(data)[0], _served(data)[0]):
             np.testing.assert_array_equal(decoded, expected)
     assert not expected[0, 0].any() and (expected[0, 1] == rgba[0, 1, :3]).all()
 
     rgb = rgba[..., :3]
-    for data in (_save(Image.fromarray(rgb), "PNG", transparency=tuple(int(v) for v in rgb[0, 0])),
-                 _save(Image.fromarray(rgba, "RGBA"), "BMP")):
+    for data in (
+        _save(Image.fromarray(rgb), "PNG", transparency=tuple(int(v) for v in rgb[0, 0])),
+        _save(Image.fromarray(rgba, "RGBA"), "BMP"),
+    ):
         np.testing.assert_array_equal(decode_rgb(data)[0], rgb)
 
 
@@ -213,8 +245,11 @@ def test_sixteen_bit_grey_and_rgba_reach_the_model_as_in_records(pet_job_dir):
     size = (32, 32)
     grey16 = _png16(rng.integers(0, 65536, (90, 70, 1), dtype=np.uint16), 0)
     rgba = np.dstack([_smooth(rng, 60, 80), np.full((60, 80), 128, np.uint8)])
-    for data in (grey16, _save(Image.fromarray(rgba, "RGBA"), "PNG"),
-                 _without_adobe_marker(_save(Image.fromarray(_smooth(rng, 40, 50, 4), "CMYK"), "JPEG"))):
+    for data in (
+        grey16,
+        _save(Image.fromarray(rgba, "RGBA"), "PNG"),
+        _without_adobe_marker(_save(Image.fromarray(_smooth(rng, 40, 50, 4), "CMYK"), "JPEG")),
+    ):
         decoded, full_hw = decode_rgb(data, size)
         record_image = imaging.resize_image_host(decoded, size, "stretch", content_hw=full_hw)
         graph_image = imaging.resize_image(*_served(data, size)[:1], size, "stretch", content_hw=full_hw).numpy()
@@ -251,8 +286,9 @@ def test_exif_orientation_is_applied_on_both_paths_for_all_eight():
             assert draft_hw == served_draft_hw == want_hw
             assert drafted.shape[:2] == ((40, 24) if swapped else (48, 80)), (orientation, drafted.shape)
             np.testing.assert_array_equal(served_draft, drafted, err_msg=str((orientation, order)))
-            assert imaging.exif_orientation_host(data) == int(imaging.exif_orientation(tf.constant(data))) \
-                == orientation
+            assert (
+                imaging.exif_orientation_host(data) == int(imaging.exif_orientation(tf.constant(data))) == orientation
+            )
 
 
 def test_exif_parsing_agrees_on_odd_files():
@@ -261,25 +297,37 @@ def test_exif_parsing_agrees_on_odd_files():
     jpeg = _save(Image.fromarray(np.zeros((16, 16, 3), np.uint8)), "JPEG")
     tiff6 = _tiff_orientation(6, "MM")
     dqt = jpeg.index(b"\xff\xdb")
-    after_dqt = dqt + 2 + struct.unpack(">H", jpeg[dqt + 2:dqt + 4])[0]
+    after_dqt = dqt + 2 + struct.unpack(">H", jpeg[dqt + 2 : dqt + 4])[0]
     cases = {
         "none": (jpeg, 1),
         "xmp first": (_with_app1(_with_app1(jpeg, b"Exif\x00\x00" + tiff6), b"http://ns.adobe.com/xap/1.0/\x00x"), 6),
-        "two exif, first wins": (_with_app1(_with_app1(jpeg, b"Exif\x00\x00" + _tiff_orientation(3, "II")),
-                                            b"Exif\x00\x00" + tiff6), 6),
+        "two exif, first wins": (
+            _with_app1(_with_app1(jpeg, b"Exif\x00\x00" + _tiff_orientation(3, "II")), b"Exif\x00\x00" + tiff6),
+            6,
+        ),
         "truncated ifd": (_with_app1(jpeg, b"Exif\x00\x00" + tiff6[:20]), 1),
         "bad magic": (_with_app1(jpeg, b"Exif\x00\x00" + b"MM\x00\x2b" + tiff6[4:]), 1),
         "value 9": (_oriented_jpeg(np.zeros((8, 8, 3), np.uint8), 9), 1),
         "value 0": (_oriented_jpeg(np.zeros((8, 8, 3), np.uint8), 0), 1),
-        "LONG type": (_with_app1(jpeg, b"Exif\x00\x00" + tiff6.replace(b"\x01\x12\x00\x03", b"\x01\x12\x00\x04")),
-                      1),
+        "LONG type": (_with_app1(jpeg, b"Exif\x00\x00" + tiff6.replace(b"\x01\x12\x00\x03", b"\x01\x12\x00\x04")), 1),
         "ifd offset past the end": (_with_app1(jpeg, b"Exif\x00\x00MM\x00\x2a\xff\xff\xff\xf0"), 1),
         "file ends in a segment": (jpeg[:2] + b"\xff\xe1\x00", 1),
         "png": (_save(Image.fromarray(np.zeros((4, 4), np.uint8)), "PNG"), 1),
-        "comment first": (_with_app1(jpeg, b"Exif\x00\x00" + tiff6)[:2] + b"\xff\xfe\x00\x04hi"
-                          + _with_app1(jpeg, b"Exif\x00\x00" + tiff6)[2:], 6),
-        "exif past the tables": (jpeg[:after_dqt] + b"\xff\xe1" + struct.pack(">H", len(tiff6) + 8) + b"Exif\x00\x00"
-                                 + tiff6 + jpeg[after_dqt:], 1),
+        "comment first": (
+            _with_app1(jpeg, b"Exif\x00\x00" + tiff6)[:2]
+            + b"\xff\xfe\x00\x04hi"
+            + _with_app1(jpeg, b"Exif\x00\x00" + tiff6)[2:],
+            6,
+        ),
+        "exif past the tables": (
+            jpeg[:after_dqt]
+            + b"\xff\xe1"
+            + struct.pack(">H", len(tiff6) + 8)
+            + b"Exif\x00\x00"
+            + tiff6
+            + jpeg[after_dqt:],
+            1,
+        ),
     }
     graph = tf.function(imaging.exif_orientation, input_signature=[tf.TensorSpec([], tf.string)])
     for name, (data, want) in cases.items():
@@ -291,8 +339,7 @@ def test_exif_parsing_agrees_on_odd_files():
 def _pet_layout(root: pathlib.Path, examples: dict[str, tuple[bytes, np.ndarray]]) -> None:
     for example_id, (image, trimap) in examples.items():
         synthetic.write_file(str(root / "images" / f"{example_id}.jpg"), image)
-        synthetic.write_file(str(root / "annotations" / "trimaps" / f"{example_id}.png"),
-                             synthetic.encode_png(trimap))
+        synthetic.write_file(str(root / "annotations" / "trimaps" / f"{example_id}.png"), synthetic.encode_png(trimap))
 
 
 def _records_of(examples, options, scratch: pathlib.Path) -> tuple[list, list]:
@@ -307,13 +354,13 @@ def _records_of(examples, options, scratch: pathlib.Path) -> tuple[list, list]:
         def fn(element):
             data = pickle.dumps(tuple(element))
             (scratch / f"{tag}-{hashlib.sha1(data).hexdigest()}.pkl").write_bytes(data)
+
         return fn
 
     scratch.mkdir(parents=True, exist_ok=True)
     opts = PipelineOptions(["--direct_running_mode", "in_memory", "--direct_num_workers", "1"])
     with beam.Pipeline("DirectRunner", options=opts) as p:
-        out = (p | beam.Create(examples) | beam.ParDo(MakeRecords(options)).with_outputs(DEAD_LETTER_TAG,
-                                                                                          main="records"))
+        out = p | beam.Create(examples) | beam.ParDo(MakeRecords(options)).with_outputs(DEAD_LETTER_TAG, main="records")
         _ = out.records | "KeepRecords" >> beam.Map(keep("records"))
         _ = out[DEAD_LETTER_TAG] | "KeepDead" >> beam.Map(keep("dead"))
 
@@ -361,8 +408,7 @@ def test_preprocess_record_of_a_turned_jpeg_agrees_with_its_mask(tmp_path):
     unturned = tmp_path / "annotations" / "trimaps" / "Abyssinian_2.png"
     synthetic.write_file(str(unturned), synthetic.encode_png(np.ascontiguousarray(np.rot90(trimap, k=1))))
     other = Example("Abyssinian_2", "val", str(path), str(unturned), class_label=0, species=0)
-    records, dead = _records_of([example, other], RecordOptions(dataset="pet", image_size=(32, 24)),
-                                tmp_path / "out")
+    records, dead = _records_of([example, other], RecordOptions(dataset="pet", image_size=(32, 24)), tmp_path / "out")
     assert len(dead) == 1 and "EXIF orientation 6" in dead[0].error and "stored, unturned" in dead[0].error, dead
     assert len(records) == 1
     image, mask = _record(records[0].serialized)
@@ -389,10 +435,13 @@ def test_served_model_reports_the_displayed_size(pet_job_dir):
 # ---------------------------------------------------------------------------------- item 7: mask values
 def test_native_mask_values_outside_the_label_set_are_named():
     assert labels.native_mask_problem("pet", np.array([[1, 2, 3]], np.uint8)) is None
-    assert labels.native_mask_problem("pet", np.array([[0, 1, 2]], np.uint8)) == \
-        "trimap has values [0] outside {1, 2, 3}"
-    assert labels.native_mask_problem("pet", np.array([[0, 4, 200, 1]], np.uint8)) == \
-        "trimap has values [0, 4, 200] outside {1, 2, 3}"
+    assert (
+        labels.native_mask_problem("pet", np.array([[0, 1, 2]], np.uint8)) == "trimap has values [0] outside {1, 2, 3}"
+    )
+    assert (
+        labels.native_mask_problem("pet", np.array([[0, 4, 200, 1]], np.uint8))
+        == "trimap has values [0, 4, 200] outside {1, 2, 3}"
+    )
     assert labels.native_mask_problem("cityscapes", np.array([[0, 7, 33]], np.uint8)) is None
     assert "[34, 255]" in labels.native_mask_problem("cityscapes", np.array([[7, 34, 255]], np.uint8))
     ok = np.array([[0, 7, 26001, 24000, 33]], np.int32)
@@ -405,13 +454,15 @@ def test_synthetic_datasets_hold_only_valid_values(tmp_path):
     synthetic.write_pet_dataset(str(tmp_path / "pet"), 6, size=(30, 40), seed=1)
     for path in sorted((tmp_path / "pet" / "annotations" / "trimaps").glob("*.png")):
         assert labels.native_mask_problem("pet", np.asarray(Image.open(path))) is None, path
-    synthetic.write_cityscapes_dataset(str(tmp_path / "cs"), frames_per_split={"train": 2, "val": 1, "test": 1},
-                                       size=(32, 64), seed=1)
+    synthetic.write_cityscapes_dataset(
+        str(tmp_path / "cs"), frames_per_split={"train": 2, "val": 1, "test": 1}, size=(32, 64), seed=1
+    )
     for path in sorted((tmp_path / "cs" / "gtFine").rglob("*_gtFine_labelIds.png")):
         assert labels.native_mask_problem("cityscapes", np.asarray(Image.open(path))) is None, path
     for path in sorted((tmp_path / "cs" / "gtFine").rglob("*_gtFine_instanceIds.png")):
-        assert labels.native_mask_problem("cityscapes", np.asarray(Image.open(path)).astype(np.int32),
-                                          "instances") is None, path
+        assert (
+            labels.native_mask_problem("cityscapes", np.asarray(Image.open(path)).astype(np.int32), "instances") is None
+        ), path
 
 
 def test_preprocess_dead_letters_impossible_trimaps(tmp_path):
@@ -431,8 +482,22 @@ def test_preprocess_dead_letters_impossible_trimaps(tmp_path):
     examples["Bengal_2"] = (synthetic.encode_jpeg(image), odd)
     _pet_layout(tmp_path / "src", examples)
     dst = tmp_path / "dst"
-    preprocess.run(["--dataset", "pet", "--input_dir", str(tmp_path / "src"), "--output_dir", str(dst),
-                    "--image_size", "16", "--direct_running_mode", "in_memory", "--direct_num_workers", "1"])
+    preprocess.run(
+        [
+            "--dataset",
+            "pet",
+            "--input_dir",
+            str(tmp_path / "src"),
+            "--output_dir",
+            str(dst),
+            "--image_size",
+            "16",
+            "--direct_running_mode",
+            "in_memory",
+            "--direct_num_workers",
+            "1",
+        ]
+    )
     lines = (dst / "dead_letter" / "dead_letter-00000-of-00001.jsonl").read_text().splitlines()
     reasons = {pathlib.Path(json.loads(line)["path"]).name: json.loads(line)["error"] for line in lines}
     assert set(reasons) == {"Bengal_1.jpg", "Bengal_2.jpg"}, reasons
@@ -449,8 +514,11 @@ def test_cityscapes_dead_letters_unknown_label_and_instance_ids(tmp_path):
 
     rng = np.random.default_rng(12)
     examples = []
-    for name, label_change, instance_change in (("good", None, None), ("badlabel", 34, None),
-                                                ("badinstance", None, 35001)):
+    for name, label_change, instance_change in (
+        ("good", None, None),
+        ("badlabel", 34, None),
+        ("badinstance", None, 35001),
+    ):
         image, label, instance = synthetic.cityscapes_frame(rng, 32, 64)
         if label_change is not None:
             label[5:7, 5:7] = label_change
@@ -461,8 +529,7 @@ def test_cityscapes_dead_letters_unknown_label_and_instance_ids(tmp_path):
         paths[1].write_bytes(synthetic.encode_png(label))
         paths[2].write_bytes(_save(Image.fromarray(instance.astype(np.uint16)), "PNG"))
         examples.append(Example(name, "train", str(paths[0]), str(paths[1]), str(paths[2])))
-    records, dead = _records_of(examples, RecordOptions(dataset="cityscapes", image_size=(16, 32)),
-                                 tmp_path / "out")
+    records, dead = _records_of(examples, RecordOptions(dataset="cityscapes", image_size=(16, 32)), tmp_path / "out")
     reasons = {pathlib.Path(d.path).name: d.error for d in dead}
     assert set(reasons) == {"badlabel_leftImg8bit.png", "badinstance_leftImg8bit.png"}, reasons
     assert "labelIds has values [34] outside the Cityscapes label table {0..33}" in reasons["badlabel_leftImg8bit.png"]
@@ -481,6 +548,8 @@ def test_dead_letter_reasons_carry_no_object_addresses():
     assert len(reasons) == 1 and " at 0x" not in reasons.pop()
     from pipelines.common.decode import stable_reason
 
-    assert stable_reason("cannot identify image file <_io.BytesIO object at 0x7f3a2c1d5e40>") == \
-        "cannot identify image file"
+    assert (
+        stable_reason("cannot identify image file <_io.BytesIO object at 0x7f3a2c1d5e40>")
+        == "cannot identify image file"
+    )
     assert stable_reason("bad <Foo at 0xdeadbeef> and <function f at 0x1234abcd>") == "bad and"

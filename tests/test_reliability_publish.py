@@ -6,6 +6,7 @@
 - A dataset without train examples preprocesses (stats absent, no transform_fn/); all-bad input fails in one line.
 - Scratch folders of killed runs (``.segflow-tmp-*``) are removed by a later run, never a live run's.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,14 @@ def _assert_published(dst: pathlib.Path) -> dict:
 
 def _cli(*args: str, **popen) -> subprocess.Popen:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    return subprocess.Popen([sys.executable, "-m", "pipelines.preprocess", *args], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, **popen)
+    return subprocess.Popen(
+        [sys.executable, "-m", "pipelines.preprocess", *args],
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        **popen,
+    )
 
 
 # ------------------------------------------------------------------------------------------------ publication
@@ -82,8 +89,21 @@ def test_rerun_into_glob_named_folder_with_only_test_examples(pet_records_dir, t
     src = tmp_path / "src"
     synthetic.write_pet_dataset(str(src), 6, size=(40, 50), seed=3, test_fraction=1.0)  # every id in test.txt
 
-    code = preprocess.main(["--dataset", "pet", "--input_dir", str(src), "--output_dir", str(dst),
-                            "--image_size", "16", "--num_shards", "2", *_FAST])
+    code = preprocess.main(
+        [
+            "--dataset",
+            "pet",
+            "--input_dir",
+            str(src),
+            "--output_dir",
+            str(dst),
+            "--image_size",
+            "16",
+            "--num_shards",
+            "2",
+            *_FAST,
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0
     after = {p.relative_to(sibling).as_posix(): p.read_bytes() for p in sibling.rglob("*") if p.is_file()}
@@ -102,8 +122,9 @@ def test_cityscapes_with_only_val(tmp_path):
 
     src, dst = tmp_path / "cs", tmp_path / "dst"
     synthetic.write_cityscapes_dataset(str(src), frames_per_split={"val": 2}, size=(32, 64), seed=1)
-    meta = preprocess.run(["--dataset", "cityscapes", "--input_dir", str(src), "--output_dir", str(dst),
-                           "--image_size", "16,32", *_FAST])
+    meta = preprocess.run(
+        ["--dataset", "cityscapes", "--input_dir", str(src), "--output_dir", str(dst), "--image_size", "16,32", *_FAST]
+    )
     assert meta.counts == {"train": 0, "val": 2, "test": 0} and meta.stats is None
     assert meta.stats_absent_reason == preprocess.NO_TRAIN_REASON
     written = _assert_published(dst)
@@ -121,8 +142,7 @@ def test_all_bad_rerun_fails_in_one_line_and_leaves_no_metadata(pet_records_dir,
     for i in range(3):
         synthetic.write_file(str(src / "images" / f"Abyssinian_{i + 1}.jpg"), b"not an image")
         synthetic.write_file(str(src / "annotations" / "trimaps" / f"Abyssinian_{i + 1}.png"), b"not a png")
-    proc = _cli("--dataset", "pet", "--input_dir", str(src), "--output_dir", str(dst), "--image_size", "16",
-                *_FAST)
+    proc = _cli("--dataset", "pet", "--input_dir", str(src), "--output_dir", str(dst), "--image_size", "16", *_FAST)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 1, err
     assert "Traceback" not in err
@@ -144,8 +164,21 @@ def test_killed_rerun_leaves_no_metadata_and_its_scratch_is_removed_later(pet_re
     shutil.copytree(pet_records_dir, dst)
     src = tmp_path / "src"
     synthetic.write_pet_dataset(str(src), 12, size=(40, 50), seed=5)
-    flags = ["--dataset", "pet", "--input_dir", str(src), "--output_dir", str(dst), "--image_size", "16",
-             "--num_shards", "2", "--temp_location", str(temp), *_FAST]
+    flags = [
+        "--dataset",
+        "pet",
+        "--input_dir",
+        str(src),
+        "--output_dir",
+        str(dst),
+        "--image_size",
+        "16",
+        "--num_shards",
+        "2",
+        "--temp_location",
+        str(temp),
+        *_FAST,
+    ]
     proc = _cli(*flags)
     deadline = time.monotonic() + 300
     try:
@@ -182,8 +215,21 @@ def test_gcs_reruns_into_glob_named_folder(gcs, pet_records_dir, tmp_path):
     for seed, test_fraction in ((4, 0.25), (5, 1.0)):
         src = tmp_path / f"src{seed}"
         synthetic.write_pet_dataset(str(src), 8, size=(40, 50), seed=seed, test_fraction=test_fraction)
-        meta = preprocess.run(["--dataset", "pet", "--input_dir", str(src), "--output_dir", dst, "--image_size",
-                               "16", "--num_shards", "2", *_FAST])
+        meta = preprocess.run(
+            [
+                "--dataset",
+                "pet",
+                "--input_dir",
+                str(src),
+                "--output_dir",
+                dst,
+                "--image_size",
+                "16",
+                "--num_shards",
+                "2",
+                *_FAST,
+            ]
+        )
         assert {n: gcs.read_bytes(f"{sibling}/{n}") for n in gcs.list(sibling)} == before, "out1 was changed"
         names = gcs.list(dst)
         assert sorted(n for n in names if _SHARD.match(n)) == sorted(meta.shards)
@@ -219,7 +265,10 @@ def test_write_shards_cleans_only_the_named_folder(tmp_path):
         _ = written | beam.Map(lambda w: (tmp_path / "written.json").write_text(json.dumps(list(w))))
     assert sorted(p.name for p in sibling.iterdir()) == ["notes.tfrecord.gz", "train-00000-of-00003.tfrecord.gz"]
     assert sorted(p.name for p in out.iterdir()) == [
-        "notes.tfrecord.gz", "train-00000-of-00002.tfrecord.gz", "train-00001-of-00002.tfrecord.gz"]
+        "notes.tfrecord.gz",
+        "train-00000-of-00002.tfrecord.gz",
+        "train-00001-of-00002.tfrecord.gz",
+    ]
     num_shards, records = json.loads((tmp_path / "written.json").read_text())  # a ShardsWritten
     assert num_shards == {"train": 2}
     assert records == {name: _count_records(out / name) for name in _shard_files(out)}
@@ -249,16 +298,23 @@ def test_remove_dead_scratch_folders_only(tmp_path):
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
         live_start = scratch._start_time(live.pid)
-        mine, other, host = scratch.output_tag(str(dst)), scratch.output_tag(str(tmp_path / "other")), \
-            scratch.host_tag()
-        dead = [f"{scratch.PREFIX}{mine}-{host}-{exited.pid}-0-0000000a",
-                f"{scratch.PREFIX}{mine}-{host}-{live.pid}-{live_start + 1}-0000000b"]  # PID reused since
-        kept = [f"{scratch.PREFIX}{mine}-{host}-{live.pid}-{live_start}-0000000c",
-                f"{scratch.PREFIX}{mine}-{host}-{os.getpid()}-0-0000000d",
-                f"{scratch.PREFIX}{other}-{host}-{exited.pid}-0-0000000e",
-                f"{scratch.PREFIX}{mine}-0badc0de-{exited.pid}-0-0000000f",
-                f"{scratch.PREFIX}{mine}-remote-00000010",
-                f"{scratch.PREFIX}0123456789ab"]
+        mine, other, host = (
+            scratch.output_tag(str(dst)),
+            scratch.output_tag(str(tmp_path / "other")),
+            scratch.host_tag(),
+        )
+        dead = [
+            f"{scratch.PREFIX}{mine}-{host}-{exited.pid}-0-0000000a",
+            f"{scratch.PREFIX}{mine}-{host}-{live.pid}-{live_start + 1}-0000000b",
+        ]  # PID reused since
+        kept = [
+            f"{scratch.PREFIX}{mine}-{host}-{live.pid}-{live_start}-0000000c",
+            f"{scratch.PREFIX}{mine}-{host}-{os.getpid()}-0-0000000d",
+            f"{scratch.PREFIX}{other}-{host}-{exited.pid}-0-0000000e",
+            f"{scratch.PREFIX}{mine}-0badc0de-{exited.pid}-0-0000000f",
+            f"{scratch.PREFIX}{mine}-remote-00000010",
+            f"{scratch.PREFIX}0123456789ab",
+        ]
         for folder in (root, sibling):
             for name in dead + kept:
                 (folder / name / "spill").mkdir(parents=True)

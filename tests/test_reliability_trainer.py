@@ -1,5 +1,6 @@
 """The trainer refuses data it cannot trust and jobs it cannot continue, in one line (issue 11: items 2, 3, 4,
 12 and the metrics of a resume with a lower --epochs)."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,10 @@ from trainer.config import UsageError
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # TensorFlow's native start-up lines (absl/C++ logging: "I0000 00:00:..." and its banner), printed before any
 # segflow code runs and whatever TF_CPP_MIN_LOG_LEVEL says; everything else on stderr is ours.
-_TF_NATIVE = re.compile(r"^(WARNING: All log messages before absl::InitializeLog\(\)"
-                        r"|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\] )")
+_TF_NATIVE = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\)"
+    r"|[IWEF]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ [\w.]+:\d+\] )"
+)
 _SHARD = re.compile(r"^(train|val|test)-\d{5}-of-\d{5}\.tfrecord\.gz$")
 
 
@@ -56,9 +59,32 @@ def _cli(data_dir, job_dir, *extra) -> subprocess.CompletedProcess:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}
     env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
     env.pop("TF_CONFIG", None)
-    cmd = [sys.executable, "-m", "trainer.task", "--data_dir", str(data_dir), "--job_dir", str(job_dir),
-           "--model", "unet", "--base_filters", "4", "--depth", "2", "--batch_size", "4", "--epochs", "1",
-           "--steps_per_epoch", "2", "--validation_steps", "1", "--verbose", "0", *map(str, extra)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "trainer.task",
+        "--data_dir",
+        str(data_dir),
+        "--job_dir",
+        str(job_dir),
+        "--model",
+        "unet",
+        "--base_filters",
+        "4",
+        "--depth",
+        "2",
+        "--batch_size",
+        "4",
+        "--epochs",
+        "1",
+        "--steps_per_epoch",
+        "2",
+        "--validation_steps",
+        "1",
+        "--verbose",
+        "0",
+        *map(str, extra),
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, timeout=300)
 
 
@@ -147,8 +173,10 @@ def test_data_dir_and_job_dir_with_glob_characters_are_literal(pet_records_dir, 
     first = train_tiny(dst, job, **{**kw, "epochs": 1})
     assert first["steps"] == 3 and (job / "model" / "saved_model.pb").exists()
     assert {p.name: p.read_bytes() for p in decoy.iterdir()} == before  # job1 untouched
-    assert sorted(p.name for p in (job / "checkpoints").iterdir() if p.name.endswith(".index")) == \
-        ["ckpt-2.index", "ckpt-3.index"]  # this job's own old checkpoints were swept
+    assert sorted(p.name for p in (job / "checkpoints").iterdir() if p.name.endswith(".index")) == [
+        "ckpt-2.index",
+        "ckpt-3.index",
+    ]  # this job's own old checkpoints were swept
     resumed = train_tiny(dst, job, **{**kw, "epochs": 2})
     assert resumed["resumed_from_step"] == 3 and resumed["steps"] == 6
     assert {p.name: p.read_bytes() for p in decoy.iterdir()} == before
@@ -227,8 +255,9 @@ def test_resume_below_the_epochs_already_trained_is_refused(pet_job_dir, pet_rec
     metrics = (job / "metrics.json").read_bytes()
     reached = json.loads(metrics)["steps"]
     assert reached == 2 * (18 // 4)  # the fixture: 2 epochs of 4 steps
-    with pytest.raises(UsageError, match=f"checkpoint at step {reached}, past the 4 steps of --epochs 1 .*"
-                                         f"pass --epochs 2 or more"):
+    with pytest.raises(
+        UsageError, match=f"checkpoint at step {reached}, past the 4 steps of --epochs 1 .*pass --epochs 2 or more"
+    ):
         train_tiny(dst, job, epochs=1)
     assert (job / "metrics.json").read_bytes() == metrics  # nothing rewritten
     # The same --epochs again: nothing left to train; metrics.json reports what the model saw.

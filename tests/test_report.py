@@ -1,5 +1,6 @@
 """``pipelines.evaluate.report`` as a user reads it: a colour legend, how many images are shown, singular counts,
 classes in class-id order."""
+
 import json
 
 import numpy as np
@@ -26,13 +27,21 @@ def _inference_output(out, images: int) -> None:
         instance_ids = np.zeros((12, 16), np.uint16)
         for k in range(i):
             instance_ids[k, :4] = 24000 + 1000 + k  # ids >= 1000 are instances
-        storage.write_bytes(str(out / outputs.INSTANCES_DIR / f"{stem}_instanceIds.png"),
-                            outputs.encode_png(instance_ids))
+        storage.write_bytes(
+            str(out / outputs.INSTANCES_DIR / f"{stem}_instanceIds.png"), outputs.encode_png(instance_ids)
+        )
         rows[f"/in/{stem}.jpg"] = stem
     storage.write_json(str(out / "summary.json"), {"outputs": rows})
-    storage.write_json(str(out / "evaluation.json"), {
-        "class_names": list(PET.class_names), "images": images, "mean_iou": 0.5, "pixel_accuracy": 0.75,
-        "per_class_iou": {"pet": 0.9, "background": 0.6, "border": None}})
+    storage.write_json(
+        str(out / "evaluation.json"),
+        {
+            "class_names": list(PET.class_names),
+            "images": images,
+            "mean_iou": 0.5,
+            "pixel_accuracy": 0.75,
+            "per_class_iou": {"pet": 0.9, "background": 0.6, "border": None},
+        },
+    )
 
 
 def test_report_says_what_it_shows_and_what_the_colours_mean(tmp_path):
@@ -44,10 +53,10 @@ def test_report_says_what_it_shows_and_what_the_colours_mean(tmp_path):
     assert "img01 (1 instance)</code>" in page and "img02 (2 instances)</code>" in page
     assert "(1 instances)" not in page and "img08" not in page
     # The metrics table in class-id order (the CLI's, the label table's), not evaluation.json's sorted keys.
-    table = page[page.index("<table class='m'>"):]
+    table = page[page.index("<table class='m'>") :]
     assert table.index(">pet<") < table.index(">background<") < table.index(">border<")
     # A legend: every class's colour, in class-id order; the ignore label's black is Pet's background colour.
-    legend = page[page.index("class='legend'"):page.index("<th>Input Image")]
+    legend = page[page.index("class='legend'") : page.index("<th>Input Image")]
     assert [name for name, _ in report.legend_entries(PET)] == ["pet", "background / ignored", "border"]
     for name, colour in zip(PET.class_names, PET.palette):
         assert f"rgb{tuple(colour)}'></span>{name}" in legend
@@ -74,8 +83,9 @@ def test_demo_held_out_images_never_share_a_training_file_name(tmp_path):
     from pipelines.tools import synthetic
 
     train = synthetic.write_pet_dataset(str(tmp_path / "pet"), 30, size=(24, 32), seed=0)
-    heldout = synthetic.write_pet_dataset(str(tmp_path / "pet_heldout"), 12, size=(30, 40), seed=1000,
-                                          id_prefix="heldout_")
+    heldout = synthetic.write_pet_dataset(
+        str(tmp_path / "pet_heldout"), 12, size=(30, 40), seed=1000, id_prefix="heldout_"
+    )
     assert all(name.startswith("heldout_") for name in heldout) and not set(train) & set(heldout)
     listed = json.dumps(sorted(p.name for p in (tmp_path / "pet_heldout" / "images").iterdir()))
     assert "heldout_" in listed

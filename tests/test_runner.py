@@ -1,4 +1,5 @@
 """Shared Beam options: fast local defaults that every flag overrides, and the local runner choice."""
+
 from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 

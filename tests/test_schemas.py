@@ -1,4 +1,5 @@
 """Label tables and record building/parsing."""
+
 import numpy as np
 import tensorflow as tf
 from cityscapesscripts.helpers import labels as cs_labels
@@ -19,7 +20,15 @@ def test_cityscapes_train_ids_match_official_table():
     # trainId -> labelId -> trainId round-trips for every evaluated class.
     assert all(lut[spec.to_native[t]] == t for t in range(19))
     assert [spec.class_names[t] for t in spec.instance_train_ids] == [
-        "person", "rider", "car", "truck", "bus", "train", "motorcycle", "bicycle"]
+        "person",
+        "rider",
+        "car",
+        "truck",
+        "bus",
+        "train",
+        "motorcycle",
+        "bicycle",
+    ]
 
 
 def test_pet_trimap_modes_follow_the_dataset_readme():
@@ -36,14 +45,24 @@ def test_record_round_trip_with_plain_parse_single_example():
     image = np.random.default_rng(0).integers(0, 255, (4, 6, 3), dtype=np.uint8)
     mask = np.array([[0, 1, 2, 255, 0, 1]] * 4, dtype=np.uint8)
     example = features.build_example(
-        image_encoded=tf.io.encode_png(image).numpy(), image_format="png", height=4, width=6,
-        source_id="Abyssinian_1", mask_png=tf.io.encode_png(mask[..., None]).numpy(), class_label=0, species=0)
-    parsed = tf.io.parse_single_example(example.SerializeToString(), {
-        features.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
-        features.IMAGE_FILENAME: tf.io.FixedLenFeature([], tf.string),
-        features.MASK_ENCODED: tf.io.FixedLenFeature([], tf.string),
-        features.IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64),
-    })
+        image_encoded=tf.io.encode_png(image).numpy(),
+        image_format="png",
+        height=4,
+        width=6,
+        source_id="Abyssinian_1",
+        mask_png=tf.io.encode_png(mask[..., None]).numpy(),
+        class_label=0,
+        species=0,
+    )
+    parsed = tf.io.parse_single_example(
+        example.SerializeToString(),
+        {
+            features.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
+            features.IMAGE_FILENAME: tf.io.FixedLenFeature([], tf.string),
+            features.MASK_ENCODED: tf.io.FixedLenFeature([], tf.string),
+            features.IMAGE_HEIGHT: tf.io.FixedLenFeature([], tf.int64),
+        },
+    )
     assert parsed[features.IMAGE_FILENAME].numpy() == b"Abyssinian_1"
     ours = features.parse_example(example.SerializeToString())
     np.testing.assert_array_equal(features.decode_image(ours).numpy(), image)
@@ -52,8 +71,13 @@ def test_record_round_trip_with_plain_parse_single_example():
 
 def test_image_only_record_decodes_to_ignore_mask():
     image = np.zeros((2, 3, 3), dtype=np.uint8)
-    example = features.build_example(image_encoded=tf.io.encode_png(image).numpy(), image_format="png",
-                                     height=2, width=3, source_id="berlin_000000_000019")
+    example = features.build_example(
+        image_encoded=tf.io.encode_png(image).numpy(),
+        image_format="png",
+        height=2,
+        width=3,
+        source_id="berlin_000000_000019",
+    )
     parsed = features.parse_example(example.SerializeToString())
     assert (features.decode_mask(parsed).numpy() == 255).all()
 
@@ -69,14 +93,17 @@ def test_host_resize_twins_match_the_serving_graph():
         size = tuple(int(v) for v in rng.integers(8, 160, size=2))
         for mode in imaging.RESIZE_MODES:
             assert imaging.content_box_host(height, width, size, mode) == tuple(
-                int(v) for v in imaging.content_box(height, width, size, mode))
+                int(v) for v in imaging.content_box(height, width, size, mode)
+            )
             mask = rng.integers(0, 20, size=(height, width)).astype(np.uint8)
-            np.testing.assert_array_equal(imaging.resize_mask_host(mask, size, mode),
-                                          imaging.resize_mask(tf.constant(mask), size, mode).numpy())
+            np.testing.assert_array_equal(
+                imaging.resize_mask_host(mask, size, mode), imaging.resize_mask(tf.constant(mask), size, mode).numpy()
+            )
             if trial % 6 == 0:  # noise images: the worst case for rounding differences
                 image = rng.integers(0, 256, size=(height, width, 3)).astype(np.uint8)
-                diff = (imaging.resize_image_host(image, size, mode).astype(int)
-                        - imaging.resize_image(image, size, mode).numpy().astype(int))
+                diff = imaging.resize_image_host(image, size, mode).astype(int) - imaging.resize_image(
+                    image, size, mode
+                ).numpy().astype(int)
                 assert np.abs(diff).max() <= 1, (height, width, size, mode)
     # A draft-decoded image (half size) lands on the full-size image's content box.
     image = rng.integers(0, 256, size=(50, 100, 3)).astype(np.uint8)
@@ -135,8 +162,9 @@ def test_argmax_channels_is_tf_argmax():
     rng = np.random.default_rng(2)
     for channels in (1, 2, 3, 19):
         scores = tf.constant(rng.integers(0, 3, size=(7, 9, channels)).astype(np.float32))  # many ties
-        np.testing.assert_array_equal(imaging.argmax_channels(scores).numpy(),
-                                      tf.argmax(scores, axis=-1, output_type=tf.int32).numpy())
+        np.testing.assert_array_equal(
+            imaging.argmax_channels(scores).numpy(), tf.argmax(scores, axis=-1, output_type=tf.int32).numpy()
+        )
 
 
 def test_segflow_processes_load_one_keras():
@@ -145,11 +173,13 @@ def test_segflow_processes_load_one_keras():
     import subprocess
     import sys
 
-    code = ("import os; os.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
-            "import pipelines.preprocess, trainer.data, sys, tensorflow as tf\n"
-            "assert os.environ['TF_USE_LEGACY_KERAS'] == '1'\n"
-            "assert 'keras.src' not in sys.modules and 'matplotlib.pyplot' not in sys.modules, sorted(sys.modules)\n"
-            "assert tf.keras.__name__.startswith('tf_keras'), tf.keras.__name__\n")
+    code = (
+        "import os; os.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
+        "import pipelines.preprocess, trainer.data, sys, tensorflow as tf\n"
+        "assert os.environ['TF_USE_LEGACY_KERAS'] == '1'\n"
+        "assert 'keras.src' not in sys.modules and 'matplotlib.pyplot' not in sys.modules, sorted(sys.modules)\n"
+        "assert tf.keras.__name__.startswith('tf_keras'), tf.keras.__name__\n"
+    )
     env = {k: v for k, v in __import__("os").environ.items() if k != "TF_USE_LEGACY_KERAS"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]

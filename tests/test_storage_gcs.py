@@ -1,5 +1,6 @@
 """``pipelines.common.storage`` against the loopback GCS server (the ``gcs`` fixture): what Beam's listing does
 not show."""
+
 from __future__ import annotations
 
 

@@ -1,5 +1,6 @@
 """The trainer end to end on tiny records: input pipeline, learning, export parity, fault tolerance,
 multi-worker training with two real processes, and clear errors for bad input."""
+
 from __future__ import annotations
 
 import json
@@ -30,8 +31,24 @@ def _env(**extra) -> dict:
 
 
 def _cmd(data_dir, job_dir, *extra) -> list[str]:
-    return [sys.executable, "-m", "trainer.task", "--data_dir", str(data_dir), "--job_dir", str(job_dir),
-            "--model", "unet", "--base_filters", "4", "--depth", "2", "--verbose", "2", *map(str, extra)]
+    return [
+        sys.executable,
+        "-m",
+        "trainer.task",
+        "--data_dir",
+        str(data_dir),
+        "--job_dir",
+        str(job_dir),
+        "--model",
+        "unet",
+        "--base_filters",
+        "4",
+        "--depth",
+        "2",
+        "--verbose",
+        "2",
+        *map(str, extra),
+    ]
 
 
 # ------------------------------------------------------------------------------------------ input pipeline
@@ -64,8 +81,9 @@ def test_eval_pipeline_pads_each_worker_to_the_same_steps(pet_records_dir):
     labelled = 0
     for worker in range(2):
         ctx = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=worker, num_replicas_in_sync=2)
-        batches = list(data.make_dataset(info, "train", 2, training=False, input_context=ctx, steps=steps)
-                       .take(steps + 1))
+        batches = list(
+            data.make_dataset(info, "train", 2, training=False, input_context=ctx, steps=steps).take(steps + 1)
+        )
         assert all(x.shape[0] == 2 for x, _ in batches)
         labelled += sum(int(np.any(y.numpy() != 255, axis=(1, 2)).sum()) for _, y in batches[:steps])
     assert labelled == n  # every record once across workers; padding is all-ignore
@@ -89,11 +107,13 @@ def test_overfitting_one_batch_makes_the_loss_fall(pet_records_dir):
 def test_export_parity_raw_bytes_vs_training_graph(pet_job_dir, pet_records_dir):
     """Ids the SavedModel computes from a record's raw image bytes == the training graph's on that record."""
     info = data.load_dataset_info(str(pet_records_dir))
-    network = models.build_model("unet", (32, 32, 3), 3, base_filters=TINY_UNET["base_filters"],
-                                 depth=TINY_UNET["depth"])
+    network = models.build_model(
+        "unet", (32, 32, 3), 3, base_filters=TINY_UNET["base_filters"], depth=TINY_UNET["depth"]
+    )
     ckpt = tf.train.Checkpoint(model=network)
-    ckpt.restore(tf.train.latest_checkpoint(str(pet_job_dir / "checkpoints"))).assert_existing_objects_matched(
-    ).expect_partial()
+    ckpt.restore(
+        tf.train.latest_checkpoint(str(pet_job_dir / "checkpoints"))
+    ).assert_existing_objects_matched().expect_partial()
     # The training graph: raw uint8 → tft layer → network, on the record's decoded image.
     model = normalization.with_transform(network, info.data_dir, (32, 32, 3))
 
@@ -111,11 +131,14 @@ def test_export_parity_raw_bytes_vs_training_graph(pet_job_dir, pet_records_dir)
     np.testing.assert_array_equal(out["class_ids"].numpy(), expected)
 
 
-@pytest.mark.parametrize("name,kw,convention", [
-    ("mobilenetv2_unet", dict(base_filters=4, alpha=0.35), "mobilenetv2"),
-    ("fcn8s", dict(base_filters=2), "vgg16"),
-    ("mobilenetv2_unet", dict(base_filters=4, alpha=0.35), "tft"),
-])
+@pytest.mark.parametrize(
+    "name,kw,convention",
+    [
+        ("mobilenetv2_unet", dict(base_filters=4, alpha=0.35), "mobilenetv2"),
+        ("fcn8s", dict(base_filters=2), "vgg16"),
+        ("mobilenetv2_unet", dict(base_filters=4, alpha=0.35), "tft"),
+    ],
+)
 def test_export_parity_for_each_model_and_input_convention(name, kw, convention, pet_records_dir, tmp_path):
     """The same parity for every network behind every input convention it can have: the pretrained encoders'
     own (in the model, so the export takes raw bytes) and the tft graph (from scratch)."""
@@ -128,8 +151,7 @@ def test_export_parity_for_each_model_and_input_convention(name, kw, convention,
     images = tf.stack([data.decode_record(tf.constant(r), info.image_size, 255)[0] for r in raw])
     logits = model(images, training=False)
     served = tf.saved_model.load(str(tmp_path / "model"))
-    out = served.signatures["serving_default"](image_bytes=tf.constant([tf.io.encode_png(i).numpy()
-                                                                         for i in images]))
+    out = served.signatures["serving_default"](image_bytes=tf.constant([tf.io.encode_png(i).numpy() for i in images]))
     np.testing.assert_array_equal(out["class_ids"].numpy(), tf.argmax(logits, -1).numpy())
     np.testing.assert_allclose(out["probabilities"].numpy(), tf.nn.softmax(logits).numpy(), atol=1e-5)
 
@@ -186,8 +208,7 @@ def test_serving_returns_each_image_at_its_own_size(pet_job_dir):
         return buf.getvalue()
 
     loaded = tf.saved_model.load(str(pet_job_dir / "model"))
-    out = loaded.signatures["serving_default"](image_bytes=tf.constant([encode(40, 50, "PNG"),
-                                                                         encode(21, 70, "JPEG")]))
+    out = loaded.signatures["serving_default"](image_bytes=tf.constant([encode(40, 50, "PNG"), encode(21, 70, "JPEG")]))
     ids, probs = out["class_ids"].numpy(), out["probabilities"].numpy()
     assert ids.shape == (2, 40, 70) and probs.shape == (2, 40, 70, 3)
     assert list(out["height"].numpy()) == [40, 21] and list(out["width"].numpy()) == [50, 70]
@@ -234,11 +255,12 @@ def test_bad_flags_fail_fast(pet_records_dir, tmp_path, capsys):
     assert task.main(base + ["--model", "unet", "--class_weights", "1,2"]) == 2
     assert "3 classes" in capsys.readouterr().err
     for flags, message in [
-            (["--model", "unet", "--backbone_weights", "imagenet"], "unet trains from scratch"),
-            (["--model", "mobilenetv2_unet", "--freeze_backbone_epochs", "2"], "needs --backbone_weights"),
-            (["--model", "fcn8s", "--alpha", "0.5"], "mobilenetv2_unet only"),
-            (["--model", "mobilenetv2_unet", "--alpha", "0.3", "--backbone_weights", "imagenet"], "0.35, 0.5"),
-            (["--model", "unet", "--weight_decay", "-1"], "must be >= 0")]:
+        (["--model", "unet", "--backbone_weights", "imagenet"], "unet trains from scratch"),
+        (["--model", "mobilenetv2_unet", "--freeze_backbone_epochs", "2"], "needs --backbone_weights"),
+        (["--model", "fcn8s", "--alpha", "0.5"], "mobilenetv2_unet only"),
+        (["--model", "mobilenetv2_unet", "--alpha", "0.3", "--backbone_weights", "imagenet"], "0.35, 0.5"),
+        (["--model", "unet", "--weight_decay", "-1"], "must be >= 0"),
+    ]:
         assert task.main(base + flags) == 2, flags
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and message in err, err
@@ -246,14 +268,60 @@ def test_bad_flags_fail_fast(pet_records_dir, tmp_path, capsys):
 
 
 def test_parser_accepts_every_documented_flag():
-    args = task.build_parser().parse_args([
-        "--data_dir", "gs://b/dst", "--model", "fcn8s", "--job_dir", "gs://b/job", "--epochs", "3",
-        "--batch_size", "16", "--strategy", "multi_worker", "--loss", "ce_dice", "--class_weights",
-        "--learning_rate", "0.01", "--deterministic", "--augment", "--mixed_precision",
-        "--backbone_weights", "/w.h5", "--base_filters", "64", "--depth", "4", "--steps_per_epoch", "5",
-        "--validation_steps", "2", "--seed", "7", "--shuffle_buffer", "8", "--checkpoint_steps", "10",
-        "--eval_split", "val", "--alpha", "0.5", "--freeze_backbone_epochs", "2", "--lr_schedule", "cosine",
-        "--warmup_steps", "10", "--weight_decay", "1e-4", "--export", "last"])
+    args = task.build_parser().parse_args(
+        [
+            "--data_dir",
+            "gs://b/dst",
+            "--model",
+            "fcn8s",
+            "--job_dir",
+            "gs://b/job",
+            "--epochs",
+            "3",
+            "--batch_size",
+            "16",
+            "--strategy",
+            "multi_worker",
+            "--loss",
+            "ce_dice",
+            "--class_weights",
+            "--learning_rate",
+            "0.01",
+            "--deterministic",
+            "--augment",
+            "--mixed_precision",
+            "--backbone_weights",
+            "/w.h5",
+            "--base_filters",
+            "64",
+            "--depth",
+            "4",
+            "--steps_per_epoch",
+            "5",
+            "--validation_steps",
+            "2",
+            "--seed",
+            "7",
+            "--shuffle_buffer",
+            "8",
+            "--checkpoint_steps",
+            "10",
+            "--eval_split",
+            "val",
+            "--alpha",
+            "0.5",
+            "--freeze_backbone_epochs",
+            "2",
+            "--lr_schedule",
+            "cosine",
+            "--warmup_steps",
+            "10",
+            "--weight_decay",
+            "1e-4",
+            "--export",
+            "last",
+        ]
+    )
     assert args.lr_schedule == "cosine" and args.export == "last" and args.alpha == 0.5
     assert args.class_weights == "auto" and args.strategy == "multi_worker" and args.mixed_precision
 
@@ -307,11 +375,21 @@ def test_frozen_encoder_keeps_its_weights_and_statistics_then_fine_tunes(pet_rec
     """--freeze_backbone_epochs 1: after epoch 1 the encoder (batch-norm moving statistics included, so it ran
     in inference mode) is the weights file's; after epoch 2 it has been fine-tuned."""
     from trainer.models import mobilenetv2_unet
+
     path, source = save_random_notop("mobilenetv2", tmp_path)
     job = tmp_path / "job"
     kw = dict(base_filters=4, alpha=0.35)
-    metrics = train_tiny(pet_records_dir, job, model="mobilenetv2_unet", backbone_weights=str(path),
-                         freeze_backbone_epochs=1, epochs=2, batch_size=6, export="last", **kw)
+    metrics = train_tiny(
+        pet_records_dir,
+        job,
+        model="mobilenetv2_unet",
+        backbone_weights=str(path),
+        freeze_backbone_epochs=1,
+        epochs=2,
+        batch_size=6,
+        export="last",
+        **kw,
+    )
     spe = metrics["steps"] // 2
     assert metrics["input_convention"] == "mobilenetv2"
 
@@ -324,13 +402,20 @@ def test_frozen_encoder_keeps_its_weights_and_statistics_then_fine_tunes(pet_rec
     for name in names:
         for got, want in zip(frozen.get_layer(name).get_weights(), source.get_layer(name).get_weights()):
             np.testing.assert_array_equal(got, want)
-    changed = [name for name in names if any(not np.array_equal(a, b) for a, b in zip(
-        tuned.get_layer(name).get_weights(), source.get_layer(name).get_weights()))]
+    changed = [
+        name
+        for name in names
+        if any(
+            not np.array_equal(a, b)
+            for a, b in zip(tuned.get_layer(name).get_weights(), source.get_layer(name).get_weights())
+        )
+    ]
     assert len(changed) > len(names) // 2
 
 
 def test_learning_rate_schedules():
     from trainer import optim
+
     cosine = optim.WarmupSchedule(1.0, total_steps=110, warmup_steps=10, kind="cosine")
     rates = [float(cosine(s)) for s in (0, 4, 9, 10, 60, 110, 200)]
     np.testing.assert_allclose(rates, [0.1, 0.5, 1.0, 1.0, 0.5, 0.0, 0.0], atol=1e-6)
@@ -343,8 +428,18 @@ def test_learning_rate_schedules():
 
 
 def test_weights_file_that_cannot_be_loaded_is_one_line(pet_records_dir, tmp_path, capsys):
-    argv = ["--data_dir", str(pet_records_dir), "--job_dir", str(tmp_path / "job"), "--model", "mobilenetv2_unet",
-            "--alpha", "0.35", "--backbone_weights", str(tmp_path / "missing.h5")]
+    argv = [
+        "--data_dir",
+        str(pet_records_dir),
+        "--job_dir",
+        str(tmp_path / "job"),
+        "--model",
+        "mobilenetv2_unet",
+        "--alpha",
+        "0.35",
+        "--backbone_weights",
+        str(tmp_path / "missing.h5"),
+    ]
     assert task.main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "missing.h5" in err and "--backbone_weights PATH" in err
@@ -362,8 +457,19 @@ def _latest_step(job) -> int:
 def test_sigkilled_run_resumes_from_its_last_checkpoint(pet_records_dir, tmp_path):
     job = tmp_path / "job"
     # 18 train records / batch 2 = 9 steps per epoch; 3 epochs; a checkpoint every step.
-    cmd = _cmd(pet_records_dir, job, "--epochs", 3, "--validation_steps", 1, "--batch_size", 2, "--checkpoint_steps", 1,
-               "--deterministic")
+    cmd = _cmd(
+        pet_records_dir,
+        job,
+        "--epochs",
+        3,
+        "--validation_steps",
+        1,
+        "--batch_size",
+        2,
+        "--checkpoint_steps",
+        1,
+        "--deterministic",
+    )
     proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=REPO)
     deadline = time.time() + 240
     while _latest_step(job) < 4 and proc.poll() is None and time.time() < deadline:
@@ -405,16 +511,48 @@ def test_sigkill_before_the_unfreeze_epoch_resumes_to_the_uninterrupted_result(p
 
     def cmd(job):
         # 18 train records / batch 2 = 9 steps per epoch; a checkpoint every step.
-        return [sys.executable, "-m", "trainer.task", "--data_dir", str(pet_records_dir), "--job_dir", str(job),
-                "--model", "mobilenetv2_unet", "--alpha", "0.35", "--base_filters", "4", "--backbone_weights",
-                str(path), "--freeze_backbone_epochs", "1", "--epochs", "2", "--batch_size", "2",
-                "--checkpoint_steps", "1", "--validation_steps", "1", "--lr_schedule", "cosine", "--warmup_steps",
-                "3", "--weight_decay", "1e-4", "--learning_rate", "0.01", "--deterministic", "--verbose", "2"]
+        return [
+            sys.executable,
+            "-m",
+            "trainer.task",
+            "--data_dir",
+            str(pet_records_dir),
+            "--job_dir",
+            str(job),
+            "--model",
+            "mobilenetv2_unet",
+            "--alpha",
+            "0.35",
+            "--base_filters",
+            "4",
+            "--backbone_weights",
+            str(path),
+            "--freeze_backbone_epochs",
+            "1",
+            "--epochs",
+            "2",
+            "--batch_size",
+            "2",
+            "--checkpoint_steps",
+            "1",
+            "--validation_steps",
+            "1",
+            "--lr_schedule",
+            "cosine",
+            "--warmup_steps",
+            "3",
+            "--weight_decay",
+            "1e-4",
+            "--learning_rate",
+            "0.01",
+            "--deterministic",
+            "--verbose",
+            "2",
+        ]
 
     killed_at, stderr = _run_killed_and_resumed(cmd(tmp_path / "job"), tmp_path / "job", 4, 18)
     assert killed_at < 9 and "resumed from" in stderr and "encoder unfrozen" in stderr
-    reference = subprocess.run(cmd(tmp_path / "ref"), env=_env(), capture_output=True, text=True, cwd=REPO,
-                               timeout=300)
+    reference = subprocess.run(cmd(tmp_path / "ref"), env=_env(), capture_output=True, text=True, cwd=REPO, timeout=300)
     assert reference.returncode == 0, reference.stderr[-3000:]
     resumed, uninterrupted = (json.loads((tmp_path / j / "metrics.json").read_text()) for j in ("job", "ref"))
     assert resumed["resumed_from_step"] == killed_at and resumed["steps"] == 18
@@ -446,10 +584,29 @@ def test_two_worker_processes_train_and_export_once(pet_records_dir, tmp_path):
     procs = []
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
-        procs.append(subprocess.Popen(
-            _cmd(pet_records_dir, job, "--epochs", 1, "--batch_size", 4, "--strategy", "auto",
-                 "--checkpoint_steps", 2, "--validation_steps", 1),
-            env=_env(TF_CONFIG=tf_config), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO))
+        procs.append(
+            subprocess.Popen(
+                _cmd(
+                    pet_records_dir,
+                    job,
+                    "--epochs",
+                    1,
+                    "--batch_size",
+                    4,
+                    "--strategy",
+                    "auto",
+                    "--checkpoint_steps",
+                    2,
+                    "--validation_steps",
+                    1,
+                ),
+                env=_env(TF_CONFIG=tf_config),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=REPO,
+            )
+        )
     outputs = []
     for p in procs:
         try:

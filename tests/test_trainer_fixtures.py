@@ -1,4 +1,5 @@
 """The model fixtures other areas build on export what the serving interface promises."""
+
 import json
 
 import numpy as np

@@ -1,5 +1,6 @@
 """The host postprocess (pipelines.infer.upsample) equals the exported graph's, bit for bit; instance outputs stay
 bounded (``--max_instances``, 1-bit PNGs the official evaluator reads)."""
+
 import io
 
 import numpy as np
@@ -71,25 +72,30 @@ def test_instance_scores_from_the_host_equal_the_volume_mean():
     ids, restored = graph_postprocess(probabilities, 256, 512, (32, 64), "stretch")
     instance_ids = (11, 13)
     from_volume = extract_instances(ids, restored, instance_ids)
-    from_host = extract_instances(upsample.class_ids(probabilities, 256, 512, (32, 64), "stretch"), None,
-                                  instance_ids,
-                                  score=upsample.mean_score(probabilities, 256, 512, (32, 64), "stretch"))
-    assert from_volume and [(i.train_id, i.area, i.bbox, i.score) for i in from_host] == \
-        [(i.train_id, i.area, i.bbox, i.score) for i in from_volume]
+    from_host = extract_instances(
+        upsample.class_ids(probabilities, 256, 512, (32, 64), "stretch"),
+        None,
+        instance_ids,
+        score=upsample.mean_score(probabilities, 256, 512, (32, 64), "stretch"),
+    )
+    assert from_volume and [(i.train_id, i.area, i.bbox, i.score) for i in from_host] == [
+        (i.train_id, i.area, i.bbox, i.score) for i in from_volume
+    ]
 
 
 def test_max_instances_keeps_the_highest_scores_in_order():
     class_ids = np.zeros((40, 200), dtype=np.int32)
     probabilities = np.zeros((40, 200, 14), dtype=np.float32)
     for k in range(10):  # ten separate squares; square k scores k / 10
-        class_ids[10:20, 20 * k:20 * k + 10] = 13
-        probabilities[10:20, 20 * k:20 * k + 10, 13] = k / 10
+        class_ids[10:20, 20 * k : 20 * k + 10] = 13
+        probabilities[10:20, 20 * k : 20 * k + 10, 13] = k / 10
     every = extract_instances(class_ids, probabilities, (13,))
     assert len(every) == 10
     kept = extract_instances(class_ids, probabilities, (13,), max_instances=3)
     assert [i.bbox[0] for i in kept] == [140, 160, 180]  # the best three, left to right as before
-    assert [i.bbox for i in extract_instances(class_ids, probabilities, (13,), max_instances=None)] == \
-        [i.bbox for i in every]
+    assert [i.bbox for i in extract_instances(class_ids, probabilities, (13,), max_instances=None)] == [
+        i.bbox for i in every
+    ]
 
 
 @pytest.mark.parametrize("shape", [(1, 1), (7, 13), (1024, 2048)])
@@ -99,7 +105,7 @@ def test_bitmask_png_is_full_size_one_bit_and_reads_back_as_the_evaluator_reads_
     top, left = rng.integers(0, shape[0] - h + 1), rng.integers(0, shape[1] - w + 1)
     crop = rng.uniform(size=(h, w)) < 0.6
     full = np.zeros(shape, dtype=bool)
-    full[top:top + h, left:left + w] = crop
+    full[top : top + h, left : left + w] = crop
     data = encode_bitmask_png(crop, int(top), int(left), shape)
     image = Image.open(io.BytesIO(data))
     assert image.mode == "1" and image.size == (shape[1], shape[0])

@@ -2,6 +2,7 @@
 
 Entry point: ``python -m trainer.task``. Imports ``schemas`` only (never ``pipelines``).
 """
+
 import importlib
 
 # First: the TensorFlow settings in ``schemas`` must precede any TensorFlow import.

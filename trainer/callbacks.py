@@ -14,6 +14,7 @@ delete checkpoint files through glob patterns built from the directory, so in a 
 job's checkpoints and delete ``job1``'s. Here checkpoints are found by reading the state file and checking the
 exact file names, and old ones are removed by listing the folder.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,6 +54,7 @@ def checkpoint_step(directory: str) -> int:
     latest = latest_checkpoint(directory)
     return int(latest.rsplit("-", 1)[1]) if latest else 0
 
+
 @contextlib.contextmanager
 def _readable_prefix(prefix: str) -> Iterator[str]:
     """``prefix`` itself, or, when its folder has glob characters (``job[1]``), the same checkpoint files under
@@ -83,14 +85,22 @@ class ResumableCheckpoint(keras.callbacks.Callback):
     ``optimizer``: the compiled model's optimizer. The newest ``max_to_keep`` checkpoints are kept.
     """
 
-    def __init__(self, network: keras.Model, optimizer, directory: str, *, checkpoint_steps: int = 0,
-                 is_chief: bool = True, worker_id: int = 0, max_to_keep: int = 2):
+    def __init__(
+        self,
+        network: keras.Model,
+        optimizer,
+        directory: str,
+        *,
+        checkpoint_steps: int = 0,
+        is_chief: bool = True,
+        worker_id: int = 0,
+        max_to_keep: int = 2,
+    ):
         super().__init__()
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self._checkpoint = tf.train.Checkpoint(model=network, optimizer=optimizer, global_step=self.step)
         self._is_chief = is_chief
-        self._directory = directory.rstrip("/") if is_chief else \
-            f"{directory.rstrip('/')}/.scratch-worker-{worker_id}"
+        self._directory = directory.rstrip("/") if is_chief else f"{directory.rstrip('/')}/.scratch-worker-{worker_id}"
         self._every = int(checkpoint_steps)
         self._max_to_keep = max(1, int(max_to_keep))
         self._last_saved = -1
@@ -124,13 +134,19 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         if not self._is_chief:  # scratch copy only existed for the collective save
             tf.io.gfile.rmtree(self._directory)
             return
-        kept = sorted({n for n in self._checkpoint_numbers() if n < step})[-(self._max_to_keep - 1):] \
-            if self._max_to_keep > 1 else []
+        kept = (
+            sorted({n for n in self._checkpoint_numbers() if n < step})[-(self._max_to_keep - 1) :]
+            if self._max_to_keep > 1
+            else []
+        )
         kept.append(step)
         # The state file last: until it names ckpt-<step>, a restart resumes from the previous checkpoint.
         checkpoint_management.update_checkpoint_state_internal(
-            self._directory, f"{self._directory}/{name}", [f"{self._directory}/ckpt-{n}" for n in kept],
-            save_relative_paths=True)
+            self._directory,
+            f"{self._directory}/{name}",
+            [f"{self._directory}/ckpt-{n}" for n in kept],
+            save_relative_paths=True,
+        )
         self._delete_except(set(kept))
 
     def _checkpoint_numbers(self) -> list[int]:
@@ -199,8 +215,15 @@ class BestCheckpoint(ResumableCheckpoint):
     worker takes part, only the chief's copy stays), one kept.
     """
 
-    def __init__(self, network: keras.Model, directory: str, *, monitor: str = "val_miou", is_chief: bool = True,
-                 worker_id: int = 0):
+    def __init__(
+        self,
+        network: keras.Model,
+        directory: str,
+        *,
+        monitor: str = "val_miou",
+        is_chief: bool = True,
+        worker_id: int = 0,
+    ):
         keras.callbacks.Callback.__init__(self)
         self.step = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")  # 0: none yet
         self.best = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_value")
@@ -208,8 +231,7 @@ class BestCheckpoint(ResumableCheckpoint):
         self._checkpoint = tf.train.Checkpoint(model=network, best_epoch=self.step, best_value=self.best)
         self._record = tf.train.Checkpoint(best_epoch=self.step, best_value=self.best)
         self._is_chief = is_chief
-        self._directory = directory.rstrip("/") if is_chief else \
-            f"{directory.rstrip('/')}/.scratch-worker-{worker_id}"
+        self._directory = directory.rstrip("/") if is_chief else f"{directory.rstrip('/')}/.scratch-worker-{worker_id}"
         self._every = 0
         self._max_to_keep = 1
         self._last_saved = -1

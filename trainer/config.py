@@ -4,6 +4,7 @@ Each field is also the flag of the same name (``schemas.cli.option``): its defau
 choices are written once, here; ``trainer.task.build_parser`` declares every flag from these fields. Adding a
 flag is adding a field.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -32,54 +33,87 @@ class TrainConfig:
 
     data_dir: str = cli.option(help="preprocess output (local or gs://): shards, metadata.json, transform_fn/")
     model: str = cli.option(help="the network to train", choices=MODELS)
-    job_dir: str = cli.option(help="where checkpoints/, logs/, model/ and metrics.json go (local or gs://); "
-                                   "rerunning the same command resumes from its checkpoints")
+    job_dir: str = cli.option(
+        help="where checkpoints/, logs/, model/ and metrics.json go (local or gs://); "
+        "rerunning the same command resumes from its checkpoints"
+    )
     epochs: int = cli.option(10, "total epochs (a resumed run continues up to this number)", minimum=1)
     batch_size: int = cli.option(8, "global batch, split evenly across replicas and workers", minimum=1)
-    strategy: str = cli.option("auto", "distribution: auto = multi_worker when TF_CONFIG names a cluster, "
-                                       "mirrored on several GPUs, else one_device", choices=STRATEGIES)
+    strategy: str = cli.option(
+        "auto",
+        "distribution: auto = multi_worker when TF_CONFIG names a cluster, mirrored on several GPUs, else one_device",
+        choices=STRATEGIES,
+    )
     loss: str = cli.option("ce", "cross-entropy (ce), soft Dice (dice) or their sum (ce_dice)", choices=LOSSES)
     class_weights: str = cli.option(
-        "none", "none; auto (or the bare flag) = median-frequency weights from the transform statistics; or "
-                "one comma-separated weight per class", argparse={"nargs": "?", "const": "auto"})
-    learning_rate: float = cli.option(1e-3, "Adam learning rate", minimum=0.0, exclusive_min=True,
-                                      default_text="0.001")
-    deterministic: bool = cli.option(False, "deterministic tf.data order and TF op determinism (slower; "
-                                            "bit-reproducible runs)")
+        "none",
+        "none; auto (or the bare flag) = median-frequency weights from the transform statistics; or "
+        "one comma-separated weight per class",
+        argparse={"nargs": "?", "const": "auto"},
+    )
+    learning_rate: float = cli.option(1e-3, "Adam learning rate", minimum=0.0, exclusive_min=True, default_text="0.001")
+    deterministic: bool = cli.option(
+        False, "deterministic tf.data order and TF op determinism (slower; bit-reproducible runs)"
+    )
     augment: bool = cli.option(False, "online augmentation of training batches (flip, scale-crop, colour), seeded")
     mixed_precision: bool = cli.option(False, "float16 compute on GPUs (ignored with a warning on CPU)")
     backbone_weights: Optional[str] = cli.option(
-        None, "the pretrained encoder of fcn8s (VGG16) or mobilenetv2_unet (MobileNetV2): imagenet (Keras' own "
-              "download and cache), PATH (a local notop .h5, as save_weights writes it), or none",
-        default_text="none: random initialisation")
-    base_filters: Optional[int] = cli.option(None, "first-level filters (U-Net) / VGG width (FCN-8s)", minimum=1,
-                                             default_text="64")
+        None,
+        "the pretrained encoder of fcn8s (VGG16) or mobilenetv2_unet (MobileNetV2): imagenet (Keras' own "
+        "download and cache), PATH (a local notop .h5, as save_weights writes it), or none",
+        default_text="none: random initialisation",
+    )
+    base_filters: Optional[int] = cli.option(
+        None, "first-level filters (U-Net) / VGG width (FCN-8s)", minimum=1, default_text="64"
+    )
     depth: int = cli.option(4, "U-Net levels (input sides must be multiples of 2**depth)", minimum=1, maximum=6)
-    steps_per_epoch: Optional[int] = cli.option(None, "training steps per epoch", minimum=1,
-                                                default_text="one pass over the train records")
-    validation_steps: Optional[int] = cli.option(None, "evaluation steps", minimum=1,
-                                                 default_text="the whole --eval_split")
+    steps_per_epoch: Optional[int] = cli.option(
+        None, "training steps per epoch", minimum=1, default_text="one pass over the train records"
+    )
+    validation_steps: Optional[int] = cli.option(
+        None, "evaluation steps", minimum=1, default_text="the whole --eval_split"
+    )
     seed: int = cli.option(0, "seeds shuffling, augmentation and weight initialisation")
     shuffle_buffer: int = cli.option(512, "records in the shuffle buffer", minimum=1)
-    checkpoint_steps: int = cli.option(100, "also checkpoint every N training steps (0 = at epoch ends only)",
-                                       minimum=0)
-    eval_split: str = cli.option("val", "split for per-epoch validation and the final evaluation (train when "
-                                        "the data has none of it)", choices=SPLITS)
-    verbose: Optional[int] = cli.option(None, "Keras progress output: 0 silent, 1 progress bar, 2 one line per "
-                                              "epoch", choices=(0, 1, 2),
-                                        default_text="1 on a terminal, 2 otherwise")
+    checkpoint_steps: int = cli.option(
+        100, "also checkpoint every N training steps (0 = at epoch ends only)", minimum=0
+    )
+    eval_split: str = cli.option(
+        "val",
+        "split for per-epoch validation and the final evaluation (train when the data has none of it)",
+        choices=SPLITS,
+    )
+    verbose: Optional[int] = cli.option(
+        None,
+        "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch",
+        choices=(0, 1, 2),
+        default_text="1 on a terminal, 2 otherwise",
+    )
     # Models and training recipe.
-    alpha: float = cli.option(1.0, "mobilenetv2_unet: MobileNetV2 width multiplier (ImageNet weights: 0.35, 0.5, "
-                                    "0.75, 1.0, 1.3, 1.4)", minimum=0.0, exclusive_min=True)
-    freeze_backbone_epochs: int = cli.option(0, "epochs trained with the pretrained encoder frozen (its batch "
-                                                "norm in inference mode), then fine-tuned", minimum=0)
-    lr_schedule: str = cli.option("constant", "constant, or cosine decay to 0 at the last step (continues across "
-                                              "resumes)", choices=LR_SCHEDULES)
+    alpha: float = cli.option(
+        1.0,
+        "mobilenetv2_unet: MobileNetV2 width multiplier (ImageNet weights: 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)",
+        minimum=0.0,
+        exclusive_min=True,
+    )
+    freeze_backbone_epochs: int = cli.option(
+        0,
+        "epochs trained with the pretrained encoder frozen (its batch norm in inference mode), then fine-tuned",
+        minimum=0,
+    )
+    lr_schedule: str = cli.option(
+        "constant", "constant, or cosine decay to 0 at the last step (continues across resumes)", choices=LR_SCHEDULES
+    )
     warmup_steps: int = cli.option(0, "linear learning-rate warm-up steps from 0", minimum=0)
-    weight_decay: float = cli.option(0.0, "decoupled weight decay (AdamW) when > 0; biases and batch norm excluded",
-                                      minimum=0.0)
-    export: str = cli.option("best", "JOB/model holds the best-validation-mIoU epoch's weights (best) or the last "
-                                     "epoch's (last); metrics.json says which epoch", choices=EXPORTS)
+    weight_decay: float = cli.option(
+        0.0, "decoupled weight decay (AdamW) when > 0; biases and batch norm excluded", minimum=0.0
+    )
+    export: str = cli.option(
+        "best",
+        "JOB/model holds the best-validation-mIoU epoch's weights (best) or the last "
+        "epoch's (last); metrics.json says which epoch",
+        choices=EXPORTS,
+    )
 
     def validate(self) -> None:
         """Raises ``UsageError`` with what to do for values no run could use: each field's range and choices
@@ -93,17 +127,19 @@ class TrainConfig:
     def _validate_recipe(self) -> None:
         """The model and training-recipe flags (issue 14)."""
         from trainer.models import MOBILENETV2_ALPHAS as ALPHAS, PRETRAINABLE
+
         pretrained = bool(self.backbone_weights) and self.backbone_weights != "none"
         if pretrained and self.model not in PRETRAINABLE:
-            raise UsageError(f"--backbone_weights applies to --model {' or '.join(PRETRAINABLE)} (a pretrained "
-                             f"encoder); {self.model} trains from scratch")
+            raise UsageError(
+                f"--backbone_weights applies to --model {' or '.join(PRETRAINABLE)} (a pretrained "
+                f"encoder); {self.model} trains from scratch"
+            )
         if self.alpha != 1.0 and self.model != "mobilenetv2_unet":
             raise UsageError("--alpha applies to --model mobilenetv2_unet only")
         if self.backbone_weights == "imagenet" and self.model == "mobilenetv2_unet" and self.alpha not in ALPHAS:
             raise UsageError(f"ImageNet MobileNetV2 weights exist for --alpha {', '.join(map(str, ALPHAS))} only")
         if self.freeze_backbone_epochs and not pretrained:
-            raise UsageError("--freeze_backbone_epochs needs --backbone_weights (a pretrained encoder to keep "
-                             "frozen)")
+            raise UsageError("--freeze_backbone_epochs needs --backbone_weights (a pretrained encoder to keep frozen)")
 
     def parse_class_weights(self, num_classes: Optional[int]) -> Optional[list[float]]:
         """Explicit weights as floats (checked against ``num_classes`` when given); None for none/auto."""

@@ -7,6 +7,7 @@ own statistics) is *not* applied here: it is the first layer of the trained mode
 (``trainer.normalization``), so it runs where the model runs and serving applies the very same graph.
 Images stay uint8 end to end (4x less to copy than float32). Dataset facts come from ``DST/metadata.json``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -58,8 +59,10 @@ class DatasetInfo:
 
     def count(self, split: str) -> int:
         """Records of ``split``, from metadata.json's shard manifest (checked against the files on load)."""
-        return sum(int(self.metadata.shards[os.path.basename(p.replace("\\", "/"))]["records"])
-                   for p in self.shards.get(split, []))
+        return sum(
+            int(self.metadata.shards[os.path.basename(p.replace("\\", "/"))]["records"])
+            for p in self.shards.get(split, [])
+        )
 
     def transform_layer(self):
         """The TransformFeaturesLayer applying DST/transform_fn (one per DatasetInfo; trackable, so it is
@@ -87,7 +90,7 @@ def readable_dir(data_dir: str) -> str:
     for sub in (metadata_lib.TRANSFORM_DIR, "transformed_metadata"):
         base = join_path(data_dir, sub)
         for folder, _, files in tf.io.gfile.walk(base):
-            target = os.path.join(alias, sub, folder[len(base):].strip("/"))
+            target = os.path.join(alias, sub, folder[len(base) :].strip("/"))
             os.makedirs(target, exist_ok=True)
             for name in files:
                 tf.io.gfile.copy(join_path(folder, name), os.path.join(target, name), overwrite=True)
@@ -120,15 +123,20 @@ def check_manifest(data_dir: str, meta: metadata_lib.DatasetMetadata) -> dict[st
     """
     manifest = meta.shards or {}
     if not manifest:
-        raise DataError(f"{metadata_lib.METADATA_FILE} in {data_dir} lists no shard files (written by an older "
-                        f"segflow): {_RERUN}")
+        raise DataError(
+            f"{metadata_lib.METADATA_FILE} in {data_dir} lists no shard files (written by an older segflow): {_RERUN}"
+        )
     if not isinstance(manifest, dict):
-        raise DataError(f"{metadata_lib.METADATA_FILE} in {data_dir} has a malformed \"shards\" entry: {_RERUN}")
+        raise DataError(f'{metadata_lib.METADATA_FILE} in {data_dir} has a malformed "shards" entry: {_RERUN}')
     for name, entry in sorted(manifest.items()):
-        if not _SHARD_NAME_RE.match(name) or not isinstance(entry, dict) or \
-                not all(isinstance(entry.get(k), int) and entry[k] >= 0 for k in ("records", "bytes")):
-            raise DataError(f"{metadata_lib.METADATA_FILE} in {data_dir} has a malformed shard entry "
-                            f"{name!r}: {_RERUN}")
+        if (
+            not _SHARD_NAME_RE.match(name)
+            or not isinstance(entry, dict)
+            or not all(isinstance(entry.get(k), int) and entry[k] >= 0 for k in ("records", "bytes"))
+        ):
+            raise DataError(
+                f"{metadata_lib.METADATA_FILE} in {data_dir} has a malformed shard entry {name!r}: {_RERUN}"
+            )
     on_disk = list_shards(data_dir)
     for name in sorted(set(manifest) | set(on_disk)):
         if name not in on_disk:
@@ -139,8 +147,10 @@ def check_manifest(data_dir: str, meta: metadata_lib.DatasetMetadata) -> dict[st
             problem = f"has {on_disk[name]} bytes, metadata.json says {int(manifest[name]['bytes'])}"
         else:
             continue
-        raise DataError(f"{data_dir} does not match its metadata.json: {name} {problem} (an interrupted or "
-                        f"failed preprocess run?): {_RERUN}")
+        raise DataError(
+            f"{data_dir} does not match its metadata.json: {name} {problem} (an interrupted or "
+            f"failed preprocess run?): {_RERUN}"
+        )
     shards: dict[str, list[str]] = {split: [] for split in features.SPLITS}
     for name in sorted(manifest):
         shards[_SHARD_NAME_RE.match(name).group(1)].append(join_path(data_dir, name))
@@ -148,11 +158,15 @@ def check_manifest(data_dir: str, meta: metadata_lib.DatasetMetadata) -> dict[st
         totals = {_SHARD_NAME_RE.match(os.path.basename(p)).group(3) for p in paths}
         records = sum(int(manifest[os.path.basename(p)]["records"]) for p in paths)
         if paths and (len(totals) != 1 or len(paths) != int(totals.pop())):
-            raise DataError(f"the {split} shards named in {data_dir}/{metadata_lib.METADATA_FILE} are incomplete "
-                            f"or mixed ({len(paths)} files): {_RERUN}")
+            raise DataError(
+                f"the {split} shards named in {data_dir}/{metadata_lib.METADATA_FILE} are incomplete "
+                f"or mixed ({len(paths)} files): {_RERUN}"
+            )
         if records != int(meta.counts.get(split, 0)):
-            raise DataError(f"{data_dir}/{metadata_lib.METADATA_FILE} counts {meta.counts.get(split, 0)} {split} "
-                            f"records but its shards hold {records}: {_RERUN}")
+            raise DataError(
+                f"{data_dir}/{metadata_lib.METADATA_FILE} counts {meta.counts.get(split, 0)} {split} "
+                f"records but its shards hold {records}: {_RERUN}"
+            )
     return shards
 
 
@@ -168,8 +182,10 @@ def read_dataset(data_dir: str) -> DatasetInfo:
         raise DataError(f"--data_dir {data_dir} does not exist: {hint}")
     meta_path = join_path(data_dir, metadata_lib.METADATA_FILE)
     if not tf.io.gfile.exists(meta_path):
-        raise DataError(f"no {metadata_lib.METADATA_FILE} in {data_dir} (not a preprocess output, or one that a "
-                        f"preprocess run is still writing or was interrupted in): {hint}")
+        raise DataError(
+            f"no {metadata_lib.METADATA_FILE} in {data_dir} (not a preprocess output, or one that a "
+            f"preprocess run is still writing or was interrupted in): {hint}"
+        )
     try:
         with tf.io.gfile.GFile(meta_path, "r") as f:
             meta = metadata_lib.DatasetMetadata.from_json(f.read())
@@ -183,8 +199,10 @@ def read_dataset(data_dir: str) -> DatasetInfo:
             what = f"no statistics from its train records ({reason})"
         else:
             what = "no train records, so no normalisation statistics either"
-        raise DataError(f"{data_dir} has {what} (records: {held}): it can be used as evaluation or inference "
-                        f"data but not trained on; preprocess a dataset with train examples for --data_dir")
+        raise DataError(
+            f"{data_dir} has {what} (records: {held}): it can be used as evaluation or inference "
+            f"data but not trained on; preprocess a dataset with train examples for --data_dir"
+        )
     return DatasetInfo(data_dir, meta, shards, None)
 
 
@@ -250,7 +268,8 @@ def _check_transform(info: DatasetInfo) -> None:
         raise DataError(
             f"transform_fn in {info.data_dir} does not match its metadata.json (transform: image "
             f"{image_shape[:2]}, {n[0] if n else '?'} classes; metadata: image [{h}, {w}], {info.num_classes} "
-            f"classes): rerun preprocess into a fresh --output_dir")
+            f"classes): rerun preprocess into a fresh --output_dir"
+        )
 
 
 def class_pixel_counts(info: DatasetInfo) -> np.ndarray:
@@ -266,8 +285,9 @@ def median_frequency_weights(counts: np.ndarray) -> list[float]:
     return class_balance(counts).weights
 
 
-def decode_record(serialized: tf.Tensor, size: tuple[int, int], ignore_label: int,
-                  image_format: Optional[str] = None) -> tuple[tf.Tensor, tf.Tensor]:
+def decode_record(
+    serialized: tf.Tensor, size: tuple[int, int], ignore_label: int, image_format: Optional[str] = None
+) -> tuple[tf.Tensor, tf.Tensor]:
     """One serialized record → (uint8 image ``[H, W, 3]``, uint8 label ``[H, W]``) at the records' size.
 
     ``image_format``: the dataset's record encoding (metadata.json), or None to decode by content.
@@ -278,8 +298,9 @@ def decode_record(serialized: tf.Tensor, size: tuple[int, int], ignore_label: in
     return image, label
 
 
-def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, ignore_label: int = 255
-            ) -> tuple[tf.Tensor, tf.Tensor]:
+def augment(
+    image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, ignore_label: int = 255
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Seeded online augmentation: horizontal flip and scale-and-crop (image and label alike), colour jitter
     (image only). ``seed``: int64 ``[2]``; same seed → same output. Returns uint8 image and label."""
     h, w = int(image.shape[0]), int(image.shape[1])
@@ -294,10 +315,10 @@ def augment(image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, ignore_label: i
     new_w = tf.cast(tf.round(w * scale), tf.int32)
     big_image = tf.image.resize(image, [new_h, new_w], method="bilinear")
     big_label = tf.image.resize(label[..., tf.newaxis], [new_h, new_w], method="nearest")[..., 0]
-    offsets = tf.random.stateless_uniform([2], s_crop, 0, 2 ** 30, dtype=tf.int32)
+    offsets = tf.random.stateless_uniform([2], s_crop, 0, 2**30, dtype=tf.int32)
     top, left = offsets[0] % (new_h - h + 1), offsets[1] % (new_w - w + 1)
-    image = tf.ensure_shape(big_image[top:top + h, left:left + w], [h, w, 3])
-    label = tf.ensure_shape(big_label[top:top + h, left:left + w], [h, w])
+    image = tf.ensure_shape(big_image[top : top + h, left : left + w], [h, w, 3])
+    label = tf.ensure_shape(big_label[top : top + h, left : left + w], [h, w])
 
     s_b, s_c, s_s = tf.unstack(tf.random.experimental.stateless_split(s_colour, 3))
     image = tf.image.stateless_random_brightness(image, 20.0, s_b)
@@ -313,10 +334,20 @@ def eval_steps(info: DatasetInfo, split: str, global_batch: int, limit: Optional
     return min(steps, limit) if limit else steps
 
 
-def make_dataset(info: DatasetInfo, split: str, batch_size: int, *, training: bool, seed: int = 0,
-                 augment_images: bool = False, deterministic: bool = False, shuffle_buffer: int = 512,
-                 start_step: int = 0, input_context: Optional[tf.distribute.InputContext] = None,
-                 steps: Optional[int] = None) -> tf.data.Dataset:
+def make_dataset(
+    info: DatasetInfo,
+    split: str,
+    batch_size: int,
+    *,
+    training: bool,
+    seed: int = 0,
+    augment_images: bool = False,
+    deterministic: bool = False,
+    shuffle_buffer: int = 512,
+    start_step: int = 0,
+    input_context: Optional[tf.distribute.InputContext] = None,
+    steps: Optional[int] = None,
+) -> tf.data.Dataset:
     """Batches of (uint8 images ``[b, H, W, 3]`` 0..255, uint8 labels ``[b, H, W]``) for one pipeline.
 
     Images are raw: the model normalises them (``trainer.normalization``). Labels are train ids, 255 = ignore.
@@ -342,15 +373,25 @@ def make_dataset(info: DatasetInfo, split: str, batch_size: int, *, training: bo
     ordered = deterministic or not training
     records = _read_records(paths, training=training, seed=seed, n_pipes=n_pipes, pipe_id=pipe_id, ordered=ordered)
     if training:
-        ds = _training_batches(records, info, batch_size, codec, seed=seed, augment_images=augment_images,
-                               shuffle_buffer=shuffle_buffer, start_step=start_step, ordered=ordered)
+        ds = _training_batches(
+            records,
+            info,
+            batch_size,
+            codec,
+            seed=seed,
+            augment_images=augment_images,
+            shuffle_buffer=shuffle_buffer,
+            start_step=start_step,
+            ordered=ordered,
+        )
     else:
         ds = _evaluation_batches(records, info, batch_size, codec, pad_to_steps=steps if n_pipes > 1 else None)
     return _with_pipeline_options(ds, ordered)
 
 
-def _read_records(paths: list[str], *, training: bool, seed: int, n_pipes: int, pipe_id: int,
-                  ordered: bool) -> tf.data.Dataset:
+def _read_records(
+    paths: list[str], *, training: bool, seed: int, n_pipes: int, pipe_id: int, ordered: bool
+) -> tf.data.Dataset:
     """Serialized records of this input pipeline's share: whole shard files when there are enough of them (and
     training), every n-th record otherwise; training shuffles the file order."""
     files = tf.data.Dataset.from_tensor_slices(paths)
@@ -362,15 +403,27 @@ def _read_records(paths: list[str], *, training: bool, seed: int, n_pipes: int, 
     # GZIP inflation is sequential per file: read several shards at once.
     records = files.interleave(
         lambda p: tf.data.TFRecordDataset(p, compression_type="GZIP", buffer_size=1 << 20),
-        cycle_length=min(len(paths), 8), num_parallel_calls=AUTOTUNE, deterministic=ordered)
+        cycle_length=min(len(paths), 8),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=ordered,
+    )
     if shard_records:
         records = records.shard(n_pipes, pipe_id)
     return records
 
 
-def _training_batches(records: tf.data.Dataset, info: DatasetInfo, batch_size: int, codec: Optional[str], *,
-                      seed: int, augment_images: bool, shuffle_buffer: int, start_step: int,
-                      ordered: bool) -> tf.data.Dataset:
+def _training_batches(
+    records: tf.data.Dataset,
+    info: DatasetInfo,
+    batch_size: int,
+    codec: Optional[str],
+    *,
+    seed: int,
+    augment_images: bool,
+    shuffle_buffer: int,
+    start_step: int,
+    ordered: bool,
+) -> tf.data.Dataset:
     """Shuffled, endlessly repeated, decoded, optionally augmented full batches, ``start_step`` batches in."""
     size, ignore = info.image_size, info.ignore_label
     records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
@@ -388,16 +441,17 @@ def _training_batches(records: tf.data.Dataset, info: DatasetInfo, batch_size: i
     return ds.batch(batch_size, drop_remainder=True, num_parallel_calls=AUTOTUNE, deterministic=ordered)
 
 
-def _evaluation_batches(records: tf.data.Dataset, info: DatasetInfo, batch_size: int, codec: Optional[str], *,
-                        pad_to_steps: Optional[int]) -> tf.data.Dataset:
+def _evaluation_batches(
+    records: tf.data.Dataset, info: DatasetInfo, batch_size: int, codec: Optional[str], *, pad_to_steps: Optional[int]
+) -> tf.data.Dataset:
     """One ordered pass of decoded batches, repeated (Keras reuses the validation iterator every epoch); with
     ``pad_to_steps``, padded with all-ignore examples to that many full batches."""
     size, ignore = info.image_size, info.ignore_label
-    ds = records.map(lambda r: decode_record(r, size, ignore, codec), num_parallel_calls=AUTOTUNE,
-                     deterministic=True)
+    ds = records.map(lambda r: decode_record(r, size, ignore, codec), num_parallel_calls=AUTOTUNE, deterministic=True)
     if pad_to_steps:
-        pad = tf.data.Dataset.from_tensors((tf.zeros([size[0], size[1], 3], tf.uint8),
-                                            tf.fill([size[0], size[1]], tf.constant(ignore, tf.uint8))))
+        pad = tf.data.Dataset.from_tensors(
+            (tf.zeros([size[0], size[1], 3], tf.uint8), tf.fill([size[0], size[1]], tf.constant(ignore, tf.uint8)))
+        )
         ds = ds.concatenate(pad.repeat()).take(pad_to_steps * batch_size)
     return ds.batch(batch_size, num_parallel_calls=AUTOTUNE, deterministic=True).repeat()
 
@@ -412,6 +466,7 @@ def _with_pipeline_options(ds: tf.data.Dataset, ordered: bool) -> tf.data.Datase
 
 def distributed_dataset(strategy: tf.distribute.Strategy, info: DatasetInfo, split: str, global_batch: int, **kw):
     """``make_dataset`` once per input pipeline of ``strategy``, each batched per replica."""
+
     def fn(ctx: tf.distribute.InputContext) -> tf.data.Dataset:
         return make_dataset(info, split, ctx.get_per_replica_batch_size(global_batch), input_context=ctx, **kw)
 

@@ -4,6 +4,7 @@
 MirroredStrategy on several GPUs, OneDeviceStrategy on one GPU, the default strategy on CPU.
 The strategy must be created before TensorFlow runs any op (collectives are configured at start-up).
 """
+
 from __future__ import annotations
 
 import json
@@ -76,6 +77,11 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
         strategy = tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
     else:
         raise UsageError(f"unknown strategy {name!r}")
-    logger.info("strategy: %s (%s), %d replica(s) in sync, %d task(s)", name, type(strategy).__name__,
-                 strategy.num_replicas_in_sync, workers)
+    logger.info(
+        "strategy: %s (%s), %d replica(s) in sync, %d task(s)",
+        name,
+        type(strategy).__name__,
+        strategy.num_replicas_in_sync,
+        workers,
+    )
     return strategy

@@ -5,6 +5,7 @@ The signatures, their tensors and ``segflow_model.json`` are ``schemas.model_con
 (as in preprocess); ``predict_resized`` calls the very Keras model that was trained, whose first layer is the
 tensorflow-transform graph from ``DST/transform_fn`` (``trainer.normalization``): no train/serve skew.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,8 +40,9 @@ class _NotSaved:
 class SegmentationServer(tf.Module):
     """Holds the model (uint8 images → tft normalisation → logits); its tf.functions are the signatures."""
 
-    def __init__(self, model: keras.Model, image_size: Sequence[int], resize_mode: str, num_classes: int,
-                 ignore_label: int = 255):
+    def __init__(
+        self, model: keras.Model, image_size: Sequence[int], resize_mode: str, num_classes: int, ignore_label: int = 255
+    ):
         super().__init__(name="segflow_server")
         self._keras = _NotSaved(model)
         self.model_variables = list(model.variables)
@@ -49,16 +51,17 @@ class SegmentationServer(tf.Module):
         self._num_classes = int(num_classes)
         self._ignore = int(ignore_label)
         self.preprocess = tf.function(self._preprocess, input_signature=self._specs(contract.PREPROCESS))
-        self.predict_resized = tf.function(self._predict_resized,
-                                           input_signature=self._specs(contract.PREDICT_RESIZED))
+        self.predict_resized = tf.function(self._predict_resized, input_signature=self._specs(contract.PREDICT_RESIZED))
         self.postprocess = tf.function(self._postprocess, input_signature=self._specs(contract.POSTPROCESS))
         self.serve = tf.function(self._serve, input_signature=self._specs(contract.SERVING_DEFAULT))
 
     def _specs(self, signature: str, part: str = "inputs") -> list[tf.TensorSpec]:
         """The contract's tensors of ``signature`` as TensorSpecs at this model's sizes (unnamed: the tf.function's
         argument names, which are the contract's, name the signature's inputs)."""
-        return [tf.TensorSpec(t.resolve(self._size, self._num_classes), tf.as_dtype(t.dtype))
-                for t in getattr(contract.SIGNATURES[signature], part)]
+        return [
+            tf.TensorSpec(t.resolve(self._size, self._num_classes), tf.as_dtype(t.dtype))
+            for t in getattr(contract.SIGNATURES[signature], part)
+        ]
 
     def _preprocess(self, image_bytes):
         # Decoded as preprocess decoded the training files (JPEGs downscaled while decoding, PIL's IDCT), then
@@ -77,8 +80,13 @@ class SegmentationServer(tf.Module):
 
     def _serve(self, image_bytes):
         c = self._num_classes
-        pre = tf.map_fn(self.preprocess, image_bytes, fn_output_signature=dict(zip(
-            contract.SIGNATURES[contract.PREPROCESS].output_names, self._specs(contract.PREPROCESS, "outputs"))))
+        pre = tf.map_fn(
+            self.preprocess,
+            image_bytes,
+            fn_output_signature=dict(
+                zip(contract.SIGNATURES[contract.PREPROCESS].output_names, self._specs(contract.PREPROCESS, "outputs"))
+            ),
+        )
         probs = self.predict_resized(pre["image"])["probabilities"]
         max_h = tf.reduce_max(pre["height"])
         max_w = tf.reduce_max(pre["width"])
@@ -91,8 +99,11 @@ class SegmentationServer(tf.Module):
             prob = tf.pad(out["probabilities"], pad + [[0, 0]], constant_values=0.0)
             return ids, prob
 
-        ids, prob = tf.map_fn(post_one, (probs, pre["height"], pre["width"]), fn_output_signature=(
-            tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None, c], tf.float32)))
+        ids, prob = tf.map_fn(
+            post_one,
+            (probs, pre["height"], pre["width"]),
+            fn_output_signature=(tf.TensorSpec([None, None], tf.int32), tf.TensorSpec([None, None, c], tf.float32)),
+        )
         return {"class_ids": ids, "probabilities": prob, "height": pre["height"], "width": pre["width"]}
 
 
@@ -100,9 +111,15 @@ def model_info(info: data_lib.DatasetInfo, model_name: str) -> contract.ModelInf
     """What ``segflow_model.json`` holds: label facts copied from metadata.json, plus the network name."""
     meta = info.metadata
     return contract.ModelInfo(
-        dataset=meta.dataset, label_mode=meta.label_mode, num_classes=int(meta.num_classes),
-        class_names=list(meta.class_names), ignore_label=int(meta.ignore_label),
-        image_size=[int(s) for s in meta.image_size], resize_mode=meta.resize_mode, model=model_name)
+        dataset=meta.dataset,
+        label_mode=meta.label_mode,
+        num_classes=int(meta.num_classes),
+        class_names=list(meta.class_names),
+        ignore_label=int(meta.ignore_label),
+        image_size=[int(s) for s in meta.image_size],
+        resize_mode=meta.resize_mode,
+        model=model_name,
+    )
 
 
 def export_model(model: keras.Model, info: data_lib.DatasetInfo, export_dir: str, model_name: str) -> str:
@@ -114,12 +131,16 @@ def export_model(model: keras.Model, info: data_lib.DatasetInfo, export_dir: str
     server = SegmentationServer(model, meta.image_size, meta.resize_mode, meta.num_classes, meta.ignore_label)
     if tf.io.gfile.exists(export_dir):
         tf.io.gfile.rmtree(export_dir)  # a re-run replaces the export rather than mixing two
-    tf.saved_model.save(server, export_dir, signatures={
-        contract.SERVING_DEFAULT: server.serve,
-        contract.PREPROCESS: server.preprocess,
-        contract.PREDICT_RESIZED: server.predict_resized,
-        contract.POSTPROCESS: server.postprocess,
-    })
+    tf.saved_model.save(
+        server,
+        export_dir,
+        signatures={
+            contract.SERVING_DEFAULT: server.serve,
+            contract.PREPROCESS: server.preprocess,
+            contract.PREDICT_RESIZED: server.predict_resized,
+            contract.POSTPROCESS: server.postprocess,
+        },
+    )
     path = join_path(export_dir, contract.MODEL_INFO_FILE)
     with tf.io.gfile.GFile(path, "w") as f:
         f.write(model_info(info, model_name).to_json())

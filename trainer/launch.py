@@ -16,6 +16,7 @@ The worker runs either the image (``--image_uri``, e.g. the repo's Dockerfile; c
 submits nothing. Credentials: Application Default Credentials only (``gcloud auth application-default login``
 or the service account of the machine); none are taken as flags or logged.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,33 +51,69 @@ def _trainer_flags() -> list[str]:
 
 def build_parser() -> cli.Parser:
     """The launcher's flags; any other flag must be one of ``trainer.task``'s, and is passed on to it."""
-    p = cli.Parser(NAME, __doc__, passes_on=_trainer_flags, passes_on_label="trainer.task flags",
-                   epilog="Other flags go to python -m trainer.task (checked against its parser first).")
-    p.add_flag("--project", default=os.environ.get("GOOGLE_CLOUD_PROJECT"), default_text="$GOOGLE_CLOUD_PROJECT",
-               help="Google Cloud project id")
+    p = cli.Parser(
+        NAME,
+        __doc__,
+        passes_on=_trainer_flags,
+        passes_on_label="trainer.task flags",
+        epilog="Other flags go to python -m trainer.task (checked against its parser first).",
+    )
+    p.add_flag(
+        "--project",
+        default=os.environ.get("GOOGLE_CLOUD_PROJECT"),
+        default_text="$GOOGLE_CLOUD_PROJECT",
+        help="Google Cloud project id",
+    )
     p.add_flag("--region", default="us-central1", help="Vertex AI region")
     p.add_flag("--display_name", help="job name in the console", default_text="segflow-train-MODEL")
     image = p.add_mutually_exclusive_group(required=True)
-    image.add_argument("--image_uri", metavar="IMAGE_URI",
-                       help="worker image with segflow installed (the repo's Dockerfile) (required: this or "
-                            "--package_uri)")
-    image.add_argument("--package_uri", metavar="PACKAGE_URI",
-                       help="gs:// URL of segflow's sdist (python setup.py sdist), run as the Python module "
-                            "trainer.task on --executor_image_uri (required: this or --image_uri)")
-    p.add_flag("--executor_image_uri", help="with --package_uri: the image to install it on (must have Python "
-                                            "3.11)", default_text="none")
+    image.add_argument(
+        "--image_uri",
+        metavar="IMAGE_URI",
+        help="worker image with segflow installed (the repo's Dockerfile) (required: this or --package_uri)",
+    )
+    image.add_argument(
+        "--package_uri",
+        metavar="PACKAGE_URI",
+        help="gs:// URL of segflow's sdist (python setup.py sdist), run as the Python module "
+        "trainer.task on --executor_image_uri (required: this or --image_uri)",
+    )
+    p.add_flag(
+        "--executor_image_uri",
+        help="with --package_uri: the image to install it on (must have Python 3.11)",
+        default_text="none",
+    )
     p.add_flag("--machine_type", default=DEFAULT_MACHINE, help="Compute Engine machine type per replica")
-    p.add_flag("--accelerator_type", type=str.upper, help="GPU type, e.g. NVIDIA_TESLA_T4, NVIDIA_L4, "
-                                                          "NVIDIA_TESLA_A100", default_text="CPU only")
-    p.add_flag("--accelerator_count", type=int, minimum=1, help="GPUs per replica",
-               default_text="1 with --accelerator_type")
-    p.add_flag("--replica_count", type=int, default=1, minimum=1,
-               help="machines; more than 1 = chief + workers, multi-worker training")
+    p.add_flag(
+        "--accelerator_type",
+        type=str.upper,
+        help="GPU type, e.g. NVIDIA_TESLA_T4, NVIDIA_L4, NVIDIA_TESLA_A100",
+        default_text="CPU only",
+    )
+    p.add_flag(
+        "--accelerator_count", type=int, minimum=1, help="GPUs per replica", default_text="1 with --accelerator_type"
+    )
+    p.add_flag(
+        "--replica_count",
+        type=int,
+        default=1,
+        minimum=1,
+        help="machines; more than 1 = chief + workers, multi-worker training",
+    )
     p.add_flag("--boot_disk_size_gb", type=int, default=100, minimum=10, help="boot disk per replica, in GB")
-    p.add_flag("--service_account", help="service account the job runs as",
-               default_text="the Vertex AI custom code service agent")
-    p.add_flag("--timeout_hours", type=float, minimum=0.0, exclusive_min=True,
-               help="cancel the job after this long", default_text="no timeout")
+    p.add_flag(
+        "--service_account",
+        help="service account the job runs as",
+        default_text="the Vertex AI custom code service agent",
+    )
+    p.add_flag(
+        "--timeout_hours",
+        type=float,
+        minimum=0.0,
+        exclusive_min=True,
+        help="cancel the job after this long",
+        default_text="no timeout",
+    )
     p.add_flag("--dry_run", action="store_true", help="print the CustomJob JSON instead of submitting")
     # The three trainer flags the launcher must see (to check they are on gs://); passed on unchanged.
     p.add_flag("--data_dir", required=True, help="preprocess output, gs://")
@@ -153,18 +190,23 @@ def build_custom_job(args: argparse.Namespace, task_argv: list[str]):
         spec = types.WorkerPoolSpec(machine_spec=machine, replica_count=replicas, disk_spec=disk)
         if args.image_uri:
             spec.container_spec = types.ContainerSpec(
-                image_uri=args.image_uri, command=["python", "-m", TRAINER_MODULE], args=task_argv)
+                image_uri=args.image_uri, command=["python", "-m", TRAINER_MODULE], args=task_argv
+            )
         else:
             spec.python_package_spec = types.PythonPackageSpec(
-                executor_image_uri=args.executor_image_uri, package_uris=[args.package_uri],
-                python_module=TRAINER_MODULE, args=task_argv)
+                executor_image_uri=args.executor_image_uri,
+                package_uris=[args.package_uri],
+                python_module=TRAINER_MODULE,
+                args=task_argv,
+            )
         return spec
 
     # Vertex AI: pool 0 is the chief (exactly one replica); pool 1 holds the other workers. Each machine gets
     # TF_CONFIG with cluster {"chief": [...], "worker": [...]} and its own task.
     pools = [pool(1)] + ([pool(args.replica_count - 1)] if args.replica_count > 1 else [])
-    spec = types.CustomJobSpec(worker_pool_specs=pools,
-                               base_output_directory=types.GcsDestination(output_uri_prefix=args.job_dir))
+    spec = types.CustomJobSpec(
+        worker_pool_specs=pools, base_output_directory=types.GcsDestination(output_uri_prefix=args.job_dir)
+    )
     if args.service_account:
         spec.service_account = args.service_account
     if args.timeout_hours:
@@ -176,8 +218,9 @@ def job_spec_json(job) -> dict:
     """The CustomJob as the JSON body of ``projects.locations.customJobs.create``."""
     from google.cloud.aiplatform_v1 import types
 
-    return json.loads(types.CustomJob.to_json(job, use_integers_for_enums=False,
-                                              always_print_fields_with_no_presence=False))
+    return json.loads(
+        types.CustomJob.to_json(job, use_integers_for_enums=False, always_print_fields_with_no_presence=False)
+    )
 
 
 def submit(job, project: str, region: str):
@@ -194,12 +237,17 @@ def launch(argv: Sequence[str]) -> str:
     args, task_argv = parse(argv)
     job = build_custom_job(args, task_argv)
     if args.dry_run:
-        return json.dumps({"parent": f"projects/{args.project}/locations/{args.region}",
-                           "customJob": job_spec_json(job)}, indent=2, sort_keys=True)
+        return json.dumps(
+            {"parent": f"projects/{args.project}/locations/{args.region}", "customJob": job_spec_json(job)},
+            indent=2,
+            sort_keys=True,
+        )
     created = submit(job, args.project, args.region)
     job_id = created.name.rsplit("/", 1)[-1]
-    return (f"submitted {created.name}\n  console: https://console.cloud.google.com/vertex-ai/locations/"
-            f"{args.region}/training/{job_id}/cpu?project={args.project}\n  outputs: {args.job_dir}")
+    return (
+        f"submitted {created.name}\n  console: https://console.cloud.google.com/vertex-ai/locations/"
+        f"{args.region}/training/{job_id}/cpu?project={args.project}\n  outputs: {args.job_dir}"
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -3,6 +3,7 @@ and ``logits`` float ``[B, H, W, C]``, each returning a scalar float32.
 
 Keras wiring is ``SegmentationLoss`` at the bottom; ``compile(loss=...)`` receives one of those.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -16,13 +17,13 @@ LOSSES = ("ce", "dice", "ce_dice")
 def _valid_mask(labels: tf.Tensor, num_classes: int, ignore_label: int) -> tf.Tensor:
     """float32 ``[B, H, W]``: 1 where the label is a real class (not ``ignore_label``, not out of range)."""
     labels = tf.cast(labels, tf.int32)
-    valid = tf.logical_and(tf.not_equal(labels, ignore_label),
-                           tf.logical_and(labels >= 0, labels < num_classes))
+    valid = tf.logical_and(tf.not_equal(labels, ignore_label), tf.logical_and(labels >= 0, labels < num_classes))
     return tf.cast(valid, tf.float32)
 
 
-def cross_entropy(labels: tf.Tensor, logits: tf.Tensor, class_weights: Optional[Sequence[float]] = None,
-                  ignore_label: int = 255) -> tf.Tensor:
+def cross_entropy(
+    labels: tf.Tensor, logits: tf.Tensor, class_weights: Optional[Sequence[float]] = None, ignore_label: int = 255
+) -> tf.Tensor:
     """Sparse categorical cross-entropy from logits, averaged over labelled pixels.
 
     With ``class_weights`` (length C) each pixel counts ``w[label]`` times: sum(w_y * ce) / sum(w_y), the
@@ -39,8 +40,13 @@ def cross_entropy(labels: tf.Tensor, logits: tf.Tensor, class_weights: Optional[
     return tf.math.divide_no_nan(tf.reduce_sum(ce * weight), tf.reduce_sum(weight))
 
 
-def soft_dice(labels: tf.Tensor, logits: tf.Tensor, class_weights: Optional[Sequence[float]] = None,
-              ignore_label: int = 255, smooth: float = 1.0) -> tf.Tensor:
+def soft_dice(
+    labels: tf.Tensor,
+    logits: tf.Tensor,
+    class_weights: Optional[Sequence[float]] = None,
+    ignore_label: int = 255,
+    smooth: float = 1.0,
+) -> tf.Tensor:
     """Soft multi-class Dice loss: 1 - mean_c (2 Σ p·g + s) / (Σ p + Σ g + s) over labelled pixels.
 
     p = softmax probabilities, g = one-hot labels, sums over the batch; classes are averaged with
@@ -62,16 +68,22 @@ def soft_dice(labels: tf.Tensor, logits: tf.Tensor, class_weights: Optional[Sequ
     return 1.0 - tf.math.divide_no_nan(tf.reduce_sum(w * dice), tf.reduce_sum(w))
 
 
-def segmentation_loss(name: str, labels: tf.Tensor, logits: tf.Tensor,
-                      class_weights: Optional[Sequence[float]] = None, ignore_label: int = 255) -> tf.Tensor:
+def segmentation_loss(
+    name: str,
+    labels: tf.Tensor,
+    logits: tf.Tensor,
+    class_weights: Optional[Sequence[float]] = None,
+    ignore_label: int = 255,
+) -> tf.Tensor:
     """``ce``, ``dice`` or ``ce_dice`` (their sum) as a scalar."""
     if name == "ce":
         return cross_entropy(labels, logits, class_weights, ignore_label)
     if name == "dice":
         return soft_dice(labels, logits, class_weights, ignore_label)
     if name == "ce_dice":
-        return (cross_entropy(labels, logits, class_weights, ignore_label)
-                + soft_dice(labels, logits, class_weights, ignore_label))
+        return cross_entropy(labels, logits, class_weights, ignore_label) + soft_dice(
+            labels, logits, class_weights, ignore_label
+        )
     raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
 
 
@@ -81,8 +93,13 @@ class SegmentationLoss(keras.losses.Loss):
     The functions above already average over labelled pixels, so Keras' reduction sees one value.
     """
 
-    def __init__(self, kind: str = "ce", class_weights: Optional[Sequence[float]] = None,
-                 ignore_label: int = 255, name: Optional[str] = None):
+    def __init__(
+        self,
+        kind: str = "ce",
+        class_weights: Optional[Sequence[float]] = None,
+        ignore_label: int = 255,
+        name: Optional[str] = None,
+    ):
         super().__init__(name=name or f"{kind}_loss")
         if kind not in LOSSES:
             raise ValueError(f"unknown loss {kind!r}; choose one of {', '.join(LOSSES)}")
@@ -94,5 +111,9 @@ class SegmentationLoss(keras.losses.Loss):
         return segmentation_loss(self.kind, y_true, y_pred, self.class_weights, self.ignore_label)
 
     def get_config(self):
-        return {"kind": self.kind, "class_weights": self.class_weights, "ignore_label": self.ignore_label,
-                "name": self.name}
+        return {
+            "kind": self.kind,
+            "class_weights": self.class_weights,
+            "ignore_label": self.ignore_label,
+            "name": self.name,
+        }

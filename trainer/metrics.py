@@ -6,6 +6,7 @@ pixel accuracy and Dice. Pixels labelled ``ignore_label`` (or any id >= C) are n
 ``schemas.scores`` (shared with ``pipelines.evaluate``): a class absent from both sides is NaN and left out of
 the mean; the mean of no class is NaN.
 """
+
 from __future__ import annotations
 
 from typing import Optional, Sequence
@@ -17,8 +18,7 @@ import tf_keras as keras
 from schemas import scores
 
 
-def confusion_matrix(labels: tf.Tensor, predictions: tf.Tensor, num_classes: int,
-                     ignore_label: int = 255) -> tf.Tensor:
+def confusion_matrix(labels: tf.Tensor, predictions: tf.Tensor, num_classes: int, ignore_label: int = 255) -> tf.Tensor:
     """int64 ``[C, C]`` counts, rows = true class, columns = predicted class.
 
     labels, predictions: int ``[...]`` of the same shape (predictions are ids, not scores).
@@ -29,8 +29,9 @@ def confusion_matrix(labels: tf.Tensor, predictions: tf.Tensor, num_classes: int
     labels = tf.boolean_mask(labels, valid)
     predictions = tf.clip_by_value(tf.boolean_mask(predictions, valid), 0, num_classes - 1)
     flat = labels * num_classes + predictions
-    counts = tf.math.bincount(flat, minlength=num_classes * num_classes, maxlength=num_classes * num_classes,
-                              dtype=tf.int64)
+    counts = tf.math.bincount(
+        flat, minlength=num_classes * num_classes, maxlength=num_classes * num_classes, dtype=tf.int64
+    )
     return tf.reshape(counts, [num_classes, num_classes])
 
 
@@ -87,8 +88,9 @@ class ConfusionMatrixMetric(keras.metrics.Metric):
         self.num_classes = int(num_classes)
         self.ignore_label = int(ignore_label)
         # float64 holds exact counts up to 2**53 pixels, and sums across replicas like any metric variable.
-        self.cm = self.add_weight(name="confusion_matrix", shape=(self.num_classes, self.num_classes),
-                                  initializer="zeros", dtype=tf.float64)
+        self.cm = self.add_weight(
+            name="confusion_matrix", shape=(self.num_classes, self.num_classes), initializer="zeros", dtype=tf.float64
+        )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         predictions = tf.argmax(y_pred, axis=-1)

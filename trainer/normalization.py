@@ -11,6 +11,7 @@ minus the ImageNet means), so a network built on one gets that convention (``Enc
 place of the tft graph: the same raw bytes in, no skew, and the dataset statistics still computed by
 preprocess (they feed ``--class_weights auto`` and the reports).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -89,8 +90,9 @@ class EncoderInputConvention(keras.layers.Layer):
 ENCODER_CONVENTIONS = ("mobilenetv2", "vgg16")
 
 
-def with_input_convention(network: keras.Model, convention: str, transform_output_dir: str,
-                          image_shape: Sequence[int]) -> keras.Model:
+def with_input_convention(
+    network: keras.Model, convention: str, transform_output_dir: str, image_shape: Sequence[int]
+) -> keras.Model:
     """The model that is trained and exported: uint8 ``[B, H, W, 3]`` → ``convention`` (``"tft"``: the graph in
     ``transform_output_dir``/transform_fn; or a pretrained encoder's, see ``EncoderInputConvention``) →
     ``network``'s logits. The network keeps its own identity (``model.get_layer(network.name)``), so its weights

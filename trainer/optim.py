@@ -4,6 +4,7 @@
 The schedule is a function of ``optimizer.iterations``, which every checkpoint holds: a resumed run continues
 the curve at the step it stopped, never from its start.
 """
+
 from __future__ import annotations
 
 import math
@@ -22,8 +23,12 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         super().__init__()
         if kind not in SCHEDULES:
             raise ValueError(f"unknown schedule {kind!r}; one of {', '.join(SCHEDULES)}")
-        self.peak, self.total_steps, self.warmup_steps, self.kind = float(peak), int(total_steps), \
-            int(warmup_steps), kind
+        self.peak, self.total_steps, self.warmup_steps, self.kind = (
+            float(peak),
+            int(total_steps),
+            int(warmup_steps),
+            kind,
+        )
 
     def __call__(self, step):
         step = tf.cast(step, tf.float32)
@@ -40,17 +45,30 @@ class WarmupSchedule(keras.optimizers.schedules.LearningRateSchedule):
         return rate
 
     def get_config(self) -> dict:
-        return {"peak": self.peak, "total_steps": self.total_steps, "warmup_steps": self.warmup_steps,
-                "kind": self.kind}
+        return {
+            "peak": self.peak,
+            "total_steps": self.total_steps,
+            "warmup_steps": self.warmup_steps,
+            "kind": self.kind,
+        }
 
 
-def make_optimizer(learning_rate: float, total_steps: int, *, schedule: str = "constant", warmup_steps: int = 0,
-                   weight_decay: float = 0.0):
+def make_optimizer(
+    learning_rate: float,
+    total_steps: int,
+    *,
+    schedule: str = "constant",
+    warmup_steps: int = 0,
+    weight_decay: float = 0.0,
+):
     """Adam (AdamW when ``weight_decay`` > 0; biases and batch-norm scales/offsets are not decayed) at
     ``learning_rate``, constant or on a schedule over ``total_steps``. The plain ``constant`` recipe without
     warm-up is a float learning rate, as before schedules existed."""
-    rate = learning_rate if schedule == "constant" and not warmup_steps else \
-        WarmupSchedule(learning_rate, total_steps, warmup_steps, schedule)
+    rate = (
+        learning_rate
+        if schedule == "constant" and not warmup_steps
+        else WarmupSchedule(learning_rate, total_steps, warmup_steps, schedule)
+    )
     if weight_decay > 0:
         optimizer = keras.optimizers.AdamW(rate, weight_decay=weight_decay)
         optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta"])

@@ -1,4 +1,4 @@
-"""``python -m trainer.task``: train U-Net, FCN-8s or the MobileNetV2 U-Net on segflow records and export a serving SavedModel.
+"""``python -m trainer.task``: train U-Net, FCN-8s or the MobileNetV2 U-Net on segflow records; export a SavedModel.
 
     python -m trainer.task --data_dir DST --model unet --job_dir JOB [--epochs 10] [--batch_size 8] ...
 
@@ -7,6 +7,7 @@ JOB/model (SavedModel serving raw image bytes, see trainer.export) and JOB/metri
 The same command runs unchanged on one CPU, several GPUs (MirroredStrategy) or several machines
 (MultiWorkerMirroredStrategy from TF_CONFIG, e.g. Vertex AI); only the chief writes the export and metrics.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,6 +44,7 @@ def config_from_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
 
 def _write_json(path: str, payload: dict) -> None:
     import tensorflow as tf
+
     with tf.io.gfile.GFile(path, "w") as f:
         f.write(json.dumps(payload, indent=2) + "\n")  # insertion order: class names stay in id order
 
@@ -59,8 +61,12 @@ def _pretrained(backbone_weights: Optional[str]) -> bool:
 
 def _data_facts(info) -> dict:
     """What JOB/config.json records of the dataset, for the resume check."""
-    return {"dataset": info.metadata.dataset, "num_classes": info.num_classes,
-            "class_names": list(info.metadata.class_names), "image_size": list(info.image_size)}
+    return {
+        "dataset": info.metadata.dataset,
+        "num_classes": info.num_classes,
+        "class_names": list(info.metadata.class_names),
+        "image_size": list(info.image_size),
+    }
 
 
 def _check_resumable(config: TrainConfig, info, steps_per_epoch: int) -> int:
@@ -69,6 +75,7 @@ def _check_resumable(config: TrainConfig, info, steps_per_epoch: int) -> int:
     import tensorflow as tf
 
     from trainer.callbacks import checkpoint_step
+
     step = checkpoint_step(join_path(config.job_dir, "checkpoints"))
     path = join_path(config.job_dir, "config.json")
     if not step:
@@ -79,41 +86,55 @@ def _check_resumable(config: TrainConfig, info, steps_per_epoch: int) -> int:
             previous = json.load(f)
     diff = [k for k in _RESUME_KEYS if k in previous and previous[k] != getattr(config, k)]
     # Pretrained or not decides the input convention (trainer.models.input_convention): it must not change.
-    if "backbone_weights" in previous and _pretrained(previous["backbone_weights"]) != \
-            _pretrained(config.backbone_weights):
+    if "backbone_weights" in previous and _pretrained(previous["backbone_weights"]) != _pretrained(
+        config.backbone_weights
+    ):
         diff.append("backbone_weights (pretrained or not)")
     if diff:
-        raise UsageError(f"--job_dir {config.job_dir} holds a run with different {', '.join(diff)}: "
-                         f"use a new --job_dir or the same flags to resume")
+        raise UsageError(
+            f"--job_dir {config.job_dir} holds a run with different {', '.join(diff)}: "
+            f"use a new --job_dir or the same flags to resume"
+        )
     # config.json of an older segflow has no "data": the restore itself then reports a shape mismatch.
     before, now = previous.get("data") or {}, _data_facts(info)
     changed = [k for k in _DATA_RESUME_KEYS if k in before and before[k] != now[k]]
     if changed:
         shown = [k for k in changed if k != "class_names"] or changed
-        what = "; ".join(f"{k} {before[k]} there, {now[k]} in --data_dir" if k != "class_names"
-                         else "other class names" for k in shown)
-        raise UsageError(f"--job_dir {config.job_dir} holds a run on other data ({what}): use a new --job_dir, "
-                         f"or the --data_dir it was trained on to resume")
+        what = "; ".join(
+            f"{k} {before[k]} there, {now[k]} in --data_dir" if k != "class_names" else "other class names"
+            for k in shown
+        )
+        raise UsageError(
+            f"--job_dir {config.job_dir} holds a run on other data ({what}): use a new --job_dir, "
+            f"or the --data_dir it was trained on to resume"
+        )
     total = config.epochs * steps_per_epoch
     if step > total:
         needed = -(-step // steps_per_epoch)
-        raise UsageError(f"--job_dir {config.job_dir} holds a checkpoint at step {step}, past the {total} steps "
-                         f"of --epochs {config.epochs} ({steps_per_epoch} per epoch): pass --epochs {needed} or "
-                         f"more to continue it (its metrics.json would otherwise under-report the training), "
-                         f"or use a new --job_dir")
+        raise UsageError(
+            f"--job_dir {config.job_dir} holds a checkpoint at step {step}, past the {total} steps "
+            f"of --epochs {config.epochs} ({steps_per_epoch} per epoch): pass --epochs {needed} or "
+            f"more to continue it (its metrics.json would otherwise under-report the training), "
+            f"or use a new --job_dir"
+        )
     return step
 
 
 def _data_loss(info, splits: list[str], error: Exception) -> Exception:
     """A ``DataError`` naming the shard behind a ``DataLossError`` (which names none), found by reading each."""
     from trainer import data as data_lib
+
     found = data_lib.find_corrupt_shard(info, splits)
     if found:
         path, why = found
-        return data_lib.DataError(f"shard {path} is damaged ({why}): rerun python -m pipelines.preprocess "
-                                  f"into {info.data_dir} (or into a fresh --output_dir)")
-    return data_lib.DataError(f"reading the records in {info.data_dir} failed ({data_lib.op_error_line(error)}), "
-                              f"though every shard reads cleanly now: check the storage and rerun")
+        return data_lib.DataError(
+            f"shard {path} is damaged ({why}): rerun python -m pipelines.preprocess "
+            f"into {info.data_dir} (or into a fresh --output_dir)"
+        )
+    return data_lib.DataError(
+        f"reading the records in {info.data_dir} failed ({data_lib.op_error_line(error)}), "
+        f"though every shard reads cleanly now: check the storage and rerun"
+    )
 
 
 @dataclasses.dataclass
@@ -159,10 +180,12 @@ def run(config: TrainConfig) -> dict:
     if job.chief:
         _export(job, weights, report)
     from trainer import distribution
+
     if distribution.cluster_size() > 1:
         # Every worker waits here until the chief has exported: a worker that exits early takes down the
         # cluster's coordination service heartbeat while the chief still writes.
         import tensorflow as tf
+
         job.strategy.reduce(tf.distribute.ReduceOp.SUM, job.strategy.run(lambda: tf.constant(1.0)), axis=None)
     return report
 
@@ -171,6 +194,7 @@ def _prepare(config: TrainConfig) -> _Job:
     """Checks the data, the --job_dir and the flags against them, sets up the strategy, seeds and precision."""
     config.validate()
     from trainer import data as data_lib
+
     # Refuse bad data and an unresumable --job_dir first (file reads only, no TensorFlow ops): one line, before
     # anything else is logged.
     info = data_lib.read_dataset(config.data_dir)
@@ -191,8 +215,9 @@ def _prepare(config: TrainConfig) -> _Job:
     except ValueError as e:
         raise UsageError(str(e))
     if config.batch_size % strategy.num_replicas_in_sync:
-        raise UsageError(f"--batch_size {config.batch_size} must be a multiple of the "
-                         f"{strategy.num_replicas_in_sync} replicas")
+        raise UsageError(
+            f"--batch_size {config.batch_size} must be a multiple of the {strategy.num_replicas_in_sync} replicas"
+        )
     job.class_weights = config.parse_class_weights(info.num_classes)
     if config.class_weights == "auto":
         job.class_weights = data_lib.median_frequency_weights(data_lib.class_pixel_counts(info))
@@ -215,9 +240,17 @@ def _prepare(config: TrainConfig) -> _Job:
 
 def _build_network(config: TrainConfig, shape, num_classes: int, backbone_weights: Optional[str]):
     from trainer import models
+
     try:
-        return models.build_model(config.model, shape, num_classes, base_filters=config.base_filters,
-                                  depth=config.depth, backbone_weights=backbone_weights, alpha=config.alpha)
+        return models.build_model(
+            config.model,
+            shape,
+            num_classes,
+            base_filters=config.base_filters,
+            depth=config.depth,
+            backbone_weights=backbone_weights,
+            alpha=config.alpha,
+        )
     except models.BackboneWeightsError as e:
         raise UsageError(str(e))
 
@@ -237,44 +270,67 @@ def _build(job: _Job) -> None:
         # The pipeline delivers raw uint8 images; the input convention is the model's first layer.
         job.model = with_input_convention(job.network, job.convention, info.transform_root, job.image_shape)
         job.seg_metric = metrics_lib.ConfusionMatrixMetric(info.num_classes, info.ignore_label)
-        optimizer = optim.make_optimizer(config.learning_rate, job.total_steps, schedule=config.lr_schedule,
-                                         warmup_steps=config.warmup_steps, weight_decay=config.weight_decay)
+        optimizer = optim.make_optimizer(
+            config.learning_rate,
+            job.total_steps,
+            schedule=config.lr_schedule,
+            warmup_steps=config.warmup_steps,
+            weight_decay=config.weight_decay,
+        )
         _compile(job, optimizer)
         # Slots for every weight, the encoder's included even while it is frozen: checkpoints then hold the same
         # variables before and after the unfreeze epoch, and a resume on either side restores them all.
         job.model.optimizer.build(job.model.trainable_variables)
         checkpoints = join_path(config.job_dir, "checkpoints")
-        job.checkpoint = cb.ResumableCheckpoint(job.network, job.model.optimizer, checkpoints,
-                                                checkpoint_steps=config.checkpoint_steps, is_chief=job.chief,
-                                                worker_id=job.task_index)
-        job.best = cb.BestCheckpoint(job.network, join_path(checkpoints, "best"), monitor="val_miou",
-                                     is_chief=job.chief, worker_id=job.task_index)
+        job.checkpoint = cb.ResumableCheckpoint(
+            job.network,
+            job.model.optimizer,
+            checkpoints,
+            checkpoint_steps=config.checkpoint_steps,
+            is_chief=job.chief,
+            worker_id=job.task_index,
+        )
+        job.best = cb.BestCheckpoint(
+            job.network,
+            join_path(checkpoints, "best"),
+            monitor="val_miou",
+            is_chief=job.chief,
+            worker_id=job.task_index,
+        )
 
 
 def _compile(job: _Job, optimizer) -> None:
     """(Re)compiles the model: Keras collects the trainable weights when it compiles, so freezing or
     unfreezing the encoder takes a new compile (with the same optimizer, loss and metric objects)."""
     from trainer import losses
+
     info = job.info
-    job.model.compile(optimizer=optimizer,
-                      loss=losses.SegmentationLoss(job.config.loss, job.class_weights, info.ignore_label),
-                      metrics=[job.seg_metric], jit_compile=False)
+    job.model.compile(
+        optimizer=optimizer,
+        loss=losses.SegmentationLoss(job.config.loss, job.class_weights, info.ignore_label),
+        metrics=[job.seg_metric],
+        jit_compile=False,
+    )
 
 
 def _restore(job: _Job) -> None:
     """Resumes from the latest checkpoint (and learns which epoch was best so far); writes JOB/config.json."""
     import tensorflow as tf
+
     config = job.config
     try:
         job.start_step = job.checkpoint.restore()
         job.best.restore()
     except ValueError as e:  # variables of another shape: a job of an older segflow on other data
-        raise UsageError(f"--job_dir {config.job_dir} holds a checkpoint that does not fit this model "
-                         f"({str(e).splitlines()[0] if str(e) else type(e).__name__}): use a new --job_dir")
+        raise UsageError(
+            f"--job_dir {config.job_dir} holds a checkpoint that does not fit this model "
+            f"({str(e).splitlines()[0] if str(e) else type(e).__name__}): use a new --job_dir"
+        )
     if job.chief:
         tf.io.gfile.makedirs(config.job_dir)
-        _write_json(join_path(config.job_dir, "config.json"),
-                    {**dataclasses.asdict(config), "data": _data_facts(job.info)})
+        _write_json(
+            join_path(config.job_dir, "config.json"), {**dataclasses.asdict(config), "data": _data_facts(job.info)}
+        )
 
 
 def _set_encoder_frozen(job: _Job, frozen: bool) -> None:
@@ -282,6 +338,7 @@ def _set_encoder_frozen(job: _Job, frozen: bool) -> None:
     encoder's batch-norm layers run in inference mode (Keras: a BatchNormalization with ``trainable=False``),
     as transfer learning wants: their statistics stay ImageNet's while the decoder learns."""
     from trainer import models
+
     layers = models.encoder_layers(job.network, job.config.model)
     if not layers or all(layer.trainable == (not frozen) for layer in layers):
         return
@@ -311,13 +368,22 @@ def _train(job: _Job):
         verbose = 0
 
     def train_ds(step: int):
-        return data_lib.distributed_dataset(strategy, info, "train", config.batch_size, training=True,
-                                            seed=config.seed, augment_images=config.augment,
-                                            deterministic=config.deterministic,
-                                            shuffle_buffer=config.shuffle_buffer, start_step=step)
+        return data_lib.distributed_dataset(
+            strategy,
+            info,
+            "train",
+            config.batch_size,
+            training=True,
+            seed=config.seed,
+            augment_images=config.augment,
+            deterministic=config.deterministic,
+            shuffle_buffer=config.shuffle_buffer,
+            start_step=step,
+        )
 
-    val_ds = data_lib.distributed_dataset(strategy, info, job.eval_split, config.batch_size, training=False,
-                                          steps=job.val_steps)
+    val_ds = data_lib.distributed_dataset(
+        strategy, info, job.eval_split, config.batch_size, training=False, steps=job.val_steps
+    )
     job.val_ds = val_ds
     spe, frozen_epochs = job.steps_per_epoch, config.freeze_backbone_epochs
     started = time.time()
@@ -326,12 +392,21 @@ def _train(job: _Job):
         while step < job.total_steps:
             epoch, offset = divmod(step, spe)
             # Phase end: the interrupted epoch's end, the unfreeze epoch, or the last epoch.
-            end_epoch = epoch + 1 if offset else \
-                (min(frozen_epochs, config.epochs) if epoch < frozen_epochs else config.epochs)
+            end_epoch = (
+                epoch + 1 if offset else (min(frozen_epochs, config.epochs) if epoch < frozen_epochs else config.epochs)
+            )
             _set_encoder_frozen(job, epoch < frozen_epochs)
-            job.model.fit(train_ds(step), initial_epoch=epoch, epochs=end_epoch,
-                          steps_per_epoch=spe - offset if offset else spe, validation_data=val_ds,
-                          validation_steps=job.val_steps, callbacks=callbacks, verbose=verbose, shuffle=False)
+            job.model.fit(
+                train_ds(step),
+                initial_epoch=epoch,
+                epochs=end_epoch,
+                steps_per_epoch=spe - offset if offset else spe,
+                validation_data=val_ds,
+                validation_steps=job.val_steps,
+                callbacks=callbacks,
+                verbose=verbose,
+                shuffle=False,
+            )
             step = end_epoch * spe
     except tf.errors.DataLossError as e:  # a shard damaged in place (same size): name it
         raise _data_loss(info, sorted({"train", job.eval_split}), e) from None
@@ -360,14 +435,23 @@ def _evaluate(job: _Job, throughput, train_seconds: float) -> dict:
     summary = metrics_lib.summarize(matrix, info.metadata.class_names)
     h, w = info.image_size
     return {
-        "model": config.model, "dataset": info.metadata.dataset, "eval_split": job.eval_split,
-        "loss": float(results["loss"]), **summary,
-        "epochs": config.epochs, "steps": job.total_steps, "global_batch_size": config.batch_size,
-        "images_per_second": throughput.images_per_second, "train_seconds_this_run": round(train_seconds, 2),
-        "resumed_from_step": job.start_step, "replicas": job.strategy.num_replicas_in_sync,
-        "workers": distribution.cluster_size(), "image_size": [h, w],
+        "model": config.model,
+        "dataset": info.metadata.dataset,
+        "eval_split": job.eval_split,
+        "loss": float(results["loss"]),
+        **summary,
+        "epochs": config.epochs,
+        "steps": job.total_steps,
+        "global_batch_size": config.batch_size,
+        "images_per_second": throughput.images_per_second,
+        "train_seconds_this_run": round(train_seconds, 2),
+        "resumed_from_step": job.start_step,
+        "replicas": job.strategy.num_replicas_in_sync,
+        "workers": distribution.cluster_size(),
+        "image_size": [h, w],
         # Which weights JOB/model holds; the figures above are that model's.
-        "export": config.export, "exported_epoch": exported_epoch,
+        "export": config.export,
+        "exported_epoch": exported_epoch,
         "input_convention": job.convention,
     }
 
@@ -388,9 +472,15 @@ def _export(job: _Job, weights: list, report: dict) -> None:
     export.export_model(serving_model, info, join_path(config.job_dir, "model"), config.model)
     _write_json(join_path(config.job_dir, "metrics.json"), report)
     # mIoU is None when the eval split has no labelled pixel (no class to average: NaN, written as null).
-    logger.info("mIoU %s, pixel accuracy %s on %s (epoch %d of %d); model in %s", _figure(report["miou"]),
-                _figure(report["pixel_accuracy"]), job.eval_split, report["exported_epoch"], config.epochs,
-                join_path(config.job_dir, "model"))
+    logger.info(
+        "mIoU %s, pixel accuracy %s on %s (epoch %d of %d); model in %s",
+        _figure(report["miou"]),
+        _figure(report["pixel_accuracy"]),
+        job.eval_split,
+        report["exported_epoch"],
+        config.epochs,
+        join_path(config.job_dir, "model"),
+    )
 
 
 def _figure(value: Optional[float]) -> str:
@@ -399,6 +489,7 @@ def _figure(value: Optional[float]) -> str:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m trainer.task``: the exit status; one stderr line for a bad flag (2) or bad data (1)."""
+
     def train(args: list[str]) -> dict:
         return run(config_from_args(args))
 

@@ -3,6 +3,7 @@
 ``DST/dead_letter/dead_letter-00000-of-00001.jsonl`` (and likewise ``OUT/dead_letter/``): one JSON object per
 line, ``{"path": ..., "error": ...}`` (plus ``"stage"``), sorted by path so reruns write identical bytes.
 """
+
 from __future__ import annotations
 
 import json
@@ -45,10 +46,12 @@ class WriteDeadLetters(beam.PTransform):
             counter.inc()
             return dl.to_json()
 
-        return (dead_letters
-                | "ToJson" >> beam.Map(_to_line)
-                | "Gather" >> beam.combiners.ToList()
-                | "WriteSorted" >> beam.Map(_write_sorted, path))
+        return (
+            dead_letters
+            | "ToJson" >> beam.Map(_to_line)
+            | "Gather" >> beam.combiners.ToList()
+            | "WriteSorted" >> beam.Map(_write_sorted, path)
+        )
 
 
 def read_dead_letters(output_dir: str) -> list[dict]:

@@ -3,6 +3,7 @@
 Dataset modules (``pipelines.datasets``) reject files with it, and the jobs' flag checks load those modules
 before Beam: so the record lives here, and ``pipelines.common.deadletter`` (the Beam writer) re-exports it.
 """
+
 from __future__ import annotations
 
 import json

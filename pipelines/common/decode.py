@@ -12,6 +12,7 @@ Large JPEGs are downscaled while decoding (``Image.draft``: the codec skips DCT 
 1/2, 1/4 or 1/8 scale), never below the size the record needs, which is most of the speed-up over decoding at
 full size and resizing afterwards.
 """
+
 from __future__ import annotations
 
 import io
@@ -66,8 +67,9 @@ def _load(image: Image.Image, what: str) -> None:
     try:
         image.load()
     except Exception as e:  # OSError "image file is truncated", zlib errors, broken palette ...
-        raise DecodeError(f"corrupt or truncated {what} {image.format} ({type(e).__name__}: {stable_reason(e)})"
-                          ) from None
+        raise DecodeError(
+            f"corrupt or truncated {what} {image.format} ({type(e).__name__}: {stable_reason(e)})"
+        ) from None
 
 
 def _has_alpha(image: Image.Image) -> bool:

@@ -6,6 +6,7 @@ line. A flag that is not the job's must be a Beam option: its name is checked ag
 without importing Apache Beam (~1.6 s on 2 cores), its value by Beam itself (``check_beam_argv``) as the job
 starts.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -70,9 +71,14 @@ def beam_flag_names() -> Any:
 def job_parser(name: str, doc: Optional[str]) -> cli.Parser:
     """A Beam job's parser: its own flags (added by the caller), ``--log_level``/``--verbose``, and any Beam
     option passed on."""
-    return cli.Parser(name, doc, passes_on=beam_flag_names, passes_on_label="Beam options",
-                      epilog="Every other flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, "
-                             "--project, --region, --temp_location, --setup_file).")
+    return cli.Parser(
+        name,
+        doc,
+        passes_on=beam_flag_names,
+        passes_on_label="Beam options",
+        epilog="Every other flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, "
+        "--project, --region, --temp_location, --setup_file).",
+    )
 
 
 def check_beam_argv(beam_argv: Sequence[str], prog: str) -> None:
@@ -104,7 +110,6 @@ def storage_failure_line(name: str, what_is_left: str):
         return storage.storage_failure_line(name, error, what_is_left)
 
     return line
-
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 Splits, shard assignment and augmentation seeds all derive from these, which is what makes reruns
 byte-identical and an id land in the same split every time.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,4 +17,4 @@ def stable_int(*parts: object) -> int:
 
 def stable_fraction(*parts: object) -> float:
     """A number in [0, 1), uniform over ids, from the parts' text."""
-    return stable_int(*parts) / 2.0 ** 64
+    return stable_int(*parts) / 2.0**64

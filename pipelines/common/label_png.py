@@ -16,6 +16,7 @@ depends on time or machine, so the same array always gives the same bytes. Any P
 tests check round trips through Pillow and TensorFlow's ``decode_png``, and the official ``cityscapesscripts``
 evaluators run on inference masks written this way.
 """
+
 from __future__ import annotations
 
 import struct
@@ -66,8 +67,15 @@ def encode_bitmask_png(crop: np.ndarray, top: int, left: int, shape: Sequence[in
     """
     crop = np.asarray(crop, dtype=bool)
     height, width = int(shape[0]), int(shape[1])
-    if crop.ndim != 2 or height < 1 or width < 1 or top < 0 or left < 0 or \
-            top + crop.shape[0] > height or left + crop.shape[1] > width:
+    if (
+        crop.ndim != 2
+        or height < 1
+        or width < 1
+        or top < 0
+        or left < 0
+        or top + crop.shape[0] > height
+        or left + crop.shape[1] > width
+    ):
         raise ValueError(f"a {crop.shape} crop at ({top}, {left}) does not fit a {height}x{width} mask")
     row_bytes = (width + 7) // 8
     packed = np.zeros((height, row_bytes), dtype=np.uint8)
@@ -76,8 +84,8 @@ def encode_bitmask_png(crop: np.ndarray, top: int, left: int, shape: Sequence[in
         # packs samples) lines up with the row's byte grid.
         first = left // 8
         span = np.zeros((crop.shape[0], (-(-(left + crop.shape[1]) // 8) - first) * 8), dtype=bool)
-        span[:, left - first * 8:left - first * 8 + crop.shape[1]] = crop
-        packed[top:top + crop.shape[0], first:first + span.shape[1] // 8] = np.packbits(span, axis=1)
+        span[:, left - first * 8 : left - first * 8 + crop.shape[1]] = crop
+        packed[top : top + crop.shape[0], first : first + span.shape[1] // 8] = np.packbits(span, axis=1)
     rows = np.empty((height, 1 + row_bytes), dtype=np.uint8)
     rows[:, 0] = _UP
     rows[0, 1:] = packed[0]

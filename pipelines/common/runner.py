@@ -1,4 +1,5 @@
 """Pipeline options shared by every segflow Beam job: fast local defaults, every Beam option overridable."""
+
 from __future__ import annotations
 
 import logging
@@ -96,8 +97,9 @@ def local_runner(options: PipelineOptions) -> Optional[beam.runners.PipelineRunn
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
-        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
+    return fn_runner.FnApiRunner(
+        provision_info=fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    )
 
 
 class _DropInMemoryWorkersWarning(logging.Filter):

@@ -6,6 +6,7 @@ TensorFlow to write a directory (a tensorflow-transform graph) or load one (a Sa
 or scratch path and these helpers move the tree with Beam's ``FileSystems``, i.e. ``google-cloud-storage`` with
 its retry settings for transient errors and ``STORAGE_EMULATOR_HOST`` honoured.
 """
+
 from __future__ import annotations
 
 import errno
@@ -122,7 +123,7 @@ def list_files(root: str) -> Iterator[ListedFile]:
     ``root`` that is a broken link yields one entry saying so.
     """
     if is_local(root):
-        local = root[len("file://"):] if root.startswith("file://") else root
+        local = root[len("file://") :] if root.startswith("file://") else root
         yield from _walk_local(local.rstrip("/") or "/")
         return
     prefix = root.rstrip("/")
@@ -139,13 +140,13 @@ def listing_prefix(folder: str) -> str:
 
     Listed local paths carry no "file://" (list_files strips it), so neither does the prefix.
     """
-    return (folder[len("file://"):] if folder.startswith("file://") else folder).rstrip("/") + "/"
+    return (folder[len("file://") :] if folder.startswith("file://") else folder).rstrip("/") + "/"
 
 
 def list_folder(folder: str) -> list[ListedFile]:
     """The files directly in ``folder`` (not below it), ``folder`` taken literally; sorted by path."""
     prefix = listing_prefix(folder)
-    return [f for f in list_files(folder) if "/" not in f.path[len(prefix):]]
+    return [f for f in list_files(folder) if "/" not in f.path[len(prefix) :]]
 
 
 def same_or_inside(path: str, folder: str) -> bool:
@@ -154,8 +155,8 @@ def same_or_inside(path: str, folder: str) -> bool:
     if is_local(path) != is_local(folder):
         return False
     if is_local(path):
-        a = os.path.realpath(path[len("file://"):] if path.startswith("file://") else path)
-        b = os.path.realpath(folder[len("file://"):] if folder.startswith("file://") else folder)
+        a = os.path.realpath(path[len("file://") :] if path.startswith("file://") else path)
+        b = os.path.realpath(folder[len("file://") :] if folder.startswith("file://") else folder)
         return a == b or a.startswith(b.rstrip(os.sep) + os.sep)
     a, b = path.rstrip("/") + "/", folder.rstrip("/") + "/"
     return a.startswith(b)
@@ -167,8 +168,11 @@ def list_tree(root: str) -> list[str]:
     rel = []
     for listed in list_files(root):
         if listed.error is None:
-            rel.append(listed.path[len(root) + 1:] if not is_local(root)
-                       else os.path.relpath(listed.path, root).replace(os.sep, "/"))
+            rel.append(
+                listed.path[len(root) + 1 :]
+                if not is_local(root)
+                else os.path.relpath(listed.path, root).replace(os.sep, "/")
+            )
     return sorted(rel)
 
 
@@ -184,8 +188,10 @@ def copy_tree(src: str, dst: str) -> list[str]:
     for rel in files:
         source = FileSystems.join(src.rstrip("/"), *rel.split("/"))
         target = FileSystems.join(dst.rstrip("/"), *rel.split("/"))
-        with FileSystems.open(source, mime_type="application/octet-stream") as reader, \
-                FileSystems.create(target, mime_type="application/octet-stream") as writer:
+        with (
+            FileSystems.open(source, mime_type="application/octet-stream") as reader,
+            FileSystems.create(target, mime_type="application/octet-stream") as writer,
+        ):
             while chunk := reader.read(_CHUNK):
                 writer.write(chunk)
     return files
@@ -218,13 +224,13 @@ def delete_files(paths: Iterable[str]) -> None:
     for path in paths:
         if is_local(path):
             try:
-                os.remove(path[len("file://"):] if path.startswith("file://") else path)
+                os.remove(path[len("file://") :] if path.startswith("file://") else path)
             except FileNotFoundError:
                 pass
         else:
             remote.append(escape_glob(path))
     for start in range(0, len(remote), 1000):  # GCS deletes in batches of at most 1000
-        FileSystems.delete(remote[start:start + 1000])
+        FileSystems.delete(remote[start : start + 1000])
 
 
 def delete_tree(root: str) -> int:
@@ -241,7 +247,7 @@ def delete_tree(root: str) -> int:
         if FileSystems.get_scheme(root) == "gs":
             _delete_gcs_folder_markers(root)
         return len(paths)
-    local = root[len("file://"):] if root.startswith("file://") else root
+    local = root[len("file://") :] if root.startswith("file://") else root
     if os.path.islink(local) or os.path.isfile(local):  # a link or a file where the folder should be
         os.remove(local)
         return 1
@@ -280,7 +286,7 @@ def _delete_gcs_folder_markers(root: str) -> None:
     markers = [name for name, _ in client.list_files(root.rstrip("/") + "/") if name.endswith("/")]
     failed = {}
     for start in range(0, len(markers), 1000):  # GCS deletes in batches of at most 1000
-        failed.update((path, code) for path, code in client.delete_batch(markers[start:start + 1000]) if code)
+        failed.update((path, code) for path, code in client.delete_batch(markers[start : start + 1000]) if code)
     if failed:
         raise OSError(f"could not delete {len(failed)} folder marker(s) under {root}: {failed}")
 
@@ -292,7 +298,7 @@ remove_tree = delete_tree
 def remove_file(path: str) -> int:
     """Deletes the one file ``path`` (literal; a link itself, never its target) if it exists; returns 1 or 0."""
     if is_local(path):
-        local = path[len("file://"):] if path.startswith("file://") else path
+        local = path[len("file://") :] if path.startswith("file://") else path
         if os.path.islink(local) or os.path.isfile(local):
             os.remove(local)
             return 1

@@ -10,6 +10,7 @@ use it before Beam or TensorFlow load. ``get(name)`` imports the dataset's modul
 import neither Beam nor TensorFlow either (their Beam side is ``discovery.py``), so the flag checks that read a
 dataset's fields (its label modes, its record format) stay fast too.
 """
+
 from __future__ import annotations
 
 import functools
@@ -31,8 +32,7 @@ _REGISTERED: dict[str, str] = {}
 @functools.lru_cache(maxsize=None)
 def _in_folder() -> tuple[str, ...]:
     here = os.path.dirname(os.path.abspath(__file__))
-    found = [f[:-3] for f in os.listdir(here)
-             if f.endswith(".py") and not f.startswith("_") and f[:-3] not in _SHARED]
+    found = [f[:-3] for f in os.listdir(here) if f.endswith(".py") and not f.startswith("_") and f[:-3] not in _SHARED]
     return tuple(sorted(found, key=lambda n: (_FIRST.index(n) if n in _FIRST else len(_FIRST), n)))
 
 

@@ -9,6 +9,7 @@ the dataset modules themselves never import Beam, so the jobs' flag checks (labe
 A dataset module holds one ``Dataset`` subclass and one instance of it named ``DATASET``; ``pipelines.datasets``
 finds it by the module's name (see ``docs/datasets.md``).
 """
+
 from __future__ import annotations
 
 import abc
@@ -121,8 +122,8 @@ def basename(path: str) -> str:
 
 def relative(path: str, root: str) -> str:
     """``path`` relative to the folder ``root`` it was listed under ("/"-separated), else its base name."""
-    prefix = (root[len("file://"):] if root.startswith("file://") else root).rstrip("/") + "/"
-    return path[len(prefix):] if path.startswith(prefix) else basename(path)
+    prefix = (root[len("file://") :] if root.startswith("file://") else root).rstrip("/") + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else basename(path)
 
 
 def alone_because(broken: list[Broken], role: str) -> str:
@@ -190,8 +191,9 @@ class Dataset(abc.ABC):
         """One of ``discovery_sources`` → keyed parts, dead letters, facts and counts."""
 
     @abc.abstractmethod
-    def assemble(self, key: str, parts: list[tuple[str, object]], facts: list[str],
-                 fractions: SplitFractions) -> Iterator[Assembled]:
+    def assemble(
+        self, key: str, parts: list[tuple[str, object]], facts: list[str], fractions: SplitFractions
+    ) -> Iterator[Assembled]:
         """Every part of one key (and every source's facts) → its ``Example`` and/or dead letters."""
 
     # ---------------------------------------------------------------------------------------- evaluate

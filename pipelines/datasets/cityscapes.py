@@ -6,6 +6,7 @@ instanceIds}.png``, ``<frame>`` = ``<city>_<seq>_<frame no>``. An example is a f
 image-only records. Labels: the official ``cityscapesscripts`` table in ``schemas.labels`` (19 trainIds); there
 is one label mode.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -43,15 +44,16 @@ DERIVED_COUNTER = "cityscapes_derived_files_not_read"
 MISSING_INSTANCES_COUNTER = "cityscapes_missing_instance_ids"
 
 _IMAGE = re.compile(r"^(?P<split>[^/]+)/(?P<city>[^/]+)/(?P<id>(?P=city)_\d+_\d+)_leftImg8bit\.png$")
-_GT = re.compile(r"^(?P<split>[^/]+)/(?P<city>[^/]+)/(?P<id>(?P=city)_\d+_\d+)_gtFine_"
-                 r"(?P<kind>labelIds|instanceIds)\.png$")
+_GT = re.compile(
+    r"^(?P<split>[^/]+)/(?P<city>[^/]+)/(?P<id>(?P=city)_\d+_\d+)_gtFine_"
+    r"(?P<kind>labelIds|instanceIds)\.png$"
+)
 # A frame id anywhere in a file stem (evaluate pairs predictions named after their input by it).
 _FRAME_ID = re.compile(r"([A-Za-z]+_\d{6}_\d{6})")
 
 
 # ------------------------------------------------------------------------------------------- discovery
-def classify_cityscapes_file(path: str, root: str, folder: str
-                             ) -> Union[None, tuple[str, tuple[str, str]], DeadLetter]:
+def classify_cityscapes_file(path: str, root: str, folder: str) -> Union[None, tuple[str, tuple[str, str]], DeadLetter]:
     """A file under ``leftImg8bit/`` or ``gtFine/`` → ('<split>/<id>', (role, path)), None for a derived file
     segflow does not read (colour renderings, polygons), or a dead letter for a stray."""
     rel = relative(path, f"{root.rstrip('/')}/{folder}")
@@ -62,9 +64,12 @@ def classify_cityscapes_file(path: str, root: str, folder: str
         return None
     m = (_IMAGE if folder == IMAGE_FOLDER else _GT).match(rel)
     if not m:
-        return DeadLetter(path, f"unexpected file in {folder}/ (expected <split>/<city>/<city>_<seq>_<frame>_"
-                                f"{'leftImg8bit.png' if folder == IMAGE_FOLDER else 'gtFine_labelIds.png'})",
-                          "discover")
+        return DeadLetter(
+            path,
+            f"unexpected file in {folder}/ (expected <split>/<city>/<city>_<seq>_<frame>_"
+            f"{'leftImg8bit.png' if folder == IMAGE_FOLDER else 'gtFine_labelIds.png'})",
+            "discover",
+        )
     if m.group("split") not in SPLITS:
         return DeadLetter(path, f"split {m.group('split')!r} is not one of {', '.join(SPLITS)}", "discover")
     role = "image" if folder == IMAGE_FOLDER else m.group("kind")
@@ -101,8 +106,12 @@ def assemble_cityscapes(key: str, parts: list[tuple[str, object]]) -> Iterator[A
     instances = sorted(by_role.get("instanceIds", []))
     if not images:
         for path in label_ids + instances:
-            yield DeadLetter(path, "annotation without image (no readable leftImg8bit/<split>/<city>/"
-                                   "<id>_leftImg8bit.png)" + alone_because(broken, "image"), "pair")
+            yield DeadLetter(
+                path,
+                "annotation without image (no readable leftImg8bit/<split>/<city>/"
+                "<id>_leftImg8bit.png)" + alone_because(broken, "image"),
+                "pair",
+            )
     elif split == "test":
         # The public test annotations are all 'unlabeled' placeholders: they are not inputs to learn from.
         yield Example(example_id, split, images[0])
@@ -137,8 +146,9 @@ class Cityscapes(Dataset):
         for listed in files.list_files(files.join(input_dir, folder)):
             yield from cityscapes_part(listed, input_dir, folder)
 
-    def assemble(self, key: str, parts: list[tuple[str, object]], facts: list[str],
-                 fractions: SplitFractions) -> Iterator[Assembled]:
+    def assemble(
+        self, key: str, parts: list[tuple[str, object]], facts: list[str], fractions: SplitFractions
+    ) -> Iterator[Assembled]:
         return assemble_cityscapes(key, parts)
 
     def example_id(self, stem: str) -> Optional[str]:
@@ -152,8 +162,11 @@ class Cityscapes(Dataset):
         # The release (gtFine/<split>/<city>/), one split folder (<split>/<city>/), or a flat folder of masks.
         below = (split,) if split else ()
         depth = 2 if split else 3
-        return [GroundTruthLayout((LABEL_FOLDER,) + below, depth, LABEL_SUFFIX),
-                GroundTruthLayout(below, depth, LABEL_SUFFIX), GroundTruthLayout((), 1, LABEL_SUFFIX)]
+        return [
+            GroundTruthLayout((LABEL_FOLDER,) + below, depth, LABEL_SUFFIX),
+            GroundTruthLayout(below, depth, LABEL_SUFFIX),
+            GroundTruthLayout((), 1, LABEL_SUFFIX),
+        ]
 
 
 DATASET = Cityscapes(

@@ -14,6 +14,7 @@ id and role, or a dead letter for a stray), and an example is assembled by *grou
 annotation(s) and, for Pet, its list-file rows meet in one ``GroupByKey`` value. Nothing is ever paired by
 sorting two file lists and zipping them, and nothing is gathered on the driver.
 """
+
 from __future__ import annotations
 
 from typing import Iterable, Iterator
@@ -99,14 +100,21 @@ class Discover(beam.PTransform):
         self._fractions = fractions
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
-        listed = (pbegin
-                  | "Sources" >> beam.Create(self._dataset.discovery_sources())
-                  | "List" >> beam.ParDo(_ListSource(self._dataset, self._input_dir)).with_outputs(
-                      DEAD_LETTER_TAG, FACTS_TAG, main="parts"))
-        assembled = (listed.parts
-                     | "GroupById" >> beam.GroupByKey()
-                     | "Assemble" >> beam.ParDo(_Assemble(self._dataset, self._fractions),
-                                                facts=beam.pvalue.AsList(listed[FACTS_TAG])
-                                                ).with_outputs(DEAD_LETTER_TAG, main="examples"))
+        listed = (
+            pbegin
+            | "Sources" >> beam.Create(self._dataset.discovery_sources())
+            | "List"
+            >> beam.ParDo(_ListSource(self._dataset, self._input_dir)).with_outputs(
+                DEAD_LETTER_TAG, FACTS_TAG, main="parts"
+            )
+        )
+        assembled = (
+            listed.parts
+            | "GroupById" >> beam.GroupByKey()
+            | "Assemble"
+            >> beam.ParDo(
+                _Assemble(self._dataset, self._fractions), facts=beam.pvalue.AsList(listed[FACTS_TAG])
+            ).with_outputs(DEAD_LETTER_TAG, main="examples")
+        )
         dead = (listed[DEAD_LETTER_TAG], assembled[DEAD_LETTER_TAG]) | "DeadLetters" >> beam.Flatten()
         return {"examples": assembled.examples, DEAD_LETTER_TAG: dead}

@@ -6,6 +6,7 @@ trimap, grouped on the file stem; the list files give its breed, species and off
 carved into train/val by a stable hash of the id, ``--val_fraction``; without list files, ``--test_fraction`` of
 the ids are hashed into test). Labels: ``schemas.labels`` Pet trimap tables, in one of three label modes.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,13 +65,15 @@ def classify_pet_file(path: str, role: str) -> Union[tuple[str, tuple[str, str]]
     stem, ext = posixpath.splitext(name)
     allowed = IMAGE_EXTENSIONS if role == "image" else (".png",)
     if ext.lower() not in allowed:
-        return DeadLetter(path, f"not an {'image' if role == 'image' else 'trimap'} file ({ext or 'no extension'})"
-                                f" in {folder}", "discover")
+        return DeadLetter(
+            path,
+            f"not an {'image' if role == 'image' else 'trimap'} file ({ext or 'no extension'}) in {folder}",
+            "discover",
+        )
     return stem, (role, path)
 
 
-def parse_pet_list(text: str, source: str, path: str) -> Iterator[Union[tuple[str, tuple[str, ListRow]],
-                                                                        DeadLetter]]:
+def parse_pet_list(text: str, source: str, path: str) -> Iterator[Union[tuple[str, tuple[str, ListRow]], DeadLetter]]:
     """Rows of a Pet list file (``#`` lines are comments) → (id, ('list', row)); malformed rows → dead letter."""
     for number, line in enumerate(text.splitlines(), start=1):
         line = line.strip()
@@ -105,8 +108,9 @@ def pet_part(listed: ListedFile, folder: str, role: str) -> Iterator[Listed]:
             yield named[0], ("broken", Broken(role, listed.path, listed.error))
         yield DeadLetter(listed.path, listed.error, "discover")
     elif nested:
-        yield DeadLetter(listed.path, f"in a subfolder of {where}: Pet files must lie directly in {where}, not read",
-                         "discover")
+        yield DeadLetter(
+            listed.path, f"in a subfolder of {where}: Pet files must lie directly in {where}, not read", "discover"
+        )
     else:
         yield classify_pet_file(listed.path, role)
 
@@ -130,8 +134,7 @@ def _image_preference(path: str) -> tuple[int, str]:
     return (0 if ext in (".jpg", ".jpeg") else 1, path)
 
 
-def _split(example_id: str, rows: list[ListRow], list_files: list[str], fractions: SplitFractions
-           ) -> tuple[str, bool]:
+def _split(example_id: str, rows: list[ListRow], list_files: list[str], fractions: SplitFractions) -> tuple[str, bool]:
     """(split, listed): the official split when a list file names the id, else one hashed from the id."""
     sources = {row.source for row in rows}
     if "test" in sources:
@@ -145,8 +148,9 @@ def _split(example_id: str, rows: list[ListRow], list_files: list[str], fraction
     return split_from_hash(example_id, fractions.val_fraction, fractions.test_fraction), True
 
 
-def assemble_pet(example_id: str, parts: list[tuple[str, object]], list_files: list[str],
-                 fractions: SplitFractions) -> Iterator[Assembled]:
+def assemble_pet(
+    example_id: str, parts: list[tuple[str, object]], list_files: list[str], fractions: SplitFractions
+) -> Iterator[Assembled]:
     """(id, [(role, value)]) → an ``Example`` with its split, or dead letters for the unpaired parts.
 
     An id that is only listed (no files) yields nothing: nothing was read, so there is nothing to account for.
@@ -160,11 +164,17 @@ def assemble_pet(example_id: str, parts: list[tuple[str, object]], list_files: l
     for extra in trimaps[1:]:
         yield DeadLetter(extra, f"second trimap for id {example_id}", "pair")
     if trimaps and not images:
-        yield DeadLetter(trimaps[0], "trimap without image (no readable images/<id>.* for this id)"
-                         + alone_because(broken, "image"), "pair")
+        yield DeadLetter(
+            trimaps[0],
+            "trimap without image (no readable images/<id>.* for this id)" + alone_because(broken, "image"),
+            "pair",
+        )
     elif images and not trimaps:
-        yield DeadLetter(images[0], "image without trimap (no readable annotations/trimaps/<id>.png)"
-                         + alone_because(broken, "trimap"), "pair")
+        yield DeadLetter(
+            images[0],
+            "image without trimap (no readable annotations/trimaps/<id>.png)" + alone_because(broken, "trimap"),
+            "pair",
+        )
     elif images and trimaps:
         split, listed = _split(example_id, rows, list_files, fractions)
         if not listed:
@@ -185,8 +195,10 @@ class Pet(Dataset):
 
     def train_id_luts(self, label_mode: str) -> dict[Optional[int], np.ndarray]:
         # Mode 'species' maps the pet pixels to the example's species: one lookup per species.
-        return {species: labels.pet_trimap_lut(label_mode, species)
-                for species in ((0, 1) if label_mode == "species" else (None,))}
+        return {
+            species: labels.pet_trimap_lut(label_mode, species)
+            for species in ((0, 1) if label_mode == "species" else (None,))
+        }
 
     def train_id_lut_key(self, example: Example, label_mode: str) -> Optional[int]:
         if label_mode != "species":
@@ -197,7 +209,8 @@ class Pet(Dataset):
 
     def discovery_sources(self) -> list[tuple]:
         return [("files", role, tuple(where.rstrip("/").split("/"))) for role, where in FOLDERS.items()] + [
-            ("lists", ANNOTATIONS, (ANNOTATIONS,))]
+            ("lists", ANNOTATIONS, (ANNOTATIONS,))
+        ]
 
     def list_source(self, source: tuple, input_dir: str, files: Files) -> Iterator[Listed]:
         kind, role, parts = source
@@ -208,8 +221,9 @@ class Pet(Dataset):
             for listed in files.list_files(folder):
                 yield from pet_part(listed, folder, role)
 
-    def assemble(self, key: str, parts: list[tuple[str, object]], facts: list[str],
-                 fractions: SplitFractions) -> Iterator[Assembled]:
+    def assemble(
+        self, key: str, parts: list[tuple[str, object]], facts: list[str], fractions: SplitFractions
+    ) -> Iterator[Assembled]:
         return assemble_pet(key, parts, facts, fractions)
 
     def example_id(self, stem: str) -> Optional[str]:
@@ -219,8 +233,11 @@ class Pet(Dataset):
         return labels.pet_trimap_to_train_ids(native, label_mode)
 
     def ground_truth_layouts(self, split: Optional[str]) -> list[GroundTruthLayout]:
-        return [GroundTruthLayout(("annotations", "trimaps"), 1, ".png"), GroundTruthLayout(("trimaps",), 1, ".png"),
-                GroundTruthLayout((), 1, ".png")]
+        return [
+            GroundTruthLayout(("annotations", "trimaps"), 1, ".png"),
+            GroundTruthLayout(("trimaps",), 1, ".png"),
+            GroundTruthLayout((), 1, ".png"),
+        ]
 
 
 DATASET = Pet(

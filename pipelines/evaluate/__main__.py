@@ -1,6 +1,7 @@
 """``python -m pipelines.evaluate``: see ``pipelines/evaluate/__init__.py``.
 
 The flags are parsed (``--help``, a bad flag answered) before the job module imports Beam and TensorFlow."""
+
 import importlib
 
 from pipelines.evaluate import options

@@ -1,5 +1,6 @@
 """The evaluate job: its pipeline and ``run`` (its command line is ``pipelines.common.flags``; the package
 docstring is its --help)."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ def confusion_matrix(gt_train: np.ndarray, pred_train: np.ndarray, num_classes: 
     pred = np.asarray(pred_train).astype(np.int64).ravel()
     keep = gt < num_classes
     pred = np.where(pred < num_classes, pred, num_classes)[keep]
-    return np.bincount(gt[keep] * (num_classes + 1) + pred,
-                       minlength=num_classes * (num_classes + 1)).reshape(num_classes, num_classes + 1)
+    return np.bincount(gt[keep] * (num_classes + 1) + pred, minlength=num_classes * (num_classes + 1)).reshape(
+        num_classes, num_classes + 1
+    )
 
 
 def scores(matrix: np.ndarray) -> dict[str, Any]:
@@ -79,9 +81,11 @@ def format_table(result: dict[str, Any]) -> str:
     acc = result["pixel_accuracy"]
     lines.append(f"{'mIoU':<{width}}  {('    n/a' if miou is None else f'{miou:7.4f}')}")
     lines.append(f"{'pixel accuracy':<{width}}  {('    n/a' if acc is None else f'{acc:7.4f}')}")
-    lines.append(f"images: {result['images']}, missing predictions: {result['missing_predictions']}, "
-                 f"predictions without ground truth: {result['unmatched_predictions']}, "
-                 f"errors: {len(result['errors'])}")
+    lines.append(
+        f"images: {result['images']}, missing predictions: {result['missing_predictions']}, "
+        f"predictions without ground truth: {result['unmatched_predictions']}, "
+        f"errors: {len(result['errors'])}"
+    )
     return "\n".join(lines)
 
 
@@ -115,10 +119,12 @@ class CompareMasks(beam.DoFn):
             if gt.ndim != 2 or pred.ndim != 2:
                 raise ValueError("masks must be single-channel PNGs")
             if gt.shape != pred.shape:
-                raise ValueError(f"size {pred.shape[1]}x{pred.shape[0]} differs from ground truth "
-                                 f"{gt.shape[1]}x{gt.shape[0]}")
-            matrix = confusion_matrix(to_train_ids(gt, self._dataset, self._mode),
-                                      to_train_ids(pred, self._dataset, self._mode), self._c)
+                raise ValueError(
+                    f"size {pred.shape[1]}x{pred.shape[0]} differs from ground truth {gt.shape[1]}x{gt.shape[0]}"
+                )
+            matrix = confusion_matrix(
+                to_train_ids(gt, self._dataset, self._mode), to_train_ids(pred, self._dataset, self._mode), self._c
+            )
         except Exception as err:  # noqa: BLE001 - reported, not fatal
             yield "error", {"path": preds[0], "error": str(err)[:300]}
             return
@@ -134,8 +140,13 @@ class SumConfusion(beam.CombineFn):
 
     def create_accumulator(self):
         # "missing": ground-truth ids without a prediction; "unmatched": prediction paths without ground truth.
-        return {"matrix": np.zeros((self._c, self._c + 1), np.int64), "images": 0, "missing": [], "unmatched": [],
-                "errors": []}
+        return {
+            "matrix": np.zeros((self._c, self._c + 1), np.int64),
+            "images": 0,
+            "missing": [],
+            "unmatched": [],
+            "errors": [],
+        }
 
     def add_input(self, acc, element):
         kind, payload = element
@@ -166,38 +177,43 @@ def summarise(acc: dict[str, Any], spec: labels.LabelSpec, extra: dict[str, Any]
     s = scores(acc["matrix"])
     names = list(spec.class_names)
     doc = {k: v for k, v in extra.items() if k != "errors"}
-    doc.update({
-        "dataset": spec.dataset,
-        "label_mode": spec.mode,
-        "class_names": names,
-        "images": int(acc["images"]),
-        "missing_predictions": len(acc["missing"]),
-        "missing_prediction_ids": acc["missing"],
-        "unmatched_predictions": len(acc["unmatched"]),
-        "unmatched_prediction_paths": acc["unmatched"],
-        "errors": sorted(acc["errors"] + list(extra.get("errors", [])), key=lambda e: e["path"]),
-        "per_class_iou": {n: _nan_to_none(float(v)) for n, v in zip(names, s["iou"])},
-        "gt_pixels": {n: int(v) for n, v in zip(names, s["gt_pixels"])},
-        "mean_iou": _nan_to_none(s["mean_iou"]),
-        "pixel_accuracy": _nan_to_none(s["pixel_accuracy"]),
-        "confusion_matrix": acc["matrix"].tolist(),
-        "confusion_matrix_note": "rows: ground truth train id; columns: predicted train id, last = not evaluated",
-    })
+    doc.update(
+        {
+            "dataset": spec.dataset,
+            "label_mode": spec.mode,
+            "class_names": names,
+            "images": int(acc["images"]),
+            "missing_predictions": len(acc["missing"]),
+            "missing_prediction_ids": acc["missing"],
+            "unmatched_predictions": len(acc["unmatched"]),
+            "unmatched_prediction_paths": acc["unmatched"],
+            "errors": sorted(acc["errors"] + list(extra.get("errors", [])), key=lambda e: e["path"]),
+            "per_class_iou": {n: _nan_to_none(float(v)) for n, v in zip(names, s["iou"])},
+            "gt_pixels": {n: int(v) for n, v in zip(names, s["gt_pixels"])},
+            "mean_iou": _nan_to_none(s["mean_iou"]),
+            "pixel_accuracy": _nan_to_none(s["pixel_accuracy"]),
+            "confusion_matrix": acc["matrix"].tolist(),
+            "confusion_matrix_note": "rows: ground truth train id; columns: predicted train id, last = not evaluated",
+        }
+    )
     return doc
 
 
 def ground_truth_patterns(root: str, dataset: str, split: Optional[str]) -> list[str]:
     """The layouts ``find_ground_truth`` looks for, as readable globs (for messages; ``root`` is literal)."""
     root = root.rstrip("/")
-    return [FileSystems.join(root, *layout.pattern_parts())
-            for layout in datasets.get(dataset).ground_truth_layouts(split)]
+    return [
+        FileSystems.join(root, *layout.pattern_parts()) for layout in datasets.get(dataset).ground_truth_layouts(split)
+    ]
 
 
 def _layouts(root: str, dataset: str, split: Optional[str]) -> list[tuple[str, int, str]]:
     """(folder, depth of the masks below it, file name suffix) per layout, in ``ground_truth_patterns`` order."""
     root = root.rstrip("/")
-    return [(FileSystems.join(root, *layout.folder) if layout.folder else root, layout.depth, layout.suffix)
-            for layout in datasets.get(dataset).ground_truth_layouts(split)]
+    return [
+        (FileSystems.join(root, *layout.folder) if layout.folder else root, layout.depth, layout.suffix)
+        for layout in datasets.get(dataset).ground_truth_layouts(split)
+    ]
 
 
 def _under(folder: str, depth: int, suffix: str) -> list[storage.ListedFile]:
@@ -205,7 +221,7 @@ def _under(folder: str, depth: int, suffix: str) -> list[storage.ListedFile]:
     prefix = storage.listing_prefix(folder)
     found = []
     for listed in storage.list_files(folder):
-        rel = listed.path[len(prefix):] if listed.path.startswith(prefix) else ""
+        rel = listed.path[len(prefix) :] if listed.path.startswith(prefix) else ""
         if rel.count("/") == depth - 1 and rel.endswith(suffix):
             found.append(listed)
     return found
@@ -217,8 +233,9 @@ def _hidden(path: str) -> bool:
 
 def find_ground_truth(root: str, dataset: str, split: Optional[str]) -> tuple[Optional[str], list[storage.ListedFile]]:
     """(the layout found, as a glob for messages; its masks) for the first layout under ``root`` holding any."""
-    for pattern, (folder, depth, suffix) in zip(ground_truth_patterns(root, dataset, split),
-                                                _layouts(root, dataset, split)):
+    for pattern, (folder, depth, suffix) in zip(
+        ground_truth_patterns(root, dataset, split), _layouts(root, dataset, split)
+    ):
         found = _under(folder, depth, suffix)
         if found:
             return pattern, found
@@ -271,33 +288,40 @@ def gather_inputs(predictions: str, ground_truth: str, dataset: str, split: Opti
         raise ValueError(f"no predicted masks (*.png) in {predictions}{_suggestion(predictions)}")
     pattern, gt_listed = find_ground_truth(ground_truth, dataset, split)
     if pattern is None:
-        raise ValueError(f"no {dataset} ground-truth masks under {ground_truth} (looked for "
-                         f"{', '.join(ground_truth_patterns(ground_truth, dataset, split))})")
+        raise ValueError(
+            f"no {dataset} ground-truth masks under {ground_truth} (looked for "
+            f"{', '.join(ground_truth_patterns(ground_truth, dataset, split))})"
+        )
     preds, gts = usable(pred_listed), usable(gt_listed)
     gt_ids = {example_id(p, dataset) for p in gts}
     paired = sum(1 for p in preds if example_id(p, dataset) in gt_ids)
     if not paired:
-        raise ValueError(f"0 of {len(pred_listed)} predictions in {predictions} pair with the {len(gt_ids)} "
-                         f"ground-truth ids in {pattern}{_suggestion(predictions)}")
-    return EvaluationInputs(pattern, gts, preds, sorted(errors, key=lambda e: e["path"]),
-                            sorted(ignored, key=lambda e: e["path"]))
+        raise ValueError(
+            f"0 of {len(pred_listed)} predictions in {predictions} pair with the {len(gt_ids)} "
+            f"ground-truth ids in {pattern}{_suggestion(predictions)}"
+        )
+    return EvaluationInputs(
+        pattern, gts, preds, sorted(errors, key=lambda e: e["path"]), sorted(ignored, key=lambda e: e["path"])
+    )
 
 
-def build_pipeline(pipeline: beam.Pipeline, inputs: EvaluationInputs, spec: labels.LabelSpec,
-                   output_file: str, extra: dict[str, Any]) -> None:
+def build_pipeline(
+    pipeline: beam.Pipeline, inputs: EvaluationInputs, spec: labels.LabelSpec, output_file: str, extra: dict[str, Any]
+) -> None:
     """Pairs the listed files by id, one confusion matrix per pair, summed; writes the document."""
+
     def keyed(label: str, paths: list[str]):
-        return (pipeline
-                | f"{label}Files" >> beam.Create(paths)
-                | f"{label}Key" >> beam.Map(_key_by_id, spec.dataset))
+        return pipeline | f"{label}Files" >> beam.Create(paths) | f"{label}Key" >> beam.Map(_key_by_id, spec.dataset)
 
     extra = dict(extra, errors=inputs.errors, ignored_files=inputs.ignored)
-    _ = ({"gt": keyed("GroundTruth", inputs.ground_truth), "pred": keyed("Prediction", inputs.predictions)}
-         | "Pair" >> beam.CoGroupByKey()
-         | "Compare" >> beam.ParDo(CompareMasks(spec.dataset, spec.mode, spec.num_classes))
-         | "Sum" >> beam.CombineGlobally(SumConfusion(spec.num_classes))
-         | "Summarise" >> beam.Map(summarise, spec, extra)
-         | "Write" >> beam.Map(lambda doc: storage.write_json(output_file, doc)))
+    _ = (
+        {"gt": keyed("GroundTruth", inputs.ground_truth), "pred": keyed("Prediction", inputs.predictions)}
+        | "Pair" >> beam.CoGroupByKey()
+        | "Compare" >> beam.ParDo(CompareMasks(spec.dataset, spec.mode, spec.num_classes))
+        | "Sum" >> beam.CombineGlobally(SumConfusion(spec.num_classes))
+        | "Summarise" >> beam.Map(summarise, spec, extra)
+        | "Write" >> beam.Map(lambda doc: storage.write_json(output_file, doc))
+    )
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[job_options.EvaluateOptions, list[str]]:
@@ -312,7 +336,8 @@ def output_file(options: job_options.EvaluateOptions) -> str:
     """Where the evaluation JSON goes: ``--output_file``, else evaluation.json next to the predictions folder."""
     predictions = options.predictions.rstrip("/")
     return options.output_file or FileSystems.join(
-        posixpath.dirname(predictions) if "://" in predictions else _parent(predictions), "evaluation.json")
+        posixpath.dirname(predictions) if "://" in predictions else _parent(predictions), "evaluation.json"
+    )
 
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
@@ -326,7 +351,11 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     except ValueError as err:
         raise DataError(str(err)) from None
     destination = output_file(args)
-    extra = {"predictions": predictions, "ground_truth": args.ground_truth, "ground_truth_pattern": inputs.ground_truth_pattern}
+    extra = {
+        "predictions": predictions,
+        "ground_truth": args.ground_truth,
+        "ground_truth_pattern": inputs.ground_truth_pattern,
+    }
     pipeline = new_pipeline(make_pipeline_options(beam_argv))
     build_pipeline(pipeline, inputs, spec, destination, extra)
     pipeline.run().wait_until_finish()

@@ -6,6 +6,7 @@ Reads what ``pipelines.infer`` wrote (``OUT/summary.json`` names every input and
 present, ``OUT/evaluation.json``; writes ``OUT/report.png`` (the grid, like the seeds' ``display()``) and a
 self-contained ``OUT/report.html`` (images embedded, metrics table). Local paths or gs://.
 """
+
 from __future__ import annotations
 
 import base64
@@ -72,8 +73,9 @@ def _ground_truth_index(root: Optional[str], dataset: str) -> dict[str, str]:
     return index
 
 
-def collect_rows(output_dir: str, spec: LabelSpec, ground_truth: Optional[str], max_images: int
-                 ) -> tuple[list[dict[str, Any]], int]:
+def collect_rows(
+    output_dir: str, spec: LabelSpec, ground_truth: Optional[str], max_images: int
+) -> tuple[list[dict[str, Any]], int]:
     """(per image shown: name and the four panels as arrays, None where unavailable; how many images inference
     wrote, of which the first ``max_images`` by name are shown)."""
     summary = json.loads(storage.read_bytes(FileSystems.join(output_dir, "summary.json")).decode("utf-8"))
@@ -92,8 +94,14 @@ def collect_rows(output_dir: str, spec: LabelSpec, ground_truth: Optional[str], 
         instances = None
         if ids is not None:
             instances = instance_colours(ids, image if image is not None and image.shape[:2] == ids.shape else None)
-        rows.append({"stem": stem, "path": path, "panels": [image, gt, prediction, instances],
-                     "instances": None if ids is None else int(len([v for v in np.unique(ids) if v >= 1000]))})
+        rows.append(
+            {
+                "stem": stem,
+                "path": path,
+                "panels": [image, gt, prediction, instances],
+                "instances": None if ids is None else int(len([v for v in np.unique(ids) if v >= 1000])),
+            }
+        )
     return rows, len(summary["outputs"])
 
 
@@ -113,7 +121,7 @@ def legend_entries(spec: LabelSpec) -> list[tuple[str, tuple[int, int, int]]]:
 
 
 def showing_line(shown: int, total: int) -> str:
-    """"showing 8 of 12 images" (the grid is cut at --max_images), or "12 images"."""
+    """ "showing 8 of 12 images" (the grid is cut at --max_images), or "12 images"."""
     noun = "image" if total == 1 else "images"
     return f"showing {shown} of {total} {noun} (--max_images {shown})" if shown < total else f"{total} {noun}"
 
@@ -122,8 +130,7 @@ def instances_caption(count: Optional[int]) -> str:
     return "" if count is None else f" ({count} instance{'' if count == 1 else 's'})"
 
 
-def grid_png(rows: Sequence[dict[str, Any]], spec: Optional[LabelSpec] = None, total: Optional[int] = None
-             ) -> bytes:
+def grid_png(rows: Sequence[dict[str, Any]], spec: Optional[LabelSpec] = None, total: Optional[int] = None) -> bytes:
     """The grid: a line saying how many images are shown, the colour legend (with ``spec``), a title row, then
     one row of four panels per image."""
     panels = [[_panel(a) for a in row["panels"]] for row in rows]
@@ -164,20 +171,31 @@ def _data_uri(array: Optional[np.ndarray]) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def report_html(rows: Sequence[dict[str, Any]], evaluation: Optional[dict[str, Any]], title: str,
-                spec: Optional[LabelSpec] = None, total: Optional[int] = None) -> str:
+def report_html(
+    rows: Sequence[dict[str, Any]],
+    evaluation: Optional[dict[str, Any]],
+    title: str,
+    spec: Optional[LabelSpec] = None,
+    total: Optional[int] = None,
+) -> str:
     """The self-contained page: metrics (classes in class-id order, as the CLI prints them), how many images are
     shown, the colour legend, then the grid."""
-    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-             "<style>body{font-family:sans-serif;margin:1.5em} td,th{padding:4px 8px;text-align:left}"
-             " img{height:%dpx;image-rendering:pixelated} table.m td:nth-child(2){text-align:right}"
-             " .swatch{display:inline-block;width:1em;height:1em;border:1px solid #888;vertical-align:middle;"
-             "margin:0 .3em 0 1em}</style>"
-             % PANEL_HEIGHT, f"</head><body><h1>{html.escape(title)}</h1>"]
+    parts = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
+        "<style>body{font-family:sans-serif;margin:1.5em} td,th{padding:4px 8px;text-align:left}"
+        " img{height:%dpx;image-rendering:pixelated} table.m td:nth-child(2){text-align:right}"
+        " .swatch{display:inline-block;width:1em;height:1em;border:1px solid #888;vertical-align:middle;"
+        "margin:0 .3em 0 1em}</style>" % PANEL_HEIGHT,
+        f"</head><body><h1>{html.escape(title)}</h1>",
+    ]
     if evaluation:
         miou, acc = evaluation.get("mean_iou"), evaluation.get("pixel_accuracy")
-        parts.append(f"<p><b>mIoU</b> {miou:.4f} &nbsp; <b>pixel accuracy</b> {acc:.4f} &nbsp; over "
-                     f"{evaluation.get('images')} images</p>" if miou is not None else "<p>no scored images</p>")
+        parts.append(
+            f"<p><b>mIoU</b> {miou:.4f} &nbsp; <b>pixel accuracy</b> {acc:.4f} &nbsp; over "
+            f"{evaluation.get('images')} images</p>"
+            if miou is not None
+            else "<p>no scored images</p>"
+        )
         parts.append("<table class='m'><tr><th>class</th><th>IoU</th></tr>")
         per_class = evaluation.get("per_class_iou", {})
         # evaluation.json's objects are written with sorted keys: its class_names list keeps the class-id order.
@@ -188,9 +206,14 @@ def report_html(rows: Sequence[dict[str, Any]], evaluation: Optional[dict[str, A
         parts.append("</table>")
     parts.append(f"<p>{html.escape(showing_line(len(rows), len(rows) if total is None else total))}</p>")
     if spec is not None:
-        parts.append("<p class='legend'>" + "".join(
-            f"<span class='swatch' style='background:rgb{colour}'></span>{html.escape(name)}"
-            for name, colour in legend_entries(spec)) + "</p>")
+        parts.append(
+            "<p class='legend'>"
+            + "".join(
+                f"<span class='swatch' style='background:rgb{colour}'></span>{html.escape(name)}"
+                for name, colour in legend_entries(spec)
+            )
+            + "</p>"
+        )
     parts.append("<table><tr>" + "".join(f"<th>{t}</th>" for t in TITLES) + "</tr>")
     for row in rows:
         caption = html.escape(row["stem"] + instances_caption(row["instances"]))
@@ -201,8 +224,13 @@ def report_html(rows: Sequence[dict[str, Any]], evaluation: Optional[dict[str, A
     return "\n".join(parts)
 
 
-def write_report(output_dir: str, dataset: str, ground_truth: Optional[str] = None, max_images: int = 8,
-                 label_mode: Optional[str] = None) -> dict[str, str]:
+def write_report(
+    output_dir: str,
+    dataset: str,
+    ground_truth: Optional[str] = None,
+    max_images: int = 8,
+    label_mode: Optional[str] = None,
+) -> dict[str, str]:
     """Writes ``OUT/report.png`` and ``OUT/report.html``; returns their paths."""
     spec = datasets.get(dataset).label_spec(label_mode)
     rows, total = collect_rows(output_dir, spec, ground_truth, max_images)
@@ -213,8 +241,11 @@ def write_report(output_dir: str, dataset: str, ground_truth: Optional[str] = No
     png_path = FileSystems.join(output_dir, "report.png")
     html_path = FileSystems.join(output_dir, "report.html")
     storage.write_bytes(png_path, grid_png(rows, spec, total), "image/png")
-    storage.write_bytes(html_path, report_html(rows, evaluation, f"segflow: {dataset} predictions", spec,
-                                               total).encode("utf-8"), "text/html")
+    storage.write_bytes(
+        html_path,
+        report_html(rows, evaluation, f"segflow: {dataset} predictions", spec, total).encode("utf-8"),
+        "text/html",
+    )
     return {"png": png_path, "html": html_path}
 
 
@@ -225,8 +256,9 @@ def build_parser() -> cli.Parser:
     parser = cli.Parser(NAME, __doc__)
     parser.add_flag("--output_dir", required=True, help="OUT of pipelines.infer (holding its summary.json)")
     parser.add_flag("--dataset", required=True, choices=datasets.names(), help="the dataset predicted")
-    parser.add_flag("--ground_truth", help="raw dataset root (SRC) for the True Mask column",
-                    default_text="no True Mask column")
+    parser.add_flag(
+        "--ground_truth", help="raw dataset root (SRC) for the True Mask column", default_text="no True Mask column"
+    )
     parser.add_flag("--max_images", type=int, default=8, minimum=1, help="rows of the report")
     parser.add_logging_flags()
     return parser

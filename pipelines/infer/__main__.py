@@ -1,6 +1,7 @@
 """``python -m pipelines.infer``: see ``pipelines/infer/__init__.py``.
 
 The flags are parsed (``--help``, a bad flag answered) before the job module imports Beam and TensorFlow."""
+
 import importlib
 
 from pipelines.infer import options

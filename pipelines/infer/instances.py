@@ -13,6 +13,7 @@ Two kinds of boundary evidence, used in this order:
 Everything here works on one image in memory: ``class_ids`` int [H, W] (train ids) and ``probabilities``
 float [H, W, C]. Output order is deterministic (by class, then top-left first pixel).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -54,8 +55,9 @@ class Instance:
         return full
 
 
-def split_touching(component: np.ndarray, neck_ratio: float = 0.7, min_core: float = 2.0,
-                   levels: int = 48, max_pixels: int = 1 << 16) -> np.ndarray:
+def split_touching(
+    component: np.ndarray, neck_ratio: float = 0.7, min_core: float = 2.0, levels: int = 48, max_pixels: int = 1 << 16
+) -> np.ndarray:
     """Splits one connected boolean region into objects joined by narrow necks; int32 labels [H, W], 0 outside.
 
     Distance-transform watershed: every regional maximum of the distance to the region's edge seeds a basin
@@ -77,7 +79,7 @@ def split_touching(component: np.ndarray, neck_ratio: float = 0.7, min_core: flo
     small = crop[::step, ::step] if step > 1 else crop
     parts = _split_core(small, neck_ratio, min_core / step, levels)
     if step > 1:
-        parts = np.repeat(np.repeat(parts, step, axis=0), step, axis=1)[:crop.shape[0], :crop.shape[1]]
+        parts = np.repeat(np.repeat(parts, step, axis=0), step, axis=1)[: crop.shape[0], : crop.shape[1]]
         parts = np.where(crop, parts, 0)
         missing = crop & (parts == 0)
         if missing.any() and parts.any():
@@ -132,8 +134,9 @@ def _split_core(crop: np.ndarray, neck_ratio: float, min_core: float, levels: in
             i = parent[i]
         return i
 
-    for (la, lb), saddle in sorted(saddles.items(),
-                                   key=lambda kv: -kv[1] / max(min(peak[kv[0][0]], peak[kv[0][1]]), 1e-6)):
+    for (la, lb), saddle in sorted(
+        saddles.items(), key=lambda kv: -kv[1] / max(min(peak[kv[0][0]], peak[kv[0][1]]), 1e-6)
+    ):
         ra, rb = find(la), find(lb)
         if ra == rb:
             continue
@@ -213,10 +216,17 @@ def mean_probability(probabilities: np.ndarray) -> ScoreFn:
     return lambda train_id, ys, xs: float(probabilities[ys, xs, train_id].mean())
 
 
-def extract_instances(class_ids: np.ndarray, probabilities: Optional[np.ndarray],
-                      instance_train_ids: Sequence[int], *, border_train_id: Optional[int] = None,
-                      min_area: int = 0, neck_ratio: float = 0.7, max_instances: Optional[int] = None,
-                      score: Optional[ScoreFn] = None) -> list[Instance]:
+def extract_instances(
+    class_ids: np.ndarray,
+    probabilities: Optional[np.ndarray],
+    instance_train_ids: Sequence[int],
+    *,
+    border_train_id: Optional[int] = None,
+    min_area: int = 0,
+    neck_ratio: float = 0.7,
+    max_instances: Optional[int] = None,
+    score: Optional[ScoreFn] = None,
+) -> list[Instance]:
     """Instances of every class in ``instance_train_ids`` from a semantic map.
 
     Args:
@@ -273,7 +283,7 @@ def extract_instances(class_ids: np.ndarray, probabilities: Optional[np.ndarray]
             ys, xs = np.nonzero(crop)
             y0, x0 = int(ys.min()), int(xs.min())
             bbox = [int(slc[1].start + x0), int(slc[0].start + y0), int(xs.max() - x0 + 1), int(ys.max() - y0 + 1)]
-            crop = crop[y0:y0 + bbox[3], x0:x0 + bbox[2]]
+            crop = crop[y0 : y0 + bbox[3], x0 : x0 + bbox[2]]
             value = score(int(train_id), ys + slc[0].start, xs + slc[1].start) if score is not None else 1.0
             out.append(Instance(int(train_id), area, bbox, float(value), crop, shape))
     if max_instances is not None and len(out) > max_instances:
@@ -283,8 +293,7 @@ def extract_instances(class_ids: np.ndarray, probabilities: Optional[np.ndarray]
     return out
 
 
-def instance_id_map(instances: Sequence[Instance], native_semantic: np.ndarray, to_native: np.ndarray
-                    ) -> np.ndarray:
+def instance_id_map(instances: Sequence[Instance], native_semantic: np.ndarray, to_native: np.ndarray) -> np.ndarray:
     """The Cityscapes ``*_instanceIds.png`` encoding: uint16 [H, W].
 
     Pixels of an instance carry ``labelId * 1000 + k`` (k counts from 0 per class, in ``instances`` order);

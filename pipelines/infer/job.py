@@ -1,5 +1,6 @@
 """The infer job: its pipeline and ``run`` (its command line is ``pipelines.common.flags``; the package docstring
 is its --help)."""
+
 from __future__ import annotations
 
 import glob
@@ -104,10 +105,12 @@ def _match_local(pattern: str) -> tuple[list[str], list[DeadLetter]]:
     ``/``; ``**`` as a whole path part matches any depth, zero folders included; ``\\`` is an ordinary character
     (a file name may hold one); names starting with ``.`` match only a pattern part starting with ``.``, as in a
     shell. Folders a glob matches are not inputs (``DIR/*`` skips ``DIR/sub``)."""
-    local = pattern[len("file://"):] if pattern.startswith("file://") else pattern
+    local = pattern[len("file://") :] if pattern.startswith("file://") else pattern
     if not (_GLOB_CHARS & set(local)) and os.path.isdir(local):
-        raise InputError(f"--input {pattern} is a folder, not a glob of files: give e.g. "
-                         f"'{local.rstrip('/')}/*.jpg' (or '{local.rstrip('/')}/**/*' for every file below it)")
+        raise InputError(
+            f"--input {pattern} is a folder, not a glob of files: give e.g. "
+            f"'{local.rstrip('/')}/*.jpg' (or '{local.rstrip('/')}/**/*' for every file below it)"
+        )
     files, dead, folders = [], [], 0
     for path in glob.glob(local, recursive=True):
         found = _classify_local(path)
@@ -119,12 +122,16 @@ def _match_local(pattern: str) -> tuple[list[str], list[DeadLetter]]:
             files.append(found)
     if not files and not dead:
         if folders:
-            raise InputError(f"--input {pattern} matches {folders} folder(s) and no files: "
-                             f"add the file part, e.g. '{local.rstrip('/')}/*.jpg'")
+            raise InputError(
+                f"--input {pattern} matches {folders} folder(s) and no files: "
+                f"add the file part, e.g. '{local.rstrip('/')}/*.jpg'"
+            )
         hint = " (a folder needs a glob, e.g. DIR/*.jpg)" if not (_GLOB_CHARS & set(local)) else ""
         if _GLOB_CHARS & set(local) and os.path.lexists(local):
-            hint = (f" as a glob; a file of that literal name exists: write its glob characters in brackets, "
-                    f"e.g. {glob.escape(local)}")
+            hint = (
+                f" as a glob; a file of that literal name exists: write its glob characters in brackets, "
+                f"e.g. {glob.escape(local)}"
+            )
         raise InputError(f"--input {pattern} matches no files{hint}")
     return files, dead
 
@@ -174,13 +181,17 @@ def check_output_dir(matched: MatchedInputs, output_dir: str, model_dir: str) ->
     folders = [FileSystems.join(output_dir, f) for f in OUTPUT_FOLDERS]
     # A file lies in a folder when its parent does (links resolved): a few parents stand for many files.
     parents = sorted({os.path.dirname(os.path.abspath(p)) for p in matched.files})
-    named = [("--model_dir", model_dir)] + [("--input", p) for p in parents] + \
-            [("--input", _static_prefix(p)) for p in matched.remote_patterns]
+    named = (
+        [("--model_dir", model_dir)]
+        + [("--input", p) for p in parents]
+        + [("--input", _static_prefix(p)) for p in matched.remote_patterns]
+    )
     for flag, path in named:
         for folder in folders:
             if storage.same_or_inside(path, folder):
-                raise InputError(f"{flag} {path} is inside {folder}, which this run clears first: "
-                                 f"choose another --output_dir")
+                raise InputError(
+                    f"{flag} {path} is inside {folder}, which this run clears first: choose another --output_dir"
+                )
 
 
 # ---------------------------------------------------------------------------------------------- naming
@@ -204,10 +215,12 @@ class AssignOutputNames(beam.PTransform):
     """
 
     def expand(self, files: beam.PCollection) -> beam.PCollection:
-        return (files
-                | "KeyByStem" >> beam.Map(_key_by_stem)
-                | "GroupByStem" >> beam.GroupByKey()
-                | "UniqueNames" >> beam.FlatMap(_assign_names))
+        return (
+            files
+            | "KeyByStem" >> beam.Map(_key_by_stem)
+            | "GroupByStem" >> beam.GroupByKey()
+            | "UniqueNames" >> beam.FlatMap(_assign_names)
+        )
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -235,8 +248,10 @@ def pixel_limit_reason(data: bytes, max_pixels: int) -> Optional[str]:
     except Exception:  # noqa: BLE001 - not an image PIL knows: left to the model's decoder
         return None
     if width * height > max_pixels:
-        return (f"image is {width}x{height} = {width * height} pixels, over --max_pixels {max_pixels} "
-                f"(raise the flag if the workers have the memory)")
+        return (
+            f"image is {width}x{height} = {width * height} pixels, over --max_pixels {max_pixels} "
+            f"(raise the flag if the workers have the memory)"
+        )
     return None
 
 
@@ -245,8 +260,9 @@ class PreprocessImage(beam.DoFn):
 
     DEAD = "dead"
 
-    def __init__(self, model_dir: str, handle: shared.Shared, cache_dir: Optional[str],
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+    def __init__(
+        self, model_dir: str, handle: shared.Shared, cache_dir: Optional[str], max_pixels: int = DEFAULT_MAX_PIXELS
+    ):
         self._model_dir, self._handle, self._cache_dir = model_dir, handle, cache_dir
         self._max_pixels = max_pixels
         self._images = Metrics.counter(NAMESPACE, "images_read")
@@ -283,9 +299,19 @@ class PostprocessAndWrite(beam.DoFn):
 
     DEAD = "dead"
 
-    def __init__(self, model_dir: str, handle: shared.Shared, cache_dir: Optional[str], output_dir: str,
-                 model_info: ModelInfo, instances: bool, min_instance_area: int, overlay: bool,
-                 max_instances: Optional[int] = DEFAULT_MAX_INSTANCES, postprocess: str = "host"):
+    def __init__(
+        self,
+        model_dir: str,
+        handle: shared.Shared,
+        cache_dir: Optional[str],
+        output_dir: str,
+        model_info: ModelInfo,
+        instances: bool,
+        min_instance_area: int,
+        overlay: bool,
+        max_instances: Optional[int] = DEFAULT_MAX_INSTANCES,
+        postprocess: str = "host",
+    ):
         self._model_dir, self._handle, self._cache_dir = model_dir, handle, cache_dir
         self._output_dir = output_dir
         self._info = model_info
@@ -316,24 +342,33 @@ class PostprocessAndWrite(beam.DoFn):
                 if self._instances:
                     score = upsample.mean_score(scores, height, width, size, mode)
             else:
-                class_ids, probabilities = self._model.postprocess(result.inference, height, width,
-                                                                   with_probabilities=self._instances)
+                class_ids, probabilities = self._model.postprocess(
+                    result.inference, height, width, with_probabilities=self._instances
+                )
             image = None
             if self._overlay:
                 image = self._model_image(path)
             found = None
             if self._instances:
-                found = extract_instances(class_ids, probabilities, self._spec.instance_train_ids,
-                                          border_train_id=self._border, min_area=self._min_area,
-                                          max_instances=self._max_instances, score=score)
+                found = extract_instances(
+                    class_ids,
+                    probabilities,
+                    self._spec.instance_train_ids,
+                    border_train_id=self._border,
+                    min_area=self._min_area,
+                    max_instances=self._max_instances,
+                    score=score,
+                )
         except Exception as err:  # noqa: BLE001 - one bad image must not stop the job
             self._failed.inc()
-            yield beam.pvalue.TaggedOutput(self.DEAD, DeadLetter(path, f"postprocess failed: {err}"[:500],
-                                                                 "postprocess"))
+            yield beam.pvalue.TaggedOutput(
+                self.DEAD, DeadLetter(path, f"postprocess failed: {err}"[:500], "postprocess")
+            )
             return
         # Write errors are not caught: storage failures are retried by the runner, not turned into lost images.
-        summary = outputs.write_prediction(self._output_dir, stem, class_ids, self._spec, image=image,
-                                           instances=found, source_path=path)
+        summary = outputs.write_prediction(
+            self._output_dir, stem, class_ids, self._spec, image=image, instances=found, source_path=path
+        )
         self._written.inc()
         self._instance_count.inc(summary["instances"])
         yield summary
@@ -350,9 +385,14 @@ class PostprocessAndWrite(beam.DoFn):
 def _write_summary(rows: list[dict], dead_letters: list[int], path: str, extra: dict[str, Any]) -> None:
     rows = sorted(rows, key=lambda r: r["stem"])
     doc = dict(extra)
-    doc.update({"images_written": len(rows), "dead_letters": int(sum(dead_letters)),
-                "instances": int(sum(r["instances"] for r in rows)),
-                "outputs": {r["path"]: r["stem"] for r in rows}})
+    doc.update(
+        {
+            "images_written": len(rows),
+            "dead_letters": int(sum(dead_letters)),
+            "instances": int(sum(r["instances"] for r in rows)),
+            "outputs": {r["path"]: r["stem"] for r in rows},
+        }
+    )
     doc["inputs_seen"] = doc["images_written"] + doc["dead_letters"]
     storage.write_json(path, doc)
 
@@ -373,49 +413,79 @@ def _file_path(metadata) -> Iterable[str]:
         yield metadata.path
 
 
-def build_pipeline(pipeline: beam.Pipeline, args: job_options.InferOptions, model_info: ModelInfo,
-                   matched: Optional[MatchedInputs] = None) -> None:
+def build_pipeline(
+    pipeline: beam.Pipeline,
+    args: job_options.InferOptions,
+    model_info: ModelInfo,
+    matched: Optional[MatchedInputs] = None,
+) -> None:
     """Adds the inference graph to ``pipeline`` (``matched``: ``match_inputs(args.input)`` when not given)."""
     matched = matched if matched is not None else match_inputs(args.input)
     handle = shared.Shared()
     min_batch, max_batch = args.batch_size or default_batch_bounds(model_info)
-    handler = KeyedModelHandler(SegflowModelHandler(
-        args.model_dir, cache_dir=args.model_cache_dir, shared_handle=handle, min_batch_size=min_batch,
-        max_batch_size=max_batch, model_copies=args.model_copies, large_model=args.large_model,
-        model_calls=args.model_calls))
+    handler = KeyedModelHandler(
+        SegflowModelHandler(
+            args.model_dir,
+            cache_dir=args.model_cache_dir,
+            shared_handle=handle,
+            min_batch_size=min_batch,
+            max_batch_size=max_batch,
+            model_copies=args.model_copies,
+            large_model=args.large_model,
+            model_calls=args.model_calls,
+        )
+    )
 
     sources = []
     if matched.files or not matched.remote_patterns:
         sources.append(pipeline | "MatchedFiles" >> beam.Create(matched.files))
     if matched.remote_patterns:
-        sources.append(pipeline
-                       | "Patterns" >> beam.Create(matched.remote_patterns)
-                       | "Match" >> fileio.MatchAll()
-                       | "Paths" >> beam.FlatMap(_file_path)
-                       | "EachFileOnce" >> beam.Distinct())  # overlapping globs name a file once
-    files = (sources
-             | "AllFiles" >> beam.Flatten()
-             | "CountInputs" >> beam.Map(_count_input)
-             | "Name" >> AssignOutputNames())
+        sources.append(
+            pipeline
+            | "Patterns" >> beam.Create(matched.remote_patterns)
+            | "Match" >> fileio.MatchAll()
+            | "Paths" >> beam.FlatMap(_file_path)
+            | "EachFileOnce" >> beam.Distinct()
+        )  # overlapping globs name a file once
+    files = (
+        sources | "AllFiles" >> beam.Flatten() | "CountInputs" >> beam.Map(_count_input) | "Name" >> AssignOutputNames()
+    )
     prepared = files | "Preprocess" >> beam.ParDo(
-        PreprocessImage(args.model_dir, handle, args.model_cache_dir, args.max_pixels)).with_outputs(
-        PreprocessImage.DEAD, main="ok")
+        PreprocessImage(args.model_dir, handle, args.model_cache_dir, args.max_pixels)
+    ).with_outputs(PreprocessImage.DEAD, main="ok")
     predicted = prepared.ok | "RunInference" >> RunInference(handler)
-    written = predicted | "PostprocessAndWrite" >> beam.ParDo(PostprocessAndWrite(
-        args.model_dir, handle, args.model_cache_dir, args.output_dir, model_info, args.instances,
-        args.min_instance_area, args.overlay, args.max_instances, args.postprocess)).with_outputs(
-        PostprocessAndWrite.DEAD, main="ok")
+    written = predicted | "PostprocessAndWrite" >> beam.ParDo(
+        PostprocessAndWrite(
+            args.model_dir,
+            handle,
+            args.model_cache_dir,
+            args.output_dir,
+            model_info,
+            args.instances,
+            args.min_instance_area,
+            args.overlay,
+            args.max_instances,
+            args.postprocess,
+        )
+    ).with_outputs(PostprocessAndWrite.DEAD, main="ok")
     dead_parts = [prepared[PreprocessImage.DEAD], written[PostprocessAndWrite.DEAD]]
     if matched.dead_letters:
-        dead_parts.append(pipeline | "UnreadableMatches" >> beam.Create(matched.dead_letters)
-                          | "CountUnreadable" >> beam.Map(_count_dead_letter))
+        dead_parts.append(
+            pipeline
+            | "UnreadableMatches" >> beam.Create(matched.dead_letters)
+            | "CountUnreadable" >> beam.Map(_count_dead_letter)
+        )
     dead = dead_parts | "AllDeadLetters" >> beam.Flatten()
     dead_count = dead | "DeadLetters" >> WriteDeadLetters(args.output_dir, namespace=NAMESPACE)
     extra = {"model_dir": args.model_dir, "dataset": model_info.dataset, "input": list(args.input)}
-    _ = (written.ok
-         | "GatherSummaries" >> beam.combiners.ToList()
-         | "WriteSummary" >> beam.Map(_write_summary, beam.pvalue.AsList(dead_count),
-                                      FileSystems.join(args.output_dir, SUMMARY_FILE), extra))
+    _ = (
+        written.ok
+        | "GatherSummaries" >> beam.combiners.ToList()
+        | "WriteSummary"
+        >> beam.Map(
+            _write_summary, beam.pvalue.AsList(dead_count), FileSystems.join(args.output_dir, SUMMARY_FILE), extra
+        )
+    )
 
 
 # ---------------------------------------------------------------------------------------------- flags
@@ -462,8 +532,9 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     try:
         clear_previous_run(args.output_dir)
     except Exception as err:  # noqa: BLE001 - OSError locally, BeamIOError on gs://: one line either way
-        raise DataError(f"cannot clear the previous run's outputs in {args.output_dir}: "
-                        f"{storage.printable_path(str(err))}") from None
+        raise DataError(
+            f"cannot clear the previous run's outputs in {args.output_dir}: {storage.printable_path(str(err))}"
+        ) from None
     result = pipeline.run()
     result.wait_until_finish()
     counters = _counters(result)
@@ -490,6 +561,8 @@ def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
 
 
 quiet_beam_logs = flags.quiet_beam_logs
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """``python -m pipelines.infer``'s exit status (``pipelines.infer.options.main`` with this job's ``run``)."""
     return job_options.main(argv, run)

@@ -6,6 +6,7 @@ uses the model's own pre/postprocessing, so there is one source of truth and no 
 
 This module does not import ``trainer``: the SavedModel and its JSON are the whole interface.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,8 +47,10 @@ def read_model_info(model_dir: str) -> ModelInfo:
         except Exception as err:  # noqa: BLE001 - storage errors become the one-line reason
             raise ModelNotFound(f"cannot read model at {model_dir}: {type(err).__name__}: {err}") from err
         if not exists:
-            raise ModelNotFound(f"{required} not found: --model_dir must be the model/ folder a segflow "
-                                f"training job exported (JOB/model)")
+            raise ModelNotFound(
+                f"{required} not found: --model_dir must be the model/ folder a segflow "
+                f"training job exported (JOB/model)"
+            )
     try:
         text = storage.read_bytes(info_path).decode("utf-8")
     except Exception as err:  # noqa: BLE001
@@ -80,8 +83,9 @@ def localize_model_dir(model_dir: str, cache_dir: Optional[str] = None) -> str:
     model_dir = model_dir.rstrip("/")
     if "://" not in model_dir or model_dir.startswith("file://"):
         # TensorFlow's variable reader globs: a folder named m[1] goes through a plain-named link.
-        return tf_readable_local_dir(model_dir[len("file://"):] if model_dir.startswith("file://") else model_dir,
-                                     prefix="segflow-model-")
+        return tf_readable_local_dir(
+            model_dir[len("file://") :] if model_dir.startswith("file://") else model_dir, prefix="segflow-model-"
+        )
     cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "segflow-models")
     target = os.path.join(cache_dir, hashlib.sha1(model_dir.encode("utf-8")).hexdigest()[:16])
     with _LOCALISE_LOCK:
@@ -95,10 +99,9 @@ def localize_model_dir(model_dir: str, cache_dir: Optional[str] = None) -> str:
         if not matches:
             raise ModelNotFound(f"no files under {model_dir}")
         for listed in matches:
-            local = os.path.join(staging, *listed.path[len(prefix):].split("/"))
+            local = os.path.join(staging, *listed.path[len(prefix) :].split("/"))
             os.makedirs(os.path.dirname(local), exist_ok=True)
-            with FileSystems.open(listed.path, mime_type="application/octet-stream") as src, \
-                    open(local, "wb") as dst:
+            with FileSystems.open(listed.path, mime_type="application/octet-stream") as src, open(local, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
         try:
             os.rename(staging, target)
@@ -146,19 +149,25 @@ class SegflowModel:
         """uint8 [B, Hm, Wm, 3] → float32 [B, Hm, Wm, C] class probabilities."""
         return self._predict(images=self._tf.constant(images, dtype=self._tf.uint8))["probabilities"].numpy()
 
-    def postprocess(self, probabilities: np.ndarray, height: int, width: int, with_probabilities: bool = True
-                    ) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    def postprocess(
+        self, probabilities: np.ndarray, height: int, width: int, with_probabilities: bool = True
+    ) -> tuple[np.ndarray, Optional[np.ndarray]]:
         """float32 [Hm, Wm, C] → (int32 [height, width] class ids, float32 [height, width, C] probabilities, or
         None without ``with_probabilities``: that copy is 12 bytes a pixel, and only instances need it)."""
         tf = self._tf
-        out = self._post(probabilities=tf.constant(probabilities, dtype=tf.float32),
-                         height=tf.constant(height, dtype=tf.int32), width=tf.constant(width, dtype=tf.int32))
+        out = self._post(
+            probabilities=tf.constant(probabilities, dtype=tf.float32),
+            height=tf.constant(height, dtype=tf.int32),
+            width=tf.constant(width, dtype=tf.int32),
+        )
         return out["class_ids"].numpy(), (out["probabilities"].numpy() if with_probabilities else None)
 
     def serve(self, image_bytes: Sequence[bytes]) -> dict[str, np.ndarray]:
         """The ``serving_default`` signature on a batch of encoded images (for baselines and checks)."""
         tf = self._tf
-        out = self._module.signatures[contract.SERVING_DEFAULT](image_bytes=tf.constant(list(image_bytes), dtype=tf.string))
+        out = self._module.signatures[contract.SERVING_DEFAULT](
+            image_bytes=tf.constant(list(image_bytes), dtype=tf.string)
+        )
         return {k: v.numpy() for k, v in out.items()}
 
 
@@ -171,10 +180,13 @@ def acquire_model(handle: shared.Shared, model_dir: str, cache_dir: Optional[str
     return handle.acquire(lambda: SegflowModel(model_dir, cache_dir), tag=model_dir)
 
 
-
-
-def predict_resized_fn(model: SegflowModel, batch: Sequence[np.ndarray], inference_args: Optional[dict] = None,
-                       model_id: Optional[str] = None, pad_to: Optional[int] = None) -> list[PredictionResult]:
+def predict_resized_fn(
+    model: SegflowModel,
+    batch: Sequence[np.ndarray],
+    inference_args: Optional[dict] = None,
+    model_id: Optional[str] = None,
+    pad_to: Optional[int] = None,
+) -> list[PredictionResult]:
     """RunInference ``inference_fn``: ``predict_resized`` over a batch.
 
     Every element already has the model's fixed input size (the model's ``preprocess`` made it), so the batch
@@ -211,13 +223,26 @@ class SegflowModelHandler(ModelHandler[np.ndarray, PredictionResult, SegflowMode
     ``model_copies`` and ``large_model`` (cross-process sharing) are the base handler's.
     """
 
-    def __init__(self, model_dir: str, *, cache_dir: Optional[str] = None,
-                 shared_handle: Optional[shared.Shared] = None, min_batch_size: int = 1, max_batch_size: int = 8,
-                 model_copies: Optional[int] = None, large_model: bool = False, model_calls: str = "batch"):
+    def __init__(
+        self,
+        model_dir: str,
+        *,
+        cache_dir: Optional[str] = None,
+        shared_handle: Optional[shared.Shared] = None,
+        min_batch_size: int = 1,
+        max_batch_size: int = 8,
+        model_copies: Optional[int] = None,
+        large_model: bool = False,
+        model_calls: str = "batch",
+    ):
         if model_calls not in MODEL_CALLS:
             raise ValueError(f"model_calls must be one of {MODEL_CALLS}, got {model_calls!r}")
-        super().__init__(min_batch_size=min_batch_size, max_batch_size=max_batch_size, model_copies=model_copies,
-                         large_model=large_model)
+        super().__init__(
+            min_batch_size=min_batch_size,
+            max_batch_size=max_batch_size,
+            model_copies=model_copies,
+            large_model=large_model,
+        )
         self._model_uri = model_dir
         self._cache_dir = cache_dir
         self._shared_handle = shared_handle
@@ -230,8 +255,9 @@ class SegflowModelHandler(ModelHandler[np.ndarray, PredictionResult, SegflowMode
             return acquire_model(self._shared_handle, self._model_uri, self._cache_dir)
         return SegflowModel(self._model_uri, self._cache_dir)
 
-    def run_inference(self, batch: Sequence[np.ndarray], model: SegflowModel,
-                      inference_args: Optional[dict[str, Any]] = None) -> Iterable[PredictionResult]:
+    def run_inference(
+        self, batch: Sequence[np.ndarray], model: SegflowModel, inference_args: Optional[dict[str, Any]] = None
+    ) -> Iterable[PredictionResult]:
         return predict_resized_fn(model, batch, inference_args, self._model_uri, self._pad_to)
 
     def get_num_bytes(self, batch: Sequence[np.ndarray]) -> int:

@@ -1,5 +1,6 @@
 """``pipelines.infer``'s command line: its flags (``InferOptions``), their parser and ``main``, without Beam or
 TensorFlow: ``--help`` and a bad flag are answered before the job module imports them."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,6 @@ DEFAULT_MAX_PIXELS = 32_000_000
 DEFAULT_MAX_INSTANCES = 100
 MODEL_CALLS = ("batch", "image")
 POSTPROCESS = ("host", "graph")
-
 
 
 def batch_bounds(text: str) -> tuple[int, int]:
@@ -49,39 +49,66 @@ class InferOptions:
     """``pipelines.infer``'s flags: each field is the flag of the same name (``schemas.cli.option``)."""
 
     model_dir: str = cli.option(help="JOB/model exported by trainer.task (local or gs://)")
-    input: list[str] = cli.option(help="glob of input images (local or gs://); repeat the flag for several globs; "
-                                       "a file two globs match is read once; write a literal [ * ? as [[] [*] [?]",
-                                  parse=str, argparse={"action": "append"})
-    output_dir: str = cli.option(help="where masks/, color/, instances/ ... go (local or gs://); a rerun first "
-                                      "removes the previous run's masks/, color/, overlay/, instances/, "
-                                      "dead_letter/ and summary.json there, nothing else")
-    max_pixels: int = cli.option(DEFAULT_MAX_PIXELS, "images with more pixels (read from the header, before "
-                                                     "decoding) are dead letters; sized for 2 cores / 24 GB, see "
-                                                     "docs/infer.md", minimum=1)
+    input: list[str] = cli.option(
+        help="glob of input images (local or gs://); repeat the flag for several globs; "
+        "a file two globs match is read once; write a literal [ * ? as [[] [*] [?]",
+        parse=str,
+        argparse={"action": "append"},
+    )
+    output_dir: str = cli.option(
+        help="where masks/, color/, instances/ ... go (local or gs://); a rerun first "
+        "removes the previous run's masks/, color/, overlay/, instances/, "
+        "dead_letter/ and summary.json there, nothing else"
+    )
+    max_pixels: int = cli.option(
+        DEFAULT_MAX_PIXELS,
+        "images with more pixels (read from the header, before "
+        "decoding) are dead letters; sized for 2 cores / 24 GB, see "
+        "docs/infer.md",
+        minimum=1,
+    )
     instances: bool = cli.option(False, "also write instance masks (Cityscapes instance-level result format)")
     min_instance_area: int = cli.option(20, "drop instances with fewer pixels than this", minimum=0)
-    max_instances: Optional[int] = cli.option(DEFAULT_MAX_INSTANCES, "keep at most this many instances per image, "
-                                                                     "the highest scores (0: no cap)",
-                                              parse=_instance_cap)
+    max_instances: Optional[int] = cli.option(
+        DEFAULT_MAX_INSTANCES,
+        "keep at most this many instances per image, the highest scores (0: no cap)",
+        parse=_instance_cap,
+    )
     overlay: bool = cli.option(False, "also write input+colour blends to overlay/")
     batch_size: Optional[tuple[int, int]] = cli.option(
-        None, "RunInference batch bounds: MAX or MIN,MAX", parse=batch_bounds,
-        default_text="1,8, MAX lowered for models whose inputs and scores exceed 64 MB an image, see docs/infer.md")
-    model_calls: str = cli.option("batch", "batch: one model call per RunInference batch, zero-padded to the "
-                                           "largest batch size so every call has one shape and reruns stay "
-                                           "byte-identical; image: one call per image (about 2x the CPU for the "
-                                           "model step on CPU)", choices=MODEL_CALLS)
-    postprocess: str = cli.option("host", "host: class ids from the model-size scores on the host, interpolating "
-                                          "only near class boundaries (the same ids as the model's postprocess "
-                                          "signature); graph: the signature itself (upsamples every class's "
-                                          "scores to full size)", choices=POSTPROCESS)
-    model_copies: Optional[int] = cli.option(None, "exact number of model copies per machine, shared across "
-                                                   "worker processes", minimum=1,
-                                             default_text="one per worker process")
-    large_model: bool = cli.option(False, "share one model across the worker processes of a machine "
-                                          "(memory-bound models)")
-    model_cache_dir: Optional[str] = cli.option(None, "local folder for copies of a remote --model_dir",
-                                                default_text="the system temp dir")
+        None,
+        "RunInference batch bounds: MAX or MIN,MAX",
+        parse=batch_bounds,
+        default_text="1,8, MAX lowered for models whose inputs and scores exceed 64 MB an image, see docs/infer.md",
+    )
+    model_calls: str = cli.option(
+        "batch",
+        "batch: one model call per RunInference batch, zero-padded to the "
+        "largest batch size so every call has one shape and reruns stay "
+        "byte-identical; image: one call per image (about 2x the CPU for the "
+        "model step on CPU)",
+        choices=MODEL_CALLS,
+    )
+    postprocess: str = cli.option(
+        "host",
+        "host: class ids from the model-size scores on the host, interpolating "
+        "only near class boundaries (the same ids as the model's postprocess "
+        "signature); graph: the signature itself (upsamples every class's "
+        "scores to full size)",
+        choices=POSTPROCESS,
+    )
+    model_copies: Optional[int] = cli.option(
+        None,
+        "exact number of model copies per machine, shared across worker processes",
+        minimum=1,
+        default_text="one per worker process",
+    )
+    large_model: bool = cli.option(
+        False, "share one model across the worker processes of a machine (memory-bound models)"
+    )
+    model_cache_dir: Optional[str] = cli.option(
+        None, "local folder for copies of a remote --model_dir", default_text="the system temp dir"
+    )
 
 
 def parser(description: Optional[str] = None) -> cli.Parser:
@@ -89,9 +116,14 @@ def parser(description: Optional[str] = None) -> cli.Parser:
         description = importlib.import_module("pipelines.infer").__doc__.split("\n\nPython callers:")[0]
     parser = job_parser("pipelines.infer", description)
     cli.add_fields(parser, InferOptions)
-    parser.add_flag("--vectorized_batches", dest="model_calls", action="store_const", const="batch",
-                    default=cli.default_of(InferOptions, "model_calls"),
-                    help="deprecated: the same as --model_calls batch, now the default")
+    parser.add_flag(
+        "--vectorized_batches",
+        dest="model_calls",
+        action="store_const",
+        const="batch",
+        default=cli.default_of(InferOptions, "model_calls"),
+        help="deprecated: the same as --model_calls batch, now the default",
+    )
     parser.add_logging_flags()
     return parser
 
@@ -102,14 +134,15 @@ def parse_flags(argv: Sequence[str]) -> tuple[InferOptions, list[str]]:
     return cli.config_from(InferOptions, args), list(beam_argv)
 
 
-
 def summary(counters: dict, _: list[str]) -> Optional[str]:
     """The run's one stdout line (none when nothing ran here, e.g. a Dataflow dry run)."""
     if counters.get("images_written") is None:
         return None
-    return (f"pipelines.infer: {counters.get('inputs_matched', 0)} inputs matched, "
-            f"{counters.get('images_written', 0)} written, {counters.get('dead_letters', 0)} dead-lettered, "
-            f"{counters.get('instances', 0)} instances -> {counters['output_dir']}")
+    return (
+        f"pipelines.infer: {counters.get('inputs_matched', 0)} inputs matched, "
+        f"{counters.get('images_written', 0)} written, {counters.get('dead_letters', 0)} dead-lettered, "
+        f"{counters.get('instances', 0)} instances -> {counters['output_dir']}"
+    )
 
 
 def main(argv: Optional[Sequence[str]], run: Callable[[list[str]], dict]) -> int:
@@ -117,6 +150,14 @@ def main(argv: Optional[Sequence[str]], run: Callable[[list[str]], dict]) -> int
     input, or a storage outage (1); the counters on stdout. ``run`` is the job's (``pipelines.infer.job.run``),
     handed in so that the flags are parsed before it is imported."""
     quiet_beam_logs()
-    return cli.main("pipelines.infer", argv, run, check=parse_flags, summary=summary, tensorflow=True,
-                    failure_line=storage_failure_line("pipelines.infer", "OUT holds no summary.json, so the "
-                                                                          "partial outputs are not a complete run"))
+    return cli.main(
+        "pipelines.infer",
+        argv,
+        run,
+        check=parse_flags,
+        summary=summary,
+        tensorflow=True,
+        failure_line=storage_failure_line(
+            "pipelines.infer", "OUT holds no summary.json, so the partial outputs are not a complete run"
+        ),
+    )

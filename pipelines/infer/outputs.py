@@ -10,6 +10,7 @@ Layout under ``OUT`` (see docs/infer.md):
   instances/<stem>_instanceIds.png    16-bit, labelId*1000+k on instances, the semantic labelId elsewhere
   instances/<stem>.json               summary: class, labelId, area, bbox [x, y, w, h], score per instance
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -133,22 +134,31 @@ def instance_records(stem: str, instances: Sequence[Instance], spec: LabelSpec) 
         k = per_class.get(native, 0)
         per_class[native] = k + 1
         name = spec.class_names[inst.train_id]
-        rows.append({
-            "id": native * 1000 + k,
-            "class": name,
-            "train_id": int(inst.train_id),
-            "label_id": native,
-            "area": int(inst.area),
-            "bbox": [int(v) for v in inst.bbox],
-            "score": round(float(inst.score), 6),
-            "mask": posixpath.join(stem, f"{len(rows):03d}_{_UNSAFE.sub('_', name)}.png"),
-        })
+        rows.append(
+            {
+                "id": native * 1000 + k,
+                "class": name,
+                "train_id": int(inst.train_id),
+                "label_id": native,
+                "area": int(inst.area),
+                "bbox": [int(v) for v in inst.bbox],
+                "score": round(float(inst.score), 6),
+                "mask": posixpath.join(stem, f"{len(rows):03d}_{_UNSAFE.sub('_', name)}.png"),
+            }
+        )
     return rows
 
 
-def write_prediction(output_dir: str, stem: str, class_ids: np.ndarray, spec: LabelSpec, *,
-                     image: Optional[np.ndarray] = None, instances: Optional[Sequence[Instance]] = None,
-                     source_path: str = "") -> dict:
+def write_prediction(
+    output_dir: str,
+    stem: str,
+    class_ids: np.ndarray,
+    spec: LabelSpec,
+    *,
+    image: Optional[np.ndarray] = None,
+    instances: Optional[Sequence[Instance]] = None,
+    source_path: str = "",
+) -> dict:
     """Writes every output of one image; returns a small summary (stem, size, instance count).
 
     ``class_ids`` int [H, W] train ids at the original size; ``image`` uint8 [H, W, 3] enables the overlay;
@@ -160,10 +170,18 @@ def write_prediction(output_dir: str, stem: str, class_ids: np.ndarray, spec: La
     write_bytes(join(output_dir, MASKS_DIR, f"{stem}.png"), encode_png(native), "image/png")
     write_bytes(join(output_dir, COLOR_DIR, f"{stem}.png"), encode_palette_png(train_ids, spec), "image/png")
     if image is not None:
-        write_bytes(join(output_dir, OVERLAY_DIR, f"{stem}.png"),
-                    encode_png(overlay(image, colorize(train_ids, spec))), "image/png")
-    summary = {"stem": stem, "path": source_path, "height": int(train_ids.shape[0]),
-               "width": int(train_ids.shape[1]), "instances": 0}
+        write_bytes(
+            join(output_dir, OVERLAY_DIR, f"{stem}.png"),
+            encode_png(overlay(image, colorize(train_ids, spec))),
+            "image/png",
+        )
+    summary = {
+        "stem": stem,
+        "path": source_path,
+        "height": int(train_ids.shape[0]),
+        "width": int(train_ids.shape[1]),
+        "instances": 0,
+    }
     if instances is not None:
         rows = instance_records(stem, instances, spec)
         lines = []
@@ -171,15 +189,27 @@ def write_prediction(output_dir: str, stem: str, class_ids: np.ndarray, spec: La
             # 1-bit, full size (the official evaluator compares it with the frame's ground truth), packed from
             # the instance's box only: a full-size 8-bit mask cost ~5 ms and 2 MB of memory per instance.
             box = inst.box
-            write_bytes(join(output_dir, INSTANCES_DIR, *row["mask"].split("/")),
-                        encode_bitmask_png(inst.crop, box[0].start, box[1].start, inst.shape), "image/png")
+            write_bytes(
+                join(output_dir, INSTANCES_DIR, *row["mask"].split("/")),
+                encode_bitmask_png(inst.crop, box[0].start, box[1].start, inst.shape),
+                "image/png",
+            )
             lines.append(f"{row['mask']} {row['label_id']} {row['score']:.6f}\n")
         write_bytes(join(output_dir, INSTANCES_DIR, f"{stem}.txt"), "".join(lines).encode("utf-8"), "text/plain")
         ids = instance_id_map(instances, native, spec.to_native)
         write_bytes(join(output_dir, INSTANCES_DIR, f"{stem}_instanceIds.png"), encode_png(ids), "image/png")
-        doc = {"image": source_path, "stem": stem, "height": summary["height"], "width": summary["width"],
-               "dataset": spec.dataset, "instances": rows}
-        write_bytes(join(output_dir, INSTANCES_DIR, f"{stem}.json"),
-                    (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"), "application/json")
+        doc = {
+            "image": source_path,
+            "stem": stem,
+            "height": summary["height"],
+            "width": summary["width"],
+            "dataset": spec.dataset,
+            "instances": rows,
+        }
+        write_bytes(
+            join(output_dir, INSTANCES_DIR, f"{stem}.json"),
+            (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"),
+            "application/json",
+        )
         summary["instances"] = len(rows)
     return summary

@@ -15,6 +15,7 @@ interpolates that one channel at those pixels only, with the same arithmetic, so
 
 Pure numpy; nothing here imports TensorFlow or Beam.
 """
+
 from __future__ import annotations
 
 from typing import Callable, NamedTuple, Sequence
@@ -62,7 +63,7 @@ def geometry(probabilities: np.ndarray, height: int, width: int, size: Sequence[
     from schemas.imaging import content_box_host  # the same float32 arithmetic as the graph's content_box
 
     top, left, h, w = content_box_host(height, width, size, mode)
-    content = np.asarray(probabilities, dtype=np.float32)[top:top + h, left:left + w, :]
+    content = np.asarray(probabilities, dtype=np.float32)[top : top + h, left : left + w, :]
     return Geometry(content, axis_weights(content.shape[0], int(height)), axis_weights(content.shape[1], int(width)))
 
 
@@ -148,15 +149,15 @@ def class_ids(probabilities: np.ndarray, height: int, width: int, size: Sequence
     if nan_cells.any():  # NaN scores: every channel at each pixel, compared as the graph compares them
         ys, xs = np.nonzero(nan_cells[:, cols.lower][rows.lower])
         for start in range(0, ys.size, CHUNK):
-            y, x = ys[start:start + CHUNK], xs[start:start + CHUNK]
+            y, x = ys[start : start + CHUNK], xs[start : start + CHUNK]
             ids[y, x] = _argmax_first(_interpolate(geo, y, x))
     for n in np.unique(count[(count > 1) & has_pixels]):
         cell_rows, cell_cols = np.nonzero((count == n) & has_pixels)
         per_cell = int(row_len.max()) * int(col_len.max())
         step = max(1, CHUNK // per_cell)
         for start in range(0, cell_rows.size, step):
-            r, c = cell_rows[start:start + step], cell_cols[start:start + step]
-            _fill_blocks(ids, src, geo, r, c, candidates[r, c, :int(n)], row_start, row_len, col_start, col_len)
+            r, c = cell_rows[start : start + step], cell_cols[start : start + step]
+            _fill_blocks(ids, src, geo, r, c, candidates[r, c, : int(n)], row_start, row_len, col_start, col_len)
     return ids
 
 
@@ -167,9 +168,18 @@ def _blocks(lower: np.ndarray, in_size: int) -> tuple[np.ndarray, np.ndarray]:
     return first, last - first
 
 
-def _fill_blocks(ids: np.ndarray, src: np.ndarray, geo: Geometry, r: np.ndarray, c: np.ndarray,
-                 channels: np.ndarray, row_start: np.ndarray, row_len: np.ndarray, col_start: np.ndarray,
-                 col_len: np.ndarray) -> None:
+def _fill_blocks(
+    ids: np.ndarray,
+    src: np.ndarray,
+    geo: Geometry,
+    r: np.ndarray,
+    c: np.ndarray,
+    channels: np.ndarray,
+    row_start: np.ndarray,
+    row_len: np.ndarray,
+    col_start: np.ndarray,
+    col_len: np.ndarray,
+) -> None:
     """Interpolates the candidate ``channels`` [m, n] (increasing) over the output blocks of cells (r, c) [m]
     with TF's arithmetic and writes the first maximum's class into ``ids``.
 
@@ -202,20 +212,30 @@ def _fill_blocks(ids: np.ndarray, src: np.ndarray, geo: Geometry, r: np.ndarray,
             winner[better] = np.broadcast_to(ch[:, None, None], value.shape)[better]
             np.maximum(best, value, out=best)
     ok = y_ok[:, :, None] & x_ok[:, None, :]
-    ids[np.broadcast_to(ys[:, :, None], ok.shape)[ok], np.broadcast_to(xs[:, None, :], ok.shape)[ok]] = \
-        winner[ok].astype(np.uint8)
+    ids[np.broadcast_to(ys[:, :, None], ok.shape)[ok], np.broadcast_to(xs[:, None, :], ok.shape)[ok]] = winner[
+        ok
+    ].astype(np.uint8)
 
 
-def channel_at(probabilities: np.ndarray, height: int, width: int, size: Sequence[int], mode: str, channel: int,
-               ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+def channel_at(
+    probabilities: np.ndarray,
+    height: int,
+    width: int,
+    size: Sequence[int],
+    mode: str,
+    channel: int,
+    ys: np.ndarray,
+    xs: np.ndarray,
+) -> np.ndarray:
     """float32 [n]: the upsampled probability of ``channel`` at output pixels (ys, xs), bit-identical to the
     signature's ``probabilities[ys, xs, channel]``."""
     geo = geometry(probabilities, height, width, size, mode)
     return _interpolate(geo, np.asarray(ys), np.asarray(xs), int(channel))
 
 
-def mean_score(probabilities: np.ndarray, height: int, width: int, size: Sequence[int], mode: str
-               ) -> Callable[[int, np.ndarray, np.ndarray], float]:
+def mean_score(
+    probabilities: np.ndarray, height: int, width: int, size: Sequence[int], mode: str
+) -> Callable[[int, np.ndarray, np.ndarray], float]:
     """An instance score function for ``instances.extract_instances``: the mean upsampled probability of the
     class over the instance's pixels, as ``probabilities[ys, xs, c].mean()`` of the signature's output."""
     geo = geometry(probabilities, height, width, size, mode)

@@ -1,4 +1,5 @@
 """``python -m pipelines.preprocess``: see ``pipelines/preprocess/job.py``."""
+
 from pipelines.preprocess.job import main
 from schemas.cli import exit_process
 

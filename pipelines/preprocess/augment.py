@@ -5,6 +5,7 @@ coordinates plus a flip, applied identically to the image and its masks *before*
 record size, so image and labels stay aligned whatever resolution each was decoded at; masks are cropped,
 never interpolated. Colour jitter (brightness, contrast, saturation) touches the image only.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,8 +29,9 @@ class AugmentParams:
 IDENTITY = AugmentParams(False, (0.0, 0.0, 1.0, 1.0), 0.0, 1.0, 1.0)
 
 
-def augment_params(seed: int, example_id: str, copy: int, *, min_scale: float = 0.75,
-                   max_shift: float = 0.08) -> AugmentParams:
+def augment_params(
+    seed: int, example_id: str, copy: int, *, min_scale: float = 0.75, max_shift: float = 0.08
+) -> AugmentParams:
     """The parameters of copy ``copy`` (>= 1) of ``example_id``; copy 0 is the original (identity)."""
     if copy == 0:
         return IDENTITY

@@ -11,6 +11,7 @@ mode with one worker per core. From Python (e.g. a demo)::
     metadata = preprocess.run(["--dataset=pet", "--input_dir", src, "--output_dir", dst,
                                "--image_size", "128"])   # -> schemas.metadata.DatasetMetadata
 """
+
 from __future__ import annotations
 
 import argparse
@@ -61,31 +62,53 @@ class PreprocessConfig:
 
     dataset: str = cli.option(help="dataset layout to read", choices=datasets.names)
     input_dir: str = cli.option(help="dataset root (local path or gs://)")
-    output_dir: str = cli.option(help="where shards, metadata.json, transform_fn/ and dead_letter/ go (local path "
-                                      "or gs://); must lie outside --input_dir")
-    image_size: tuple[int, int] = cli.option(help="record size H or H,W in pixels, each 8 to 4096",
-                                             parse=_image_size)
-    num_shards: Optional[int] = cli.option(None, "shards per split (0: automatic)", minimum=0, maximum=10000,
-                                           default_text="one per ~32 MiB of records")
-    augment_copies: int = cli.option(0, "extra augmented records per train example (flip, scale-and-crop, shift, "
-                                        "colour)", minimum=0, maximum=64)
-    val_fraction: float = cli.option(0.1, "Pet: fraction of trainval carved out as val, by a stable hash of the id",
-                                     minimum=0.0, maximum=1.0, exclusive_max=True)
-    test_fraction: float = cli.option(0.2, "Pet without trainval.txt/test.txt: fraction of ids hashed into test "
-                                           "(with --val_fraction, under 1)", minimum=0.0, maximum=1.0,
-                                      exclusive_max=True)
+    output_dir: str = cli.option(
+        help="where shards, metadata.json, transform_fn/ and dead_letter/ go (local path "
+        "or gs://); must lie outside --input_dir"
+    )
+    image_size: tuple[int, int] = cli.option(help="record size H or H,W in pixels, each 8 to 4096", parse=_image_size)
+    num_shards: Optional[int] = cli.option(
+        None, "shards per split (0: automatic)", minimum=0, maximum=10000, default_text="one per ~32 MiB of records"
+    )
+    augment_copies: int = cli.option(
+        0, "extra augmented records per train example (flip, scale-and-crop, shift, colour)", minimum=0, maximum=64
+    )
+    val_fraction: float = cli.option(
+        0.1,
+        "Pet: fraction of trainval carved out as val, by a stable hash of the id",
+        minimum=0.0,
+        maximum=1.0,
+        exclusive_max=True,
+    )
+    test_fraction: float = cli.option(
+        0.2,
+        "Pet without trainval.txt/test.txt: fraction of ids hashed into test (with --val_fraction, under 1)",
+        minimum=0.0,
+        maximum=1.0,
+        exclusive_max=True,
+    )
     seed: int = cli.option(0, "seed of the offline augmentation")
-    resize_mode: str = cli.option("stretch", "stretch to the size, or pad (keep aspect, pad images with 0 and "
-                                             "masks with 255)", choices=RESIZE_MODES)
-    label_mode: str = cli.option("trimap", "Pet: trimap (pet/background/border), binary (pet/background), "
-                                           "species (background/cat/dog); Cityscapes always uses the 19 trainIds",
-                                 choices=schema_labels.PET_LABEL_MODES)
-    image_format: str = cli.option("auto", "record image encoding; auto keeps the source's codec family: jpeg "
-                                           "for Pet (JPEG photos), png for Cityscapes (PNG frames)",
-                                   choices=("auto", "png", "jpeg"))
+    resize_mode: str = cli.option(
+        "stretch",
+        "stretch to the size, or pad (keep aspect, pad images with 0 and masks with 255)",
+        choices=RESIZE_MODES,
+    )
+    label_mode: str = cli.option(
+        "trimap",
+        "Pet: trimap (pet/background/border), binary (pet/background), "
+        "species (background/cat/dog); Cityscapes always uses the 19 trainIds",
+        choices=schema_labels.PET_LABEL_MODES,
+    )
+    image_format: str = cli.option(
+        "auto",
+        "record image encoding; auto keeps the source's codec family: jpeg "
+        "for Pet (JPEG photos), png for Cityscapes (PNG frames)",
+        choices=("auto", "png", "jpeg"),
+    )
     jpeg_quality: int = cli.option(95, "JPEG quality, with --image_format jpeg", minimum=1, maximum=100)
-    analyze_batch_size: int = cli.option(64, "JPEG records decoded per graph call for the statistics (PNG "
-                                             "records need no decode)", minimum=1)
+    analyze_batch_size: int = cli.option(
+        64, "JPEG records decoded per graph call for the statistics (PNG records need no decode)", minimum=1
+    )
 
     def __post_init__(self) -> None:
         # The flags' spellings of "automatic", resolved once: num_shards 0 → None, image_format auto → a codec.
@@ -101,10 +124,17 @@ class PreprocessConfig:
     def record_options(self) -> "RecordOptions":
         from pipelines.preprocess.records import RecordOptions
 
-        return RecordOptions(dataset=self.dataset, image_size=self.image_size, resize_mode=self.resize_mode,
-                             label_mode=self.label_mode, image_format=self.image_format,
-                             jpeg_quality=self.jpeg_quality, augment_copies=self.augment_copies, seed=self.seed,
-                             ignore_label=schema_labels.IGNORE_LABEL)
+        return RecordOptions(
+            dataset=self.dataset,
+            image_size=self.image_size,
+            resize_mode=self.resize_mode,
+            label_mode=self.label_mode,
+            image_format=self.image_format,
+            jpeg_quality=self.jpeg_quality,
+            augment_copies=self.augment_copies,
+            seed=self.seed,
+            ignore_label=schema_labels.IGNORE_LABEL,
+        )
 
 
 def build_arg_parser() -> cli.Parser:
@@ -112,9 +142,14 @@ def build_arg_parser() -> cli.Parser:
     Beam option (checked from the installed Beam's flag list, without importing Beam)."""
     from pipelines.common.flags import beam_flag_names
 
-    parser = cli.Parser(NAME, __doc__, passes_on=beam_flag_names, passes_on_label="Beam options",
-                        epilog="Every other flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, "
-                               "--project, --region, --temp_location, --setup_file).")
+    parser = cli.Parser(
+        NAME,
+        __doc__,
+        passes_on=beam_flag_names,
+        passes_on_label="Beam options",
+        epilog="Every other flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, "
+        "--project, --region, --temp_location, --setup_file).",
+    )
     cli.add_fields(parser, PreprocessConfig)
     parser.add_logging_flags()
     return parser
@@ -130,8 +165,12 @@ def parse_flags(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
     """Job flags → ``PreprocessConfig``, the rest for Beam, without touching storage or importing Beam (what
     ``--help`` and a bad flag need). Raises ``UsageError`` (``HelpShown`` for --help)."""
     args, beam_argv = build_arg_parser().parse_known_args(list(argv))
-    config = cli.config_from(PreprocessConfig, args, input_dir=args.input_dir.rstrip("/") or "/",
-                             output_dir=args.output_dir.rstrip("/") or "/")
+    config = cli.config_from(
+        PreprocessConfig,
+        args,
+        input_dir=args.input_dir.rstrip("/") or "/",
+        output_dir=args.output_dir.rstrip("/") or "/",
+    )
     if config.val_fraction + config.test_fraction >= 1.0:
         raise UsageError("--test_fraction must leave room for train with --val_fraction (their sum under 1)")
     dataset = datasets.get(config.dataset)
@@ -153,11 +192,15 @@ def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
     out_in, in_out = storage.same_or_inside(output_dir, input_dir), storage.same_or_inside(input_dir, output_dir)
     if out_in:
         where = "the same folder as --input_dir" if in_out else f"inside --input_dir {input_dir}"
-        raise UsageError(f"--output_dir {output_dir} is {where}: a rerun would read its own outputs as inputs; "
-                         "choose an --output_dir outside the dataset")
+        raise UsageError(
+            f"--output_dir {output_dir} is {where}: a rerun would read its own outputs as inputs; "
+            "choose an --output_dir outside the dataset"
+        )
     if in_out:
-        raise UsageError(f"--input_dir {input_dir} is inside --output_dir {output_dir}, which preprocess rewrites "
-                         "and cleans; choose an --output_dir outside the dataset")
+        raise UsageError(
+            f"--input_dir {input_dir} is inside --output_dir {output_dir}, which preprocess rewrites "
+            "and cleans; choose an --output_dir outside the dataset"
+        )
     try:
         runner_lib.check_beam_flags(beam_argv)
     except ValueError as e:
@@ -179,19 +222,27 @@ def check_input(config: PreprocessConfig) -> None:
     try:
         first = next(iter(storage.list_files(folder)), None)
     except Exception as e:  # e.g. a bucket that does not exist or cannot be read
-        raise UsageError(f"cannot list {folder} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); "
-                         "check --input_dir") from None
+        raise UsageError(
+            f"cannot list {folder} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); check --input_dir"
+        ) from None
     if first is None:
-        raise UsageError(f"no input files under {config.input_dir} (expected {config.dataset} layout: "
-                         f"{expected}); check --input_dir")
+        raise UsageError(
+            f"no input files under {config.input_dir} (expected {config.dataset} layout: {expected}); check --input_dir"
+        )
     if first.error is not None and first.path == storage.printable_path(folder):  # the folder itself
         raise UsageError(f"{first.path}: {first.error}; check --input_dir")
 
 
-def _metadata(config: PreprocessConfig, counts: dict[str, int], source_counts: dict[str, int],
-              dead_letters: int, num_shards: dict[str, int], stats: Optional[DatasetStats],
-              shards: Optional[dict[str, dict[str, int]]] = None,
-              stats_absent_reason: Optional[str] = None) -> DatasetMetadata:
+def _metadata(
+    config: PreprocessConfig,
+    counts: dict[str, int],
+    source_counts: dict[str, int],
+    dead_letters: int,
+    num_shards: dict[str, int],
+    stats: Optional[DatasetStats],
+    shards: Optional[dict[str, dict[str, int]]] = None,
+    stats_absent_reason: Optional[str] = None,
+) -> DatasetMetadata:
     spec = config.label_spec
     return DatasetMetadata(
         dataset=config.dataset,
@@ -209,20 +260,29 @@ def _metadata(config: PreprocessConfig, counts: dict[str, int], source_counts: d
         augment_copies=config.augment_copies,
         seed=config.seed,
         num_shards={s: int(n) for s, n in sorted(num_shards.items())},
-        shards={name: {"records": int(e["records"]), "bytes": int(e["bytes"])}
-                for name, e in sorted((shards or {}).items())},
+        shards={
+            name: {"records": int(e["records"]), "bytes": int(e["bytes"])} for name, e in sorted((shards or {}).items())
+        },
         stats=stats,
         stats_absent_reason=stats_absent_reason,
         extra={"val_fraction": config.val_fraction, **dict(datasets.get(config.dataset).metadata_extra)},
     )
 
 
-NO_TRAIN_REASON = ("no train records: the statistics and transform_fn/ come from the train split only, so this "
-                   "dataset can be evaluated or inferred on, not trained on")
+NO_TRAIN_REASON = (
+    "no train records: the statistics and transform_fn/ come from the train split only, so this "
+    "dataset can be evaluated or inferred on, not trained on"
+)
 
 
-def _write_metadata(_: object, config: PreprocessConfig, dead_letters: int, written: "ShardsWritten",
-                    per_shard: list[tuple[str, int, int]], stats: list[Optional[DatasetStats]]) -> Optional[str]:
+def _write_metadata(
+    _: object,
+    config: PreprocessConfig,
+    dead_letters: int,
+    written: "ShardsWritten",
+    per_shard: list[tuple[str, int, int]],
+    stats: list[Optional[DatasetStats]],
+) -> Optional[str]:
     """Writes metadata.json, the last file of a run (see ``run``): every shard, the stale-shard deletion,
     transform_fn/ and the dead letters are in place when this runs (its side inputs come after them).
 
@@ -242,13 +302,23 @@ def _write_metadata(_: object, config: PreprocessConfig, dead_letters: int, writ
     on_storage = shard_files(config.output_dir)
     if set(on_storage) != set(written.records):
         # Only another process writing the same --output_dir at the same time can do this.
-        raise RuntimeError(f"the shard files in {config.output_dir} changed while this run wrote them (expected "
-                           f"{sorted(written.records)}, found {sorted(on_storage)}): is another preprocess run "
-                           "writing the same --output_dir?")
+        raise RuntimeError(
+            f"the shard files in {config.output_dir} changed while this run wrote them (expected "
+            f"{sorted(written.records)}, found {sorted(on_storage)}): is another preprocess run "
+            "writing the same --output_dir?"
+        )
     manifest = {name: {"records": n, "bytes": on_storage[name].size} for name, n in written.records.items()}
     stat = stats[0] if stats else None
-    metadata = _metadata(config, counts, source_counts, dead_letters, written.num_shards, stat, manifest,
-                         None if stat is not None else NO_TRAIN_REASON)
+    metadata = _metadata(
+        config,
+        counts,
+        source_counts,
+        dead_letters,
+        written.num_shards,
+        stat,
+        manifest,
+        None if stat is not None else NO_TRAIN_REASON,
+    )
     path = FileSystems.join(config.output_dir, METADATA_FILE)
     storage.write_bytes(path, metadata.to_json().encode("utf-8"), "application/json")
     return path
@@ -281,44 +351,60 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) ->
 
     dataset = datasets.get(config.dataset)
     found = p | f"Discover{dataset.title}" >> Discover(
-        dataset, config.input_dir, SplitFractions(config.val_fraction, config.test_fraction))
+        dataset, config.input_dir, SplitFractions(config.val_fraction, config.test_fraction)
+    )
     examples = found["examples"]
     copies = {"train": 1 + config.augment_copies, "val": 1, "test": 1}
-    plan = (examples
-            | "ExampleSplit" >> beam.Map(lambda e: e.split)
-            | "CountExamples" >> beam.combiners.Count.PerElement()
-            | "ExampleCounts" >> beam.combiners.ToDict()
-            | "PlanShards" >> beam.Map(plan_shards, copies, _estimated_record_bytes(config), config.num_shards))
-    made = (examples
-            | "MakeRecords" >> beam.ParDo(MakeRecords(config.record_options())).with_outputs(
-                DEAD_LETTER_TAG, ANALYZE_TAG, main="records"))
+    plan = (
+        examples
+        | "ExampleSplit" >> beam.Map(lambda e: e.split)
+        | "CountExamples" >> beam.combiners.Count.PerElement()
+        | "ExampleCounts" >> beam.combiners.ToDict()
+        | "PlanShards" >> beam.Map(plan_shards, copies, _estimated_record_bytes(config), config.num_shards)
+    )
+    made = examples | "MakeRecords" >> beam.ParDo(MakeRecords(config.record_options())).with_outputs(
+        DEAD_LETTER_TAG, ANALYZE_TAG, main="records"
+    )
     records = made.records
 
-    dead_count = ((found[DEAD_LETTER_TAG], made[DEAD_LETTER_TAG])
-                  | "AllDeadLetters" >> beam.Flatten()
-                  | "WriteDeadLetters" >> WriteDeadLetters(config.output_dir))
+    dead_count = (
+        (found[DEAD_LETTER_TAG], made[DEAD_LETTER_TAG])
+        | "AllDeadLetters" >> beam.Flatten()
+        | "WriteDeadLetters" >> WriteDeadLetters(config.output_dir)
+    )
     # On this machine, shards are gathered through scratch files rather than the runner's memory.
     spill_dir = FileSystems.join(temp_dir, "spill") if storage.is_local(temp_dir) else None
     shard_writer = WriteShards(config.output_dir, plan, spill_dir)
     written = records | "WriteShards" >> shard_writer
     spec = config.label_spec
-    stats = (made[ANALYZE_TAG]
-             | "Statistics" >> _analyze(config, temp_dir, spec))
-    return (p
-            | "Metadata" >> beam.Create([None])
-            | "WriteMetadata" >> beam.Map(
-                _write_metadata, config,
-                dead_letters=beam.pvalue.AsSingleton(dead_count),
-                written=beam.pvalue.AsSingleton(written),
-                per_shard=beam.pvalue.AsList(shard_writer.per_shard),
-                stats=beam.pvalue.AsList(stats)))
+    stats = made[ANALYZE_TAG] | "Statistics" >> _analyze(config, temp_dir, spec)
+    return (
+        p
+        | "Metadata" >> beam.Create([None])
+        | "WriteMetadata"
+        >> beam.Map(
+            _write_metadata,
+            config,
+            dead_letters=beam.pvalue.AsSingleton(dead_count),
+            written=beam.pvalue.AsSingleton(written),
+            per_shard=beam.pvalue.AsList(shard_writer.per_shard),
+            stats=beam.pvalue.AsList(stats),
+        )
+    )
 
 
 def _analyze(config: PreprocessConfig, temp_dir: str, spec: schema_labels.LabelSpec) -> beam.PTransform:
     from pipelines.preprocess.stats import AnalyzeAndWriteTransform
 
-    return AnalyzeAndWriteTransform(config.output_dir, temp_dir, config.image_size, spec.num_classes,
-                                    spec.ignore_label, config.analyze_batch_size, config.image_format)
+    return AnalyzeAndWriteTransform(
+        config.output_dir,
+        temp_dir,
+        config.image_size,
+        spec.num_classes,
+        spec.ignore_label,
+        config.analyze_batch_size,
+        config.image_format,
+    )
 
 
 def _log_counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
@@ -349,9 +435,11 @@ def _no_records_message(output_dir: str) -> str:
             rejected = sum(1 for line in handle.read().splitlines() if line.strip())
     except Exception:  # the message must still point at the file
         rejected = "all"
-    return (f"no records written: every input was rejected ({rejected} dead letters), so {output_dir} holds no "
-            f"dataset (no shards, no metadata.json); see {path} for each file and why, fix or remove those "
-            "inputs and rerun")
+    return (
+        f"no records written: every input was rejected ({rejected} dead letters), so {output_dir} holds no "
+        f"dataset (no shards, no metadata.json); see {path} for each file and why, fix or remove those "
+        "inputs and rerun"
+    )
 
 
 def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
@@ -381,7 +469,8 @@ def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
     # only through its own GCS client, and local scratch is faster anyway. Remote runners need shared storage.
     remote = runner_lib.is_remote(options)
     temp_root = options.view_as(GoogleCloudOptions).temp_location or (
-        config.output_dir if remote else tempfile.gettempdir())
+        config.output_dir if remote else tempfile.gettempdir()
+    )
     metadata_path = FileSystems.join(config.output_dir, METADATA_FILE)
     if not dry_run:
         storage.delete_files([metadata_path])
@@ -414,15 +503,19 @@ def summary(metadata: DatasetMetadata, output_dir: str) -> str:
     from apache_beam.io.filesystems import FileSystems
 
     total_bytes = sum(int(e["bytes"]) for e in metadata.shards.values())
-    lines = [f"{metadata.dataset} → {output_dir}: {metadata.num_classes} classes "
-             f"({', '.join(metadata.class_names)}), records {metadata.image_size[0]}x{metadata.image_size[1]}",
-             "  records per split: " + ", ".join(f"{s}={metadata.counts.get(s, 0)}" for s in SPLITS)
-             + "  (source examples: " + ", ".join(f"{s}={metadata.source_counts.get(s, 0)}" for s in SPLITS)
-             + ")",
-             f"  inputs seen {metadata.inputs_seen}, dead letters {metadata.dead_letter_count}"
-             + (f" (see {FileSystems.join(output_dir, 'dead_letter')})" if metadata.dead_letter_count else ""),
-             f"  wrote {len(metadata.shards)} shard files ({total_bytes} bytes), metadata.json, dead_letter/"
-             + (", transform_fn/" if metadata.stats else "")]
+    lines = [
+        f"{metadata.dataset} → {output_dir}: {metadata.num_classes} classes "
+        f"({', '.join(metadata.class_names)}), records {metadata.image_size[0]}x{metadata.image_size[1]}",
+        "  records per split: "
+        + ", ".join(f"{s}={metadata.counts.get(s, 0)}" for s in SPLITS)
+        + "  (source examples: "
+        + ", ".join(f"{s}={metadata.source_counts.get(s, 0)}" for s in SPLITS)
+        + ")",
+        f"  inputs seen {metadata.inputs_seen}, dead letters {metadata.dead_letter_count}"
+        + (f" (see {FileSystems.join(output_dir, 'dead_letter')})" if metadata.dead_letter_count else ""),
+        f"  wrote {len(metadata.shards)} shard files ({total_bytes} bytes), metadata.json, dead_letter/"
+        + (", transform_fn/" if metadata.stats else ""),
+    ]
     if metadata.stats:
         lines.append(f"  train channel mean {metadata.stats.channel_mean}, std {metadata.stats.channel_std}")
     else:
@@ -440,11 +533,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def failure_line(error: BaseException) -> Optional[str]:
         from pipelines.common import storage
 
-        return storage.storage_failure_line(NAME, error, "--output_dir holds no metadata.json, so nothing "
-                                                         "half-written will be read")
+        return storage.storage_failure_line(
+            NAME, error, "--output_dir holds no metadata.json, so nothing half-written will be read"
+        )
 
     def report(metadata: Optional[DatasetMetadata], args: list[str]) -> Optional[str]:
         return summary(metadata, parse_flags(args)[0].output_dir) if metadata is not None else None
 
-    return cli.main(NAME, argv, run, check=parse_flags, summary=report, failure_line=failure_line,
-                    tensorflow=True)
+    return cli.main(NAME, argv, run, check=parse_flags, summary=report, failure_line=failure_line, tensorflow=True)

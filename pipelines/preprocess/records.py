@@ -7,6 +7,7 @@ is ever invented), encodes and builds a ``tf.train.Example`` (``schemas.features
 a dead letter with the path and the reason, a mask with values outside its dataset's label set included
 (the dataset's ``mask_problem``); nothing is dropped or remapped silently.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -87,8 +88,9 @@ class RecordOptions:
     ignore_label: int = 255
 
 
-def _fit(array: np.ndarray, reference_hw: tuple[int, int], size: Sequence[int], mode: str, *, is_mask: bool,
-         fill: int = 0) -> np.ndarray:
+def _fit(
+    array: np.ndarray, reference_hw: tuple[int, int], size: Sequence[int], mode: str, *, is_mask: bool, fill: int = 0
+) -> np.ndarray:
     """Resizes ``array`` to the record canvas with the ``schemas.imaging`` host twins, padding in mode ``pad``.
 
     The content box comes from ``reference_hw``, the full-resolution size of what is being fitted, not from the
@@ -103,8 +105,10 @@ def _orientation_hint(image_bytes: bytes, mask_hw: tuple[int, ...], full_hw: tup
     """Why a mask may have the image's size turned by 90 degrees: it was drawn on the stored, unturned pixels."""
     orientation = imaging.exif_orientation_host(image_bytes)
     if imaging.orientation_swaps_axes(orientation) and tuple(mask_hw) == (full_hw[1], full_hw[0]):
-        return (f"; the image is displayed turned (EXIF orientation {orientation}) and the mask matches the stored, "
-                f"unturned pixels: draw masks on the image as displayed, or remove the image's orientation tag")
+        return (
+            f"; the image is displayed turned (EXIF orientation {orientation}) and the mask matches the stored, "
+            f"unturned pixels: draw masks on the image as displayed, or remove the image's orientation tag"
+        )
     return ""
 
 
@@ -124,8 +128,10 @@ class MakeRecords(beam.DoFn):
         self._dataset = datasets.get(self._o.dataset)
         self._luts = self._dataset.train_id_luts(self._o.label_mode)
         if any(int(lut[self._o.ignore_label]) != self._o.ignore_label for lut in self._luts.values()):
-            raise ValueError(f"label lookup does not keep {self._o.ignore_label} (ignore) as is; masks could not be "
-                             f"mapped after padding")
+            raise ValueError(
+                f"label lookup does not keep {self._o.ignore_label} (ignore) as is; masks could not be "
+                f"mapped after padding"
+            )
         self._read = Metrics.counter("segflow", "examples_read")
         self._failed = Metrics.counter("segflow", "examples_dead_lettered")
 
@@ -142,9 +148,10 @@ class MakeRecords(beam.DoFn):
             outputs = list(self._records(example))
         except DecodeError as e:
             self._failed.inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER_TAG, DeadLetter(e.args[1] if len(e.args) > 1 else
-                                                                       example.image_path, str(e.args[0]),
-                                                                       "decode"))
+            yield beam.pvalue.TaggedOutput(
+                DEAD_LETTER_TAG,
+                DeadLetter(e.args[1] if len(e.args) > 1 else example.image_path, str(e.args[0]), "decode"),
+            )
             return
         yield from outputs
 
@@ -180,19 +187,42 @@ class MakeRecords(beam.DoFn):
         if not example.mask_path:
             return None
         return self._decode_label_file(
-            example, example.mask_path, "mask", "mask", 8, full_hw,
-            lambda shape: f"mask {example.mask_path} is {shape[1]}x{shape[0]} (width x height)"
-                          f"{_orientation_hint(image_bytes, shape, full_hw)}")
+            example,
+            example.mask_path,
+            "mask",
+            "mask",
+            8,
+            full_hw,
+            lambda shape: (
+                f"mask {example.mask_path} is {shape[1]}x{shape[0]} (width x height)"
+                f"{_orientation_hint(image_bytes, shape, full_hw)}"
+            ),
+        )
 
     def _decode_instances(self, example: Example, full_hw: tuple[int, int]) -> Optional[np.ndarray]:
         """The 16-bit instance-id map at the image's full size, or None when the example has none."""
         if not example.instance_path:
             return None
-        return self._decode_label_file(example, example.instance_path, "instance mask", "instances", 16, full_hw,
-                                       lambda shape: f"instance mask is {shape[1]}x{shape[0]}")
+        return self._decode_label_file(
+            example,
+            example.instance_path,
+            "instance mask",
+            "instances",
+            16,
+            full_hw,
+            lambda shape: f"instance mask is {shape[1]}x{shape[0]}",
+        )
 
-    def _decode_label_file(self, example: Example, path: str, what: str, kind: str, bits: int,
-                           full_hw: tuple[int, int], size_mismatch: Callable[[tuple[int, ...]], str]) -> np.ndarray:
+    def _decode_label_file(
+        self,
+        example: Example,
+        path: str,
+        what: str,
+        kind: str,
+        bits: int,
+        full_hw: tuple[int, int],
+        size_mismatch: Callable[[tuple[int, ...]], str],
+    ) -> np.ndarray:
         """A label file (``what``: "mask" or "instance mask") decoded and checked against the dataset's label set
         (``kind`` for ``native_mask_problem``) and the image's full size; a ``DecodeError`` naming the image
         otherwise (``size_mismatch(shape)`` ends the size message)."""
@@ -204,13 +234,21 @@ class MakeRecords(beam.DoFn):
         if problem:
             raise DecodeError(f"{what} {path}: {problem}", example.image_path)
         if native.shape != full_hw:
-            raise DecodeError(f"image is {full_hw[1]}x{full_hw[0]} but its {size_mismatch(native.shape)}",
-                              example.image_path)
+            raise DecodeError(
+                f"image is {full_hw[1]}x{full_hw[0]} but its {size_mismatch(native.shape)}", example.image_path
+            )
         return native
 
-    def _fit_copy(self, example: Example, copy: int, full_hw: tuple[int, int], image: np.ndarray,
-                  mask: Optional[np.ndarray], lut: Optional[np.ndarray], instances: Optional[np.ndarray]
-                  ) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+    def _fit_copy(
+        self,
+        example: Example,
+        copy: int,
+        full_hw: tuple[int, int],
+        image: np.ndarray,
+        mask: Optional[np.ndarray],
+        lut: Optional[np.ndarray],
+        instances: Optional[np.ndarray],
+    ) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
         """Copy ``copy`` (0 = the original) at the record size: (image, train-id mask or None, instances or None).
 
         Native values are mapped to train ids after the crop, flip and nearest-neighbour resize, which only pick
@@ -227,21 +265,38 @@ class MakeRecords(beam.DoFn):
         img = augment.apply_colour(img, params)
         mask_out = inst_out = None
         if mask is not None:
-            mask_out = np.take(lut, _fit(augment.apply_geometry(mask, params), ref_hw, o.image_size, o.resize_mode,
-                                         is_mask=True, fill=o.ignore_label))
+            mask_out = np.take(
+                lut,
+                _fit(
+                    augment.apply_geometry(mask, params),
+                    ref_hw,
+                    o.image_size,
+                    o.resize_mode,
+                    is_mask=True,
+                    fill=o.ignore_label,
+                ),
+            )
         if instances is not None:
-            inst_out = _fit(augment.apply_geometry(instances, params), ref_hw, o.image_size, o.resize_mode,
-                            is_mask=True, fill=0)
+            inst_out = _fit(
+                augment.apply_geometry(instances, params), ref_hw, o.image_size, o.resize_mode, is_mask=True, fill=0
+            )
         return img, mask_out, inst_out
 
-    def _record(self, example: Example, copy: int, image_encoded: bytes, mask_out: Optional[np.ndarray],
-                inst_out: Optional[np.ndarray]) -> Record:
+    def _record(
+        self,
+        example: Example,
+        copy: int,
+        image_encoded: bytes,
+        mask_out: Optional[np.ndarray],
+        inst_out: Optional[np.ndarray],
+    ) -> Record:
         from schemas.features import build_example
 
         record = build_example(
             image_encoded=image_encoded,
             image_format=self._o.image_format,
-            height=self._o.image_size[0], width=self._o.image_size[1],
+            height=self._o.image_size[0],
+            width=self._o.image_size[1],
             source_id=example.example_id,
             mask_png=encode_mask(mask_out) if mask_out is not None else None,
             instance_png=encode_instance_mask(inst_out) if inst_out is not None else None,
@@ -260,5 +315,6 @@ class MakeRecords(beam.DoFn):
         IDCT differs from PIL's by a few levels; one eager call per image cost more than the rest of the analysis).
         """
         png = self._o.image_format == "png"
-        return AnalysisInput(1, channel_histogram(img) if png else None, None if png else image_encoded,
-                             label_histogram(mask_out))
+        return AnalysisInput(
+            1, channel_histogram(img) if png else None, None if png else image_encoded, label_histogram(mask_out)
+        )

@@ -13,6 +13,7 @@ not mistaken for the owner. Before it starts, a run removes the folders of its o
 machine whose process is gone (``remove_dead``). A live run's folder is never touched, nor another output's,
 nor another machine's, nor a remote run's: its launcher may be gone while its workers still run.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,10 @@ from pipelines.common import storage
 
 PREFIX = ".segflow-tmp-"
 _LOG = logging.getLogger("segflow.scratch")
-_LOCAL_NAME = re.compile(r"^\.segflow-tmp-(?P<dst>[0-9a-f]{12})-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-(?P<start>\d+)"
-                         r"-[0-9a-f]{8}$")
+_LOCAL_NAME = re.compile(
+    r"^\.segflow-tmp-(?P<dst>[0-9a-f]{12})-(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-(?P<start>\d+)"
+    r"-[0-9a-f]{8}$"
+)
 
 
 def _digest(text: str, length: int) -> str:
@@ -39,7 +42,7 @@ def _digest(text: str, length: int) -> str:
 def output_tag(output_dir: str) -> str:
     """The ``<dst>`` part of a scratch folder name: the same for every spelling of one local folder."""
     if storage.is_local(output_dir):
-        local = output_dir[len("file://"):] if output_dir.startswith("file://") else output_dir
+        local = output_dir[len("file://") :] if output_dir.startswith("file://") else output_dir
         return _digest(os.path.realpath(local), 12)
     return _digest(output_dir.rstrip("/"), 12)
 
@@ -101,14 +104,14 @@ def new_folder(temp_root: str, output_dir: str, remote: bool) -> str:
 def _candidates(temp_root: str, prefix: str) -> list[str]:
     """Names of the entries directly in ``temp_root`` that start with ``prefix`` (listed literally)."""
     if storage.is_local(temp_root):
-        local = temp_root[len("file://"):] if temp_root.startswith("file://") else temp_root
+        local = temp_root[len("file://") :] if temp_root.startswith("file://") else temp_root
         try:
             return sorted(name for name in os.listdir(local) if name.startswith(prefix))
         except OSError:  # no such folder yet: nothing left behind
             return []
     root = temp_root.rstrip("/") + "/"
     found = FileSystems.match([storage.escape_glob(root + prefix) + "**"])[0].metadata_list
-    return sorted({m.path[len(root):].split("/", 1)[0] for m in found})
+    return sorted({m.path[len(root) :].split("/", 1)[0] for m in found})
 
 
 def remove_dead(temp_root: str, output_dir: str) -> list[str]:

@@ -17,6 +17,7 @@ from an earlier run into the same directory (another shard count, a split that i
 end: found by listing that folder (its name is literal, never a glob), and only shard-named files directly in it.
 The transform's output names the shard files that now make up each split and how many records each holds.
 """
+
 from __future__ import annotations
 
 import math
@@ -118,8 +119,9 @@ def shard_of(key: str, num_shards: int) -> int:
 def write_tfrecord_file(path: str, serialized_records: Iterable[bytes]) -> int:
     """Writes records to one GZIP TFRecord file via ``FileSystems``; returns how many were written."""
     count = 0
-    with FileSystems.create(path, mime_type="application/octet-stream",
-                            compression_type=CompressionTypes.GZIP) as handle:
+    with FileSystems.create(
+        path, mime_type="application/octet-stream", compression_type=CompressionTypes.GZIP
+    ) as handle:
         for value in serialized_records:
             _TFRecordUtil.write_record(handle, value)
             count += 1
@@ -134,8 +136,9 @@ class _WriteShard(beam.DoFn):
         self._written = {}
 
     def setup(self) -> None:
-        self._written = {split: Metrics.counter("segflow", f"records_written_{split}")
-                         for split in ("train", "val", "test")}
+        self._written = {
+            split: Metrics.counter("segflow", f"records_written_{split}") for split in ("train", "val", "test")
+        }
 
     def process(self, element: tuple[tuple[str, int, int], Iterable[tuple]]) -> Iterator[tuple[str, int, int]]:
         (split, index, count), items = element
@@ -221,8 +224,9 @@ def _pointer_by_shard(pointer: _Pointer, shards: dict[str, int]) -> tuple[tuple[
     return _shard_key(pointer, shards), pointer
 
 
-def _finalize(num_shards: dict[str, int], output_dir: str, spill_dir: Optional[str],
-              written: list[tuple[str, int, int]]) -> ShardsWritten:
+def _finalize(
+    num_shards: dict[str, int], output_dir: str, spill_dir: Optional[str], written: list[tuple[str, int, int]]
+) -> ShardsWritten:
     """Writes empty shards for shard indices no record hashed to, deletes stale shards and the scratch files;
     returns what the split's shards now are."""
     records = {name: n for name, n, _ in written}
@@ -238,15 +242,19 @@ def _finalize(num_shards: dict[str, int], output_dir: str, spill_dir: Optional[s
     return ShardsWritten(dict(sorted(num_shards.items())), dict(sorted(records.items())))
 
 
-def plan_shards(source_counts: dict[str, int], copies: dict[str, int], bytes_per_record: int,
-                fixed: Optional[int] = None) -> dict[str, int]:
+def plan_shards(
+    source_counts: dict[str, int], copies: dict[str, int], bytes_per_record: int, fixed: Optional[int] = None
+) -> dict[str, int]:
     """Shards per split: ``fixed`` (``--num_shards``) or ~``TARGET_SHARD_BYTES`` of estimated records each.
 
     Decided from the number of source examples per split (known before any image is decoded), so records can
     be routed to their shard as they are made, without first holding them all to measure them.
     """
-    return {split: fixed or auto_num_shards(n * copies.get(split, 1) * bytes_per_record, n * copies.get(split, 1))
-            for split, n in source_counts.items() if n}
+    return {
+        split: fixed or auto_num_shards(n * copies.get(split, 1) * bytes_per_record, n * copies.get(split, 1))
+        for split, n in source_counts.items()
+        if n
+    }
 
 
 class WriteShards(beam.PTransform):
@@ -269,16 +277,21 @@ class WriteShards(beam.PTransform):
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         shards = beam.pvalue.AsSingleton(self._plan)
         if self._spill_dir is None:
-            written = (records
-                       | "AssignShard" >> beam.Map(_record_by_shard, shards=shards)
-                       | "GroupByShard" >> beam.GroupByKey()
-                       | "WriteShard" >> beam.ParDo(_WriteShard(self._output_dir)))
+            written = (
+                records
+                | "AssignShard" >> beam.Map(_record_by_shard, shards=shards)
+                | "GroupByShard" >> beam.GroupByKey()
+                | "WriteShard" >> beam.ParDo(_WriteShard(self._output_dir))
+            )
         else:
-            written = (records
-                       | "SpillRecords" >> beam.ParDo(_SpillRecords(self._spill_dir))
-                       | "AssignShard" >> beam.Map(_pointer_by_shard, shards=shards)
-                       | "GroupPointersByShard" >> beam.GroupByKey()
-                       | "WriteShardFromSpill" >> beam.ParDo(_WriteShardFromSpill(self._output_dir)))
+            written = (
+                records
+                | "SpillRecords" >> beam.ParDo(_SpillRecords(self._spill_dir))
+                | "AssignShard" >> beam.Map(_pointer_by_shard, shards=shards)
+                | "GroupPointersByShard" >> beam.GroupByKey()
+                | "WriteShardFromSpill" >> beam.ParDo(_WriteShardFromSpill(self._output_dir))
+            )
         self.per_shard = written
-        return self._plan | "Finalize" >> beam.Map(_finalize, self._output_dir, self._spill_dir,
-                                                   written=beam.pvalue.AsList(written))
+        return self._plan | "Finalize" >> beam.Map(
+            _finalize, self._output_dir, self._spill_dir, written=beam.pvalue.AsList(written)
+        )

@@ -12,6 +12,7 @@ A dataset without train examples (only ``val``/``test``: an evaluation set) has 
 runs (see ``AnalyzeAndWriteTransform``), but its graph is discarded and ``DST/transform_fn/`` is removed, so what
 DST holds never describes data it does not contain.
 """
+
 from __future__ import annotations
 
 import json
@@ -99,8 +100,12 @@ class TotalsFn(beam.CombineFn):
         return AnalysisTotals(int(acc[0]), acc[1], acc[2])
 
 
-def read_stats(transform_output_dir: str, image_size: Sequence[int], num_classes: int,
-               exact_moments: tuple[list[float], list[float]] | None = None) -> DatasetStats:
+def read_stats(
+    transform_output_dir: str,
+    image_size: Sequence[int],
+    num_classes: int,
+    exact_moments: tuple[list[float], list[float]] | None = None,
+) -> DatasetStats:
     """Runs the published transform graph on a dummy example and returns the analysed constants.
 
     With ``exact_moments`` (``AnalysisTotals.exact_moments``), mean and std are reported from those after checking that
@@ -112,19 +117,24 @@ def read_stats(transform_output_dir: str, image_size: Sequence[int], num_classes
 
     height, width = int(image_size[0]), int(image_size[1])
     output = tft.TFTransformOutput(transform_output_dir)
-    values = output.transform_raw_features({
-        schema_transform.RAW_IMAGE: tf.zeros([1, height, width, 3], tf.float32),
-        schema_transform.RAW_LABEL: tf.zeros([1, height, width], tf.int64),
-    })
+    values = output.transform_raw_features(
+        {
+            schema_transform.RAW_IMAGE: tf.zeros([1, height, width, 3], tf.float32),
+            schema_transform.RAW_LABEL: tf.zeros([1, height, width], tf.int64),
+        }
+    )
     mean = values[schema_transform.STAT_CHANNEL_MEAN].numpy()[0]
     std = values[schema_transform.STAT_CHANNEL_STD].numpy()[0]
     counts = values[schema_transform.STAT_CLASS_PIXEL_COUNTS].numpy()[0]
     if exact_moments is not None:
         exact_mean, exact_std = exact_moments
-        if not (np.allclose(mean, exact_mean, rtol=1e-3, atol=1e-2)
-                and np.allclose(std, np.maximum(exact_std, schema_transform.MIN_STD), rtol=1e-3, atol=1e-2)):
-            raise RuntimeError(f"tensorflow-transform statistics {mean}/{std} disagree with exact moments "
-                               f"{exact_mean}/{exact_std}")
+        if not (
+            np.allclose(mean, exact_mean, rtol=1e-3, atol=1e-2)
+            and np.allclose(std, np.maximum(exact_std, schema_transform.MIN_STD), rtol=1e-3, atol=1e-2)
+        ):
+            raise RuntimeError(
+                f"tensorflow-transform statistics {mean}/{std} disagree with exact moments {exact_mean}/{exact_std}"
+            )
         mean, std = exact_mean, np.maximum(exact_std, schema_transform.MIN_STD)
     return dataset_stats(mean, std, counts[:num_classes])
 
@@ -158,12 +168,19 @@ def _tensor_adapter_config(height: int, width: int):
             rep.dense_tensor.shape.dim.add().size = int(dim)
         return rep
 
-    arrow_schema = pa.schema([pa.field(schema_transform.RAW_IMAGE, pa.large_list(pa.float32())),
-                              pa.field(schema_transform.RAW_LABEL, pa.large_list(pa.int64()))])
-    return arrow_schema, tensor_adapter.TensorAdapterConfig(arrow_schema, {
-        schema_transform.RAW_IMAGE: representation(schema_transform.RAW_IMAGE, [height, width, 3]),
-        schema_transform.RAW_LABEL: representation(schema_transform.RAW_LABEL, [height, width]),
-    })
+    arrow_schema = pa.schema(
+        [
+            pa.field(schema_transform.RAW_IMAGE, pa.large_list(pa.float32())),
+            pa.field(schema_transform.RAW_LABEL, pa.large_list(pa.int64())),
+        ]
+    )
+    return arrow_schema, tensor_adapter.TensorAdapterConfig(
+        arrow_schema,
+        {
+            schema_transform.RAW_IMAGE: representation(schema_transform.RAW_IMAGE, [height, width, 3]),
+            schema_transform.RAW_LABEL: representation(schema_transform.RAW_LABEL, [height, width]),
+        },
+    )
 
 
 class DecodeAnalysisBatch(beam.DoFn):
@@ -189,8 +206,10 @@ class DecodeAnalysisBatch(beam.DoFn):
         image_format = self._format
 
         def decode_one(encoded: tf.Tensor) -> tf.Tensor:
-            return features.decode_image({features.IMAGE_ENCODED: encoded, features.IMAGE_HEIGHT: height,
-                                          features.IMAGE_WIDTH: width}, image_format)
+            return features.decode_image(
+                {features.IMAGE_ENCODED: encoded, features.IMAGE_HEIGHT: height, features.IMAGE_WIDTH: width},
+                image_format,
+            )
 
         # autograph=False: nothing to convert (no Python control flow), and converting map_fn's lambda costs
         # ~0.4 s of tracing per worker.
@@ -233,9 +252,11 @@ def analyzer_cache_entries(preprocessing_fn, specs: dict, dataset_key) -> dict[s
         name = key.split(b"[", 1)[1].split(b"]", 1)[0].decode() if b"[" in key else ""
         by_name[name] = key
     if sorted(by_name) != sorted(_ANALYZER_SUMS) or not all(b"CacheableCombineAccumulate" in k for k in keys):
-        raise RuntimeError(f"the transform graph's analyzers are {sorted(keys)}, not the four sums this analysis "
-                           f"feeds ({', '.join(_ANALYZER_SUMS)}): update pipelines.preprocess.stats with the "
-                           "preprocessing_fn")
+        raise RuntimeError(
+            f"the transform graph's analyzers are {sorted(keys)}, not the four sums this analysis "
+            f"feeds ({', '.join(_ANALYZER_SUMS)}): update pipelines.preprocess.stats with the "
+            "preprocessing_fn"
+        )
     return by_name
 
 
@@ -243,8 +264,12 @@ def encoded_accumulator(totals: AnalysisTotals, analyzer: str, num_classes: int,
     """The cache entry of one sum analyzer, as tensorflow-transform encodes a sum's accumulator (JSON of a list
     with one value per analyzer input), holding the train split's exact int64 sum."""
     sums, squares = totals.channel_sums()
-    value = {"sum": totals.pixels, "sum_1": sums, "sum_2": squares,
-             "sum_3": totals.class_pixel_counts(num_classes, ignore_label)}[analyzer]
+    value = {
+        "sum": totals.pixels,
+        "sum_1": sums,
+        "sum_2": squares,
+        "sum_3": totals.class_pixel_counts(num_classes, ignore_label),
+    }[analyzer]
     return json.dumps([value]).encode("utf-8")
 
 
@@ -261,8 +286,16 @@ class AnalyzeAndWriteTransform(beam.PTransform):
     int64 per 512x1024 example, which grew the job's memory with the dataset).
     """
 
-    def __init__(self, output_dir: str, temp_dir: str, image_size: Sequence[int], num_classes: int,
-                 ignore_label: int, batch_size: int = 64, image_format: str = "png"):
+    def __init__(
+        self,
+        output_dir: str,
+        temp_dir: str,
+        image_size: Sequence[int],
+        num_classes: int,
+        ignore_label: int,
+        batch_size: int = 64,
+        image_format: str = "png",
+    ):
         super().__init__()
         self._image_format = image_format
         self._output_dir = output_dir
@@ -281,16 +314,21 @@ class AnalyzeAndWriteTransform(beam.PTransform):
         _, adapter_config = _tensor_adapter_config(height, width)
         preprocessing_fn = schema_transform.make_preprocessing_fn(self._num_classes, self._ignore_label)
         if self._image_format != "png":  # JPEG records: decoded a batch at a time with the trainer's decoder
-            raw = (raw
-                   | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
-                   | "Decode" >> beam.ParDo(DecodeAnalysisBatch(self._image_format, self._image_size)))
+            raw = (
+                raw
+                | "Batch" >> beam.BatchElements(min_batch_size=self._batch_size, max_batch_size=self._batch_size)
+                | "Decode" >> beam.ParDo(DecodeAnalysisBatch(self._image_format, self._image_size))
+            )
         totals = raw | "Totals" >> beam.CombineGlobally(TotalsFn())
         dataset_key = analyzer_cache.DatasetKey("train")
-        entries = analyzer_cache_entries(preprocessing_fn, TensorAdapter(adapter_config).OriginalTypeSpecs(),
-                                         dataset_key)
-        cache = {key: totals | f"Accumulator[{name}]" >> beam.Map(encoded_accumulator, name, self._num_classes,
-                                                                  self._ignore_label)
-                 for name, key in sorted(entries.items())}
+        entries = analyzer_cache_entries(
+            preprocessing_fn, TensorAdapter(adapter_config).OriginalTypeSpecs(), dataset_key
+        )
+        cache = {
+            key: totals
+            | f"Accumulator[{name}]" >> beam.Map(encoded_accumulator, name, self._num_classes, self._ignore_label)
+            for name, key in sorted(entries.items())
+        }
         # TensorFlow writes gs:// with its own GCS client (fixed endpoint, not Beam's retries, deaf to
         # STORAGE_EMULATOR_HOST): for a remote DST the graph is written under the job's temp dir, then
         # published with Beam FileSystems (pipelines.common.storage). See docs/cloud.md.
@@ -298,18 +336,20 @@ class AnalyzeAndWriteTransform(beam.PTransform):
         if not storage.is_local(self._output_dir):
             write_dir = FileSystems.join(self._temp_dir, "transform_output")
         with tft_beam.Context(temp_dir=self._temp_dir, desired_batch_size=self._batch_size):
-            transform_fn, _ = (({dataset_key: None}, {dataset_key: analyzer_cache.DatasetCache(cache, None)},
-                                adapter_config)
-                               | "Analyze" >> tft_beam.AnalyzeDatasetWithCache(preprocessing_fn,
-                                                                               pipeline=raw.pipeline))
+            transform_fn, _ = (
+                {dataset_key: None},
+                {dataset_key: analyzer_cache.DatasetCache(cache, None)},
+                adapter_config,
+            ) | "Analyze" >> tft_beam.AnalyzeDatasetWithCache(preprocessing_fn, pipeline=raw.pipeline)
             published = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(write_dir)
         totals_side = beam.pvalue.AsSingleton(totals)
         if write_dir != self._output_dir:
             published = published | "PublishTransformFn" >> beam.Map(
-                _publish_transform, write_dir, self._output_dir, totals=totals_side)
-        return (published
-                | "ReadBackStats" >> beam.Map(_read_back_stats, write_dir, self._output_dir, self._image_size,
-                                              self._num_classes, totals=totals_side))
+                _publish_transform, write_dir, self._output_dir, totals=totals_side
+            )
+        return published | "ReadBackStats" >> beam.Map(
+            _read_back_stats, write_dir, self._output_dir, self._image_size, self._num_classes, totals=totals_side
+        )
 
 
 def _transform_folders() -> tuple[str, str]:
@@ -326,8 +366,9 @@ def _publish_transform(_: object, src: str, dst: str, totals: AnalysisTotals) ->
             storage.replace_tree(FileSystems.join(src, folder), FileSystems.join(dst, folder))
 
 
-def _read_back_stats(_: object, write_dir: str, output_dir: str, image_size: Sequence[int], num_classes: int,
-                     totals: AnalysisTotals) -> DatasetStats | None:
+def _read_back_stats(
+    _: object, write_dir: str, output_dir: str, image_size: Sequence[int], num_classes: int, totals: AnalysisTotals
+) -> DatasetStats | None:
     """The published graph's ``DatasetStats``; None with no train examples, after removing ``output_dir``'s
     transform folders (the graph of empty totals, or an earlier run's)."""
     if totals.examples == 0:

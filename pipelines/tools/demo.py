@@ -11,6 +11,7 @@
 6. draw ``report.html`` / ``report.png``: input | ground truth | prediction | instances.
 Prints the mIoU and where everything is.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,17 +35,28 @@ def _done(start: float) -> None:
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.tools.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.tools.demo", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--work_dir", default="out/demo", help="everything goes here (default out/demo)")
     parser.add_argument("--num_examples", type=int, default=96, help="generated training examples")
-    parser.add_argument("--num_heldout", "--num_new", dest="num_heldout", type=int, default=12,
-                        help="generated held-out images to run inference on (default 12; --num_new is its old name)")
+    parser.add_argument(
+        "--num_heldout",
+        "--num_new",
+        dest="num_heldout",
+        type=int,
+        default=12,
+        help="generated held-out images to run inference on (default 12; --num_new is its old name)",
+    )
     parser.add_argument("--image_size", type=int, default=64, help="model input size (square)")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--batch_size", type=int, default=8)
-    parser.add_argument("--augment_copies", type=int, default=1,
-                        help="offline-augmented copies per training example (more steps per epoch)")
+    parser.add_argument(
+        "--augment_copies",
+        type=int,
+        default=1,
+        help="offline-augmented copies per training example (more steps per epoch)",
+    )
     parser.add_argument("--base_filters", type=int, default=8)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
@@ -70,40 +82,88 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     os.makedirs(work, exist_ok=True)
     began = time.monotonic()
 
-    t = _step(f"1/6 generating {args.num_examples} Pet-layout training examples and {args.num_heldout} held-out "
-              f"images")
+    t = _step(f"1/6 generating {args.num_examples} Pet-layout training examples and {args.num_heldout} held-out images")
     synthetic.write_pet_dataset(raw, args.num_examples, size=(96, 128), seed=args.seed)
     # Other pictures (another seed, another size), named heldout_* so that no file shares a training file's name.
-    synthetic.write_pet_dataset(heldout, args.num_heldout, size=(120, 160), seed=args.seed + 1000,
-                                id_prefix="heldout_")
+    synthetic.write_pet_dataset(heldout, args.num_heldout, size=(120, 160), seed=args.seed + 1000, id_prefix="heldout_")
     _done(t)
 
     t = _step("2/6 preprocess → TFRecords (Beam DirectRunner)")
-    preprocess.run(["--dataset", pet.DATASET.name, "--input_dir", raw, "--output_dir", records,
-                    "--image_size", str(args.image_size), "--val_fraction", "0.15",
-                    "--augment_copies", str(args.augment_copies), "--seed", str(args.seed)])
+    preprocess.run(
+        [
+            "--dataset",
+            pet.DATASET.name,
+            "--input_dir",
+            raw,
+            "--output_dir",
+            records,
+            "--image_size",
+            str(args.image_size),
+            "--val_fraction",
+            "0.15",
+            "--augment_copies",
+            str(args.augment_copies),
+            "--seed",
+            str(args.seed),
+        ]
+    )
     _done(t)
 
     t = _step(f"3/6 train a U-Net ({args.epochs} epochs, subprocess: python -m trainer.task)")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    subprocess.run([sys.executable, "-m", "trainer.task", "--data_dir", records, "--model", "unet",
-                    "--job_dir", job, "--epochs", str(args.epochs), "--batch_size", str(args.batch_size),
-                    "--base_filters", str(args.base_filters), "--depth", str(args.depth),
-                    "--learning_rate", "0.003", "--seed", str(args.seed), "--verbose", "2",
-                    # Bit-reproducible: the same mIoU on every run (and, for this small model on 2 CPU cores,
-                    # ~12 % faster than the default's parallel data order).
-                    "--deterministic"],
-                   check=True, env=env)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "trainer.task",
+            "--data_dir",
+            records,
+            "--model",
+            "unet",
+            "--job_dir",
+            job,
+            "--epochs",
+            str(args.epochs),
+            "--batch_size",
+            str(args.batch_size),
+            "--base_filters",
+            str(args.base_filters),
+            "--depth",
+            str(args.depth),
+            "--learning_rate",
+            "0.003",
+            "--seed",
+            str(args.seed),
+            "--verbose",
+            "2",
+            # Bit-reproducible: the same mIoU on every run (and, for this small model on 2 CPU cores,
+            # ~12 % faster than the default's parallel data order).
+            "--deterministic",
+        ],
+        check=True,
+        env=env,
+    )
     _done(t)
 
     t = _step("4/6 infer with instances (Beam RunInference)")
-    counters = infer.run(["--model_dir", os.path.join(job, "model"), "--input", os.path.join(heldout, "images", "*"),
-                          "--output_dir", out, "--instances", "--overlay"])
+    counters = infer.run(
+        [
+            "--model_dir",
+            os.path.join(job, "model"),
+            "--input",
+            os.path.join(heldout, "images", "*"),
+            "--output_dir",
+            out,
+            "--instances",
+            "--overlay",
+        ]
+    )
     _done(t)
 
     t = _step("5/6 evaluate (Beam: per-image confusion matrices, CombineGlobally)")
-    doc = evaluate.run(["--predictions", os.path.join(out, "masks"), "--ground_truth", heldout,
-                        "--dataset", pet.DATASET.name])
+    doc = evaluate.run(
+        ["--predictions", os.path.join(out, "masks"), "--ground_truth", heldout, "--dataset", pet.DATASET.name]
+    )
     print(evaluate.format_table(doc))  # run() returns the document; the command line's main prints it
     _done(t)
 
@@ -113,16 +173,18 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
 
     miou = doc.get("mean_iou")
     print(f"\nsegflow demo finished in {time.monotonic() - began:.0f} s")
-    print(f"  mIoU on {doc['images']} generated held-out images: {miou:.4f}" if miou is not None
-          else "  no scored images")
+    print(
+        f"  mIoU on {doc['images']} generated held-out images: {miou:.4f}" if miou is not None else "  no scored images"
+    )
     print(f"  training data     {raw}")
     print(f"  held-out images   {heldout}")
     print(f"  records           {records}")
-    print(f"  model             {os.path.join(job, 'model')}   "
-          f"(training metrics: {os.path.join(job, 'metrics.json')})")
-    print(f"  predictions       {out}/masks, color, overlay, instances   "
-          f"({counters.get('images_written', '?')} images, {counters.get('instances', '?')} instances, "
-          f"{counters.get('dead_letters', '?')} dead letters)")
+    print(f"  model             {os.path.join(job, 'model')}   (training metrics: {os.path.join(job, 'metrics.json')})")
+    print(
+        f"  predictions       {out}/masks, color, overlay, instances   "
+        f"({counters.get('images_written', '?')} images, {counters.get('instances', '?')} instances, "
+        f"{counters.get('dead_letters', '?')} dead letters)"
+    )
     print(f"  evaluation        {os.path.join(out, 'evaluation.json')}")
     print(f"  report            {paths['html']}  and  {paths['png']}")
     return {"mean_iou": miou, "report": paths, "evaluation": doc, "counters": counters}

@@ -7,6 +7,7 @@ street-ish scenes painted with official labelIds, with instance ids for cars and
 
     python -m pipelines.tools.synthetic --dataset pet --output_dir data/pet --num_examples 60
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,15 +23,50 @@ from pipelines.datasets import cityscapes, pet
 
 # The 37 Pet breeds; cats are capitalised in the real dataset, dogs are not. CLASS-ID is the 1-based index in
 # this case-insensitive alphabetical order, as in the real list.txt.
-PET_BREEDS: tuple[str, ...] = tuple(sorted([
-    "Abyssinian", "Bengal", "Birman", "Bombay", "British_Shorthair", "Egyptian_Mau", "Maine_Coon", "Persian",
-    "Ragdoll", "Russian_Blue", "Siamese", "Sphynx",
-    "american_bulldog", "american_pit_bull_terrier", "basset_hound", "beagle", "boxer", "chihuahua",
-    "english_cocker_spaniel", "english_setter", "german_shorthaired", "great_pyrenees", "havanese",
-    "japanese_chin", "keeshond", "leonberger", "miniature_pinscher", "newfoundland", "pomeranian", "pug",
-    "saint_bernard", "samoyed", "scottish_terrier", "shiba_inu", "staffordshire_bull_terrier",
-    "wheaten_terrier", "yorkshire_terrier",
-], key=str.lower))
+PET_BREEDS: tuple[str, ...] = tuple(
+    sorted(
+        [
+            "Abyssinian",
+            "Bengal",
+            "Birman",
+            "Bombay",
+            "British_Shorthair",
+            "Egyptian_Mau",
+            "Maine_Coon",
+            "Persian",
+            "Ragdoll",
+            "Russian_Blue",
+            "Siamese",
+            "Sphynx",
+            "american_bulldog",
+            "american_pit_bull_terrier",
+            "basset_hound",
+            "beagle",
+            "boxer",
+            "chihuahua",
+            "english_cocker_spaniel",
+            "english_setter",
+            "german_shorthaired",
+            "great_pyrenees",
+            "havanese",
+            "japanese_chin",
+            "keeshond",
+            "leonberger",
+            "miniature_pinscher",
+            "newfoundland",
+            "pomeranian",
+            "pug",
+            "saint_bernard",
+            "samoyed",
+            "scottish_terrier",
+            "shiba_inu",
+            "staffordshire_bull_terrier",
+            "wheaten_terrier",
+            "yorkshire_terrier",
+        ],
+        key=str.lower,
+    )
+)
 
 PET_LIST_HEADER = (
     "#Image CLASS-ID SPECIES BREED ID\n"
@@ -58,8 +94,9 @@ def _texture(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
     return base + stripes + gradient + noise
 
 
-def pet_example(rng: np.random.Generator, height: int, width: int, border: Optional[int] = None
-                ) -> tuple[np.ndarray, np.ndarray]:
+def pet_example(
+    rng: np.random.Generator, height: int, width: int, border: Optional[int] = None
+) -> tuple[np.ndarray, np.ndarray]:
     """One Pet-like example: uint8 RGB [H, W, 3] and a uint8 trimap [H, W] with values 1/2/3."""
     border = border or max(2, round(min(height, width) / 40))
     shape = Image.new("L", (width, height), 0)
@@ -107,9 +144,17 @@ def write_file(path: str, data: bytes) -> None:
         f.write(data)
 
 
-def write_pet_dataset(root: str, num_examples: int, *, size: Sequence[int] = (375, 500), seed: int = 0,
-                      test_fraction: float = 0.25, list_files: bool = True,
-                      vary_size: bool = True, id_prefix: str = "") -> list[str]:
+def write_pet_dataset(
+    root: str,
+    num_examples: int,
+    *,
+    size: Sequence[int] = (375, 500),
+    seed: int = 0,
+    test_fraction: float = 0.25,
+    list_files: bool = True,
+    vary_size: bool = True,
+    id_prefix: str = "",
+) -> list[str]:
     """Writes ``num_examples`` Pet-like examples under ``root`` in the Pet layout; returns their ids.
 
     Layout: ``images/<id_prefix><Breed>_<n>.jpg``, ``annotations/trimaps/<id_prefix><Breed>_<n>.png`` and, with
@@ -167,8 +212,9 @@ def write_pet_quirks_dataset(root: str, *, size: Sequence[int] = (60, 80), seed:
     def example(i: int) -> tuple[np.ndarray, np.ndarray]:
         return pet_example(np.random.default_rng([seed, 1000 + i]), height, width)
 
-    def put(example_id: str, image_bytes: Optional[bytes], trimap: Optional[np.ndarray],
-            split: Optional[str] = "trainval") -> None:
+    def put(
+        example_id: str, image_bytes: Optional[bytes], trimap: Optional[np.ndarray], split: Optional[str] = "trainval"
+    ) -> None:
         if image_bytes is not None:
             write_file(os.path.join(root, "images", f"{example_id}.jpg"), image_bytes)
         if trimap is not None:
@@ -240,8 +286,18 @@ def write_pet_quirks_dataset(root: str, *, size: Sequence[int] = (60, 80), seed:
 
 # ------------------------------------------------------------------------------------------ Cityscapes
 # labelIds from the official table (cityscapesscripts.helpers.labels); names kept for readability.
-_CS = {"unlabeled": 0, "ego vehicle": 1, "road": 7, "sidewalk": 8, "building": 11, "pole": 17,
-       "vegetation": 21, "sky": 23, "person": 24, "car": 26}
+_CS = {
+    "unlabeled": 0,
+    "ego vehicle": 1,
+    "road": 7,
+    "sidewalk": 8,
+    "building": 11,
+    "pole": 17,
+    "vegetation": 21,
+    "sky": 23,
+    "person": 24,
+    "car": 26,
+}
 
 
 def cityscapes_frame(rng: np.random.Generator, height: int, width: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -255,25 +311,26 @@ def cityscapes_frame(rng: np.random.Generator, height: int, width: int) -> tuple
     label[road_top:] = _CS["road"]
     sw = int(width * rng.uniform(0.1, 0.2))
     label[road_top:, :sw] = _CS["sidewalk"]
-    label[int(height * 0.93):] = _CS["ego vehicle"]
+    label[int(height * 0.93) :] = _CS["ego vehicle"]
     tree_x = int(rng.integers(width // 2, width - width // 8))
-    label[horizon - height // 10: road_top, tree_x: tree_x + width // 8] = _CS["vegetation"]
+    label[horizon - height // 10 : road_top, tree_x : tree_x + width // 8] = _CS["vegetation"]
     pole_x = int(rng.integers(sw, width // 2))
-    label[horizon: road_top + height // 20, pole_x: pole_x + max(2, width // 128)] = _CS["pole"]
+    label[horizon : road_top + height // 20, pole_x : pole_x + max(2, width // 128)] = _CS["pole"]
     instance = label.astype(np.int32)
     # Cars on the road and people on the sidewalk; some touch each other, as in real streets.
     counters = {"car": 0, "person": 0}
     for cls, n, (hmin, hmax), (wmin, wmax), x_range in (
-            ("car", int(rng.integers(1, 4)), (0.12, 0.2), (0.15, 0.25), (sw, width)),
-            ("person", int(rng.integers(1, 3)), (0.2, 0.3), (0.03, 0.06), (0, max(sw, width // 6)))):
+        ("car", int(rng.integers(1, 4)), (0.12, 0.2), (0.15, 0.25), (sw, width)),
+        ("person", int(rng.integers(1, 3)), (0.2, 0.3), (0.03, 0.06), (0, max(sw, width // 6))),
+    ):
         for _ in range(n):
             h = int(height * rng.uniform(hmin, hmax))
             w = int(width * rng.uniform(wmin, wmax))
             x0 = int(rng.integers(x_range[0], max(x_range[0] + 1, x_range[1] - w)))
             y1 = int(height * rng.uniform(0.7, 0.9))
             y0 = max(0, y1 - h)
-            label[y0:y1, x0:x0 + w] = _CS[cls]
-            instance[y0:y1, x0:x0 + w] = _CS[cls] * 1000 + counters[cls]
+            label[y0:y1, x0 : x0 + w] = _CS[cls]
+            instance[y0:y1, x0 : x0 + w] = _CS[cls] * 1000 + counters[cls]
             counters[cls] += 1
     label[:2, :] = _CS["unlabeled"]  # a little void, which the evaluators ignore
     instance[:2, :] = _CS["unlabeled"]
@@ -285,9 +342,14 @@ def cityscapes_frame(rng: np.random.Generator, height: int, width: int) -> tuple
     return np.clip(image, 0, 255).astype(np.uint8), label, instance
 
 
-def write_cityscapes_dataset(root: str, *, frames_per_split: Optional[dict[str, int]] = None,
-                             size: Sequence[int] = (256, 512), seed: int = 0,
-                             cities: Optional[dict[str, Sequence[str]]] = None) -> dict[str, list[str]]:
+def write_cityscapes_dataset(
+    root: str,
+    *,
+    frames_per_split: Optional[dict[str, int]] = None,
+    size: Sequence[int] = (256, 512),
+    seed: int = 0,
+    cities: Optional[dict[str, Sequence[str]]] = None,
+) -> dict[str, list[str]]:
     """Writes a Cityscapes-layout dataset under ``root``; returns the frame ids per split.
 
     ``leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png`` and
@@ -298,8 +360,7 @@ def write_cityscapes_dataset(root: str, *, frames_per_split: Optional[dict[str, 
 
     frames_per_split = frames_per_split or {"train": 4, "val": 2, "test": 1}
     # As in the real release, each split has its own cities, so frame ids never repeat across splits.
-    cities = cities or {"train": ("aachen", "bremen"), "val": ("frankfurt", "lindau"),
-                        "test": ("berlin", "bielefeld")}
+    cities = cities or {"train": ("aachen", "bremen"), "val": ("frankfurt", "lindau"), "test": ("berlin", "bielefeld")}
     height, width = size
     out: dict[str, list[str]] = {}
     index = 0
@@ -332,8 +393,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", choices=[n for n in datasets.names() if n in _WRITERS], required=True)
     parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--num_examples", type=int, default=60,
-                        help="Pet: examples; Cityscapes: frames per split train/val (test gets a quarter)")
+    parser.add_argument(
+        "--num_examples",
+        type=int,
+        default=60,
+        help="Pet: examples; Cityscapes: frames per split train/val (test gets a quarter)",
+    )
     parser.add_argument("--height", type=int, default=None)
     parser.add_argument("--width", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
@@ -353,10 +418,15 @@ def _write_cityscapes(args: argparse.Namespace) -> None:
     size = (args.height or 256, args.width or 512)
     n = args.num_examples
     split_ids = write_cityscapes_dataset(
-        args.output_dir, size=size, seed=args.seed,
-        frames_per_split={"train": n, "val": max(1, n // 2), "test": max(1, n // 4)})
-    print(f"wrote Cityscapes-layout frames under {args.output_dir}: "
-          + ", ".join(f"{k}={len(v)}" for k, v in split_ids.items()))
+        args.output_dir,
+        size=size,
+        seed=args.seed,
+        frames_per_split={"train": n, "val": max(1, n // 2), "test": max(1, n // 4)},
+    )
+    print(
+        f"wrote Cityscapes-layout frames under {args.output_dir}: "
+        + ", ".join(f"{k}={len(v)}" for k, v in split_ids.items())
+    )
 
 
 # The datasets this tool can generate, by registry name (a dataset without a writer is not offered).

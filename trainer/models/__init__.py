@@ -1,4 +1,5 @@
 """Segmentation networks, one plain Keras functional-API builder per file."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -18,7 +19,7 @@ MOBILENETV2_ALPHAS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
 def output_stride(name: str, depth: int = 4) -> int:
     """The factor every input side must be a multiple of for model ``name``."""
     if name == "unet":
-        return 2 ** depth
+        return 2**depth
     if name in ("fcn8s", "mobilenetv2_unet"):
         return 32
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
@@ -31,7 +32,8 @@ def check_input_size(name: str, size: Sequence[int], depth: int = 4) -> None:
         hint = " or a smaller --depth" if name == "unet" else ""
         raise ValueError(
             f"{name} needs image sides that are multiples of {stride}, but the records are "
-            f"{int(size[0])}x{int(size[1])}: preprocess with --image_size divisible by {stride}{hint}")
+            f"{int(size[0])}x{int(size[1])}: preprocess with --image_size divisible by {stride}{hint}"
+        )
 
 
 def backbone_source(backbone_weights: Optional[str]) -> Optional[str]:
@@ -50,8 +52,16 @@ def input_convention(name: str, backbone_weights: Optional[str]) -> str:
     return "tft"
 
 
-def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, base_filters: Optional[int] = None,
-                depth: int = 4, backbone_weights: Optional[str] = None, alpha: float = 1.0) -> keras.Model:
+def build_model(
+    name: str,
+    input_shape: Sequence[int],
+    num_classes: int,
+    *,
+    base_filters: Optional[int] = None,
+    depth: int = 4,
+    backbone_weights: Optional[str] = None,
+    alpha: float = 1.0,
+) -> keras.Model:
     """Builds model ``name`` returning logits ``[B, H, W, num_classes]`` (float32 even under mixed precision).
 
     ``backbone_weights``: None/``"none"``, ``"imagenet"`` or a local notop ``.h5`` for the encoder of ``fcn8s``
@@ -61,17 +71,24 @@ def build_model(name: str, input_shape: Sequence[int], num_classes: int, *, base
     source = backbone_source(backbone_weights)
     if name == "unet":
         from trainer.models.unet import build_unet
+
         if source:
-            raise ValueError("--backbone_weights applies to fcn8s (VGG16) and mobilenetv2_unet (MobileNetV2); "
-                             "U-Net trains from scratch")
+            raise ValueError(
+                "--backbone_weights applies to fcn8s (VGG16) and mobilenetv2_unet (MobileNetV2); "
+                "U-Net trains from scratch"
+            )
         return build_unet(input_shape, num_classes, base_filters=base_filters or 64, depth=depth)
     from trainer.models import weights as weights_lib
+
     if name == "mobilenetv2_unet":
         from trainer.models.mobilenetv2_unet import build_mobilenetv2_unet
+
         with weights_lib.explained("mobilenetv2", source, input_shape, alpha):
-            return build_mobilenetv2_unet(input_shape, num_classes, base_filters=base_filters or 64, alpha=alpha,
-                                          backbone_weights=source)
+            return build_mobilenetv2_unet(
+                input_shape, num_classes, base_filters=base_filters or 64, alpha=alpha, backbone_weights=source
+            )
     from trainer.models.fcn8s import build_fcn8s
+
     with weights_lib.explained("vgg16", source, input_shape, alpha):
         return build_fcn8s(input_shape, num_classes, base_filters=base_filters or 64, backbone_weights=source)
 
@@ -81,6 +98,7 @@ def encoder_layers(network: keras.Model, name: str) -> list:
     what ``--freeze_backbone_epochs`` freezes. Empty for the U-Net."""
     if name == "mobilenetv2_unet":
         from trainer.models.mobilenetv2_unet import ENCODER_NAME
+
         return [network.get_layer(ENCODER_NAME)]
     if name == "fcn8s":
         return [layer for layer in network.layers if layer.name.startswith("block")]

@@ -7,6 +7,7 @@ a local ``vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5``. ``base_filters`` 
 real VGG16). Pretrained, the network expects VGG16's input convention (``vgg16.preprocess_input``: BGR minus
 the ImageNet means), which ``trainer.normalization`` puts in front of it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -50,15 +51,20 @@ def vgg16_encoder(inputs, base_filters: int = 64):
     x, pools = inputs, []
     for b, (convs, mult) in enumerate(VGG16_BLOCKS, start=1):
         for c in range(1, convs + 1):
-            x = layers.Conv2D(base_filters * mult, 3, padding="same", activation="relu",
-                              name=f"block{b}_conv{c}")(x)
+            x = layers.Conv2D(base_filters * mult, 3, padding="same", activation="relu", name=f"block{b}_conv{c}")(x)
         x = layers.MaxPooling2D(2, strides=2, name=f"block{b}_pool")(x)
         pools.append(x)
     return pools[2], pools[3], pools[4]
 
 
-def build_fcn8s(input_shape: Sequence[int], num_classes: int, base_filters: int = 64,
-                backbone_weights: Optional[str] = None, dropout: float = 0.5, name: str = "fcn8s") -> keras.Model:
+def build_fcn8s(
+    input_shape: Sequence[int],
+    num_classes: int,
+    base_filters: int = 64,
+    backbone_weights: Optional[str] = None,
+    dropout: float = 0.5,
+    name: str = "fcn8s",
+) -> keras.Model:
     """FCN-8s on ``input_shape`` (H, W, 3) → logits ``[B, H, W, num_classes]``; H, W multiples of 32."""
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     pool3, pool4, pool5 = vgg16_encoder(inputs, base_filters)
@@ -71,8 +77,15 @@ def build_fcn8s(input_shape: Sequence[int], num_classes: int, base_filters: int 
     score_fr = layers.Conv2D(num_classes, 1, name="score_fr")(x)
 
     def upsample(t, factor: int, layer_name: str):
-        return layers.Conv2DTranspose(num_classes, 2 * factor, strides=factor, padding="same", use_bias=False,
-                                      kernel_initializer=BilinearInitializer(), name=layer_name)(t)
+        return layers.Conv2DTranspose(
+            num_classes,
+            2 * factor,
+            strides=factor,
+            padding="same",
+            use_bias=False,
+            kernel_initializer=BilinearInitializer(),
+            name=layer_name,
+        )(t)
 
     # Skip scores start at zero (as in the paper) so training begins from the coarse FCN-32s prediction.
     score_pool4 = layers.Conv2D(num_classes, 1, kernel_initializer="zeros", name="score_pool4")(pool4)
@@ -94,8 +107,10 @@ def load_backbone_weights(model: keras.Model, path: str, input_shape: Sequence[i
     by layer name."""
     if base_filters != 64:
         from trainer.models.weights import BackboneWeightsError
-        raise BackboneWeightsError("--backbone_weights holds the real VGG16 (64 base filters): drop "
-                                   "--base_filters or set it to 64")
+
+        raise BackboneWeightsError(
+            "--backbone_weights holds the real VGG16 (64 base filters): drop --base_filters or set it to 64"
+        )
     vgg = keras.applications.VGG16(include_top=False, weights=path, input_shape=tuple(input_shape))
     copied = 0
     for layer in vgg.layers:

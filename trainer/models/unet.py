@@ -4,6 +4,7 @@ with skip concatenation, a 1x1 logits head.
 ``base_filters`` and ``depth`` scale it from a laptop-CPU toy (e.g. 8 filters, depth 3) to the classic network
 (64 filters, depth 4).
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -15,8 +16,9 @@ from tf_keras import layers
 def conv_block(x, filters: int, name: str):
     """(3x3 conv → batch norm → ReLU) twice; same spatial size. Bias is redundant before batch norm."""
     for i in (1, 2):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal",
-                          name=f"{name}_conv{i}")(x)
+        x = layers.Conv2D(
+            filters, 3, padding="same", use_bias=False, kernel_initializer="he_normal", name=f"{name}_conv{i}"
+        )(x)
         x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
         x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
     return x
@@ -35,8 +37,9 @@ def decoder_block(x, skip, filters: int, name: str):
     return conv_block(x, filters, name)
 
 
-def build_unet(input_shape: Sequence[int], num_classes: int, base_filters: int = 64, depth: int = 4,
-               name: str = "unet") -> keras.Model:
+def build_unet(
+    input_shape: Sequence[int], num_classes: int, base_filters: int = 64, depth: int = 4, name: str = "unet"
+) -> keras.Model:
     """U-Net on ``input_shape`` (H, W, 3) normalised images → logits ``[B, H, W, num_classes]``.
 
     H and W must be multiples of ``2 ** depth``. Filters double at each level: base_filters * 2**level.
@@ -44,11 +47,11 @@ def build_unet(input_shape: Sequence[int], num_classes: int, base_filters: int =
     inputs = keras.Input(shape=tuple(input_shape), name="image")
     x, skips = inputs, []
     for level in range(depth):
-        x, skip = encoder_block(x, base_filters * 2 ** level, f"enc{level + 1}")
+        x, skip = encoder_block(x, base_filters * 2**level, f"enc{level + 1}")
         skips.append(skip)
-    x = conv_block(x, base_filters * 2 ** depth, "bottleneck")
+    x = conv_block(x, base_filters * 2**depth, "bottleneck")
     for level in reversed(range(depth)):
-        x = decoder_block(x, skips[level], base_filters * 2 ** level, f"dec{level + 1}")
+        x = decoder_block(x, skips[level], base_filters * 2**level, f"dec{level + 1}")
     logits = layers.Conv2D(num_classes, 1, name="logits_conv")(x)
     # Logits in float32 so the loss and softmax stay stable under a mixed-precision policy.
     logits = layers.Activation("linear", dtype="float32", name="logits")(logits)

@@ -4,6 +4,7 @@ Nothing here downloads: ``imagenet`` is Keras' own ``weights="imagenet"`` (downl
 ``~/.keras/models/``); a path is a local copy of the same notop file for machines that cannot reach Keras'
 weight store. This module only names the file Keras would fetch, for the error line.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -24,15 +25,17 @@ def weights_file(encoder: str, input_shape: Sequence[int], alpha: float = 1.0) -
     if encoder == "vgg16":
         name = "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5"
         return name, f"{_KERAS_APPLICATIONS}vgg16/{name}"
-    rows = int(input_shape[0]) if int(input_shape[0]) == int(input_shape[1]) and \
-        int(input_shape[0]) in _MOBILENETV2_ROWS else 224
+    rows = (
+        int(input_shape[0])
+        if int(input_shape[0]) == int(input_shape[1]) and int(input_shape[0]) in _MOBILENETV2_ROWS
+        else 224
+    )
     name = f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
     return name, f"{_KERAS_APPLICATIONS}mobilenet_v2/{name}"
 
 
 @contextlib.contextmanager
-def explained(encoder: str, source: Optional[str], input_shape: Sequence[int], alpha: float = 1.0
-              ) -> Iterator[None]:
+def explained(encoder: str, source: Optional[str], input_shape: Sequence[int], alpha: float = 1.0) -> Iterator[None]:
     """Turns any failure to load ``source`` into the encoder (a missing or foreign file, a failed download)
     into one ``BackboneWeightsError`` line: what failed, which file to fetch, and to pass it as PATH."""
     if not source:
@@ -49,7 +52,9 @@ def explained(encoder: str, source: Optional[str], input_shape: Sequence[int], a
         if len(why) > 200:
             why = why[:200] + "..."
         if source == "imagenet":
-            raise BackboneWeightsError(f"could not get the ImageNet {encoder} weights through Keras ({why}): "
-                                       f"{fetch}") from None
-        raise BackboneWeightsError(f"--backbone_weights {source} is not a loadable {encoder} notop weights "
-                                   f"file ({why}): {fetch}") from None
+            raise BackboneWeightsError(
+                f"could not get the ImageNet {encoder} weights through Keras ({why}): {fetch}"
+            ) from None
+        raise BackboneWeightsError(
+            f"--backbone_weights {source} is not a loadable {encoder} notop weights file ({why}): {fetch}"
+        ) from None
