@@ -68,17 +68,22 @@ def beam_flag_names() -> Any:
     return known_beam_flags() or cli.ANY_FLAG
 
 
-def job_parser(name: str, doc: Optional[str]) -> cli.Parser:
-    """A Beam job's parser: its own flags (added by the caller), ``--log_level``/``--verbose``, and any Beam
-    option passed on."""
-    return cli.Parser(
+def job_parser(name: str, options_class: type) -> cli.Parser:
+    """A Beam job's parser: one flag per ``options_class`` field, ``--log_level``/``--verbose``, and any Beam
+    option passed on. ``name`` is the job's package, whose docstring (up to its note for Python callers) is the
+    --help text: importing it loads nothing heavy."""
+    description = importlib.import_module(name).__doc__.split("\n\nPython callers:")[0]
+    parser = cli.Parser(
         name,
-        doc,
+        description,
         passes_on=beam_flag_names,
         passes_on_label="Beam options",
         epilog="Every other flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, "
         "--project, --region, --temp_location, --setup_file).",
     )
+    cli.add_fields(parser, options_class)
+    parser.add_logging_flags()
+    return parser
 
 
 def check_beam_argv(beam_argv: Sequence[str], prog: str) -> None:

@@ -36,12 +36,8 @@ class EvaluateOptions:
     )
 
 
-def parser(description: Optional[str] = None) -> cli.Parser:
-    if description is None:  # the package's docstring is the job's --help (importing it loads nothing heavy)
-        description = importlib.import_module("pipelines.evaluate").__doc__.split("\n\nPython callers:")[0]
-    parser = job_parser("pipelines.evaluate", description)
-    cli.add_fields(parser, EvaluateOptions)
-    parser.add_logging_flags()
+def parser() -> cli.Parser:
+    parser = job_parser("pipelines.evaluate", EvaluateOptions)
     return parser
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib
 from typing import Callable, Optional, Sequence
 
 from pipelines.common.flags import job_parser, quiet_beam_logs, storage_failure_line
@@ -111,11 +110,8 @@ class InferOptions:
     )
 
 
-def parser(description: Optional[str] = None) -> cli.Parser:
-    if description is None:  # the package's docstring is the job's --help (importing it loads nothing heavy)
-        description = importlib.import_module("pipelines.infer").__doc__.split("\n\nPython callers:")[0]
-    parser = job_parser("pipelines.infer", description)
-    cli.add_fields(parser, InferOptions)
+def parser() -> cli.Parser:
+    parser = job_parser("pipelines.infer", InferOptions)
     parser.add_flag(
         "--vectorized_batches",
         dest="model_calls",
@@ -124,7 +120,6 @@ def parser(description: Optional[str] = None) -> cli.Parser:
         default=cli.default_of(InferOptions, "model_calls"),
         help="deprecated: the same as --model_calls batch, now the default",
     )
-    parser.add_logging_flags()
     return parser
 
 
