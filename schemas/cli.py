@@ -494,8 +494,19 @@ LIBRARY_NOISE = (
 )
 
 
+def _is_segflow(name: str) -> bool:
+    return any(name == own or name.startswith(own + ".") for own in SEGFLOW_LOGGERS)
+
+
 class _DropLibraryNoise(logging.Filter):
+    """Not verbose: the libraries' records below WARNING (some, like absl's, set their own logger to INFO, past
+    the root's level) and their known noise are dropped; segflow's own records all pass."""
+
     def filter(self, record: logging.LogRecord) -> bool:
+        if _is_segflow(record.name):
+            return True
+        if record.levelno < logging.WARNING:
+            return False
         try:
             message = record.getMessage()
         except Exception:  # noqa: BLE001 - a malformed record is shown, not hidden
@@ -503,9 +514,10 @@ class _DropLibraryNoise(logging.Filter):
         return not any(noise in message for noise in LIBRARY_NOISE)
 
 
-def wants_verbose(argv: Sequence[str]) -> bool:
-    """``--verbose`` or ``--log_level debug`` among ``argv`` (read before the flags are parsed)."""
-    return any(a == "--verbose" for a in argv) or log_level(argv) == "debug"
+def wants_verbose(argv: Sequence[str], verbose_flag: bool = True) -> bool:
+    """``--verbose`` (where it is the logging flag: ``verbose_flag``; the trainer's is Keras' progress output) or
+    ``--log_level debug`` among ``argv`` (read before the flags are parsed)."""
+    return (verbose_flag and any(a == "--verbose" for a in argv)) or log_level(argv) == "debug"
 
 
 def log_level(argv: Sequence[str]) -> str:
@@ -518,10 +530,10 @@ def log_level(argv: Sequence[str]) -> str:
     return level if level in LOG_LEVELS else "info"
 
 
-def setup_logging(argv: Sequence[str]) -> bool:
+def setup_logging(argv: Sequence[str], verbose_flag: bool = True) -> bool:
     """segflow's messages at ``--log_level`` (default info) on stderr; the libraries' at WARNING and up, less
     the known noise, unless verbose (then INFO and up, unfiltered). Returns whether verbose."""
-    verbose = wants_verbose(argv)
+    verbose = wants_verbose(argv, verbose_flag)
     level = getattr(logging, log_level(argv).upper())
     root = logging.getLogger()
     if not root.handlers:
@@ -628,6 +640,7 @@ def main(
     summary: Optional[Callable[[T, list[str]], Optional[str]]] = None,
     failure_line: Optional[Callable[[BaseException], Optional[str]]] = None,
     tensorflow: bool = False,
+    verbose_flag: bool = True,
 ) -> int:
     """The one ``main`` of every segflow program; returns the exit status (never raises ``SystemExit``).
 
@@ -639,7 +652,7 @@ def main(
     either (a storage outage), else None (the traceback is kept: a bug must be seen).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = setup_logging(argv)
+    verbose = setup_logging(argv, verbose_flag)
     try:
         if check is not None:
             check(argv)

@@ -356,3 +356,28 @@ def test_a_normal_infer_run_starts_quietly(pet_job_dir, pet_raw_dir, tmp_path):
     assert done.stdout.startswith("pipelines.infer: ") and "written" in done.stdout
     loud = subprocess.run(argv + ["--verbose"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
     assert loud.returncode == 0 and any(noise in loud.stderr for noise in cli.NATIVE_NOISE), loud.stderr[-3000:]
+
+
+def test_a_normal_training_run_starts_quietly_whatever_its_keras_verbosity(pet_records_dir, tmp_path):
+    """The trainer's --verbose is Keras' progress output, not the logging flag: ``--verbose 2`` (what the demo
+    passes) must not bring TensorFlow's native start-up lines or the libraries' INFO records back;
+    ``--log_level debug`` does."""
+    argv = [sys.executable, "-m", "trainer.task", "--data_dir", str(pet_records_dir), "--model", "unet"]
+    argv += ["--base_filters", "4", "--depth", "2", "--epochs", "1", "--steps_per_epoch", "1", "--verbose", "2"]
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    env["PYTHONPATH"] = ROOT
+    done = subprocess.run(
+        argv + ["--job_dir", str(tmp_path / "quiet")], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    noisy = [line for line in done.stderr.splitlines() if not line.startswith("INFO trainer.")]
+    assert noisy == [], done.stderr[-3000:]
+    loud = subprocess.run(
+        argv + ["--job_dir", str(tmp_path / "loud"), "--log_level", "debug"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=300,
+    )
+    assert loud.returncode == 0 and any(noise in loud.stderr for noise in cli.NATIVE_NOISE), loud.stderr[-3000:]

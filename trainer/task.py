@@ -497,7 +497,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         reason = _storage_failure(error)
         return cli.error_line(NAME, reason) if reason else None
 
-    return cli.main(NAME, argv, train, check=config_from_args, failure_line=failure_line, tensorflow=True)
+    # --verbose is Keras' progress output here, not the logging flag (--log_level debug shows the libraries).
+    return cli.main(
+        NAME, argv, train, check=config_from_args, failure_line=failure_line, tensorflow=True, verbose_flag=False
+    )
 
 
 def _storage_failure(error: BaseException) -> Optional[str]:

@@ -23,6 +23,7 @@ from typing import Optional, Sequence
 
 from pipelines.datasets import pet
 from pipelines.tools import synthetic
+from schemas import cli
 
 
 def _step(title: str) -> float:
@@ -60,6 +61,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser.add_argument("--base_filters", type=int, default=8)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also show the libraries' start-up lines and warnings (hidden by default)",
+    )
     args = parser.parse_args(argv)
     if args.augment_copies < 0:
         parser.exit(2, "pipelines.tools.demo: error: --augment_copies must be >= 0\n")
@@ -191,8 +197,14 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    # Quiet as the programs themselves are (schemas.cli.main): TensorFlow's native start-up lines and Beam's known
+    # warnings are dropped, here and in the trainer's subprocess, unless --verbose.
+    verbose = cli.setup_logging(argv)
     try:
-        run(argv if argv is not None else sys.argv[1:])
+        with cli.native_stderr_filtered(verbose):
+            cli.start_tensorflow()
+            run(argv)
     except subprocess.CalledProcessError as err:
         raise SystemExit(f"pipelines.tools.demo: error: training failed (exit {err.returncode}); see its log above")
 
