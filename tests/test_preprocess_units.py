@@ -65,6 +65,42 @@ def test_label_maps_8_and_16_bit():
         decode.decode_label_map(_encoded(Image.fromarray(RGB), "PNG"))
 
 
+def _srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+@pytest.mark.parametrize(
+    "fmt,extra",
+    [("PNG", {}), ("PNG", {"icc_profile": "srgb"}), ("JPEG", {"comment": b"camera note", "icc_profile": "srgb"})],
+)
+@pytest.mark.parametrize("record_format", ["png", "jpeg"])
+@pytest.mark.parametrize("mode", ["stretch", "pad"])
+def test_record_image_goes_decode_to_encode_as_pil_with_the_array_paths_bytes(fmt, extra, record_format, mode):
+    """An RGB original stays a PIL image from decode to encode (no copy through numpy, see
+    ``decode.decode_rgb_image``); what it encodes to is byte for byte what the array path gives, and nothing of
+    the source file's metadata (an ICC profile, a comment) reaches the record."""
+    from schemas import imaging
+
+    extra = {k: (_srgb_profile() if v == "srgb" else v) for k, v in extra.items()}
+    data = _encoded(Image.fromarray(RGB), fmt, **extra)
+    image, full = decode.decode_rgb_image(data, (24, 30))
+    assert isinstance(image, Image.Image) and image.mode == "RGB" and image.info == {}
+    array, array_full = decode.decode_rgb(data, (24, 30))
+    assert full == array_full and np.array_equal(np.asarray(image), array)
+    resized = imaging.resize_image_host(image, (24, 30), mode, content_hw=full)
+    assert isinstance(resized, Image.Image)
+    via_array = imaging.resize_image_host(array, (24, 30), mode, content_hw=full)
+    assert np.array_equal(np.asarray(resized), via_array)
+    encoded = decode.encode_image(resized, record_format)
+    assert encoded == decode.encode_image(via_array, record_format)
+    assert "icc_profile" not in Image.open(io.BytesIO(encoded)).info
+    if extra:  # a PIL image that still carries its file's metadata is refused, not encoded with it
+        with pytest.raises(ValueError, match="without metadata"):
+            decode.encode_image(Image.open(io.BytesIO(data)).convert("RGB"), record_format)
+
+
 def test_augmentation_is_seeded_and_aligned():
     a = augment.augment_params(3, "Abyssinian_1", 1)
     assert a == augment.augment_params(3, "Abyssinian_1", 1)

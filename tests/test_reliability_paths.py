@@ -71,3 +71,15 @@ def _png(height: int, width: int) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.full((height, width, 3), 128, np.uint8)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_read_bytes_gives_a_file_as_stored_whatever_its_name(tmp_path):
+    """``storage.read_bytes`` is the file's bytes: a ``.gz`` is not inflated on the way (Beam's ``FileSystems.open``
+    would), a ``[1]`` in a name is literal, and a ``file://`` URL reads the same file."""
+    import gzip
+
+    packed = gzip.compress(b"label map", mtime=0)
+    (tmp_path / "mask[1].png.gz").write_bytes(packed)
+    (tmp_path / "mask1.png.gz").write_bytes(b"another file")
+    assert storage.read_bytes(str(tmp_path / "mask[1].png.gz")) == packed
+    assert storage.read_bytes(f"file://{tmp_path}/mask[1].png.gz") == packed

@@ -97,6 +97,29 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
     return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
+def decode_rgb_image(data: bytes, min_size: Optional[Sequence[int]] = None) -> tuple[Image.Image, tuple[int, int]]:
+    """``decode_rgb``, as an 8-bit RGB ``PIL.Image`` without metadata (``info``: nothing of the source file's
+    travels into an image encoded from it).
+
+    An RGB source already displayed upright (most photos) is returned as decoded, without a copy through numpy.
+    """
+    image = _open(data, "image")
+    orientation = imaging.exif_orientation_host(data) if image.format == "JPEG" else 1
+    swaps = imaging.orientation_swaps_axes(orientation)
+    full_size = (image.width, image.height) if swaps else (image.height, image.width)
+    if image.format == "JPEG" and min_size is not None:
+        # draft() takes the stored image's (width, height) and keeps the result at least that large; a turned
+        # image's canvas turns with it (the serving graph picks its decode scale the same way).
+        need_h, need_w = int(min_size[0]), int(min_size[1])
+        image.draft("RGB", (need_h, need_w) if swaps else (need_w, need_h))
+    _load(image, "image")
+    if image.mode == "RGB" and orientation == 1 and not _has_alpha(image):
+        image.info = {}
+        return image, full_size
+    rgb = imaging.apply_orientation_host(to_rgb_array(image), orientation)
+    return Image.fromarray(rgb, "RGB"), full_size
+
+
 def decode_rgb(data: bytes, min_size: Optional[Sequence[int]] = None) -> tuple[np.ndarray, tuple[int, int]]:
     """Decodes image bytes (any supported format, any mode) to uint8 RGB ``[h, w, 3]``, as displayed.
 
@@ -109,17 +132,8 @@ def decode_rgb(data: bytes, min_size: Optional[Sequence[int]] = None) -> tuple[n
       The RGB array (possibly draft-downscaled), turned by its EXIF orientation, and the image's full (height,
       width) as displayed (the stored size, swapped for orientations 5..8), which is what must match its mask.
     """
-    image = _open(data, "image")
-    orientation = imaging.exif_orientation_host(data) if image.format == "JPEG" else 1
-    swaps = imaging.orientation_swaps_axes(orientation)
-    full_size = (image.width, image.height) if swaps else (image.height, image.width)
-    if image.format == "JPEG" and min_size is not None:
-        # draft() takes the stored image's (width, height) and keeps the result at least that large; a turned
-        # image's canvas turns with it (the serving graph picks its decode scale the same way).
-        need_h, need_w = int(min_size[0]), int(min_size[1])
-        image.draft("RGB", (need_h, need_w) if swaps else (need_w, need_h))
-    _load(image, "image")
-    return imaging.apply_orientation_host(to_rgb_array(image), orientation), full_size
+    image, full_size = decode_rgb_image(data, min_size)
+    return np.asarray(image), full_size
 
 
 def decode_label_map(data: bytes, what: str = "mask", bits: int = 8) -> np.ndarray:
@@ -128,27 +142,31 @@ def decode_label_map(data: bytes, what: str = "mask", bits: int = 8) -> np.ndarr
     _load(image, what)
     if image.mode in ("RGB", "RGBA"):
         raise DecodeError(f"{what} is a colour image ({image.mode}), expected a single-channel label map")
-    if image.mode == "P":
-        # A palette PNG's pixel values are the indices, which is what label maps store.
-        array = np.asarray(image)
-    else:
-        array = np.asarray(image)
+    # A palette PNG's pixel values are the indices, which is what label maps store.
+    array = np.asarray(image)
     if array.ndim != 2:
         raise DecodeError(f"{what} has shape {array.shape}, expected [height, width]")
     if bits == 8:
+        if array.dtype == np.uint8:  # modes L and P, every 8-bit label PNG: nothing to check or convert
+            return array
         if array.max(initial=0) > 255:
             raise DecodeError(f"{what} has values above 255")
         return array.astype(np.uint8)
     return array.astype(np.int32)
 
 
-def encode_image(array: np.ndarray, image_format: str, jpeg_quality: int = 95) -> bytes:
-    """uint8 RGB ``[h, w, 3]`` → PNG or JPEG bytes (deterministic: fixed settings, no timestamps)."""
+def encode_image(image: np.ndarray | Image.Image, image_format: str, jpeg_quality: int = 95) -> bytes:
+    """uint8 RGB ``[h, w, 3]``, or an RGB ``PIL.Image`` without metadata (``decode_rgb_image``), → PNG or JPEG
+    bytes (deterministic: fixed settings, no timestamps)."""
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(image, "RGB")
+    elif image.mode != "RGB" or image.info:
+        raise ValueError(f"encode_image takes RGB images without metadata, got {image.mode} with {sorted(image.info)}")
     buf = io.BytesIO()
     if image_format == "png":
-        Image.fromarray(array, "RGB").save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
+        image.save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     elif image_format == "jpeg":
-        Image.fromarray(array, "RGB").save(buf, format="JPEG", quality=jpeg_quality, subsampling=0)
+        image.save(buf, format="JPEG", quality=jpeg_quality, subsampling=0)
     else:
         raise ValueError(f"unknown image format {image_format!r}")
     return buf.getvalue()

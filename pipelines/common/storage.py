@@ -15,6 +15,7 @@ import os
 import stat
 from typing import Iterable, Iterator, NamedTuple, Optional
 
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 _CHUNK = 16 << 20  # stream in 16 MiB pieces: a model's variables may be larger than a worker wants in memory
@@ -23,6 +24,11 @@ _CHUNK = 16 << 20  # stream in 16 MiB pieces: a model's variables may be larger 
 def is_local(path: str) -> bool:
     """True for paths on this machine's filesystem (no scheme, or ``file://``)."""
     return FileSystems.get_scheme(path) in (None, "file")
+
+
+def local_path(path: str) -> str:
+    """A local path or ``file://`` URL as the operating system names it (the scheme stripped)."""
+    return path[len("file://") :] if path.startswith("file://") else path
 
 
 GLOB_CHARS = frozenset("*?[")
@@ -123,7 +129,7 @@ def list_files(root: str) -> Iterator[ListedFile]:
     ``root`` that is a broken link yields one entry saying so.
     """
     if is_local(root):
-        local = root[len("file://") :] if root.startswith("file://") else root
+        local = local_path(root)
         yield from _walk_local(local.rstrip("/") or "/")
         return
     prefix = root.rstrip("/")
@@ -140,7 +146,7 @@ def listing_prefix(folder: str) -> str:
 
     Listed local paths carry no "file://" (list_files strips it), so neither does the prefix.
     """
-    return (folder[len("file://") :] if folder.startswith("file://") else folder).rstrip("/") + "/"
+    return local_path(folder).rstrip("/") + "/"
 
 
 def list_folder(folder: str) -> list[ListedFile]:
@@ -155,8 +161,8 @@ def same_or_inside(path: str, folder: str) -> bool:
     if is_local(path) != is_local(folder):
         return False
     if is_local(path):
-        a = os.path.realpath(path[len("file://") :] if path.startswith("file://") else path)
-        b = os.path.realpath(folder[len("file://") :] if folder.startswith("file://") else folder)
+        a = os.path.realpath(local_path(path))
+        b = os.path.realpath(local_path(folder))
         return a == b or a.startswith(b.rstrip(os.sep) + os.sep)
     a, b = path.rstrip("/") + "/", folder.rstrip("/") + "/"
     return a.startswith(b)
@@ -198,8 +204,16 @@ def copy_tree(src: str, dst: str) -> list[str]:
 
 
 def read_bytes(path: str) -> bytes:
-    """The whole file at a local path or URL (gs:// ...), read through Beam's FileSystems."""
-    with FileSystems.open(path, mime_type="application/octet-stream") as handle:
+    """The whole file at a local path or URL (gs:// ...), as stored: never decompressed by its name's extension
+    (Beam's ``FileSystems.open`` would inflate a ``.gz``)."""
+    if is_local(path):
+        # Directly: Beam's FileSystems looks the filesystem up among all its plugins on every call, which a
+        # preprocess run pays twice per example (its image and its mask).
+        with open(local_path(path), "rb") as handle:
+            return handle.read()
+    with FileSystems.open(
+        path, mime_type="application/octet-stream", compression_type=CompressionTypes.UNCOMPRESSED
+    ) as handle:
         return handle.read()
 
 
@@ -224,7 +238,7 @@ def delete_files(paths: Iterable[str]) -> None:
     for path in paths:
         if is_local(path):
             try:
-                os.remove(path[len("file://") :] if path.startswith("file://") else path)
+                os.remove(local_path(path))
             except FileNotFoundError:
                 pass
         else:
@@ -247,7 +261,7 @@ def delete_tree(root: str) -> int:
         if FileSystems.get_scheme(root) == "gs":
             _delete_gcs_folder_markers(root)
         return len(paths)
-    local = root[len("file://") :] if root.startswith("file://") else root
+    local = local_path(root)
     if os.path.islink(local) or os.path.isfile(local):  # a link or a file where the folder should be
         os.remove(local)
         return 1
@@ -298,7 +312,7 @@ remove_tree = delete_tree
 def remove_file(path: str) -> int:
     """Deletes the one file ``path`` (literal; a link itself, never its target) if it exists; returns 1 or 0."""
     if is_local(path):
-        local = path[len("file://") :] if path.startswith("file://") else path
+        local = local_path(path)
         if os.path.islink(local) or os.path.isfile(local):
             os.remove(local)
             return 1

@@ -105,7 +105,7 @@ def _match_local(pattern: str) -> tuple[list[str], list[DeadLetter]]:
     ``/``; ``**`` as a whole path part matches any depth, zero folders included; ``\\`` is an ordinary character
     (a file name may hold one); names starting with ``.`` match only a pattern part starting with ``.``, as in a
     shell. Folders a glob matches are not inputs (``DIR/*`` skips ``DIR/sub``)."""
-    local = pattern[len("file://") :] if pattern.startswith("file://") else pattern
+    local = storage.local_path(pattern)
     if not (_GLOB_CHARS & set(local)) and os.path.isdir(local):
         raise InputError(
             f"--input {pattern} is a folder, not a glob of files: give e.g. "

@@ -83,9 +83,7 @@ def localize_model_dir(model_dir: str, cache_dir: Optional[str] = None) -> str:
     model_dir = model_dir.rstrip("/")
     if "://" not in model_dir or model_dir.startswith("file://"):
         # TensorFlow's variable reader globs: a folder named m[1] goes through a plain-named link.
-        return tf_readable_local_dir(
-            model_dir[len("file://") :] if model_dir.startswith("file://") else model_dir, prefix="segflow-model-"
-        )
+        return tf_readable_local_dir(storage.local_path(model_dir), prefix="segflow-model-")
     cache_dir = cache_dir or os.path.join(tempfile.gettempdir(), "segflow-models")
     target = os.path.join(cache_dir, hashlib.sha1(model_dir.encode("utf-8")).hexdigest()[:16])
     with _LOCALISE_LOCK:

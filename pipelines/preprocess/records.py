@@ -23,7 +23,7 @@ from pipelines.common.deadletter import DeadLetter
 from pipelines.common.decode import (
     DecodeError,
     decode_label_map,
-    decode_rgb,
+    decode_rgb_image,
     encode_image,
     encode_instance_mask,
     encode_mask,
@@ -56,9 +56,11 @@ class AnalysisInput(NamedTuple):
     label_histogram: np.ndarray
 
 
-def channel_histogram(image: np.ndarray) -> np.ndarray:
-    """int64 ``[3, 256]``: how many pixels of ``image`` (uint8 ``[..., W, 3]``, one image or a batch) have each
-    level, per channel."""
+def channel_histogram(image: np.ndarray | Image.Image) -> np.ndarray:
+    """int64 ``[3, 256]``: how many pixels of ``image`` (uint8 ``[..., W, 3]``, one image or a batch, or an RGB
+    PIL image) have each level, per channel."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.histogram(), dtype=np.int64).reshape(3, 256)
     pixels = np.ascontiguousarray(image, dtype=np.uint8)
     rows = pixels.reshape(-1, pixels.shape[-2], 3) if pixels.ndim >= 3 else pixels.reshape(1, -1, 3)
     # PIL's histogram counts all three channels in one C pass: ~7x faster than np.bincount, which first widens
@@ -89,7 +91,13 @@ class RecordOptions:
 
 
 def _fit(
-    array: np.ndarray, reference_hw: tuple[int, int], size: Sequence[int], mode: str, *, is_mask: bool, fill: int = 0
+    array: np.ndarray | Image.Image,
+    reference_hw: tuple[int, int],
+    size: Sequence[int],
+    mode: str,
+    *,
+    is_mask: bool,
+    fill: int = 0,
 ) -> np.ndarray:
     """Resizes ``array`` to the record canvas with the ``schemas.imaging`` host twins, padding in mode ``pad``.
 
@@ -169,15 +177,15 @@ class MakeRecords(beam.DoFn):
             if copy == 0 and example.split == "train" and mask_out is not None:
                 yield beam.pvalue.TaggedOutput(ANALYZE_TAG, self._analysis_input(img, image_encoded, mask_out))
 
-    def _decode_image(self, example: Example, copies: int) -> tuple[bytes, np.ndarray, tuple[int, int]]:
-        """(encoded bytes, RGB pixels, full-resolution (height, width)) of the example's image."""
+    def _decode_image(self, example: Example, copies: int) -> tuple[bytes, Image.Image, tuple[int, int]]:
+        """(encoded bytes, RGB image, full-resolution (height, width)) of the example's image."""
         size = self._o.image_size
         # Decode-time downscaling must leave enough pixels for the smallest crop an augmented copy takes.
         min_scale = 0.75 if copies > 1 else 1.0
         need = (int(np.ceil(size[0] / min_scale)), int(np.ceil(size[1] / min_scale)))
         try:
             image_bytes = read_bytes(example.image_path)
-            image, full_hw = decode_rgb(image_bytes, need)
+            image, full_hw = decode_rgb_image(image_bytes, need)
         except DecodeError as e:
             raise DecodeError(f"image: {e}", example.image_path) from None
         return image_bytes, image, full_hw
@@ -244,11 +252,11 @@ class MakeRecords(beam.DoFn):
         example: Example,
         copy: int,
         full_hw: tuple[int, int],
-        image: np.ndarray,
+        image: Image.Image,
         mask: Optional[np.ndarray],
         lut: Optional[np.ndarray],
         instances: Optional[np.ndarray],
-    ) -> tuple[np.ndarray, Optional[np.ndarray], Optional[np.ndarray]]:
+    ) -> tuple[np.ndarray | Image.Image, Optional[np.ndarray], Optional[np.ndarray]]:
         """Copy ``copy`` (0 = the original) at the record size: (image, train-id mask or None, instances or None).
 
         Native values are mapped to train ids after the crop, flip and nearest-neighbour resize, which only pick
@@ -261,7 +269,10 @@ class MakeRecords(beam.DoFn):
         if copy:
             top, left, bottom, right = augment.crop_box_pixels(full_hw[0], full_hw[1], params.box)
             ref_hw = (bottom - top, right - left)
-        img = _fit(augment.apply_geometry(image, params), ref_hw, o.image_size, o.resize_mode, is_mask=False)
+        # The original stays a PIL image from decode to encode (no copy through numpy); a copy is cropped,
+        # flipped and jittered as an array.
+        source = image if params == augment.IDENTITY else np.asarray(image)
+        img = _fit(augment.apply_geometry(source, params), ref_hw, o.image_size, o.resize_mode, is_mask=False)
         img = augment.apply_colour(img, params)
         mask_out = inst_out = None
         if mask is not None:
@@ -306,7 +317,9 @@ class MakeRecords(beam.DoFn):
         )
         return Record(example.split, record_key(example.example_id, copy), record.SerializeToString(deterministic=True))
 
-    def _analysis_input(self, img: np.ndarray, image_encoded: bytes, mask_out: np.ndarray) -> AnalysisInput:
+    def _analysis_input(
+        self, img: np.ndarray | Image.Image, image_encoded: bytes, mask_out: np.ndarray
+    ) -> AnalysisInput:
         """A train original's statistics input.
 
         The analysis must see exactly the pixels training will read, but only as histograms (a few KiB, not a

@@ -42,7 +42,7 @@ def _digest(text: str, length: int) -> str:
 def output_tag(output_dir: str) -> str:
     """The ``<dst>`` part of a scratch folder name: the same for every spelling of one local folder."""
     if storage.is_local(output_dir):
-        local = output_dir[len("file://") :] if output_dir.startswith("file://") else output_dir
+        local = storage.local_path(output_dir)
         return _digest(os.path.realpath(local), 12)
     return _digest(output_dir.rstrip("/"), 12)
 
@@ -104,7 +104,7 @@ def new_folder(temp_root: str, output_dir: str, remote: bool) -> str:
 def _candidates(temp_root: str, prefix: str) -> list[str]:
     """Names of the entries directly in ``temp_root`` that start with ``prefix`` (listed literally)."""
     if storage.is_local(temp_root):
-        local = temp_root[len("file://") :] if temp_root.startswith("file://") else temp_root
+        local = storage.local_path(temp_root)
         try:
             return sorted(name for name in os.listdir(local) if name.startswith(prefix))
         except OSError:  # no such folder yet: nothing left behind
