@@ -98,8 +98,9 @@ def _fit(
     *,
     is_mask: bool,
     fill: int = 0,
-) -> np.ndarray:
-    """Resizes ``array`` to the record canvas with the ``schemas.imaging`` host twins, padding in mode ``pad``.
+) -> np.ndarray | Image.Image:
+    """Resizes ``array`` (an image as an array or a PIL image, returned alike) to the record canvas with the
+    ``schemas.imaging`` host twins, padding in mode ``pad``.
 
     The content box comes from ``reference_hw``, the full-resolution size of what is being fitted, not from the
     array itself: a JPEG decoded at 1/4 scale and its full-size mask then land on exactly the same pixels.
