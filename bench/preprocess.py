@@ -19,6 +19,12 @@ must stay flat as N grows, and the *marginal* throughput between the smallest an
 ``(N2 - N1) / (wall(N2) - wall(N1))``, is what each costs per extra image once start-up (imports, tracing,
 runner set-up: fixed costs that cancel in the difference) is paid, i.e. the ratio that holds at scale.
 
+``--stages`` (Pet; two sizes from ``--rss_sizes``, ``--repeats`` rounds) measures the marginal throughput without
+start-up noise: each run of the pipeline (2 threads, then 2 processes, and ``--compare_dir``'s pipeline in threads)
+logs the runner's own stage starts (``--log_level debug``), and the stages whose work grows with N (listing the
+files, the fused stage that makes the records, writing the shards) are timed from them; the bare loop is timed
+whole. ``(N2 - N1) / (t(N2) - t(N1))`` of each, and its ratio to the bare loop's, close the table.
+
 Cityscapes (``--dataset cityscapes``, records ``--image_size 512,1024``, PNG): for each N of ``--sizes`` the
 pipeline and the bare loop (``multiprocessing.Pool`` over PIL: decode the frame, its labelIds and instanceIds,
 resize to the record size, encode PNGs, one GZIP file) run in turn, with wall time, CPU seconds of the whole
@@ -32,8 +38,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -196,6 +204,81 @@ def cityscapes_main(args) -> None:
     shutil.rmtree(out, ignore_errors=True)
 
 
+# The stages whose work grows with the number of inputs, by the names the runner logs them under: listing the
+# dataset folders, the fused stage that groups each example and makes its records, writing the shards.
+_PER_INPUT_STAGES = ("/Sources/MaybeReshuffle", "/GroupById/Read", "WriteShards/GroupPointersByShard/Read")
+
+
+def per_input_stage_seconds(cmd: list[str], cwd: str) -> float:
+    """Runs ``cmd`` (a preprocess job with ``--log_level debug``) and returns the wall seconds of its per-input
+    stages (``_PER_INPUT_STAGES``), each timed from its start to the next stage's start, as the runner logs them."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    starts: list[tuple[float, str]] = []
+    for line in proc.stdout:
+        if "Running bundle for stage" in line:
+            starts.append((time.perf_counter() - start, line))
+    if proc.wait() != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}")
+    starts.append((time.perf_counter() - start, ""))
+    return sum(
+        later - begin
+        for (begin, line), (later, _) in zip(starts, starts[1:])
+        if any(name in line for name in _PER_INPUT_STAGES)
+    )
+
+
+def stages_main(args) -> None:
+    """``--stages``: marginal throughput of the per-input stages, threads and processes, against the bare loop."""
+    sizes = [int(s) for s in args.rss_sizes.split(",") if s]
+    if len(sizes) < 2:
+        raise SystemExit("--stages needs two sizes in --rss_sizes")
+    n1, n2 = sizes[0], sizes[-1]
+    out = tempfile.mkdtemp(prefix="bench_out_", dir=args.work_dir)
+    configs = {
+        "pipeline, 2 threads": (ROOT, ["--direct_running_mode", "in_memory"]),
+        "pipeline, 2 processes": (ROOT, ["--direct_running_mode", "multi_processing"]),
+    }
+    if args.compare_dir:
+        configs[f"{os.path.basename(args.compare_dir.rstrip('/'))}, 2 threads"] = (
+            args.compare_dir,
+            ["--direct_running_mode", "in_memory"],
+        )
+    seconds: dict[tuple[str, int], list[float]] = {}
+    for round_ in range(args.repeats):
+        for n in (n1, n2):
+            src = make_pet_inputs(os.path.join(args.work_dir, f"pet_{n}"), n)
+            dst = os.path.join(out, "stages")
+            for name, (tree, mode) in configs.items():
+                shutil.rmtree(dst, ignore_errors=True)
+                cmd = [sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", src]
+                cmd += ["--output_dir", dst, "--image_size", str(args.image_size), "--log_level", "debug"]
+                cmd += ["--direct_num_workers", str(args.workers)] + mode + args.extra
+                seconds.setdefault((name, n), []).append(per_input_stage_seconds(cmd, tree))
+            bare_wall, _, _ = run_script(BARE_LOOP, src, os.path.join(out, "bare"), args)
+            seconds.setdefault(("bare loop (whole process)", n), []).append(bare_wall)
+            print(
+                f"round {round_ + 1} N={n}: "
+                + "; ".join(f"{name} {values[-1]:.2f}s" for (name, m), values in seconds.items() if m == n),
+                flush=True,
+            )
+    print(f"\nmarginal throughput N={n1}..{n2}, {args.workers} workers, {args.repeats} rounds (each round's own ratio)")
+    print("| command | img/s per round | / bare loop per round |")
+    print("|---|---|---|")
+    bare = [
+        (n2 - n1) / (b - a)
+        for a, b in zip(seconds[("bare loop (whole process)", n1)], seconds[("bare loop (whole process)", n2)])
+    ]
+    for name in list(configs) + ["bare loop (whole process)"]:
+        rates = [(n2 - n1) / (b - a) for a, b in zip(seconds[(name, n1)], seconds[(name, n2)])]
+        print(
+            f"| {name} | {', '.join(f'{r:.0f}' for r in rates)} | "
+            f"{', '.join(f'{r / f:.2f}x' for r, f in zip(rates, bare))} |"
+        )
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def run_pipeline(src: str, dst: str, args, cwd: str = ROOT) -> tuple[float, int, float]:
     """(wall, peak RSS, CPU seconds of the process tree) of the preprocess job on ``src``."""
     shutil.rmtree(dst, ignore_errors=True)
@@ -253,6 +336,11 @@ def main() -> None:
         help="also run this checkout's pipeline (e.g. the code before a change; pet: at --rss_sizes)",
     )
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="Pet: marginal throughput of the per-input stages (threads, processes) against the bare loop",
+    )
     parser.add_argument("--work_dir", default=os.path.join(ROOT, "out", "bench", "preprocess"))
     parser.add_argument("--extra", nargs=argparse.REMAINDER, default=[], help="more preprocess/Beam flags")
     args = parser.parse_args()
@@ -264,6 +352,8 @@ def main() -> None:
     if cityscapes:
         return cityscapes_main(args)
     args.image_size = int(args.image_size)
+    if args.stages:
+        return stages_main(args)
     out = tempfile.mkdtemp(prefix="bench_out_", dir=args.work_dir)
     print(
         f"cores={os.cpu_count()} workers={args.workers} image_size={args.image_size} repeats={args.repeats}", flush=True
