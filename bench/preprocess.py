@@ -229,6 +229,16 @@ def per_input_stage_seconds(cmd: list[str], cwd: str) -> float:
     )
 
 
+def read_inputs(src: str) -> None:
+    """Reads every file under ``src`` once, so each command of a round starts with the inputs in the page cache
+    (on a machine that reclaims cache between runs, whichever command ran first paid the disk reads)."""
+    for folder, _, names in os.walk(src):
+        for name in names:
+            with open(os.path.join(folder, name), "rb") as handle:
+                while handle.read(1 << 20):
+                    pass
+
+
 def stages_main(args) -> None:
     """``--stages``: marginal throughput of the per-input stages, threads and processes, against the bare loop."""
     sizes = [int(s) for s in args.rss_sizes.split(",") if s]
@@ -251,11 +261,13 @@ def stages_main(args) -> None:
             src = make_pet_inputs(os.path.join(args.work_dir, f"pet_{n}"), n)
             dst = os.path.join(out, "stages")
             for name, (tree, mode) in configs.items():
+                read_inputs(src)
                 shutil.rmtree(dst, ignore_errors=True)
                 cmd = [sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", src]
                 cmd += ["--output_dir", dst, "--image_size", str(args.image_size), "--log_level", "debug"]
                 cmd += ["--direct_num_workers", str(args.workers)] + mode + args.extra
                 seconds.setdefault((name, n), []).append(per_input_stage_seconds(cmd, tree))
+            read_inputs(src)
             bare_wall, _, _ = run_script(BARE_LOOP, src, os.path.join(out, "bare"), args)
             seconds.setdefault(("bare loop (whole process)", n), []).append(bare_wall)
             print(
