@@ -110,10 +110,12 @@ def test_export_parity_raw_bytes_vs_training_graph(pet_job_dir, pet_records_dir)
     network = models.build_model(
         "unet", (32, 32, 3), 3, base_filters=TINY_UNET["base_filters"], depth=TINY_UNET["depth"]
     )
+    # The export holds the best validated epoch's weights (--export best), which need not be the last epoch's.
+    exported_epoch = json.loads((pet_job_dir / "metrics.json").read_text())["exported_epoch"]
+    checkpoints = pet_job_dir / "checkpoints"
+    exported = checkpoints if exported_epoch == TINY_UNET["epochs"] else checkpoints / "best"
     ckpt = tf.train.Checkpoint(model=network)
-    ckpt.restore(
-        tf.train.latest_checkpoint(str(pet_job_dir / "checkpoints"))
-    ).assert_existing_objects_matched().expect_partial()
+    ckpt.restore(tf.train.latest_checkpoint(str(exported))).assert_existing_objects_matched().expect_partial()
     # The training graph: raw uint8 → tft layer → network, on the record's decoded image.
     model = normalization.with_transform(network, info.data_dir, (32, 32, 3))
 
