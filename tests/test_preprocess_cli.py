@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
@@ -99,3 +101,45 @@ def test_cli_run_exits_zero_with_its_summary_and_outputs(pet_raw_dir, tmp_path):
     assert set(first) == set(second) and "transform_fn/saved_model.pb" in first
     for name in first:
         assert first[name] == second[name], name
+
+
+def test_the_input_size_picks_threads_or_processes(pet_raw_dir, tmp_path, monkeypatch):
+    """The job counts the bytes of its input folder (up to the threshold, not the whole listing) and gives them to
+    the runner's default: the same small input runs in threads, or in processes once the threshold is below it."""
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    from pipelines.common import runner
+    from pipelines.preprocess import job
+
+    argv = [
+        "--dataset",
+        "pet",
+        "--input_dir",
+        str(pet_raw_dir),
+        "--output_dir",
+        str(tmp_path / "out"),
+        "--image_size",
+        "32",
+    ]
+    config, _ = job.parse_flags(argv)
+    images = sorted((pet_raw_dir / "images").iterdir())
+    total = sum(p.stat().st_size for p in images)
+    assert job.check_input(config, count_up_to=10 * total) == total
+    assert job.check_input(config, count_up_to=1) == images[0].stat().st_size  # stops listing once it has enough
+
+    class Stop(Exception):
+        pass
+
+    modes = []
+
+    def record_mode(options):
+        modes.append(options.view_as(DirectOptions).direct_running_mode)
+        raise Stop
+
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(runner, "new_pipeline", record_mode)
+    for threshold in (total + 1, total):
+        monkeypatch.setattr(runner, "PROCESSES_FROM_INPUT_BYTES", threshold)
+        with pytest.raises(Stop):
+            job.run(argv)
+    assert modes == ["in_memory", "multi_processing"]

@@ -1,5 +1,6 @@
 """Shared Beam options: fast local defaults that every flag overrides, and the local runner choice."""
 
+import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
@@ -16,6 +17,18 @@ def test_defaults_follow_the_core_count(monkeypatch):
     assert _direct(runner.make_pipeline_options([])) == ("DirectRunner", "in_memory", 2)
     monkeypatch.setattr(runner.os, "cpu_count", lambda: 16)
     assert _direct(runner.make_pipeline_options([])) == ("DirectRunner", "multi_processing", 16)
+
+
+def test_large_inputs_run_in_processes_on_a_few_cores(monkeypatch):
+    """Threads for small inputs on up to 4 cores (processes' start-up would dominate), processes from
+    ``PROCESSES_FROM_INPUT_BYTES`` of input (threads' GIL would), processes on many cores, threads on one."""
+    large = runner.PROCESSES_FROM_INPUT_BYTES
+    assert runner.default_running_mode(2, None) == runner.default_running_mode(4, large - 1) == "in_memory"
+    assert runner.default_running_mode(2, large) == runner.default_running_mode(8, 0) == "multi_processing"
+    assert runner.default_running_mode(1, 10 * large) == "in_memory"
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
+    assert _direct(runner.make_pipeline_options([], input_bytes=large)) == ("DirectRunner", "multi_processing", 2)
+    assert _direct(runner.make_pipeline_options(["--direct_running_mode", "in_memory"], large))[1] == "in_memory"
 
 
 def test_flags_override_the_defaults(monkeypatch):
@@ -50,3 +63,33 @@ def test_misleading_in_memory_workers_warning_is_dropped(caplog):
         log.warning("If direct_num_workers is not equal to 1, direct_running_mode should be `multi_processing`")
         log.warning("another runner warning")
     assert "direct_running_mode should be" not in caplog.text and "another runner warning" in caplog.text
+
+
+class _MarkTeardown(beam.DoFn):
+    """Doubles numbers; its worker process writes ``path`` if it runs the interpreter's exit handlers."""
+
+    def __init__(self, path: str):
+        self._path = path
+
+    def setup(self):
+        import atexit
+        import pathlib
+
+        atexit.register(pathlib.Path(self._path).write_text, "the worker ran its interpreter teardown")
+
+    def process(self, number):
+        yield 2 * number
+
+
+def test_worker_processes_skip_the_interpreter_teardown(tmp_path):
+    """Multi-processing workers end once their harness is done, without the interpreter's teardown (seconds
+    with TensorFlow loaded, which every job waited for); the job's results are all there."""
+    from apache_beam.testing.util import assert_that, equal_to
+
+    marker = tmp_path / "teardown"
+    options = runner.make_pipeline_options(["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"])
+    with runner.new_pipeline(options) as p:
+        doubled = p | beam.Create(range(40)) | beam.Reshuffle() | beam.ParDo(_MarkTeardown(str(marker)))
+        assert_that(doubled, equal_to([2 * n for n in range(40)]))
+    assert not marker.exists()
+    assert _direct(options)[1:] == ("multi_processing", 2)  # the caller's options are as they were

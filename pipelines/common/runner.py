@@ -4,26 +4,36 @@ from __future__ import annotations
 
 import logging
 import os
+import shlex
+import sys
 from typing import NoReturn, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from schemas import cli
 
 _DIRECT_RUNNERS = ("DirectRunner", "direct", "SwitchingDirectRunner")
 
 # Each multi-processing worker is a fresh Python process that imports TensorFlow and tensorflow-transform
-# (~4 s of CPU) before its first element; threads share the launcher's. The image work (PIL codecs, TF ops)
-# releases the GIL, so on a few cores threads win: preprocess of 3000 Pet-size inputs on 2 cores took 13.1 s
-# threaded vs 18.1 s in processes (medians of 3). On many cores the GIL-bound share of each element (Beam's
-# per-element bookkeeping) caps threads, and processes scale.
+# (~4 s of CPU) before its first element; threads share the launcher's. But a thread holds the GIL for part of
+# every element (Pillow's encoders and file-header parsing, building each Example, Beam's per-element
+# bookkeeping), so threads stop scaling where processes keep going. Preprocess of Pet-size inputs on 2 cores,
+# paired runs: 1000 inputs took 10.5-10.9 s threaded vs 16.1-17.2 s in processes, 7390 inputs (~500 MB)
+# 25.6-27.7 s vs 26.9-27.7 s, and past the start-up processes made 590-610 records/s against threads' 380-430.
+# So on a few cores threads run small inputs and processes large ones (the break-even: ~470 MB of Pet-size JPEGs,
+# ~180 MB of full-size Cityscapes frames, which take 0.14 s of work each); on many cores processes run everything.
 THREADED_UP_TO_CORES = 4
+PROCESSES_FROM_INPUT_BYTES = 256 * 2**20
 # The threads are the FnApiRunner's embedded workers (``in_memory`` with ``direct_num_workers`` > 1: one
 # in-process SDK worker per thread, bundles split across them), not ``multi_threading``, which runs the same
 # threads behind a loopback gRPC data plane that encodes every element: same 3000 inputs, 2 cores, 0.5-0.6 s
 # less per run and a quicker shutdown.
 THREADED_MODE = "in_memory"
+# The SDK worker of multi-processing mode: Beam's own, ended without the interpreter's teardown (see the module).
+WORKER_COMMAND = f"{shlex.quote(sys.executable)} -m pipelines.common.sdk_worker"
 
 
 def _given(argv: Sequence[str], flag: str) -> bool:
@@ -50,12 +60,23 @@ def check_beam_flags(beam_argv: Sequence[str]) -> None:
         raise ValueError(f"unknown flag(s) {' '.join(flags or unknown)}: not a flag of this job nor a Beam option")
 
 
-def make_pipeline_options(beam_argv: Sequence[str]) -> PipelineOptions:
+def default_running_mode(cores: int, input_bytes: Optional[int] = None) -> str:
+    """The local runner's mode when no flag names one: threads (``THREADED_MODE``) on machines of up to
+    ``THREADED_UP_TO_CORES`` cores unless the job reads ``PROCESSES_FROM_INPUT_BYTES`` or more (``input_bytes``,
+    when the job knows it), multi-processing otherwise; threads on one core, where processes only add start-up."""
+    if cores <= 1:
+        return THREADED_MODE
+    if cores <= THREADED_UP_TO_CORES and (input_bytes is None or input_bytes < PROCESSES_FROM_INPUT_BYTES):
+        return THREADED_MODE
+    return "multi_processing"
+
+
+def make_pipeline_options(beam_argv: Sequence[str], input_bytes: Optional[int] = None) -> PipelineOptions:
     """Builds ``PipelineOptions`` from the flags the job did not consume.
 
-    Defaults, each overridden by the matching flag: the DirectRunner with one worker per core, as threads
-    (``THREADED_MODE``) on machines of up to ``THREADED_UP_TO_CORES`` cores and multi-processing mode above
-    (the DirectRunner's own default is a single in-memory worker, which leaves cores idle on image work). No
+    Defaults, each overridden by the matching flag: the DirectRunner with one worker per core, as threads or
+    processes by ``default_running_mode`` (the DirectRunner's own default is a single in-memory worker, which
+    leaves cores idle on image work); ``input_bytes``: how much the job will read, if known. No
     ``save_main_session``: every DoFn lives in an importable module, which is what Dataflow workers (installing
     the package through ``--setup_file``) need as well.
     """
@@ -67,8 +88,7 @@ def make_pipeline_options(beam_argv: Sequence[str]) -> PipelineOptions:
     if standard.runner in _DIRECT_RUNNERS + ("BundleBasedDirectRunner",):
         direct = options.view_as(DirectOptions)
         if not _given(argv, "direct_running_mode"):
-            cores = os.cpu_count() or 1
-            direct.direct_running_mode = THREADED_MODE if cores <= THREADED_UP_TO_CORES else "multi_processing"
+            direct.direct_running_mode = default_running_mode(os.cpu_count() or 1, input_bytes)
         if not _given(argv, "direct_num_workers"):
             direct.direct_num_workers = max(1, os.cpu_count() or 1)
     options.view_as(SetupOptions).save_main_session = False
@@ -93,13 +113,31 @@ def local_runner(options: PipelineOptions) -> Optional[beam.runners.PipelineRunn
     if options.view_as(StandardOptions).runner not in _DIRECT_RUNNERS:
         return None
     from apache_beam.portability.api import beam_provision_api_pb2
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
     from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-    return fn_runner.FnApiRunner(
-        provision_info=fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
-    )
+    provision_info = fn_runner.ExtendedProvisionInfo(beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded))
+    return _LocalRunner(provision_info=provision_info)
+
+
+class _LocalRunner(fn_runner.FnApiRunner):
+    """The FnApiRunner, whose multi-processing mode starts segflow's worker command (``WORKER_COMMAND``) instead
+    of Beam's.
+
+    That mode is the runner's default mode with every stage sent to worker subprocesses started by a command line,
+    which the runner hard-codes; so here the default mode runs on that environment with this command.
+    """
+
+    def run_pipeline(self, pipeline: beam.Pipeline, options: PipelineOptions) -> beam.runners.runner.PipelineResult:
+        direct = options.view_as(DirectOptions)
+        if direct.direct_running_mode != "multi_processing":
+            return super().run_pipeline(pipeline, options)
+        self._default_environment = SubprocessSDKEnvironment.from_command_string(WORKER_COMMAND)
+        direct.direct_running_mode = THREADED_MODE
+        try:
+            return super().run_pipeline(pipeline, options)
+        finally:
+            direct.direct_running_mode = "multi_processing"
 
 
 class _DropInMemoryWorkersWarning(logging.Filter):

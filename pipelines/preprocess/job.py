@@ -208,8 +208,9 @@ def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
     return config, beam_argv
 
 
-def check_input(config: PreprocessConfig) -> None:
-    """Fails fast, before any worker starts, when the input holds nothing to read.
+def check_input(config: PreprocessConfig, count_up_to: int = 0) -> int:
+    """Fails fast, before any worker starts, when the input holds nothing to read; returns the bytes of the
+    files in the dataset's input folder, counted up to ``count_up_to`` (the listing stops there).
 
     The folder is listed literally (``storage.list_files``: no glob, links followed), as discovery does.
     """
@@ -219,8 +220,9 @@ def check_input(config: PreprocessConfig) -> None:
 
     dataset = datasets.get(config.dataset)
     folder, expected = FileSystems.join(config.input_dir, *dataset.input_folder), dataset.input_layout
+    listed = iter(storage.list_files(folder))
     try:
-        first = next(iter(storage.list_files(folder)), None)
+        first = next(listed, None)
     except Exception as e:  # e.g. a bucket that does not exist or cannot be read
         raise UsageError(
             f"cannot list {folder} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); check --input_dir"
@@ -231,6 +233,12 @@ def check_input(config: PreprocessConfig) -> None:
         )
     if first.error is not None and first.path == storage.printable_path(folder):  # the folder itself
         raise UsageError(f"{first.path}: {first.error}; check --input_dir")
+    total = first.size
+    for entry in listed:
+        if total >= count_up_to:
+            break
+        total += entry.size
+    return total
 
 
 def _metadata(
@@ -454,15 +462,15 @@ def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
     """
     config, beam_argv = parse_args(argv)
     from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.pipeline_options import TestOptions
+    from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
     from pipelines.common import runner as runner_lib, storage
     from pipelines.preprocess import scratch
 
-    options = runner_lib.make_pipeline_options(beam_argv)
-    dry_run = bool(options.view_as(TestOptions).dry_run)
-    if not dry_run:
-        check_input(config)
+    dry_run = bool(PipelineOptions(beam_argv).view_as(TestOptions).dry_run)
+    # How much there is to read decides whether the local runner's workers are threads or processes.
+    input_bytes = None if dry_run else check_input(config, count_up_to=runner_lib.PROCESSES_FROM_INPUT_BYTES)
+    options = runner_lib.make_pipeline_options(beam_argv, input_bytes)
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
     # A job on this machine keeps tensorflow-transform's scratch space on local disk: TensorFlow reaches gs://
