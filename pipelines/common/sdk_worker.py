@@ -20,6 +20,8 @@ def main() -> None:
     status = 0
     try:
         sdk_worker_main.main(sys.argv)
+    except SystemExit as e:  # the status the harness asked for
+        status = e.code if isinstance(e.code, int) else int(e.code is not None)
     except BaseException:  # sdk_worker_main has logged it; the runner reads the exit status
         status = 1
     exit_process(status)
