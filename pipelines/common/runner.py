@@ -18,13 +18,13 @@ from schemas import cli
 _DIRECT_RUNNERS = ("DirectRunner", "direct", "SwitchingDirectRunner")
 
 # Each multi-processing worker is a fresh Python process that imports TensorFlow and tensorflow-transform
-# (~4 s of CPU) before its first element; threads share the launcher's. But a thread holds the GIL for part of
-# every element (Pillow's encoders and file-header parsing, building each Example, Beam's per-element
-# bookkeeping), so threads stop scaling where processes keep going. Preprocess of Pet-size inputs on 2 cores,
-# paired runs: 1000 inputs took 10.5-10.9 s threaded vs 16.1-17.2 s in processes, 7390 inputs (~500 MB)
-# 25.6-27.7 s vs 26.9-27.7 s, and past the start-up processes made 590-610 records/s against threads' 380-430.
-# So on a few cores threads run small inputs and processes large ones (the break-even: ~470 MB of Pet-size JPEGs,
-# ~180 MB of full-size Cityscapes frames, which take 0.14 s of work each); on many cores processes run everything.
+# (~4-5 s more per job on 2 cores) before its first element; threads share the launcher's. But a thread holds the
+# GIL for part of every element (Pillow's encoders and file-header parsing, building each Example, Beam's
+# per-element bookkeeping), so past the start-up processes go faster: preprocess on 2 cores, paired runs, made
+# Pet-size records 1.05-1.35x faster in processes and full-size Cityscapes records 1.5x (0.143 against 0.218 s a
+# frame, whose 512x1024 PNG encodes hold the GIL). Break-even: ~80 full-size frames (~180-370 MB), but
+# ~12,000-15,000 Pet-size JPEGs (~0.8-1 GB). 256 MiB favours throughput at scale and full-size frames, at up to
+# ~10-15 % on Pet-size jobs of 4,000-12,000 images. On many cores processes run everything.
 THREADED_UP_TO_CORES = 4
 PROCESSES_FROM_INPUT_BYTES = 256 * 2**20
 # The threads are the FnApiRunner's embedded workers (``in_memory`` with ``direct_num_workers`` > 1: one
