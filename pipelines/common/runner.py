@@ -132,12 +132,14 @@ class _LocalRunner(fn_runner.FnApiRunner):
         direct = options.view_as(DirectOptions)
         if direct.direct_running_mode != "multi_processing":
             return super().run_pipeline(pipeline, options)
+        default_environment = self._default_environment
         self._default_environment = SubprocessSDKEnvironment.from_command_string(WORKER_COMMAND)
         direct.direct_running_mode = THREADED_MODE
         try:
             return super().run_pipeline(pipeline, options)
-        finally:
+        finally:  # the caller's options, and this runner for its next pipeline, as they were
             direct.direct_running_mode = "multi_processing"
+            self._default_environment = default_environment
 
 
 class _DropInMemoryWorkersWarning(logging.Filter):
