@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import typing
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
@@ -491,6 +492,11 @@ NATIVE_NOISE = (
 # Library log lines segflow's own code triggers on every run, and that ask nothing of the user.
 LIBRARY_NOISE = (
     "Resource module is not available",  # Beam's RunInference, where getrusage is missing
+    # Every local worker process, as it starts: the local runner gives workers no semi-persistent folder (only
+    # registered schemas and logical types would need one; segflow has none), and the launcher's own options
+    # reach them with the rest (the worker knows and drops them).
+    "No semi_persistent_directory found",
+    "Discarding unparseable args",
 )
 
 
@@ -500,12 +506,13 @@ def _is_segflow(name: str) -> bool:
 
 class _DropLibraryNoise(logging.Filter):
     """Not verbose: the libraries' records below WARNING (some, like absl's, set their own logger to INFO, past
-    the root's level) and their known noise are dropped; segflow's own records all pass."""
+    the root's level), their known noise, and all of them once the job was interrupted (``_interrupted``) are
+    dropped; segflow's own records all pass."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if _is_segflow(record.name):
             return True
-        if record.levelno < logging.WARNING:
+        if record.levelno < logging.WARNING or _interrupted.is_set():
             return False
         try:
             message = record.getMessage()
@@ -641,6 +648,7 @@ def main(
     failure_line: Optional[Callable[[BaseException], Optional[str]]] = None,
     tensorflow: bool = False,
     verbose_flag: bool = True,
+    prestart: Optional[Callable[[list[str]], Any]] = None,
 ) -> int:
     """The one ``main`` of every segflow program; returns the exit status (never raises ``SystemExit``).
 
@@ -649,14 +657,21 @@ def main(
     filtered from stderr (``native_stderr_filtered``) unless verbose; ``run(argv)``: the
     program's Python entry point, raising ``SegflowError``s; ``summary(result, argv)``: what stdout shows at
     the end; ``failure_line(error)``: one line for an error that is not a ``SegflowError`` but is not a bug
-    either (a storage outage), else None (the traceback is kept: a bug must be seen).
+    either (a storage outage), else None (the traceback is kept: a bug must be seen); ``prestart(argv)``: what
+    should start before TensorFlow, to run while this process imports it (worker processes), with its stderr
+    filtered as ``run``'s.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = setup_logging(argv, verbose_flag)
     try:
         if check is not None:
             check(argv)
-        with native_stderr_filtered(verbose) if tensorflow else contextlib.nullcontext():
+        with (
+            native_stderr_filtered(verbose) if tensorflow else contextlib.nullcontext(),
+            _interrupt_ends_the_job(),
+        ):
+            if prestart is not None:
+                prestart(argv)
             if tensorflow:
                 start_tensorflow()
             result = run(argv)
@@ -678,6 +693,89 @@ def main(
     if text:
         print(text)
     return 0
+
+
+# Set once an interrupt (Ctrl-C) reached ``main``: what other threads and libraries report after it are its
+# consequences (workers ended, streams broken), which would bury ``main``'s one line.
+_interrupted = threading.Event()
+_END_DESCENDANTS_EVERY_S = 0.5
+
+
+@contextlib.contextmanager
+def _interrupt_ends_the_job() -> Iterator[None]:
+    """For the block, an interrupt (Ctrl-C, or SIGINT to this process) ends the whole job: it marks
+    ``_interrupted`` (other threads' uncaught exceptions and the libraries' log records are then not shown),
+    ends this process's descendants (the runner's worker processes, which ignore interrupts so that they
+    cannot fail before this mark is set) now and every ``_END_DESCENDANTS_EVERY_S`` until the process exits,
+    then raises KeyboardInterrupt in the main thread as Python does."""
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        yield
+        return
+    previous_handler, previous_hook = signal.getsignal(signal.SIGINT), threading.excepthook
+    if previous_handler is not signal.default_int_handler:  # someone else's handling (or ignored): kept
+        yield
+        return
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if not _interrupted.is_set():
+            _interrupted.set()
+            _end_descendants()
+            threading.Thread(target=_keep_ending_descendants, name="segflow-interrupted", daemon=True).start()
+        signal.default_int_handler(signum, frame)
+
+    def excepthook(args: threading.ExceptHookArgs) -> None:
+        if not _interrupted.is_set():
+            previous_hook(args)
+
+    signal.signal(signal.SIGINT, on_interrupt)
+    threading.excepthook = excepthook
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous_handler)
+        if not _interrupted.is_set():  # once interrupted, the job's threads may still fail after main returns
+            threading.excepthook = previous_hook
+
+
+def _keep_ending_descendants() -> None:
+    import time
+
+    while True:  # a worker the runner started after the interrupt
+        time.sleep(_END_DESCENDANTS_EVERY_S)
+        _end_descendants()
+
+
+def _end_descendants() -> None:
+    """Kills every process descended from this one (Linux: read from /proc; elsewhere nothing)."""
+    import signal
+
+    try:
+        parents = {}
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    with open(f"/proc/{entry}/stat", "rb") as handle:
+                        fields = handle.read().rsplit(b")", 1)[1].split()
+                except OSError:  # ended meanwhile
+                    continue
+                parents[int(entry)] = int(fields[1])
+    except OSError:
+        return
+    children: dict[int, list[int]] = {}
+    for pid, parent in parents.items():
+        children.setdefault(parent, []).append(pid)
+    pending, descendants = [os.getpid()], []
+    while pending:
+        for child in children.get(pending.pop(), []):
+            descendants.append(child)
+            pending.append(child)
+    for pid in descendants:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
 
 
 def error_line(name: str, error: BaseException) -> str:

@@ -13,6 +13,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
+from pipelines.common import forkserver
 from schemas import cli
 
 _DIRECT_RUNNERS = ("DirectRunner", "direct", "SwitchingDirectRunner")
@@ -32,8 +33,12 @@ PROCESSES_FROM_INPUT_BYTES = 256 * 2**20
 # threads behind a loopback gRPC data plane that encodes every element: same 3000 inputs, 2 cores, 0.5-0.6 s
 # less per run and a quicker shutdown.
 THREADED_MODE = "in_memory"
-# The SDK worker of multi-processing mode: Beam's own, ended without the interpreter's teardown (see the module).
-WORKER_COMMAND = f"{shlex.quote(sys.executable)} -m pipelines.common.sdk_worker"
+# The SDK worker of multi-processing mode: Beam's own, ended without the interpreter's teardown (see the module);
+# forked by a fork server when the job started one (``start_workers``).
+WORKER_COMMAND = " ".join(shlex.quote(a) for a in forkserver.plain_worker_command())
+# The fork server the next multi-processing pipeline takes (``start_workers``): one per pipeline, since it serves
+# exactly that pipeline's workers.
+_waiting_server: Optional[forkserver.ForkServer] = None
 
 
 def _given(argv: Sequence[str], flag: str) -> bool:
@@ -60,25 +65,40 @@ def check_beam_flags(beam_argv: Sequence[str]) -> None:
         raise ValueError(f"unknown flag(s) {' '.join(flags or unknown)}: not a flag of this job nor a Beam option")
 
 
-def default_running_mode(cores: int, input_bytes: Optional[int] = None) -> str:
-    """The local runner's mode when no flag names one: threads (``THREADED_MODE``) on machines of up to
+def default_running_mode(cores: int, input_bytes: Optional[int] = None, early_workers: bool = False) -> str:
+    """The local runner's mode when no flag names one: threads on one core, where processes only add start-up;
+    processes on more when ``early_workers`` (the job starts them through a fork server whose imports overlap
+    its own: ``early_workers_possible``); otherwise threads (``THREADED_MODE``) on machines of up to
     ``THREADED_UP_TO_CORES`` cores unless the job reads ``PROCESSES_FROM_INPUT_BYTES`` or more (``input_bytes``,
-    when the job knows it), multi-processing otherwise; threads on one core, where processes only add start-up."""
+    when the job knows it), and processes on more cores."""
     if cores <= 1:
         return THREADED_MODE
+    if early_workers:
+        return "multi_processing"
     if cores <= THREADED_UP_TO_CORES and (input_bytes is None or input_bytes < PROCESSES_FROM_INPUT_BYTES):
         return THREADED_MODE
     return "multi_processing"
 
 
-def make_pipeline_options(beam_argv: Sequence[str], input_bytes: Optional[int] = None) -> PipelineOptions:
+def early_workers_possible() -> bool:
+    """True when a fork server started now (``start_workers``) would import what the workers need while this
+    process still imports TensorFlow, or one is already waiting: then worker processes start within ~0.2 s of
+    threads on 2 cores and run faster. A process that has TensorFlow loaded already (a notebook, a test) would
+    wait for the server's own imports (~4.5 s on 2 cores): there, ``default_running_mode``'s size rule holds."""
+    return forkserver.supported() and (_waiting_server is not None or "tensorflow" not in sys.modules)
+
+
+def make_pipeline_options(
+    beam_argv: Sequence[str], input_bytes: Optional[int] = None, early_workers: bool = False
+) -> PipelineOptions:
     """Builds ``PipelineOptions`` from the flags the job did not consume.
 
     Defaults, each overridden by the matching flag: the DirectRunner with one worker per core, as threads or
     processes by ``default_running_mode`` (the DirectRunner's own default is a single in-memory worker, which
-    leaves cores idle on image work); ``input_bytes``: how much the job will read, if known. No
-    ``save_main_session``: every DoFn lives in an importable module, which is what Dataflow workers (installing
-    the package through ``--setup_file``) need as well.
+    leaves cores idle on image work); ``input_bytes``: how much the job will read, if known; ``early_workers``:
+    the job starts its worker processes early (``start_workers``). No ``save_main_session``: every DoFn lives in
+    an importable module, which is what Dataflow workers (installing the package through ``--setup_file``) need
+    as well.
     """
     argv = list(beam_argv)
     options = PipelineOptions(argv)
@@ -88,7 +108,7 @@ def make_pipeline_options(beam_argv: Sequence[str], input_bytes: Optional[int] =
     if standard.runner in _DIRECT_RUNNERS + ("BundleBasedDirectRunner",):
         direct = options.view_as(DirectOptions)
         if not _given(argv, "direct_running_mode"):
-            direct.direct_running_mode = default_running_mode(os.cpu_count() or 1, input_bytes)
+            direct.direct_running_mode = default_running_mode(os.cpu_count() or 1, input_bytes, early_workers)
         if not _given(argv, "direct_num_workers"):
             direct.direct_num_workers = max(1, os.cpu_count() or 1)
     options.view_as(SetupOptions).save_main_session = False
@@ -120,9 +140,46 @@ def local_runner(options: PipelineOptions) -> Optional[beam.runners.PipelineRunn
     return _LocalRunner(provision_info=provision_info)
 
 
+def start_workers(options: PipelineOptions, preload: Sequence[str]) -> None:
+    """When ``options`` run the local runner in multi-processing mode, starts the fork server of the next
+    pipeline's workers (``forkserver``) now, importing ``preload`` (the modules the job's DoFns use) while this
+    process goes on with its own start-up; a no-op otherwise, where fork servers are unsupported, or when one
+    is already waiting. Jobs call it as early as they know their options; ``discard_workers`` after the run."""
+    global _waiting_server
+    direct = options.view_as(DirectOptions)
+    if (
+        _waiting_server is not None
+        or options.view_as(StandardOptions).runner not in _DIRECT_RUNNERS
+        or direct.direct_running_mode != "multi_processing"
+    ):
+        return
+    _waiting_server = forkserver.start(_worker_count(direct), preload)
+
+
+def discard_workers() -> None:
+    """Stops a fork server that no pipeline took (e.g. the job failed before it ran one)."""
+    global _waiting_server
+    server, _waiting_server = _waiting_server, None
+    if server is not None:
+        server.discard()
+
+
+def _worker_count(direct: DirectOptions) -> int:
+    return direct.direct_num_workers or os.cpu_count() or 1  # 0: one per core, as the FnApiRunner reads it
+
+
+def _take_server(workers: int) -> Optional[forkserver.ForkServer]:
+    global _waiting_server
+    server = _waiting_server
+    if server is None or server.workers != workers:
+        return None
+    _waiting_server = None
+    return server
+
+
 class _LocalRunner(fn_runner.FnApiRunner):
-    """The FnApiRunner, whose multi-processing mode starts segflow's worker command (``WORKER_COMMAND``) instead
-    of Beam's.
+    """The FnApiRunner, whose multi-processing mode starts segflow's worker command instead of Beam's: the
+    waiting fork server's (``start_workers``), else ``WORKER_COMMAND``.
 
     That mode is the runner's default mode with every stage sent to worker subprocesses started by a command line,
     which the runner hard-codes; so here the default mode runs on that environment with this command.
@@ -132,14 +189,18 @@ class _LocalRunner(fn_runner.FnApiRunner):
         direct = options.view_as(DirectOptions)
         if direct.direct_running_mode != "multi_processing":
             return super().run_pipeline(pipeline, options)
+        server = _take_server(_worker_count(direct))
+        command = server.worker_command if server is not None else WORKER_COMMAND
         default_environment = self._default_environment
-        self._default_environment = SubprocessSDKEnvironment.from_command_string(WORKER_COMMAND)
+        self._default_environment = SubprocessSDKEnvironment.from_command_string(command)
         direct.direct_running_mode = THREADED_MODE
         try:
             return super().run_pipeline(pipeline, options)
         finally:  # the caller's options, and this runner for its next pipeline, as they were
             direct.direct_running_mode = "multi_processing"
             self._default_environment = default_environment
+            if server is not None:
+                server.close()
 
 
 class _DropInMemoryWorkersWarning(logging.Filter):

@@ -9,6 +9,7 @@ then; the harness has closed its log handler, and standard streams are flushed h
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from apache_beam.runners.worker import sdk_worker_main
@@ -16,15 +17,29 @@ from apache_beam.runners.worker import sdk_worker_main
 from schemas.cli import exit_process
 
 
-def main() -> None:
-    status = 0
+def run_harness() -> int:
+    """Runs Beam's SDK harness, configured by this process's environment as the runner sets it; returns the
+    exit status it asks for.
+
+    TensorFlow's log records go to the runner with every other record (the harness sends the root logger's to
+    it), where the job's log level and filters apply: TensorFlow gives its logger a handler of its own on
+    stderr when it is first used before the harness sets up logging, which would print, unfiltered, what the
+    job's own log does not show (tensorflow-transform's INFO lines on every run).
+    """
+    tensorflow_logger = logging.getLogger("tensorflow")
+    for handler in list(tensorflow_logger.handlers):
+        tensorflow_logger.removeHandler(handler)
     try:
         sdk_worker_main.main(sys.argv)
     except SystemExit as e:  # the status the harness asked for
-        status = e.code if isinstance(e.code, int) else int(e.code is not None)
-    except BaseException:  # sdk_worker_main has logged it; the runner reads the exit status
-        status = 1
-    exit_process(status)
+        return e.code if isinstance(e.code, int) else int(e.code is not None)
+    except BaseException:  # noqa: BLE001 - sdk_worker_main has logged it; the runner reads the exit status
+        return 1
+    return 0
+
+
+def main() -> None:
+    exit_process(run_harness())
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ from schemas.metadata import METADATA_FILE, DatasetMetadata, DatasetStats
 
 if TYPE_CHECKING:
     import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipelines.preprocess.records import RecordOptions
     from pipelines.preprocess.shards import ShardsWritten
@@ -41,6 +42,14 @@ PROG = f"python -m {NAME}"
 # agree).
 SPLITS = ("train", "val", "test")
 RESIZE_MODES = ("stretch", "pad")
+# What the job's worker processes import (its DoFns' modules, tensorflow-transform's analyzers): their fork server
+# loads these once, before the first worker starts (``pipelines.common.forkserver``).
+WORKER_MODULES = (
+    "pipelines.preprocess.records",
+    "pipelines.preprocess.stats",
+    "pipelines.preprocess.shards",
+    "tensorflow_transform.beam",
+)
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -450,6 +459,35 @@ def _no_records_message(output_dir: str) -> str:
     )
 
 
+def _options(config: PreprocessConfig, beam_argv: list[str]) -> tuple[PipelineOptions, bool]:
+    """The job's ``PipelineOptions`` and whether it only constructs the pipeline (``--dry_run``); checks the
+    input (``check_input``) unless it only constructs it."""
+    from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+
+    from pipelines.common import runner as runner_lib
+
+    dry_run = bool(PipelineOptions(beam_argv).view_as(TestOptions).dry_run)
+    early = runner_lib.early_workers_possible()
+    # Unless its workers start early, how much there is to read decides whether they are threads or processes.
+    count_up_to = 0 if early else runner_lib.PROCESSES_FROM_INPUT_BYTES
+    input_bytes = None if dry_run else check_input(config, count_up_to=count_up_to)
+    return runner_lib.make_pipeline_options(beam_argv, input_bytes, early_workers=early), dry_run
+
+
+def start_workers(argv: Sequence[str]) -> None:
+    """``main``'s prestart: when the job's workers will be processes, their fork server starts importing what
+    they need (``WORKER_MODULES``) before this process imports TensorFlow, so the two run at once. The flags
+    are checked as ``run`` checks them; the input is left to ``run``."""
+    from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+
+    from pipelines.common import runner as runner_lib
+
+    _, beam_argv = parse_args(argv)
+    if PipelineOptions(beam_argv).view_as(TestOptions).dry_run or not runner_lib.early_workers_possible():
+        return
+    runner_lib.start_workers(runner_lib.make_pipeline_options(beam_argv, early_workers=True), WORKER_MODULES)
+
+
 def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
     """Runs the job with command-line style ``argv``; returns the written ``DatasetMetadata``.
 
@@ -460,18 +498,24 @@ def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
     every shard (``build_pipeline``). So a reader that finds metadata.json finds the complete output it
     describes, and a run that fails or is killed leaves no metadata.json (never an old one beside new shards).
     """
-    config, beam_argv = parse_args(argv)
+    from pipelines.common import runner as runner_lib
+
+    try:
+        return _run(*parse_args(argv))
+    finally:
+        runner_lib.discard_workers()  # a fork server no pipeline took: the job failed before its pipeline ran
+
+
+def _run(config: PreprocessConfig, beam_argv: list[str]) -> Optional[DatasetMetadata]:
     from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+    from apache_beam.options.pipeline_options import GoogleCloudOptions
 
     from pipelines.common import runner as runner_lib, storage
     from pipelines.preprocess import scratch
 
-    dry_run = bool(PipelineOptions(beam_argv).view_as(TestOptions).dry_run)
-    # How much there is to read decides whether the local runner's workers are threads or processes.
-    input_bytes = None if dry_run else check_input(config, count_up_to=runner_lib.PROCESSES_FROM_INPUT_BYTES)
-    options = runner_lib.make_pipeline_options(beam_argv, input_bytes)
-    from apache_beam.options.pipeline_options import GoogleCloudOptions
+    options, dry_run = _options(config, beam_argv)
+    if not dry_run:
+        runner_lib.start_workers(options, WORKER_MODULES)  # unless main started them already
 
     # A job on this machine keeps tensorflow-transform's scratch space on local disk: TensorFlow reaches gs://
     # only through its own GCS client, and local scratch is faster anyway. Remote runners need shared storage.
@@ -548,4 +592,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     def report(metadata: Optional[DatasetMetadata], args: list[str]) -> Optional[str]:
         return summary(metadata, parse_flags(args)[0].output_dir) if metadata is not None else None
 
-    return cli.main(NAME, argv, run, check=parse_flags, summary=report, failure_line=failure_line, tensorflow=True)
+    return cli.main(
+        NAME,
+        argv,
+        run,
+        check=parse_flags,
+        summary=report,
+        failure_line=failure_line,
+        tensorflow=True,
+        prestart=start_workers,
+    )
