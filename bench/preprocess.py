@@ -20,10 +20,10 @@ must stay flat as N grows, and the *marginal* throughput between the smallest an
 runner set-up: fixed costs that cancel in the difference) is paid, i.e. the ratio that holds at scale.
 
 ``--stages`` (Pet; two sizes from ``--rss_sizes``, ``--repeats`` rounds) measures the marginal throughput without
-start-up noise: each run of the pipeline (2 threads, then 2 processes, and ``--compare_dir``'s pipeline in threads)
-logs the runner's own stage starts (``--log_level debug``), and the stages whose work grows with N (listing the
-files, the fused stage that makes the records, writing the shards) are timed from them; the bare loop is timed
-whole. ``(N2 - N1) / (t(N2) - t(N1))`` of each, and its ratio to the bare loop's, close the table, for the
+start-up noise: each run of the pipeline (its defaults, 2 threads, 2 processes, and ``--compare_dir``'s pipeline
+in threads) logs the runner's own stage starts (``--log_level debug``), and the stages whose work grows with N
+(listing the files, the fused stage that makes the records, writing the shards) are timed from them; the bare loop
+is timed whole. ``(N2 - N1) / (t(N2) - t(N1))`` of each, and its ratio to the bare loop's, close the table, for the
 per-input stages and for the whole processes (the issue's own measure, where start-up cancels only if it does not
 change between N1 and N2).
 
@@ -254,6 +254,7 @@ def stages_main(args) -> None:
     n1, n2 = sizes[0], sizes[-1]
     out = tempfile.mkdtemp(prefix="bench_out_", dir=args.work_dir)
     configs = {
+        "pipeline, defaults": (ROOT, []),
         "pipeline, 2 threads": (ROOT, ["--direct_running_mode", "in_memory"]),
         "pipeline, 2 processes": (ROOT, ["--direct_running_mode", "multi_processing"]),
     }
