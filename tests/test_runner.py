@@ -93,3 +93,15 @@ def test_worker_processes_skip_the_interpreter_teardown(tmp_path):
         assert_that(doubled, equal_to([2 * n for n in range(40)]))
     assert not marker.exists()
     assert _direct(options)[1:] == ("multi_processing", 2)  # the caller's options are as they were
+
+
+def test_an_unknown_runner_is_a_flag_error():
+    """Beam only fails on a runner name once the job is built, with a traceback; a typo is a flag error."""
+    import pytest
+
+    for good in ("DirectRunner", "direct", "dataflow", "DataflowRunner", "apache_beam.runners.direct.DirectRunner"):
+        runner.check_beam_flags(["--runner", good])
+    with pytest.raises(ValueError, match=r"unknown --runner Foo \(one of .*DataflowRunner.*module path\)"):
+        runner.check_beam_flags(["--runner", "Foo"])
+    with pytest.raises(ValueError, match="did you mean DataflowRunner"):
+        runner.check_beam_flags(["--runner=DatafowRunner"])

@@ -65,6 +65,25 @@ def check_beam_flags(beam_argv: Sequence[str]) -> None:
     if unknown:
         flags = [a.split("=", 1)[0] for a in unknown if a.startswith("-")]
         raise ValueError(f"unknown flag(s) {' '.join(flags or unknown)}: not a flag of this job nor a Beam option")
+    _check_runner_name(PipelineOptions(list(beam_argv)).view_as(StandardOptions).runner)
+
+
+def _check_runner_name(name: Optional[str]) -> None:
+    """Raises ValueError for a ``--runner`` Beam would not find (it would fail only once the job is built, with a
+    traceback): neither one of its runner names, with or without ``Runner`` and in any case, nor a module path."""
+    if not name or "." in name:  # a PipelineRunner subclass's full name: Beam imports it
+        return
+    known = {n.lower(): n for n in StandardOptions.KNOWN_RUNNER_NAMES}
+    if name.lower() in known or f"{name.lower()}runner" in known:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(name.lower(), list(known), n=1)
+    hint = f"did you mean {known[close[0]]}? " if close else ""
+    raise ValueError(
+        f"unknown --runner {name} ({hint}one of {', '.join(StandardOptions.KNOWN_RUNNER_NAMES)}, or a "
+        "PipelineRunner's full module path)"
+    )
 
 
 def default_running_mode(cores: int, input_bytes: Optional[int] = None, early_workers: bool = False) -> str:
