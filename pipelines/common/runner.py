@@ -23,11 +23,11 @@ _DIRECT_RUNNERS = ("DirectRunner", "direct", "SwitchingDirectRunner")
 # imports TensorFlow and tensorflow-transform (~4-5 s more per job on 2 cores) before its first element; threads
 # share the launcher's. But a thread holds the GIL for part of every element (Pillow's encoders and file-header
 # parsing, building each Example, Beam's per-element bookkeeping), so past the start-up processes go faster:
-# preprocess on 2 cores, paired runs, made
-# Pet-size records 1.05-1.35x faster in processes and full-size Cityscapes records 1.5x (0.143 against 0.218 s a
-# frame, whose 512x1024 PNG encodes hold the GIL). Break-even: ~80 full-size frames (~180-370 MB), but
-# ~12,000-15,000 Pet-size JPEGs (~0.8-1 GB). 256 MiB favours throughput at scale and full-size frames, at up to
-# ~10-15 % on Pet-size jobs of 4,000-12,000 images. On many cores processes run everything.
+# preprocess on 2 cores, paired runs, made Pet-size records 1.05-1.35x faster in processes and full-size
+# Cityscapes records 1.5x (0.143 against 0.218 s a frame, whose 512x1024 PNG encodes hold the GIL). Break-even:
+# ~80 full-size frames (~180-370 MB), but ~12,000-15,000 Pet-size JPEGs (~0.8-1 GB). 256 MiB favours throughput
+# at scale and full-size frames, at up to ~10-15 % on Pet-size jobs of 4,000-12,000 images. On many cores
+# processes run everything.
 THREADED_UP_TO_CORES = 4
 PROCESSES_FROM_INPUT_BYTES = 256 * 2**20
 # The threads are the FnApiRunner's embedded workers (``in_memory`` with ``direct_num_workers`` > 1: one
