@@ -1,0 +1,616 @@
+"""Output folders segflow owns: which files a command wrote there, one writer at a time, and staged publication.
+
+Every folder a segflow command writes (preprocess's DST, the trainer's JOB, infer's OUT, the folder of evaluate's
+``--output_file``) holds a hidden ``.segflow/`` folder with:
+
+  .segflow/<kind>.json      the owner record of that kind of command: the files (paths relative to the folder)
+                            its last published run wrote. Cleanup deletes by this record, never by folder or name
+                            pattern, so a file someone else put in the folder is never touched.
+  .segflow/lease            who writes the folder now (host, pid, start): one writer at a time.
+  .segflow/run-<token>/     a local run's staging area: the run writes here, and publication moves its files into
+                            the folder by renames (no data is copied), the completion marker last.
+
+The rules (``claim``):
+- Ownership: a command writes into a new or empty folder, or one its own kind owns (its record is there, or an
+  output of the previous release, recognised by ``adopt``); evaluate may also write beside the outputs another
+  segflow command owns (its JSON goes next to infer's masks). Any other non-empty folder is refused in one line
+  (``OutputFolderRefused``, exit 2) before anything in it is touched.
+- One writer: the lease is taken for the whole run. Locally it is an exclusive ``flock`` on ``.segflow/lease``,
+  which the kernel drops when its holder dies however it dies, so a dead holder's lease is simply taken over (with
+  one log line). On ``gs://`` it is an object created only if absent (``ifGenerationMatch=0``) that its holder
+  refreshes every ``HEARTBEAT_S``; one that names a dead process of this host, or whose heartbeat is older than
+  ``LEASE_EXPIRES_S``, is taken over by a conditional overwrite (one winner).
+- Publication: locally a run writes into its staging folder and ``Claim.publish`` moves every file into place
+  (``os.replace``), deletes the previous run's files that the new run did not write (by the record), then puts the
+  completion markers (``metadata.json`` ...) in place last. Until then readers see the previous complete output;
+  a run that fails or is killed leaves it as it was, and the next run removes its staging folder. Object stores
+  have no rename (a "move" is a copy of every byte), so on ``gs://`` a run writes in place as before: its markers
+  are deleted first and written last, so a reader never takes a half output for a complete one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from typing import Callable, Iterable, Optional, Sequence
+
+from schemas.cli import UsageError
+
+_LOG = logging.getLogger("segflow.ownership")
+
+RECORD_DIR = ".segflow"
+LEASE_NAME = "lease"
+STAGING_PREFIX = "run-"
+RECORD_FORMAT = 1
+KINDS = ("preprocess", "trainer", "infer", "evaluate")
+# Evaluate's JSON lives beside the predictions it scores (infer's OUT by default): it may write into a folder that
+# another kind owns, and its record lists only its own files there.
+WRITES_BESIDE_OTHERS = frozenset({"evaluate"})
+HEARTBEAT_S = 30.0
+LEASE_EXPIRES_S = 300.0
+
+# What a command may find in a folder of the previous release and adopt: relative paths, or None when the folder
+# holds no such output.
+Adopter = Callable[["Folder", str], Optional[set]]
+
+
+class OutputFolderRefused(UsageError):
+    """The folder holds files that no segflow command of this kind wrote, or another command writes it now."""
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _local(path: str) -> str:
+    return path[len("file://") :] if path.startswith("file://") else path
+
+
+def join(base: str, *names: str) -> str:
+    return "/".join([base.rstrip("/")] + [n.strip("/") for n in names if n])
+
+
+# ------------------------------------------------------------------------------------------------ storage
+class Folder:
+    """A folder on local disk or in a bucket, addressed by paths relative to it (``/``-separated)."""
+
+    def __init__(self, path: str):
+        self.path = path.rstrip("/") or "/"
+
+    def full(self, rel: str) -> str:
+        return join(self.path, rel)
+
+    # Each of these is implemented by ``_LocalFolder`` / ``_GcsFolder``.
+    def exists(self) -> bool:
+        raise NotImplementedError
+
+    def is_file(self, rel: str) -> bool:
+        raise NotImplementedError
+
+    def files(self, rel: str = "") -> list[str]:
+        """Every file under ``rel`` (recursively), relative to the folder, sorted; the records' own folder
+        included when ``rel`` is empty."""
+        raise NotImplementedError
+
+    def read(self, rel: str) -> Optional[bytes]:
+        raise NotImplementedError
+
+    def write(self, rel: str, data: bytes) -> None:
+        """Writes ``rel`` whole: a reader sees the old bytes or the new ones, never a part."""
+        raise NotImplementedError
+
+    def delete(self, rel: str) -> bool:
+        raise NotImplementedError
+
+
+class _LocalFolder(Folder):
+    def __init__(self, path: str):
+        super().__init__(_local(path))
+
+    def exists(self) -> bool:
+        return os.path.isdir(self.path)
+
+    def is_file(self, rel: str) -> bool:
+        return os.path.isfile(self.full(rel))
+
+    def files(self, rel: str = "") -> list[str]:
+        top = self.full(rel) if rel else self.path
+        found = []
+        for parent, folders, names in os.walk(top):  # links to folders are not followed: they are not ours
+            for name in names + [f for f in folders if os.path.islink(os.path.join(parent, f))]:
+                found.append(os.path.relpath(os.path.join(parent, name), self.path).replace(os.sep, "/"))
+        return sorted(found)
+
+    def read(self, rel: str) -> Optional[bytes]:
+        try:
+            with open(self.full(rel), "rb") as handle:
+                return handle.read()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+
+    def write(self, rel: str, data: bytes) -> None:
+        target = self.full(rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        temporary = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
+        try:
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, target)
+        finally:
+            if os.path.lexists(temporary):
+                os.remove(temporary)
+
+    def delete(self, rel: str) -> bool:
+        try:
+            os.remove(self.full(rel))
+        except FileNotFoundError:
+            return False
+        _remove_empty_parents(self.path, os.path.dirname(self.full(rel)))
+        return True
+
+    def move_in(self, source: str, rel: str) -> None:
+        """Renames the local file ``source`` to ``rel`` (replacing what is there): no byte is copied."""
+        target = self.full(rel)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(source, target)
+
+
+def _remove_empty_parents(root: str, folder: str) -> None:
+    """Removes ``folder`` and its parents up to (not including) ``root`` while they are empty: a folder holding
+    anything (someone else's file) stays."""
+    root = os.path.abspath(root)
+    folder = os.path.abspath(folder)
+    while folder.startswith(root + os.sep):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+        folder = os.path.dirname(folder)
+
+
+class _GcsFolder(Folder):
+    """A ``gs://bucket/prefix`` folder through google-cloud-storage (the client Beam's GcsIO uses too), which
+    honours ``STORAGE_EMULATOR_HOST`` and retries transient errors itself."""
+
+    _clients: dict = {}
+
+    def __init__(self, path: str):
+        super().__init__(path)
+        if not self.path.startswith("gs://"):
+            raise UsageError(f"{path}: only local paths and gs:// URLs can be written")
+        self.bucket_name, _, self.prefix = self.path[len("gs://") :].partition("/")
+
+    @property
+    def bucket(self):
+        from google.cloud import storage
+
+        pid = os.getpid()  # a client is not fork-safe
+        client = _GcsFolder._clients.get(pid)
+        if client is None:
+            client = _GcsFolder._clients[pid] = storage.Client()
+        return client.bucket(self.bucket_name)
+
+    def _name(self, rel: str) -> str:
+        return "/".join(p for p in (self.prefix, rel) if p)
+
+    def exists(self) -> bool:
+        return bool(self.files())
+
+    def is_file(self, rel: str) -> bool:
+        return self.bucket.blob(self._name(rel)).exists()
+
+    def files(self, rel: str = "") -> list[str]:
+        start = self._name(rel)
+        start = start + "/" if start else ""
+        cut = len(self.prefix) + 1 if self.prefix else 0
+        return sorted(blob.name[cut:] for blob in self.bucket.list_blobs(prefix=start) if not blob.name.endswith("/"))
+
+    def read(self, rel: str) -> Optional[bytes]:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            return self.bucket.blob(self._name(rel)).download_as_bytes()
+        except NotFound:
+            return None
+
+    def write(self, rel: str, data: bytes) -> None:
+        self.bucket.blob(self._name(rel)).upload_from_string(data)  # an object is replaced whole
+
+    def delete(self, rel: str) -> bool:
+        from google.api_core.exceptions import NotFound
+
+        try:
+            self.bucket.blob(self._name(rel)).delete()
+        except NotFound:
+            return False
+        return True
+
+
+def folder(path: str) -> Folder:
+    """The ``Folder`` for a local path (or ``file://``) or a ``gs://`` URL."""
+    return _GcsFolder(path) if is_remote(path) else _LocalFolder(path)
+
+
+# ------------------------------------------------------------------------------------------------ records
+def record_name(kind: str) -> str:
+    return f"{RECORD_DIR}/{kind}.json"
+
+
+def read_record(where: Folder, kind: str) -> Optional[set]:
+    """The files the last published run of ``kind`` wrote in ``where``, or None when it has no record."""
+    data = where.read(record_name(kind))
+    if data is None:
+        return None
+    try:
+        doc = json.loads(data)
+        return {str(f) for f in doc["files"]}
+    except (ValueError, KeyError, TypeError):
+        # Damaged: trusting none of it deletes nothing; the run's own files are recorded anew at publication.
+        _LOG.warning("%s is damaged; it is rewritten when this run publishes", where.full(record_name(kind)))
+        return set()
+
+
+def write_record(where: Folder, kind: str, files: Iterable[str]) -> None:
+    doc = {"format": RECORD_FORMAT, "kind": kind, "files": sorted(set(files))}
+    where.write(record_name(kind), (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def owners(where: Folder) -> list[str]:
+    """The kinds of segflow command that hold a record in ``where``."""
+    return [kind for kind in KINDS if where.is_file(record_name(kind))]
+
+
+# ------------------------------------------------------------------------------------------------ leases
+def _holder(kind: str) -> dict:
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "kind": kind,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "heartbeat": time.time(),
+        "token": uuid.uuid4().hex,
+    }
+
+
+def describe_holder(doc: Optional[dict]) -> str:
+    if not doc:
+        return "another segflow command"
+    return (
+        f"segflow {doc.get('kind', '?')} (pid {doc.get('pid', '?')} on {doc.get('host', '?')}, "
+        f"since {doc.get('started', '?')})"
+    )
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class _LocalLease:
+    """An exclusive ``flock`` on ``.segflow/lease`` for as long as the run holds it."""
+
+    def __init__(self, where: _LocalFolder, kind: str):
+        import fcntl
+
+        path = where.full(f"{RECORD_DIR}/{LEASE_NAME}")
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            previous = _parse(os.pread(fd, 4096, 0))
+            os.close(fd)
+            raise OutputFolderRefused(
+                f"{where.path} is being written by {describe_holder(previous)}; wait for it to end, or write "
+                "another folder"
+            ) from None
+        previous = _parse(os.pread(fd, 4096, 0))
+        if previous:  # a holder that released cleanly empties the file: this one ended without doing so
+            _LOG.warning("taking over the lease on %s from %s, which has ended", where.path, describe_holder(previous))
+        self.holder = _holder(kind)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(self.holder).encode("utf-8"), 0)
+        self._fd: Optional[int] = fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            os.ftruncate(self._fd, 0)
+        except OSError:
+            pass
+        os.close(self._fd)  # closing drops the flock
+        self._fd = None
+
+
+def _parse(data: Optional[bytes]) -> Optional[dict]:
+    try:
+        doc = json.loads(data) if data else None
+    except ValueError:
+        return None
+    return doc if isinstance(doc, dict) else None
+
+
+class _GcsLease:
+    """``.segflow/lease`` as an object created only if absent; its holder rewrites it every ``HEARTBEAT_S``
+    (conditionally on its own generation), and deletes it at the end."""
+
+    def __init__(self, where: _GcsFolder, kind: str):
+        from google.api_core.exceptions import NotFound, PreconditionFailed
+
+        self._where = where
+        self._blob_name = where._name(f"{RECORD_DIR}/{LEASE_NAME}")
+        self.holder = _holder(kind)
+        blob = where.bucket.blob(self._blob_name)
+        try:
+            blob.upload_from_string(json.dumps(self.holder), if_generation_match=0)
+        except PreconditionFailed:
+            current = where.bucket.get_blob(self._blob_name)
+            doc = _parse(current.download_as_bytes()) if current is not None else None
+            if current is None or not _lease_gone(doc):
+                raise OutputFolderRefused(
+                    f"{where.path} is being written by {describe_holder(doc)}; wait for it to end, or write "
+                    "another folder"
+                ) from None
+            try:  # one of the processes that found it dead wins this conditional overwrite
+                blob.upload_from_string(json.dumps(self.holder), if_generation_match=current.generation)
+            except (PreconditionFailed, NotFound):
+                raise OutputFolderRefused(
+                    f"{where.path} is being taken over by another segflow command; wait for it to end, or write "
+                    "another folder"
+                ) from None
+            _LOG.warning("taking over the lease on %s from %s, which has ended", where.path, describe_holder(doc))
+        self._generation = blob.generation
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, name="segflow-lease", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            self.holder["heartbeat"] = time.time()
+            blob = self._where.bucket.blob(self._blob_name)
+            try:
+                blob.upload_from_string(json.dumps(self.holder), if_generation_match=self._generation)
+                self._generation = blob.generation
+            except Exception as e:  # noqa: BLE001 - a missed beat is retried; the lease only expires after many
+                _LOG.warning("could not refresh the lease on %s: %s", self._where.path, e)
+
+    def release(self) -> None:
+        if self._stop.is_set():
+            return
+        self._stop.set()
+        try:
+            self._where.bucket.blob(self._blob_name).delete(if_generation_match=self._generation)
+        except Exception as e:  # noqa: BLE001 - a lease left behind expires, or names a dead pid of this host
+            _LOG.warning("could not release the lease on %s: %s", self._where.path, e)
+
+
+def _lease_gone(doc: Optional[dict]) -> bool:
+    """True when the lease ``doc`` names a holder that has ended: a dead process of this host, or a heartbeat
+    older than ``LEASE_EXPIRES_S`` (a damaged lease counts as expired)."""
+    if not doc:
+        return True
+    if doc.get("host") == socket.gethostname() and isinstance(doc.get("pid"), int):
+        return not _pid_alive(doc["pid"])
+    try:
+        return time.time() - float(doc.get("heartbeat", 0)) > LEASE_EXPIRES_S
+    except (TypeError, ValueError):
+        return True
+
+
+# ------------------------------------------------------------------------------------------------ claims
+@dataclasses.dataclass
+class Claim:
+    """A run's hold on its output folder: the lease, the previous run's files, and where this run writes.
+
+    ``staging``: the folder the run writes its outputs under (a fresh ``.segflow/run-<token>`` locally, the output
+    folder itself on ``gs://``). ``previous``: the files the last published run of this kind wrote.
+    """
+
+    where: Folder
+    kind: str
+    previous: set
+    staging: str
+    staged: bool
+    _lease: object
+    created: bool = False
+    published: bool = False
+
+    @property
+    def path(self) -> str:
+        return self.where.path
+
+    def staging_folder(self) -> Folder:
+        return folder(self.staging)
+
+    def record(self, files: Iterable[str]) -> None:
+        """Adds files written in place (outside staging) to the record now, so that a later run may delete
+        them even if this one never publishes (a checkpoint, a log)."""
+        files = set(files)
+        if not files <= self.previous:
+            self.previous |= files
+            write_record(self.where, self.kind, self.previous)
+
+    def delete(self, files: Iterable[str]) -> list[str]:
+        """Deletes those of ``files`` this kind's record lists (never any other), and forgets them."""
+        gone = sorted(set(files) & self.previous)
+        for rel in gone:
+            self.where.delete(rel)
+        if gone:
+            self.previous -= set(gone)
+            write_record(self.where, self.kind, self.previous)
+        return gone
+
+    def publish(
+        self,
+        markers: Sequence[str] = (),
+        written: Optional[Iterable[str]] = None,
+        replaces: Optional[Sequence[str]] = None,
+    ) -> list[str]:
+        """Makes this run's output the folder's output; returns the files now recorded.
+
+        Locally: every file under ``staging`` moves into place by rename (``markers`` last, so a reader that finds
+        a marker finds the complete output beside it). On ``gs://`` the run wrote in place and ``written`` lists
+        its files. Then the previous run's files that this run did not write are deleted (by the record), and
+        the record is rewritten. The record covers both runs' files while files move, so an interruption at any
+        point still leaves every segflow file recorded. ``replaces``: the relative files or folders this
+        publication supersedes (default: all of the previous run's files); recorded files outside them (a
+        trainer's checkpoints, when it publishes its export) are kept.
+        """
+        markers = list(markers)
+        if self.staged:
+            stage = self.staging_folder()
+            new = set(stage.files())
+        else:
+            new = set(written or ())
+        superseded = {rel for rel in self.previous if _under(rel, replaces)} if replaces is not None else self.previous
+        kept = self.previous - superseded
+        stale = superseded - new
+        write_record(self.where, self.kind, self.previous | new)
+        for marker in markers:  # the old marker goes first: no moment shows it beside a mix of files
+            if marker in superseded and self.staged:
+                self.where.delete(marker)
+        if self.staged:
+            assert isinstance(self.where, _LocalFolder)
+            for rel in sorted(new - set(markers)):
+                self.where.move_in(stage.full(rel), rel)
+        for rel in sorted(stale):  # before the markers: a marker never sits beside a stale file
+            self.where.delete(rel)
+        if self.staged:
+            for rel in markers:
+                if rel in new:
+                    self.where.move_in(stage.full(rel), rel)
+            _remove_tree(stage.path)
+        self.previous = kept | new
+        write_record(self.where, self.kind, self.previous)
+        self.published = True
+        return sorted(new)
+
+    def release(self) -> None:
+        """Ends the claim: the staging folder of a run that did not publish is removed, the lease released."""
+        try:
+            if self.staged and not self.published:
+                _remove_tree(_local(self.staging))
+        finally:
+            self._lease.release()
+        if self.created and not self.published and isinstance(self.where, _LocalFolder):
+            # A first run that failed before it published leaves nothing behind: not even the folder.
+            if not [rel for rel in self.where.files() if not rel.startswith(RECORD_DIR + "/")]:
+                _remove_tree(self.where.full(RECORD_DIR))
+                _remove_empty_parents(os.path.dirname(self.where.path), self.where.path)
+
+    def __enter__(self) -> "Claim":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _under(rel: str, roots: Sequence[str]) -> bool:
+    return any(rel == root or rel.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def _remove_tree(path: str) -> None:
+    """Removes a local folder of segflow's own (a staging area): links inside are removed, never followed."""
+    import shutil
+
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def claim(
+    path: str,
+    kind: str,
+    flag: str,
+    *,
+    adopt: Optional[Adopter] = None,
+    staged: bool = True,
+) -> Claim:
+    """Takes ``path`` for a run of ``kind`` (see the module docstring): refuses a folder it may not write
+    (``OutputFolderRefused``, naming ``flag`` and how to proceed), takes the lease, removes what interrupted runs
+    left in ``.segflow/``, and makes the run's staging folder. ``staged``: write through a staging folder and
+    publish by renames (local folders only; on ``gs://`` a run always writes in place).
+
+    Raises ``OSError`` when the folder cannot be created or written (a read-only or full disk, a file where the
+    folder should be): found here, before the run reads any input or changes any output.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown kind {kind!r}")
+    where = folder(path)
+    if isinstance(where, _LocalFolder) and os.path.lexists(where.path) and not os.path.isdir(where.path):
+        raise OutputFolderRefused(f"{flag} {where.path} is a file, not a folder; name a folder")
+    existed = where.exists()
+    previous = read_record(where, kind) if existed else None
+    if existed and previous is None:
+        adopted = adopt(where, kind) if adopt is not None else None
+        others = owners(where)
+        if adopted is not None:
+            previous = set(adopted)
+            _LOG.info("adopting %d files of an earlier segflow %s run in %s", len(previous), kind, where.path)
+        elif kind in WRITES_BESIDE_OTHERS and others:
+            previous = set()
+        else:
+            foreign = [rel for rel in where.files() if not rel.startswith(RECORD_DIR + "/")]
+            if foreign:
+                if others:
+                    raise OutputFolderRefused(
+                        f"{flag} {where.path} holds the output of segflow {' and '.join(others)}, not {kind}; "
+                        f"write {kind}'s output to another folder"
+                    )
+                raise OutputFolderRefused(
+                    f"{flag} {where.path} holds files segflow did not write (e.g. {foreign[0]}); name a new or "
+                    "empty folder (segflow writes only into folders it owns, and never deletes files it did not "
+                    "write)"
+                )
+            previous = set()
+    if isinstance(where, _LocalFolder):
+        os.makedirs(where.path, exist_ok=True)
+        lease: object = _LocalLease(where, kind)
+    else:
+        lease = _GcsLease(where, kind)  # type: ignore[arg-type]
+    try:
+        if previous is None:
+            previous = set()
+        # Writing the record now is the up-front proof that the folder can be written, and makes the folder this
+        # kind's from the first moment: an interrupted first run still leaves a folder its rerun may write.
+        write_record(where, kind, previous)
+        staged = staged and isinstance(where, _LocalFolder)
+        token = lease.holder["token"]  # type: ignore[attr-defined]
+        if staged:
+            _clear_stale_staging(where)
+            staging = where.full(f"{RECORD_DIR}/{STAGING_PREFIX}{token}")
+            os.makedirs(staging)
+        else:
+            staging = where.path
+        return Claim(where, kind, previous, staging, staged, lease, created=not existed)
+    except BaseException:
+        lease.release()  # type: ignore[attr-defined]
+        raise
+
+
+def _clear_stale_staging(where: _LocalFolder) -> None:
+    """Removes the staging folders of runs that ended without publishing: with the lease held, none is live."""
+    base = where.full(RECORD_DIR)
+    for name in sorted(os.listdir(base)):
+        if name.startswith(STAGING_PREFIX):
+            _LOG.info("removing %s, left by an interrupted run", os.path.join(base, name))
+            _remove_tree(os.path.join(base, name))
+
+
+def check_writable_file(path: str, flag: str) -> None:
+    """Refuses an output file flag that names a folder (``OutputFolderRefused``)."""
+    if not is_remote(path) and os.path.isdir(_local(path)):
+        raise OutputFolderRefused(f"{flag} {path} is a folder; name a file in it")
