@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import difflib
 import logging
+import math
 import os
 import re
 import sys
@@ -227,7 +228,8 @@ class Parser(argparse.ArgumentParser):
             kwargs.setdefault("metavar", _metavar(names[0], kwargs.get("type")))
             if "choices" in kwargs:
                 kwargs["metavar"] = "{" + ",".join(str(c) for c in kwargs["choices"]) + "}"
-        if minimum is not None or maximum is not None:
+        # A float flag is checked even without a range: NaN passes every comparison a range check makes.
+        if minimum is not None or maximum is not None or kwargs.get("type") is float:
             kwargs["type"] = _bounded(kwargs.get("type", str), names[0], minimum, maximum, exclusive_max, exclusive_min)
         return self.add_argument(*names, default=default, required=required, **kwargs)
 
@@ -343,9 +345,13 @@ def check_range(
     exclusive_min: bool = False,
     error: type = UsageError,
 ) -> None:
-    """Raises ``error`` ("--flag must be ..., got V") when ``value`` (not None) is outside the range."""
+    """Raises ``error`` ("--flag must be ..., got V") when ``value`` (not None) is outside the range, or is a
+    float that is NaN or infinite (whatever the range: NaN fails no comparison, and no segflow setting means
+    infinity)."""
     if value is None:
         return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise error(f"{flag} takes a finite number, got {value}")
     below = minimum is not None and (value <= minimum if exclusive_min else value < minimum)
     above = maximum is not None and (value >= maximum if exclusive_max else value > maximum)
     if below or above:

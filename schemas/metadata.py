@@ -6,6 +6,8 @@ import dataclasses
 import json
 from typing import Any, Optional
 
+from schemas import strict_json
+
 METADATA_FILE = "metadata.json"
 TRANSFORM_DIR = "transform_fn"  # tensorflow-transform output directory under DST
 DEAD_LETTER_DIR = "dead_letter"
@@ -70,7 +72,7 @@ class DatasetMetadata:
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+        return strict_json.dumps(dataclasses.asdict(self), what=METADATA_FILE) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> "DatasetMetadata":

@@ -30,6 +30,8 @@ import dataclasses
 import json
 from typing import Optional, Sequence, Union
 
+from schemas import strict_json
+
 MODEL_INFO_FILE = "segflow_model.json"
 SAVED_MODEL_FILE = "saved_model.pb"
 MODEL_FORMAT_VERSION = 1
@@ -145,7 +147,7 @@ class ModelInfo:
             raise ModelContractError(f"{MODEL_INFO_FILE}: {'; '.join(problems)}")
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True) + "\n"
+        return strict_json.dumps(dataclasses.asdict(self), what=MODEL_INFO_FILE) + "\n"
 
     @classmethod
     def from_json(cls, text: str, where: str = MODEL_INFO_FILE) -> "ModelInfo":

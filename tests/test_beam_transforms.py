@@ -133,8 +133,8 @@ def _fraction(example_id: str) -> float:
 
 def test_discover_cityscapes_pairs_by_id_and_takes_the_split_from_the_folder(tmp_path):
     """Frames pair with their labelIds/instanceIds by id; ``test`` is image-only (placeholder labels); colour
-    renderings are not inputs; a stray file and an annotation without its image are dead letters; a frame
-    without instanceIds is still an example."""
+    renderings are not inputs; a stray file, an annotation without its image and a frame without instanceIds
+    are dead letters."""
     src = tmp_path / "cityscapes"
     frames = synthetic.write_cityscapes_dataset(
         str(src), frames_per_split={"train": 2, "val": 1, "test": 1}, size=(16, 32)
@@ -151,13 +151,21 @@ def test_discover_cityscapes_pairs_by_id_and_takes_the_split_from_the_folder(tmp
         if split == "test":
             return frame, split, image, None, None
         gt = src / "gtFine" / split / city
-        instances = None if frame == no_instances else str(gt / f"{frame}_gtFine_instanceIds.png")
-        return frame, split, image, str(gt / f"{frame}_gtFine_labelIds.png"), instances
+        return (
+            frame,
+            split,
+            image,
+            str(gt / f"{frame}_gtFine_labelIds.png"),
+            str(gt / f"{frame}_gtFine_instanceIds.png"),
+        )
 
-    expected = [paths(split, frame) for split, ids in frames.items() for frame in ids]
+    expected = [paths(split, frame) for split, ids in frames.items() for frame in ids if frame != no_instances]
+    city = no_instances.split("_")[0]
     dead = {
         "leftImg8bit/train/aachen/notes.txt": ("discover", "unexpected file in leftImg8bit/"),
         orphan: ("pair", "annotation without image"),
+        f"leftImg8bit/train/{city}/{no_instances}_leftImg8bit.png": ("pair", "image without gtFine instanceIds"),
+        f"gtFine/train/{city}/{no_instances}_gtFine_labelIds.png": ("pair", "labelIds without gtFine instanceIds"),
     }
     with _pipeline() as p:
         found = p | Discover(datasets.get("cityscapes"), str(src), SplitFractions(0.0, 0.0))

@@ -8,6 +8,7 @@ flag is adding a field.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional
 
 from schemas import cli
@@ -149,6 +150,8 @@ class TrainConfig:
             weights = [float(w) for w in self.class_weights.split(",")]
         except ValueError:
             raise UsageError("--class_weights takes none, auto, or comma-separated numbers (one per class)")
+        if not all(math.isfinite(w) for w in weights):  # NaN would pass the sign check below
+            raise UsageError(f"--class_weights takes finite numbers, got {self.class_weights}")
         if any(w < 0 for w in weights):
             raise UsageError("--class_weights must be >= 0")
         if num_classes is not None and len(weights) != num_classes:

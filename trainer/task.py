@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from schemas import cli
+from schemas import cli, strict_json
 from schemas.paths import join as join_path
 from trainer.config import TrainConfig, UsageError
 
@@ -46,7 +46,8 @@ def _write_json(path: str, payload: dict) -> None:
     import tensorflow as tf
 
     with tf.io.gfile.GFile(path, "w") as f:
-        f.write(json.dumps(payload, indent=2) + "\n")  # insertion order: class names stay in id order
+        # insertion order: class names stay in id order; a figure that could not be computed (NaN) is null
+        f.write(strict_json.dumps(payload, what=path, absent_as_null=True, sort_keys=False) + "\n")
 
 
 # Fields that must match between a run and the checkpoint it resumes: flags that change the variables' shapes

@@ -10,13 +10,14 @@ its retry settings for transient errors and ``STORAGE_EMULATOR_HOST`` honoured.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import stat
 from typing import Iterable, Iterator, NamedTuple, Optional
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+from schemas import strict_json
 
 _CHUNK = 16 << 20  # stream in 16 MiB pieces: a model's variables may be larger than a worker wants in memory
 
@@ -223,9 +224,11 @@ def write_bytes(path: str, data: bytes, mime_type: str = "application/octet-stre
         handle.write(data)
 
 
-def write_json(path: str, doc: dict) -> None:
-    """``doc`` as segflow writes every JSON report: indented, keys sorted, one trailing newline (byte-stable)."""
-    write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"), "application/json")
+def write_json(path: str, doc: dict, *, absent_as_null: bool = False) -> None:
+    """``doc`` as segflow writes every JSON report: strict (``schemas.strict_json``; ``absent_as_null`` for a
+    report of figures), indented, keys sorted, one trailing newline (byte-stable)."""
+    text = strict_json.dumps(doc, what=path, absent_as_null=absent_as_null)
+    write_bytes(path, (text + "\n").encode("utf-8"), "application/json")
 
 
 def delete_files(paths: Iterable[str]) -> None:

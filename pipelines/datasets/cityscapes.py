@@ -3,8 +3,10 @@
 ``leftImg8bit/<split>/<city>/<frame>_leftImg8bit.png`` with ``gtFine/<split>/<city>/<frame>_gtFine_{labelIds,
 instanceIds}.png``, ``<frame>`` = ``<city>_<seq>_<frame no>``. An example is a frame, grouped on
 ``<split>/<frame>``; its split is its folder's. ``test`` ships placeholder labels, so its frames become
-image-only records. Labels: the official ``cityscapesscripts`` table in ``schemas.labels`` (19 trainIds); there
-is one label mode.
+image-only records. A ``train``/``val`` frame needs both its labelIds and its instanceIds: a Cityscapes record
+carries the instance mask (the contract's ``image/segmentation/instance/encoded``), so a frame without one is a
+dead letter, never a record that silently lacks it. Labels: the official ``cityscapesscripts`` table in
+``schemas.labels`` (19 trainIds); there is one label mode.
 """
 
 from __future__ import annotations
@@ -38,10 +40,16 @@ if TYPE_CHECKING:
 SPLITS = ("train", "val", "test")
 IMAGE_FOLDER, LABEL_FOLDER = "leftImg8bit", "gtFine"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
-# Files that are derived from the ones we read (colour renderings, polygons): not inputs, counted not read.
-DERIVED_SUFFIXES = ("_gtFine_color.png", "_gtFine_polygons.json")
+# Files derived from the ones we read: not inputs, counted not read. The colour renderings and polygons ship
+# with gtFine; cityscapesScripts' createTrainIdLabelImgs / createTrainIdInstanceImgs write the trainId maps
+# beside them, in most users' folders (segflow maps labelIds to trainIds itself).
+DERIVED_SUFFIXES = (
+    "_gtFine_color.png",
+    "_gtFine_polygons.json",
+    "_gtFine_labelTrainIds.png",
+    "_gtFine_instanceTrainIds.png",
+)
 DERIVED_COUNTER = "cityscapes_derived_files_not_read"
-MISSING_INSTANCES_COUNTER = "cityscapes_missing_instance_ids"
 
 _IMAGE = re.compile(r"^(?P<split>[^/]+)/(?P<city>[^/]+)/(?P<id>(?P=city)_\d+_\d+)_leftImg8bit\.png$")
 _GT = re.compile(
@@ -55,7 +63,7 @@ _FRAME_ID = re.compile(r"([A-Za-z]+_\d{6}_\d{6})")
 # ------------------------------------------------------------------------------------------- discovery
 def classify_cityscapes_file(path: str, root: str, folder: str) -> Union[None, tuple[str, tuple[str, str]], DeadLetter]:
     """A file under ``leftImg8bit/`` or ``gtFine/`` → ('<split>/<id>', (role, path)), None for a derived file
-    segflow does not read (colour renderings, polygons), or a dead letter for a stray."""
+    segflow does not read (``DERIVED_SUFFIXES``), or a dead letter for a stray."""
     rel = relative(path, f"{root.rstrip('/')}/{folder}")
     name = basename(path)
     if name.startswith("._"):
@@ -85,14 +93,14 @@ def cityscapes_part(listed: ListedFile, root: str, folder: str) -> Iterator[List
             yield named[0], ("broken", Broken(named[1][0], listed.path, listed.error))
         yield DeadLetter(listed.path, listed.error, "discover")
     elif named is None:
-        yield Count(DERIVED_COUNTER)  # colour renderings / polygons: known companions, counted not read
+        yield Count(DERIVED_COUNTER)  # colour renderings, polygons, trainId maps: counted not read
     else:
         yield named
 
 
 def assemble_cityscapes(key: str, parts: list[tuple[str, object]]) -> Iterator[Assembled]:
-    """('<split>/<id>', parts) → ``Example``, or dead letters for the unpaired parts. ``test`` ships placeholder
-    labels: image-only records."""
+    """('<split>/<id>', parts) → ``Example``, or dead letters for the unpaired parts (a train/val frame needs its
+    image, labelIds and instanceIds). ``test`` ships placeholder labels: image-only records."""
     split, example_id = key.split("/", 1)
     by_role: dict[str, list[str]] = {}
     broken: list[Broken] = []
@@ -120,10 +128,14 @@ def assemble_cityscapes(key: str, parts: list[tuple[str, object]]) -> Iterator[A
         yield DeadLetter(images[0], "image without gtFine labelIds" + why, "pair")
         for path in instances:
             yield DeadLetter(path, "instanceIds without gtFine labelIds" + why, "pair")
+    elif not instances:
+        # A record promises the instance mask: dead letters rather than a record that quietly lacks it.
+        why = alone_because(broken, "instanceIds") or f" (restore {example_id}_gtFine_instanceIds.png from gtFine)"
+        yield DeadLetter(images[0], "image without gtFine instanceIds" + why, "pair")
+        for path in label_ids:
+            yield DeadLetter(path, "labelIds without gtFine instanceIds" + why, "pair")
     else:
-        if not instances:
-            yield Count(MISSING_INSTANCES_COUNTER)
-        yield Example(example_id, split, images[0], label_ids[0], instances[0] if instances else None)
+        yield Example(example_id, split, images[0], label_ids[0], instances[0])
 
 
 # --------------------------------------------------------------------------------------------- the dataset

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import posixpath
 import re
 import zlib
@@ -28,6 +27,7 @@ from PIL import Image
 from pipelines.common.label_png import encode_bitmask_png, encode_label_png
 from pipelines.common.storage import write_bytes
 from pipelines.infer.instances import Instance, instance_id_map
+from schemas import strict_json
 from schemas.labels import LabelSpec, colorize
 
 MASKS_DIR = "masks"
@@ -208,7 +208,7 @@ def write_prediction(
         }
         write_bytes(
             join(output_dir, INSTANCES_DIR, f"{stem}.json"),
-            (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"),
+            (strict_json.dumps(doc, what=f"{stem}.json") + "\n").encode("utf-8"),
             "application/json",
         )
         summary["instances"] = len(rows)
