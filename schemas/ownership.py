@@ -47,6 +47,7 @@ _LOG = logging.getLogger("segflow.ownership")
 RECORD_DIR = ".segflow"
 LEASE_NAME = "lease"
 STAGING_PREFIX = "run-"
+PENDING = "pending"
 RECORD_FORMAT = 1
 KINDS = ("preprocess", "trainer", "infer", "evaluate")
 # Evaluate's JSON lives beside the predictions it scores (infer's OUT by default): it may write into a folder that
@@ -428,6 +429,7 @@ class Claim:
     _lease: object
     created: bool = False
     published: bool = False
+    markers: tuple = ()
 
     @property
     def path(self) -> str:
@@ -435,6 +437,13 @@ class Claim:
 
     def staging_folder(self) -> Folder:
         return folder(self.staging)
+
+    def write_path(self, rel: str) -> str:
+        """Where the run writes its output file ``rel``: under ``staging``; a completion marker of a run that
+        writes in place goes to ``.segflow/pending/`` until ``publish`` puts it in place."""
+        if not self.staged and rel in self.markers:
+            return self.where.full(f"{RECORD_DIR}/{PENDING}/{rel}")
+        return join(self.staging, rel)
 
     def record(self, files: Iterable[str]) -> None:
         """Adds files written in place (outside staging) to the record now, so that a later run may delete
@@ -456,7 +465,7 @@ class Claim:
 
     def publish(
         self,
-        markers: Sequence[str] = (),
+        markers: Optional[Sequence[str]] = None,
         written: Optional[Iterable[str]] = None,
         replaces: Optional[Sequence[str]] = None,
     ) -> list[str]:
@@ -470,12 +479,13 @@ class Claim:
         publication supersedes (default: all of the previous run's files); recorded files outside them (a
         trainer's checkpoints, when it publishes its export) are kept.
         """
-        markers = list(markers)
+        markers = list(self.markers if markers is None else markers)
         if self.staged:
             stage = self.staging_folder()
             new = set(stage.files())
         else:
-            new = set(written or ())
+            pending = {rel for rel in markers if self.where.is_file(f"{RECORD_DIR}/{PENDING}/{rel}")}
+            new = set(written or ()) | pending
         superseded = {rel for rel in self.previous if _under(rel, replaces)} if replaces is not None else self.previous
         kept = self.previous - superseded
         stale = superseded - new
@@ -494,6 +504,11 @@ class Claim:
                 if rel in new:
                     self.where.move_in(stage.full(rel), rel)
             _remove_tree(stage.path)
+        else:
+            for rel in markers:  # small files: a copy, then the pending one goes
+                if rel in pending:
+                    self.where.write(rel, self.where.read(f"{RECORD_DIR}/{PENDING}/{rel}") or b"")
+                    self.where.delete(f"{RECORD_DIR}/{PENDING}/{rel}")
         self.previous = kept | new
         write_record(self.where, self.kind, self.previous)
         self.published = True
@@ -538,11 +553,14 @@ def claim(
     *,
     adopt: Optional[Adopter] = None,
     staged: bool = True,
+    markers: Sequence[str] = (),
 ) -> Claim:
     """Takes ``path`` for a run of ``kind`` (see the module docstring): refuses a folder it may not write
     (``OutputFolderRefused``, naming ``flag`` and how to proceed), takes the lease, removes what interrupted runs
     left in ``.segflow/``, and makes the run's staging folder. ``staged``: write through a staging folder and
-    publish by renames (local folders only; on ``gs://`` a run always writes in place).
+    publish by renames (local folders only; on ``gs://`` a run always writes in place). ``markers``: the files
+    whose presence says the output is complete (``metadata.json`` ...): a run that writes in place deletes the
+    previous run's now, and writes its own to ``Claim.write_path`` for ``publish`` to put in place last.
 
     Raises ``OSError`` when the folder cannot be created or written (a read-only or full disk, a file where the
     folder should be): found here, before the run reads any input or changes any output.
@@ -595,7 +613,11 @@ def claim(
             os.makedirs(staging)
         else:
             staging = where.path
-        return Claim(where, kind, previous, staging, staged, lease, created=not existed)
+            for rel in markers:  # the output is about to change in place: it no longer claims to be complete
+                where.delete(f"{RECORD_DIR}/{PENDING}/{rel}")
+                if rel in previous:
+                    where.delete(rel)
+        return Claim(where, kind, previous, staging, staged, lease, created=not existed, markers=tuple(markers))
     except BaseException:
         lease.release()  # type: ignore[attr-defined]
         raise

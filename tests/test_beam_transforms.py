@@ -296,7 +296,8 @@ def _read_tfrecords(path: pathlib.Path) -> list[bytes]:
 @pytest.mark.parametrize("spill", [False, True], ids=["grouped", "spilled"])
 def test_write_shards_reports_and_writes_every_record_once_in_key_order(tmp_path, spill):
     """Each record lands in the shard its key hashes to, shards hold their records sorted by key, every shard of
-    the plan exists (an empty one too), a stale shard of an earlier plan is deleted and a non-shard file kept;
+    the plan exists (an empty one too), and no other file is touched (an earlier plan's shard goes at
+    publication, by the owner record);
     the transform reports the plan and the records of each shard, and ``per_shard`` the originals."""
     out = tmp_path / "out"
     out.mkdir()
@@ -338,7 +339,9 @@ def test_write_shards_reports_and_writes_every_record_once_in_key_order(tmp_path
         )
         assert_that(write.per_shard, equal_to(per_shard), label="PerShard")
 
-    assert sorted(p.name for p in out.iterdir()) == sorted([*expected_files, "notes.txt"])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*expected_files, "notes.txt", "train-00000-of-00005.tfrecord.gz"]
+    )
     assert {name: _read_tfrecords(out / name) for name in expected_files} == expected_files
     assert sorted(r for name in expected_files for r in _read_tfrecords(out / name)) == sorted(
         r.serialized for r in records

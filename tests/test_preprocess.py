@@ -291,10 +291,11 @@ def test_byte_identical_reruns_with_augmentation_multiprocessing(pet_raw_dir, tm
             assert set(np.unique(_mask(r))) <= {0, 1, 2}  # crops and flips never invent labels
 
 
-def test_rerun_leaves_no_stale_shards(pet_records_dir, pet_raw_dir, tmp_path):
+def test_rerun_leaves_no_stale_shards_and_no_file_it_did_not_write_is_deleted(pet_records_dir, pet_raw_dir, tmp_path):
     dst = tmp_path / "dst"
     shutil.copytree(pet_records_dir, dst)
-    (dst / "val-00007-of-00009.tfrecord.gz").write_bytes(b"stale")  # e.g. from a run with --num_shards 9
+    # Named like a shard, but not written by segflow (not in DST's owner record): never deleted by its name.
+    (dst / "val-00007-of-00009.tfrecord.gz").write_bytes(b"someone else's")
     assert "train-00000-of-00001.tfrecord.gz" in {p.name for p in dst.glob("*.tfrecord.gz")}
     meta = _run(
         [
@@ -312,8 +313,10 @@ def test_rerun_leaves_no_stale_shards(pet_records_dir, pet_raw_dir, tmp_path):
             "in_memory",
         ]
     )
-    names = {p.name for p in dst.glob("*.tfrecord.gz")}
+    names = {p.name for p in dst.glob("*.tfrecord.gz")} - {"val-00007-of-00009.tfrecord.gz"}
     assert names == {f"{s}-{i:05d}-of-00003.tfrecord.gz" for s in features.SPLITS for i in range(3)}
+    assert (dst / "val-00007-of-00009.tfrecord.gz").read_bytes() == b"someone else's"
+    (dst / "val-00007-of-00009.tfrecord.gz").unlink()  # not a record file: out of the way of the glob below
     assert meta.num_shards == {"train": 3, "val": 3, "test": 3}
     # Shards no record hashed to are still valid (empty) GZIP TFRecord files.
     assert {s: len(_parsed(dst, s)) for s in features.SPLITS} == meta.counts

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import tempfile
 from typing import TYPE_CHECKING, Optional, Sequence
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
 
     from pipelines.preprocess.records import RecordOptions
     from pipelines.preprocess.shards import ShardsWritten
+    from schemas import ownership
 
 _LOG = logging.getLogger("segflow.preprocess")
 NAME = "pipelines.preprocess"
@@ -42,6 +44,8 @@ PROG = f"python -m {NAME}"
 # agree).
 SPLITS = ("train", "val", "test")
 RESIZE_MODES = ("stretch", "pad")
+# tensorflow-transform's two output folders (tft.TFTransformOutput's names; a test checks they agree).
+TRANSFORM_FOLDERS = ("transform_fn", "transformed_metadata")
 # What the job's worker processes import (its DoFns' modules, tensorflow-transform's analyzers): their fork server
 # loads these once, before the first worker starts (``pipelines.common.forkserver``).
 WORKER_MODULES = (
@@ -295,12 +299,13 @@ NO_TRAIN_REASON = (
 def _write_metadata(
     _: object,
     config: PreprocessConfig,
+    path: str,
     dead_letters: int,
     written: "ShardsWritten",
     per_shard: list[tuple[str, int, int]],
     stats: list[Optional[DatasetStats]],
 ) -> Optional[str]:
-    """Writes metadata.json, the last file of a run (see ``run``): every shard, the stale-shard deletion,
+    """Writes metadata.json, the last file of a run (see ``run``): every shard,
     transform_fn/ and the dead letters are in place when this runs (its side inputs come after them).
 
     Names every shard with its record count and its size as stored, listed from DST now. When no input became
@@ -317,12 +322,11 @@ def _write_metadata(
         storage.delete_files(FileSystems.join(config.output_dir, name) for name in written.records)
         return None
     on_storage = shard_files(config.output_dir)
-    if set(on_storage) != set(written.records):
-        # Only another process writing the same --output_dir at the same time can do this.
+    missing = sorted(set(written.records) - set(on_storage))
+    if missing:  # the lease keeps other segflow runs out: something else deleted them
         raise RuntimeError(
-            f"the shard files in {config.output_dir} changed while this run wrote them (expected "
-            f"{sorted(written.records)}, found {sorted(on_storage)}): is another preprocess run "
-            "writing the same --output_dir?"
+            f"shard files this run wrote in {config.output_dir} are gone ({', '.join(missing[:3])}): was the "
+            "folder changed by another program while preprocess ran? Rerun the same command"
         )
     manifest = {name: {"records": n, "bytes": on_storage[name].size} for name, n in written.records.items()}
     stat = stats[0] if stats else None
@@ -336,7 +340,6 @@ def _write_metadata(
         manifest,
         None if stat is not None else NO_TRAIN_REASON,
     )
-    path = FileSystems.join(config.output_dir, METADATA_FILE)
     storage.write_bytes(path, metadata.to_json().encode("utf-8"), "application/json")
     return path
 
@@ -350,9 +353,12 @@ def _estimated_record_bytes(config: PreprocessConfig) -> int:
     return int(per_image + per_masks) + 200
 
 
-def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) -> beam.PCollection:
+def build_pipeline(
+    p: beam.Pipeline, config: PreprocessConfig, temp_dir: str, metadata_path: Optional[str] = None
+) -> beam.PCollection:
     """Adds the whole job to ``p``; returns the PCollection holding the metadata.json path once written (None
-    when every input was a dead letter).
+    when every input was a dead letter). ``metadata_path``: where metadata.json goes (default: in
+    ``config.output_dir``; a run that writes in place puts it aside for its publication).
 
     Nothing here touches the input: discovery happens when the pipeline runs, on whichever runner.
     """
@@ -402,6 +408,7 @@ def build_pipeline(p: beam.Pipeline, config: PreprocessConfig, temp_dir: str) ->
         >> beam.Map(
             _write_metadata,
             config,
+            metadata_path or FileSystems.join(config.output_dir, METADATA_FILE),
             dead_letters=beam.pvalue.AsSingleton(dead_count),
             written=beam.pvalue.AsSingleton(written),
             per_shard=beam.pvalue.AsList(shard_writer.per_shard),
@@ -494,9 +501,12 @@ def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
     Returns None when the runner only constructs the job (``--dry_run=True``). Raises ``UsageError`` for bad
     flags or an empty input, ``NoRecordsError`` when every input was a dead letter.
 
-    Publication: before anything in DST changes, ``DST/metadata.json`` is deleted; it is written last, naming
-    every shard (``build_pipeline``). So a reader that finds metadata.json finds the complete output it
-    describes, and a run that fails or is killed leaves no metadata.json (never an old one beside new shards).
+    Publication (``schemas.ownership``): DST is claimed first (refused when it holds files preprocess did not
+    write, or while another run writes it). Locally the run writes into a staging folder inside DST and publishes
+    by renames, metadata.json last: until then readers see the previous complete output, and a run that fails or
+    is killed leaves it as it was. On gs:// the run writes in place: the previous metadata.json is deleted first
+    and the new one written last, naming every shard. Files of the previous run that this one did not write
+    (shards of another count) are deleted by the owner record.
     """
     from pipelines.common import runner as runner_lib
 
@@ -507,6 +517,46 @@ def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
 
 
 def _run(config: PreprocessConfig, beam_argv: list[str]) -> Optional[DatasetMetadata]:
+    from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+
+    if PipelineOptions(beam_argv).view_as(TestOptions).dry_run:  # the job is only constructed: nothing written
+        return _run_claimed(config, beam_argv, None)
+    from schemas import ownership
+
+    # DST is claimed before any input is read: a folder this job may not write is refused, and one it cannot
+    # write fails here, before any work.
+    with ownership.claim(
+        config.output_dir, "preprocess", "--output_dir", adopt=previous_release_files, markers=[METADATA_FILE]
+    ) as claim:
+        return _run_claimed(config, beam_argv, claim)
+
+
+def previous_release_files(where: "ownership.Folder", kind: str) -> Optional[set]:
+    """What a preprocess run of the release before owner records wrote in ``where``: its metadata.json, the
+    shards it names, its dead-letter file and tensorflow-transform's two folders; None when ``where`` holds no
+    metadata.json of that release."""
+    from pipelines.common.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE
+
+    data = where.read(METADATA_FILE)
+    if data is None:
+        return None
+    try:
+        shards = set(json.loads(data)["shards"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    files = {METADATA_FILE, *shards}
+    for rel in (f"{DEAD_LETTER_DIR}/{DEAD_LETTER_FILE}",):
+        if where.is_file(rel):
+            files.add(rel)
+    for folder in TRANSFORM_FOLDERS:
+        files.update(where.files(folder))
+    return files
+
+
+def _run_claimed(
+    config: PreprocessConfig, beam_argv: list[str], claim: Optional["ownership.Claim"]
+) -> Optional[DatasetMetadata]:
+    """Runs the job into ``claim``'s staging folder (in place on gs://), then publishes it (see ``run``)."""
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import GoogleCloudOptions
 
@@ -523,22 +573,25 @@ def _run(config: PreprocessConfig, beam_argv: list[str]) -> Optional[DatasetMeta
     temp_root = options.view_as(GoogleCloudOptions).temp_location or (
         config.output_dir if remote else tempfile.gettempdir()
     )
-    metadata_path = FileSystems.join(config.output_dir, METADATA_FILE)
+    written = config if claim is None else dataclasses.replace(config, output_dir=claim.staging)
     if not dry_run:
-        storage.delete_files([metadata_path])
         scratch.remove_dead(temp_root, config.output_dir)  # what killed runs into this DST left behind
     temp_dir = scratch.new_folder(temp_root, config.output_dir, remote)
     try:
         with runner_lib.new_pipeline(options) as p:
-            build_pipeline(p, config, temp_dir)
+            build_pipeline(p, written, temp_dir, metadata_path=claim.write_path(METADATA_FILE) if claim else None)
         result = p.result
-        if dry_run:
+        if dry_run or claim is None:
             return None
         counters = _log_counters(result)
-        if not FileSystems.exists(metadata_path):
+        metadata_path = claim.write_path(METADATA_FILE)
+        metadata = None
+        if FileSystems.exists(metadata_path):
+            with FileSystems.open(metadata_path) as handle:
+                metadata = DatasetMetadata.from_json(handle.read().decode("utf-8"))
+        claim.publish(written=None if claim.staged else _files_written(config.output_dir, metadata))
+        if metadata is None:
             raise NoRecordsError(_no_records_message(config.output_dir))
-        with FileSystems.open(metadata_path) as handle:
-            metadata = DatasetMetadata.from_json(handle.read().decode("utf-8"))
         if counters:
             metadata.extra.setdefault("counters", counters)  # returned only; metadata.json stays deterministic
         return metadata
@@ -548,6 +601,21 @@ def _run(config: PreprocessConfig, beam_argv: list[str]) -> Optional[DatasetMeta
                 storage.remove_tree(temp_dir)  # literally: a --temp_location may hold glob characters
             except Exception as e:  # cleaning a temp dir must never hide the job's own error
                 _LOG.warning("could not delete %s: %s", temp_dir, e)
+
+
+def _files_written(output_dir: str, metadata: Optional[DatasetMetadata]) -> set:
+    """The files a run that wrote ``output_dir`` in place (gs://) wrote there: the shards its metadata names,
+    its dead-letter file and tensorflow-transform's folders (written whole by this run)."""
+    from pipelines.common import storage
+    from pipelines.common.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE
+
+    files = {f"{DEAD_LETTER_DIR}/{DEAD_LETTER_FILE}"}
+    if metadata is not None:
+        files.update(metadata.shards)
+        if metadata.stats is not None:
+            for folder in TRANSFORM_FOLDERS:
+                files.update(f"{folder}/{rel}" for rel in storage.list_tree(f"{output_dir.rstrip('/')}/{folder}"))
+    return files
 
 
 def summary(metadata: DatasetMetadata, output_dir: str) -> str:

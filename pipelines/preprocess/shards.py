@@ -13,8 +13,8 @@ stays flat however many records it writes. Both ways write identical shards.
 The number of shards per split is ``--num_shards`` or, by default, one per ``TARGET_SHARD_BYTES`` of
 estimated records, and at least enough for parallel reads (``PARALLEL_READ_SHARDS``, never below
 ``MIN_RECORDS_PER_SHARD`` records each), decided from the number of source examples per split. Shards left over
-from an earlier run into the same directory (another shard count, a split that is now empty) are deleted at the
-end: found by listing that folder (its name is literal, never a glob), and only shard-named files directly in it.
+from an earlier run into the same directory (another shard count, a split that is now empty) are deleted when the
+run publishes, by the folder's owner record (``schemas.ownership``), never by name pattern.
 The transform's output names the shard files that now make up each split and how many records each holds.
 """
 
@@ -227,16 +227,16 @@ def _pointer_by_shard(pointer: _Pointer, shards: dict[str, int]) -> tuple[tuple[
 def _finalize(
     num_shards: dict[str, int], output_dir: str, spill_dir: Optional[str], written: list[tuple[str, int, int]]
 ) -> ShardsWritten:
-    """Writes empty shards for shard indices no record hashed to, deletes stale shards and the scratch files;
-    returns what the split's shards now are."""
+    """Writes empty shards for shard indices no record hashed to and deletes the scratch files; returns what the
+    split's shards now are."""
     records = {name: n for name, n, _ in written}
     for split, count in sorted(num_shards.items()):
         for index in range(count):
             name = SHARD_NAME.format(split=split, index=index, count=count)
             if name not in records:
                 records[name] = write_tfrecord_file(shard_path(output_dir, split, index, count), [])
-    # Only shard-named files directly in the folder (listed literally, deleted by exact path) can be stale.
-    storage.delete_files(listed.path for name, listed in shard_files(output_dir).items() if name not in records)
+    # Shards an earlier run left (another count, a split now empty) are not deleted here: the run's publication
+    # deletes them by the folder's owner record (schemas.ownership), never by name pattern.
     if spill_dir is not None:
         shutil.rmtree(spill_dir, ignore_errors=True)
     return ShardsWritten(dict(sorted(num_shards.items())), dict(sorted(records.items())))
@@ -263,9 +263,9 @@ class WriteShards(beam.PTransform):
 
     ``spill_dir``: a local scratch folder for runners on this machine (records are grouped as pointers into
     files there, see the module docstring); None groups the records themselves (remote runners' shuffle).
-    Returns a PCollection with one element, a ``ShardsWritten``, emitted once every shard is written and stale
-    shards are gone. After ``expand``, ``per_shard`` is the PCollection of ``(shard file name, records, original
-    records)`` of every non-empty shard written (originals: augmentation copy 0, one per source example).
+    Returns a PCollection with one element, a ``ShardsWritten``, emitted once every shard is written. After
+    ``expand``, ``per_shard`` is the PCollection of ``(shard file name, records, original records)`` of every
+    non-empty shard written (originals: augmentation copy 0, one per source example).
     """
 
     def __init__(self, output_dir: str, plan: beam.PCollection, spill_dir: Optional[str] = None):

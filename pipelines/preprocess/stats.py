@@ -363,16 +363,18 @@ def _publish_transform(_: object, src: str, dst: str, totals: AnalysisTotals) ->
     when there were no train examples: that graph is dropped)."""
     if totals.examples:
         for folder in _transform_folders():
-            storage.replace_tree(FileSystems.join(src, folder), FileSystems.join(dst, folder))
+            # An earlier run's files that this graph does not overwrite go at publication, by the owner record.
+            storage.copy_tree(FileSystems.join(src, folder), FileSystems.join(dst, folder))
 
 
 def _read_back_stats(
     _: object, write_dir: str, output_dir: str, image_size: Sequence[int], num_classes: int, totals: AnalysisTotals
 ) -> DatasetStats | None:
-    """The published graph's ``DatasetStats``; None with no train examples, after removing ``output_dir``'s
-    transform folders (the graph of empty totals, or an earlier run's)."""
+    """The published graph's ``DatasetStats``; None with no train examples, after removing the graph of empty
+    totals this run wrote (an earlier run's goes at publication, by the owner record)."""
     if totals.examples == 0:
-        for folder in _transform_folders():
-            storage.remove_tree(FileSystems.join(output_dir, folder))
+        if write_dir == output_dir:
+            for folder in _transform_folders():
+                storage.remove_tree(FileSystems.join(write_dir, folder))
         return None
     return read_stats(write_dir, image_size, num_classes, totals.exact_moments())
