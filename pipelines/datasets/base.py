@@ -208,3 +208,10 @@ class Dataset(abc.ABC):
     @abc.abstractmethod
     def ground_truth_layouts(self, split: Optional[str]) -> list[GroundTruthLayout]:
         """Where evaluate looks for ground truth below ``--ground_truth``, first match wins."""
+
+    def evaluate_split_ids(self, split: str, ground_truth: str, files: Files) -> Optional[frozenset[str]]:
+        """The ids of the dataset's own ``split`` (evaluate's ``--split``) as the ground truth lists them (Pet's
+        ``annotations/<split>.txt``), or None where a split is a folder that ``ground_truth_layouts(split)``
+        names. Raises ``ValueError`` (the one line to show) when the dataset or the ground truth has no such
+        split."""
+        return None

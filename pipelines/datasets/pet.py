@@ -239,6 +239,27 @@ class Pet(Dataset):
             GroundTruthLayout((), 1, ".png"),
         ]
 
+    def evaluate_split_ids(self, split: str, ground_truth: str, files: Files) -> Optional[frozenset[str]]:
+        # Only the official lists name a split: train/val are hashed out of trainval by --val_fraction, which
+        # the ground truth does not record.
+        lists = {name[: -len(".txt")]: name for name in sorted(SPLIT_LIST_FILES)}
+        if split not in lists:
+            raise ValueError(
+                f"Pet's own splits are {' and '.join(lists)} ({', '.join(f'{ANNOTATIONS}/{n}' for n in lists.values())}"
+                f"), not {split!r}: train and val are carved out of trainval by preprocess's --val_fraction"
+            )
+        folder = files.join(ground_truth, ANNOTATIONS)
+        found = [f for f in files.list_folder(folder) if basename(f.path) == lists[split] and f.error is None]
+        if not found:
+            raise ValueError(
+                f"--split {split} needs Pet's list {files.join(folder, lists[split])}, which is not there (or not "
+                "readable): point --ground_truth at the Pet root holding annotations/, or leave --split out"
+            )
+        text = files.read(found[0].path).decode("utf-8", errors="replace")
+        return frozenset(
+            row[0] for row in parse_pet_list(text, split, found[0].path) if not isinstance(row, DeadLetter)
+        )
+
 
 DATASET = Pet(
     name="pet",

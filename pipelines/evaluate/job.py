@@ -3,24 +3,29 @@ docstring is its --help)."""
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import posixpath
 import sys
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, Callable, NamedTuple, Optional, Sequence
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from PIL import Image
 
 from pipelines import datasets
 from pipelines.common import flags, storage
+from pipelines.common.decode import decode_label_map
 from pipelines.common.runner import make_pipeline_options, new_pipeline
+from pipelines.datasets.base import GroundTruthLayout
+from pipelines.datasets.discovery import BeamFiles
 from pipelines.evaluate import options as job_options
 from pipelines.infer import outputs
-from schemas import labels, scores as segmentation_scores
-from schemas.cli import DataError
+from schemas import labels, scores as segmentation_scores, strict_json
+from schemas.cli import DataError, UsageError
 
 NAMESPACE = "segflow_evaluate"
 
@@ -68,6 +73,52 @@ def _nan_to_none(value: float) -> Optional[float]:
     return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
 
 
+def write_evaluation(path: str, doc: dict[str, Any]) -> None:
+    """Writes the evaluation document as strict JSON: it is a report of figures, so one that could not be
+    computed (the IoU of a class seen nowhere, the mIoU of no scored image) is ``null``, never a bare ``NaN``."""
+    storage.write_json(path, strict_json.with_absent_as_null(doc))
+
+
+# ------------------------------------------------------------------------------------------ reading masks
+# Pillow modes whose pixels are ids: 8-bit grey, 16/32-bit integer grey, 1-bit. A palette (P) image's pixels are
+# colour indices: infer's color/ folder holds train ids painted in class colours, which for Cityscapes (train
+# ids 0..18) are all valid labelIds and would be scored as a plausible, wrong mIoU.
+ID_MASK_MODES = ("L", "I;16", "I;16B", "I;16L", "I", "1")
+NOT_AN_ID_MASK = "expected a single-channel id mask"
+_MODE_NAMES = {"P": "palette (colour) image", "PA": "palette (colour) image", "LA": "grey and alpha image"}
+
+
+def _pillow_mode(data: bytes) -> Optional[str]:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.mode
+    except Exception:  # noqa: BLE001 - unreadable: decode_label_map says why, in its stable words
+        return None
+
+
+def read_prediction(data: bytes, dataset: str) -> np.ndarray:
+    """A predicted mask's native ids ``[H, W]`` (uint8); ``ValueError`` saying what was found when the file is not
+    a single-channel id mask or holds values outside the dataset's label set (``native_mask_problem``)."""
+    mode = _pillow_mode(data)
+    if mode is not None and mode not in ID_MASK_MODES:
+        raise ValueError(f"{_MODE_NAMES.get(mode, f'{mode} image')}, {NOT_AN_ID_MASK}")
+    native = decode_label_map(data, "prediction", bits=16)
+    problem = datasets.get(dataset).mask_problem(native, "mask")
+    if problem:
+        raise ValueError(problem)
+    return native.astype(np.uint8)  # every valid native id fits 8 bits
+
+
+def read_ground_truth(data: bytes, dataset: str) -> np.ndarray:
+    """A ground-truth mask's native ids ``[H, W]``, decoded and checked by the rule preprocess applies to the same
+    file (a mask preprocess dead-letters is never scored); ``ValueError`` (the reason) otherwise."""
+    native = decode_label_map(data, "ground truth")
+    problem = datasets.get(dataset).mask_problem(native, "mask")
+    if problem:
+        raise ValueError(problem)
+    return native
+
+
 def format_table(result: dict[str, Any]) -> str:
     """The printed report: one row per class, then mIoU and pixel accuracy."""
     width = max([len("pixel accuracy")] + [len(n) for n in result["class_names"]])
@@ -113,23 +164,30 @@ class CompareMasks(beam.DoFn):
         if len(preds) > 1:
             yield "error", {"path": preds[0], "error": f"{len(preds)} predictions for {key}: {preds}"}
             return
-        try:
-            gt = outputs.decode_png(storage.read_bytes(gts[0]))
-            pred = outputs.decode_png(storage.read_bytes(preds[0]))
-            if gt.ndim != 2 or pred.ndim != 2:
-                raise ValueError("masks must be single-channel PNGs")
-            if gt.shape != pred.shape:
-                raise ValueError(
-                    f"size {pred.shape[1]}x{pred.shape[0]} differs from ground truth {gt.shape[1]}x{gt.shape[0]}"
-                )
-            matrix = confusion_matrix(
-                to_train_ids(gt, self._dataset, self._mode), to_train_ids(pred, self._dataset, self._mode), self._c
-            )
-        except Exception as err:  # noqa: BLE001 - reported, not fatal
-            yield "error", {"path": preds[0], "error": str(err)[:300]}
+        gt, gt_problem = self._read(gts[0], read_ground_truth)
+        pred, pred_problem = self._read(preds[0], read_prediction)
+        if gt is not None and pred is not None and gt.shape != pred.shape:
+            pred_problem = f"size {pred.shape[1]}x{pred.shape[0]}, ground truth {gt.shape[1]}x{gt.shape[0]}"
+        if gt_problem:
+            yield "error", {"path": gts[0], "error": f"ground truth: {gt_problem}"}
+        if pred_problem:
+            yield "error", {"path": preds[0], "error": f"prediction: {pred_problem}"}
+        if gt_problem or pred_problem:
             return
+        matrix = confusion_matrix(
+            to_train_ids(gt, self._dataset, self._mode), to_train_ids(pred, self._dataset, self._mode), self._c
+        )
         self._images.inc()
         yield "matrix", matrix
+
+    def _read(
+        self, path: str, reader: Callable[[bytes, str], np.ndarray]
+    ) -> tuple[Optional[np.ndarray], Optional[str]]:
+        """(the mask, None) or (None, why it cannot be scored)."""
+        try:
+            return reader(storage.read_bytes(path), self._dataset), None
+        except Exception as err:  # noqa: BLE001 - an error of this image, listed in the JSON; the run exits 1
+            return None, " ".join(str(err).split())[:300] or type(err).__name__
 
 
 class SumConfusion(beam.CombineFn):
@@ -199,12 +257,18 @@ def summarise(acc: dict[str, Any], spec: labels.LabelSpec, extra: dict[str, Any]
     return doc
 
 
+def _ground_truth_layouts(dataset: str, split: Optional[str]) -> list[GroundTruthLayout]:
+    """The dataset's ground-truth layouts for ``split``; with a split, only those that name its folder where the
+    dataset has any (a flat folder of masks cannot say which split a mask is of, so it would score them all)."""
+    layouts = datasets.get(dataset).ground_truth_layouts(split)
+    named = [layout for layout in layouts if split and split in layout.folder]
+    return named or layouts
+
+
 def ground_truth_patterns(root: str, dataset: str, split: Optional[str]) -> list[str]:
     """The layouts ``find_ground_truth`` looks for, as readable globs (for messages; ``root`` is literal)."""
     root = root.rstrip("/")
-    return [
-        FileSystems.join(root, *layout.pattern_parts()) for layout in datasets.get(dataset).ground_truth_layouts(split)
-    ]
+    return [FileSystems.join(root, *layout.pattern_parts()) for layout in _ground_truth_layouts(dataset, split)]
 
 
 def _layouts(root: str, dataset: str, split: Optional[str]) -> list[tuple[str, int, str]]:
@@ -212,7 +276,7 @@ def _layouts(root: str, dataset: str, split: Optional[str]) -> list[tuple[str, i
     root = root.rstrip("/")
     return [
         (FileSystems.join(root, *layout.folder) if layout.folder else root, layout.depth, layout.suffix)
-        for layout in datasets.get(dataset).ground_truth_layouts(split)
+        for layout in _ground_truth_layouts(dataset, split)
     ]
 
 
@@ -262,10 +326,30 @@ class EvaluationInputs(NamedTuple):
     predictions: list[str]
     errors: list[dict[str, str]]  # unreadable entries, files whose name carries no id
     ignored: list[dict[str, str]]  # hidden files (e.g. macOS ._ metadata), never masks
+    outside_split: int = 0  # predictions whose id the split's list does not name (left out, not scored)
 
 
-def gather_inputs(predictions: str, ground_truth: str, dataset: str, split: Optional[str]) -> EvaluationInputs:
-    """Lists both sides literally and checks they pair; raises ``ValueError`` with the one line to show."""
+def split_ids(ground_truth: str, dataset: str, split: Optional[str]) -> Optional[frozenset[str]]:
+    """The ids of ``--split`` where the dataset lists them (Pet's list files), None where the split is a folder of
+    the ground truth (or no split is asked for); ``UsageError`` when the dataset has no such split."""
+    if not split:
+        return None
+    try:
+        return datasets.get(dataset).evaluate_split_ids(split, ground_truth.rstrip("/"), BeamFiles())
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+
+
+def gather_inputs(
+    predictions: str,
+    ground_truth: str,
+    dataset: str,
+    split: Optional[str],
+    ids_of_split: Optional[frozenset[str]] = None,
+) -> EvaluationInputs:
+    """Lists both sides literally and checks they pair; raises ``ValueError`` with the one line to show
+    (``UsageError`` when ``split`` names a split folder the ground truth does not have). ``ids_of_split``
+    (``split_ids``): only those ids are scored, and counted as missing."""
     errors: list[dict[str, str]] = []
     ignored: list[dict[str, str]] = []
     no_id = f"no example id ({datasets.get(dataset).example_id_hint}) in the name"
@@ -287,12 +371,24 @@ def gather_inputs(predictions: str, ground_truth: str, dataset: str, split: Opti
     if not pred_listed:
         raise ValueError(f"no predicted masks (*.png) in {predictions}{_suggestion(predictions)}")
     pattern, gt_listed = find_ground_truth(ground_truth, dataset, split)
-    if pattern is None:
-        raise ValueError(
-            f"no {dataset} ground-truth masks under {ground_truth} (looked for "
-            f"{', '.join(ground_truth_patterns(ground_truth, dataset, split))})"
+    looked_for = ", ".join(ground_truth_patterns(ground_truth, dataset, split))
+    if pattern is None and split and ids_of_split is None:
+        raise UsageError(
+            f"--split {split}: no {dataset} ground truth of split {split} under {ground_truth} "
+            f"(looked for {looked_for}); leave --split out or name a split folder it has"
         )
+    if pattern is None:
+        raise ValueError(f"no {dataset} ground-truth masks under {ground_truth} (looked for {looked_for})")
     preds, gts = usable(pred_listed), usable(gt_listed)
+    outside_split = 0
+    if ids_of_split is not None:
+        gts = [p for p in gts if example_id(p, dataset) in ids_of_split]
+        kept = [p for p in preds if example_id(p, dataset) in ids_of_split]
+        outside_split, preds = len(preds) - len(kept), kept
+        if not gts:
+            raise ValueError(
+                f"none of the {len(ids_of_split)} ids of split {split} has a ground-truth mask in {pattern}"
+            )
     gt_ids = {example_id(p, dataset) for p in gts}
     paired = sum(1 for p in preds if example_id(p, dataset) in gt_ids)
     if not paired:
@@ -301,7 +397,12 @@ def gather_inputs(predictions: str, ground_truth: str, dataset: str, split: Opti
             f"ground-truth ids in {pattern}{_suggestion(predictions)}"
         )
     return EvaluationInputs(
-        pattern, gts, preds, sorted(errors, key=lambda e: e["path"]), sorted(ignored, key=lambda e: e["path"])
+        pattern,
+        gts,
+        preds,
+        sorted(errors, key=lambda e: e["path"]),
+        sorted(ignored, key=lambda e: e["path"]),
+        outside_split,
     )
 
 
@@ -320,7 +421,7 @@ def build_pipeline(
         | "Compare" >> beam.ParDo(CompareMasks(spec.dataset, spec.mode, spec.num_classes))
         | "Sum" >> beam.CombineGlobally(SumConfusion(spec.num_classes))
         | "Summarise" >> beam.Map(summarise, spec, extra)
-        | "Write" >> beam.Map(lambda doc: storage.write_json(output_file, doc))
+        | "Write" >> beam.Map(lambda doc: write_evaluation(output_file, doc))
     )
 
 
@@ -342,12 +443,17 @@ def output_file(options: job_options.EvaluateOptions) -> str:
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     """Runs the evaluation job; returns the evaluation document (also written to ``output_file``). Raises
-    ``UsageError`` for bad flags, ``DataError`` when the two folders hold nothing that pairs."""
+    ``UsageError`` for bad flags (a ``--split`` the dataset does not have), ``DataError`` when the two folders
+    hold nothing that pairs, and, after writing the document, when any file was an error or no image was
+    scored: a score over what was left would be a wrong score."""
     args, beam_argv = parse_args(argv)
     spec = datasets.get(args.dataset).label_spec(args.label_mode)
     predictions = args.predictions.rstrip("/")
+    ids_of_split = split_ids(args.ground_truth, args.dataset, args.split)
     try:
-        inputs = gather_inputs(predictions, args.ground_truth, args.dataset, args.split)
+        inputs = gather_inputs(predictions, args.ground_truth, args.dataset, args.split, ids_of_split)
+    except UsageError:
+        raise
     except ValueError as err:
         raise DataError(str(err)) from None
     destination = output_file(args)
@@ -356,10 +462,38 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         "ground_truth": args.ground_truth,
         "ground_truth_pattern": inputs.ground_truth_pattern,
     }
+    if args.split:  # only then: a run without --split writes the same document as before
+        extra["split"] = args.split
+    if ids_of_split is not None:
+        extra["predictions_outside_split"] = inputs.outside_split
     pipeline = new_pipeline(make_pipeline_options(beam_argv))
     build_pipeline(pipeline, inputs, spec, destination, extra)
     pipeline.run().wait_until_finish()
-    return json.loads(storage.read_bytes(destination).decode("utf-8"))
+    doc = json.loads(storage.read_bytes(destination).decode("utf-8"))
+    problem = unscored_line(doc, predictions, destination)
+    if problem:
+        raise DataError(problem)
+    return doc
+
+
+def unscored_line(doc: dict[str, Any], predictions: str, destination: str) -> Optional[str]:
+    """The one line for a run whose score cannot be trusted (any error, or no image scored), else None."""
+    errors, images = doc["errors"], doc["images"]
+    if not errors and images:
+        return None
+    if not errors:
+        return f"no image was scored; see {destination}"
+    first = errors[0]
+    line = (
+        f"{len(errors)} error{'' if len(errors) == 1 else 's'}, {images} image{'' if images == 1 else 's'} scored, "
+        f"no score to trust (first: {first['path']}: {first['error']})"
+    )
+    if any(NOT_AN_ID_MASK in e["error"] for e in errors):
+        line += (
+            f"; --predictions must hold single-channel id masks: point it at infer's OUT/{outputs.MASKS_DIR}"
+            f"{_suggestion(predictions)}"
+        )
+    return f"{line}; every error is listed in {destination}"
 
 
 def _parent(path: str) -> str:

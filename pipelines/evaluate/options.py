@@ -30,7 +30,12 @@ class EvaluateOptions:
         choices=("trimap", "binary"),
         default_text="trimap",
     )
-    split: Optional[str] = cli.option(None, "Cityscapes: gtFine split to score", default_text="every split found")
+    split: Optional[str] = cli.option(
+        None,
+        "the dataset's own split to score (Pet: test or trainval, from annotations/<split>.txt; Cityscapes: a "
+        "gtFine split folder); refused when the dataset has no such split",
+        default_text="every image found",
+    )
     output_file: Optional[str] = cli.option(
         None, "evaluation JSON", default_text="evaluation.json next to the predictions folder"
     )
