@@ -57,6 +57,13 @@ class HelpShown(SegflowError):
     exit_code = 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM reached the program (what Kubernetes, Vertex AI and Dataflow send to stop a job): raised in the
+    main thread where Ctrl-C raises ``KeyboardInterrupt``, of which it is a kind, so that whatever cleans up on
+    an interrupt (``finally`` blocks, a trainer saving a checkpoint) does so on a stop too. ``main`` reports it
+    as "terminated", exit status 143."""
+
+
 # ------------------------------------------------------------------------------------------------ help text
 _REST_LITERAL = re.compile(r"``([^`]+)``")
 _REST_ROLE = re.compile(r":(?:class|func|meth|mod|attr):`~?([^`]+)`")
@@ -503,6 +510,9 @@ LIBRARY_NOISE = (
     # reach them with the rest (the worker knows and drops them).
     "No semi_persistent_directory found",
     "Discarding unparseable args",
+    # A worker's failure as the local job service logs it: the launcher re-raises the same error to ``main``,
+    # which reports it (one line, or the traceback of a bug).
+    "Error processing instruction",
 )
 
 
@@ -670,17 +680,18 @@ def main(
     argv = list(sys.argv[1:] if argv is None else argv)
     verbose = setup_logging(argv, verbose_flag)
     try:
-        if check is not None:
-            check(argv)
-        with (
-            native_stderr_filtered(verbose) if tensorflow else contextlib.nullcontext(),
-            _interrupt_ends_the_job(),
-        ):
-            if prestart is not None:
-                prestart(argv)
-            if tensorflow:
-                start_tensorflow()
-            result = run(argv)
+        with _own_temporary_folder():
+            if check is not None:
+                check(argv)
+            check_output_flags(argv)
+            # Filtered whether or not the program starts TensorFlow itself: a library may load it (evaluate's
+            # decoders), and its native start-up lines would bury the one line of a failure.
+            with native_stderr_filtered(verbose), _interrupt_ends_the_job():
+                if prestart is not None:
+                    prestart(argv)
+                if tensorflow:
+                    start_tensorflow()
+                result = run(argv)
         text = summary(result, argv) if summary is not None else None
     except HelpShown:
         return 0
@@ -688,9 +699,14 @@ def main(
         print(error_line(name, err), file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
-        print(f"{name}: error: interrupted", file=sys.stderr)
-        return 130
-    except Exception as err:  # noqa: BLE001 - one line for known outages, the traceback for anything else
+        return _stopped(name)
+    except Exception as err:  # noqa: BLE001 - one line for what a user can cause or meet, the traceback for bugs
+        if _interrupted.is_set():  # the job's own end (workers killed, streams broken) after a stop
+            return _stopped(name)
+        known = known_failure(err)
+        if known is not None:
+            print(error_line(name, known[0]), file=sys.stderr)
+            return known[1]
         line = failure_line(err) if failure_line is not None else None
         if line is None:
             raise
@@ -701,46 +717,259 @@ def main(
     return 0
 
 
-# Set once an interrupt (Ctrl-C) reached ``main``: what other threads and libraries report after it are its
-# consequences (workers ended, streams broken), which would bury ``main``'s one line.
+def _stopped(name: str) -> int:
+    """The one line and exit status of a job ended by SIGTERM (143) or an interrupt (130)."""
+    if _terminated.is_set():
+        print(f"{name}: error: terminated", file=sys.stderr)
+        return 143
+    print(f"{name}: error: interrupted", file=sys.stderr)
+    return 130
+
+
+# ------------------------------------------------------------------------------------------------ failures
+# What a user does about an OSError met on a path: the fault is the folder's or the disk's, never segflow's,
+# wherever in the run it surfaces (launcher, Beam worker, TensorFlow writer).
+_PATH_FAULTS = {
+    "EROFS": "write the output to a folder on a writable file system",
+    "ENOSPC": "free space (or write to another disk) and rerun the same command",
+    "EDQUOT": "free space (or write to another disk) and rerun the same command",
+    "EFBIG": "write to a file system that takes larger files",
+    "EACCES": "give this user access to it, or name another folder",
+    "EPERM": "give this user access to it, or name another folder",
+    "ENOTDIR": "a file stands where a folder is needed: move it away, or name another folder",
+    "EISDIR": "a folder stands where a file is needed: move it away, or name another path",
+    "EEXIST": "a file stands where a folder is needed: move it away, or name another folder",
+}
+# Where Python's own message ("[Errno 30] Read-only file system: '/x'") is all that is left of an OSError: a
+# Beam worker's exception reaches the launcher as the text of its traceback.
+_ERRNO_TEXT = re.compile(r"\[Errno (\d+)\] [^\n:']*(?:: '((?:[^'\\\n]|\\.)*)')?")
+# A segflow error raised in a Beam worker, as the last line of its traceback's text ("...ModelNotFound: msg").
+_ERROR_TEXT = re.compile(r"^(?:[\w.]+\.)?(\w+): (.+)$", re.M)
+_BEAM_STEP = re.compile(r" \[while running '[^\n]*'\]$")
+
+
+def known_failure(error: BaseException) -> Optional[tuple[str, int]]:
+    """(message, exit status) when ``error``, or an exception it was raised from, is one a user can cause or
+    meet rather than a bug: a ``SegflowError`` (also one raised in a Beam worker, which reaches the launcher
+    re-raised or as its traceback's text), or an ``OSError`` in ``_PATH_FAULTS`` (a read-only or full disk, a
+    denied permission, a file where a folder must be), also as TensorFlow reports it (``PermissionDeniedError``,
+    ``ResourceExhaustedError`` ...). The message names the path where it is known and says what to do. None
+    otherwise: an unknown exception keeps its traceback."""
+    chain: list[BaseException] = []
+    current: Optional[BaseException] = error
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    for i, link in enumerate(chain):
+        found = _known_exception(link)
+        if found is None:
+            continue
+        if isinstance(found[0], int):  # an OSError fault: its path may be known only further down the chain
+            number, path = found
+            for later in chain[i + 1 :]:
+                deeper = _known_exception(later)
+                if path is None and isinstance(deeper, tuple) and deeper[0] == number:
+                    path = deeper[1]
+            return _path_fault(number, path), 1
+        return found
+    return None
+
+
+def _known_exception(error: BaseException) -> Union[tuple[Any, Any], None]:
+    """(errno, path or None) for an OSError fault, (message, exit status) for a segflow error, else None."""
+    import errno
+
+    if isinstance(error, SegflowError):
+        return _BEAM_STEP.sub("", " ".join(str(error).split())), error.exit_code
+    if isinstance(error, OSError) and errno.errorcode.get(error.errno or 0) in _PATH_FAULTS:
+        return error.errno, error.filename or error.filename2
+    text = str(error)
+    # tf.errors.* say "... PATH; Read-only file system", also as the text a Beam worker's error reaches the
+    # launcher as; a TensorFlow error may name no path.
+    from_tensorflow = type(error).__module__.startswith("tensorflow")
+    for code in _PATH_FAULTS:
+        number = getattr(errno, code, None)
+        reason = os.strerror(number) if number is not None else None
+        found = re.search(r"(\S+); " + re.escape(reason), text) if reason else None
+        if found:
+            return number, found.group(1)
+        if from_tensorflow and reason and reason in text:
+            return number, None
+    for found in _ERRNO_TEXT.finditer(text):
+        if errno.errorcode.get(int(found.group(1))) in _PATH_FAULTS:
+            return int(found.group(1)), found.group(2)
+    raised_by_name = _segflow_errors()
+    for found in reversed(list(_ERROR_TEXT.finditer(text))):
+        kind = raised_by_name.get(found.group(1))
+        if kind is not None:
+            return _BEAM_STEP.sub("", found.group(2).strip()), kind.exit_code
+    return None
+
+
+def _path_fault(number: int, path: Optional[Any]) -> str:
+    import errno
+
+    advice = _PATH_FAULTS[errno.errorcode[number]]
+    where = f"{os.fsdecode(path)}: " if path else ""
+    return f"{where}{os.strerror(number)}: {advice}"
+
+
+def _segflow_errors() -> dict[str, type]:
+    """Every ``SegflowError`` class defined so far, by name (the launcher imports those its workers raise)."""
+    found: dict[str, type] = {}
+    pending: list[type] = [SegflowError]
+    while pending:
+        kind = pending.pop()
+        found.setdefault(kind.__name__, kind)
+        pending.extend(kind.__subclasses__())
+    found.pop("HelpShown", None)
+    return found
+
+
+# Flags that name what a command writes: a folder, or a file. A value of the wrong kind is a flag error (2),
+# found before any input is read.
+OUTPUT_FOLDER_FLAGS = ("--output_dir", "--job_dir")
+OUTPUT_FILE_FLAGS = ("--output_file",)
+
+
+def check_output_flags(argv: Sequence[str]) -> None:
+    """``UsageError`` when a local path given to an output flag cannot be what the flag needs: an existing file
+    where a folder is needed (``OUTPUT_FOLDER_FLAGS``), an existing folder where a file is
+    (``OUTPUT_FILE_FLAGS``), or a path through a file. Whether it can be written is for the command's first
+    write (its claim of the folder) to find."""
+    for flag, value in _flag_values(argv, OUTPUT_FOLDER_FLAGS + OUTPUT_FILE_FLAGS):
+        if not value or ("://" in value and not value.startswith("file://")):
+            continue
+        path = os.path.abspath(value[len("file://") :] if value.startswith("file://") else value)
+        wants_folder = flag in OUTPUT_FOLDER_FLAGS
+        if os.path.isdir(path) and not wants_folder:
+            raise UsageError(f"{flag} {value} is a folder: name a file (e.g. {os.path.join(value, 'out.json')})")
+        if wants_folder and os.path.exists(path) and not os.path.isdir(path):
+            raise UsageError(f"{flag} {value} is a file, not a folder: name a folder (new, or segflow's own)")
+        parent = os.path.dirname(path)
+        while parent and not os.path.lexists(parent) and os.path.dirname(parent) != parent:
+            parent = os.path.dirname(parent)
+        if os.path.lexists(parent) and not os.path.isdir(parent):
+            raise UsageError(f"{flag} {value}: {parent} is a file, not a folder: name a path through folders")
+
+
+def _flag_values(argv: Sequence[str], flags: Sequence[str]) -> Iterator[tuple[str, str]]:
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        name, equals, value = arg.partition("=")
+        if name in flags:
+            if equals:
+                yield name, value
+            elif i + 1 < len(argv):
+                yield name, argv[i + 1]
+
+
+# ------------------------------------------------------------------------------------------------ temporary files
+TEMP_PREFIX = "segflow-tmp-"
+_TEMP_NAME = re.compile(r"^segflow-tmp-[0-9a-f]{8}-(?P<pid>\d+)-(?P<start>\d+)-[0-9a-f]{8}$")
+
+
+@contextlib.contextmanager
+def _own_temporary_folder() -> Iterator[str]:
+    """For the block, this command's temporary files (Python's ``tempfile``, TensorFlow's autograph modules,
+    its worker processes' through ``TMPDIR``) go to a folder of its own under the system temp dir, removed
+    when it ends: TensorFlow deletes its files only at interpreter exit, which ``exit_process`` skips, and a
+    stopped job's workers cannot delete theirs. The folder is named ``segflow-tmp-<host>-<pid>-<start>-<random>``
+    (``schemas.processes``), so a later command removes one whose process was killed."""
+    import shutil
+    import tempfile
+    import uuid
+
+    from schemas import processes
+
+    root = tempfile.gettempdir()
+    _remove_dead_temporary_folders(root)
+    try:
+        path = os.path.join(root, f"{TEMP_PREFIX}{processes.owner_tag()}-{uuid.uuid4().hex[:8]}")
+        os.mkdir(path, 0o700)
+    except OSError:  # an unwritable temp dir: the command meets it where it needs one, as before
+        yield root
+        return
+    previous_env, previous_dir = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"], tempfile.tempdir = path, path
+    try:
+        yield path
+    finally:
+        tempfile.tempdir = previous_dir
+        if previous_env is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = previous_env
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def _remove_dead_temporary_folders(root: str) -> None:
+    import shutil
+
+    from schemas import processes
+
+    prefix = f"{TEMP_PREFIX}{processes.host_tag()}-"
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(prefix)]
+    except OSError:
+        return
+    for name in names:
+        found = _TEMP_NAME.match(name)
+        if found and not processes.is_alive(int(found.group("pid")), int(found.group("start"))):
+            shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+
+
+# Set once an interrupt (Ctrl-C) or SIGTERM reached ``main``: what other threads and libraries report after it
+# are its consequences (workers ended, streams broken), which would bury ``main``'s one line. ``_terminated``:
+# it was SIGTERM.
 _interrupted = threading.Event()
+_terminated = threading.Event()
 _END_DESCENDANTS_EVERY_S = 0.5
 
 
 @contextlib.contextmanager
 def _interrupt_ends_the_job() -> Iterator[None]:
-    """For the block, an interrupt (Ctrl-C, or SIGINT to this process) ends the whole job: it marks
+    """For the block, an interrupt (Ctrl-C, or SIGINT to this process) or SIGTERM ends the whole job: it marks
     ``_interrupted`` (other threads' uncaught exceptions and the libraries' log records are then not shown),
     ends this process's descendants (the runner's worker processes, which ignore interrupts so that they
     cannot fail before this mark is set) now and every ``_END_DESCENDANTS_EVERY_S`` until the process exits,
-    then raises KeyboardInterrupt in the main thread as Python does."""
+    then raises KeyboardInterrupt (SIGTERM: ``Terminated``, a KeyboardInterrupt) in the main thread as Python
+    does for Ctrl-C, so that ``finally`` blocks run (a preprocess run's scratch folder is removed). A signal
+    someone else handles (or ignores) is left to them."""
     import signal
 
     if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
         yield
         return
-    previous_handler, previous_hook = signal.getsignal(signal.SIGINT), threading.excepthook
-    if previous_handler is not signal.default_int_handler:  # someone else's handling (or ignored): kept
-        yield
-        return
+    previous_hook = threading.excepthook
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    ours = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    taken = [sig for sig, handler in previous.items() if handler is ours[sig]]
 
-    def on_interrupt(signum: int, frame: Any) -> None:
+    def on_stop(signum: int, frame: Any) -> None:
+        if signum == signal.SIGTERM:
+            _terminated.set()
         if not _interrupted.is_set():
             _interrupted.set()
             _end_descendants()
             threading.Thread(target=_keep_ending_descendants, name="segflow-interrupted", daemon=True).start()
+        if signum == signal.SIGTERM:
+            raise Terminated()
         signal.default_int_handler(signum, frame)
 
     def excepthook(args: threading.ExceptHookArgs) -> None:
         if not _interrupted.is_set():
             previous_hook(args)
 
-    signal.signal(signal.SIGINT, on_interrupt)
+    for sig in taken:
+        signal.signal(sig, on_stop)
     threading.excepthook = excepthook
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous_handler)
+        for sig in taken:
+            signal.signal(sig, previous[sig])
         if not _interrupted.is_set():  # once interrupted, the job's threads may still fail after main returns
             threading.excepthook = previous_hook
 
@@ -786,7 +1015,8 @@ def _end_descendants() -> None:
 
 def error_line(name: str, error: BaseException) -> str:
     """``<name>: error: <message>`` on one line (a message's later lines are joined)."""
-    message = " ".join(str(error).split()) or type(error).__name__
+    # Beam's " [while running 'step']" on an error re-raised from a DoFn names no file and asks nothing.
+    message = _BEAM_STEP.sub("", " ".join(str(error).split())) or type(error).__name__
     return f"{name}: error: {message}"
 
 

@@ -228,7 +228,8 @@ def _prepare(config: TrainConfig) -> _Job:
         logger.warning("no %s records: evaluating on train", config.eval_split)
     job.val_steps = data_lib.eval_steps(info, job.eval_split, config.batch_size, config.validation_steps)
 
-    keras.utils.set_random_seed(config.seed)
+    # Any integer seeds, as in preprocess: its low 32 bits (what NumPy's seeding takes; 0..2**32-1 unchanged).
+    keras.utils.set_random_seed(config.seed & 0xFFFFFFFF)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
     gpus = tf.config.list_physical_devices("GPU")
@@ -375,7 +376,7 @@ def _train(job: _Job):
             "train",
             config.batch_size,
             training=True,
-            seed=config.seed,
+            seed=config.seed & 0xFFFFFFFF,
             augment_images=config.augment,
             deterministic=config.deterministic,
             shuffle_buffer=config.shuffle_buffer,

@@ -27,7 +27,13 @@ from pipelines.common.deadletter import DEAD_LETTER_DIR, DeadLetter, WriteDeadLe
 from pipelines.common.runner import leave_parallelism_to_beam, make_pipeline_options, new_pipeline
 from pipelines.infer import options as job_options, outputs, upsample
 from pipelines.infer.instances import extract_instances
-from pipelines.infer.model import ModelNotFound, SegflowModelHandler, acquire_model, read_model_info
+from pipelines.infer.model import (
+    ModelNotFound,
+    SegflowModelHandler,
+    acquire_model,
+    load_model_once,
+    read_model_info,
+)
 from schemas.cli import DataError
 from schemas.model_contract import ModelInfo
 
@@ -522,6 +528,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     try:
         model_info = read_model_info(args.model_dir)
         datasets.get(model_info.dataset).label_spec(model_info.label_mode)
+        load_model_once(args.model_dir, args.model_cache_dir)  # before any input is read or output cleared
     except (ModelNotFound, ValueError) as err:
         raise DataError(str(err)) from None
     matched = match_inputs(args.input)

@@ -26,12 +26,15 @@ from pipelines.common import storage
 from pipelines.common.runner import leave_parallelism_to_beam
 from pipelines.infer.options import MODEL_CALLS
 from schemas import model_contract as contract
+from schemas.cli import DataError
 from schemas.model_contract import ModelInfo
 from schemas.paths import tf_readable_local_dir
 
 
-class ModelNotFound(ValueError):
-    """``--model_dir`` does not hold a segflow SavedModel (a one-line message says what is missing)."""
+class ModelNotFound(DataError, ValueError):
+    """``--model_dir`` does not hold a segflow SavedModel, or it does not load (a one-line message says what is
+    missing or broken). A ``DataError``: wherever it is raised (the launcher's up-front load, a worker's
+    ``setup()``), ``main`` reports it as one line, exit status 1."""
 
 
 def read_model_info(model_dir: str) -> ModelInfo:
@@ -121,7 +124,15 @@ class SegflowModel:
         self.model_dir = model_dir
         local = localize_model_dir(model_dir, cache_dir)
         self.info = read_model_info(model_dir)
-        self._module = tf.saved_model.load(local)
+        try:
+            self._module = tf.saved_model.load(local)
+        except Exception as err:  # noqa: BLE001 - a damaged copy fails in many ways; all are the model's
+            # e.g. IndexError "Read less bytes than requested" (variables cut short), DataLossError, a bad proto
+            reason = tf_error_reason(getattr(err, "message", None) or str(err) or type(err).__name__)
+            raise ModelNotFound(
+                f"the model in {model_dir} does not load ({type(err).__name__}: {reason}): its files are "
+                f"incomplete or damaged (an interrupted copy?); copy JOB/model again whole, or export it again"
+            ) from None
         try:
             contract.check_signatures(self._module.signatures, self.info, model_dir)
         except contract.ModelContractError as err:
@@ -167,6 +178,14 @@ class SegflowModel:
             image_bytes=tf.constant(list(image_bytes), dtype=tf.string)
         )
         return {k: v.numpy() for k, v in out.items()}
+
+
+def load_model_once(model_dir: str, cache_dir: Optional[str] = None) -> ModelInfo:
+    """Loads ``model_dir`` as every worker will (``SegflowModel``) and returns its info, or raises
+    ``ModelNotFound``: the launcher calls it before it reads any input or clears any output, so an unusable
+    model (a variables file cut short, a plain SavedModel beside a copied ``segflow_model.json``) is one line
+    and nothing is touched. The loaded model is not kept: workers load their own."""
+    return SegflowModel(model_dir, cache_dir).info
 
 
 def acquire_model(handle: shared.Shared, model_dir: str, cache_dir: Optional[str] = None) -> SegflowModel:

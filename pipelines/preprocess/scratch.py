@@ -16,16 +16,15 @@ nor another machine's, nor a remote run's: its launcher may be gone while its wo
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
-import socket
 import uuid
 
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import storage
+from schemas.processes import digest as _digest, host_tag, is_alive, start_time as _start_time
 
 PREFIX = ".segflow-tmp-"
 _LOG = logging.getLogger("segflow.scratch")
@@ -35,56 +34,12 @@ _LOCAL_NAME = re.compile(
 )
 
 
-def _digest(text: str, length: int) -> str:
-    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:length]
-
-
 def output_tag(output_dir: str) -> str:
     """The ``<dst>`` part of a scratch folder name: the same for every spelling of one local folder."""
     if storage.is_local(output_dir):
         local = storage.local_path(output_dir)
         return _digest(os.path.realpath(local), 12)
     return _digest(output_dir.rstrip("/"), 12)
-
-
-def host_tag() -> str:
-    """The ``<host>`` part: this machine's host name and PID namespace (PIDs mean something only inside it)."""
-    try:
-        namespace = str(os.stat("/proc/self/ns/pid").st_ino)
-    except OSError:
-        namespace = ""
-    return _digest(f"{socket.gethostname()}\x1f{namespace}", 8)
-
-
-def _start_time(pid: int) -> int:
-    """The process's start time in clock ticks since boot (Linux ``/proc/<pid>/stat``), 0 where unknown."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            fields = handle.read().rsplit(b")", 1)[1].split()
-        return int(fields[19])  # field 22 of stat(5); fields[0] here is field 3
-    except (OSError, IndexError, ValueError):
-        return 0
-
-
-def _is_alive(pid: int, start: int) -> bool:
-    """False only when process ``pid`` (started at ``start``) is certainly gone: no such process, a zombie, or
-    a process of that PID that started at another time (the PID was reused)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # e.g. another user's process: it exists
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            if handle.read().rsplit(b")", 1)[1].split()[0] == b"Z":
-                return False  # killed, not yet reaped by its parent: it writes nothing any more
-    except (OSError, IndexError):
-        pass
-    actual = _start_time(pid)
-    return not (start and actual and actual != start)
 
 
 def folder_name(output_dir: str, remote: bool) -> str:
@@ -127,7 +82,7 @@ def remove_dead(temp_root: str, output_dir: str) -> list[str]:
         return removed
     for name in names:
         match = _LOCAL_NAME.match(name)
-        if match is None or _is_alive(int(match.group("pid")), int(match.group("start"))):
+        if match is None or is_alive(int(match.group("pid")), int(match.group("start"))):
             continue
         path = FileSystems.join(temp_root, name)
         try:
