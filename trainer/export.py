@@ -9,7 +9,7 @@ tensorflow-transform graph from ``DST/transform_fn`` (``trainer.normalization``)
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Optional, Sequence
 
 import tensorflow as tf
 import tf_keras as keras
@@ -122,15 +122,23 @@ def model_info(info: data_lib.DatasetInfo, model_name: str) -> contract.ModelInf
     )
 
 
-def export_model(model: keras.Model, info: data_lib.DatasetInfo, export_dir: str, model_name: str) -> str:
+def export_model(
+    model: keras.Model,
+    info: data_lib.DatasetInfo,
+    export_dir: str,
+    model_name: str,
+    info_path: Optional[str] = None,
+) -> str:
     """Writes the SavedModel and ``segflow_model.json`` to ``export_dir`` (local or gs://); returns it.
 
     ``model``: uint8 ``[B, H, W, 3]`` → logits, the tft layer included (``normalization.with_transform``).
+    ``info_path``: where ``segflow_model.json`` goes (default: in ``export_dir``); the trainer writes it aside
+    when it exports in place, and puts it into ``export_dir`` last, as the export's completion marker. Nothing
+    already in ``export_dir`` is deleted here: the caller writes into a fresh folder, or replaces the previous
+    export's files by its record of them (``schemas.ownership``).
     """
     meta = info.metadata
     server = SegmentationServer(model, meta.image_size, meta.resize_mode, meta.num_classes, meta.ignore_label)
-    if tf.io.gfile.exists(export_dir):
-        tf.io.gfile.rmtree(export_dir)  # a re-run replaces the export rather than mixing two
     tf.saved_model.save(
         server,
         export_dir,
@@ -141,8 +149,9 @@ def export_model(model: keras.Model, info: data_lib.DatasetInfo, export_dir: str
             contract.POSTPROCESS: server.postprocess,
         },
     )
-    path = join_path(export_dir, contract.MODEL_INFO_FILE)
+    path = info_path or join_path(export_dir, contract.MODEL_INFO_FILE)
+    tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
     with tf.io.gfile.GFile(path, "w") as f:
         f.write(model_info(info, model_name).to_json())
-    logger.info("exported SavedModel to %s", export_dir)
+    logger.debug("exported SavedModel to %s", export_dir)  # the trainer says where it is once published
     return export_dir

@@ -4,6 +4,9 @@
 
 Writes JOB/checkpoints (resume with the same command after any interruption), JOB/logs (TensorBoard),
 JOB/model (SavedModel serving raw image bytes, see trainer.export) and JOB/metrics.json (final evaluation).
+JOB is the chief's for the whole run (``schemas.ownership``: one writer, only files a segflow trainer wrote are
+ever deleted); the export is written aside and replaces the previous JOB/model and metrics.json only once
+complete.
 The same command runs unchanged on one CPU, several GPUs (MirroredStrategy) or several machines
 (MultiWorkerMirroredStrategy from TF_CONFIG, e.g. Vertex AI); only the chief writes the export and metrics.
 """
@@ -13,11 +16,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import sys
 import time
 from typing import Optional, Sequence
 
-from schemas import cli, strict_json
+from schemas import cli, ownership, strict_json
 from schemas.paths import join as join_path
 from trainer.config import TrainConfig, UsageError
 
@@ -56,6 +60,73 @@ _RESUME_KEYS = ("model", "base_filters", "depth", "batch_size", "loss", "alpha")
 _DATA_RESUME_KEYS = ("dataset", "num_classes", "class_names", "image_size")
 
 
+# What a reader takes as the sign of a complete export: put in place last when a run publishes.
+_MARKERS = ("model/segflow_model.json", "metrics.json")
+# What publishing an export replaces; checkpoints, logs and config.json stay (a resume needs them).
+_PUBLISHED = ["model", "metrics.json"]
+# What an export of the previous release holds (a SavedModel and segflow_model.json): a file of the user's put in
+# JOB/model since is not adopted, so never deleted.
+_SAVED_MODEL_FILES = re.compile(
+    r"^model/(saved_model\.pb|fingerprint\.pb|keras_metadata\.pb|segflow_model\.json"
+    r"|variables/variables\.(index|data-\d{5}-of-\d{5})|assets/[^/]+)$"
+)
+_TENSORBOARD_EVENTS = re.compile(r"^logs/(train|validation)/events\.out\.tfevents\.[^/]+$")
+
+
+def _json_object(data: Optional[bytes]) -> dict:
+    try:
+        doc = json.loads(data) if data else None
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def _previous_release_files(where: "ownership.Folder", kind: str) -> Optional[set]:
+    """The files an earlier segflow trainer (before owner records) wrote in JOB, or None when JOB holds no such
+    run: recognised by its ``model/segflow_model.json``, or a ``config.json`` / ``metrics.json`` with the
+    trainer's fields. Only what that trainer writes is adopted: its export's files in ``model/``, the checkpoints its
+    state files name and those state files, its TensorBoard event files, ``config.json`` and ``metrics.json``."""
+    present = set(where.files())
+    config = _json_object(where.read("config.json")) if "config.json" in present else {}
+    metrics = _json_object(where.read("metrics.json")) if "metrics.json" in present else {}
+    ours_config = {"data_dir", "job_dir", "model", "epochs"} <= config.keys()
+    ours_metrics = {"model", "miou", "exported_epoch"} <= metrics.keys()
+    ours_model = "model/segflow_model.json" in present
+    if not (ours_config or ours_metrics or ours_model):
+        return None
+    adopted = {f for f, ours in (("config.json", ours_config), ("metrics.json", ours_metrics)) if ours}
+    if ours_model or "model/saved_model.pb" in present:
+        adopted |= {f for f in present if _SAVED_MODEL_FILES.match(f)}
+    adopted |= {f for f in present if _TENSORBOARD_EVENTS.match(f)}
+    from trainer import callbacks
+
+    for directory in ("checkpoints", "checkpoints/best"):
+        steps, _ = callbacks.read_state(where.full(directory))
+        if steps:
+            names = [f[len(directory) + 1 :] for f in present if f.startswith(directory + "/")]
+            adopted.add(f"{directory}/{callbacks.STATE_FILE}")
+            adopted |= {f"{directory}/{n}" for step in steps for n in callbacks.checkpoint_files(names, step)}
+    return adopted
+
+
+def _claim_job(config: TrainConfig) -> "ownership.Claim":
+    """The chief's hold on JOB for the run: refuses (one line, before anything is written) a JOB that holds
+    other files than a segflow trainer's, or that another trainer writes now."""
+    return ownership.claim(
+        config.job_dir, "trainer", "--job_dir", adopt=_previous_release_files, staged=True, markers=_MARKERS
+    )
+
+
+def _record_new_files(claim: Optional["ownership.Claim"], rel: str, before: set) -> None:
+    """Records the files under ``rel`` that appeared since ``before`` (a listing): this run's, written in place."""
+    if claim is not None:
+        claim.record(set(claim.where.files(rel)) - before)
+
+
+def _listing(claim: Optional["ownership.Claim"], rel: str) -> set:
+    return set(claim.where.files(rel)) if claim is not None else set()
+
+
 def _pretrained(backbone_weights: Optional[str]) -> bool:
     return bool(backbone_weights) and backbone_weights != "none"
 
@@ -70,17 +141,19 @@ def _data_facts(info) -> dict:
     }
 
 
-def _check_resumable(config: TrainConfig, info, steps_per_epoch: int) -> int:
+def _check_resumable(config: TrainConfig, info, steps_per_epoch: int):
     """Refuses (one line) to resume a checkpoint made with other shape-changing flags or on other data, or one
-    already past ``--epochs``; returns the checkpoint's global step (0 when there is none)."""
+    already past ``--epochs``, or checkpoints none of which reads back whole; returns the checkpoint to resume
+    (``callbacks.Found``), None when there is none."""
     import tensorflow as tf
 
-    from trainer.callbacks import checkpoint_step
+    from trainer.callbacks import find_checkpoint
 
-    step = checkpoint_step(join_path(config.job_dir, "checkpoints"))
+    found = find_checkpoint(join_path(config.job_dir, "checkpoints"))
+    step = found.step if found else 0
     path = join_path(config.job_dir, "config.json")
     if not step:
-        return 0
+        return found
     previous = {}
     if tf.io.gfile.exists(path):
         with tf.io.gfile.GFile(path) as f:
@@ -118,7 +191,7 @@ def _check_resumable(config: TrainConfig, info, steps_per_epoch: int) -> int:
             f"more to continue it (its metrics.json would otherwise under-report the training), "
             f"or use a new --job_dir"
         )
-    return step
+    return found
 
 
 def _data_loss(info, splits: list[str], error: Exception) -> Exception:
@@ -158,7 +231,9 @@ class _Job:
     checkpoint: object = None
     best: object = None  # callbacks.BestCheckpoint
     start_step: int = 0
+    resume_from: object = None  # callbacks.Found: the checkpoint to resume
     val_ds: object = None
+    claim: Optional[ownership.Claim] = None  # the chief's hold on JOB
 
     @property
     def total_steps(self) -> int:
@@ -173,13 +248,17 @@ class _Job:
 def run(config: TrainConfig) -> dict:
     """Trains, evaluates and (on the chief) exports; returns the metrics dict (also JOB/metrics.json)."""
     job = _prepare(config)
-    _build(job)
-    _restore(job)
-    throughput, train_seconds = _train(job)
-    report = _evaluate(job, throughput, train_seconds)
-    weights = job.network.get_weights()  # every worker reads: some variables need a collective to read
-    if job.chief:
-        _export(job, weights, report)
+    try:
+        _build(job)
+        _restore(job)
+        throughput, train_seconds = _train(job)
+        report = _evaluate(job, throughput, train_seconds)
+        weights = job.network.get_weights()  # every worker reads: some variables need a collective to read
+        if job.chief:
+            _export(job, weights, report)
+    finally:
+        if job.claim is not None:
+            job.claim.release()
     from trainer import distribution
 
     if distribution.cluster_size() > 1:
@@ -200,7 +279,24 @@ def _prepare(config: TrainConfig) -> _Job:
     # anything else is logged.
     info = data_lib.read_dataset(config.data_dir)
     steps_per_epoch = config.steps_per_epoch or max(1, info.count("train") // config.batch_size)
-    start_step = _check_resumable(config, info, steps_per_epoch)
+    from trainer import distribution
+
+    # The chief takes JOB before reading its checkpoints (no other run writes them meanwhile); the other workers
+    # only read it.
+    claim = _claim_job(config) if distribution.is_chief() else None
+    try:
+        job = _prepare_job(config, info, steps_per_epoch, claim)
+    except BaseException:
+        if claim is not None:
+            claim.release()
+        raise
+    return job
+
+
+def _prepare_job(config: TrainConfig, info, steps_per_epoch: int, claim: Optional[ownership.Claim]) -> _Job:
+    from trainer import data as data_lib
+
+    found = _check_resumable(config, info, steps_per_epoch)
     # The strategy next: multi-worker collectives must be configured before TensorFlow runs any op.
     import tensorflow as tf
     import tf_keras as keras
@@ -209,7 +305,17 @@ def _prepare(config: TrainConfig) -> _Job:
 
     strategy = distribution.make_strategy(config.strategy)
     _, task_index = distribution.task_info()
-    job = _Job(config, None, steps_per_epoch, strategy, distribution.is_chief(), task_index, start_step=start_step)
+    job = _Job(
+        config,
+        None,
+        steps_per_epoch,
+        strategy,
+        distribution.is_chief(),
+        task_index,
+        start_step=found.step if found else 0,
+        resume_from=found,
+        claim=claim,
+    )
     job.info = info = data_lib.load_dataset_info(config.data_dir)
     try:
         models.check_input_size(config.model, info.image_size, config.depth)
@@ -291,6 +397,8 @@ def _build(job: _Job) -> None:
             checkpoint_steps=config.checkpoint_steps,
             is_chief=job.chief,
             worker_id=job.task_index,
+            owner=job.claim,
+            owner_dir="checkpoints",
         )
         job.best = cb.BestCheckpoint(
             job.network,
@@ -298,6 +406,8 @@ def _build(job: _Job) -> None:
             monitor="val_miou",
             is_chief=job.chief,
             worker_id=job.task_index,
+            owner=job.claim,
+            owner_dir="checkpoints/best",
         )
 
 
@@ -321,7 +431,7 @@ def _restore(job: _Job) -> None:
 
     config = job.config
     try:
-        job.start_step = job.checkpoint.restore()
+        job.start_step = job.checkpoint.restore(job.resume_from)
         job.best.restore()
     except ValueError as e:  # variables of another shape: a job of an older segflow on other data
         raise UsageError(
@@ -330,6 +440,8 @@ def _restore(job: _Job) -> None:
         )
     if job.chief:
         tf.io.gfile.makedirs(config.job_dir)
+        if job.claim is not None:
+            job.claim.record(["config.json"])
         _write_json(
             join_path(config.job_dir, "config.json"), {**dataclasses.asdict(config), "data": _data_facts(job.info)}
         )
@@ -390,6 +502,7 @@ def _train(job: _Job):
     spe, frozen_epochs = job.steps_per_epoch, config.freeze_backbone_epochs
     started = time.time()
     step = job.start_step
+    logs_before = _listing(job.claim, "logs")
     try:
         while step < job.total_steps:
             epoch, offset = divmod(step, spe)
@@ -412,7 +525,35 @@ def _train(job: _Job):
             step = end_epoch * spe
     except tf.errors.DataLossError as e:  # a shard damaged in place (same size): name it
         raise _data_loss(info, sorted({"train", job.eval_split}), e) from None
+    except KeyboardInterrupt:  # Ctrl-C, or a stop (SIGTERM) that segflow's main turns into one
+        _save_on_stop(job)
+        raise
+    finally:
+        _record_new_files(job.claim, "logs", logs_before)
     return throughput, time.time() - started
+
+
+def _save_on_stop(job: _Job) -> None:
+    """A stopped run (Ctrl-C; SIGTERM: a Vertex AI preemption) saves a checkpoint of the steps done, so the same
+    command resumes from there. Only in a one-worker run: a multi-worker save is a collective that workers
+    which were not stopped would never join."""
+    from trainer import distribution
+
+    if distribution.cluster_size() > 1 or job.checkpoint is None:
+        return
+    step = int(job.checkpoint.step.numpy())
+    if not step:
+        return  # stopped before the first step: nothing to keep
+    try:
+        job.checkpoint.save()  # nothing to write when the checkpoint of this step is already there
+    except Exception as e:  # noqa: BLE001 - the stop goes on: the previous checkpoint is still whole
+        logger.warning("stopped: could not save a checkpoint (%s); the same command resumes from the last one", e)
+        return
+    logger.info(
+        "stopped at step %d: saved %s; the same command resumes from there",
+        step,
+        join_path(job.config.job_dir, "checkpoints", f"ckpt-{step}"),
+    )
 
 
 def _evaluate(job: _Job, throughput, train_seconds: float) -> dict:
@@ -471,8 +612,22 @@ def _export(job: _Job, weights: list, report: dict) -> None:
     serving_network = _build_network(config, job.image_shape, info.num_classes, None)
     serving_network.set_weights(weights)
     serving_model = with_input_convention(serving_network, job.convention, info.transform_root, job.image_shape)
-    export.export_model(serving_model, info, join_path(config.job_dir, "model"), config.model)
-    _write_json(join_path(config.job_dir, "metrics.json"), report)
+    claim = job.claim
+    # Locally the export is written aside (claim.staging) and moved into place by renames once complete, so a
+    # run that fails leaves the previous JOB/model whole. On gs:// (no rename) it is written in place, its
+    # markers (segflow_model.json, metrics.json) aside until publication; files of the previous export that
+    # this one does not rewrite are then deleted by the record.
+    before = _listing(claim, "model") if not claim.staged else set()
+    export.export_model(
+        serving_model,
+        info,
+        claim.write_path("model"),
+        config.model,
+        info_path=claim.write_path("model/segflow_model.json"),
+    )
+    _write_json(claim.write_path("metrics.json"), report)
+    written = None if claim.staged else _listing(claim, "model") - (before - claim.previous)
+    claim.publish(written=written, replaces=_PUBLISHED)
     # mIoU is None when the eval split has no labelled pixel (no class to average: NaN, written as null).
     logger.info(
         "mIoU %s, pixel accuracy %s on %s (epoch %d of %d); model in %s",
