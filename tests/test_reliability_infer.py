@@ -183,12 +183,14 @@ def test_rerun_clears_only_the_jobs_own_outputs(pet_job_dir, pet_raw_dir, images
     second.mkdir()
     shutil.copy(images[3], second / images[3].name)
     _infer(pet_job_dir / "model", [second / "*.jpg"], out)
-    assert sorted(p.name for p in (out / "masks").iterdir()) == [images[3].stem + ".png"]
+    # The link is not the job's own (OUT's owner record does not list it): kept, and never followed.
+    assert sorted(p.name for p in (out / "masks").iterdir()) == [images[3].stem + ".png", "linked"]
+    (out / "masks" / "linked").unlink()
     assert sorted(p.name for p in (out / "color").iterdir()) == [images[3].stem + ".png"]
     assert not (out / "overlay").exists() and not (out / "instances").exists()
     assert list(_summary(out)["outputs"].values()) == [images[3].stem]
     assert (out / "notes.txt").read_text() == "mine\n" and (out / "other" / "keep.png").read_bytes() == b"x"
-    assert (elsewhere / "precious.png").read_bytes() == b"y"  # the link was removed, never followed
+    assert (elsewhere / "precious.png").read_bytes() == b"y"
     doc = evaluate.run(
         ["--predictions", str(out / "masks"), "--ground_truth", str(pet_raw_dir), "--dataset", "pet"] + BEAM
     )
@@ -207,25 +209,13 @@ def test_output_dir_with_glob_characters_is_literal(pet_job_dir, images, tmp_pat
     out = tmp_path / "out[1]"
     (out / "masks").mkdir(parents=True)
     (out / "masks" / "stale.png").write_bytes(b"old")
-    (out / "summary.json").write_text("{}\n")
+    # The previous release's output (no owner record): adopted from its summary, so stale.png is its file.
+    (out / "summary.json").write_text('{"outputs": {"in/stale.jpg": "stale"}}\n')
     counters = _infer(pet_job_dir / "model", [src / "*.jpg"], out)
     assert counters["images_written"] == 1
     assert sorted(p.name for p in (out / "masks").iterdir()) == [images[0].stem + ".png"]
     assert _summary(out)["images_written"] == 1 and _dead(out) == []
     assert (sibling / "masks" / "other.png").read_bytes() == b"z" and (sibling / "summary.json").exists()
-
-
-def test_clear_previous_run_removes_summary_and_own_folders_only(tmp_path):
-    out = tmp_path / "out"
-    for folder in infer.OUTPUT_FOLDERS:
-        (out / folder / "sub").mkdir(parents=True)
-        (out / folder / "sub" / "a.png").write_bytes(b"a")
-    (out / "summary.json").write_text("{}")
-    (out / "evaluation.json").write_text("{}")
-    (out / "masks_backup").mkdir()
-    (out / "masks_backup" / "b.png").write_bytes(b"b")
-    assert infer.clear_previous_run(str(out)) == 1 + len(infer.OUTPUT_FOLDERS)
-    assert sorted(p.name for p in out.iterdir()) == ["evaluation.json", "masks_backup"]
 
 
 def test_inputs_inside_the_folders_a_rerun_clears_are_refused(pet_job_dir, tmp_path):
@@ -234,7 +224,7 @@ def test_inputs_inside_the_folders_a_rerun_clears_are_refused(pet_job_dir, tmp_p
     Image.new("RGB", (20, 20)).save(out / "masks" / "a.png")
     with pytest.raises(SegflowError) as err:
         _infer(pet_job_dir / "model", [out / "masks" / "*.png"], out)
-    assert "which this run clears first" in _one_line_exit(err)
+    assert "holds files segflow did not write (e.g. masks/a.png)" in _one_line_exit(err)
     assert (out / "masks" / "a.png").exists()
 
 

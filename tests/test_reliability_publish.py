@@ -154,13 +154,16 @@ def test_all_bad_rerun_fails_in_one_line_and_leaves_no_metadata(pet_records_dir,
     assert _shard_files(dst) == {} and not (dst / "transform_fn").exists()
 
 
-def test_killed_rerun_leaves_no_metadata_and_its_scratch_is_removed_later(pet_records_dir, tmp_path):
-    """SIGKILL a rerun with other data once its first new shard appears: DST then has no metadata.json (or,
-    had it finished, one matching its shards). A later run removes the killed run's scratch folder."""
+def test_killed_rerun_leaves_the_previous_output_and_its_leftovers_are_removed_later(pet_records_dir, tmp_path):
+    """SIGKILL a rerun with other data once its first new shard is written: DST still holds the previous
+    complete output, byte for byte (the rerun wrote into its staging folder). A later run removes the killed
+    run's staging and scratch folders, and publishes its own output."""
     from pipelines.preprocess import job as preprocess, scratch
 
     dst, temp = tmp_path / "dst", tmp_path / "scratch"
     shutil.copytree(pet_records_dir, dst)
+    before = {p.relative_to(dst).as_posix(): p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    before = {name: data for name, data in before.items() if not name.startswith(".segflow/")}
     src = tmp_path / "src"
     synthetic.write_pet_dataset(str(src), 12, size=(40, 50), seed=5)
     flags = [
@@ -181,7 +184,7 @@ def test_killed_rerun_leaves_no_metadata_and_its_scratch_is_removed_later(pet_re
     proc = _cli(*flags)
     deadline = time.monotonic() + 300
     try:
-        while not any(name.endswith("-of-00002.tfrecord.gz") for name in os.listdir(dst)):
+        while not any(p.name.endswith("-of-00002.tfrecord.gz") for p in (dst / ".segflow").glob("run-*/*")):
             assert proc.poll() is None, proc.communicate()[1]
             assert time.monotonic() < deadline, "no new shard appeared"
             time.sleep(0.01)
@@ -189,8 +192,10 @@ def test_killed_rerun_leaves_no_metadata_and_its_scratch_is_removed_later(pet_re
     finally:
         proc.kill()
         proc.communicate()
-    if (dst / "metadata.json").exists():  # the run got to the end first: then it is complete and consistent
-        _assert_published(dst)
+    after = {p.relative_to(dst).as_posix(): p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    assert {name: data for name, data in after.items() if not name.startswith(".segflow/")} == before
+    _assert_published(dst)
+    assert list((dst / ".segflow").glob("run-*")), "the killed run left no staging folder (killed too late?)"
     left = [p.name for p in temp.iterdir() if p.name.startswith(scratch.PREFIX)]
     assert left, "the killed run left no scratch folder (was it killed too late?)"
 
@@ -198,6 +203,7 @@ def test_killed_rerun_leaves_no_metadata_and_its_scratch_is_removed_later(pet_re
     assert meta.counts["train"] + meta.counts["val"] + meta.counts["test"] == 12
     _assert_published(dst)
     assert [p.name for p in temp.iterdir()] == [], "scratch folders left behind"
+    assert not list((dst / ".segflow").glob("run-*")), "the killed run's staging folder was left"
 
 
 def test_gcs_reruns_into_glob_named_folder(gcs, pet_records_dir, tmp_path):

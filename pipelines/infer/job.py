@@ -3,8 +3,10 @@ is its --help)."""
 
 from __future__ import annotations
 
+import dataclasses
 import glob
 import io
+import json
 import os
 import re
 import stat
@@ -23,7 +25,7 @@ from apache_beam.utils import shared
 
 from pipelines import datasets
 from pipelines.common import flags, storage
-from pipelines.common.deadletter import DEAD_LETTER_DIR, DeadLetter, WriteDeadLetters
+from pipelines.common.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE, DeadLetter, WriteDeadLetters
 from pipelines.common.runner import leave_parallelism_to_beam, make_pipeline_options, new_pipeline
 from pipelines.infer import options as job_options, outputs, upsample
 from pipelines.infer.instances import extract_instances
@@ -34,12 +36,13 @@ from pipelines.infer.model import (
     load_model_once,
     read_model_info,
 )
+from schemas import ownership
 from schemas.cli import DataError
 from schemas.model_contract import ModelInfo
 
 NAMESPACE = "segflow_infer"
 SUMMARY_FILE = "summary.json"
-# What a run writes in OUT, and all that a rerun removes there first (summary.json before the folders).
+# The folders a run writes in OUT (a rerun replaces the files it wrote there, by OUT's owner record).
 OUTPUT_FOLDERS = (outputs.MASKS_DIR, outputs.COLOR_DIR, outputs.OVERLAY_DIR, outputs.INSTANCES_DIR, DEAD_LETTER_DIR)
 _GLOB_CHARS = storage.GLOB_CHARS
 
@@ -424,8 +427,10 @@ def build_pipeline(
     args: job_options.InferOptions,
     model_info: ModelInfo,
     matched: Optional[MatchedInputs] = None,
+    summary_path: Optional[str] = None,
 ) -> None:
-    """Adds the inference graph to ``pipeline`` (``matched``: ``match_inputs(args.input)`` when not given)."""
+    """Adds the inference graph to ``pipeline`` (``matched``: ``match_inputs(args.input)`` when not given;
+    ``summary_path``: where summary.json goes, by default in ``args.output_dir``)."""
     matched = matched if matched is not None else match_inputs(args.input)
     handle = shared.Shared()
     min_batch, max_batch = args.batch_size or default_batch_bounds(model_info)
@@ -489,7 +494,10 @@ def build_pipeline(
         | "GatherSummaries" >> beam.combiners.ToList()
         | "WriteSummary"
         >> beam.Map(
-            _write_summary, beam.pvalue.AsList(dead_count), FileSystems.join(args.output_dir, SUMMARY_FILE), extra
+            _write_summary,
+            beam.pvalue.AsList(dead_count),
+            summary_path or FileSystems.join(args.output_dir, SUMMARY_FILE),
+            extra,
         )
     )
 
@@ -511,13 +519,28 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> tuple[job_options.InferO
     return options, beam_argv
 
 
-def clear_previous_run(output_dir: str) -> int:
-    """Removes what an earlier run wrote in ``output_dir``: ``summary.json`` first (an ``OUT`` without it is
-    not a complete run), then ``OUTPUT_FOLDERS``. Nothing else in ``output_dir`` is touched."""
-    removed = storage.remove_file(FileSystems.join(output_dir, SUMMARY_FILE))
-    for folder in OUTPUT_FOLDERS:
-        removed += storage.remove_tree(FileSystems.join(output_dir, folder))
-    return removed
+def previous_release_files(where: ownership.Folder, kind: str) -> Optional[set]:
+    """What an infer run of the release before owner records wrote in ``where``: its summary.json, the outputs
+    of every image it names, and its dead-letter file; None when ``where`` holds no summary.json."""
+    data = where.read(SUMMARY_FILE)
+    if data is None:
+        return None
+    try:
+        stems = set(json.loads(data)["outputs"].values())
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return {SUMMARY_FILE} | _files_of(stems, where)
+
+
+def _files_of(stems: set, where: ownership.Folder) -> set:
+    """The files under ``where``'s output folders that belong to the images ``stems`` (see
+    ``pipelines.infer.outputs``), and the dead-letter file."""
+    found = {f"{DEAD_LETTER_DIR}/{DEAD_LETTER_FILE}"} & set(where.files(DEAD_LETTER_DIR))
+    for folder in (outputs.MASKS_DIR, outputs.COLOR_DIR, outputs.OVERLAY_DIR, outputs.INSTANCES_DIR):
+        for rel in where.files(folder):
+            if outputs.stem_of(rel[len(folder) + 1 :]) in stems:
+                found.add(rel)
+    return found
 
 
 def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
@@ -531,19 +554,29 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         load_model_once(args.model_dir, args.model_cache_dir)  # before any input is read or output cleared
     except (ModelNotFound, ValueError) as err:
         raise DataError(str(err)) from None
-    matched = match_inputs(args.input)
-    check_output_dir(matched, args.output_dir, args.model_dir)
-    options = make_pipeline_options(beam_argv)
-    pipeline = new_pipeline(options)
-    build_pipeline(pipeline, args, model_info, matched)
-    try:
-        clear_previous_run(args.output_dir)
-    except Exception as err:  # noqa: BLE001 - OSError locally, BeamIOError on gs://: one line either way
-        raise DataError(
-            f"cannot clear the previous run's outputs in {args.output_dir}: {storage.printable_path(str(err))}"
-        ) from None
-    result = pipeline.run()
-    result.wait_until_finish()
+    # OUT is claimed before any input is read: a folder infer may not write is refused, one it cannot write
+    # fails here. The run writes into the claim's staging folder (in place on gs://) and publishes at the end.
+    with ownership.claim(
+        args.output_dir, "infer", "--output_dir", adopt=previous_release_files, markers=[SUMMARY_FILE]
+    ) as claim:
+        matched = match_inputs(args.input)
+        check_output_dir(matched, args.output_dir, args.model_dir)
+        options = make_pipeline_options(beam_argv)
+        pipeline = new_pipeline(options)
+        build_pipeline(
+            pipeline,
+            dataclasses.replace(args, output_dir=claim.staging),
+            model_info,
+            matched,
+            summary_path=claim.write_path(SUMMARY_FILE),
+        )
+        result = pipeline.run()
+        result.wait_until_finish()
+        written = None
+        if not claim.staged:
+            summary = json.loads(claim.where.read(f"{ownership.RECORD_DIR}/{ownership.PENDING}/{SUMMARY_FILE}"))
+            written = _files_of(set(summary["outputs"].values()), claim.where)
+        claim.publish(written=written)
     counters = _counters(result)
     # Local globs are counted here, as expanded; gs:// ones by the pipeline after matching them.
     matched_count = matched.count if matched.count is not None else counters.get("inputs_matched", 0)

@@ -34,6 +34,7 @@ MASKS_DIR = "masks"
 COLOR_DIR = "color"
 OVERLAY_DIR = "overlay"
 INSTANCES_DIR = "instances"
+INSTANCE_IDS_SUFFIX = "_instanceIds.png"
 
 # zlib strategy of the PNGs inference writes through Pillow (palette, 16-bit instance ids, overlays; 8-bit label
 # maps go through label_png, which uses it too): run-length matches only (Z_RLE). Label maps are runs of equal
@@ -80,6 +81,17 @@ def unique_stems(paths: Iterable[str]) -> dict[str, str]:
             for path in group:
                 names[path] = f"{stem}+{hashlib.sha1(path.encode('utf-8')).hexdigest()[:8]}"
     return names
+
+
+def stem_of(name: str) -> str:
+    """The image stem an output file belongs to, from its path inside its output folder (the inverse of the
+    layout above): ``a.png`` → ``a``; in ``instances/``: ``a.txt``, ``a.json``, ``a_instanceIds.png`` and
+    ``a/000_cat.png`` → ``a``."""
+    if "/" in name:
+        return name.split("/", 1)[0]
+    if name.endswith(INSTANCE_IDS_SUFFIX):
+        return name[: -len(INSTANCE_IDS_SUFFIX)]
+    return name.rsplit(".", 1)[0]
 
 
 def encode_png(array: np.ndarray) -> bytes:
@@ -197,7 +209,7 @@ def write_prediction(
             lines.append(f"{row['mask']} {row['label_id']} {row['score']:.6f}\n")
         write_bytes(join(output_dir, INSTANCES_DIR, f"{stem}.txt"), "".join(lines).encode("utf-8"), "text/plain")
         ids = instance_id_map(instances, native, spec.to_native)
-        write_bytes(join(output_dir, INSTANCES_DIR, f"{stem}_instanceIds.png"), encode_png(ids), "image/png")
+        write_bytes(join(output_dir, INSTANCES_DIR, f"{stem}{INSTANCE_IDS_SUFFIX}"), encode_png(ids), "image/png")
         doc = {
             "image": source_path,
             "stem": stem,
