@@ -153,5 +153,5 @@ def export_model(
     tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
     with tf.io.gfile.GFile(path, "w") as f:
         f.write(model_info(info, model_name).to_json())
-    logger.debug("exported SavedModel to %s", export_dir)  # the trainer says where it is once published
+    logger.info("exported SavedModel to %s", export_dir)
     return export_dir
