@@ -12,9 +12,9 @@ Every folder a segflow command writes (preprocess's DST, the trainer's JOB, infe
 
 The rules (``claim``):
 - Ownership: a command writes into a new or empty folder, or one its own kind owns (its record is there, or an
-  output of the previous release, recognised by ``adopt``); evaluate may also write beside the outputs another
-  segflow command owns (its JSON goes next to infer's masks). Any other non-empty folder is refused in one line
-  (``OutputFolderRefused``, exit 2) before anything in it is touched.
+  output of the previous release, recognised by ``adopt``); evaluate, which writes one named file and deletes
+  nothing, may write into any folder, but never replaces a file of that name it did not write. Any other
+  non-empty folder is refused in one line (``OutputFolderRefused``, exit 2) before anything in it is touched.
 - One writer: the lease is taken for the whole run. Locally it is an exclusive ``flock`` on ``.segflow/lease``,
   which the kernel drops when its holder dies however it dies, so a dead holder's lease is simply taken over (with
   one log line). On ``gs://`` it is an object created only if absent (``ifGenerationMatch=0``) that its holder
@@ -50,8 +50,9 @@ STAGING_PREFIX = "run-"
 PENDING = "pending"
 RECORD_FORMAT = 1
 KINDS = ("preprocess", "trainer", "infer", "evaluate")
-# Evaluate's JSON lives beside the predictions it scores (infer's OUT by default): it may write into a folder that
-# another kind owns, and its record lists only its own files there.
+# Evaluate writes one file, named by the user, and deletes nothing: its JSON goes beside the predictions it
+# scores by default (infer's OUT, or a folder of another tool's masks), so it may write into any folder. Its record
+# there lists only its own files, and it refuses to replace a file of that name that it did not write.
 WRITES_BESIDE_OTHERS = frozenset({"evaluate"})
 HEARTBEAT_S = 30.0
 LEASE_EXPIRES_S = 300.0
@@ -578,7 +579,7 @@ def claim(
         if adopted is not None:
             previous = set(adopted)
             _LOG.info("adopting %d files of an earlier segflow %s run in %s", len(previous), kind, where.path)
-        elif kind in WRITES_BESIDE_OTHERS and others:
+        elif kind in WRITES_BESIDE_OTHERS:
             previous = set()
         else:
             foreign = [rel for rel in where.files() if not rel.startswith(RECORD_DIR + "/")]

@@ -238,3 +238,20 @@ def test_the_evaluation_json_is_strict(tmp_path):
         "per_class_iou": {"a": None, "b": 0.5},
         "rows": [[None, 1]],
     }
+
+
+def test_an_evaluation_file_segflow_did_not_write_is_never_replaced(tmp_path, capsys):
+    """The JSON goes beside any predictions (another tool's folder too), and a rerun replaces its own JSON; a file
+    of that name that evaluate did not write is refused (exit 2, one line) and left as it was."""
+    src = tmp_path / "src"
+    ids = _pet(src)
+    out = tmp_path / "their_tool"
+    masks = _perfect_predictions(src, ids, out)
+    argv = ["--predictions", str(masks), "--ground_truth", str(src), "--dataset", "pet"]
+    assert _main(argv, capsys)[0] == 0 and _main(argv, capsys)[0] == 0  # the rerun replaces its own file
+    assert _strict(out / "evaluation.json")["images"] == len(ids)
+    mine = tmp_path / "mine.json"
+    mine.write_text("the user's notes")
+    status, err = _main(argv + ["--output_file", str(mine)], capsys)
+    assert status == 2 and len(err) == 1 and "exists and is not an evaluation segflow wrote" in err[0]
+    assert mine.read_text() == "the user's notes"

@@ -47,13 +47,17 @@ def test_user_files_refuse_the_folder_before_anything_is_touched(tmp_path):
     assert (out / "masks/hand_labelled.png").read_text() == "mine"
 
 
-def test_another_kinds_folder_is_refused_but_evaluate_writes_beside_it(tmp_path):
+def test_another_kinds_folder_is_refused_but_evaluate_writes_its_one_file_beside_any_output(tmp_path):
     out = tmp_path / "out"
     _publish(out, "infer", {"masks/a.png": "1"})
     with pytest.raises(OutputFolderRefused, match="holds the output of segflow infer, not preprocess"):
         ownership.claim(str(out), "preprocess", "--output_dir")
     _publish(out, "evaluate", {"evaluation.json": "{}"}, markers=["evaluation.json"])
     assert (out / "masks/a.png").exists() and (out / "evaluation.json").exists()
+    theirs = tmp_path / "another_tools_masks"
+    _write(str(theirs / "a.png"), "theirs")
+    _publish(theirs, "evaluate", {"evaluation.json": "{}"}, markers=["evaluation.json"])
+    assert (theirs / "a.png").read_text() == "theirs" and (theirs / "evaluation.json").exists()
 
 
 def test_rerun_deletes_only_recorded_files_and_keeps_files_added_later(tmp_path):

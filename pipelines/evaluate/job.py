@@ -24,7 +24,7 @@ from pipelines.datasets.base import GroundTruthLayout
 from pipelines.datasets.discovery import BeamFiles
 from pipelines.evaluate import options as job_options
 from pipelines.infer import outputs
-from schemas import labels, scores as segmentation_scores, strict_json
+from schemas import labels, ownership, scores as segmentation_scores, strict_json
 from schemas.cli import DataError, UsageError
 
 NAMESPACE = "segflow_evaluate"
@@ -450,13 +450,58 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     spec = datasets.get(args.dataset).label_spec(args.label_mode)
     predictions = args.predictions.rstrip("/")
     ids_of_split = split_ids(args.ground_truth, args.dataset, args.split)
+    destination = output_file(args)
+    # The folder of the JSON is claimed before any mask is read (refused while another command writes it), a
+    # file of that name that evaluate did not write is never replaced, and the JSON goes to a staging folder and
+    # is published by rename once whole.
+    folder, name = destination.rstrip("/").rsplit("/", 1) if "/" in destination else (".", destination)
+    with ownership.claim(
+        folder or "/", "evaluate", "--output_file's folder", adopt=_previous_release_files(name), markers=[name]
+    ) as claim:
+        if name not in claim.previous and claim.where.is_file(name):
+            raise ownership.OutputFolderRefused(
+                f"--output_file {destination} exists and is not an evaluation segflow wrote; name another file"
+            )
+        doc = _evaluate(args, beam_argv, spec, predictions, ids_of_split, claim.write_path(name), destination)
+        claim.publish(written=[name], replaces=[name])
+    problem = unscored_line(doc, predictions, destination)
+    if problem:
+        raise DataError(problem)
+    return doc
+
+
+def _previous_release_files(name: str):
+    """The adopter for ``ownership.claim``: the evaluation JSON ``name`` the release before owner records wrote
+    (a JSON document with a ``mean_iou``), else nothing."""
+
+    def adopt(where: ownership.Folder, kind: str) -> Optional[set]:
+        data = where.read(name)
+        try:
+            if data is not None and "mean_iou" in json.loads(data):
+                return {name}
+        except (ValueError, TypeError):
+            pass
+        return set()
+
+    return adopt
+
+
+def _evaluate(
+    args: job_options.EvaluateOptions,
+    beam_argv: list[str],
+    spec: labels.LabelSpec,
+    predictions: str,
+    ids_of_split: Optional[set],
+    write_to: str,
+    destination: str,
+) -> dict[str, Any]:
+    """Pairs and scores the masks; writes the document to ``write_to`` and returns it."""
     try:
         inputs = gather_inputs(predictions, args.ground_truth, args.dataset, args.split, ids_of_split)
     except UsageError:
         raise
     except ValueError as err:
         raise DataError(str(err)) from None
-    destination = output_file(args)
     extra = {
         "predictions": predictions,
         "ground_truth": args.ground_truth,
@@ -467,13 +512,9 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
     if ids_of_split is not None:
         extra["predictions_outside_split"] = inputs.outside_split
     pipeline = new_pipeline(make_pipeline_options(beam_argv))
-    build_pipeline(pipeline, inputs, spec, destination, extra)
+    build_pipeline(pipeline, inputs, spec, write_to, extra)
     pipeline.run().wait_until_finish()
-    doc = json.loads(storage.read_bytes(destination).decode("utf-8"))
-    problem = unscored_line(doc, predictions, destination)
-    if problem:
-        raise DataError(problem)
-    return doc
+    return json.loads(storage.read_bytes(write_to).decode("utf-8"))
 
 
 def unscored_line(doc: dict[str, Any], predictions: str, destination: str) -> Optional[str]:
