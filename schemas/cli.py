@@ -717,12 +717,16 @@ def main(
     return 0
 
 
+RERUN_TO_FINISH = "the last complete output is unchanged: rerun the same command to finish"
+
+
 def _stopped(name: str) -> int:
     """The one line and exit status of a job ended by SIGTERM (143) or an interrupt (130)."""
+    # The output folder still holds its last complete output (schemas.ownership): the user's one move is to rerun.
     if _terminated.is_set():
-        print(f"{name}: error: terminated", file=sys.stderr)
+        print(f"{name}: error: terminated; {RERUN_TO_FINISH}", file=sys.stderr)
         return 143
-    print(f"{name}: error: interrupted", file=sys.stderr)
+    print(f"{name}: error: interrupted; {RERUN_TO_FINISH}", file=sys.stderr)
     return 130
 
 

@@ -431,6 +431,9 @@ class Claim:
     created: bool = False
     published: bool = False
     markers: tuple = ()
+    # Set by a run that failed but whose staging folder holds what the user must read (its dead letters): the
+    # folder stays until the next run into the same output removes it.
+    keep_staging: bool = False
 
     @property
     def path(self) -> str:
@@ -518,11 +521,11 @@ class Claim:
     def release(self) -> None:
         """Ends the claim: the staging folder of a run that did not publish is removed, the lease released."""
         try:
-            if self.staged and not self.published:
+            if self.staged and not self.published and not self.keep_staging:
                 _remove_tree(_local(self.staging))
         finally:
             self._lease.release()
-        if self.created and not self.published and isinstance(self.where, _LocalFolder):
+        if self.created and not self.published and not self.keep_staging and isinstance(self.where, _LocalFolder):
             # A first run that failed before it published leaves nothing behind: not even the folder.
             if not [rel for rel in self.where.files() if not rel.startswith(RECORD_DIR + "/")]:
                 _remove_tree(self.where.full(RECORD_DIR))

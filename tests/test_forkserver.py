@@ -13,6 +13,7 @@ import pytest
 from apache_beam.testing.util import assert_that
 
 from pipelines.common import forkserver, runner
+from schemas import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A module that neither Beam's harness, nor segflow, nor this test module imports: in a worker it is loaded only
@@ -175,7 +176,9 @@ def test_an_interrupted_job_prints_one_line_and_leaves_no_process(pet_raw_dir, t
     _, stderr = job.communicate(timeout=120)
     if job.returncode == 0:  # it finished as the interrupt arrived
         return
-    assert job.returncode == 130 and stderr.splitlines() == ["pipelines.preprocess: error: interrupted"], stderr
+    assert job.returncode == 130 and stderr.splitlines() == [
+        f"pipelines.preprocess: error: interrupted; {cli.RERUN_TO_FINISH}"
+    ], stderr
     deadline = time.monotonic() + 10
     while _group_processes(job.pid):
         assert time.monotonic() < deadline, _group_processes(job.pid)

@@ -245,7 +245,7 @@ def test_a_stopped_run_saves_a_checkpoint_and_ends_in_one_line(pet_records_dir, 
     expected = {signal.SIGINT: (130, "interrupted"), signal.SIGTERM: (143, "terminated")}[stop]
     assert run.returncode == expected[0], stderr
     lines = _ours(stderr)
-    assert lines[-1] == f"trainer.task: error: {expected[1]}", lines
+    assert lines[-1] == f"trainer.task: error: {expected[1]}; {cli.RERUN_TO_FINISH}", lines
     assert not [line for line in lines if line.startswith(("Traceback", "  File"))], lines
     found = callbacks.find_checkpoint(str(job / "checkpoints"))
     assert found is not None

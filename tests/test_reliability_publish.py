@@ -132,11 +132,13 @@ def test_cityscapes_with_only_val(tmp_path):
     assert "no statistics" in preprocess.summary(meta, str(dst))
 
 
-def test_all_bad_rerun_fails_in_one_line_and_leaves_no_metadata(pet_records_dir, tmp_path):
-    """Every input a dead letter: exit 1, one stderr line pointing at the dead-letter file; the old
-    metadata.json is gone (it never sits beside another run's files)."""
+def test_all_bad_rerun_fails_in_one_line_and_keeps_the_previous_dataset(pet_records_dir, tmp_path):
+    """Every input a dead letter is a failed rerun: exit 1, one stderr line pointing at the run's dead-letter
+    file (in its staging folder); DST keeps its previous dataset, byte for byte."""
     dst = tmp_path / "dst"
     shutil.copytree(pet_records_dir, dst)
+    before = {p.relative_to(dst).as_posix(): p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    before = {name: data for name, data in before.items() if not name.startswith(".segflow/")}
     src = tmp_path / "bad"
     for i in range(3):
         synthetic.write_file(str(src / "images" / f"Abyssinian_{i + 1}.jpg"), b"not an image")
@@ -147,11 +149,13 @@ def test_all_bad_rerun_fails_in_one_line_and_leaves_no_metadata(pet_records_dir,
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.startswith("pipelines.preprocess: error:")]
     assert len(lines) == 1, err
-    dead_letters = dst / "dead_letter" / "dead_letter-00000-of-00001.jsonl"
+    (dead_letters,) = (dst / ".segflow").glob("run-*/dead_letter/dead_letter-00000-of-00001.jsonl")
     assert str(dead_letters) in lines[0] and "every input was rejected (3 dead letters)" in lines[0]
+    assert f"{dst} still holds its previous dataset, unchanged" in lines[0]
     assert len(dead_letters.read_text().splitlines()) == 3
-    assert not (dst / "metadata.json").exists()
-    assert _shard_files(dst) == {} and not (dst / "transform_fn").exists()
+    after = {p.relative_to(dst).as_posix(): p.read_bytes() for p in dst.rglob("*") if p.is_file()}
+    assert {name: data for name, data in after.items() if not name.startswith(".segflow/")} == before
+    _assert_published(dst)
 
 
 def test_killed_rerun_leaves_the_previous_output_and_its_leftovers_are_removed_later(pet_records_dir, tmp_path):

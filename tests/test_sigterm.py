@@ -12,6 +12,7 @@ import time
 import pytest
 
 from pipelines.tools import synthetic
+from schemas import cli
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +67,9 @@ def test_sigterm_stops_preprocess_in_one_line(tmp_path):
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == 143 and err.strip().splitlines() == ["pipelines.preprocess: error: terminated"], err
+    assert proc.returncode == 143 and err.strip().splitlines() == [
+        f"pipelines.preprocess: error: terminated; {cli.RERUN_TO_FINISH}"
+    ], err
     time.sleep(1)
     assert [pid for pid in children if _alive(pid)] == [], "worker processes outlived the job"
     assert os.listdir(temp) == [], "scratch or temporary files left in TMPDIR"

@@ -448,7 +448,9 @@ class NoRecordsError(DataError):
     """Every input was rejected: the run wrote dead letters and nothing else. ``main``: one line, status 1."""
 
 
-def _no_records_message(output_dir: str) -> str:
+def _no_records_message(output_dir: str, kept: Optional[str] = None) -> str:
+    """The one line for a run whose every input was rejected; ``kept``: the DST that still holds its previous
+    dataset (the dead letters are then in the run's staging folder ``output_dir``)."""
     from apache_beam.io.filesystems import FileSystems
 
     from pipelines.common.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE
@@ -459,10 +461,13 @@ def _no_records_message(output_dir: str) -> str:
             rejected = sum(1 for line in handle.read().splitlines() if line.strip())
     except Exception:  # the message must still point at the file
         rejected = "all"
+    if kept is not None:
+        outcome = f"{kept} still holds its previous dataset, unchanged"
+    else:
+        outcome = f"{output_dir} holds no dataset (no shards, no metadata.json)"
     return (
-        f"no records written: every input was rejected ({rejected} dead letters), so {output_dir} holds no "
-        f"dataset (no shards, no metadata.json); see {path} for each file and why, fix or remove those "
-        "inputs and rerun"
+        f"no records written: every input was rejected ({rejected} dead letters), so {outcome}; see {path} for "
+        "each file and why, fix or remove those inputs and rerun"
     )
 
 
@@ -589,6 +594,11 @@ def _run_claimed(
         if FileSystems.exists(metadata_path):
             with FileSystems.open(metadata_path) as handle:
                 metadata = DatasetMetadata.from_json(handle.read().decode("utf-8"))
+        if metadata is None and claim.staged and METADATA_FILE in claim.previous:
+            # Every input rejected is a failed rerun: DST keeps its previous dataset, and this run's dead letters
+            # stay in its staging folder for the user to read (the next run into DST removes it).
+            claim.keep_staging = True
+            raise NoRecordsError(_no_records_message(claim.staging, kept=config.output_dir))
         claim.publish(written=None if claim.staged else _files_written(config.output_dir, metadata))
         if metadata is None:
             raise NoRecordsError(_no_records_message(config.output_dir))
