@@ -42,8 +42,21 @@ import functools
 from typing import Sequence
 
 import numpy as np
-import tensorflow as tf
 from PIL import Image
+
+
+class _TensorFlowOnFirstUse:
+    """The ``tensorflow`` module, imported when a graph rule first uses it: the host rules here (PIL and numpy)
+    also serve processes that never run a graph op, such as evaluate's, which should not pay TensorFlow's ~5 s
+    import for them. Every ``tf.`` use below is inside a function (annotations are strings)."""
+
+    def __getattr__(self, name: str):
+        import tensorflow
+
+        return getattr(tensorflow, name)
+
+
+tf = _TensorFlowOnFirstUse()
 
 RESIZE_MODES = ("stretch", "pad")
 
