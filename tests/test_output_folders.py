@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -163,6 +164,8 @@ def gcs_with_preconditions(tmp_path_factory):
 
     server = FakeGCSServer()
     server.start()
+    # The wrapper pipes the server's request log and never reads it: unread, a full pipe would stall the server.
+    threading.Thread(target=server._process.stderr.read, daemon=True).start()
     try:
         client = storage.Client(
             project="segflow-test", credentials=AnonymousCredentials(), client_options={"api_endpoint": server.url}
