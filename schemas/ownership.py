@@ -599,8 +599,11 @@ def claim(
                 )
             previous = set()
     if isinstance(where, _LocalFolder):
-        os.makedirs(where.path, exist_ok=True)
-        lease: object = _LocalLease(where, kind)
+        try:
+            os.makedirs(where.path, exist_ok=True)
+            lease: object = _LocalLease(where, kind)
+        except OSError as e:  # the folder the user named is what cannot be written, not segflow's records in it
+            raise OSError(e.errno, e.strerror, where.path) from None
     else:
         lease = _GcsLease(where, kind)  # type: ignore[arg-type]
     try:

@@ -198,8 +198,8 @@ def _rerun_through_an_upload_outage(gcs_tls, cmd: list[str]) -> str:
 
 
 def test_a_storage_outage_past_the_retries_fails_preprocess_with_one_line(gcs, gcs_tls, pet_raw_dir):
-    """A rerun into a gs:// DST through an upload outage: one line, and the DST it was rewriting holds no
-    metadata.json, so no reader takes the half-written shards."""
+    """A rerun into a gs:// DST through an upload outage: one line, and DST still holds its previous complete
+    output (the rerun's first write, its lease, is refused before anything in DST changes)."""
     dst = gcs.prefix("outage-dst")
     cmd = [
         sys.executable,
@@ -221,14 +221,18 @@ def test_a_storage_outage_past_the_retries_fails_preprocess_with_one_line(gcs, g
     first = gcs_tls.run(cmd, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "metadata.json" in gcs.list(dst)
+    before = {name: gcs.read_bytes(f"{dst}/{name}") for name in gcs.list(dst)}
     last = _rerun_through_an_upload_outage(gcs_tls, cmd)
     assert last.startswith("pipelines.preprocess: error: storage failed: ") and "503" in last, last
-    assert "metadata.json" not in gcs.list(dst)
+    assert "keeps its last complete output" in last
+    # The rerun's first write (its lease) failed: it changed nothing, and DST is still the previous, whole output
+    # (had it got further, it would have deleted metadata.json before rewriting anything).
+    assert {name: gcs.read_bytes(f"{dst}/{name}") for name in gcs.list(dst)} == before
 
 
 def test_a_storage_outage_past_the_retries_fails_infer_with_one_line(gcs, gcs_tls, pet_job_dir, pet_raw_dir):
-    """A rerun of infer into a gs:// OUT through an upload outage: one line, and OUT holds no summary.json, the
-    mark of a complete run."""
+    """A rerun of infer into a gs:// OUT through an upload outage: one line, and OUT still holds its previous
+    complete run (its first write, the lease, failed before anything changed)."""
     model = gcs.upload_dir(pet_job_dir / "model", gcs.prefix("outage-model"))
     out = gcs.prefix("outage-out")
     cmd = [
@@ -249,9 +253,11 @@ def test_a_storage_outage_past_the_retries_fails_infer_with_one_line(gcs, gcs_tl
     first = gcs_tls.run(cmd, timeout=300)
     assert first.returncode == 0, first.stderr[-3000:]
     assert "summary.json" in gcs.list(out)
+    before = {name: gcs.read_bytes(f"{out}/{name}") for name in gcs.list(out)}
     last = _rerun_through_an_upload_outage(gcs_tls, cmd)
     assert last.startswith("pipelines.infer: error: storage failed: ") and "503" in last, last
-    assert "summary.json" not in gcs.list(out)
+    assert "keeps its last complete output" in last
+    assert {name: gcs.read_bytes(f"{out}/{name}") for name in gcs.list(out)} == before  # its first write failed
 
 
 # ---------------------------------------------------------------------- preprocess on Dataflow, dry run

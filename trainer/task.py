@@ -529,7 +529,13 @@ def _train(job: _Job):
         _save_on_stop(job)
         raise
     finally:
-        _record_new_files(job.claim, "logs", logs_before)
+        failing = sys.exc_info()[1] is not None
+        try:
+            _record_new_files(job.claim, "logs", logs_before)
+        except Exception as e:  # noqa: BLE001 - a failing run's own error is the one to report, not this one
+            if not failing:
+                raise
+            logger.warning("could not record this run's new files under logs/: %s", e)
     return throughput, time.time() - started
 
 
@@ -666,6 +672,9 @@ def _storage_failure(error: BaseException) -> Optional[str]:
     "All N retry attempts failed"), or None for any other error, which keeps its traceback."""
     import tensorflow as tf
 
+    google = _google_storage_failure(error)
+    if google is not None:
+        return google
     if not isinstance(error, tf.errors.OpError) or "retry attempts failed" not in (error.message or ""):
         return None
     # The message names the request and (on its next line) the path; graph-node context ("[[{{node ...}}]]") and
@@ -676,6 +685,24 @@ def _storage_failure(error: BaseException) -> Optional[str]:
             break
         lines.append(line)
     return "storage failed: " + " ".join(" ".join(lines).split())
+
+
+def _google_storage_failure(error: BaseException) -> Optional[str]:
+    """One line for a Cloud Storage request that failed past google-cloud-storage's own retries (the JOB
+    folder's owner record and lease on gs://, ``schemas.ownership``), searching the exception's causes; else
+    None."""
+    try:
+        from google.api_core.exceptions import GoogleAPIError
+    except ImportError:  # no google-cloud packages: TensorFlow's own client is the only one in use
+        return None
+    seen: set[int] = set()
+    current: Optional[BaseException] = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, GoogleAPIError):
+            return "storage failed: " + " ".join(f"{type(current).__name__}: {current}".split())[:400]
+        current = current.__cause__ or current.__context__
+    return None
 
 
 if __name__ == "__main__":

@@ -472,7 +472,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
 
 def _previous_release_files(name: str):
     """The adopter for ``ownership.claim``: the evaluation JSON ``name`` the release before owner records wrote
-    (a JSON document with a ``mean_iou``), else nothing."""
+    (a JSON document with a ``mean_iou``), else None (nothing of evaluate's is there)."""
 
     def adopt(where: ownership.Folder, kind: str) -> Optional[set]:
         data = where.read(name)
@@ -481,7 +481,7 @@ def _previous_release_files(name: str):
                 return {name}
         except (ValueError, TypeError):
             pass
-        return set()
+        return None
 
     return adopt
 

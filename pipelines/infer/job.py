@@ -21,6 +21,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 from apache_beam.utils import shared
 
 from pipelines import datasets
@@ -554,14 +555,32 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
         load_model_once(args.model_dir, args.model_cache_dir)  # before any input is read or output cleared
     except (ModelNotFound, ValueError) as err:
         raise DataError(str(err)) from None
-    # OUT is claimed before any input is read: a folder infer may not write is refused, one it cannot write
-    # fails here. The run writes into the claim's staging folder (in place on gs://) and publishes at the end.
+    options = make_pipeline_options(beam_argv)
+    if options.view_as(TestOptions).dry_run:  # the job is only constructed (Dataflow's dry run): nothing written
+        matched = match_inputs(args.input)
+        pipeline = new_pipeline(options)
+        build_pipeline(pipeline, args, model_info, matched)
+        result = pipeline.run()
+    else:
+        matched, result = _run_claimed(args, options, model_info)
+    counters = _counters(result)
+    # Local globs are counted here, as expanded; gs:// ones by the pipeline after matching them.
+    matched_count = matched.count if matched.count is not None else counters.get("inputs_matched", 0)
+    counters.update({"inputs_matched": matched_count, "output_dir": args.output_dir})
+    return counters
+
+
+def _run_claimed(
+    args: job_options.InferOptions, options: PipelineOptions, model_info: ModelInfo
+) -> tuple[MatchedInputs, beam.runners.runner.PipelineResult]:
+    """Runs the job into OUT, claimed before any input is read (a folder infer may not write is refused, one it
+    cannot write fails here): the run writes into the claim's staging folder (in place on gs://) and publishes
+    at the end."""
     with ownership.claim(
         args.output_dir, "infer", "--output_dir", adopt=previous_release_files, markers=[SUMMARY_FILE]
     ) as claim:
         matched = match_inputs(args.input)
         check_output_dir(matched, args.output_dir, args.model_dir)
-        options = make_pipeline_options(beam_argv)
         pipeline = new_pipeline(options)
         build_pipeline(
             pipeline,
@@ -577,11 +596,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict[str, Any]:
             summary = json.loads(claim.where.read(f"{ownership.RECORD_DIR}/{ownership.PENDING}/{SUMMARY_FILE}"))
             written = _files_of(set(summary["outputs"].values()), claim.where)
         claim.publish(written=written)
-    counters = _counters(result)
-    # Local globs are counted here, as expanded; gs:// ones by the pipeline after matching them.
-    matched_count = matched.count if matched.count is not None else counters.get("inputs_matched", 0)
-    counters.update({"inputs_matched": matched_count, "output_dir": args.output_dir})
-    return counters
+    return matched, result
 
 
 def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:

@@ -153,6 +153,8 @@ def main(argv: Optional[Sequence[str]], run: Callable[[list[str]], dict]) -> int
         summary=summary,
         tensorflow=True,
         failure_line=storage_failure_line(
-            "pipelines.infer", "OUT holds no summary.json, so the partial outputs are not a complete run"
+            "pipelines.infer",
+            "OUT keeps its last complete output (on gs://, once the run began writing there, it holds no "
+            "summary.json), so nothing half-written will be read",
         ),
     )

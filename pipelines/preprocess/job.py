@@ -664,7 +664,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         from pipelines.common import storage
 
         return storage.storage_failure_line(
-            NAME, error, "--output_dir holds no metadata.json, so nothing half-written will be read"
+            NAME,
+            error,
+            "--output_dir keeps its last complete output (on gs://, once the run began writing there, it holds no "
+            "metadata.json), so nothing half-written will be read",
         )
 
     def report(metadata: Optional[DatasetMetadata], args: list[str]) -> Optional[str]:
