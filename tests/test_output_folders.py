@@ -162,8 +162,19 @@ def gcs_with_preconditions(tmp_path_factory):
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
+    # The wrapper sets STORAGE_EMULATOR_HOST to itself on start and removes it on stop: this process's value (the
+    # suite's main server, which Beam's client in every later test uses) is put back both times.
+    previous = os.environ.get("STORAGE_EMULATOR_HOST")
+
+    def put_back() -> None:
+        if previous is None:
+            os.environ.pop("STORAGE_EMULATOR_HOST", None)
+        else:
+            os.environ["STORAGE_EMULATOR_HOST"] = previous
+
     server = FakeGCSServer()
     server.start()
+    put_back()
     # The wrapper pipes the server's request log and never reads it: unread, a full pipe would stall the server.
     threading.Thread(target=server._process.stderr.read, daemon=True).start()
     try:
@@ -174,6 +185,7 @@ def gcs_with_preconditions(tmp_path_factory):
         yield {"STORAGE_EMULATOR_HOST": server.url}
     finally:
         server.stop()
+        put_back()
 
 
 _HOLD = textwrap.dedent(
@@ -218,14 +230,20 @@ def test_gcs_lease_excludes_a_second_writer_and_is_taken_over_when_its_holder_di
 
 
 def test_gcs_lease_of_another_host_is_taken_over_only_once_its_heartbeat_expired(gcs_with_preconditions, monkeypatch):
+    from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
     from schemas import ownership
 
-    for name, value in gcs_with_preconditions.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.setattr(ownership._GcsFolder, "_clients", {})
-    bucket = storage.Client().bucket("segflow-lease-test")
+    # A client of its own for this server, handed to ownership directly: this process's environment (which points
+    # Beam's client at the suite's main server for every later test) is left as it is.
+    client = storage.Client(
+        project="segflow-test",
+        credentials=AnonymousCredentials(),
+        client_options={"api_endpoint": gcs_with_preconditions["STORAGE_EMULATOR_HOST"]},
+    )
+    monkeypatch.setattr(ownership._GcsFolder, "_clients", {os.getpid(): client})
+    bucket = client.bucket("segflow-lease-test")
     lease = bucket.blob("elsewhere/.segflow/lease")
     holder = {"host": "another-host", "pid": 1, "kind": "infer", "started": "then", "heartbeat": time.time()}
     lease.upload_from_string(json.dumps(holder))
