@@ -228,7 +228,10 @@ def test_padded_model_calls_return_one_result_per_image(pet_job_dir):
     alone = predict_resized_fn(model, images[:1], pad_to=4)
     crowded = predict_resized_fn(model, images[1:] + images[:1], pad_to=4)
     assert len(alone) == 1 and len(crowded) == 4
-    np.testing.assert_array_equal(alone[0].inference, crowded[3].inference)
+    # The same image in another slot of the padded batch: the same scores up to the float rounding of CPU kernels
+    # whose tiling depends on the row (oneDNN's last tile), and the same mask.
+    np.testing.assert_allclose(alone[0].inference, crowded[3].inference, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(alone[0].inference.argmax(-1), crowded[3].inference.argmax(-1))
     assert alone[0].inference.shape == (32, 32, 3)
     with pytest.raises(ValueError, match="exceeds the padded batch size"):
         predict_resized_fn(model, images, pad_to=3)
