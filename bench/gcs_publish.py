@@ -4,7 +4,7 @@
                                 [--repeats 3] [--endpoint http://127.0.0.1:PORT | --bucket BUCKET]
 
 Why it exists: locally a segflow run writes into ``.segflow/run-<token>/`` and publishes by renames
-(``schemas/ownership.py``, ``Claim.publish``); on ``gs://`` it writes in place instead, deleting its completion
+(``pipelines/shared/ownership.py``, ``Claim.publish``); on ``gs://`` it writes in place instead, deleting its completion
 marker first and writing it last. GCS has no rename: a "rename" is a server-side copy (``objects.rewrite`` or
 ``objects.copy``) of each object to its final name, then a delete of the staged one. This measures what that costs
 against the floor, the uploads themselves:

@@ -16,7 +16,7 @@ import json
 import math
 from typing import Any, Optional
 
-from schemas.cli import SegflowError
+from schemas.errors import SegflowError
 
 
 class NonFiniteError(SegflowError, ValueError):

@@ -1,4 +1,4 @@
-"""One command-line skeleton for all five programs (``schemas.cli``): unknown flags named as unknown, no
+"""One command-line skeleton for all five programs (``pipelines.shared.cli``): unknown flags named as unknown, no
 abbreviations, a complete ``--help`` answered in under a second without TensorFlow or Beam, ``run`` raising
 exceptions instead of exiting, defaults from the config dataclasses, and a quiet stderr: one line for an error,
 none of TensorFlow's or Beam's start-up noise on a normal run."""
@@ -13,7 +13,8 @@ import sys
 
 import pytest
 
-from schemas import cli
+from pipelines.shared import cli
+from schemas import errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -190,12 +191,12 @@ def _python_entry_points():
 @pytest.mark.parametrize("module", PROGRAMS)
 def test_run_raises_instead_of_exiting(module):
     run = _python_entry_points()[module]
-    with pytest.raises(cli.UsageError, match="unknown flag --bogus") as bad:
+    with pytest.raises(errors.UsageError, match="unknown flag --bogus") as bad:
         run(REQUIRED[module] + ["--bogus"])
     assert bad.value.exit_code == 2
-    with pytest.raises(cli.UsageError, match="required"):
+    with pytest.raises(errors.UsageError, match="required"):
         run(REQUIRED[module][2:])
-    with pytest.raises(cli.HelpShown):
+    with pytest.raises(errors.HelpShown):
         run(["--help"])
 
 
@@ -204,11 +205,11 @@ def test_data_errors_raise_data_error(tmp_path):
     from trainer import task
     from trainer.config import TrainConfig
 
-    with pytest.raises(cli.DataError, match="segflow_model.json not found"):
+    with pytest.raises(errors.DataError, match="segflow_model.json not found"):
         infer.run(
             ["--model_dir", str(tmp_path), "--input", str(tmp_path / "*.jpg"), "--output_dir", str(tmp_path / "out")]
         )
-    with pytest.raises(cli.DataError, match="does not exist"):
+    with pytest.raises(errors.DataError, match="does not exist"):
         task.run(TrainConfig(data_dir=str(tmp_path / "nope"), model="unet", job_dir=str(tmp_path / "job")))
 
 
@@ -258,9 +259,9 @@ def test_defaults_come_from_the_config_dataclasses():
 def test_a_field_range_holds_for_configs_built_in_python():
     from trainer.config import TrainConfig
 
-    with pytest.raises(cli.UsageError, match="--depth must be 1 <= value <= 6, got 9"):
+    with pytest.raises(errors.UsageError, match="--depth must be 1 <= value <= 6, got 9"):
         TrainConfig(data_dir="d", model="unet", job_dir="j", depth=9).validate()
-    with pytest.raises(cli.UsageError, match="--model must be one of unet, fcn8s"):
+    with pytest.raises(errors.UsageError, match="--model must be one of unet, fcn8s"):
         TrainConfig(data_dir="d", model="vgg", job_dir="j").validate()
 
 

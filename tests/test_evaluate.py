@@ -10,7 +10,7 @@ from PIL import Image
 
 from pipelines.evaluate import job as evaluate
 from pipelines.tools import synthetic
-from schemas.cli import DataError, UsageError
+from schemas.errors import DataError, UsageError
 
 
 def test_confusion_and_scores_by_hand():

@@ -16,7 +16,8 @@ import sys
 
 import pytest
 
-from schemas import cli
+from pipelines.shared import cli
+from schemas import errors
 
 pytestmark = pytest.mark.slow
 
@@ -189,7 +190,7 @@ def test_the_mapping_finds_faults_wherever_they_were_raised():
     python_text = RuntimeError("Traceback ...\nOSError: [Errno 13] Permission denied: '/dst/b'\n")
     assert cli.known_failure(python_text)[0].startswith("/dst/b: Permission denied: ")
 
-    class ModelNotLoading(cli.DataError):
+    class ModelNotLoading(errors.DataError):
         pass
 
     setup_text = RuntimeError(

@@ -13,7 +13,7 @@ import pytest
 from apache_beam.testing.util import assert_that
 
 from pipelines.common import forkserver, runner
-from schemas import cli
+from pipelines.shared import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A module that neither Beam's harness, nor segflow, nor this test module imports: in a worker it is loaded only
@@ -85,7 +85,7 @@ def test_threads_keep_no_server():
 
 _PRESTART_PROBE = r"""
 import sys
-from schemas import cli
+from pipelines.shared import cli
 seen = []
 cli.main("probe", [], lambda argv: seen.append("tensorflow" in sys.modules),
          prestart=lambda argv: seen.append("tensorflow" in sys.modules), tensorflow=True)

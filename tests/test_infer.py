@@ -14,7 +14,7 @@ from pipelines.evaluate import job as evaluate
 from pipelines.evaluate.job import to_train_ids
 from pipelines.infer import job as infer
 from schemas import labels
-from schemas.cli import SegflowError
+from schemas.errors import SegflowError
 from schemas.labels import colorize
 
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from pipelines.common import flags
-from schemas.cli import UsageError
+from schemas.errors import UsageError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROBE = (

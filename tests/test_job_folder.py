@@ -17,7 +17,8 @@ import time
 import pytest
 import tensorflow as tf
 
-from schemas import cli
+from pipelines.shared import cli
+from schemas import errors
 from tests.fixtures.model import train_tiny
 from trainer import callbacks
 
@@ -199,7 +200,7 @@ def test_checkpoints_that_are_all_damaged_are_refused_naming_the_newest(job_with
     for step in (1, 2):
         _cut(job / "checkpoints" / f"ckpt-{step}.data-00000-of-00001")
     before = _snapshot(job / "checkpoints")
-    with pytest.raises(cli.DataError) as caught:
+    with pytest.raises(errors.DataError) as caught:
         train_tiny(pet_records_dir, job, epochs=2, steps_per_epoch=2, checkpoint_steps=1, validation_steps=1)
     line = cli.error_line("trainer.task", caught.value)
     assert f"{job}/checkpoints/ckpt-2.data-00000-of-00001 is damaged" in line and "\n" not in line

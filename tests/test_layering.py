@@ -26,6 +26,8 @@ JOBS = ("pipelines.preprocess", "pipelines.infer", "pipelines.evaluate")
 # (importing job, imported module) pairs allowed across jobs: evaluate finds the masks where infer wrote them.
 CROSS_JOB_ALLOWED = {("pipelines.evaluate", "pipelines.infer.outputs")}
 TOOLS = "pipelines.tools"
+# The light modules the jobs share with the trainer: they import schemas and each other, nothing else of segflow.
+SHARED = "pipelines.shared"
 # Worker-side packages that no job may be imported by (a job sits on top of them, never below).
 BELOW_THE_JOBS = ("pipelines.common", "pipelines.datasets")
 # Upward imports the tree has today, each to be removed by the issue-13 work named beside it; every other import is
@@ -97,10 +99,12 @@ def imports_of(module: str, source: str, sources: dict[str, str]) -> Iterator[Im
 def _rule_broken(edge: Import) -> Optional[str]:
     """Why ``edge`` breaks the layering, or None."""
     importer, imported = edge.importer, edge.imported
-    if within(importer, "trainer") and not (within(imported, "trainer") or within(imported, "schemas")):
-        return "trainer imports only schemas (and itself)"
+    if within(importer, "trainer") and not any(within(imported, p) for p in ("trainer", "schemas", SHARED)):
+        return f"trainer imports only schemas and {SHARED} (and itself)"
     if within(importer, "schemas") and not within(imported, "schemas"):
         return "schemas imports neither pipelines nor trainer"
+    if within(importer, SHARED) and not (within(imported, SHARED) or within(imported, "schemas")):
+        return f"{SHARED} imports only schemas (and itself)"
     if not within(importer, TOOLS) and within(imported, TOOLS):
         return f"{TOOLS} (sample data, the demo) is not shipped to workers: nothing outside it imports it"
     job, imported_job = _job_of(importer), _job_of(imported)
@@ -173,6 +177,29 @@ def test_the_tree_keeps_its_layering():
     assert violations(sources) == []
 
 
+# What each package holds: ``schemas`` the contracts between stages and with users, nothing that runs a program.
+SCHEMAS_CONTRACTS = {
+    "schemas",
+    "schemas.class_balance",  # the class weights a dataset's metadata records
+    "schemas.errors",  # the error kinds and their exit statuses
+    "schemas.features",  # the record's feature keys
+    "schemas.labels",  # the label definitions
+    "schemas.metadata",  # the dataset metadata file
+    "schemas.model_contract",  # what a trained model serves
+    "schemas.scores",  # the one IoU rule
+    "schemas.strict_json",  # how contract files are written and read
+    "schemas.transform",  # the shared tf.Transform preprocessing
+}
+
+
+def test_schemas_holds_only_the_contracts():
+    """A module added to ``schemas`` must be a contract and be named here; the runtime lives in pipelines.shared."""
+    found = {module for module in read_tree() if within(module, "schemas")}
+    assert found == SCHEMAS_CONTRACTS
+    shared = {module for module in read_tree() if within(module, SHARED)}
+    assert {f"{SHARED}.cli", f"{SHARED}.ownership", f"{SHARED}.imaging", f"{SHARED}.processes"} <= shared
+
+
 def test_the_checker_sees_the_trees_own_imports():
     """Guards against a checker that passes by reading nothing: known imports of the tree are found."""
     edges = {(edge.importer, edge.imported) for edge in all_imports(read_tree())}
@@ -195,6 +222,10 @@ def test_tolerated_imports_still_exist():
         ("trainer._probe", "from pipelines.common import storage\n", "trainer imports only schemas"),
         ("trainer.models._probe", "def f():\n    import pipelines.datasets\n", "trainer imports only schemas"),
         ("schemas._probe", "import trainer.config\n", "schemas imports neither"),
+        ("schemas._probe", "from pipelines.shared import cli\n", "schemas imports neither"),
+        ("pipelines.shared._probe", "from pipelines.common import storage\n", "pipelines.shared imports only schemas"),
+        ("pipelines.shared._probe", "import trainer.data\n", "pipelines.shared imports only schemas"),
+        ("trainer._probe", "from pipelines.preprocess import records\n", "trainer imports only schemas"),
         ("schemas._probe", "from pipelines.infer import outputs\n", "schemas imports neither"),
         ("pipelines.preprocess._probe", "from pipelines.infer import job\n", "a job imports no other job"),
         ("pipelines.infer._probe", "from ..preprocess import records\n", "a job imports no other job"),
@@ -240,6 +271,8 @@ def test_an_import_cycle_is_a_violation():
         ("pipelines.datasets._probe", "from pipelines.common import hashing\nfrom schemas import labels\n"),
         ("pipelines.tools._probe", "from pipelines.infer import job\nfrom pipelines.tools import synthetic\n"),
         ("trainer._probe", "from schemas import features\nimport tensorflow\n"),
+        ("trainer._probe", "from pipelines.shared import cli, ownership\n"),
+        ("pipelines.shared._probe", "from schemas.errors import UsageError\nfrom pipelines.shared import processes\n"),
     ],
 )
 def test_allowed_imports_are_not_violations(module, source):

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from schemas.cli import DataError, error_line
+from pipelines.shared.cli import error_line
+from schemas.errors import DataError
 from schemas.labels import spec_for
 from schemas.model_contract import MODEL_FORMAT_VERSION, MODEL_INFO_FILE, SIGNATURES, ModelContractError, ModelInfo
 

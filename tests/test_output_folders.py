@@ -191,7 +191,7 @@ def gcs_with_preconditions(tmp_path_factory):
 _HOLD = textwrap.dedent(
     """
     import sys, time
-    from schemas import ownership
+    from pipelines.shared import ownership
     try:
         claim = ownership.claim(sys.argv[1], "infer", "--output_dir")
     except ownership.OutputFolderRefused as e:
@@ -233,7 +233,7 @@ def test_gcs_lease_of_another_host_is_taken_over_only_once_its_heartbeat_expired
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    from schemas import ownership
+    from pipelines.shared import ownership
 
     # A client of its own for this server, handed to ownership directly: this process's environment (which points
     # Beam's client at the suite's main server for every later test) is left as it is.

@@ -11,8 +11,8 @@ import time
 
 import pytest
 
-from schemas import ownership
-from schemas.ownership import OutputFolderRefused
+from pipelines.shared import ownership
+from pipelines.shared.ownership import OutputFolderRefused
 
 
 def _write(path, text="x"):
@@ -123,7 +123,7 @@ def test_output_flag_naming_a_file_is_refused(tmp_path):
 _HOLD = textwrap.dedent(
     """
     import sys, time
-    from schemas import ownership
+    from pipelines.shared import ownership
     claim = ownership.claim(sys.argv[1], "preprocess", "--output_dir")
     print("held", flush=True)
     time.sleep(60)
@@ -156,7 +156,7 @@ def test_two_processes_racing_for_one_folder_get_one_winner(tmp_path):
     script = textwrap.dedent(
         """
         import sys, time
-        from schemas import ownership
+        from pipelines.shared import ownership
         time.sleep(float(sys.argv[2]) - time.time())
         try:
             claim = ownership.claim(sys.argv[1], "infer", "--output_dir")

@@ -17,8 +17,9 @@ from PIL import Image
 
 from pipelines.common.deadletter import read_dead_letters
 from pipelines.datasets.base import split_from_hash
+from pipelines.shared import imaging
 from pipelines.tools import synthetic
-from schemas import features, imaging, labels
+from schemas import features, labels
 from schemas.metadata import DatasetMetadata
 
 pytestmark = pytest.mark.slow

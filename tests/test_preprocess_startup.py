@@ -33,6 +33,7 @@ def test_help_and_flag_errors_import_neither_beam_nor_tensorflow():
 
 def test_light_copies_of_schema_constants_agree():
     from pipelines.preprocess import job as preprocess
-    from schemas import features, imaging
+    from pipelines.shared import imaging
+    from schemas import features
 
     assert preprocess.SPLITS == features.SPLITS and preprocess.RESIZE_MODES == imaging.RESIZE_MODES

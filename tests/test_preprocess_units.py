@@ -81,7 +81,7 @@ def test_record_image_goes_decode_to_encode_as_pil_with_the_array_paths_bytes(fm
     """An RGB original stays a PIL image from decode to encode (no copy through numpy, see
     ``decode.decode_rgb_image``); what it encodes to is byte for byte what the array path gives, and nothing of
     the source file's metadata (an ICC profile, a comment) reaches the record."""
-    from schemas import imaging
+    from pipelines.shared import imaging
 
     extra = {k: (_srgb_profile() if v == "srgb" else v) for k, v in extra.items()}
     data = _encoded(Image.fromarray(RGB), fmt, **extra)

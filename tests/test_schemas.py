@@ -85,7 +85,7 @@ def test_image_only_record_decodes_to_ignore_mask():
 def test_host_resize_twins_match_the_serving_graph():
     """Preprocess resizes with PIL/numpy, serving with TF ops: same content box, identical nearest-neighbour
     masks, images within one grey level (rounding), in both resize modes, shrinking and enlarging."""
-    from schemas import imaging
+    from pipelines.shared import imaging
 
     rng = np.random.default_rng(0)
     for trial in range(60):
@@ -121,7 +121,7 @@ def test_serving_decoder_is_bit_identical_to_the_records_decoder():
     from PIL import Image
 
     from pipelines.common.decode import decode_rgb
-    from schemas import imaging
+    from pipelines.shared import imaging
 
     rng = np.random.default_rng(1)
     ratios = set()
@@ -157,7 +157,7 @@ def test_serving_decoder_is_bit_identical_to_the_records_decoder():
 
 
 def test_argmax_channels_is_tf_argmax():
-    from schemas import imaging
+    from pipelines.shared import imaging
 
     rng = np.random.default_rng(2)
     for channels in (1, 2, 3, 19):

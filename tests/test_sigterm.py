@@ -11,8 +11,8 @@ import time
 
 import pytest
 
+from pipelines.shared import cli
 from pipelines.tools import synthetic
-from schemas import cli
 
 pytestmark = pytest.mark.slow
 

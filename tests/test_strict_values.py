@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from schemas import cli
+from schemas import errors
 
 
 def _strict(text: str):
@@ -81,7 +81,7 @@ def test_a_float_field_built_in_python_refuses_nan():
     from trainer.config import TrainConfig
 
     config = TrainConfig(data_dir="d", model="unet", job_dir="j", learning_rate=float("nan"))
-    with pytest.raises(cli.UsageError, match="--learning_rate takes a finite number, got nan"):
+    with pytest.raises(errors.UsageError, match="--learning_rate takes a finite number, got nan"):
         config.validate()
 
 
@@ -90,7 +90,7 @@ def test_class_weights_refuse_nan_and_infinity(weights):
     from trainer.config import TrainConfig
 
     config = TrainConfig(data_dir="d", model="unet", job_dir="j", class_weights=weights)
-    with pytest.raises(cli.UsageError, match="--class_weights takes finite numbers"):
+    with pytest.raises(errors.UsageError, match="--class_weights takes finite numbers"):
         config.validate()
 
 
@@ -117,7 +117,7 @@ def test_a_non_finite_value_elsewhere_is_refused_naming_where():
 
     with pytest.raises(strict_json.NonFiniteError, match=r"metadata.json not written: its stats.channel_std\[1\] is"):
         strict_json.dumps({"stats": {"channel_std": [1.0, float("nan")]}}, what="metadata.json")
-    assert strict_json.NonFiniteError.exit_code == 1 and issubclass(strict_json.NonFiniteError, cli.SegflowError)
+    assert strict_json.NonFiniteError.exit_code == 1 and issubclass(strict_json.NonFiniteError, errors.SegflowError)
 
 
 def test_the_trainer_writes_metrics_with_nan_as_null(tmp_path):

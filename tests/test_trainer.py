@@ -168,7 +168,7 @@ def test_served_model_input_is_the_record_image(pet_job_dir, pet_raw_dir):
     from PIL import Image
 
     from pipelines.common.decode import DecodeError, decode_rgb
-    from schemas import imaging
+    from pipelines.shared import imaging
 
     size = (32, 32)
     preprocess = tf.saved_model.load(str(pet_job_dir / "model")).signatures["preprocess"]

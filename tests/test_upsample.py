@@ -11,7 +11,7 @@ from PIL import Image
 from pipelines.common.label_png import encode_bitmask_png
 from pipelines.infer import upsample
 from pipelines.infer.instances import extract_instances
-from schemas import imaging
+from pipelines.shared import imaging
 
 
 def graph_postprocess(probabilities, height, width, size, mode):

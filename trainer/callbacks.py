@@ -12,7 +12,7 @@ directory that they delete, the pattern ``tf.distribute`` documents.
 ``--job_dir`` is a literal path: ``tf.train.CheckpointManager`` and ``tf.train.latest_checkpoint`` find and
 delete checkpoint files through glob patterns built from the directory, so in a ``job[1]`` they would miss this
 job's checkpoints and delete ``job1``'s. Here checkpoints are found by reading the state file and checking the
-exact file names, and old ones are deleted through JOB's owner record (``schemas.ownership``): only files a
+exact file names, and old ones are deleted through JOB's owner record (``pipelines.shared.ownership``): only files a
 segflow trainer wrote, never another tool's ``ckpt-3.index``.
 
 A damaged checkpoint is never dropped silently (``find_checkpoint``): the state file is parsed here (TensorFlow
@@ -39,7 +39,7 @@ import tf_keras as keras
 # The writer of the ``checkpoint`` state file that tf.train.CheckpointManager uses (atomic, relative paths).
 from tensorflow.python.checkpoint import checkpoint_management
 
-from schemas.paths import TF_GLOB_CHARS
+from pipelines.shared.tf_paths import TF_GLOB_CHARS
 from trainer.data import DataError
 
 logger = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
 
     ``network``: the weights to keep (the trained model's network, without the weight-less tft layer);
     ``optimizer``: the compiled model's optimizer. The newest ``max_to_keep`` checkpoints are kept.
-    ``owner``: the chief's claim on JOB (``schemas.ownership.Claim``), and ``owner_dir`` this directory relative
+    ``owner``: the chief's claim on JOB (an ownership ``Claim``), and ``owner_dir`` this directory relative
     to it: every file written is recorded there first, and old checkpoints are deleted through it (only files a
     segflow trainer wrote). Without one, only files this object wrote are ever deleted.
     """

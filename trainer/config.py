@@ -1,6 +1,6 @@
 """The one configuration object of a training job, built from ``python -m trainer.task`` flags.
 
-Each field is also the flag of the same name (``schemas.cli.option``): its default, help text, range and
+Each field is also the flag of the same name (``pipelines.shared.cli.option``): its default, help text, range and
 choices are written once, here; ``trainer.task.build_parser`` declares every flag from these fields. Adding a
 flag is adding a field.
 """
@@ -11,8 +11,8 @@ import dataclasses
 import math
 from typing import Optional
 
-from schemas import cli
-from schemas.cli import UsageError
+from pipelines.shared import cli
+from schemas.errors import UsageError
 from trainer.models import MODELS  # the registry of networks; imports no TensorFlow
 
 __all__ = ["LOSSES", "MODELS", "SPLITS", "STRATEGIES", "TrainConfig", "UsageError"]

@@ -19,9 +19,9 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
-from schemas import cli, features, metadata as metadata_lib, transform as transform_lib
+from pipelines.shared.tf_paths import has_tf_glob_chars, join as join_path, tf_readable_local_dir
+from schemas import errors, features, metadata as metadata_lib, transform as transform_lib
 from schemas.class_balance import class_balance
-from schemas.paths import has_tf_glob_chars, join as join_path, tf_readable_local_dir
 
 AUTOTUNE = tf.data.AUTOTUNE
 # A shard file name as preprocess writes it (pipelines.preprocess.shards.SHARD_NAME), matched against names listed
@@ -30,7 +30,7 @@ _SHARD_NAME_RE = re.compile(r"^(train|val|test)-(\d{5})-of-(\d{5})\.tfrecord\.gz
 _RERUN = "rerun python -m pipelines.preprocess into it (or into a fresh --output_dir)"
 
 
-class DataError(cli.DataError, RuntimeError):
+class DataError(errors.DataError, RuntimeError):
     """The data directory cannot be trained on; the message says why and what to do (exit status 1)."""
 
 

@@ -1,7 +1,7 @@
 """``JOB/model``: a SavedModel serving encoded image bytes, with the training graph's own preprocessing.
 
 The signatures, their tensors and ``segflow_model.json`` are ``schemas.model_contract`` (the interface
-``pipelines.infer`` codes against); this module builds them from it. Decoding/resizing is ``schemas.imaging``
+``pipelines.infer`` codes against); this module builds them from it. Decoding/resizing is ``pipelines.shared.imaging``
 (as in preprocess); ``predict_resized`` calls the very Keras model that was trained, whose first layer is the
 tensorflow-transform graph from ``DST/transform_fn`` (``trainer.normalization``): no train/serve skew.
 """
@@ -14,8 +14,9 @@ from typing import Optional, Sequence
 import tensorflow as tf
 import tf_keras as keras
 
-from schemas import imaging, model_contract as contract
-from schemas.paths import join as join_path
+from pipelines.shared import imaging
+from pipelines.shared.tf_paths import join as join_path
+from schemas import model_contract as contract
 from trainer import data as data_lib
 
 logger = logging.getLogger(__name__)
@@ -135,7 +136,7 @@ def export_model(
     ``info_path``: where ``segflow_model.json`` goes (default: in ``export_dir``); the trainer writes it aside
     when it exports in place, and puts it into ``export_dir`` last, as the export's completion marker. Nothing
     already in ``export_dir`` is deleted here: the caller writes into a fresh folder, or replaces the previous
-    export's files by its record of them (``schemas.ownership``).
+    export's files by its record of them (``pipelines.shared.ownership``).
     """
     meta = info.metadata
     server = SegmentationServer(model, meta.image_size, meta.resize_mode, meta.num_classes, meta.ignore_label)

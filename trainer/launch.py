@@ -25,7 +25,8 @@ import os
 import re
 from typing import Optional, Sequence
 
-from schemas import cli
+from pipelines.shared import cli
+from schemas import errors
 
 NAME = "trainer.launch"
 PROG = f"python -m {NAME}"
@@ -33,7 +34,7 @@ DEFAULT_MACHINE = "n1-standard-8"
 TRAINER_MODULE = "trainer.task"
 
 
-class LaunchError(cli.UsageError):
+class LaunchError(errors.UsageError):
     """A bad flag; ``main`` prints it as one line and exits 2."""
 
 
@@ -141,7 +142,7 @@ def _check_trainer_args(argv: list[str]) -> None:
 
     try:
         task.config_from_args(argv)
-    except cli.UsageError as err:
+    except errors.UsageError as err:
         raise LaunchError(f"{TRAINER_MODULE} rejects its args: {err}") from None
 
 

@@ -4,7 +4,7 @@
 
 Writes JOB/checkpoints (resume with the same command after any interruption), JOB/logs (TensorBoard),
 JOB/model (SavedModel serving raw image bytes, see trainer.export) and JOB/metrics.json (final evaluation).
-JOB is the chief's for the whole run (``schemas.ownership``: one writer, only files a segflow trainer wrote are
+JOB is the chief's for the whole run (``pipelines.shared.ownership``: one writer, only files a segflow trainer wrote are
 ever deleted); the export is written aside and replaces the previous JOB/model and metrics.json only once
 complete.
 The same command runs unchanged on one CPU, several GPUs (MirroredStrategy) or several machines
@@ -21,8 +21,9 @@ import sys
 import time
 from typing import Optional, Sequence
 
-from schemas import cli, ownership, strict_json
-from schemas.paths import join as join_path
+from pipelines.shared import cli, ownership
+from pipelines.shared.tf_paths import join as join_path
+from schemas import strict_json
 from trainer.config import TrainConfig, UsageError
 
 logger = logging.getLogger("trainer.task")  # not __main__ under python -m: "trainer" logs at INFO
@@ -689,7 +690,7 @@ def _storage_failure(error: BaseException) -> Optional[str]:
 
 def _google_storage_failure(error: BaseException) -> Optional[str]:
     """One line for a Cloud Storage request that failed past google-cloud-storage's own retries (the JOB
-    folder's owner record and lease on gs://, ``schemas.ownership``), searching the exception's causes; else
+    folder's owner record and lease on gs://, ``pipelines.shared.ownership``), searching the exception's causes; else
     None."""
     try:
         from google.api_core.exceptions import GoogleAPIError

@@ -2,7 +2,7 @@
 
 Files are decoded by what their bytes are, never by their extension: the real Oxford-IIIT Pet archive has PNG
 (RGBA) and GIF (palette) images named ``.jpg``, grayscale and CMYK JPEGs, truncated JPEGs and ``.mat`` files
-among the images. Every mode becomes 8-bit RGB by the one pixel conversion rule of ``schemas.imaging`` (16-bit
+among the images. Every mode becomes 8-bit RGB by the one pixel conversion rule of ``pipelines.shared.imaging`` (16-bit
 samples keep their high byte, alpha is composited on black with ``(c * a + 127) // 255``, CMYK by libjpeg's
 rule, JPEG EXIF orientation applied), which the serving graph's TF decoder follows pixel for pixel; anything PIL
 cannot fully decode raises ``DecodeError`` with a one-line reason that ends up in the dead letter. Reasons never
@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from pipelines.common.label_png import encode_label_png
-from schemas import imaging
+from pipelines.shared import imaging
 
 # PIL must never silently pad a truncated file with grey: a truncated image is a dead letter.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -83,7 +83,7 @@ def _has_alpha(image: Image.Image) -> bool:
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """A loaded PIL image → uint8 RGB ``[h, w, 3]`` by ``schemas.imaging``'s conversion rule (orientation aside)."""
+    """A loaded PIL image → uint8 RGB ``[h, w, 3]`` by the rule in ``pipelines.shared.imaging`` (orientation aside)."""
     if image.mode == "CMYK":
         return imaging.cmyk_to_rgb_host(np.asarray(image), adobe="adobe" in image.info)
     if image.mode.startswith("I;16") or image.mode == "I":

@@ -1,4 +1,4 @@
-"""What every Beam job's command line shares, built on ``schemas.cli`` without Beam or TensorFlow.
+"""What every Beam job's command line shares, built on ``pipelines.shared.cli`` without Beam or TensorFlow.
 
 Each job declares its own flags beside it (``pipelines/<job>/options.py``, preprocess's ``PreprocessConfig``);
 this module gives them the parser (``job_parser``), the Beam options they pass on, and the one storage-outage
@@ -15,7 +15,8 @@ import os
 import re
 from typing import Any, Optional, Sequence
 
-from schemas import cli
+from pipelines.shared import cli
+from schemas import errors
 
 # Every ``--flag`` Beam's options define, for the Beam version on the first line: a mistyped flag is refused
 # from this list without importing Beam. Regenerate with ``python -m pipelines.common.flags`` after a Beam upgrade
@@ -96,7 +97,7 @@ def check_beam_argv(beam_argv: Sequence[str], prog: str) -> None:
     try:
         check_beam_flags(beam_argv)
     except ValueError as err:
-        raise cli.UsageError(f"{err} (see {prog} --help)") from None
+        raise errors.UsageError(f"{err} (see {prog} --help)") from None
 
 
 def quiet_beam_logs() -> None:

@@ -51,7 +51,7 @@ _SHUTDOWN_GRACE_S = 10.0
 # Ctrl-C reaches every process of the job, and workers that died of it at once would fail the runner's threads
 # (tracebacks) before the launcher knew it was interrupted; one that arrived while Python still imports ``site``
 # would even abort it with a "Fatal Python error". The launcher ends them as it handles the interrupt
-# (``schemas.cli``); a launcher that dies ends them too (their streams to it close).
+# (``pipelines.shared.cli``); a launcher that dies ends them too (their streams to it close).
 _IGNORE_INTERRUPTS = "trap '' INT;"
 
 

@@ -14,7 +14,7 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
 from pipelines.common import forkserver
-from schemas import cli
+from pipelines.shared import cli
 
 _DIRECT_RUNNERS = ("DirectRunner", "direct", "SwitchingDirectRunner")
 
@@ -264,6 +264,6 @@ def new_pipeline(options: PipelineOptions) -> beam.Pipeline:
 
 def exit_process(code: int = 0) -> NoReturn:
     """Ends a job's command-line process with ``code`` once its work is done and flushed, skipping the
-    interpreter's teardown (``schemas.cli.exit_process``: 0.8-1.4 s on 2 cores with TensorFlow,
+    interpreter's teardown (``pipelines.shared.cli.exit_process``: 0.8-1.4 s on 2 cores with TensorFlow,
     tensorflow-transform and Beam loaded). Only for ``__main__``: never from a library or a test process."""
     cli.exit_process(code)

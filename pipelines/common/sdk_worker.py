@@ -14,7 +14,7 @@ import sys
 
 from apache_beam.runners.worker import sdk_worker_main
 
-from schemas.cli import exit_process
+from pipelines.shared.cli import exit_process
 
 
 def run_harness() -> int:

@@ -18,6 +18,6 @@ classes count nowhere; a prediction of a class that is not evaluated counts as a
 class; IoU = TP / (TP + FP + FN), NaN for a class absent from both sides, and mIoU averages the non-NaN IoUs
 (``schemas.scores``: the trainer's metrics use the same function).
 
-Python callers: ``from pipelines.evaluate.job import run``; ``run(argv)`` raises ``schemas.cli`` errors, never
+Python callers: ``from pipelines.evaluate.job import run``; ``run(argv)`` raises ``pipelines.shared.cli`` errors, never
 ``SystemExit``. Importing this package (or its ``options``) loads neither Beam nor TensorFlow.
 """

@@ -5,7 +5,7 @@ The flags are parsed (``--help``, a bad flag answered) before the job module imp
 import importlib
 
 from pipelines.evaluate import options
-from schemas.cli import exit_process
+from pipelines.shared.cli import exit_process
 
 
 def _job():

@@ -24,8 +24,9 @@ from pipelines.datasets.base import GroundTruthLayout
 from pipelines.datasets.discovery import BeamFiles
 from pipelines.evaluate import options as job_options
 from pipelines.infer import outputs
-from schemas import labels, ownership, scores as segmentation_scores, strict_json
-from schemas.cli import DataError, UsageError
+from pipelines.shared import ownership
+from schemas import labels, scores as segmentation_scores, strict_json
+from schemas.errors import DataError, UsageError
 
 NAMESPACE = "segflow_evaluate"
 

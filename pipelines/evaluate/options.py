@@ -8,7 +8,8 @@ import importlib
 from typing import Callable, Optional, Sequence
 
 from pipelines.common.flags import job_parser, quiet_beam_logs, storage_failure_line
-from schemas import cli
+from pipelines.shared import cli
+from schemas import errors
 
 
 def _datasets():
@@ -19,7 +20,7 @@ def _datasets():
 # ---------------------------------------------------------------------------------------------- evaluate
 @dataclasses.dataclass
 class EvaluateOptions:
-    """``pipelines.evaluate``'s flags: each field is the flag of the same name (``schemas.cli.option``)."""
+    """``pipelines.evaluate``'s flags: each field is the flag of the same name (``pipelines.shared.cli.option``)."""
 
     predictions: str = cli.option(help="folder of predicted masks (OUT/masks), local or gs://")
     ground_truth: str = cli.option(help="the raw dataset root (SRC) or a folder of ground-truth masks, local or gs://")
@@ -55,7 +56,7 @@ def parse_flags(argv: Sequence[str]) -> tuple[EvaluateOptions, list[str]]:
         scored = " or ".join(
             n for n in _datasets().names() if options.label_mode in _datasets().get(n).evaluate_label_modes
         )
-        raise cli.UsageError(f"--label_mode applies to --dataset {scored} only")
+        raise errors.UsageError(f"--label_mode applies to --dataset {scored} only")
     return options, list(beam_argv)
 
 

@@ -24,7 +24,8 @@ from pipelines import datasets
 from pipelines.common import storage
 from pipelines.evaluate.job import example_id, find_ground_truth, to_train_ids
 from pipelines.infer import outputs
-from schemas import cli
+from pipelines.shared import cli
+from schemas import errors
 from schemas.labels import LabelSpec, colorize
 
 TITLES = ("Input Image", "True Mask", "Predicted Mask", "Instances")
@@ -269,7 +270,7 @@ def run(argv: Sequence[str]) -> dict[str, str]:
     ``DataError``."""
     args = build_parser().parse_args(list(argv))
     if not FileSystems.exists(FileSystems.join(args.output_dir, "summary.json")):
-        raise cli.DataError(f"{args.output_dir}/summary.json not found: run pipelines.infer first")
+        raise errors.DataError(f"{args.output_dir}/summary.json not found: run pipelines.infer first")
     return write_report(args.output_dir, args.dataset, args.ground_truth, args.max_images)
 
 

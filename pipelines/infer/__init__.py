@@ -12,6 +12,6 @@ Files that cannot be read or decoded go to ``OUT/dead_letter/``; every matched f
 two places. The previous run's outputs in ``OUT`` are removed first, ``summary.json`` first of all, and
 ``summary.json`` is written last: an ``OUT`` with a ``summary.json`` is complete.
 
-Python callers: ``from pipelines.infer.job import run``; ``run(argv)`` raises ``schemas.cli`` errors, never
+Python callers: ``from pipelines.infer.job import run``; ``run(argv)`` raises ``pipelines.shared.cli`` errors, never
 ``SystemExit``. Importing this package (or its ``options``) loads neither Beam nor TensorFlow.
 """

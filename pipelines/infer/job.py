@@ -37,8 +37,8 @@ from pipelines.infer.model import (
     load_model_once,
     read_model_info,
 )
-from schemas import ownership
-from schemas.cli import DataError
+from pipelines.shared import ownership
+from schemas.errors import DataError
 from schemas.model_contract import ModelInfo
 
 NAMESPACE = "segflow_infer"
@@ -387,7 +387,7 @@ class PostprocessAndWrite(beam.DoFn):
     def _model_image(path: str) -> np.ndarray:
         import tensorflow as tf
 
-        from schemas.imaging import decode_image_bytes
+        from pipelines.shared.imaging import decode_image_bytes
 
         return decode_image_bytes(tf.constant(storage.read_bytes(path))).numpy()
 

@@ -25,10 +25,10 @@ from apache_beam.utils import shared
 from pipelines.common import storage
 from pipelines.common.runner import leave_parallelism_to_beam
 from pipelines.infer.options import MODEL_CALLS
+from pipelines.shared.tf_paths import tf_readable_local_dir
 from schemas import model_contract as contract
-from schemas.cli import DataError
+from schemas.errors import DataError
 from schemas.model_contract import ModelInfo
-from schemas.paths import tf_readable_local_dir
 
 
 class ModelNotFound(DataError, ValueError):

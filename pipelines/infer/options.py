@@ -8,7 +8,7 @@ import dataclasses
 from typing import Callable, Optional, Sequence
 
 from pipelines.common.flags import job_parser, quiet_beam_logs, storage_failure_line
-from schemas import cli
+from pipelines.shared import cli
 
 # Default --max_pixels: 32 Mpx (e.g. a 24-megapixel 6000x4000 photo passes; Cityscapes frames are 2 Mpx). See
 # pipelines.infer for what an image in flight holds.
@@ -45,7 +45,7 @@ def _instance_cap(text: str) -> Optional[int]:
 
 @dataclasses.dataclass
 class InferOptions:
-    """``pipelines.infer``'s flags: each field is the flag of the same name (``schemas.cli.option``)."""
+    """``pipelines.infer``'s flags: each field is the flag of the same name (``pipelines.shared.cli.option``)."""
 
     model_dir: str = cli.option(help="JOB/model exported by trainer.task (local or gs://)")
     input: list[str] = cli.option(

@@ -60,7 +60,7 @@ class Geometry(NamedTuple):
 
 def geometry(probabilities: np.ndarray, height: int, width: int, size: Sequence[int], mode: str) -> Geometry:
     """``imaging.restore_size``'s crop and weights for an image of ``height`` x ``width``."""
-    from schemas.imaging import content_box_host  # the same float32 arithmetic as the graph's content_box
+    from pipelines.shared.imaging import content_box_host  # the same float32 arithmetic as the graph's content_box
 
     top, left, h, w = content_box_host(height, width, size, mode)
     content = np.asarray(probabilities, dtype=np.float32)[top : top + h, left : left + w, :]

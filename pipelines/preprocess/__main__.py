@@ -1,6 +1,6 @@
 """``python -m pipelines.preprocess``: see ``pipelines/preprocess/job.py``."""
 
 from pipelines.preprocess.job import main
-from schemas.cli import exit_process
+from pipelines.shared.cli import exit_process
 
 exit_process(main())

@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Optional, Sequence
 # second. Beam, TensorFlow and the pipeline modules (~5 s of imports on 2 cores) load once the flags are
 # parsed (``_pipeline_modules``), or when another module imports them.
 from pipelines import datasets
-from schemas import cli, labels as schema_labels
-from schemas.cli import DataError, UsageError
+from pipelines.shared import cli
+from schemas import labels as schema_labels
+from schemas.errors import DataError, UsageError
 from schemas.metadata import METADATA_FILE, DatasetMetadata, DatasetStats
 
 if TYPE_CHECKING:
@@ -35,12 +36,12 @@ if TYPE_CHECKING:
 
     from pipelines.preprocess.records import RecordOptions
     from pipelines.preprocess.shards import ShardsWritten
-    from schemas import ownership
+    from pipelines.shared import ownership
 
 _LOG = logging.getLogger("segflow.preprocess")
 NAME = "pipelines.preprocess"
 PROG = f"python -m {NAME}"
-# schemas.features.SPLITS and schemas.imaging.RESIZE_MODES, whose modules import TensorFlow (tests check they
+# schemas.features.SPLITS and pipelines.shared.imaging.RESIZE_MODES, whose modules import TensorFlow (tests check they
 # agree).
 SPLITS = ("train", "val", "test")
 RESIZE_MODES = ("stretch", "pad")
@@ -70,7 +71,7 @@ def _image_size(text: str) -> tuple[int, int]:
 
 @dataclasses.dataclass(frozen=True)
 class PreprocessConfig:
-    """The job's flags, validated: each field is the flag of the same name (``schemas.cli.option``), its default,
+    """The job's flags, validated: each field is the flag of the same name, its default,
     help and range written once, here."""
 
     dataset: str = cli.option(help="dataset layout to read", choices=datasets.names)
@@ -506,7 +507,7 @@ def run(argv: Sequence[str]) -> Optional[DatasetMetadata]:
     Returns None when the runner only constructs the job (``--dry_run=True``). Raises ``UsageError`` for bad
     flags or an empty input, ``NoRecordsError`` when every input was a dead letter.
 
-    Publication (``schemas.ownership``): DST is claimed first (refused when it holds files preprocess did not
+    Publication (``pipelines.shared.ownership``): DST is claimed first (refused when it holds files preprocess did not
     write, or while another run writes it). Locally the run writes into a staging folder inside DST and publishes
     by renames, metadata.json last: until then readers see the previous complete output, and a run that fails or
     is killed leaves it as it was. On gs:// the run writes in place: the previous metadata.json is deleted first
@@ -526,7 +527,7 @@ def _run(config: PreprocessConfig, beam_argv: list[str]) -> Optional[DatasetMeta
 
     if PipelineOptions(beam_argv).view_as(TestOptions).dry_run:  # the job is only constructed: nothing written
         return _run_claimed(config, beam_argv, None)
-    from schemas import ownership
+    from pipelines.shared import ownership
 
     # DST is claimed before any input is read: a folder this job may not write is refused, and one it cannot
     # write fails here, before any work.

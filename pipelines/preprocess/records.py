@@ -2,10 +2,10 @@
 
 Reads the example's files through Beam ``FileSystems``, decodes by content (``pipelines.common.decode``), maps native
 labels to train ids (``schemas.labels``), brings image and masks to the record size with the serving graph's
-resize geometry (``schemas.imaging`` host twins: antialiased for images, nearest neighbour for masks, so no label
-is ever invented), encodes and builds a ``tf.train.Example`` (``schemas.features``). Anything that fails becomes
-a dead letter with the path and the reason, a mask with values outside its dataset's label set included
-(the dataset's ``mask_problem``); nothing is dropped or remapped silently.
+resize geometry (the host twins in ``pipelines.shared.imaging``: antialiased for images, nearest neighbour for
+masks, so no label is ever invented), encodes and builds a ``tf.train.Example`` (``schemas.features``). Anything
+that fails becomes a dead letter with the path and the reason, a mask with values outside its dataset's label set
+included (the dataset's ``mask_problem``); nothing is dropped or remapped silently.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from pipelines.common.storage import read_bytes
 from pipelines.datasets.base import DEAD_LETTER_TAG, Example
 from pipelines.preprocess import augment
 from pipelines.preprocess.shards import Record, record_key
-from schemas import imaging
+from pipelines.shared import imaging
 
 ANALYZE_TAG = "analyze"
 
@@ -100,7 +100,7 @@ def _fit(
     fill: int = 0,
 ) -> np.ndarray | Image.Image:
     """Resizes ``array`` (an image as an array or a PIL image, returned alike) to the record canvas with the
-    ``schemas.imaging`` host twins, padding in mode ``pad``.
+    ``pipelines.shared.imaging`` host twins, padding in mode ``pad``.
 
     The content box comes from ``reference_hw``, the full-resolution size of what is being fitted, not from the
     array itself: a JPEG decoded at 1/4 scale and its full-size mask then land on exactly the same pixels.

@@ -24,7 +24,7 @@ import uuid
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines.common import storage
-from schemas.processes import digest as _digest, host_tag, is_alive, start_time as _start_time
+from pipelines.shared.processes import digest as _digest, host_tag, is_alive, start_time as _start_time
 
 PREFIX = ".segflow-tmp-"
 _LOG = logging.getLogger("segflow.scratch")

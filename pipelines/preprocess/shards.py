@@ -14,7 +14,7 @@ The number of shards per split is ``--num_shards`` or, by default, one per ``TAR
 estimated records, and at least enough for parallel reads (``PARALLEL_READ_SHARDS``, never below
 ``MIN_RECORDS_PER_SHARD`` records each), decided from the number of source examples per split. Shards left over
 from an earlier run into the same directory (another shard count, a split that is now empty) are deleted when the
-run publishes, by the folder's owner record (``schemas.ownership``), never by name pattern.
+run publishes, by the folder's owner record (``pipelines.shared.ownership``), never by name pattern.
 The transform's output names the shard files that now make up each split and how many records each holds.
 """
 
@@ -236,7 +236,7 @@ def _finalize(
             if name not in records:
                 records[name] = write_tfrecord_file(shard_path(output_dir, split, index, count), [])
     # Shards an earlier run left (another count, a split now empty) are not deleted here: the run's publication
-    # deletes them by the folder's owner record (schemas.ownership), never by name pattern.
+    # deletes them by the folder's owner record (pipelines.shared.ownership), never by name pattern.
     if spill_dir is not None:
         shutil.rmtree(spill_dir, ignore_errors=True)
     return ShardsWritten(dict(sorted(num_shards.items())), dict(sorted(records.items())))

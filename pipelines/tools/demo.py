@@ -22,8 +22,8 @@ import time
 from typing import Optional, Sequence
 
 from pipelines.datasets import pet
+from pipelines.shared import cli
 from pipelines.tools import synthetic
-from schemas import cli
 
 
 def _step(title: str) -> float:
@@ -198,7 +198,7 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    # Quiet as the programs themselves are (schemas.cli.main): TensorFlow's native start-up lines and Beam's known
+    # Quiet as the programs themselves are: TensorFlow's native start-up lines and Beam's known
     # warnings are dropped, here and in the trainer's subprocess, unless --verbose.
     verbose = cli.setup_logging(argv)
     try:

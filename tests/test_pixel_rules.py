@@ -1,8 +1,8 @@
-"""Issue 11, pixels: one conversion rule and EXIF orientation on both decode paths, impossible mask values,
+"""Pixels: one conversion rule and EXIF orientation on both decode paths, impossible mask values,
 deterministic dead-letter reasons.
 
 Preprocess decodes with PIL (``pipelines.common.decode.decode_rgb``), the exported SavedModel with TF ops
-(``schemas.imaging.decode_image_for_model`` / ``decode_image_bytes``); every case below writes a file and runs
+(``pipelines.shared.imaging.decode_image_for_model`` / ``decode_image_bytes``); every case below writes a file and runs
 both decoders on the same bytes.
 """
 
@@ -22,8 +22,9 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image, ImageOps
 
 from pipelines.common.decode import DecodeError, decode_rgb
+from pipelines.shared import imaging
 from pipelines.tools import synthetic
-from schemas import imaging, labels
+from schemas import labels
 
 
 # ------------------------------------------------------------------------------------------------ file makers

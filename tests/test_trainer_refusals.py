@@ -1,5 +1,5 @@
-"""The trainer refuses data it cannot trust and jobs it cannot continue, in one line (issue 11: items 2, 3, 4,
-12 and the metrics of a resume with a lower --epochs)."""
+"""The trainer refuses data it cannot trust and jobs it cannot continue, in one line, and
+the metrics of a resume with a lower --epochs."""
 
 from __future__ import annotations
 

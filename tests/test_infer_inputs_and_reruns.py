@@ -1,4 +1,4 @@
-"""Issue 11, inference and evaluation: literal folders, inputs that vanished or crashed the job, true counts,
+"""Inference and evaluation at the edges: literal folders, inputs that vanished or crashed the job, true counts,
 a pixel limit, reruns into a used OUT, evaluations that pair nothing. DirectRunner, the tiny trained Pet model."""
 
 import json
@@ -17,7 +17,7 @@ from PIL import Image
 from pipelines.evaluate import job as evaluate
 from pipelines.infer import job as infer
 from pipelines.tools import synthetic
-from schemas.cli import SegflowError
+from schemas.errors import SegflowError
 
 BEAM = ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
 REPO = pathlib.Path(__file__).resolve().parents[1]

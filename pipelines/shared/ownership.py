@@ -40,7 +40,7 @@ import time
 import uuid
 from typing import Callable, Iterable, Optional, Sequence
 
-from schemas.cli import UsageError
+from schemas.errors import UsageError
 
 _LOG = logging.getLogger("segflow.ownership")
 

@@ -1,4 +1,4 @@
-"""Issue 11, publication: what preprocess leaves in DST and beside it, when reruns change, fail or are killed.
+"""Publication: what preprocess leaves in DST and beside it, when reruns change, fail or are killed.
 
 - Stale-shard cleanup lists the named folder literally: ``out[1]`` never touches ``out1``.
 - ``metadata.json`` is deleted before DST changes and written last, naming every shard with its record count and

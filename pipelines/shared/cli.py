@@ -2,7 +2,7 @@
 ``pipelines.evaluate``, ``trainer.task``, ``trainer.launch``), built on argparse alone.
 
 Importing this module loads neither TensorFlow nor Beam, so ``--help`` and a bad flag are answered in a fraction
-of a second. It lives in ``schemas`` because ``trainer`` may import nothing else of segflow.
+of a second. It lives in ``pipelines.shared`` because ``trainer`` imports it too.
 
 - ``Parser``: one-line errors raised as ``UsageError`` (never ``SystemExit``), no abbreviations, a flag that is
   neither the program's nor one it passes on (Beam's options, ``trainer.task``'s) named as unknown, with the
@@ -28,40 +28,9 @@ import threading
 import typing
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
 
+from schemas.errors import HelpShown, SegflowError, Terminated, UsageError
+
 T = TypeVar("T")
-
-
-# ------------------------------------------------------------------------------------------------ errors
-class SegflowError(Exception):
-    """An error a segflow program reports as one line; ``exit_code`` is the process status ``main`` returns."""
-
-    exit_code = 1
-
-
-class UsageError(SegflowError, ValueError):
-    """A bad flag or flag combination: nothing was done; fix the command line (exit status 2)."""
-
-    exit_code = 2
-
-
-class DataError(SegflowError):
-    """The flags are fine but the data (or model) they name cannot be used; the message says what to do
-    (exit status 1)."""
-
-    exit_code = 1
-
-
-class HelpShown(SegflowError):
-    """``--help`` was printed: nothing else to do (exit status 0)."""
-
-    exit_code = 0
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM reached the program (what Kubernetes, Vertex AI and Dataflow send to stop a job): raised in the
-    main thread where Ctrl-C raises ``KeyboardInterrupt``, of which it is a kind, so that whatever cleans up on
-    an interrupt (``finally`` blocks, a trainer saving a checkpoint) does so on a stop too. ``main`` reports it
-    as "terminated", exit status 143."""
 
 
 # ------------------------------------------------------------------------------------------------ help text
@@ -722,7 +691,7 @@ RERUN_TO_FINISH = "the last complete output is unchanged: rerun the same command
 
 def _stopped(name: str) -> int:
     """The one line and exit status of a job ended by SIGTERM (143) or an interrupt (130)."""
-    # The output folder still holds its last complete output (schemas.ownership): the user's one move is to rerun.
+    # The output folder still holds its last complete output: the user's one move is to rerun.
     if _terminated.is_set():
         print(f"{name}: error: terminated; {RERUN_TO_FINISH}", file=sys.stderr)
         return 143
@@ -880,12 +849,12 @@ def _own_temporary_folder() -> Iterator[str]:
     its worker processes' through ``TMPDIR``) go to a folder of its own under the system temp dir, removed
     when it ends: TensorFlow deletes its files only at interpreter exit, which ``exit_process`` skips, and a
     stopped job's workers cannot delete theirs. The folder is named ``segflow-tmp-<host>-<pid>-<start>-<random>``
-    (``schemas.processes``), so a later command removes one whose process was killed."""
+    (``pipelines.shared.processes``), so a later command removes one whose process was killed."""
     import shutil
     import tempfile
     import uuid
 
-    from schemas import processes
+    from pipelines.shared import processes
 
     root = tempfile.gettempdir()
     _remove_dead_temporary_folders(root)
@@ -911,7 +880,7 @@ def _own_temporary_folder() -> Iterator[str]:
 def _remove_dead_temporary_folders(root: str) -> None:
     import shutil
 
-    from schemas import processes
+    from pipelines.shared import processes
 
     prefix = f"{TEMP_PREFIX}{processes.host_tag()}-"
     try:

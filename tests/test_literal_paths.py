@@ -1,4 +1,4 @@
-"""Issue 11, item 2 where it crosses modules: folders with glob characters are literal for the shared helpers
+"""Folder names are literal where paths cross modules: folders with glob characters are literal for the shared helpers
 (dead-letter reading, tree removal, the report's ground-truth index) and when TensorFlow loads a SavedModel."""
 
 import json

@@ -1,0 +1,10 @@
+"""The light modules the Beam jobs share with the trainer: no Beam, no job, nothing heavy at import.
+
+- ``cli``: the command-line skeleton of every program (flags from config dataclasses, one-line failures).
+- ``ownership``: which output folder a command owns, its writer lease, staged publication.
+- ``processes``: whether the process that left something behind is gone.
+- ``tf_paths``: handing TensorFlow a folder whose name it would read as a pattern.
+- ``imaging``: the pixel rules (resize, normalise) in PIL and in TensorFlow graph ops, side by side.
+
+``trainer`` imports these and ``schemas``, and nothing else of ``pipelines`` (``tests/test_layering.py``).
+"""
