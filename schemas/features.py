@@ -9,6 +9,8 @@ from typing import Mapping, Optional
 
 import tensorflow as tf
 
+from schemas.records import SPLITS  # noqa: F401  (re-exported: the split names are a records rule)
+
 IMAGE_ENCODED = "image/encoded"
 IMAGE_FORMAT = "image/format"
 IMAGE_HEIGHT = "image/height"
@@ -23,7 +25,6 @@ CLASS_SPECIES = "image/class/species"
 # Not part of the Model Garden convention: which offline-augmented copy a record is (0 = the original).
 AUGMENT_COPY = "image/augmentation/copy"
 
-SPLITS = ("train", "val", "test")
 
 
 def _bytes(value: bytes) -> tf.train.Feature:

@@ -186,6 +186,7 @@ SCHEMAS_CONTRACTS = {
     "schemas.labels",  # the label definitions
     "schemas.metadata",  # the dataset metadata file
     "schemas.model_contract",  # what a trained model serves
+    "schemas.records",  # the split names and the shard file-name rule preprocess writes and the trainer reads
     "schemas.scores",  # the one IoU rule
     "schemas.strict_json",  # how contract files are written and read
     "schemas.transform",  # the shared tf.Transform preprocessing

@@ -13,6 +13,7 @@ from typing import Optional
 
 from pipelines.shared import cli
 from schemas.errors import UsageError
+from schemas.records import SPLITS
 from trainer.models import MODELS  # the registry of networks; imports no TensorFlow
 
 __all__ = ["LOSSES", "MODELS", "SPLITS", "STRATEGIES", "TrainConfig", "UsageError"]
@@ -20,7 +21,6 @@ __all__ = ["LOSSES", "MODELS", "SPLITS", "STRATEGIES", "TrainConfig", "UsageErro
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 # trainer.losses.LOSSES, whose module imports TensorFlow: --help must not (tests/test_cli.py checks they agree).
 LOSSES = ("ce", "dice", "ce_dice")
-SPLITS = ("train", "val", "test")
 LR_SCHEDULES = ("constant", "cosine")
 EXPORTS = ("best", "last")
 

@@ -22,11 +22,9 @@ import tensorflow as tf
 from pipelines.shared.tf_paths import has_tf_glob_chars, join as join_path, tf_readable_local_dir
 from schemas import errors, features, metadata as metadata_lib, transform as transform_lib
 from schemas.class_balance import class_balance
+from schemas.records import SPLITS, parse_shard_name
 
 AUTOTUNE = tf.data.AUTOTUNE
-# A shard file name as preprocess writes it (pipelines.preprocess.shards.SHARD_NAME), matched against names listed
-# from the folder: folder names are literal, so shards are found by listing DST, never through a glob built from it.
-_SHARD_NAME_RE = re.compile(r"^(train|val|test)-(\d{5})-of-(\d{5})\.tfrecord\.gz$")
 _RERUN = "rerun python -m pipelines.preprocess into it (or into a fresh --output_dir)"
 
 
@@ -109,7 +107,7 @@ def list_shards(data_dir: str) -> dict[str, int]:
         raise DataError(f"cannot list --data_dir {data_dir} ({type(e).__name__}): check the path and permissions")
     found = {}
     for name in sorted(n.rstrip("/") for n in names):
-        if _SHARD_NAME_RE.match(name):
+        if parse_shard_name(name):
             found[name] = int(tf.io.gfile.stat(join_path(data_dir, name)).length)
     return found
 
@@ -130,7 +128,7 @@ def check_manifest(data_dir: str, meta: metadata_lib.DatasetMetadata) -> dict[st
         raise DataError(f'{metadata_lib.METADATA_FILE} in {data_dir} has a malformed "shards" entry: {_RERUN}')
     for name, entry in sorted(manifest.items()):
         if (
-            not _SHARD_NAME_RE.match(name)
+            not parse_shard_name(name)
             or not isinstance(entry, dict)
             or not all(isinstance(entry.get(k), int) and entry[k] >= 0 for k in ("records", "bytes"))
         ):
@@ -151,13 +149,13 @@ def check_manifest(data_dir: str, meta: metadata_lib.DatasetMetadata) -> dict[st
             f"{data_dir} does not match its metadata.json: {name} {problem} (an interrupted or "
             f"failed preprocess run?): {_RERUN}"
         )
-    shards: dict[str, list[str]] = {split: [] for split in features.SPLITS}
+    shards: dict[str, list[str]] = {split: [] for split in SPLITS}
     for name in sorted(manifest):
-        shards[_SHARD_NAME_RE.match(name).group(1)].append(join_path(data_dir, name))
+        shards[parse_shard_name(name).split].append(join_path(data_dir, name))
     for split, paths in shards.items():
-        totals = {_SHARD_NAME_RE.match(os.path.basename(p)).group(3) for p in paths}
+        totals = {parse_shard_name(os.path.basename(p)).count for p in paths}
         records = sum(int(manifest[os.path.basename(p)]["records"]) for p in paths)
-        if paths and (len(totals) != 1 or len(paths) != int(totals.pop())):
+        if paths and (len(totals) != 1 or len(paths) != totals.pop()):
             raise DataError(
                 f"the {split} shards named in {data_dir}/{metadata_lib.METADATA_FILE} are incomplete "
                 f"or mixed ({len(paths)} files): {_RERUN}"
@@ -194,7 +192,7 @@ def read_dataset(data_dir: str) -> DatasetInfo:
     shards = check_manifest(data_dir, meta)
     reason = getattr(meta, "stats_absent_reason", None)  # preprocess's word on why there are no statistics
     if not shards["train"] or not meta.counts.get("train") or (meta.stats is None and reason):
-        held = ", ".join(f"{s} {int(meta.counts.get(s, 0))}" for s in features.SPLITS)
+        held = ", ".join(f"{s} {int(meta.counts.get(s, 0))}" for s in SPLITS)
         if meta.counts.get("train"):  # train records, none of them labelled: preprocess's reason says so
             what = f"no statistics from its train records ({reason})"
         else:
@@ -240,7 +238,7 @@ def find_corrupt_shard(info: DatasetInfo, splits: Optional[list[str]] = None) ->
     For a shard whose bytes were damaged without changing its size (the manifest check catches the rest):
     TensorFlow's ``DataLossError`` names no file.
     """
-    for split in splits or list(features.SPLITS):
+    for split in splits or list(SPLITS):
         for path in info.shards.get(split, []):
             expected = int(info.metadata.shards[os.path.basename(path.replace("\\", "/"))]["records"])
             ds = tf.data.TFRecordDataset(path, compression_type="GZIP", buffer_size=1 << 20)

@@ -33,11 +33,11 @@ from pipelines.datasets.base import (
     relative,
 )
 from schemas import labels
+from schemas.records import SPLITS
 
 if TYPE_CHECKING:
     from pipelines.common.storage import ListedFile
 
-SPLITS = ("train", "val", "test")
 IMAGE_FOLDER, LABEL_FOLDER = "leftImg8bit", "gtFine"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
 # Files derived from the ones we read: not inputs, counted not read. The colour renderings and polygons ship

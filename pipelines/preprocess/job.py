@@ -29,6 +29,7 @@ from pipelines.shared import cli
 from schemas import labels as schema_labels
 from schemas.errors import DataError, UsageError
 from schemas.metadata import METADATA_FILE, DatasetMetadata, DatasetStats
+from schemas.records import SPLITS
 
 if TYPE_CHECKING:
     import apache_beam as beam
@@ -41,9 +42,7 @@ if TYPE_CHECKING:
 _LOG = logging.getLogger("segflow.preprocess")
 NAME = "pipelines.preprocess"
 PROG = f"python -m {NAME}"
-# schemas.features.SPLITS and pipelines.shared.imaging.RESIZE_MODES, whose modules import TensorFlow (tests check they
-# agree).
-SPLITS = ("train", "val", "test")
+# pipelines.shared.imaging.RESIZE_MODES, whose module imports TensorFlow (a test checks they agree).
 RESIZE_MODES = ("stretch", "pad")
 # tensorflow-transform's two output folders (tft.TFTransformOutput's names; a test checks they agree).
 TRANSFORM_FOLDERS = ("transform_fn", "transformed_metadata")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import shutil
 import uuid
 from typing import Iterable, Iterator, NamedTuple, Optional
@@ -30,11 +29,12 @@ from typing import Iterable, Iterator, NamedTuple, Optional
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.tfrecordio import _TFRecordUtil
 from apache_beam.metrics import Metrics
 
 from pipelines.common import storage
 from pipelines.common.hashing import stable_int
+from pipelines.shared import private_apis
+from schemas.records import SHARD_NAME, SPLITS, is_shard_name  # the shard-name rule the trainer reads by
 
 TARGET_SHARD_BYTES = 32 * 1024 * 1024
 MAX_SHARDS = 1024
@@ -42,8 +42,6 @@ MAX_SHARDS = 1024
 # multi-worker replica whole files, so a split of small records still gets several shards.
 PARALLEL_READ_SHARDS = 16
 MIN_RECORDS_PER_SHARD = 256
-SHARD_NAME = "{split}-{index:05d}-of-{count:05d}.tfrecord.gz"
-_SHARD_RE = re.compile(r"^(train|val|test)-\d{5}-of-\d{5}\.tfrecord\.gz$")
 
 
 class Record(NamedTuple):
@@ -52,11 +50,6 @@ class Record(NamedTuple):
     split: str
     key: str
     serialized: bytes
-
-
-def is_shard_name(name: str) -> bool:
-    """True for a file name preprocess writes shards under (``<split>-SSSSS-of-NNNNN.tfrecord.gz``)."""
-    return bool(_SHARD_RE.match(name))
 
 
 def shard_files(output_dir: str) -> dict[str, storage.ListedFile]:
@@ -119,11 +112,12 @@ def shard_of(key: str, num_shards: int) -> int:
 def write_tfrecord_file(path: str, serialized_records: Iterable[bytes]) -> int:
     """Writes records to one GZIP TFRecord file via ``FileSystems``; returns how many were written."""
     count = 0
+    write_record = private_apis.tfrecord_write_record()
     with FileSystems.create(
         path, mime_type="application/octet-stream", compression_type=CompressionTypes.GZIP
     ) as handle:
         for value in serialized_records:
-            _TFRecordUtil.write_record(handle, value)
+            write_record(handle, value)
             count += 1
     return count
 
@@ -136,9 +130,7 @@ class _WriteShard(beam.DoFn):
         self._written = {}
 
     def setup(self) -> None:
-        self._written = {
-            split: Metrics.counter("segflow", f"records_written_{split}") for split in ("train", "val", "test")
-        }
+        self._written = {split: Metrics.counter("segflow", f"records_written_{split}") for split in SPLITS}
 
     def process(self, element: tuple[tuple[str, int, int], Iterable[tuple]]) -> Iterator[tuple[str, int, int]]:
         (split, index, count), items = element
