@@ -27,12 +27,23 @@ def test_preprocess_writes_what_the_trainer_lists(split, tmp_path):
 
 
 def test_one_definition_of_each_rule():
+    import pathlib
+
     from pipelines.datasets import cityscapes
-    from pipelines.preprocess import job, shards
+    from pipelines.preprocess import shards
     from schemas import features
-    from trainer import config
+    from trainer import config, data
 
     assert shards.SHARD_NAME is records.SHARD_NAME and shards.is_shard_name is records.is_shard_name
-    for module in (cityscapes, job, features, config):
+    for module in (cityscapes, features, config):
         assert module.SPLITS is records.SPLITS, module.__name__
-    assert not hasattr(__import__("trainer.data").data, "_SHARD_NAME_RE")
+    assert not hasattr(data, "_SHARD_NAME_RE")
+    root = pathlib.Path(__file__).resolve().parent.parent
+    copies = [
+        str(path.relative_to(root))
+        for package in ("pipelines", "trainer", "schemas")
+        for path in sorted((root / package).rglob("*.py"))
+        if path.name != "records.py"
+        and ('("train", "val", "test")' in path.read_text() or "tfrecord\\.gz" in path.read_text())
+    ]
+    assert copies == [], "a second copy of the split list or the shard-name pattern"

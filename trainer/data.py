@@ -19,6 +19,7 @@ from typing import Optional
 import numpy as np
 import tensorflow as tf
 
+from pipelines.shared.augmentation import AUGMENTATION
 from pipelines.shared.tf_paths import has_tf_glob_chars, join as join_path, tf_readable_local_dir
 from schemas import errors, features, metadata as metadata_lib, transform as transform_lib
 from schemas.class_balance import class_balance
@@ -300,15 +301,18 @@ def augment(
     image: tf.Tensor, label: tf.Tensor, seed: tf.Tensor, ignore_label: int = 255
 ) -> tuple[tf.Tensor, tf.Tensor]:
     """Seeded online augmentation: horizontal flip and scale-and-crop (image and label alike), colour jitter
-    (image only). ``seed``: int64 ``[2]``; same seed → same output. Returns uint8 image and label."""
+    (image only), with the ranges of ``pipelines.shared.augmentation.AUGMENTATION`` (the offline copies' too; the
+    geometry differs: here the record is zoomed in and cropped back to its size). ``seed``: int64 ``[2]``; same
+    seed → same output. Returns uint8 image and label."""
+    params = AUGMENTATION
     h, w = int(image.shape[0]), int(image.shape[1])
     s_flip, s_scale, s_crop, s_colour = tf.unstack(tf.random.experimental.stateless_split(seed, 4))
     image = tf.cast(image, tf.float32)
-    flip = tf.random.stateless_uniform([], s_flip) < 0.5
+    flip = tf.random.stateless_uniform([], s_flip) < params.flip_probability
     image = tf.cond(flip, lambda: tf.reverse(image, [1]), lambda: image)
     label = tf.cond(flip, lambda: tf.reverse(label, [1]), lambda: label)
 
-    scale = tf.random.stateless_uniform([], s_scale, 1.0, 1.3)
+    scale = tf.random.stateless_uniform([], s_scale, params.online_min_zoom, params.online_max_zoom)
     new_h = tf.cast(tf.round(h * scale), tf.int32)
     new_w = tf.cast(tf.round(w * scale), tf.int32)
     big_image = tf.image.resize(image, [new_h, new_w], method="bilinear")
@@ -319,9 +323,9 @@ def augment(
     label = tf.ensure_shape(big_label[top : top + h, left : left + w], [h, w])
 
     s_b, s_c, s_s = tf.unstack(tf.random.experimental.stateless_split(s_colour, 3))
-    image = tf.image.stateless_random_brightness(image, 20.0, s_b)
-    image = tf.image.stateless_random_contrast(image, 0.8, 1.2, s_c)
-    image = tf.image.stateless_random_saturation(image, 0.8, 1.2, s_s)
+    image = tf.image.stateless_random_brightness(image, params.max_brightness_delta, s_b)
+    image = tf.image.stateless_random_contrast(image, params.min_contrast, params.max_contrast, s_c)
+    image = tf.image.stateless_random_saturation(image, params.min_saturation, params.max_saturation, s_s)
     # Back to uint8 (rounded): the pipeline delivers one dtype, augmented or not; the model casts.
     return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8), tf.cast(label, tf.uint8)
 

@@ -4,6 +4,8 @@ Geometric ops (horizontal flip, scale-and-crop, small shifts) are expressed as o
 coordinates plus a flip, applied identically to the image and its masks *before* they are resized to the
 record size, so image and labels stay aligned whatever resolution each was decoded at; masks are cropped,
 never interpolated. Colour jitter (brightness, contrast, saturation) touches the image only.
+
+The ranges are ``pipelines.shared.augmentation.AUGMENTATION``, which the trainer's online augmentation reads too.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import dataclasses
 import numpy as np
 
 from pipelines.common.hashing import stable_int
+from pipelines.shared.augmentation import AUGMENTATION
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,7 +33,12 @@ IDENTITY = AugmentParams(False, (0.0, 0.0, 1.0, 1.0), 0.0, 1.0, 1.0)
 
 
 def augment_params(
-    seed: int, example_id: str, copy: int, *, min_scale: float = 0.75, max_shift: float = 0.08
+    seed: int,
+    example_id: str,
+    copy: int,
+    *,
+    min_scale: float = AUGMENTATION.offline_min_crop,
+    max_shift: float = AUGMENTATION.offline_max_shift,
 ) -> AugmentParams:
     """The parameters of copy ``copy`` (>= 1) of ``example_id``; copy 0 is the original (identity)."""
     if copy == 0:
@@ -44,11 +52,11 @@ def augment_params(
     top = min(max(top, 0.0), 1.0 - scale)
     left = min(max(left, 0.0), 1.0 - scale)
     return AugmentParams(
-        flip=bool(rng.uniform() < 0.5),
+        flip=bool(rng.uniform() < AUGMENTATION.flip_probability),
         box=(top, left, top + scale, left + scale),
-        brightness=float(rng.uniform(-20.0, 20.0)),
-        contrast=float(rng.uniform(0.8, 1.2)),
-        saturation=float(rng.uniform(0.8, 1.2)),
+        brightness=float(rng.uniform(-AUGMENTATION.max_brightness_delta, AUGMENTATION.max_brightness_delta)),
+        contrast=float(rng.uniform(AUGMENTATION.min_contrast, AUGMENTATION.max_contrast)),
+        saturation=float(rng.uniform(AUGMENTATION.min_saturation, AUGMENTATION.max_saturation)),
     )
 
 

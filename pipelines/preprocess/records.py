@@ -182,7 +182,7 @@ class MakeRecords(beam.DoFn):
         """(encoded bytes, RGB image, full-resolution (height, width)) of the example's image."""
         size = self._o.image_size
         # Decode-time downscaling must leave enough pixels for the smallest crop an augmented copy takes.
-        min_scale = 0.75 if copies > 1 else 1.0
+        min_scale = augment.AUGMENTATION.offline_min_crop if copies > 1 else 1.0
         need = (int(np.ceil(size[0] / min_scale)), int(np.ceil(size[1] / min_scale)))
         try:
             image_bytes = read_bytes(example.image_path)
