@@ -58,6 +58,42 @@ def test_class_ids_equal_the_graph_bit_for_bit(size, image, classes, mode, kind)
     np.testing.assert_array_equal(values.view(np.uint32), restored[ys, xs, 1 % classes].view(np.uint32))
 
 
+def near_tie_scores(rng, size, classes):
+    """Scores whose two leading classes tie, or differ by a few float32 steps or by about the shortcut's margin,
+    at every source pixel, so the interpolated winner at many output pixels is decided by float32 rounding."""
+    scores = rng.random((*size, classes)).astype(np.float32) * np.float32(0.3)
+    first, second = rng.choice(classes, 2, replace=False)
+    lead = (np.float32(0.4) + rng.random(size).astype(np.float32) * np.float32(0.2)).astype(np.float32)
+    steps = np.spacing(lead) * rng.integers(-3, 4, size)
+    near_margin = (rng.random(size).astype(np.float32) - np.float32(0.5)) * (4 * upsample.MARGIN)
+    gap = np.where(rng.random(size) < 0.5, steps, near_margin).astype(np.float32)
+    scores[..., first], scores[..., second] = lead, (lead + gap).astype(np.float32)
+    # Mirrored corners: in exact arithmetic the two classes tie half-way between source pixels.
+    scores[1::2, :, [first, second]] = scores[1::2, :, [second, first]]
+    return scores
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_near_ties_at_interpolation_points_follow_the_graph_bit_for_bit(seed):
+    """Over many random model and image sizes (up- and downscaling, both resize modes), the host's winner equals
+    the graph's at every pixel of score maps full of near-ties, where one float32 rounding decides."""
+    rng = np.random.default_rng([22, seed])
+    for _ in range(25):
+        size = tuple(int(v) for v in rng.integers(2, 33, 2))
+        height, width = (int(v) for v in rng.integers(1, 260, 2))
+        classes = int(rng.integers(2, 20))
+        mode = str(rng.choice(["stretch", "pad"]))
+        scores = near_tie_scores(rng, size, classes)
+        expected, restored = graph_postprocess(scores, height, width, size, mode)
+        got = upsample.class_ids(scores, height, width, size, mode)
+        differ = np.argwhere(got != expected)
+        assert differ.size == 0, f"{size} -> {(height, width)} {mode}, {classes} classes: first at {differ[:1]}"
+        ys, xs = np.nonzero(expected == expected.flat[0])
+        channel = int(expected.flat[0])
+        values = upsample.channel_at(scores, height, width, size, mode, channel, ys, xs)
+        np.testing.assert_array_equal(values.view(np.uint32), restored[ys, xs, channel].view(np.uint32))
+
+
 def test_nan_scores_follow_the_graph():
     probabilities = softmax(np.random.default_rng(0).normal(size=(16, 16, 4)))
     probabilities[3:5, 6:9, 2] = np.nan
