@@ -26,9 +26,9 @@ pytestmark = pytest.mark.slow
 
 
 def _run(argv: list[str]) -> DatasetMetadata:
-    from pipelines.preprocess import job as preprocess
+    from pipelines.preprocess import from_args, run
 
-    return preprocess.run(argv)
+    return run(*from_args(argv)).metadata
 
 
 def _metadata(dst) -> DatasetMetadata:

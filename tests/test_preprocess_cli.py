@@ -53,7 +53,7 @@ def test_empty_and_missing_input_fail_with_one_line(tmp_path):
 
 
 def test_help_lists_every_flag():
-    from pipelines.preprocess.job import build_arg_parser
+    from pipelines.preprocess.options import build_arg_parser
 
     text = build_arg_parser().format_help()
     for flag in (
@@ -72,6 +72,7 @@ def test_help_lists_every_flag():
         assert flag in text
 
 
+@pytest.mark.slow
 def test_cli_run_exits_zero_with_its_summary_and_outputs(pet_raw_dir, tmp_path):
     """The success path of the command itself: it ends the process without the interpreter's teardown
     (``runner.exit_process``), so its summary must still reach stdout and every output must be complete."""
@@ -121,7 +122,7 @@ def test_the_input_size_picks_threads_or_processes(pet_raw_dir, tmp_path, monkey
         "--image_size",
         "32",
     ]
-    config, _ = job.parse_flags(argv)
+    config, pipeline_args = job.from_args(argv)
     images = sorted((pet_raw_dir / "images").iterdir())
     total = sum(p.stat().st_size for p in images)
     assert job.check_input(config, count_up_to=10 * total) == total
@@ -141,5 +142,5 @@ def test_the_input_size_picks_threads_or_processes(pet_raw_dir, tmp_path, monkey
     for threshold in (total + 1, total):
         monkeypatch.setattr(runner, "PROCESSES_FROM_INPUT_BYTES", threshold)
         with pytest.raises(Stop):
-            job.run(argv)
+            job.run(config, pipeline_args)
     assert modes == ["in_memory", "multi_processing"]

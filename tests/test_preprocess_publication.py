@@ -117,19 +117,20 @@ def test_rerun_into_glob_named_folder_with_only_test_examples(pet_records_dir, t
 
 def test_cityscapes_with_only_val(tmp_path):
     """A Cityscapes evaluation set (``leftImg8bit/val`` only) preprocesses into a complete, published DST."""
-    from pipelines.preprocess import job as preprocess
+    from pipelines.preprocess import PreprocessConfig, run
+    from pipelines.preprocess.metadata import NO_TRAIN_REASON
 
     src, dst = tmp_path / "cs", tmp_path / "dst"
     synthetic.write_cityscapes_dataset(str(src), frames_per_split={"val": 2}, size=(32, 64), seed=1)
-    meta = preprocess.run(
-        ["--dataset", "cityscapes", "--input_dir", str(src), "--output_dir", str(dst), "--image_size", "16,32", *_FAST]
-    )
-    assert meta.counts == {"train": 0, "val": 2, "test": 0} and meta.stats is None
-    assert meta.stats_absent_reason == preprocess.NO_TRAIN_REASON
+    result = run(PreprocessConfig("cityscapes", str(src), str(dst), image_size=(16, 32)), _FAST)
+    meta = result.metadata
+    assert result.counts == meta.counts == {"train": 0, "val": 2, "test": 0} and meta.stats is None
+    assert result.output_dir == str(dst) and result.dead_letter_count == 0
+    assert meta.stats_absent_reason == NO_TRAIN_REASON
     written = _assert_published(dst)
-    assert written["stats"] is None and written["stats_absent_reason"] == preprocess.NO_TRAIN_REASON
+    assert written["stats"] is None and written["stats_absent_reason"] == NO_TRAIN_REASON
     assert not (dst / "transform_fn").exists()
-    assert "no statistics" in preprocess.summary(meta, str(dst))
+    assert "no statistics" in result.summary()
 
 
 def test_all_bad_rerun_fails_in_one_line_and_keeps_the_previous_dataset(pet_records_dir, tmp_path):
@@ -162,7 +163,7 @@ def test_killed_rerun_leaves_the_previous_output_and_its_leftovers_are_removed_l
     """SIGKILL a rerun with other data once its first new shard is written: DST still holds the previous
     complete output, byte for byte (the rerun wrote into its staging folder). A later run removes the killed
     run's staging and scratch folders, and publishes its own output."""
-    from pipelines.preprocess import job as preprocess, scratch
+    from pipelines.preprocess import from_args, run, scratch
 
     dst, temp = tmp_path / "dst", tmp_path / "scratch"
     shutil.copytree(pet_records_dir, dst)
@@ -203,7 +204,7 @@ def test_killed_rerun_leaves_the_previous_output_and_its_leftovers_are_removed_l
     left = [p.name for p in temp.iterdir() if p.name.startswith(scratch.PREFIX)]
     assert left, "the killed run left no scratch folder (was it killed too late?)"
 
-    meta = preprocess.run(flags)
+    meta = run(*from_args(flags)).metadata
     assert meta.counts["train"] + meta.counts["val"] + meta.counts["test"] == 12
     _assert_published(dst)
     assert [p.name for p in temp.iterdir()] == [], "scratch folders left behind"
@@ -214,7 +215,7 @@ def test_gcs_reruns_into_glob_named_folder(gcs, pet_records_dir, tmp_path):
     """The same on gs:// (Beam FileSystems matches globs there too, deletes included): reruns into ``out[1]``
     replace its shards and transform_fn/, then drop transform_fn/ for a dataset with only test examples, and
     ``out1`` keeps every object; metadata.json names the shards at their stored sizes."""
-    from pipelines.preprocess import job as preprocess
+    from pipelines.preprocess import PreprocessConfig, run
 
     dst = gcs.prefix("out[1]")
     sibling = dst.replace("out[1]", "out1")
@@ -224,21 +225,8 @@ def test_gcs_reruns_into_glob_named_folder(gcs, pet_records_dir, tmp_path):
     for seed, test_fraction in ((4, 0.25), (5, 1.0)):
         src = tmp_path / f"src{seed}"
         synthetic.write_pet_dataset(str(src), 8, size=(40, 50), seed=seed, test_fraction=test_fraction)
-        meta = preprocess.run(
-            [
-                "--dataset",
-                "pet",
-                "--input_dir",
-                str(src),
-                "--output_dir",
-                dst,
-                "--image_size",
-                "16",
-                "--num_shards",
-                "2",
-                *_FAST,
-            ]
-        )
+        config = PreprocessConfig("pet", str(src), dst, image_size=(16, 16), num_shards=2)
+        meta = run(config, _FAST).metadata
         assert {n: gcs.read_bytes(f"{sibling}/{n}") for n in gcs.list(sibling)} == before, "out1 was changed"
         names = gcs.list(dst)
         assert sorted(n for n in names if _SHARD.match(n)) == sorted(meta.shards)

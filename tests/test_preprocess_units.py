@@ -358,8 +358,9 @@ def test_statistics_give_tensorflow_transform_totals_not_data(tmp_path):
     preprocess.build_pipeline(pipeline, config, str(tmp_path / "tmp"))
     names = [t.unique_name for t in pipeline.to_runner_api().components.transforms.values()]
     assert not [n for n in names if "ApplySavedModel" in n or "ToRecordBatch" in n or "Statistics/Decode" in n]
-    assert sorted(n for n in names if n.startswith("Statistics/Accumulator[") and n.count("/") == 1) == [
-        f"Statistics/Accumulator[{name}]" for name in ("sum", "sum_1", "sum_2", "sum_3")
+    step = "WriteDataset/Statistics/Accumulator["
+    assert sorted(n for n in names if n.startswith(step) and n.count("/") == 2) == [
+        f"{step}{name}]" for name in ("sum", "sum_1", "sum_2", "sum_3")
     ]
 
 

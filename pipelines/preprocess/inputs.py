@@ -1,0 +1,79 @@
+"""What ``run`` checks before any worker starts: the two folders apart, the Beam flags, an input that holds files.
+
+Each check raises ``UsageError`` (exit status 2) with the flag to fix.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from pipelines import datasets
+from pipelines.preprocess.options import PROG, PreprocessConfig
+from schemas.errors import UsageError
+
+# The storage and runner modules import Beam (~1.6 s): they are imported in the functions that read storage or
+# Beam's flags, so that importing the job (to parse flags, to answer --help) stays light.
+
+
+def check_folders(config: PreprocessConfig) -> None:
+    """--output_dir must lie outside --input_dir and the other way round, by their resolved paths (".", "..",
+    links): DST inside SRC makes a rerun read its own outputs as inputs, and SRC inside DST puts the dataset in
+    the folder this job rewrites and cleans."""
+    from pipelines.common import storage
+
+    input_dir, output_dir = config.input_dir, config.output_dir
+    out_in, in_out = storage.same_or_inside(output_dir, input_dir), storage.same_or_inside(input_dir, output_dir)
+    if out_in:
+        where = "the same folder as --input_dir" if in_out else f"inside --input_dir {input_dir}"
+        raise UsageError(
+            f"--output_dir {output_dir} is {where}: a rerun would read its own outputs as inputs; "
+            "choose an --output_dir outside the dataset"
+        )
+    if in_out:
+        raise UsageError(
+            f"--input_dir {input_dir} is inside --output_dir {output_dir}, which preprocess rewrites "
+            "and cleans; choose an --output_dir outside the dataset"
+        )
+
+
+def check_pipeline_args(pipeline_args: Sequence[str]) -> None:
+    """Every flag that is not the job's must be a Beam option with a value Beam takes."""
+    from pipelines.common import runner as runner_lib
+
+    try:
+        runner_lib.check_beam_flags(list(pipeline_args))
+    except ValueError as e:
+        raise UsageError(f"{e} (see {PROG} --help)") from None
+
+
+def check_input(config: PreprocessConfig, count_up_to: int = 0) -> int:
+    """Fails fast, before any worker starts, when the input holds nothing to read; returns the bytes of the
+    files in the dataset's input folder, counted up to ``count_up_to`` (the listing stops there).
+
+    The folder is listed literally (``storage.list_files``: no glob, links followed), as discovery does.
+    """
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipelines.common import storage
+
+    dataset = datasets.get(config.dataset)
+    folder, expected = FileSystems.join(config.input_dir, *dataset.input_folder), dataset.input_layout
+    listed = iter(storage.list_files(folder))
+    try:
+        first = next(listed, None)
+    except Exception as e:  # e.g. a bucket that does not exist or cannot be read
+        raise UsageError(
+            f"cannot list {folder} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); check --input_dir"
+        ) from None
+    if first is None:
+        raise UsageError(
+            f"no input files under {config.input_dir} (expected {config.dataset} layout: {expected}); check --input_dir"
+        )
+    if first.error is not None and first.path == storage.printable_path(folder):  # the folder itself
+        raise UsageError(f"{first.path}: {first.error}; check --input_dir")
+    total = first.size
+    for entry in listed:
+        if total >= count_up_to:
+            break
+        total += entry.size
+    return total
