@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -19,6 +20,10 @@ from tests.fixtures.gcs_tls import FAST_RETRIES
 from tests.fixtures.model import TINY_UNET
 
 pytestmark = pytest.mark.slow
+
+# The outage tests' budget for segflow's own Cloud Storage requests (the output folder's lease and owner record,
+# google-cloud-storage): what is under test is how a request past its retries fails, not the 120 s default wait.
+SHORT_STORAGE_RETRIES = {"SEGFLOW_STORAGE_RETRY_DEADLINE_S": "3"}
 
 # Faults on any request but TensorFlow's folder check (GET .../o?...&maxResults=1), see the preprocess fault test.
 IS_FOLDER_CHECK = r"^GET /storage/v1/b/[^/]+/o\?\S*maxResults=1(&|$)"
@@ -160,7 +165,7 @@ def test_a_fault_past_the_retry_budget_fails_the_trainer_with_one_line(gcs, gcs_
         records_on_gcs, job, "--epochs", 2, "--batch_size", 2, "--validation_steps", 1, "--checkpoint_steps", 2
     )
     log = tmp_path / "stderr.log"
-    env = gcs_tls.env(GCS_RETRY_CONFIG_MAX_RETRIES="3", **FAST_RETRIES)
+    env = gcs_tls.env(GCS_RETRY_CONFIG_MAX_RETRIES="3", **FAST_RETRIES, **SHORT_STORAGE_RETRIES)
     handle = gcs_tls.popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
     try:
         deadline = time.time() + 240
@@ -168,7 +173,9 @@ def test_a_fault_past_the_retry_budget_fails_the_trainer_with_one_line(gcs, gcs_
             time.sleep(0.05)
         assert handle.proc.poll() is None, log.read_text()[-3000:]
         gcs_tls.faults(rate=1.0, statuses=(503,))
+        outage = time.monotonic()
         rc = handle.proc.wait(timeout=240)
+        failed_after = time.monotonic() - outage
     finally:
         gcs_tls.clear_faults()
         if handle.proc.poll() is None:
@@ -180,27 +187,39 @@ def test_a_fault_past_the_retry_budget_fails_the_trainer_with_one_line(gcs, gcs_
     assert last.startswith("trainer.task: error: storage failed: All 3 retry attempts failed"), last
     assert "503" in last and "gs://" in last, last
     assert not [n for n in gcs.list(job) if n.startswith("model/")]
+    # Both clients gave up within their shortened budgets (the lease's release, too, does not wait out 120 s).
+    assert failed_after < 60, failed_after
 
 
 def _rerun_through_an_upload_outage(gcs_tls, cmd: list[str]) -> str:
-    """Runs ``cmd`` while every upload is answered 503 for longer than google-cloud-storage's retry deadline
-    (120 s; Beam's GcsIO has no option to shorten it, so the test waits it out). Checks the job failed with
-    exit 1 and no traceback; returns its last stderr line."""
+    """Runs ``cmd`` while every upload is answered 503 for longer than the retry deadline of segflow's own
+    storage requests (``SEGFLOW_STORAGE_RETRY_DEADLINE_S``, shortened here). Checks the job failed with exit 1,
+    no traceback, within that budget rather than the client's default 120 s; returns its last stderr line."""
     gcs_tls.faults(rate=1.0, statuses=(503,), match=r"^POST /upload/")
+    started = time.monotonic()
     try:
-        done = gcs_tls.run(cmd, timeout=400)
+        done = gcs_tls.run(cmd, timeout=400, env=gcs_tls.env(**SHORT_STORAGE_RETRIES))
     finally:
         injected = gcs_tls.clear_faults()
+    assert time.monotonic() - started < 60, done.stderr[-3000:]
     assert injected >= 2, injected
     assert done.returncode == 1, done.stderr[-3000:]
     assert "Traceback" not in done.stderr, done.stderr[-3000:]
     return done.stderr.strip().splitlines()[-1]
 
 
-def test_a_storage_outage_past_the_retries_fails_preprocess_with_one_line(gcs, gcs_tls, pet_raw_dir):
+def test_a_storage_outage_past_the_retries_fails_preprocess_with_one_line(
+    gcs, gcs_tls, pet_raw_dir, pet_records_dir, tmp_path
+):
     """A rerun into a gs:// DST through an upload outage: one line, and DST still holds its previous complete
     output (the rerun's first write, its lease, is refused before anything in DST changes)."""
-    dst = gcs.prefix("outage-dst")
+    # The previous output: ``pet_records_dir`` is this very command's output (same dataset and flags), as a
+    # finished run leaves it on gs:// (a released lease is deleted there, not emptied).
+    previous = tmp_path / "previous"
+    shutil.copytree(
+        pet_records_dir, previous, ignore=lambda folder, names: ["lease"] if folder.endswith(".segflow") else []
+    )
+    dst = gcs.upload_dir(previous, gcs.prefix("outage-dst"))
     cmd = [
         sys.executable,
         "-m",
@@ -218,9 +237,7 @@ def test_a_storage_outage_past_the_retries_fails_preprocess_with_one_line(gcs, g
         "--direct_num_workers",
         "1",
     ]
-    first = gcs_tls.run(cmd, timeout=300)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert "metadata.json" in gcs.list(dst)
+    assert "metadata.json" in gcs.list(dst) and ".segflow/preprocess.json" in gcs.list(dst)
     before = {name: gcs.read_bytes(f"{dst}/{name}") for name in gcs.list(dst)}
     last = _rerun_through_an_upload_outage(gcs_tls, cmd)
     assert last.startswith("pipelines.preprocess: error: storage failed: ") and "503" in last, last
@@ -230,31 +247,25 @@ def test_a_storage_outage_past_the_retries_fails_preprocess_with_one_line(gcs, g
     assert {name: gcs.read_bytes(f"{dst}/{name}") for name in gcs.list(dst)} == before
 
 
-def test_a_storage_outage_past_the_retries_fails_infer_with_one_line(gcs, gcs_tls, pet_job_dir, pet_raw_dir):
+@pytest.fixture(scope="module")
+def infer_on_gcs(gcs, gcs_tls, pet_job_dir, pet_raw_dir) -> tuple[list[str], str]:
+    """A fault-free ``pipelines.infer`` run of the tiny Pet model (uploaded to the bucket) into a gs:// OUT:
+    the command without its ``--output_dir``, and that OUT. Only read: the fault tests rerun the same command."""
+    model = gcs.upload_dir(pet_job_dir / "model", gcs.prefix("tf-infer-model"))
+    cmd = [sys.executable, "-m", "pipelines.infer", "--model_dir", model, "--input", f"{pet_raw_dir}/images/*.jpg"]
+    out = gcs.prefix("tf-infer-clean")
+    clean = gcs_tls.run([*cmd, "--output_dir", out], timeout=300)
+    assert clean.returncode == 0, clean.stderr[-3000:]
+    return cmd, out
+
+
+def test_a_storage_outage_past_the_retries_fails_infer_with_one_line(gcs, gcs_tls, infer_on_gcs):
     """A rerun of infer into a gs:// OUT through an upload outage: one line, and OUT still holds its previous
     complete run (its first write, the lease, failed before anything changed)."""
-    model = gcs.upload_dir(pet_job_dir / "model", gcs.prefix("outage-model"))
-    out = gcs.prefix("outage-out")
-    cmd = [
-        sys.executable,
-        "-m",
-        "pipelines.infer",
-        "--model_dir",
-        model,
-        "--input",
-        f"{pet_raw_dir}/images/*.jpg",
-        "--output_dir",
-        out,
-        "--direct_running_mode",
-        "in_memory",
-        "--direct_num_workers",
-        "1",
-    ]
-    first = gcs_tls.run(cmd, timeout=300)
-    assert first.returncode == 0, first.stderr[-3000:]
+    cmd, out = infer_on_gcs
     assert "summary.json" in gcs.list(out)
     before = {name: gcs.read_bytes(f"{out}/{name}") for name in gcs.list(out)}
-    last = _rerun_through_an_upload_outage(gcs_tls, cmd)
+    last = _rerun_through_an_upload_outage(gcs_tls, [*cmd, "--output_dir", out])
     assert last.startswith("pipelines.infer: error: storage failed: ") and "503" in last, last
     assert "keeps its last complete output" in last
     assert {name: gcs.read_bytes(f"{out}/{name}") for name in gcs.list(out)} == before  # its first write failed
@@ -325,15 +336,12 @@ def test_preprocess_cli_dataflow_dry_run_with_gcs_temp_location(gcs, gcs_tls, pe
     assert {"MakeRecords", "_Assemble"} <= set(fns.values()), sorted(set(fns.values()))
 
 
-def test_infer_rides_out_transient_faults_with_identical_outputs(gcs, gcs_tls, pet_job_dir, pet_raw_dir, tmp_path):
+def test_infer_rides_out_transient_faults_with_identical_outputs(gcs, gcs_tls, infer_on_gcs):
     """``pipelines.infer`` copying a gs:// model through Beam's FileSystems and writing gs:// outputs while a
     fifth of its storage requests are answered 503 or 429: google-cloud-storage's retries ride them out, and
     every output file is byte-identical to a fault-free run's."""
-    model = gcs.upload_dir(pet_job_dir / "model", gcs.prefix("tf-infer-model"))
-    cmd = [sys.executable, "-m", "pipelines.infer", "--model_dir", model, "--input", f"{pet_raw_dir}/images/*.jpg"]
-    clean_out, faulty_out = gcs.prefix("tf-infer-clean"), gcs.prefix("tf-infer-faults")
-    clean = gcs_tls.run([*cmd, "--output_dir", clean_out], timeout=300)
-    assert clean.returncode == 0, clean.stderr[-3000:]
+    cmd, clean_out = infer_on_gcs
+    faulty_out = gcs.prefix("tf-infer-faults")
     gcs_tls.faults(rate=0.2, statuses=(503, 429), match=r"^(GET|POST|PUT|DELETE) ", seed=2)
     try:
         faulty = gcs_tls.run([*cmd, "--output_dir", faulty_out], timeout=300)

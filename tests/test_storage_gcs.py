@@ -1,7 +1,13 @@
-"""``pipelines.common.storage`` against the loopback GCS server (the ``gcs`` fixture): what Beam's listing does
-not show."""
+"""Cloud Storage as segflow's own code reaches it: ``pipelines.common.storage`` against the loopback GCS server
+(the ``gcs`` fixture), what Beam's listing does not show; and the retry deadline of the requests segflow makes
+itself (``SEGFLOW_STORAGE_RETRY_DEADLINE_S``)."""
 
 from __future__ import annotations
+
+import socket
+import time
+
+import pytest
 
 
 def test_delete_tree_removes_folder_markers(gcs):
@@ -25,3 +31,53 @@ def test_delete_tree_removes_folder_markers(gcs):
     bucket = gcs.url() + "/"
     assert {bucket + n for n in gcs.list(gcs.url())} >= set(neighbours)
     assert storage.delete_tree(root) == 0  # absent: a no-op
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on: every request to it is refused at once (a retryable error)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.mark.timeout(60)
+def test_a_request_that_storage_never_answers_fails_after_the_configured_retry_deadline(monkeypatch):
+    """``SEGFLOW_STORAGE_RETRY_DEADLINE_S`` bounds how long a Cloud Storage request segflow makes itself (an
+    output folder's lease and owner record) keeps retrying: with storage refusing every connection, writing the
+    owner record fails after about that many seconds (not google-cloud-storage's default 120 s), with a storage
+    error that the commands turn into their one line."""
+    from google.api_core.exceptions import GoogleAPIError
+
+    from pipelines.common import storage
+    from pipelines.shared import ownership
+
+    monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv(ownership.STORAGE_RETRY_DEADLINE_ENV, "2")
+    monkeypatch.setattr(ownership._GcsFolder, "_clients", {})  # a client made for another endpoint is not reused
+    started = time.monotonic()
+    with pytest.raises(GoogleAPIError) as failed:
+        ownership.folder("gs://segflow-test/unreachable").write(".segflow/preprocess.json", b"{}")
+    elapsed = time.monotonic() - started
+    assert elapsed < 20, elapsed  # retried within the 2 s asked for, not for the client's default 120 s
+    assert storage.storage_failure(failed.value) is not None
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-3", "nan", "inf"])
+def test_a_retry_deadline_that_is_not_a_positive_number_of_seconds_is_refused(monkeypatch, value):
+    from pipelines.shared import ownership
+    from schemas.errors import UsageError
+
+    monkeypatch.setenv(ownership.STORAGE_RETRY_DEADLINE_ENV, value)
+    with pytest.raises(UsageError, match="SEGFLOW_STORAGE_RETRY_DEADLINE_S"):
+        ownership.storage_retry()
+
+
+def test_without_the_setting_requests_keep_the_clients_default_retries(monkeypatch):
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    from pipelines.shared import ownership
+
+    monkeypatch.delenv(ownership.STORAGE_RETRY_DEADLINE_ENV, raising=False)
+    assert ownership.storage_retry() is DEFAULT_RETRY
+    monkeypatch.setenv(ownership.STORAGE_RETRY_DEADLINE_ENV, "7.5")
+    assert ownership.storage_retry().timeout == 7.5

@@ -33,14 +33,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import socket
 import threading
 import time
 import uuid
-from typing import Callable, Iterable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 
 from schemas.errors import UsageError
+
+if TYPE_CHECKING:  # google-cloud-storage is imported only where gs:// is written
+    from google.api_core.retry import Retry
 
 _LOG = logging.getLogger("segflow.ownership")
 
@@ -56,6 +60,9 @@ KINDS = ("preprocess", "trainer", "infer", "evaluate")
 WRITES_BESIDE_OTHERS = frozenset({"evaluate"})
 HEARTBEAT_S = 30.0
 LEASE_EXPIRES_S = 300.0
+# How long one Cloud Storage request of this module (lease, owner record) may keep retrying transient errors
+# before it fails the run; unset, google-cloud-storage's own default (120 s). docs/cloud.md.
+STORAGE_RETRY_DEADLINE_ENV = "SEGFLOW_STORAGE_RETRY_DEADLINE_S"
 
 # What a command may find in a folder of the previous release and adopt: relative paths, or None when the folder
 # holds no such output.
@@ -178,9 +185,26 @@ def _remove_empty_parents(root: str, folder: str) -> None:
         folder = os.path.dirname(folder)
 
 
+def storage_retry() -> Retry:
+    """google-cloud-storage's retry policy for this module's requests: its ``DEFAULT_RETRY`` (what every call
+    used here retries with by default), with ``SEGFLOW_STORAGE_RETRY_DEADLINE_S`` as its deadline when set."""
+    from google.cloud.storage.retry import DEFAULT_RETRY
+
+    raw = os.environ.get(STORAGE_RETRY_DEADLINE_ENV, "").strip()
+    if not raw:
+        return DEFAULT_RETRY
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise UsageError(f"{STORAGE_RETRY_DEADLINE_ENV}={raw!r}: expected a number of seconds above 0")
+    return DEFAULT_RETRY.with_timeout(seconds)
+
+
 class _GcsFolder(Folder):
     """A ``gs://bucket/prefix`` folder through google-cloud-storage (the client Beam's GcsIO uses too), which
-    honours ``STORAGE_EMULATOR_HOST`` and retries transient errors itself."""
+    honours ``STORAGE_EMULATOR_HOST`` and retries transient errors itself (``storage_retry``)."""
 
     _clients: dict = {}
 
@@ -189,6 +213,10 @@ class _GcsFolder(Folder):
         if not self.path.startswith("gs://"):
             raise UsageError(f"{path}: only local paths and gs:// URLs can be written")
         self.bucket_name, _, self.prefix = self.path[len("gs://") :].partition("/")
+
+    @property
+    def retry(self) -> Retry:
+        return storage_retry()  # read at each request: the setting is the process's environment
 
     @property
     def bucket(self):
@@ -207,30 +235,34 @@ class _GcsFolder(Folder):
         return bool(self.files())
 
     def is_file(self, rel: str) -> bool:
-        return self.bucket.blob(self._name(rel)).exists()
+        return self.bucket.blob(self._name(rel)).exists(retry=self.retry)
 
     def files(self, rel: str = "") -> list[str]:
         start = self._name(rel)
         start = start + "/" if start else ""
         cut = len(self.prefix) + 1 if self.prefix else 0
-        return sorted(blob.name[cut:] for blob in self.bucket.list_blobs(prefix=start) if not blob.name.endswith("/"))
+        return sorted(
+            blob.name[cut:]
+            for blob in self.bucket.list_blobs(prefix=start, retry=self.retry)
+            if not blob.name.endswith("/")
+        )
 
     def read(self, rel: str) -> Optional[bytes]:
         from google.api_core.exceptions import NotFound
 
         try:
-            return self.bucket.blob(self._name(rel)).download_as_bytes()
+            return self.bucket.blob(self._name(rel)).download_as_bytes(retry=self.retry)
         except NotFound:
             return None
 
     def write(self, rel: str, data: bytes) -> None:
-        self.bucket.blob(self._name(rel)).upload_from_string(data)  # an object is replaced whole
+        self.bucket.blob(self._name(rel)).upload_from_string(data, retry=self.retry)  # an object is replaced whole
 
     def delete(self, rel: str) -> bool:
         from google.api_core.exceptions import NotFound
 
         try:
-            self.bucket.blob(self._name(rel)).delete()
+            self.bucket.blob(self._name(rel)).delete(retry=self.retry)
         except NotFound:
             return False
         return True
@@ -358,17 +390,19 @@ class _GcsLease:
         self.holder = _holder(kind)
         blob = where.bucket.blob(self._blob_name)
         try:
-            blob.upload_from_string(json.dumps(self.holder), if_generation_match=0)
+            blob.upload_from_string(json.dumps(self.holder), if_generation_match=0, retry=where.retry)
         except PreconditionFailed:
-            current = where.bucket.get_blob(self._blob_name)
-            doc = _parse(current.download_as_bytes()) if current is not None else None
+            current = where.bucket.get_blob(self._blob_name, retry=where.retry)
+            doc = _parse(current.download_as_bytes(retry=where.retry)) if current is not None else None
             if current is None or not _lease_gone(doc):
                 raise OutputFolderRefused(
                     f"{where.path} is being written by {describe_holder(doc)}; wait for it to end, or write "
                     "another folder"
                 ) from None
             try:  # one of the processes that found it dead wins this conditional overwrite
-                blob.upload_from_string(json.dumps(self.holder), if_generation_match=current.generation)
+                blob.upload_from_string(
+                    json.dumps(self.holder), if_generation_match=current.generation, retry=where.retry
+                )
             except (PreconditionFailed, NotFound):
                 raise OutputFolderRefused(
                     f"{where.path} is being taken over by another segflow command; wait for it to end, or write "
@@ -385,7 +419,9 @@ class _GcsLease:
             self.holder["heartbeat"] = time.time()
             blob = self._where.bucket.blob(self._blob_name)
             try:
-                blob.upload_from_string(json.dumps(self.holder), if_generation_match=self._generation)
+                blob.upload_from_string(
+                    json.dumps(self.holder), if_generation_match=self._generation, retry=self._where.retry
+                )
                 self._generation = blob.generation
             except Exception as e:  # noqa: BLE001 - a missed beat is retried; the lease only expires after many
                 _LOG.warning("could not refresh the lease on %s: %s", self._where.path, e)
@@ -395,7 +431,9 @@ class _GcsLease:
             return
         self._stop.set()
         try:
-            self._where.bucket.blob(self._blob_name).delete(if_generation_match=self._generation)
+            self._where.bucket.blob(self._blob_name).delete(
+                if_generation_match=self._generation, retry=self._where.retry
+            )
         except Exception as e:  # noqa: BLE001 - a lease left behind expires, or names a dead pid of this host
             _LOG.warning("could not release the lease on %s: %s", self._where.path, e)
 
