@@ -1,4 +1,4 @@
-"""Cityscapes as users have it on disk (issue 21, item 9): cityscapesScripts' trainId maps beside the release,
+"""Cityscapes as users have it on disk: cityscapesScripts' trainId maps beside the release,
 and frames whose instanceIds are missing. Discovery runs on the real DirectRunner (``Discover``)."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Issue 21, item 5: every failure a user can cause or meet is one stderr line naming the path and what to do.
+"""Every failure a user can cause or meet is one stderr line naming the path and what to do.
 
 Real faults, made with real means: a read-only or tiny tmpfs mounted in a private mount namespace
 (``unshare -rm``; skipped where that is impossible), a file where a folder must be, a model whose variables
@@ -203,7 +203,7 @@ def test_the_mapping_finds_faults_wherever_they_were_raised():
 
 # ------------------------------------------------------------------------------------------------ --seed
 def test_trainer_takes_any_integer_seed_as_preprocess_does(pet_records_dir, tmp_path):
-    """``--seed -1``: both use the seed's low 32 bits. The run also leaves nothing in its TMPDIR (item 7)."""
+    """``--seed -1``: both use the seed's low 32 bits. The run also leaves nothing in its TMPDIR."""
     temp = tmp_path / "tmp"
     temp.mkdir()
     env = dict(_ENV, TMPDIR=str(temp))

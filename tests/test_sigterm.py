@@ -1,4 +1,4 @@
-"""Issue 21, item 7: SIGTERM (what Kubernetes, Vertex AI and Dataflow send) is a stop, not a kill: one line,
+"""SIGTERM (what Kubernetes, Vertex AI and Dataflow send) is a stop, not a kill: one line,
 exit status 143, worker processes ended, the scratch folder removed, nothing left in TMPDIR."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""NaN and infinity: no float flag takes them, and no JSON segflow writes holds them (issue 21, item 6).
+"""NaN and infinity: no float flag takes them, and no JSON segflow writes holds them.
 
 Every comparison with NaN is false, so a range check alone lets ``--learning_rate nan`` through; and Python's
 ``json`` writes a bare ``NaN`` that strict readers (jq, ``JSON.parse``, BigQuery) reject.
