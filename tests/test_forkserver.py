@@ -96,7 +96,8 @@ _EARLY_WORKERS_PROBE = r"""
 import sys
 from pipelines.common import runner
 from pipelines.preprocess import job
-job.start_workers(sys.argv[1:])
+from pipelines.shared import cli
+cli.main("probe", [], lambda argv: None, prestart=lambda argv: job.start_workers(sys.argv[1:]))  # as main does
 print("server:", runner._waiting_server is not None, "tensorflow:", "tensorflow" in sys.modules)
 runner.discard_workers()
 """
@@ -122,15 +123,26 @@ def test_preprocess_starts_its_workers_before_tensorflow(pet_raw_dir, tmp_path):
     assert "server: False" in result.stdout, result.stderr
 
 
-def test_workers_start_early_only_where_their_imports_overlap(monkeypatch):
-    """Processes on 2 cores whatever the input's size once the fork server's imports overlap the launcher's;
-    a process that has TensorFlow loaded already keeps the size rule."""
+def test_workers_start_early_by_entry_point_not_by_what_was_imported(monkeypatch):
+    """Processes on 2 cores whatever the input's size inside a program's ``main`` (its fork server's imports
+    overlap the launcher's); a Python caller keeps the size rule. Whether TensorFlow was imported before
+    changes neither."""
     import tensorflow  # noqa: F401 - as in any test process that ran a model
 
     monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
     assert runner.default_running_mode(2, 0, early_workers=True) == "multi_processing"
     assert runner.default_running_mode(1, 0, early_workers=True) == "in_memory"
-    assert not runner.early_workers_possible()
+    seen = []
+    for loaded in (True, False):
+        with monkeypatch.context() as scope:
+            if not loaded:
+                scope.delitem(sys.modules, "tensorflow")
+            seen.append(("python", loaded, runner.early_workers_possible()))
+            cli.main("probe", [], lambda argv: seen.append(("main", loaded, runner.early_workers_possible())))
+    supported = forkserver.supported()
+    assert sorted(seen) == sorted(
+        [("python", True, False), ("python", False, False), ("main", True, supported), ("main", False, supported)]
+    )
     mode = runner.make_pipeline_options(["--direct_running_mode", "in_memory"], early_workers=True)
     assert mode.view_as(beam.options.pipeline_options.DirectOptions).direct_running_mode == "in_memory"
 

@@ -167,18 +167,23 @@ def test_argmax_channels_is_tf_argmax():
         )
 
 
-def test_segflow_processes_load_one_keras():
-    """Importing segflow makes ``tf.keras`` the Keras 2 (``tf_keras``) that the trainer and tensorflow-transform
-    use, so TensorFlow does not also load Keras 3 (and matplotlib through it) in every process."""
+def test_segflow_programs_load_one_keras():
+    """A segflow program's ``main`` makes ``tf.keras`` the Keras 2 (``tf_keras``) that the trainer and
+    tensorflow-transform use, so TensorFlow does not also load Keras 3 (and matplotlib through it) in every
+    run; the setting is the program's, undone when its ``main`` returns (importing segflow sets nothing)."""
     import subprocess
     import sys
 
     code = (
-        "import os; os.environ.pop('TF_USE_LEGACY_KERAS', None)\n"
-        "import pipelines.preprocess, trainer.data, sys, tensorflow as tf\n"
-        "assert os.environ['TF_USE_LEGACY_KERAS'] == '1'\n"
-        "assert 'keras.src' not in sys.modules and 'matplotlib.pyplot' not in sys.modules, sorted(sys.modules)\n"
-        "assert tf.keras.__name__.startswith('tf_keras'), tf.keras.__name__\n"
+        "import os, sys\n"
+        "from pipelines.shared import cli\n"
+        "def run(argv):\n"
+        "    import pipelines.preprocess, trainer.data, tensorflow as tf\n"
+        "    assert os.environ['TF_USE_LEGACY_KERAS'] == '1'\n"
+        "    assert 'keras.src' not in sys.modules and 'matplotlib.pyplot' not in sys.modules, sorted(sys.modules)\n"
+        "    assert tf.keras.__name__.startswith('tf_keras'), tf.keras.__name__\n"
+        "assert cli.main('probe', [], run) == 0\n"
+        "assert 'TF_USE_LEGACY_KERAS' not in os.environ\n"
     )
     env = {k: v for k, v in __import__("os").environ.items() if k != "TF_USE_LEGACY_KERAS"}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)

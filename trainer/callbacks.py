@@ -36,9 +36,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-# The writer of the ``checkpoint`` state file that tf.train.CheckpointManager uses (atomic, relative paths).
-from tensorflow.python.checkpoint import checkpoint_management
-
+from pipelines.shared import private_apis
 from pipelines.shared.tf_paths import TF_GLOB_CHARS
 from trainer.data import DataError
 
@@ -87,7 +85,6 @@ def read_state(directory: str) -> tuple[Optional[list[int]], Optional[str]]:
     (None when it can). ``(None, None)``: no state file. Paths in it are taken by their base name, so a JOB
     copied elsewhere still finds its checkpoints."""
     from google.protobuf import text_format
-    from tensorflow.python.training import checkpoint_state_pb2
 
     path = f"{directory}/{STATE_FILE}"
     try:
@@ -95,7 +92,7 @@ def read_state(directory: str) -> tuple[Optional[list[int]], Optional[str]]:
             data = f.read()
     except tf.errors.NotFoundError:
         return None, None
-    state = checkpoint_state_pb2.CheckpointState()
+    state = private_apis.tf_checkpoint_state_class()()
     try:
         text_format.Parse(data.decode("utf-8"), state)
     except (UnicodeDecodeError, text_format.ParseError) as e:
@@ -307,7 +304,8 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         kept = older[-(self._max_to_keep - 1) :] if self._max_to_keep > 1 else []
         kept.append(step)
         # The state file last: until it names ckpt-<step>, a restart resumes from the previous checkpoint.
-        checkpoint_management.update_checkpoint_state_internal(
+        # The writer of the ``checkpoint`` state file that tf.train.CheckpointManager uses (atomic, relative paths).
+        private_apis.tf_update_checkpoint_state()(
             self._directory,
             f"{self._directory}/{name}",
             [f"{self._directory}/ckpt-{n}" for n in kept],

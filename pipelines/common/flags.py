@@ -24,6 +24,21 @@ from schemas import errors
 BEAM_FLAGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "beam_flags.txt")
 
 
+# The local runner's defaults (``pipelines.common.runner.make_pipeline_options``), said where --help lists the Beam
+# options: decided by the entry point, never by what the calling process imported before.
+# The size rule's figures live here, beside their help, so that the help reads them without importing Beam; why
+# these values: ``pipelines.common.runner``.
+THREADED_UP_TO_CORES = 4
+PROCESSES_FROM_INPUT_BYTES = 256 * 2**20
+RUNNING_MODE_HELP = (
+    "On this machine (the DirectRunner, the default) --direct_num_workers defaults to one per core and "
+    "--direct_running_mode to: in_memory (threads) on one core; from the command line on Linux, "
+    "multi_processing, its workers forked by a server that imports while the job starts; otherwise (Python "
+    f"callers) in_memory up to {THREADED_UP_TO_CORES} cores unless the job reads "
+    f"{PROCESSES_FROM_INPUT_BYTES // 2**20} MiB or more, else multi_processing."
+)
+
+
 def installed_beam_version() -> Optional[str]:
     """``apache_beam.version.__version__`` read from its file, without importing the package (~1.6 s)."""
     spec = importlib.util.find_spec("apache_beam")
@@ -50,16 +65,10 @@ def known_beam_flags() -> Optional[frozenset[str]]:
 def live_beam_flags() -> list[str]:
     """Every ``--flag`` of Beam's options, from Beam itself (what ``pipelines.common.runner.check_beam_flags``
     accepts)."""
-    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+    from pipelines.common.runner import beam_option_parser  # the options it sees are registered by then
+    from pipelines.shared import private_apis
 
-    from pipelines.common.runner import check_beam_flags  # the options it sees are registered by then
-
-    del check_beam_flags
-
-    parser = _BeamArgumentParser(allow_abbrev=False)
-    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
-        cls._add_argparse_args(parser)  # pylint: disable=protected-access
-    return sorted(k for k in parser._option_string_actions if k.startswith("--"))  # pylint: disable=protected-access
+    return sorted(k for k in private_apis.argparse_option_strings(beam_option_parser()) if k.startswith("--"))
 
 
 def beam_flag_names() -> Any:
@@ -80,7 +89,7 @@ def job_parser(name: str, options_class: type) -> cli.Parser:
         passes_on=beam_flag_names,
         passes_on_label="Beam options",
         epilog="Every other flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, "
-        "--project, --region, --temp_location, --setup_file).",
+        "--project, --region, --temp_location, --setup_file). " + RUNNING_MODE_HELP,
     )
     cli.add_fields(parser, options_class)
     parser.add_logging_flags()

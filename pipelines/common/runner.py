@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import logging
 import os
 import shlex
-import sys
-from typing import NoReturn, Optional, Sequence
+from typing import Iterator, NoReturn, Optional, Sequence
 
 import apache_beam as beam
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, SetupOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
-from pipelines.common import forkserver
+from pipelines.common import flags, forkserver
 from pipelines.shared import cli
 
 _DIRECT_RUNNERS = ("DirectRunner", "direct", "SwitchingDirectRunner")
@@ -28,8 +29,9 @@ _DIRECT_RUNNERS = ("DirectRunner", "direct", "SwitchingDirectRunner")
 # ~80 full-size frames (~180-370 MB), but ~12,000-15,000 Pet-size JPEGs (~0.8-1 GB). 256 MiB favours throughput
 # at scale and full-size frames, at up to ~10-15 % on Pet-size jobs of 4,000-12,000 images. On many cores
 # processes run everything.
-THREADED_UP_TO_CORES = 4
-PROCESSES_FROM_INPUT_BYTES = 256 * 2**20
+# (The figures, and the help that states this rule: ``pipelines.common.flags``.)
+THREADED_UP_TO_CORES = flags.THREADED_UP_TO_CORES
+PROCESSES_FROM_INPUT_BYTES = flags.PROCESSES_FROM_INPUT_BYTES
 # The threads are the FnApiRunner's embedded workers (``in_memory`` with ``direct_num_workers`` > 1: one
 # in-process SDK worker per thread, bundles split across them), not ``multi_threading``, which runs the same
 # threads behind a loopback gRPC data plane that encodes every element: same 3000 inputs, 2 cores, 0.5-0.6 s
@@ -53,11 +55,7 @@ def check_beam_flags(beam_argv: Sequence[str]) -> None:
     Beam itself only logs and drops unknown flags, so a typo (``--num_shard 4``, ``--runer Dataflow``) would
     run a different job than the one asked for; segflow jobs fail instead.
     """
-    from apache_beam.options.pipeline_options import _BeamArgumentParser
-
-    parser = _BeamArgumentParser(allow_abbrev=False)
-    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
-        cls._add_argparse_args(parser)  # pylint: disable=protected-access
+    parser = beam_option_parser()
     try:
         _, unknown = parser.parse_known_args(list(beam_argv))
     except SystemExit:
@@ -66,6 +64,28 @@ def check_beam_flags(beam_argv: Sequence[str]) -> None:
         flags = [a.split("=", 1)[0] for a in unknown if a.startswith("-")]
         raise ValueError(f"unknown flag(s) {' '.join(flags or unknown)}: not a flag of this job nor a Beam option")
     _check_runner_name(PipelineOptions(list(beam_argv)).view_as(StandardOptions).runner)
+
+
+class _ParserBuilt(Exception):
+    def __init__(self, parser: argparse.ArgumentParser):
+        super().__init__()
+        self.parser = parser
+
+
+def beam_option_parser() -> argparse.ArgumentParser:
+    """The parser Beam reads its options with, every option class imported so far registered on it, as
+    ``PipelineOptions.get_all_options`` builds it (no abbreviations): taken from its public
+    ``add_extra_args_fn`` hook, which Beam calls with the parser once the options are registered, before it
+    parses anything (left there, so nothing is parsed or logged twice)."""
+
+    def take(parser: argparse.ArgumentParser) -> None:
+        raise _ParserBuilt(parser)
+
+    try:
+        PipelineOptions([]).get_all_options(add_extra_args_fn=take)
+    except _ParserBuilt as built:
+        return built.parser
+    raise RuntimeError("PipelineOptions.get_all_options did not call add_extra_args_fn with its parser")
 
 
 def _check_runner_name(name: Optional[str]) -> None:
@@ -102,11 +122,13 @@ def default_running_mode(cores: int, input_bytes: Optional[int] = None, early_wo
 
 
 def early_workers_possible() -> bool:
-    """True when a fork server started now (``start_workers``) would import what the workers need while this
-    process still imports TensorFlow, or one is already waiting: then worker processes start within ~0.2 s of
-    threads on 2 cores and run faster. A process that has TensorFlow loaded already (a notebook, a test) would
-    wait for the server's own imports (~4.5 s on 2 cores): there, ``default_running_mode``'s size rule holds."""
-    return forkserver.supported() and (_waiting_server is not None or "tensorflow" not in sys.modules)
+    """True, where fork servers are supported, inside a segflow program's ``main`` (``cli.in_program_main``), or
+    when a fork server is already waiting: a program starts its workers' fork server before it imports
+    TensorFlow (``start_workers``), the two imports overlap, and worker processes start within ~0.2 s of
+    threads on 2 cores and run faster. A Python caller (a notebook, a test) keeps ``default_running_mode``'s
+    size rule: its process may have TensorFlow loaded already, and the server's own imports (~4.5 s on 2 cores)
+    would not overlap anything. Decided by the entry point alone, never by what the process imported before."""
+    return forkserver.supported() and (_waiting_server is not None or cli.in_program_main())
 
 
 def make_pipeline_options(
@@ -206,20 +228,32 @@ class _LocalRunner(fn_runner.FnApiRunner):
     which the runner hard-codes; so here the default mode runs on that environment with this command.
     """
 
+    def __init__(self, provision_info: fn_runner.ExtendedProvisionInfo):
+        super().__init__(provision_info=provision_info)
+        self._segflow_provision_info = provision_info
+
     def run_pipeline(self, pipeline: beam.Pipeline, options: PipelineOptions) -> beam.runners.runner.PipelineResult:
+        # Scoped to the run: importing segflow changes no logger of the importing process.
+        with _without_in_memory_workers_warning():
+            return self._run_pipeline(pipeline, options)
+
+    def _run_pipeline(self, pipeline: beam.Pipeline, options: PipelineOptions) -> beam.runners.runner.PipelineResult:
         direct = options.view_as(DirectOptions)
         if direct.direct_running_mode != "multi_processing":
             return super().run_pipeline(pipeline, options)
         server = _take_server(_worker_count(direct))
         command = server.worker_command if server is not None else WORKER_COMMAND
-        default_environment = self._default_environment
-        self._default_environment = SubprocessSDKEnvironment.from_command_string(command)
+        # A runner of this one pipeline, built on the worker command's environment (the constructor's public
+        # parameter); in the default mode, it runs every stage there.
+        on_workers = fn_runner.FnApiRunner(
+            default_environment=SubprocessSDKEnvironment.from_command_string(command),
+            provision_info=self._segflow_provision_info,
+        )
         direct.direct_running_mode = THREADED_MODE
         try:
-            return super().run_pipeline(pipeline, options)
-        finally:  # the caller's options, and this runner for its next pipeline, as they were
+            return on_workers.run_pipeline(pipeline, options)
+        finally:  # the caller's options as they were
             direct.direct_running_mode = "multi_processing"
-            self._default_environment = default_environment
             if server is not None:
                 server.close()
 
@@ -233,9 +267,19 @@ class _DropInMemoryWorkersWarning(logging.Filter):
         return "direct_running_mode should be" not in record.getMessage()
 
 
-_FN_RUNNER_LOG = logging.getLogger("apache_beam.runners.portability.fn_api_runner.fn_runner")
-if not any(isinstance(f, _DropInMemoryWorkersWarning) for f in _FN_RUNNER_LOG.filters):
-    _FN_RUNNER_LOG.addFilter(_DropInMemoryWorkersWarning())
+FN_RUNNER_LOGGER = "apache_beam.runners.portability.fn_api_runner.fn_runner"
+
+
+@contextlib.contextmanager
+def _without_in_memory_workers_warning() -> Iterator[None]:
+    """The FnApiRunner's logger drops ``_DropInMemoryWorkersWarning``'s record for the block, and only then."""
+    logger = logging.getLogger(FN_RUNNER_LOGGER)
+    drop = _DropInMemoryWorkersWarning()
+    logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        logger.removeFilter(drop)
 
 
 def leave_parallelism_to_beam(inter_op_threads: Optional[int] = None) -> None:

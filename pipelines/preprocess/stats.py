@@ -15,7 +15,6 @@ DST holds never describes data it does not contain.
 
 from __future__ import annotations
 
-import json
 from typing import Iterator, NamedTuple, Sequence
 
 import apache_beam as beam
@@ -244,9 +243,9 @@ _ANALYZER_SUMS = ("sum", "sum_1", "sum_2", "sum_3")  # pixel count, channel sums
 
 def analyzer_cache_entries(preprocessing_fn, specs: dict, dataset_key) -> dict[str, bytes]:
     """``{analyzer name: its cache entry key}`` for the graph's four sum analyzers (see ``_ANALYZER_SUMS``)."""
-    from tensorflow_transform.beam import analysis_graph_builder
+    from pipelines.shared import private_apis
 
-    keys = analysis_graph_builder.get_analysis_cache_entry_keys(preprocessing_fn, specs, [dataset_key], False)
+    keys = private_apis.tft_analysis_cache_entry_keys()(preprocessing_fn, specs, [dataset_key], False)
     by_name = {}
     for key in keys:
         name = key.split(b"[", 1)[1].split(b"]", 1)[0].decode() if b"[" in key else ""
@@ -261,8 +260,10 @@ def analyzer_cache_entries(preprocessing_fn, specs: dict, dataset_key) -> dict[s
 
 
 def encoded_accumulator(totals: AnalysisTotals, analyzer: str, num_classes: int, ignore_label: int) -> bytes:
-    """The cache entry of one sum analyzer, as tensorflow-transform encodes a sum's accumulator (JSON of a list
-    with one value per analyzer input), holding the train split's exact int64 sum."""
+    """The cache entry of one sum analyzer, encoded by tensorflow-transform's own coder of a sum's accumulator (a
+    list with one value per analyzer input), holding the train split's exact int64 sum."""
+    from pipelines.shared import private_apis
+
     sums, squares = totals.channel_sums()
     value = {
         "sum": totals.pixels,
@@ -270,7 +271,7 @@ def encoded_accumulator(totals: AnalysisTotals, analyzer: str, num_classes: int,
         "sum_2": squares,
         "sum_3": totals.class_pixel_counts(num_classes, ignore_label),
     }[analyzer]
-    return json.dumps([value]).encode("utf-8")
+    return private_apis.tft_sum_accumulator_coder().encode_cache([value])
 
 
 class AnalyzeAndWriteTransform(beam.PTransform):
