@@ -242,6 +242,31 @@ def test_bad_flags_raise_usage_error(argv, message):
         parse_args(args)
 
 
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"image_size": (4, 64)}, "--image_size must be H or H,W with 8 <= each <= 4096"),
+        ({"image_size": (64,)}, "--image_size must be (H, W)"),
+        ({"val_fraction": 0.5, "test_fraction": 0.5}, "--test_fraction must leave room for train"),
+        ({"augment_copies": 65}, "--augment_copies"),
+        ({"dataset": "cityscapes", "label_mode": "binary"}, "Pet only"),
+        ({"output_dir": "IN/records"}, "inside --input_dir"),
+        ({"pipeline_args": ["--runer", "x"]}, "unknown flag(s) --runer"),
+    ],
+)
+def test_a_config_built_in_python_is_checked_as_flags_are(tmp_path, change, message):
+    """``run(config)`` refuses what the command line refuses, before it claims or reads anything."""
+    from pipelines.preprocess import PreprocessConfig, run
+
+    src = tmp_path / "src"
+    fields = {"dataset": "pet", "input_dir": str(src), "output_dir": str(tmp_path / "out"), "image_size": (64, 64)}
+    pipeline_args = change.pop("pipeline_args", [])
+    fields.update({k: v.replace("IN", str(src)) if isinstance(v, str) else v for k, v in change.items()})
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        run(PreprocessConfig(**fields), pipeline_args)
+    assert not (tmp_path / "out").exists() and not (src / "records").exists()
+
+
 def test_good_flags_pass_beam_options_through():
     config, beam_argv = parse_args(
         [
