@@ -14,6 +14,8 @@ REQUIRED = [
     "numpy>=1.26,<3",
     "pillow>=10.0",
     "google-cloud-storage>=2.14",
+    # TFRecord checksums (pipelines/common/tfrecord.py); also google-cloud-storage's own dependency.
+    "google-crc32c>=1.5",
     # The official Cityscapes label table and evaluators, rather than a retyped copy.
     "cityscapesscripts>=2.2.4,<3",
     # Distance transform and watershed for splitting touching instances at inference time.

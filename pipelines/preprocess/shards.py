@@ -31,9 +31,8 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipelines.common import storage
+from pipelines.common import storage, tfrecord
 from pipelines.common.hashing import stable_int
-from pipelines.shared import private_apis
 from schemas.records import SHARD_NAME, SPLITS, is_shard_name  # the shard-name rule the trainer reads by
 
 TARGET_SHARD_BYTES = 32 * 1024 * 1024
@@ -112,12 +111,11 @@ def shard_of(key: str, num_shards: int) -> int:
 def write_tfrecord_file(path: str, serialized_records: Iterable[bytes]) -> int:
     """Writes records to one GZIP TFRecord file via ``FileSystems``; returns how many were written."""
     count = 0
-    write_record = private_apis.tfrecord_write_record()
     with FileSystems.create(
         path, mime_type="application/octet-stream", compression_type=CompressionTypes.GZIP
     ) as handle:
         for value in serialized_records:
-            write_record(handle, value)
+            tfrecord.write_record(handle, value)
             count += 1
     return count
 

@@ -6,6 +6,11 @@ silent fallback. Its docstring says what segflow needs it for and which public r
 ``tests/test_private_apis.py`` checks every entry against the installed libraries (the name exists, with the
 shape segflow relies on) and fails when any other module reaches a private name of these libraries itself.
 
+Replaced by public routes (same output, measured): Beam's option parser (``_BeamArgumentParser``) by the parser
+``PipelineOptions.get_all_options`` hands its ``add_extra_args_fn`` (``pipelines.common.runner``); the FnApiRunner's
+``_default_environment`` by its constructor's ``default_environment``; Beam's ``_TFRecordUtil`` by the published
+TFRecord framing with ``google-crc32c`` (``pipelines.common.tfrecord``).
+
 Here, not in ``pipelines.common``, because the trainer uses two of them (``tests/test_layering.py``: the trainer
 imports ``pipelines.shared`` and nothing else of ``pipelines``); importing this module imports none of the
 libraries: each entry imports what it fetches when called.
@@ -67,18 +72,6 @@ def _callable(module: str, name: str) -> Callable[..., Any]:
 
 
 # ---------------------------------------------------------------------------------------------- Apache Beam
-def tfrecord_write_record() -> Callable[[Any, bytes], None]:
-    """``apache_beam.io.tfrecordio._TFRecordUtil.write_record(file_handle, record)``: writes one TFRecord (length,
-    masked CRC32C of it, the bytes, their masked CRC32C) to a file opened with Beam's ``FileSystems``.
-
-    Preprocess writes each shard file itself (its records in key order, a name and count it decides, staged
-    publication), so Beam's ``WriteToTFRecord`` sink does not fit, and ``tf.io.TFRecordWriter`` writes only
-    through TensorFlow's own file systems (not Beam's GCS client, retries and emulator). Checked public route:
-    framing the records here with ``google_crc32c`` (a second copy of the format; ``google-crc32c`` is not among
-    Beam's required dependencies, whose fallback, ``crcmod``, may be pure Python)."""
-    return _callable("apache_beam.io.tfrecordio", "_TFRecordUtil.write_record")
-
-
 def argparse_option_strings(parser: argparse.ArgumentParser) -> list[str]:
     """Every option string ``parser`` accepts, from argparse's ``_option_string_actions`` (the standard
     library's, not Beam's: argparse lists its options nowhere publicly).
