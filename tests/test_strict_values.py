@@ -121,10 +121,11 @@ def test_a_non_finite_value_elsewhere_is_refused_naming_where():
 
 
 def test_the_trainer_writes_metrics_with_nan_as_null(tmp_path):
-    from trainer import task
+    from trainer import job_folder
 
     path = tmp_path / "metrics.json"
-    task._write_json(str(path), {"loss": float("nan"), "miou": 0.25, "per_class_iou": {"b": float("nan"), "a": 1.0}})
+    figures = {"loss": float("nan"), "miou": 0.25, "per_class_iou": {"b": float("nan"), "a": 1.0}}
+    job_folder.write_json(str(path), figures)
     text = path.read_text()
     doc = _strict(text)
     assert doc == {"loss": None, "miou": 0.25, "per_class_iou": {"b": None, "a": 1.0}}

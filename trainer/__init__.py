@@ -2,4 +2,51 @@
 
 Entry point: ``python -m trainer.task``. Imports ``schemas`` and ``pipelines.shared`` only (never the jobs).
 Its Keras is Keras 2, imported by name (``tf_keras``), whatever ``tf.keras`` is in the calling process.
+
+The Python API (docs/api.md, "Train"): ``run(TrainConfig(...)) -> TrainResult`` is the command without the command
+line; the reusable parts work in anyone's Keras code: ``build_model``, ``read_records`` (the records' ``tf.data``
+reader), ``SegmentationLoss``, ``ConfusionMatrixMetric`` (mIoU), ``export_model``. The names load on first use
+(PEP 562), so ``import trainer`` imports no TensorFlow.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# Public name → the module that defines it; a module's own name (``losses``) stands for the module.
+_EXPORTS = {
+    "TrainConfig": "trainer.config",
+    "TrainResult": "trainer.training",
+    "run": "trainer.training",
+    "from_args": "trainer.task",
+    "main": "trainer.task",
+    "build_model": "trainer.models",
+    "with_transform": "trainer.normalization",
+    "read_dataset": "trainer.data",
+    "read_records": "trainer.data",
+    "DatasetInfo": "trainer.data",
+    "DataError": "trainer.data",
+    "SegmentationLoss": "trainer.losses",
+    "ConfusionMatrixMetric": "trainer.metrics",
+    "export_model": "trainer.export",
+    "losses": "trainer.losses",
+    "metrics": "trainer.metrics",
+    "export": "trainer.export",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module_name = _EXPORTS.get(name)
+    if module_name is None:
+        raise AttributeError(f"module 'trainer' has no attribute {name!r}")
+    module = importlib.import_module(module_name)
+    value = module if module_name == f"trainer.{name}" else getattr(module, name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

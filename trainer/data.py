@@ -330,6 +330,26 @@ def augment(
     return tf.cast(tf.round(tf.clip_by_value(image, 0.0, 255.0)), tf.uint8), tf.cast(label, tf.uint8)
 
 
+def read_records(
+    data_dir: str,
+    split: str = "train",
+    batch_size: int = 8,
+    *,
+    training: bool = False,
+    augment: bool = False,
+    seed: int = 0,
+    deterministic: bool = False,
+) -> tf.data.Dataset:
+    """A preprocess output's ``split`` as batches of (uint8 images ``[b, H, W, 3]``, uint8 labels ``[b, H, W]``,
+    255 = ignore), for ``keras.Model.fit``/``evaluate``. The folder is checked against its metadata.json first
+    (``DataError`` with a fix otherwise). ``training``: shuffled, augmented when ``augment``, full batches;
+    otherwise one ordered pass. Both repeat: pass ``steps_per_epoch`` / ``steps``."""
+    info = read_dataset(data_dir)
+    return make_dataset(
+        info, split, batch_size, training=training, seed=seed, augment_images=augment, deterministic=deterministic
+    )
+
+
 def eval_steps(info: DatasetInfo, split: str, global_batch: int, limit: Optional[int] = None) -> int:
     """Steps that cover ``split`` once at ``global_batch`` (the last batch may be partial or padded)."""
     steps = max(1, math.ceil(info.count(split) / global_batch))
