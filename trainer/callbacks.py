@@ -4,7 +4,7 @@
 the optimizer and the global step every ``checkpoint_steps`` steps and at each epoch end, in TensorFlow's
 checkpoint format (``ckpt-<step>.index``/``.data-*`` and the ``checkpoint`` state file, which
 ``tf.train.latest_checkpoint`` reads). The state file is written last (atomically), so a SIGKILL during a save
-leaves the previous checkpoint valid. On restart ``task.run`` restores the latest one and skips the batches
+leaves the previous checkpoint valid. On restart ``trainer.training.run`` restores the latest one and skips the batches
 already consumed, so the resumed run sees the same data stream. In multi-worker runs every worker saves (saving
 may involve collectives) but only the chief writes to ``JOB/checkpoints``; the others write to a scratch
 directory that they delete, the pattern ``tf.distribute`` documents.
@@ -263,7 +263,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         ``find_checkpoint``) if any; returns the global step (0 if none).
 
         Raises ``ValueError`` when the checkpoint's variables do not fit this network (another class count or
-        architecture); ``task.run`` checks the recorded configuration first and reports that in one line.
+        architecture); ``trainer.job_folder`` checks the recorded configuration first and reports that in one line.
         """
         if found is None:
             found = find_checkpoint(self._source_dir(), self.what)
