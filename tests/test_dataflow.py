@@ -153,7 +153,7 @@ def infer_job(gcs, model_on_gcs, images_on_gcs) -> DataflowJob:
         "--instances",
         *dataflow_flags(gcs, "infer"),
     ]
-    args, beam_argv = infer.parse_args(argv)
+    args, beam_argv = infer.from_args(argv)
     model_info = read_model_info(args.model_dir)
     start = time.monotonic()
     result, options = _build(lambda p: infer.build_pipeline(p, args, model_info), beam_argv)
@@ -203,7 +203,11 @@ def test_preprocess_dataflow_job(preprocess_job):
 
 
 def test_infer_dataflow_job(infer_job):
-    _check_job(infer_job, ["Match", "Preprocess", "RunInference", "PostprocessAndWrite", "DeadLetters", "WriteSummary"])
+    _check_job(
+        infer_job,
+        ["Match", "RunInference_Preprocess", "RunInference", "RunInference_Postprocess", "WritePredictions"]
+        + ["DeadLetters", "WriteSummary"],
+    )
     assert infer_job.seconds < 120
 
 
@@ -322,7 +326,7 @@ def test_staged_jobs_unpickle_on_a_clean_worker(gcs, preprocess_job, infer_job, 
     )
     expected = {
         "preprocess": {"MakeRecords", "_ListSource", "_Assemble"},
-        "infer": {"PreprocessImage", "PostprocessAndWrite"},
+        "infer": {"_ExceptionHandlingWrapperDoFn", "WritePredictions"},  # RunInference and its fns, wrapped
     }
     for name, fns in loaded.items():
         assert len(fns) >= 8, fns

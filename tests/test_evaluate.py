@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.evaluate import job as evaluate
+from pipelines import evaluate
+from pipelines.evaluate.transforms import confusion_matrix, scores
 from pipelines.tools import synthetic
 from schemas.errors import DataError, UsageError
 
@@ -16,10 +17,10 @@ from schemas.errors import DataError, UsageError
 def test_confusion_and_scores_by_hand():
     gt = np.array([[0, 0, 1, 1], [2, 2, 255, 1]])
     pred = np.array([[0, 1, 1, 1], [2, 255, 0, 1]])
-    m = evaluate.confusion_matrix(gt, pred, 3)
+    m = confusion_matrix(gt, pred, 3)
     # rows gt 0..2, columns pred 0..2 + "not evaluated"; the gt-ignored pixel counts nowhere.
     assert m.tolist() == [[1, 1, 0, 0], [0, 3, 0, 0], [0, 0, 1, 1]]
-    s = evaluate.scores(m)
+    s = scores(m)
     # class 0: tp 1, fn 1, fp 0 -> 1/2; class 1: tp 3, fp 1 -> 3/4; class 2: tp 1, fn 1 (pred void) -> 1/2
     np.testing.assert_allclose(s["iou"], [0.5, 0.75, 0.5])
     assert s["mean_iou"] == pytest.approx((0.5 + 0.75 + 0.5) / 3)
@@ -27,11 +28,11 @@ def test_confusion_and_scores_by_hand():
 
 
 def test_absent_class_is_nan_and_left_out_of_the_mean():
-    m = evaluate.confusion_matrix(np.zeros((2, 2)), np.zeros((2, 2)), 3)
-    s = evaluate.scores(m)
+    m = confusion_matrix(np.zeros((2, 2)), np.zeros((2, 2)), 3)
+    s = scores(m)
     assert s["iou"][0] == 1.0 and math.isnan(s["iou"][1]) and math.isnan(s["iou"][2])
     assert s["mean_iou"] == 1.0
-    empty = evaluate.scores(evaluate.confusion_matrix(np.full((2, 2), 255), np.zeros((2, 2)), 3))
+    empty = scores(confusion_matrix(np.full((2, 2), 255), np.zeros((2, 2)), 3))
     assert math.isnan(empty["mean_iou"]) and math.isnan(empty["pixel_accuracy"])
 
 
@@ -57,21 +58,13 @@ def test_beam_evaluate_matches_numpy_on_pet(tmp_path):
         gt = np.asarray(Image.open(src / "annotations" / "trimaps" / f"{example}.png"))
         pred = _perturbed(gt, i, [1, 2, 3])
         Image.fromarray(pred).save(preds / f"{example}.png")
-        total += evaluate.confusion_matrix(gt.astype(int) - 1, pred.astype(int) - 1, 3)
+        total += confusion_matrix(gt.astype(int) - 1, pred.astype(int) - 1, 3)
     Image.fromarray(np.ones((30, 40), np.uint8)).save(preds / "stranger.png")
     doc = evaluate.run(
-        [
-            "--predictions",
-            str(preds),
-            "--ground_truth",
-            str(src),
-            "--dataset",
-            "pet",
-            "--direct_running_mode",
-            "in_memory",
-        ]
-    )
-    expected = evaluate.scores(total)
+        evaluate.EvaluateConfig(predictions=str(preds), ground_truth=str(src), dataset="pet"),
+        ["--direct_running_mode", "in_memory"],
+    ).document
+    expected = scores(total)
     assert doc["images"] == 4 and doc["missing_predictions"] == 1 and doc["unmatched_predictions"] == 1
     assert doc["mean_iou"] == pytest.approx(expected["mean_iou"], abs=1e-6)
     assert doc["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"], abs=1e-6)
@@ -82,13 +75,13 @@ def test_beam_evaluate_matches_numpy_on_pet(tmp_path):
 
 def test_bad_flags_fail_fast_with_one_line(tmp_path, capsys):
     with pytest.raises(DataError) as err:
-        evaluate.run(["--predictions", str(tmp_path), "--ground_truth", str(tmp_path), "--dataset", "pet"])
+        evaluate.run(evaluate.EvaluateConfig(predictions=str(tmp_path), ground_truth=str(tmp_path), dataset="pet"))
     assert "no predicted masks" in str(err.value)
     with pytest.raises(UsageError) as err:
-        evaluate.run(["--predictions", str(tmp_path), "--dataset", "pet"])
+        evaluate.from_args(["--predictions", str(tmp_path), "--dataset", "pet"])
     assert err.value.exit_code == 2 and "--ground_truth" in str(err.value)
     with pytest.raises(UsageError) as err:  # a typo is an error, not a Beam option Beam would silently drop
-        evaluate.run(
+        evaluate.from_args(
             [
                 "--predictions",
                 str(tmp_path),
@@ -132,19 +125,9 @@ def test_same_miou_as_the_official_cityscapes_evaluator(tmp_path, monkeypatch):
         frame = gt_path.name.replace("_gtFine_labelIds.png", "")
         Image.fromarray(_perturbed(gt, i, values)).save(preds / f"{frame}_leftImg8bit.png")
     ours = evaluate.run(
-        [
-            "--predictions",
-            str(preds),
-            "--ground_truth",
-            str(src),
-            "--dataset",
-            "cityscapes",
-            "--split",
-            "val",
-            "--direct_running_mode",
-            "in_memory",
-        ]
-    )
+        evaluate.EvaluateConfig(predictions=str(preds), ground_truth=str(src), dataset="cityscapes", split="val"),
+        ["--direct_running_mode", "in_memory"],
+    ).document
     theirs = official_pixel_level(src, preds, monkeypatch, tmp_path)
     assert ours["images"] == 3
     assert ours["mean_iou"] == pytest.approx(theirs["averageScoreClasses"], abs=1e-9)

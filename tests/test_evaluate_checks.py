@@ -268,9 +268,9 @@ def test_evaluate_never_imports_tensorflow(tmp_path):
     masks = _perfect_predictions(src, ids, tmp_path / "out")
     probe = (
         "import sys\n"
-        "from pipelines.evaluate import job\n"
-        f"job.run(['--predictions', {str(masks)!r}, '--ground_truth', {str(src)!r}, '--dataset', 'pet', "
-        "'--direct_running_mode', 'in_memory'])\n"
+        "from pipelines import evaluate\n"
+        f"config = evaluate.EvaluateConfig(predictions={str(masks)!r}, ground_truth={str(src)!r}, dataset='pet')\n"
+        "evaluate.run(config, ['--direct_running_mode', 'in_memory'])\n"
         "print('tensorflow' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)

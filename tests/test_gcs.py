@@ -132,7 +132,7 @@ def test_preprocess_gcs_empty_input_fails_fast(gcs, capsys):
 
 def test_infer_gcs_end_to_end(gcs, pet_job_dir, pet_raw_dir):
     """gs:// images, a gs:// model dir (copied to a local cache through FileSystems) and gs:// outputs."""
-    from pipelines.infer import job as infer
+    from pipelines import infer
 
     model = gcs.upload_dir(pathlib.Path(pet_job_dir) / "model", gcs.prefix("infer-model"))
     images = gcs.prefix("infer-images")
@@ -141,10 +141,10 @@ def test_infer_gcs_end_to_end(gcs, pet_job_dir, pet_raw_dir):
         gcs.upload_bytes(f"{images}/{path.name}", path.read_bytes())
     gcs.upload_bytes(f"{images}/not_an_image.jpg", b"\x00garbage")
     out = gcs.prefix("infer-out")
-    counters = infer.run(
-        ["--model_dir", model, "--input", f"{images}/*.jpg", "--output_dir", out, "--instances", *BEAM_FLAGS]
+    result = infer.run(
+        infer.InferConfig(model_dir=model, input=[f"{images}/*.jpg"], output_dir=out, instances=True), BEAM_FLAGS
     )
-    assert counters["inputs_matched"] == len(sources) + 1
+    assert result.inputs_matched == len(sources) + 1
 
     names = gcs.list(out)
     for path in sources:

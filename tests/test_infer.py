@@ -9,20 +9,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipelines import evaluate, infer
 from pipelines.common.deadletter import read_dead_letters
-from pipelines.evaluate import job as evaluate
-from pipelines.evaluate.job import to_train_ids
-from pipelines.infer import job as infer
+from pipelines.evaluate.transforms import to_train_ids
 from schemas import labels
 from schemas.errors import SegflowError
 from schemas.labels import colorize
 
 
-def _run(model_dir, inputs, out, *extra):
-    argv = ["--model_dir", str(model_dir), "--output_dir", str(out)]
-    for pattern in inputs:
-        argv += ["--input", str(pattern)]
-    return infer.run(argv + list(extra))
+def _run(model_dir, inputs, out, pipeline_args=(), **config):
+    return infer.run(
+        infer.InferConfig(model_dir=str(model_dir), input=[str(p) for p in inputs], output_dir=str(out), **config),
+        list(pipeline_args),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -42,18 +41,16 @@ def pet_inputs(pet_raw_dir, tmp_path_factory) -> pathlib.Path:
 @pytest.fixture(scope="module")
 def pet_run(pet_job_dir, pet_inputs, tmp_path_factory):
     out = tmp_path_factory.mktemp("infer_out") / "pred"
-    counters = _run(
+    result = _run(
         pet_job_dir / "model",
         [pet_inputs / "*", pet_inputs / "sub" / "*.jpg"],
         out,
-        "--instances",
-        "--overlay",
-        "--batch_size",
-        "2,4",
-        "--direct_num_workers",
-        "2",
+        ["--direct_num_workers", "2"],
+        instances=True,
+        overlay=True,
+        batch_size=(2, 4),
     )
-    return out, counters
+    return out, result
 
 
 def _valid_inputs(pet_inputs):
@@ -66,7 +63,7 @@ def _names(out):
 
 
 def test_every_image_gets_a_mask_of_its_own_size_with_trimap_values(pet_run, pet_inputs):
-    out, counters = pet_run
+    out, result = pet_run
     names = _names(out)
     valid = _valid_inputs(pet_inputs)
     assert sorted(names) == valid
@@ -84,7 +81,7 @@ def test_every_image_gets_a_mask_of_its_own_size_with_trimap_values(pet_run, pet
             colorize(to_train_ids(np.asarray(mask), "pet", "trimap"), labels.pet_spec()),
         )
         assert Image.open(out / "overlay" / f"{stem}.png").size == size
-    assert counters["images_written"] == len(valid)
+    assert result.images_written == len(valid)
 
 
 def test_shared_stems_get_distinct_hashed_names(pet_run, pet_inputs):
@@ -96,7 +93,7 @@ def test_shared_stems_get_distinct_hashed_names(pet_run, pet_inputs):
 
 
 def test_planted_non_images_are_dead_lettered_and_counts_add_up(pet_run, pet_inputs):
-    out, counters = pet_run
+    out, result = pet_run
     dead = read_dead_letters(str(out))
     assert sorted(pathlib.Path(d["path"]).name for d in dead) == ["empty.png", "not_an_image.jpg"]
     reasons = {pathlib.Path(d["path"]).name: d["error"] for d in dead}
@@ -104,13 +101,13 @@ def test_planted_non_images_are_dead_lettered_and_counts_add_up(pet_run, pet_inp
     assert "Unknown image file format" in reasons["not_an_image.jpg"] or "decod" in reasons["not_an_image.jpg"]
     summary = json.loads((out / "summary.json").read_text())
     matched = len(list(pet_inputs.glob("*"))) - 1 + len(list((pet_inputs / "sub").glob("*.jpg")))  # minus sub/
-    assert summary["dead_letters"] == 2 == counters["dead_letters"]
+    assert summary["dead_letters"] == 2 == result.dead_letters
     assert summary["inputs_seen"] == summary["images_written"] + summary["dead_letters"] == matched
-    assert counters["inputs_matched"] == matched
+    assert result.inputs_matched == matched
 
 
 def test_instance_files_follow_the_cityscapes_result_format(pet_run):
-    out, counters = pet_run
+    out, result = pet_run
     total = 0
     for stem in _names(out).values():
         doc = json.loads((out / "instances" / f"{stem}.json").read_text())
@@ -132,7 +129,7 @@ def test_instance_files_follow_the_cityscapes_result_format(pet_run):
             ys, xs = np.nonzero(mask)
             assert (x, y, w, h) == (xs.min(), ys.min(), xs.max() - xs.min() + 1, ys.max() - ys.min() + 1)
         total += len(lines)
-    assert total == counters["instances"]
+    assert total == result.instances
 
 
 def test_one_model_per_process_shared_by_every_stage(pet_job_dir):
@@ -176,12 +173,10 @@ def test_rerun_is_byte_identical(pet_run, pet_job_dir, pet_inputs, tmp_path):
         pet_job_dir / "model",
         [pet_inputs / "*", pet_inputs / "sub" / "*.jpg"],
         again,
-        "--instances",
-        "--overlay",
-        "--batch_size",
-        "3",
-        "--direct_running_mode",
-        "in_memory",
+        ["--direct_running_mode", "in_memory"],
+        instances=True,
+        overlay=True,
+        batch_size=(1, 3),
     )
     first = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     second = sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
@@ -240,17 +235,9 @@ def test_padded_model_calls_return_one_result_per_image(pet_job_dir):
 def test_evaluate_scores_the_predictions(pet_run, pet_raw_dir):
     out, _ = pet_run
     doc = evaluate.run(
-        [
-            "--predictions",
-            str(out / "masks"),
-            "--ground_truth",
-            str(pet_raw_dir),
-            "--dataset",
-            "pet",
-            "--direct_running_mode",
-            "in_memory",
-        ]
-    )
+        evaluate.EvaluateConfig(predictions=str(out / "masks"), ground_truth=str(pet_raw_dir), dataset="pet"),
+        ["--direct_running_mode", "in_memory"],
+    ).document
     # The duplicated stem was written under hashed names, so its ground truth has no plain-named prediction.
     assert doc["images"] == 23 and doc["missing_predictions"] == 1 and doc["unmatched_predictions"] == 2
     assert 0.0 <= doc["mean_iou"] <= 1.0 and 0.0 <= doc["pixel_accuracy"] <= 1.0
@@ -259,6 +246,7 @@ def test_evaluate_scores_the_predictions(pet_run, pet_raw_dir):
 
 @pytest.mark.parametrize("case", ["missing_model", "empty_glob", "bad_batch", "bad_area", "typo"])
 def test_bad_flags_fail_fast_with_one_line(case, pet_job_dir, tmp_path, capsys):
+    """The command line's checks: flags, as ``python -m pipelines.infer`` gets them."""
     model = str(pet_job_dir / "model")
     argv = {
         "missing_model": ["--model_dir", str(tmp_path / "nope"), "--input", str(tmp_path / "*.jpg")],
@@ -268,7 +256,7 @@ def test_bad_flags_fail_fast_with_one_line(case, pet_job_dir, tmp_path, capsys):
         "typo": ["--model_dir", model, "--input", "x", "--instance"],
     }[case]
     with pytest.raises(SegflowError) as err:
-        infer.run(argv + ["--output_dir", str(tmp_path / "out")])
+        infer.run(*infer.from_args(argv + ["--output_dir", str(tmp_path / "out")]))
     message = str(err.value)
     assert message.strip() and "\n" not in message.strip() and "Traceback" not in message
     expected = {

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.evaluate import job as evaluate
-from pipelines.infer import job as infer, outputs
+from pipelines import evaluate, infer
+from pipelines.infer import outputs
 from pipelines.infer.instances import extract_instances
 from schemas.labels import cityscapes_label_ids_to_train_ids, spec_for
 from tests.test_evaluate import official_pixel_level
@@ -24,19 +24,14 @@ def _np_in1d(monkeypatch):
 def cityscapes_run(cityscapes_job_dir, cityscapes_raw_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("cs_infer") / "pred"
     infer.run(
-        [
-            "--model_dir",
-            str(cityscapes_job_dir / "model"),
-            "--input",
-            str(cityscapes_raw_dir / "leftImg8bit" / "val" / "*" / "*_leftImg8bit.png"),
-            "--output_dir",
-            str(out),
-            "--instances",
-            "--min_instance_area",
-            "0",
-            "--direct_running_mode",
-            "in_memory",
-        ]
+        infer.InferConfig(
+            model_dir=str(cityscapes_job_dir / "model"),
+            input=[str(cityscapes_raw_dir / "leftImg8bit" / "val" / "*" / "*_leftImg8bit.png")],
+            output_dir=str(out),
+            instances=True,
+            min_instance_area=0,
+        ),
+        ["--direct_running_mode", "in_memory"],
     )
     return out
 
@@ -88,21 +83,16 @@ def test_official_pixel_level_evaluator_reads_our_masks_and_agrees_with_ours(
     theirs = official_pixel_level(cityscapes_raw_dir, cityscapes_run / "masks", monkeypatch, tmp_path)
     assert 0.0 <= theirs["averageScoreClasses"] <= 1.0
     ours = evaluate.run(
-        [
-            "--predictions",
-            str(cityscapes_run / "masks"),
-            "--ground_truth",
-            str(cityscapes_raw_dir),
-            "--dataset",
-            "cityscapes",
-            "--split",
-            "val",
-            "--direct_running_mode",
-            "in_memory",
-        ]
+        evaluate.EvaluateConfig(
+            predictions=str(cityscapes_run / "masks"),
+            ground_truth=str(cityscapes_raw_dir),
+            dataset="cityscapes",
+            split="val",
+        ),
+        ["--direct_running_mode", "in_memory"],
     )
-    assert ours["images"] == 2
-    assert ours["mean_iou"] == pytest.approx(theirs["averageScoreClasses"], abs=1e-9)
+    assert ours.images == 2
+    assert ours.mean_iou == pytest.approx(theirs["averageScoreClasses"], abs=1e-9)
 
 
 def test_official_instance_level_evaluator_reads_our_instances(

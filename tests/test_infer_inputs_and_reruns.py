@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.evaluate import job as evaluate
-from pipelines.infer import job as infer
+from pipelines import evaluate, infer
+from pipelines.infer import options as infer_options, transforms as infer_transforms
 from pipelines.tools import synthetic
 from schemas.errors import SegflowError
 
@@ -23,11 +23,15 @@ BEAM = ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _infer(model_dir, inputs, out, *extra) -> dict:
-    argv = ["--model_dir", str(model_dir), "--output_dir", str(out)]
-    for pattern in inputs:
-        argv += ["--input", str(pattern)]
-    return infer.run(argv + list(extra) + BEAM)
+def _infer(model_dir, inputs, out, **config) -> infer.InferResult:
+    return infer.run(
+        infer.InferConfig(model_dir=str(model_dir), input=[str(p) for p in inputs], output_dir=str(out), **config), BEAM
+    )
+
+
+def _evaluate(predictions, ground_truth) -> dict:
+    config = evaluate.EvaluateConfig(predictions=str(predictions), ground_truth=str(ground_truth), dataset="pet")
+    return evaluate.run(config, BEAM).document
 
 
 def _summary(out) -> dict:
@@ -64,8 +68,8 @@ def test_odd_file_names_each_end_in_one_place(pet_job_dir, images, tmp_path):
     shutil.copy(images[3], src / ".hidden.jpg")
     os.symlink(tmp_path / "gone.jpg", src / "link.jpg")
     out = tmp_path / "out"
-    counters = _infer(pet_job_dir / "model", [src / "*.jpg"], out)
-    assert counters["inputs_matched"] == 4 and counters["images_written"] == 2 and counters["dead_letters"] == 2
+    result = _infer(pet_job_dir / "model", [src / "*.jpg"], out)
+    assert result.inputs_matched == 4 and result.images_written == 2 and result.dead_letters == 2
     summary = _summary(out)
     assert sorted(pathlib.Path(p).name for p in summary["outputs"]) == ["back\\slash.jpg", "plain.jpg"]
     assert summary["inputs_seen"] == 4
@@ -76,7 +80,7 @@ def test_odd_file_names_each_end_in_one_place(pet_job_dir, images, tmp_path):
     assert sorted(p.name for p in (out / "masks").iterdir()) == ["plain.png", "slash.png"]
 
     hidden = _infer(pet_job_dir / "model", [src / ".*.jpg"], tmp_path / "hidden")
-    assert hidden["inputs_matched"] == 1 and hidden["images_written"] == 1
+    assert hidden.inputs_matched == 1 and hidden.images_written == 1
 
 
 # ------------------------------------------------------------------------------------ 13: true counts, flags
@@ -87,9 +91,9 @@ def test_overlapping_globs_read_each_file_once(pet_job_dir, images, tmp_path):
         shutil.copy(image, src / image.name)
     first = images[0].name
     patterns = [src / "*.jpg", src / first, f"{src}/./{first[:3]}*.jpg"]  # one file, three ways
-    counters = _infer(pet_job_dir / "model", patterns, tmp_path / "out")
+    result = _infer(pet_job_dir / "model", patterns, tmp_path / "out")
     summary = _summary(tmp_path / "out")
-    assert counters["inputs_matched"] == 3 == counters["images_written"] == summary["images_written"]
+    assert result.inputs_matched == 3 == result.images_written == summary["images_written"]
     assert summary["inputs_seen"] == 3 and len(summary["outputs"]) == 3
     assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == sorted(
         i.stem + ".png" for i in images[:3]
@@ -143,10 +147,10 @@ def _png_header(width: int, height: int) -> bytes:
 
 
 def test_pixel_limit_is_checked_from_the_header(pet_job_dir, images, tmp_path):
-    assert infer.pixel_limit_reason(_png_header(12000, 12000), infer.DEFAULT_MAX_PIXELS).startswith(
+    assert infer_transforms.pixel_limit_reason(_png_header(12000, 12000), infer_options.DEFAULT_MAX_PIXELS).startswith(
         "image is 12000x12000 = 144000000 pixels, over --max_pixels"
     )
-    assert infer.pixel_limit_reason(images[0].read_bytes(), infer.DEFAULT_MAX_PIXELS) is None
+    assert infer_transforms.pixel_limit_reason(images[0].read_bytes(), infer_options.DEFAULT_MAX_PIXELS) is None
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(images[0], src / "small.jpg")
@@ -155,21 +159,22 @@ def test_pixel_limit_is_checked_from_the_header(pet_job_dir, images, tmp_path):
     with Image.open(images[0]) as image:
         limit = image.width * image.height  # the Pet image passes; 100x80 does not
     assert limit < 8000
-    counters = _infer(pet_job_dir / "model", [src / "*"], tmp_path / "out", "--max_pixels", str(limit))
-    assert counters["images_written"] == 1 and counters["dead_letters"] == 2
+    result = _infer(pet_job_dir / "model", [src / "*"], tmp_path / "out", max_pixels=limit)
+    assert result.images_written == 1 and result.dead_letters == 2
     reasons = {pathlib.Path(d["path"]).name: d["error"] for d in _dead(tmp_path / "out")}
     assert "12000x12000 = 144000000 pixels" in reasons["huge.png"]
     assert f"100x80 = 8000 pixels, over --max_pixels {limit}" in reasons["wide.png"]
 
 
 # ------------------------------------------------------------------------------------ 13: a rerun into a used OUT
+@pytest.mark.slow
 def test_rerun_clears_only_the_jobs_own_outputs(pet_job_dir, pet_raw_dir, images, tmp_path):
     src = tmp_path / "in"
     src.mkdir()
     for image in images[:3]:
         shutil.copy(image, src / image.name)
     out = tmp_path / "out"
-    _infer(pet_job_dir / "model", [src / "*.jpg"], out, "--instances", "--overlay")
+    _infer(pet_job_dir / "model", [src / "*.jpg"], out, instances=True, overlay=True)
     # What is not the job's own: a note, another folder, a link inside masks/ to a folder outside OUT.
     (out / "notes.txt").write_text("mine\n")
     (out / "other").mkdir()
@@ -191,9 +196,7 @@ def test_rerun_clears_only_the_jobs_own_outputs(pet_job_dir, pet_raw_dir, images
     assert list(_summary(out)["outputs"].values()) == [images[3].stem]
     assert (out / "notes.txt").read_text() == "mine\n" and (out / "other" / "keep.png").read_bytes() == b"x"
     assert (elsewhere / "precious.png").read_bytes() == b"y"
-    doc = evaluate.run(
-        ["--predictions", str(out / "masks"), "--ground_truth", str(pet_raw_dir), "--dataset", "pet"] + BEAM
-    )
+    doc = _evaluate(out / "masks", pet_raw_dir)
     assert doc["images"] == 1  # only this run's mask is scored
 
 
@@ -211,8 +214,8 @@ def test_output_dir_with_glob_characters_is_literal(pet_job_dir, images, tmp_pat
     (out / "masks" / "stale.png").write_bytes(b"old")
     # The previous release's output (no owner record): adopted from its summary, so stale.png is its file.
     (out / "summary.json").write_text('{"outputs": {"in/stale.jpg": "stale"}}\n')
-    counters = _infer(pet_job_dir / "model", [src / "*.jpg"], out)
-    assert counters["images_written"] == 1
+    result = _infer(pet_job_dir / "model", [src / "*.jpg"], out)
+    assert result.images_written == 1
     assert sorted(p.name for p in (out / "masks").iterdir()) == [images[0].stem + ".png"]
     assert _summary(out)["images_written"] == 1 and _dead(out) == []
     assert (sibling / "masks" / "other.png").read_bytes() == b"z" and (sibling / "summary.json").exists()
@@ -239,8 +242,8 @@ def test_remote_model_dir_with_glob_characters_is_literal(gcs, pet_job_dir, imag
     for image in images[:2]:
         gcs.upload_bytes(f"{root}/in/{image.name}", image.read_bytes())
     patterns = [f"{root}/in/*.jpg", f"{root}/in/{images[0].name[:3]}*.jpg"]
-    counters = _infer(model, patterns, tmp_path / "out", "--model_cache_dir", str(tmp_path / "cache"))
-    assert counters["inputs_matched"] == 2 == counters["images_written"]
+    result = _infer(model, patterns, tmp_path / "out", model_cache_dir=str(tmp_path / "cache"))
+    assert result.inputs_matched == 2 == result.images_written
     assert _summary(tmp_path / "out")["inputs_seen"] == 2
     for image in images[:2]:
         mask = np.asarray(Image.open(tmp_path / "out" / "masks" / f"{image.stem}.png"))
@@ -268,17 +271,7 @@ def test_evaluate_folders_with_glob_characters_are_literal(tmp_path):
                 tmp_path / "src[1]" / "annotations" / "trimaps" / f"{example}.png",
                 tmp_path / folder / "masks" / f"{example}.png",
             )
-    doc = evaluate.run(
-        [
-            "--predictions",
-            str(tmp_path / "pred[1]" / "masks"),
-            "--ground_truth",
-            str(tmp_path / "src[1]"),
-            "--dataset",
-            "pet",
-        ]
-        + BEAM
-    )
+    doc = _evaluate(tmp_path / "pred[1]" / "masks", tmp_path / "src[1]")
     assert doc["images"] == 3 and doc["mean_iou"] == 1.0 and doc["pixel_accuracy"] == 1.0
 
 
@@ -289,9 +282,7 @@ def test_evaluate_lists_missing_and_unmatched_predictions(tmp_path):
     for example in ids[1:]:
         shutil.copy(tmp_path / "src" / "annotations" / "trimaps" / f"{example}.png", preds / f"{example}.png")
     Image.fromarray(np.ones((20, 24), np.uint8)).save(preds / "stranger.png")
-    doc = evaluate.run(
-        ["--predictions", str(preds), "--ground_truth", str(tmp_path / "src"), "--dataset", "pet"] + BEAM
-    )
+    doc = _evaluate(preds, tmp_path / "src")
     assert doc["missing_predictions"] == 1 and doc["missing_prediction_ids"] == [ids[0]]
     assert doc["unmatched_predictions"] == 1 and doc["unmatched_prediction_paths"] == [str(preds / "stranger.png")]
     on_disk = json.loads((tmp_path / "out" / "evaluation.json").read_text())
@@ -308,14 +299,11 @@ def test_evaluate_that_pairs_nothing_fails_with_one_line(tmp_path):
         shutil.copy(trimap, out / "masks" / f"{example}.png")
         shutil.copy(trimap, out / "instances" / f"{example}_instanceIds.png")
     with pytest.raises(SegflowError) as err:
-        evaluate.run(
-            ["--predictions", str(out / "instances"), "--ground_truth", str(tmp_path / "src"), "--dataset", "pet"]
-            + BEAM
-        )
+        _evaluate(out / "instances", tmp_path / "src")
     message = _one_line_exit(err)
     assert f"0 of 3 predictions in {out / 'instances'} pair with the 3 ground-truth ids" in message
     assert f"did you mean --predictions {out / 'masks'}?" in message
     with pytest.raises(SegflowError) as err:
-        evaluate.run(["--predictions", str(out), "--ground_truth", str(tmp_path / "src"), "--dataset", "pet"] + BEAM)
+        _evaluate(out, tmp_path / "src")
     assert f"did you mean --predictions {out / 'masks'}?" in _one_line_exit(err)
     assert not (out / "evaluation.json").exists() and not (tmp_path / "evaluation.json").exists()

@@ -54,16 +54,18 @@ def test_beam_flag_list_matches_the_installed_beam():
 
 
 def test_a_known_beam_flag_still_goes_to_beam():
-    from pipelines.infer import job as infer, options as infer_options
+    from pipelines import infer
+    from pipelines.infer import options as infer_options
 
-    args, beam_argv = infer.parse_args(JOB_FLAGS["pipelines.infer"] + ["--direct_num_workers", "2"])
+    args, beam_argv = infer.from_args(JOB_FLAGS["pipelines.infer"] + ["--direct_num_workers", "2"])
     assert beam_argv == ["--direct_num_workers", "2"] and args.max_instances == infer_options.DEFAULT_MAX_INSTANCES
     with pytest.raises(UsageError, match="invalid Beam option"):  # the value, checked by Beam itself
-        infer.parse_args(JOB_FLAGS["pipelines.infer"] + ["--direct_num_workers=x"])
+        infer.from_args(JOB_FLAGS["pipelines.infer"] + ["--direct_num_workers=x"])
 
 
 def test_default_batch_bounds_follow_the_model_element_size():
-    from pipelines.infer import job as infer
+    from pipelines import infer
+    from pipelines.infer.transforms import default_batch_bounds
     from schemas.labels import spec_for
     from schemas.model_contract import ModelInfo
 
@@ -81,9 +83,33 @@ def test_default_batch_bounds_follow_the_model_element_size():
             model="unet",
         )
 
-    assert infer.default_batch_bounds(info(128, 256)) == (1, 8)
-    assert infer.default_batch_bounds(info(512, 1024)) == (1, 8)  # 41 MB each
-    assert infer.default_batch_bounds(info(1024, 2048)) == (1, 3)  # 166 MB each
-    assert infer.default_batch_bounds(info(4096, 4096)) == (1, 1)
-    args, _ = infer.parse_args(["--model_dir", "m", "--input", "x", "--output_dir", "o"])
+    assert default_batch_bounds(info(128, 256)) == (1, 8)
+    assert default_batch_bounds(info(512, 1024)) == (1, 8)  # 41 MB each
+    assert default_batch_bounds(info(1024, 2048)) == (1, 3)  # 166 MB each
+    assert default_batch_bounds(info(4096, 4096)) == (1, 1)
+    args, _ = infer.from_args(["--model_dir", "m", "--input", "x", "--output_dir", "o"])
     assert args.batch_size is None and args.postprocess == "host"
+
+
+def test_the_packages_export_their_api_without_loading_beam():
+    """``from pipelines.infer import InferConfig`` (and evaluate's) is light: the public names load their module
+    on first use (PEP 562), so a config is built, and a command answers --help, before Beam is imported."""
+    probe = (
+        "import sys\n"
+        "import pipelines.infer as infer, pipelines.evaluate as evaluate\n"
+        "from pipelines.infer import InferConfig\n"
+        "from pipelines.evaluate import EvaluateConfig\n"
+        "InferConfig(model_dir='m', input=['x'], output_dir='o')\n"
+        "EvaluateConfig(predictions='p', ground_truth='g', dataset='pet')\n"
+        "light = 'apache_beam' not in sys.modules and 'tensorflow' not in sys.modules\n"
+        "assert set(infer.__all__) >= {'InferConfig', 'InferResult', 'run', 'from_args', 'SegmentImages'}\n"
+        "assert set(evaluate.__all__) >= {'EvaluateConfig', 'EvaluateResult', 'run', 'from_args', 'ScoreMasks'}\n"
+        "assert infer.SegmentImages.__module__ == 'pipelines.infer.transforms'\n"
+        "assert evaluate.ScoreMasks.__module__ == 'pipelines.evaluate.transforms'\n"
+        "print('LIGHT' if light else 'HEAVY', 'apache_beam' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT)
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["LIGHT", "True"]  # light until a transform was asked for, which loads Beam

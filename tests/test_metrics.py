@@ -73,7 +73,7 @@ def test_only_ignored_pixels_give_no_miou():
 )
 def test_trainer_and_evaluate_score_iou_by_one_rule(matrix):
     """trainer.metrics and pipelines.evaluate give the same per-class IoU (NaN in the same places) and mIoU."""
-    from pipelines.evaluate import job as evaluate
+    from pipelines.evaluate import transforms as evaluate
 
     # evaluate's matrix has one more column, predictions outside the classes: none here.
     ours = evaluate.scores(np.concatenate([matrix, np.zeros((len(matrix), 1), np.int64)], axis=1))

@@ -76,7 +76,7 @@ def test_a_mismatched_info_file_is_refused_in_one_line(case):
 
 
 def test_infer_refuses_an_info_file_of_another_version_in_one_line(tmp_path):
-    from pipelines.infer import job as infer
+    from pipelines import infer
 
     model = tmp_path / "model"
     model.mkdir()
@@ -84,7 +84,7 @@ def test_infer_refuses_an_info_file_of_another_version_in_one_line(tmp_path):
     (model / MODEL_INFO_FILE).write_text(json.dumps(dict(dataclasses.asdict(_info()), format_version=2)))
     with pytest.raises(DataError) as err:  # main() prints it as one line, exit 1
         infer.run(
-            ["--model_dir", str(model), "--input", str(tmp_path / "*.jpg"), "--output_dir", str(tmp_path / "out")]
+            infer.InferConfig(model_dir=str(model), input=[str(tmp_path / "*.jpg")], output_dir=str(tmp_path / "out"))
         )
     message = error_line("pipelines.infer", err.value)
     assert "\n" not in message and message.startswith("pipelines.infer: error: ")

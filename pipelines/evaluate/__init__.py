@@ -18,6 +18,35 @@ classes count nowhere; a prediction of a class that is not evaluated counts as a
 class; IoU = TP / (TP + FP + FN), NaN for a class absent from both sides, and mIoU averages the non-NaN IoUs
 (``schemas.scores``: the trainer's metrics use the same function).
 
-Python callers: ``from pipelines.evaluate.job import run``; ``run(argv)`` raises ``pipelines.shared.cli`` errors, never
-``SystemExit``. Importing this package (or its ``options``) loads neither Beam nor TensorFlow.
+Python callers: ``from pipelines.evaluate import EvaluateConfig, run``; ``run(EvaluateConfig(...))`` returns an
+``EvaluateResult`` and raises ``schemas.errors`` errors, never ``SystemExit``. In a Beam pipeline of your own:
+``ScoreMasks`` (docs/api.md). Importing this package (or its ``options``) loads neither Beam nor TensorFlow: the
+names below load their module on first use.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name → the module that defines it (PEP 562: imported when first asked for, so the import stays light)
+_EXPORTS = {
+    "EvaluateConfig": "pipelines.evaluate.options",
+    "EvaluateResult": "pipelines.evaluate.options",
+    "run": "pipelines.evaluate.job",
+    "from_args": "pipelines.evaluate.job",
+    "build_pipeline": "pipelines.evaluate.job",
+    "ScoreMasks": "pipelines.evaluate.transforms",
+    "PairByExampleId": "pipelines.evaluate.transforms",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

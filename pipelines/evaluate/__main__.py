@@ -12,4 +12,8 @@ def _job():
     return importlib.import_module("pipelines.evaluate.job")
 
 
-exit_process(options.main(None, run=lambda argv: _job().run(argv), summary=lambda doc, argv: _job().summary(doc, argv)))
+exit_process(
+    options.main(
+        None, run=lambda argv: _job().run_command(argv), summary=lambda result, argv: _job().summary(result, argv)
+    )
+)

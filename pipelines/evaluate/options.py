@@ -1,11 +1,13 @@
-"""``pipelines.evaluate``'s command line: its flags (``EvaluateOptions``), their parser and ``main``, without Beam:
-``--help`` and a bad flag are answered before the job module imports it."""
+"""``pipelines.evaluate``'s options: the typed config (``EvaluateConfig``, whose fields are the flags), the typed
+result (``EvaluateResult``), the flag parser (``from_args``) and the command line's ``main``, without Beam:
+``--help`` and a bad flag are answered before the job module imports it. (A plain dataclass rather than a Beam
+``PipelineOptions`` subclass, as infer's: see ``pipelines.infer.options``.)"""
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from pipelines.common.flags import job_parser, quiet_beam_logs, storage_failure_line
 from pipelines.shared import cli
@@ -19,8 +21,10 @@ def _datasets():
 
 # ---------------------------------------------------------------------------------------------- evaluate
 @dataclasses.dataclass
-class EvaluateOptions:
-    """``pipelines.evaluate``'s flags: each field is the flag of the same name (``pipelines.shared.cli.option``)."""
+class EvaluateConfig:
+    """What an evaluate run scores: each field is the flag of the same name (``pipelines.shared.cli.option``);
+    ``EvaluateConfig(predictions="OUT/masks", ground_truth="SRC", dataset="pet")`` is ``--predictions OUT/masks
+    --ground_truth SRC --dataset pet``."""
 
     predictions: str = cli.option(help="folder of predicted masks (OUT/masks), local or gs://")
     ground_truth: str = cli.option(help="the raw dataset root (SRC) or a folder of ground-truth masks, local or gs://")
@@ -42,36 +46,72 @@ class EvaluateOptions:
     )
 
 
+EvaluateOptions = EvaluateConfig  # its name before the Python API; the flags' tests still use it
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluateResult:
+    """What an evaluate run found: ``document`` is the evaluation JSON written to ``output_file``."""
+
+    output_file: str
+    document: dict[str, Any]
+
+    @property
+    def mean_iou(self) -> Optional[float]:
+        return self.document["mean_iou"]
+
+    @property
+    def per_class_iou(self) -> dict[str, Optional[float]]:
+        return self.document["per_class_iou"]
+
+    @property
+    def pixel_accuracy(self) -> Optional[float]:
+        return self.document["pixel_accuracy"]
+
+    @property
+    def images(self) -> int:
+        return self.document["images"]
+
+
 def parser() -> cli.Parser:
-    parser = job_parser("pipelines.evaluate", EvaluateOptions)
+    parser = job_parser("pipelines.evaluate", EvaluateConfig)
     return parser
 
 
-def parse_flags(argv: Sequence[str]) -> tuple[EvaluateOptions, list[str]]:
-    """Flags → ``EvaluateOptions`` and the Beam flags, without Beam (names checked, not Beam's values)."""
-    args, beam_argv = parser().parse_known_args(list(argv))
-    options = cli.config_from(EvaluateOptions, args)
-    dataset = _datasets().get(options.dataset)
-    if options.label_mode and options.label_mode not in dataset.evaluate_label_modes:
+def check(config: EvaluateConfig) -> None:
+    """``UsageError`` for a value the parser cannot see is wrong: a ``label_mode`` of another dataset."""
+    cli.check_fields(config)
+    dataset = _datasets().get(config.dataset)
+    if config.label_mode and config.label_mode not in dataset.evaluate_label_modes:
         scored = " or ".join(
-            n for n in _datasets().names() if options.label_mode in _datasets().get(n).evaluate_label_modes
+            n for n in _datasets().names() if config.label_mode in _datasets().get(n).evaluate_label_modes
         )
         raise errors.UsageError(f"--label_mode applies to --dataset {scored} only")
-    return options, list(beam_argv)
+
+
+def from_args(argv: Sequence[str]) -> tuple[EvaluateConfig, list[str]]:
+    """Flags → ``EvaluateConfig`` and the Beam flags, without Beam (names checked, not Beam's values: the job's
+    ``from_args`` checks those)."""
+    args, beam_argv = parser().parse_known_args(list(argv))
+    config = cli.config_from(EvaluateConfig, args)
+    check(config)
+    return config, list(beam_argv)
 
 
 def main(
-    argv: Optional[Sequence[str]], run: Callable[[list[str]], dict], summary: Callable[[dict, list[str]], str]
+    argv: Optional[Sequence[str]],
+    run: Callable[[list[str]], EvaluateResult],
+    summary: Callable[[EvaluateResult, list[str]], str],
 ) -> int:
     """``python -m pipelines.evaluate``: the exit status; one stderr line for a bad flag (2) or inputs that do
-    not pair (1); the table on stdout. ``run`` and ``summary`` are the job's, handed in so that the flags are
-    parsed before it is imported."""
+    not pair (1); the table on stdout. ``run(argv)`` and ``summary`` are the job's, handed in so that the flags
+    are parsed before it is imported."""
     quiet_beam_logs()
     return cli.main(
         "pipelines.evaluate",
         argv,
         run,
-        check=parse_flags,
+        check=from_args,
         summary=summary,
         failure_line=storage_failure_line("pipelines.evaluate", "no evaluation.json was written"),
     )

@@ -22,7 +22,8 @@ from PIL import Image, ImageDraw
 
 from pipelines import datasets
 from pipelines.common import storage
-from pipelines.evaluate.job import example_id, find_ground_truth, to_train_ids
+from pipelines.evaluate.inputs import example_id, find_ground_truth
+from pipelines.evaluate.transforms import to_train_ids
 from pipelines.infer import outputs
 from pipelines.shared import cli
 from schemas import errors

@@ -12,6 +12,39 @@ Files that cannot be read or decoded go to ``OUT/dead_letter/``; every matched f
 two places. The previous run's outputs in ``OUT`` are removed first, ``summary.json`` first of all, and
 ``summary.json`` is written last: an ``OUT`` with a ``summary.json`` is complete.
 
-Python callers: ``from pipelines.infer.job import run``; ``run(argv)`` raises ``pipelines.shared.cli`` errors, never
-``SystemExit``. Importing this package (or its ``options``) loads neither Beam nor TensorFlow.
+Python callers: ``from pipelines.infer import InferConfig, run``; ``run(InferConfig(...))`` returns an
+``InferResult`` and raises ``schemas.errors`` errors, never ``SystemExit``. In a Beam pipeline of your own:
+``SegmentImages`` and ``WritePredictions`` (docs/api.md). Importing this package (or its ``options``) loads
+neither Beam nor TensorFlow: the names below load their module on first use.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name → the module that defines it (PEP 562: imported when first asked for, so the import stays light)
+_EXPORTS = {
+    "InferConfig": "pipelines.infer.options",
+    "InferResult": "pipelines.infer.options",
+    "run": "pipelines.infer.job",
+    "from_args": "pipelines.infer.job",
+    "build_pipeline": "pipelines.infer.job",
+    "SegmentImages": "pipelines.infer.transforms",
+    "Segmentation": "pipelines.infer.transforms",
+    "WritePredictions": "pipelines.infer.transforms",
+    "AssignOutputNames": "pipelines.infer.transforms",
+    "SegflowModelHandler": "pipelines.infer.model",
+    "SegflowModel": "pipelines.infer.model",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

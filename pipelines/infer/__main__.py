@@ -12,4 +12,4 @@ def _job():
     return importlib.import_module("pipelines.infer.job")
 
 
-exit_process(options.main(None, run=lambda argv: _job().run(argv)))
+exit_process(options.main(None, run=lambda argv: _job().run_command(argv)))

@@ -1,5 +1,10 @@
-"""``pipelines.infer``'s command line: its flags (``InferOptions``), their parser and ``main``, without Beam or
-TensorFlow: ``--help`` and a bad flag are answered before the job module imports them."""
+"""``pipelines.infer``'s options: the typed config (``InferConfig``, whose fields are the flags), the typed result
+(``InferResult``), the flag parser (``from_args``) and the command line's ``main``, without Beam or TensorFlow:
+``--help`` and a bad flag are answered before the job module imports them.
+
+The config is a plain dataclass rather than a Beam ``PipelineOptions`` subclass: ``PipelineOptions`` imports
+Beam (~1.6 s, see tests/test_infer_startup.py) and its parser would be a second flag parser; every flag that is
+not the job's is handed to Beam unchanged (``pipeline_args``)."""
 
 from __future__ import annotations
 
@@ -44,8 +49,12 @@ def _instance_cap(text: str) -> Optional[int]:
 
 
 @dataclasses.dataclass
-class InferOptions:
-    """``pipelines.infer``'s flags: each field is the flag of the same name (``pipelines.shared.cli.option``)."""
+class InferConfig:
+    """What an infer run does: each field is the flag of the same name (``pipelines.shared.cli.option``).
+
+    ``InferConfig(model_dir="JOB/model", input=["imgs/*.jpg"], output_dir="OUT")`` is
+    ``--model_dir JOB/model --input 'imgs/*.jpg' --output_dir OUT``; a config built in Python is checked
+    (ranges, choices) by ``pipelines.infer.run`` as the parser checks the flags."""
 
     model_dir: str = cli.option(help="JOB/model exported by trainer.task (local or gs://)")
     input: list[str] = cli.option(
@@ -110,46 +119,63 @@ class InferOptions:
     )
 
 
+InferOptions = InferConfig  # its name before the Python API; the flags' tests still use it
+
+
+@dataclasses.dataclass(frozen=True)
+class InferResult:
+    """What an infer run did (also in ``OUT/summary.json``). The figures are None when nothing ran here (a
+    Dataflow dry run only constructs the job); ``counters`` holds every counter of the run's namespace."""
+
+    output_dir: str
+    inputs_matched: int
+    images_written: Optional[int] = None
+    dead_letters: Optional[int] = None
+    instances: Optional[int] = None
+    counters: dict = dataclasses.field(default_factory=dict)
+
+
 def parser() -> cli.Parser:
-    parser = job_parser("pipelines.infer", InferOptions)
+    parser = job_parser("pipelines.infer", InferConfig)
     parser.add_flag(
         "--vectorized_batches",
         dest="model_calls",
         action="store_const",
         const="batch",
-        default=cli.default_of(InferOptions, "model_calls"),
+        default=cli.default_of(InferConfig, "model_calls"),
         help="deprecated: the same as --model_calls batch, now the default",
     )
     return parser
 
 
-def parse_flags(argv: Sequence[str]) -> tuple[InferOptions, list[str]]:
-    """Flags → ``InferOptions`` and the Beam flags, without Beam (names checked, not Beam's values)."""
+def from_args(argv: Sequence[str]) -> tuple[InferConfig, list[str]]:
+    """Flags → ``InferConfig`` and the Beam flags, without Beam (names checked, not Beam's values: the job's
+    ``from_args`` checks those)."""
     args, beam_argv = parser().parse_known_args(list(argv))
-    return cli.config_from(InferOptions, args), list(beam_argv)
+    return cli.config_from(InferConfig, args), list(beam_argv)
 
 
-def summary(counters: dict, _: list[str]) -> Optional[str]:
+def summary(result: InferResult, _: list[str]) -> Optional[str]:
     """The run's one stdout line (none when nothing ran here, e.g. a Dataflow dry run)."""
-    if counters.get("images_written") is None:
+    if result.images_written is None:
         return None
     return (
-        f"pipelines.infer: {counters.get('inputs_matched', 0)} inputs matched, "
-        f"{counters.get('images_written', 0)} written, {counters.get('dead_letters', 0)} dead-lettered, "
-        f"{counters.get('instances', 0)} instances -> {counters['output_dir']}"
+        f"pipelines.infer: {result.inputs_matched} inputs matched, "
+        f"{result.images_written} written, {result.dead_letters} dead-lettered, "
+        f"{result.instances} instances -> {result.output_dir}"
     )
 
 
-def main(argv: Optional[Sequence[str]], run: Callable[[list[str]], dict]) -> int:
+def main(argv: Optional[Sequence[str]], run: Callable[[list[str]], InferResult]) -> int:
     """``python -m pipelines.infer``: the exit status; one stderr line for a bad flag (2), an unusable model or
-    input, or a storage outage (1); the counters on stdout. ``run`` is the job's (``pipelines.infer.job.run``),
-    handed in so that the flags are parsed before it is imported."""
+    input, or a storage outage (1); the counters on stdout. ``run(argv)`` runs the job from its flags
+    (``pipelines.infer.job.run_command``), handed in so that the flags are parsed before it is imported."""
     quiet_beam_logs()
     return cli.main(
         "pipelines.infer",
         argv,
         run,
-        check=parse_flags,
+        check=from_args,
         summary=summary,
         tensorflow=True,
         failure_line=storage_failure_line(
