@@ -181,8 +181,8 @@ def _python_entry_points():
 
     return {
         "pipelines.preprocess": preprocess.run,
-        "pipelines.infer": infer.run,
-        "pipelines.evaluate": evaluate.run,
+        "pipelines.infer": infer.from_args,
+        "pipelines.evaluate": evaluate.from_args,
         "trainer.task": task.config_from_args,
         "trainer.launch": launch.launch,
     }
@@ -201,13 +201,15 @@ def test_run_raises_instead_of_exiting(module):
 
 
 def test_data_errors_raise_data_error(tmp_path):
-    from pipelines.infer import job as infer
+    from pipelines import infer
     from trainer import task
     from trainer.config import TrainConfig
 
     with pytest.raises(errors.DataError, match="segflow_model.json not found"):
         infer.run(
-            ["--model_dir", str(tmp_path), "--input", str(tmp_path / "*.jpg"), "--output_dir", str(tmp_path / "out")]
+            infer.InferConfig(
+                model_dir=str(tmp_path), input=[str(tmp_path / "*.jpg")], output_dir=str(tmp_path / "out")
+            )
         )
     with pytest.raises(errors.DataError, match="does not exist"):
         task.run(TrainConfig(data_dir=str(tmp_path / "nope"), model="unet", job_dir=str(tmp_path / "job")))

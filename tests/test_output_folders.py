@@ -123,7 +123,7 @@ def test_a_second_preprocess_into_the_same_folder_is_refused_naming_the_first(tm
 
 # ------------------------------------------------------------------------------------------------ reruns
 def test_a_killed_infer_rerun_leaves_the_previous_output_readable(pet_job_dir, pet_raw_dir, tmp_path):
-    from pipelines.infer import job as infer
+    from pipelines import infer
 
     images = sorted((pet_raw_dir / "images").glob("*.jpg"))
     first, second = tmp_path / "first", tmp_path / "second"
@@ -134,7 +134,7 @@ def test_a_killed_infer_rerun_leaves_the_previous_output_readable(pet_job_dir, p
         shutil.copy(image, second / image.name)
     out = tmp_path / "out"
     model = str(pet_job_dir / "model")
-    infer.run(["--model_dir", model, "--input", str(first / "*.jpg"), "--output_dir", str(out), *BEAM])
+    infer.run(infer.InferConfig(model_dir=model, input=[str(first / "*.jpg")], output_dir=str(out)), BEAM)
     before = _tree(out)
 
     proc = _cli("pipelines.infer", "--model_dir", model, "--input", str(second / "*.jpg"), "--output_dir", str(out))
@@ -147,8 +147,8 @@ def test_a_killed_infer_rerun_leaves_the_previous_output_readable(pet_job_dir, p
     assert _tree(out) == before  # the previous output, whole, while and after the rerun was killed
     assert list((out / ".segflow").glob("run-*")), "killed too late: nothing was staged"
 
-    counters = infer.run(["--model_dir", model, "--input", str(second / "*.jpg"), "--output_dir", str(out), *BEAM])
-    assert counters["images_written"] == len(images) - 1
+    result = infer.run(infer.InferConfig(model_dir=model, input=[str(second / "*.jpg")], output_dir=str(out)), BEAM)
+    assert result.images_written == len(images) - 1
     assert sorted(p.stem for p in (out / "masks").iterdir()) == sorted(p.stem for p in images[1:])
     assert not list((out / ".segflow").glob("run-*"))
 

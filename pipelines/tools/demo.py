@@ -77,11 +77,13 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def run(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    from pipelines.evaluate import job as evaluate, report
-    from pipelines.infer import job as infer
+    from pipelines import evaluate, infer
+    from pipelines.common.flags import quiet_beam_logs
+    from pipelines.evaluate import report
+    from pipelines.evaluate.job import format_table
     from pipelines.preprocess import job as preprocess
 
-    infer.quiet_beam_logs()
+    quiet_beam_logs()
     work = os.path.abspath(args.work_dir)
     raw, heldout = os.path.join(work, "data", pet.DATASET.name), os.path.join(work, "data", "pet_heldout")
     records, job, out = os.path.join(work, "records"), os.path.join(work, "job"), os.path.join(work, "predictions")
@@ -152,25 +154,22 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     _done(t)
 
     t = _step("4/6 infer with instances (Beam RunInference)")
-    counters = infer.run(
-        [
-            "--model_dir",
-            os.path.join(job, "model"),
-            "--input",
-            os.path.join(heldout, "images", "*"),
-            "--output_dir",
-            out,
-            "--instances",
-            "--overlay",
-        ]
+    inferred = infer.run(
+        infer.InferConfig(
+            model_dir=os.path.join(job, "model"),
+            input=[os.path.join(heldout, "images", "*")],
+            output_dir=out,
+            instances=True,
+            overlay=True,
+        )
     )
     _done(t)
 
     t = _step("5/6 evaluate (Beam: per-image confusion matrices, CombineGlobally)")
     doc = evaluate.run(
-        ["--predictions", os.path.join(out, "masks"), "--ground_truth", heldout, "--dataset", pet.DATASET.name]
-    )
-    print(evaluate.format_table(doc))  # run() returns the document; the command line's main prints it
+        evaluate.EvaluateConfig(predictions=os.path.join(out, "masks"), ground_truth=heldout, dataset=pet.DATASET.name)
+    ).document
+    print(format_table(doc))  # run() returns the document; the command line's main prints it
     _done(t)
 
     t = _step("6/6 report")
@@ -188,12 +187,11 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
     print(f"  model             {os.path.join(job, 'model')}   (training metrics: {os.path.join(job, 'metrics.json')})")
     print(
         f"  predictions       {out}/masks, color, overlay, instances   "
-        f"({counters.get('images_written', '?')} images, {counters.get('instances', '?')} instances, "
-        f"{counters.get('dead_letters', '?')} dead letters)"
+        f"({inferred.images_written} images, {inferred.instances} instances, {inferred.dead_letters} dead letters)"
     )
     print(f"  evaluation        {os.path.join(out, 'evaluation.json')}")
     print(f"  report            {paths['html']}  and  {paths['png']}")
-    return {"mean_iou": miou, "report": paths, "evaluation": doc, "counters": counters}
+    return {"mean_iou": miou, "report": paths, "evaluation": doc, "counters": inferred.counters}
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
