@@ -15,6 +15,7 @@ import os
 import re
 from typing import Any, Optional, Sequence
 
+from pipelines.common import direct_defaults
 from pipelines.shared import cli
 from schemas import errors
 
@@ -22,21 +23,6 @@ from schemas import errors
 # from this list without importing Beam. Regenerate with ``python -m pipelines.common.flags`` after a Beam upgrade
 # (tests/test_upsample.py checks it matches the installed Beam; another version falls back to Beam itself).
 BEAM_FLAGS_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "beam_flags.txt")
-
-
-# The local runner's defaults (``pipelines.common.runner.make_pipeline_options``), said where --help lists the Beam
-# options: decided by the entry point, never by what the calling process imported before.
-# The size rule's figures live here, beside their help, so that the help reads them without importing Beam; why
-# these values: ``pipelines.common.runner``.
-THREADED_UP_TO_CORES = 4
-PROCESSES_FROM_INPUT_BYTES = 256 * 2**20
-RUNNING_MODE_HELP = (
-    "On this machine (the DirectRunner, the default) --direct_num_workers defaults to one per core and "
-    "--direct_running_mode to: in_memory (threads) on one core; from the command line on Linux, "
-    "multi_processing, its workers forked by a server that imports while the job starts; otherwise (Python "
-    f"callers) in_memory up to {THREADED_UP_TO_CORES} cores unless the job reads "
-    f"{PROCESSES_FROM_INPUT_BYTES // 2**20} MiB or more, else multi_processing."
-)
 
 
 def installed_beam_version() -> Optional[str]:
@@ -89,7 +75,7 @@ def job_parser(name: str, options_class: type) -> cli.Parser:
         passes_on=beam_flag_names,
         passes_on_label="Beam options",
         epilog="Every other flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, "
-        "--project, --region, --temp_location, --setup_file). " + RUNNING_MODE_HELP,
+        "--project, --region, --temp_location, --setup_file). " + direct_defaults.RUNNING_MODE_HELP,
     )
     cli.add_fields(parser, options_class)
     parser.add_logging_flags()

@@ -14,24 +14,14 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.transforms.environments import SubprocessSDKEnvironment
 
-from pipelines.common import flags, forkserver
+from pipelines.common import direct_defaults, forkserver
 from pipelines.shared import cli
 
 _DIRECT_RUNNERS = ("DirectRunner", "direct", "SwitchingDirectRunner")
 
-# Without a fork server started early (``start_workers``: the worker processes' imports overlap the launcher's,
-# and processes start as soon as threads would), each multi-processing worker is a fresh Python process that
-# imports TensorFlow and tensorflow-transform (~4-5 s more per job on 2 cores) before its first element; threads
-# share the launcher's. But a thread holds the GIL for part of every element (Pillow's encoders and file-header
-# parsing, building each Example, Beam's per-element bookkeeping), so past the start-up processes go faster:
-# preprocess on 2 cores, paired runs, made Pet-size records 1.05-1.35x faster in processes and full-size
-# Cityscapes records 1.5x (0.143 against 0.218 s a frame, whose 512x1024 PNG encodes hold the GIL). Break-even:
-# ~80 full-size frames (~180-370 MB), but ~12,000-15,000 Pet-size JPEGs (~0.8-1 GB). 256 MiB favours throughput
-# at scale and full-size frames, at up to ~10-15 % on Pet-size jobs of 4,000-12,000 images. On many cores
-# processes run everything.
-# (The figures, and the help that states this rule: ``pipelines.common.flags``.)
-THREADED_UP_TO_CORES = flags.THREADED_UP_TO_CORES
-PROCESSES_FROM_INPUT_BYTES = flags.PROCESSES_FROM_INPUT_BYTES
+# Why these figures: ``pipelines.common.direct_defaults`` (beside the help that states the rule without Beam).
+THREADED_UP_TO_CORES = direct_defaults.THREADED_UP_TO_CORES
+PROCESSES_FROM_INPUT_BYTES = direct_defaults.PROCESSES_FROM_INPUT_BYTES
 # The threads are the FnApiRunner's embedded workers (``in_memory`` with ``direct_num_workers`` > 1: one
 # in-process SDK worker per thread, bundles split across them), not ``multi_threading``, which runs the same
 # threads behind a loopback gRPC data plane that encodes every element: same 3000 inputs, 2 cores, 0.5-0.6 s
