@@ -22,7 +22,7 @@ from typing import Any
 _HOMES = {
     "PreprocessConfig": "pipelines.preprocess.options",
     "from_args": "pipelines.preprocess.options",
-    "PreprocessResult": "pipelines.preprocess.job",
+    "PreprocessResult": "pipelines.preprocess.metadata",
     "run": "pipelines.preprocess.job",
     "main": "pipelines.preprocess.job",
     "build_pipeline": "pipelines.preprocess.job",

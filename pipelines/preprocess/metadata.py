@@ -1,8 +1,9 @@
 """``DST/metadata.json``: what it says about a preprocess run (``dataset_metadata``), writing it as the run's
-last file (``write_metadata``), and the run's summary for people (``summary``)."""
+last file (``write_metadata``), what ``run`` returns (``PreprocessResult``) and the summary for people."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 from apache_beam.io.filesystems import FileSystems
@@ -122,3 +123,21 @@ def summary(metadata: DatasetMetadata, output_dir: str) -> str:
     else:
         lines.append(f"  no statistics and no transform_fn/: {metadata.stats_absent_reason}")
     return "\n".join(lines)
+
+
+@dataclasses.dataclass(frozen=True)
+class PreprocessResult:
+    """What a run wrote: ``metadata`` as in ``output_dir/metadata.json`` (None when Beam only constructed the
+    job, ``--dry_run=True``), its records per split and dead letters, and the job's Beam counters."""
+
+    output_dir: str
+    metadata: Optional[DatasetMetadata]
+    counts: dict[str, int] = dataclasses.field(default_factory=dict)
+    dead_letter_count: int = 0
+    counters: dict[str, int] = dataclasses.field(default_factory=dict)
+
+    def summary(self) -> str:
+        """A few lines for people: what the run read and wrote."""
+        if self.metadata is None:
+            return f"{self.output_dir}: the job was constructed, not run (--dry_run)"
+        return summary(self.metadata, self.output_dir)

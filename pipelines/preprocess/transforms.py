@@ -4,7 +4,7 @@
     made = examples["examples"] | MakeRecords(config)             # .records: Record, ["dead_letter"], ["analyze"]
     (examples["examples"], examples["dead_letter"]) | WriteDataset(config, temp_dir)   # DST, metadata.json last
 
-``WriteDataset`` is the job minus discovery: ``job.build_pipeline`` is ``ReadDataset`` then ``WriteDataset``.
+``WriteDataset`` is the job minus discovery: ``build_pipeline`` is ``ReadDataset`` then ``WriteDataset``.
 It writes ``config.output_dir`` in place; ``job.run`` adds what a command needs around it (the folder's claim
 and lease, staging and publication, scratch space, the runner's options).
 """
@@ -141,3 +141,16 @@ def estimated_record_bytes(config: PreprocessConfig) -> int:
     per_image = 3 * pixels * (0.7 if config.image_format == "png" else 0.2)
     per_masks = pixels * datasets.get(config.dataset).mask_bytes_per_pixel
     return int(per_image + per_masks) + 200
+
+
+def build_pipeline(
+    p: beam.Pipeline, config: PreprocessConfig, temp_dir: str, metadata_path: Optional[str] = None
+) -> beam.PCollection:
+    """The whole job on ``p``: ``ReadDataset`` then ``WriteDataset``; returns ``WriteDataset``'s PCollection
+    (metadata.json's path once written, None when every input was a dead letter). ``metadata_path``: where
+    metadata.json goes (default: in ``config.output_dir``; a run that writes in place puts it aside for its
+    publication). Nothing here touches the input: discovery happens when the pipeline runs, on whichever runner."""
+    found = p | f"Discover{datasets.get(config.dataset).title}" >> ReadDataset.from_config(config)
+    return (found[EXAMPLES_TAG], found[DEAD_LETTER_TAG]) | "WriteDataset" >> WriteDataset(
+        config, temp_dir, metadata_path
+    )
