@@ -8,7 +8,7 @@ PYTEST_ARGS ?=
 
 LINTED := pipelines trainer schemas tests bench setup.py
 
-.PHONY: install demo test test-count lint bench clean
+.PHONY: install demo test test-fast test-count lint bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The inner loop (< 3 minutes on 2 cores): everything but the end-to-end tests marked `slow`. CI runs `make test`.
+test-fast: lint
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 # How many tests the suite has (collected, not run); their times come at the end of every `make test`.
 test-count: $(STAMP)

@@ -275,6 +275,7 @@ def test_a_third_dataset_is_one_file_discovered_through_the_direct_runner(toy):
         )
 
 
+@pytest.mark.slow
 def test_a_third_dataset_is_preprocessed_without_touching_the_jobs(toy, tmp_path):
     from pipelines.preprocess import job as preprocess
 

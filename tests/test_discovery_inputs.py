@@ -392,6 +392,7 @@ def _pet_every_odd_file(src: pathlib.Path, elsewhere: pathlib.Path) -> tuple[set
     return records, set(files)
 
 
+@pytest.mark.slow
 def test_pet_job_accounts_for_every_file(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     records, files = _pet_every_odd_file(src, tmp_path / "elsewhere")
@@ -410,6 +411,7 @@ def test_pet_job_accounts_for_every_file(tmp_path):
     assert sum(meta["source_counts"].values()) == len(records)
 
 
+@pytest.mark.slow
 def test_cityscapes_job_reads_linked_city(tmp_path):
     src, ids, dead = _cityscapes_with_links(tmp_path)
     dst = tmp_path / "dst"
@@ -454,6 +456,7 @@ def test_output_dir_overlapping_input_dir_is_refused(tmp_path):
     assert _refusal("gs://b/pet", "gs://b/pet-records") is None
 
 
+@pytest.mark.slow
 def test_cli_refuses_output_inside_input_in_one_line(tmp_path):
     src = tmp_path / "src"
     _pet_example(src, "Abyssinian_1")

@@ -48,6 +48,7 @@ def _perturbed(mask: np.ndarray, seed: int, values) -> np.ndarray:
     return out
 
 
+@pytest.mark.slow
 def test_beam_evaluate_matches_numpy_on_pet(tmp_path):
     src = tmp_path / "pet"
     ids = synthetic.write_pet_dataset(str(src), 5, size=(30, 40), seed=3)
@@ -113,6 +114,7 @@ def official_pixel_level(gt_root: pathlib.Path, predictions: pathlib.Path, monke
     return official.evaluateImgLists(preds, gts, args)
 
 
+@pytest.mark.slow
 def test_same_miou_as_the_official_cityscapes_evaluator(tmp_path, monkeypatch):
     src = tmp_path / "cs"
     synthetic.write_cityscapes_dataset(str(src), frames_per_split={"val": 3}, size=(48, 96), seed=5)

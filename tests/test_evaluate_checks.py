@@ -240,6 +240,7 @@ def test_the_evaluation_json_is_strict(tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_an_evaluation_file_segflow_did_not_write_is_never_replaced(tmp_path, capsys):
     """The JSON goes beside any predictions (another tool's folder too), and a rerun replaces its own JSON; a file
     of that name that evaluate did not write is refused (exit 2, one line) and left as it was."""
@@ -257,6 +258,7 @@ def test_an_evaluation_file_segflow_did_not_write_is_never_replaced(tmp_path, ca
     assert mine.read_text() == "the user's notes"
 
 
+@pytest.mark.slow
 def test_evaluate_never_imports_tensorflow(tmp_path):
     """Scoring masks needs PIL and numpy only: a whole evaluate run in a fresh interpreter leaves TensorFlow
     unimported (its import is ~5 s of a run that otherwise takes ~3 s)."""

@@ -46,6 +46,7 @@ def _run_where(options, server_pid, preloaded):
         assert_that(rows, _where_workers_ran(server_pid, preloaded))
 
 
+@pytest.mark.slow
 def test_workers_come_from_the_fork_server_with_its_preload():
     options = runner.make_pipeline_options(TWO_PROCESSES)
     runner.start_workers(options, [MARKER_MODULE])
@@ -58,6 +59,7 @@ def test_workers_come_from_the_fork_server_with_its_preload():
     _run_where(options, None, preloaded=False)
 
 
+@pytest.mark.slow
 def test_a_request_the_server_cannot_take_runs_a_plain_worker():
     options = runner.make_pipeline_options(TWO_PROCESSES)
     runner.start_workers(options, [MARKER_MODULE])
@@ -103,6 +105,7 @@ runner.discard_workers()
 """
 
 
+@pytest.mark.slow
 def test_preprocess_starts_its_workers_before_tensorflow(pet_raw_dir, tmp_path):
     """``main`` runs the job's prestart before it imports TensorFlow, and preprocess's prestart starts the fork
     server without importing TensorFlow: the server's imports and the launcher's run at once."""
@@ -175,6 +178,7 @@ def _interrupt_once_forked(argv: list[str]) -> "subprocess.Popen[str] | None":
     return None
 
 
+@pytest.mark.slow
 def test_an_interrupted_job_prints_one_line_and_leaves_no_process(pet_raw_dir, tmp_path):
     """Ctrl-C reaches every process of the job: the launcher reports it in one line and ends its workers; they
     and their commands ignore the interrupt themselves, so nothing fails (and prints) before the launcher knows."""

@@ -16,6 +16,8 @@ from schemas import labels
 from schemas.errors import SegflowError
 from schemas.labels import colorize
 
+pytestmark = pytest.mark.slow
+
 
 def _run(model_dir, inputs, out, pipeline_args=(), **config):
     return infer.run(

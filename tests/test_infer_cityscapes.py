@@ -13,6 +13,8 @@ from pipelines.infer.instances import extract_instances
 from schemas.labels import cityscapes_label_ids_to_train_ids, spec_for
 from tests.test_evaluate import official_pixel_level
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(autouse=True)
 def _np_in1d(monkeypatch):

@@ -19,6 +19,8 @@ from pipelines.infer import options as infer_options, transforms as infer_transf
 from pipelines.tools import synthetic
 from schemas.errors import SegflowError
 
+pytestmark = pytest.mark.slow
+
 BEAM = ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -167,7 +169,6 @@ def test_pixel_limit_is_checked_from_the_header(pet_job_dir, images, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ 13: a rerun into a used OUT
-@pytest.mark.slow
 def test_rerun_clears_only_the_jobs_own_outputs(pet_job_dir, pet_raw_dir, images, tmp_path):
     src = tmp_path / "in"
     src.mkdir()

@@ -1,4 +1,4 @@
-"""The trainer's JOB folder (issue 21): it deletes only files a segflow trainer wrote, has one writer at a time,
+"""The trainer's JOB folder: it deletes only files a segflow trainer wrote, has one writer at a time,
 keeps the previous export until a rerun's own is complete, resumes past damaged checkpoints naming them, and saves
 a checkpoint when it is stopped."""
 
@@ -21,6 +21,8 @@ from pipelines.shared import cli
 from schemas import errors
 from tests.fixtures.model import train_tiny
 from trainer import callbacks
+
+pytestmark = pytest.mark.slow
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # A run with this many steps is still training whenever a test looks at it (it is stopped or killed by then).
@@ -103,7 +105,7 @@ def _record(job: pathlib.Path) -> set:
     return set(json.loads((job / ".segflow" / "trainer.json").read_text())["files"])
 
 
-# ------------------------------------------------------------------------------ item 1: ownership
+# ------------------------------------------------------------------------ ownership: only its own files
 def test_job_dir_holding_another_tools_files_is_refused_untouched(pet_records_dir, tmp_path):
     job = tmp_path / "repo"
     (job / "model").mkdir(parents=True)
@@ -139,7 +141,7 @@ def test_a_previous_release_job_is_adopted_and_only_its_files_are_replaced(pet_r
     assert "checkpoints/ckpt-9.index" not in recorded and "model/README" not in recorded
 
 
-# ------------------------------------------------------------------------------ item 3: the export is published last
+# ------------------------------------------------------------------------------ the export is published last
 def test_a_failed_rerun_leaves_the_previous_export_and_metrics(pet_records_dir, tmp_path, monkeypatch):
     job = tmp_path / "job"
     train_tiny(pet_records_dir, job, epochs=1, steps_per_epoch=1, validation_steps=1)
@@ -158,12 +160,21 @@ def test_a_failed_rerun_leaves_the_previous_export_and_metrics(pet_records_dir, 
     assert not [p for p in (job / ".segflow").iterdir() if p.name.startswith("run-")]  # its staging is gone
 
 
-# ------------------------------------------------------------------------------ item 4: damaged checkpoints
-@pytest.fixture
-def job_with_two_checkpoints(pet_records_dir, tmp_path) -> pathlib.Path:
-    job = tmp_path / "job"
+# ------------------------------------------------------------------------------------ damaged checkpoints
+@pytest.fixture(scope="module")
+def trained_with_two_checkpoints(pet_records_dir, tmp_path_factory) -> pathlib.Path:
+    """A JOB trained 2 steps with a checkpoint after each; trained once per module and only copied (read-only)."""
+    job = tmp_path_factory.mktemp("two_checkpoints") / "job"
     train_tiny(pet_records_dir, job, epochs=1, steps_per_epoch=2, checkpoint_steps=1, validation_steps=1)
     assert sorted(p.name for p in (job / "checkpoints").glob("*.index")) == ["ckpt-1.index", "ckpt-2.index"]
+    return job
+
+
+@pytest.fixture
+def job_with_two_checkpoints(trained_with_two_checkpoints, tmp_path) -> pathlib.Path:
+    """This test's own copy of that JOB, to damage (the trainer's files name their checkpoints relatively)."""
+    job = tmp_path / "job"
+    shutil.copytree(trained_with_two_checkpoints, job, symlinks=True)
     return job
 
 
@@ -208,7 +219,7 @@ def test_checkpoints_that_are_all_damaged_are_refused_naming_the_newest(job_with
     assert _snapshot(job / "checkpoints") == before
 
 
-# ------------------------------------------------------------------------------ item 2: one writer
+# --------------------------------------------------------------------------------------------- one writer
 def test_a_second_run_into_a_job_dir_in_use_is_refused_and_a_dead_holders_lease_taken_over(pet_records_dir, tmp_path):
     job = tmp_path / "job"
     first = _start(pet_records_dir, job, "--steps_per_epoch", _ENDLESS, "--checkpoint_steps", 0)
@@ -229,7 +240,7 @@ def test_a_second_run_into_a_job_dir_in_use_is_refused_and_a_dead_holders_lease_
     assert (job / "model" / "segflow_model.json").exists()
 
 
-# ------------------------------------------------------------------------------ item 7: a stop saves a checkpoint
+# ------------------------------------------------------------------------------ a stop saves a checkpoint
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT])
 def test_a_stopped_run_saves_a_checkpoint_and_ends_in_one_line(pet_records_dir, tmp_path, stop):
     job = tmp_path / "job"

@@ -204,6 +204,7 @@ def test_bad_flags_fail_fast_with_one_line(capsys, change, expected):
     assert len(lines) == 1 and lines[0].startswith("trainer.launch: error: ") and expected in lines[0], lines
 
 
+@pytest.mark.slow
 def test_cli_dry_run_needs_no_credentials(tmp_path):
     """The module as users run it, with no ADC at all and the metadata server unreachable: prints the spec."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GOOGLE_", "CLOUDSDK_", "GCE_"))}

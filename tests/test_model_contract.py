@@ -95,6 +95,7 @@ def test_infer_refuses_an_info_file_of_another_version_in_one_line(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_trainer_export_writes_exactly_what_infer_reads(tmp_path):
     """A model exported by ``trainer.export`` (an untrained network: the contract is about the interface) is read
     by ``pipelines.infer.model`` as the same ``ModelInfo``, and its signatures pass the contract check."""

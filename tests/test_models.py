@@ -18,6 +18,7 @@ from trainer.models import fcn8s, mobilenetv2_unet
         ("mobilenetv2_unet", (32, 64), dict(base_filters=4, alpha=0.35)),
     ],
 )
+@pytest.mark.slow
 def test_builds_and_trains_one_step(name, size, kw):
     model = models.build_model(name, (*size, 3), 5, **kw)
     assert model.output_shape == (None, *size, 5)

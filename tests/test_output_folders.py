@@ -20,6 +20,8 @@ import pytest
 
 from pipelines.tools import synthetic
 
+pytestmark = pytest.mark.slow
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 BEAM = ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
 

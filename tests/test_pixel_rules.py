@@ -466,6 +466,7 @@ def test_synthetic_datasets_hold_only_valid_values(tmp_path):
         ), path
 
 
+@pytest.mark.slow
 def test_preprocess_dead_letters_impossible_trimaps(tmp_path):
     """Through the real preprocess CLI run: a zero-based trimap (0/1/2) and one with 0/4/200 are dead letters
     naming the values found; the valid examples become records. Before, both became records silently

@@ -104,6 +104,7 @@ def test_cli_run_exits_zero_with_its_summary_and_outputs(pet_raw_dir, tmp_path):
         assert first[name] == second[name], name
 
 
+@pytest.mark.slow
 def test_the_input_size_picks_threads_or_processes(pet_raw_dir, tmp_path, monkeypatch):
     """The job counts the bytes of its input folder (up to the threshold, not the whole listing) and gives them to
     the runner's default: the same small input runs in threads, or in processes once the threshold is below it."""

@@ -90,6 +90,7 @@ def test_eval_pipeline_pads_each_worker_to_the_same_steps(pet_records_dir):
 
 
 # ------------------------------------------------------------------------------------------------ learning
+@pytest.mark.slow
 def test_overfitting_one_batch_makes_the_loss_fall(pet_records_dir):
     info = data.load_dataset_info(str(pet_records_dir))
     images, labels = next(iter(data.make_dataset(info, "train", 4, training=True, seed=0)))
@@ -141,6 +142,7 @@ def test_export_parity_raw_bytes_vs_training_graph(pet_job_dir, pet_records_dir)
         ("mobilenetv2_unet", dict(base_filters=4, alpha=0.35), "tft"),
     ],
 )
+@pytest.mark.slow
 def test_export_parity_for_each_model_and_input_convention(name, kw, convention, pet_records_dir, tmp_path):
     """The same parity for every network behind every input convention it can have: the pretrained encoders'
     own (in the model, so the export takes raw bytes) and the tft graph (from scratch)."""
@@ -335,6 +337,7 @@ def _network_from(checkpoint_prefix: str, name: str = "unet", **kw):
     return network
 
 
+@pytest.mark.slow
 def test_export_best_exports_the_best_epoch_not_the_last(pet_records_dir, tmp_path):
     """A learning rate that warms up to a value that blows training up: the early epochs are the good ones.
     JOB/model and metrics.json are the best epoch's; the best weights are a checkpoint of their own."""
@@ -380,6 +383,7 @@ def test_export_best_exports_the_best_epoch_not_the_last(pet_records_dir, tmp_pa
     np.testing.assert_allclose(served.numpy(), last, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_frozen_encoder_keeps_its_weights_and_statistics_then_fine_tunes(pet_records_dir, tmp_path):
     """--freeze_backbone_epochs 1: after epoch 1 the encoder (batch-norm moving statistics included, so it ran
     in inference mode) is the weights file's; after epoch 2 it has been fine-tuned."""

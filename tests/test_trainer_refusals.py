@@ -143,6 +143,7 @@ def test_metadata_without_a_manifest_or_with_other_counts_is_refused(pet_records
         data.load_dataset_info(str(dst))
 
 
+@pytest.mark.slow
 def test_mixed_dst_exits_1_with_one_line(pet_records_dir, tmp_path):
     dst = _copy_dst(pet_records_dir, tmp_path / "dst")
     name = _mix(dst, "zero_bytes")
@@ -155,6 +156,7 @@ def test_mixed_dst_exits_1_with_one_line(pet_records_dir, tmp_path):
 
 
 # ------------------------------------------------------------------ item 2: literal --data_dir, --job_dir
+@pytest.mark.slow
 def test_data_dir_and_job_dir_with_glob_characters_are_literal(pet_records_dir, tmp_path):
     dst = _copy_dst(pet_records_dir, tmp_path / "d[1]")
     # What "d[1]" matches as a glob: shards to be read instead of d[1]'s, no transform_fn/ (TensorFlow finds a
@@ -215,6 +217,7 @@ def test_dst_whose_train_records_gave_no_statistics_is_refused(pet_records_dir, 
 
 
 # ------------------------------------------------------------ item 12: a damaged shard, another dataset
+@pytest.mark.slow
 def test_shard_damaged_in_place_is_named_in_one_line(pet_records_dir, tmp_path):
     dst = _copy_dst(pet_records_dir, tmp_path / "dst")
     shard = _shard(dst, "train")
@@ -249,6 +252,7 @@ def test_resuming_a_job_dir_on_other_data_names_the_mismatch(pet_job_dir, citysc
 
 
 # ------------------------------------------------------- item 15: a resume with a lower --epochs
+@pytest.mark.slow
 def test_resume_below_the_epochs_already_trained_is_refused(pet_job_dir, pet_records_dir, tmp_path):
     job = shutil.copytree(pet_job_dir, tmp_path / "job")
     dst = _copy_dst(pet_records_dir, tmp_path / "dst")
