@@ -77,11 +77,10 @@ def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def run(argv: Optional[Sequence[str]] = None) -> dict:
     args = parse_args(argv)
-    from pipelines import evaluate, infer
+    from pipelines import evaluate, infer, preprocess
     from pipelines.common.flags import quiet_beam_logs
     from pipelines.evaluate import report
     from pipelines.evaluate.job import format_table
-    from pipelines.preprocess import job as preprocess
 
     quiet_beam_logs()
     work = os.path.abspath(args.work_dir)
@@ -98,22 +97,15 @@ def run(argv: Optional[Sequence[str]] = None) -> dict:
 
     t = _step("2/6 preprocess → TFRecords (Beam DirectRunner)")
     preprocess.run(
-        [
-            "--dataset",
-            pet.DATASET.name,
-            "--input_dir",
-            raw,
-            "--output_dir",
-            records,
-            "--image_size",
-            str(args.image_size),
-            "--val_fraction",
-            "0.15",
-            "--augment_copies",
-            str(args.augment_copies),
-            "--seed",
-            str(args.seed),
-        ]
+        preprocess.PreprocessConfig(
+            dataset=pet.DATASET.name,
+            input_dir=raw,
+            output_dir=records,
+            image_size=(args.image_size, args.image_size),
+            val_fraction=0.15,
+            augment_copies=args.augment_copies,
+            seed=args.seed,
+        )
     )
     _done(t)
 
