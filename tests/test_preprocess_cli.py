@@ -41,6 +41,7 @@ def test_bad_flag_fails_with_one_line(tmp_path):
     assert "--image_size" in line and "--help" in line
 
 
+@pytest.mark.slow
 def test_empty_and_missing_input_fail_with_one_line(tmp_path):
     (tmp_path / "empty" / "images").mkdir(parents=True)
     for src in (tmp_path / "empty", tmp_path / "does-not-exist"):
