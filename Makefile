@@ -26,7 +26,7 @@ demo: $(STAMP)
 test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The inner loop (< 3 minutes on 2 cores): everything but the end-to-end tests marked `slow`. CI runs `make test`.
+# The inner loop: everything but the end-to-end tests marked `slow` (pytest.ini). CI runs `make test`.
 test-fast: lint
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
