@@ -19,6 +19,7 @@ def section_examples(heading: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text[start : end if end != -1 else None], flags=re.S)
 
 
+@pytest.mark.slow
 def test_the_train_examples_run(pet_records_dir):
     examples = section_examples("Train")
     assert len(examples) >= 3
