@@ -11,8 +11,7 @@ reader), ``SegmentationLoss``, ``ConfusionMatrixMetric`` (mIoU), ``export_model`
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pipelines.shared.lazy_exports import lazy_exports
 
 # Public name → the module that defines it; a module's own name (``losses``) stands for the module.
 _EXPORTS = {
@@ -35,18 +34,4 @@ _EXPORTS = {
     "export": "trainer.export",
 }
 
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    module_name = _EXPORTS.get(name)
-    if module_name is None:
-        raise AttributeError(f"module 'trainer' has no attribute {name!r}")
-    module = importlib.import_module(module_name)
-    value = module if module_name == f"trainer.{name}" else getattr(module, name)
-    globals()[name] = value  # later lookups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -26,8 +26,7 @@ names below load their module on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pipelines.shared.lazy_exports import lazy_exports
 
 # public name → the module that defines it (PEP 562: imported when first asked for, so the import stays light)
 _EXPORTS = {
@@ -39,14 +38,4 @@ _EXPORTS = {
     "ScoreMasks": "pipelines.evaluate.transforms",
     "PairByExampleId": "pipelines.evaluate.transforms",
 }
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

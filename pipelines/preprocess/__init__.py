@@ -15,8 +15,7 @@ name below loads its module when first used (PEP 562).
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from pipelines.shared.lazy_exports import lazy_exports
 
 # Public name → the module that defines it.
 _HOMES = {
@@ -32,17 +31,4 @@ _HOMES = {
     "WriteDataset": "pipelines.preprocess.transforms",
 }
 
-__all__ = sorted(_HOMES)
-
-
-def __getattr__(name: str) -> Any:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__all__, __getattr__, __dir__ = lazy_exports(__name__, _HOMES)
