@@ -26,7 +26,6 @@ CLASS_SPECIES = "image/class/species"
 AUGMENT_COPY = "image/augmentation/copy"
 
 
-
 def _bytes(value: bytes) -> tf.train.Feature:
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
 

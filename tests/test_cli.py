@@ -13,7 +13,7 @@ import sys
 
 import pytest
 
-from pipelines.shared import cli
+from pipelines.shared import logs
 from schemas import errors
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -275,7 +275,7 @@ def test_light_copies_of_the_trainer_choices_agree():
 
 # ------------------------------------------------------------------------------------------------ quiet
 def test_native_noise_is_dropped_and_other_lines_kept(capfd):
-    with cli.native_stderr_filtered():
+    with logs.native_stderr_filtered():
         os.write(
             2,
             b"I0000 00:00:1.0 1 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU "
@@ -283,7 +283,7 @@ def test_native_noise_is_dropped_and_other_lines_kept(capfd):
         )
         os.write(2, b"E0000 00:00:1.0 1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\nlast")
     assert capfd.readouterr().err == "something that matters\nlast"
-    with cli.native_stderr_filtered(verbose=True):
+    with logs.native_stderr_filtered(verbose=True):
         os.write(2, b"I0000 oneDNN custom operations are on.\n")
     assert capfd.readouterr().err == "I0000 oneDNN custom operations are on.\n"
 
@@ -312,7 +312,7 @@ def test_a_data_error_is_one_stderr_line_and_debug_brings_the_start_up_lines_bac
         argv + ["--log_level", "debug"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300
     )
     assert loud.returncode == 1 and loud.stderr.splitlines()[-1] == done.stderr.strip()
-    assert any(noise in loud.stderr for noise in cli.NATIVE_NOISE), loud.stderr[-2000:]
+    assert any(noise in loud.stderr for noise in logs.NATIVE_NOISE), loud.stderr[-2000:]
 
 
 @pytest.mark.slow
@@ -361,7 +361,7 @@ def test_a_normal_infer_run_starts_quietly(pet_job_dir, pet_raw_dir, tmp_path):
     assert done.stderr == "", done.stderr[-3000:]
     assert done.stdout.startswith("pipelines.infer: ") and "written" in done.stdout
     loud = subprocess.run(argv + ["--verbose"], capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
-    assert loud.returncode == 0 and any(noise in loud.stderr for noise in cli.NATIVE_NOISE), loud.stderr[-3000:]
+    assert loud.returncode == 0 and any(noise in loud.stderr for noise in logs.NATIVE_NOISE), loud.stderr[-3000:]
 
 
 @pytest.mark.slow

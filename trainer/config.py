@@ -1,7 +1,7 @@
 """The one configuration object of a training job, built from ``python -m trainer.task`` flags.
 
-Each field is also the flag of the same name (``pipelines.shared.cli.option``): its default, help text, range and
-choices are written once, here; ``trainer.task.build_parser`` declares every flag from these fields. Adding a
+Each field is also the flag of the same name (``pipelines.shared.flag_parser.option``): its default, help text,
+range and choices are written once, here; ``trainer.task.build_parser`` declares every flag from these fields. Adding a
 flag is adding a field.
 """
 
@@ -11,7 +11,7 @@ import dataclasses
 import math
 from typing import Optional
 
-from pipelines.shared import cli
+from pipelines.shared import flag_parser
 from schemas.errors import UsageError
 from schemas.records import SPLITS
 from trainer.models import MODELS  # the registry of networks; imports no TensorFlow
@@ -32,84 +32,88 @@ class TrainConfig:
     Each field's help text is its documentation (``python -m trainer.task --help`` shows it with the default).
     """
 
-    data_dir: str = cli.option(help="preprocess output (local or gs://): shards, metadata.json, transform_fn/")
-    model: str = cli.option(help="the network to train", choices=MODELS)
-    job_dir: str = cli.option(
+    data_dir: str = flag_parser.option(help="preprocess output (local or gs://): shards, metadata.json, transform_fn/")
+    model: str = flag_parser.option(help="the network to train", choices=MODELS)
+    job_dir: str = flag_parser.option(
         help="where checkpoints/, logs/, model/ and metrics.json go (local or gs://); "
         "rerunning the same command resumes from its checkpoints"
     )
-    epochs: int = cli.option(10, "total epochs (a resumed run continues up to this number)", minimum=1)
-    batch_size: int = cli.option(8, "global batch, split evenly across replicas and workers", minimum=1)
-    strategy: str = cli.option(
+    epochs: int = flag_parser.option(10, "total epochs (a resumed run continues up to this number)", minimum=1)
+    batch_size: int = flag_parser.option(8, "global batch, split evenly across replicas and workers", minimum=1)
+    strategy: str = flag_parser.option(
         "auto",
         "distribution: auto = multi_worker when TF_CONFIG names a cluster, mirrored on several GPUs, else one_device",
         choices=STRATEGIES,
     )
-    loss: str = cli.option("ce", "cross-entropy (ce), soft Dice (dice) or their sum (ce_dice)", choices=LOSSES)
-    class_weights: str = cli.option(
+    loss: str = flag_parser.option("ce", "cross-entropy (ce), soft Dice (dice) or their sum (ce_dice)", choices=LOSSES)
+    class_weights: str = flag_parser.option(
         "none",
         "none; auto (or the bare flag) = median-frequency weights from the transform statistics; or "
         "one comma-separated weight per class",
         argparse={"nargs": "?", "const": "auto"},
     )
-    learning_rate: float = cli.option(1e-3, "Adam learning rate", minimum=0.0, exclusive_min=True, default_text="0.001")
-    deterministic: bool = cli.option(
+    learning_rate: float = flag_parser.option(
+        1e-3, "Adam learning rate", minimum=0.0, exclusive_min=True, default_text="0.001"
+    )
+    deterministic: bool = flag_parser.option(
         False, "deterministic tf.data order and TF op determinism (slower; bit-reproducible runs)"
     )
-    augment: bool = cli.option(False, "online augmentation of training batches (flip, scale-crop, colour), seeded")
-    mixed_precision: bool = cli.option(False, "float16 compute on GPUs (ignored with a warning on CPU)")
-    backbone_weights: Optional[str] = cli.option(
+    augment: bool = flag_parser.option(
+        False, "online augmentation of training batches (flip, scale-crop, colour), seeded"
+    )
+    mixed_precision: bool = flag_parser.option(False, "float16 compute on GPUs (ignored with a warning on CPU)")
+    backbone_weights: Optional[str] = flag_parser.option(
         None,
         "the pretrained encoder of fcn8s (VGG16) or mobilenetv2_unet (MobileNetV2): imagenet (Keras' own "
         "download and cache), PATH (a local notop .h5, as save_weights writes it), or none",
         default_text="none: random initialisation",
     )
-    base_filters: Optional[int] = cli.option(
+    base_filters: Optional[int] = flag_parser.option(
         None, "first-level filters (U-Net) / VGG width (FCN-8s)", minimum=1, default_text="64"
     )
-    depth: int = cli.option(4, "U-Net levels (input sides must be multiples of 2**depth)", minimum=1, maximum=6)
-    steps_per_epoch: Optional[int] = cli.option(
+    depth: int = flag_parser.option(4, "U-Net levels (input sides must be multiples of 2**depth)", minimum=1, maximum=6)
+    steps_per_epoch: Optional[int] = flag_parser.option(
         None, "training steps per epoch", minimum=1, default_text="one pass over the train records"
     )
-    validation_steps: Optional[int] = cli.option(
+    validation_steps: Optional[int] = flag_parser.option(
         None, "evaluation steps", minimum=1, default_text="the whole --eval_split"
     )
-    seed: int = cli.option(0, "seeds shuffling, augmentation and weight initialisation")
-    shuffle_buffer: int = cli.option(512, "records in the shuffle buffer", minimum=1)
-    checkpoint_steps: int = cli.option(
+    seed: int = flag_parser.option(0, "seeds shuffling, augmentation and weight initialisation")
+    shuffle_buffer: int = flag_parser.option(512, "records in the shuffle buffer", minimum=1)
+    checkpoint_steps: int = flag_parser.option(
         100, "also checkpoint every N training steps (0 = at epoch ends only)", minimum=0
     )
-    eval_split: str = cli.option(
+    eval_split: str = flag_parser.option(
         "val",
         "split for per-epoch validation and the final evaluation (train when the data has none of it)",
         choices=SPLITS,
     )
-    verbose: Optional[int] = cli.option(
+    verbose: Optional[int] = flag_parser.option(
         None,
         "Keras progress output: 0 silent, 1 progress bar, 2 one line per epoch",
         choices=(0, 1, 2),
         default_text="1 on a terminal, 2 otherwise",
     )
     # Models and training recipe.
-    alpha: float = cli.option(
+    alpha: float = flag_parser.option(
         1.0,
         "mobilenetv2_unet: MobileNetV2 width multiplier (ImageNet weights: 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)",
         minimum=0.0,
         exclusive_min=True,
     )
-    freeze_backbone_epochs: int = cli.option(
+    freeze_backbone_epochs: int = flag_parser.option(
         0,
         "epochs trained with the pretrained encoder frozen (its batch norm in inference mode), then fine-tuned",
         minimum=0,
     )
-    lr_schedule: str = cli.option(
+    lr_schedule: str = flag_parser.option(
         "constant", "constant, or cosine decay to 0 at the last step (continues across resumes)", choices=LR_SCHEDULES
     )
-    warmup_steps: int = cli.option(0, "linear learning-rate warm-up steps from 0", minimum=0)
-    weight_decay: float = cli.option(
+    warmup_steps: int = flag_parser.option(0, "linear learning-rate warm-up steps from 0", minimum=0)
+    weight_decay: float = flag_parser.option(
         0.0, "decoupled weight decay (AdamW) when > 0; biases and batch norm excluded", minimum=0.0
     )
-    export: str = cli.option(
+    export: str = flag_parser.option(
         "best",
         "JOB/model holds the best-validation-mIoU epoch's weights (best) or the last "
         "epoch's (last); metrics.json says which epoch",
@@ -119,7 +123,7 @@ class TrainConfig:
     def validate(self) -> None:
         """Raises ``UsageError`` with what to do for values no run could use: each field's range and choices
         (from its ``option``), then the combinations."""
-        cli.check_fields(self)
+        flag_parser.check_fields(self)
         if not self.data_dir or not self.job_dir:
             raise UsageError("--data_dir and --job_dir must not be empty")
         self._validate_recipe()

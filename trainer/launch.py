@@ -25,7 +25,7 @@ import os
 import re
 from typing import Optional, Sequence
 
-from pipelines.shared import cli
+from pipelines.shared import cli, flag_parser
 from schemas import errors
 
 NAME = "trainer.launch"
@@ -50,9 +50,9 @@ def _trainer_flags() -> list[str]:
     return task.build_parser().own_flags()
 
 
-def build_parser() -> cli.Parser:
+def build_parser() -> flag_parser.Parser:
     """The launcher's flags; any other flag must be one of ``trainer.task``'s, and is passed on to it."""
-    p = cli.Parser(
+    p = flag_parser.Parser(
         NAME,
         __doc__,
         passes_on=_trainer_flags,

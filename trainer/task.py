@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from pipelines.shared import cli
+from pipelines.shared import cli, flag_parser
 from trainer.config import TrainConfig, UsageError
 from trainer.training import TrainResult, run
 
@@ -31,18 +31,18 @@ __all__ = [
 NAME = "trainer.task"
 
 
-def build_parser() -> cli.Parser:
+def build_parser() -> flag_parser.Parser:
     """The job's flags, one per ``TrainConfig`` field (its default, help and range are declared there), and
     ``--log_level``. Launchers (``trainer.launch``) check a job's args here. Imports no TensorFlow."""
-    parser = cli.Parser(NAME, __doc__)
-    cli.add_fields(parser, TrainConfig)
+    parser = flag_parser.Parser(NAME, __doc__)
+    flag_parser.add_fields(parser, TrainConfig)
     parser.add_logging_flags(verbose=False)  # --verbose is Keras' progress output here (a TrainConfig field)
     return parser
 
 
 def from_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
     """Flags → a validated ``TrainConfig``; raises ``UsageError`` (``HelpShown`` for --help), never exits."""
-    config = cli.config_from(TrainConfig, build_parser().parse_args(argv))
+    config = flag_parser.config_from(TrainConfig, build_parser().parse_args(argv))
     config.validate()
     return config
 

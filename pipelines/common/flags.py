@@ -1,4 +1,4 @@
-"""What every Beam job's command line shares, built on ``pipelines.shared.cli`` without Beam or TensorFlow.
+"""What every Beam job's command line shares, built on ``pipelines.shared.flag_parser`` without Beam or TensorFlow.
 
 Each job declares its own flags beside it (``pipelines/<job>/options.py``, preprocess's ``PreprocessConfig``);
 this module gives them the parser (``job_parser``), the Beam options they pass on, and the one storage-outage
@@ -16,7 +16,7 @@ import re
 from typing import Any, Optional, Sequence
 
 from pipelines.common import direct_defaults
-from pipelines.shared import cli
+from pipelines.shared import flag_parser
 from schemas import errors
 
 # Every ``--flag`` Beam's options define, for the Beam version on the first line: a mistyped flag is refused
@@ -58,18 +58,18 @@ def live_beam_flags() -> list[str]:
 
 
 def beam_flag_names() -> Any:
-    """What a Beam job's ``cli.Parser(passes_on=...)`` passes on: the installed Beam's flags from
-    ``BEAM_FLAGS_FILE`` (no Beam import), or ``cli.ANY_FLAG`` when the file describes another Beam version
+    """What a Beam job's ``flag_parser.Parser(passes_on=...)`` passes on: the installed Beam's flags from
+    ``BEAM_FLAGS_FILE`` (no Beam import), or ``flag_parser.ANY_FLAG`` when the file describes another Beam version
     (``check_beam_argv`` then asks Beam itself)."""
-    return known_beam_flags() or cli.ANY_FLAG
+    return known_beam_flags() or flag_parser.ANY_FLAG
 
 
-def job_parser(name: str, options_class: type) -> cli.Parser:
+def job_parser(name: str, options_class: type) -> flag_parser.Parser:
     """A Beam job's parser: one flag per ``options_class`` field, ``--log_level``/``--verbose``, and any Beam
     option passed on. ``name`` is the job's package, whose docstring (up to its note for Python callers) is the
     --help text: importing it loads nothing heavy."""
     description = importlib.import_module(name).__doc__.split("\n\nPython callers:")[0]
-    parser = cli.Parser(
+    parser = flag_parser.Parser(
         name,
         description,
         passes_on=beam_flag_names,
@@ -77,7 +77,7 @@ def job_parser(name: str, options_class: type) -> cli.Parser:
         epilog="Every other flag is passed to Apache Beam (e.g. --runner, --direct_num_workers, "
         "--project, --region, --temp_location, --setup_file). " + direct_defaults.RUNNING_MODE_HELP,
     )
-    cli.add_fields(parser, options_class)
+    flag_parser.add_fields(parser, options_class)
     parser.add_logging_flags()
     return parser
 

@@ -10,7 +10,7 @@ import importlib
 from typing import Any, Callable, Optional, Sequence
 
 from pipelines.common.flags import job_parser, quiet_beam_logs, storage_failure_line
-from pipelines.shared import cli
+from pipelines.shared import cli, flag_parser
 from schemas import errors
 
 
@@ -22,26 +22,28 @@ def _datasets():
 # ---------------------------------------------------------------------------------------------- evaluate
 @dataclasses.dataclass
 class EvaluateConfig:
-    """What an evaluate run scores: each field is the flag of the same name (``pipelines.shared.cli.option``);
+    """What an evaluate run scores: each field is the flag of the same name (``pipelines.shared.flag_parser.option``);
     ``EvaluateConfig(predictions="OUT/masks", ground_truth="SRC", dataset="pet")`` is ``--predictions OUT/masks
     --ground_truth SRC --dataset pet``."""
 
-    predictions: str = cli.option(help="folder of predicted masks (OUT/masks), local or gs://")
-    ground_truth: str = cli.option(help="the raw dataset root (SRC) or a folder of ground-truth masks, local or gs://")
-    dataset: str = cli.option(help="how to read the ground truth", choices=lambda: _datasets().names())
-    label_mode: Optional[str] = cli.option(
+    predictions: str = flag_parser.option(help="folder of predicted masks (OUT/masks), local or gs://")
+    ground_truth: str = flag_parser.option(
+        help="the raw dataset root (SRC) or a folder of ground-truth masks, local or gs://"
+    )
+    dataset: str = flag_parser.option(help="how to read the ground truth", choices=lambda: _datasets().names())
+    label_mode: Optional[str] = flag_parser.option(
         None,
         "Pet: classes to score: trimap (pet, background, border) or binary",
         choices=("trimap", "binary"),
         default_text="trimap",
     )
-    split: Optional[str] = cli.option(
+    split: Optional[str] = flag_parser.option(
         None,
         "the dataset's own split to score (Pet: test or trainval, from annotations/<split>.txt; Cityscapes: a "
         "gtFine split folder); refused when the dataset has no such split",
         default_text="every image found",
     )
-    output_file: Optional[str] = cli.option(
+    output_file: Optional[str] = flag_parser.option(
         None, "evaluation JSON", default_text="evaluation.json next to the predictions folder"
     )
 
@@ -73,14 +75,14 @@ class EvaluateResult:
         return self.document["images"]
 
 
-def parser() -> cli.Parser:
+def parser() -> flag_parser.Parser:
     parser = job_parser("pipelines.evaluate", EvaluateConfig)
     return parser
 
 
 def check(config: EvaluateConfig) -> None:
     """``UsageError`` for a value the parser cannot see is wrong: a ``label_mode`` of another dataset."""
-    cli.check_fields(config)
+    flag_parser.check_fields(config)
     dataset = _datasets().get(config.dataset)
     if config.label_mode and config.label_mode not in dataset.evaluate_label_modes:
         scored = " or ".join(
@@ -93,7 +95,7 @@ def from_args(argv: Sequence[str]) -> tuple[EvaluateConfig, list[str]]:
     """Flags → ``EvaluateConfig`` and the Beam flags, without Beam (names checked, not Beam's values: the job's
     ``from_args`` checks those)."""
     args, beam_argv = parser().parse_known_args(list(argv))
-    config = cli.config_from(EvaluateConfig, args)
+    config = flag_parser.config_from(EvaluateConfig, args)
     check(config)
     return config, list(beam_argv)
 

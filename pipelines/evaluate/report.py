@@ -25,7 +25,7 @@ from pipelines.common import storage
 from pipelines.evaluate.inputs import example_id, find_ground_truth
 from pipelines.evaluate.transforms import to_train_ids
 from pipelines.infer import outputs
-from pipelines.shared import cli
+from pipelines.shared import cli, flag_parser
 from schemas import errors
 from schemas.labels import LabelSpec, colorize
 
@@ -254,8 +254,8 @@ def write_report(
 NAME = "pipelines.evaluate.report"
 
 
-def build_parser() -> cli.Parser:
-    parser = cli.Parser(NAME, __doc__)
+def build_parser() -> flag_parser.Parser:
+    parser = flag_parser.Parser(NAME, __doc__)
     parser.add_flag("--output_dir", required=True, help="OUT of pipelines.infer (holding its summary.json)")
     parser.add_flag("--dataset", required=True, choices=datasets.names(), help="the dataset predicted")
     parser.add_flag(

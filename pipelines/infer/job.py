@@ -35,7 +35,7 @@ from pipelines.infer.inputs import MatchedInputs, check_output_dir, match_inputs
 from pipelines.infer.model import ModelNotFound, load_model_once, read_model_info
 from pipelines.infer.options import InferConfig, InferResult
 from pipelines.infer.transforms import NAMESPACE, AssignOutputNames, SegmentImages, WritePredictions
-from pipelines.shared import cli, ownership
+from pipelines.shared import flag_parser, ownership
 from schemas.errors import DataError
 from schemas.model_contract import ModelInfo
 
@@ -175,7 +175,7 @@ def run(config: InferConfig, pipeline_args: Optional[Sequence[str]] = None) -> I
     ``config.output_dir``. ``pipeline_args``: Beam's flags (e.g. ``["--direct_num_workers", "2"]``; default:
     the DirectRunner as the command line runs it). Raises ``UsageError`` for a bad config value, ``DataError``
     for a model, inputs or an output folder it cannot use (nothing written then)."""
-    cli.check_fields(config)
+    flag_parser.check_fields(config)
     beam_argv = list(pipeline_args or [])
     try:
         model_info = read_model_info(config.model_dir)

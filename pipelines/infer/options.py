@@ -13,7 +13,7 @@ import dataclasses
 from typing import Callable, Optional, Sequence
 
 from pipelines.common.flags import job_parser, quiet_beam_logs, storage_failure_line
-from pipelines.shared import cli
+from pipelines.shared import cli, flag_parser
 
 # Default --max_pixels: 32 Mpx (e.g. a 24-megapixel 6000x4000 photo passes; Cityscapes frames are 2 Mpx). See
 # pipelines.infer for what an image in flight holds.
@@ -50,46 +50,46 @@ def _instance_cap(text: str) -> Optional[int]:
 
 @dataclasses.dataclass
 class InferConfig:
-    """What an infer run does: each field is the flag of the same name (``pipelines.shared.cli.option``).
+    """What an infer run does: each field is the flag of the same name (``pipelines.shared.flag_parser.option``).
 
     ``InferConfig(model_dir="JOB/model", input=["imgs/*.jpg"], output_dir="OUT")`` is
     ``--model_dir JOB/model --input 'imgs/*.jpg' --output_dir OUT``; a config built in Python is checked
     (ranges, choices) by ``pipelines.infer.run`` as the parser checks the flags."""
 
-    model_dir: str = cli.option(help="JOB/model exported by trainer.task (local or gs://)")
-    input: list[str] = cli.option(
+    model_dir: str = flag_parser.option(help="JOB/model exported by trainer.task (local or gs://)")
+    input: list[str] = flag_parser.option(
         help="glob of input images (local or gs://); repeat the flag for several globs; "
         "a file two globs match is read once; write a literal [ * ? as [[] [*] [?]",
         parse=str,
         argparse={"action": "append"},
     )
-    output_dir: str = cli.option(
+    output_dir: str = flag_parser.option(
         help="where masks/, color/, instances/ ... go (local or gs://); a rerun first "
         "removes the previous run's masks/, color/, overlay/, instances/, "
         "dead_letter/ and summary.json there, nothing else"
     )
-    max_pixels: int = cli.option(
+    max_pixels: int = flag_parser.option(
         DEFAULT_MAX_PIXELS,
         "images with more pixels (read from the header, before "
         "decoding) are dead letters; sized for 2 cores / 24 GB, see "
         "docs/infer.md",
         minimum=1,
     )
-    instances: bool = cli.option(False, "also write instance masks (Cityscapes instance-level result format)")
-    min_instance_area: int = cli.option(20, "drop instances with fewer pixels than this", minimum=0)
-    max_instances: Optional[int] = cli.option(
+    instances: bool = flag_parser.option(False, "also write instance masks (Cityscapes instance-level result format)")
+    min_instance_area: int = flag_parser.option(20, "drop instances with fewer pixels than this", minimum=0)
+    max_instances: Optional[int] = flag_parser.option(
         DEFAULT_MAX_INSTANCES,
         "keep at most this many instances per image, the highest scores (0: no cap)",
         parse=_instance_cap,
     )
-    overlay: bool = cli.option(False, "also write input+colour blends to overlay/")
-    batch_size: Optional[tuple[int, int]] = cli.option(
+    overlay: bool = flag_parser.option(False, "also write input+colour blends to overlay/")
+    batch_size: Optional[tuple[int, int]] = flag_parser.option(
         None,
         "RunInference batch bounds: MAX or MIN,MAX",
         parse=batch_bounds,
         default_text="1,8, MAX lowered for models whose inputs and scores exceed 64 MB an image, see docs/infer.md",
     )
-    model_calls: str = cli.option(
+    model_calls: str = flag_parser.option(
         "batch",
         "batch: one model call per RunInference batch, zero-padded to the "
         "largest batch size so every call has one shape and reruns stay "
@@ -97,7 +97,7 @@ class InferConfig:
         "model step on CPU)",
         choices=MODEL_CALLS,
     )
-    postprocess: str = cli.option(
+    postprocess: str = flag_parser.option(
         "host",
         "host: class ids from the model-size scores on the host, interpolating "
         "only near class boundaries (the same ids as the model's postprocess "
@@ -105,16 +105,16 @@ class InferConfig:
         "scores to full size)",
         choices=POSTPROCESS,
     )
-    model_copies: Optional[int] = cli.option(
+    model_copies: Optional[int] = flag_parser.option(
         None,
         "exact number of model copies per machine, shared across worker processes",
         minimum=1,
         default_text="one per worker process",
     )
-    large_model: bool = cli.option(
+    large_model: bool = flag_parser.option(
         False, "share one model across the worker processes of a machine (memory-bound models)"
     )
-    model_cache_dir: Optional[str] = cli.option(
+    model_cache_dir: Optional[str] = flag_parser.option(
         None, "local folder for copies of a remote --model_dir", default_text="the system temp dir"
     )
 
@@ -135,14 +135,14 @@ class InferResult:
     counters: dict = dataclasses.field(default_factory=dict)
 
 
-def parser() -> cli.Parser:
+def parser() -> flag_parser.Parser:
     parser = job_parser("pipelines.infer", InferConfig)
     parser.add_flag(
         "--vectorized_batches",
         dest="model_calls",
         action="store_const",
         const="batch",
-        default=cli.default_of(InferConfig, "model_calls"),
+        default=flag_parser.default_of(InferConfig, "model_calls"),
         help="deprecated: the same as --model_calls batch, now the default",
     )
     return parser
@@ -152,7 +152,7 @@ def from_args(argv: Sequence[str]) -> tuple[InferConfig, list[str]]:
     """Flags → ``InferConfig`` and the Beam flags, without Beam (names checked, not Beam's values: the job's
     ``from_args`` checks those)."""
     args, beam_argv = parser().parse_known_args(list(argv))
-    return cli.config_from(InferConfig, args), list(beam_argv)
+    return flag_parser.config_from(InferConfig, args), list(beam_argv)
 
 
 def summary(result: InferResult, _: list[str]) -> Optional[str]:

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from pipelines import datasets
 from pipelines.common.flags import job_parser
-from pipelines.shared import cli
+from pipelines.shared import flag_parser
 from schemas import labels as schema_labels
 from schemas.errors import UsageError
 
@@ -45,53 +45,55 @@ class PreprocessConfig:
     """The job's flags, validated: each field is the flag of the same name, its default, help and range written
     once, here. Built from a command line by ``from_args``, or directly in Python (``run`` checks it then)."""
 
-    dataset: str = cli.option(help="dataset layout to read", choices=datasets.names)
-    input_dir: str = cli.option(help="dataset root (local path or gs://)")
-    output_dir: str = cli.option(
+    dataset: str = flag_parser.option(help="dataset layout to read", choices=datasets.names)
+    input_dir: str = flag_parser.option(help="dataset root (local path or gs://)")
+    output_dir: str = flag_parser.option(
         help="where shards, metadata.json, transform_fn/ and dead_letter/ go (local path "
         "or gs://); must lie outside --input_dir"
     )
-    image_size: tuple[int, int] = cli.option(help="record size H or H,W in pixels, each 8 to 4096", parse=_image_size)
-    num_shards: Optional[int] = cli.option(
+    image_size: tuple[int, int] = flag_parser.option(
+        help="record size H or H,W in pixels, each 8 to 4096", parse=_image_size
+    )
+    num_shards: Optional[int] = flag_parser.option(
         None, "shards per split (0: automatic)", minimum=0, maximum=10000, default_text="one per ~32 MiB of records"
     )
-    augment_copies: int = cli.option(
+    augment_copies: int = flag_parser.option(
         0, "extra augmented records per train example (flip, scale-and-crop, shift, colour)", minimum=0, maximum=64
     )
-    val_fraction: float = cli.option(
+    val_fraction: float = flag_parser.option(
         0.1,
         "Pet: fraction of trainval carved out as val, by a stable hash of the id",
         minimum=0.0,
         maximum=1.0,
         exclusive_max=True,
     )
-    test_fraction: float = cli.option(
+    test_fraction: float = flag_parser.option(
         0.2,
         "Pet without trainval.txt/test.txt: fraction of ids hashed into test (with --val_fraction, under 1)",
         minimum=0.0,
         maximum=1.0,
         exclusive_max=True,
     )
-    seed: int = cli.option(0, "seed of the offline augmentation")
-    resize_mode: str = cli.option(
+    seed: int = flag_parser.option(0, "seed of the offline augmentation")
+    resize_mode: str = flag_parser.option(
         "stretch",
         "stretch to the size, or pad (keep aspect, pad images with 0 and masks with 255)",
         choices=RESIZE_MODES,
     )
-    label_mode: str = cli.option(
+    label_mode: str = flag_parser.option(
         "trimap",
         "Pet: trimap (pet/background/border), binary (pet/background), "
         "species (background/cat/dog); Cityscapes always uses the 19 trainIds",
         choices=schema_labels.PET_LABEL_MODES,
     )
-    image_format: str = cli.option(
+    image_format: str = flag_parser.option(
         "auto",
         "record image encoding; auto keeps the source's codec family: jpeg "
         "for Pet (JPEG photos), png for Cityscapes (PNG frames)",
         choices=("auto", "png", "jpeg"),
     )
-    jpeg_quality: int = cli.option(95, "JPEG quality, with --image_format jpeg", minimum=1, maximum=100)
-    analyze_batch_size: int = cli.option(
+    jpeg_quality: int = flag_parser.option(95, "JPEG quality, with --image_format jpeg", minimum=1, maximum=100)
+    analyze_batch_size: int = flag_parser.option(
         64, "JPEG records decoded per graph call for the statistics (PNG records need no decode)", minimum=1
     )
 
@@ -138,7 +140,7 @@ def record_image_format(dataset: str, requested: str) -> str:
     return datasets.get(dataset).record_image_format if requested == "auto" else requested
 
 
-def build_arg_parser() -> cli.Parser:
+def build_arg_parser() -> flag_parser.Parser:
     """The job's flags (one per ``PreprocessConfig`` field) and the logging flags; every other flag must be a
     Beam option (checked from the installed Beam's flag list, without importing Beam)."""
     return job_parser(NAME, PreprocessConfig)
@@ -153,11 +155,11 @@ def check_config(config: PreprocessConfig) -> None:
         _image_size(",".join(str(int(n)) for n in config.image_size))
     except argparse.ArgumentTypeError as e:
         raise UsageError(str(e)) from None
-    cli.check_fields(config)
+    flag_parser.check_fields(config)
     if config.val_fraction + config.test_fraction >= 1.0:
         raise UsageError("--test_fraction must leave room for train with --val_fraction (their sum under 1)")
     dataset = datasets.get(config.dataset)
-    if not dataset.label_modes and config.label_mode != cli.default_of(PreprocessConfig, "label_mode"):
+    if not dataset.label_modes and config.label_mode != flag_parser.default_of(PreprocessConfig, "label_mode"):
         with_modes = " and ".join(datasets.get(n).title for n in datasets.names() if datasets.get(n).label_modes)
         raise UsageError(f"--label_mode applies to {with_modes} only; {dataset.fixed_labels}")
 
@@ -167,6 +169,6 @@ def from_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
     storage or importing Beam (what ``--help`` and a bad flag need). Raises ``UsageError`` (``HelpShown`` for
     --help). ``run`` checks the rest (folders, the Beam flags' values, the input)."""
     args, pipeline_args = build_arg_parser().parse_known_args(list(argv))
-    config = cli.config_from(PreprocessConfig, args)
+    config = flag_parser.config_from(PreprocessConfig, args)
     check_config(config)
     return config, list(pipeline_args)

@@ -1,625 +1,28 @@
-"""The command-line skeleton of every segflow program (``pipelines.preprocess``, ``pipelines.infer``,
-``pipelines.evaluate``, ``trainer.task``, ``trainer.launch``), built on argparse alone.
+"""The program wrapper of every segflow command (``pipelines.preprocess``, ``pipelines.infer``,
+``pipelines.evaluate``, ``trainer.task``, ``trainer.launch``): ``main`` sets up logging and the quiet start
+(``logs``), parses with ``flag_parser``, runs, prints the summary on stdout, and maps every failure to an exit
+status and ONE stderr line (``UsageError`` 2, ``DataError`` and any ``SegflowError`` 1, a stop 130/143); it owns
+the command's temporary folder and ends its descendants on an interrupt.
 
-Importing this module loads neither TensorFlow nor Beam, so ``--help`` and a bad flag are answered in a fraction
-of a second. It lives in ``pipelines.shared`` because ``trainer`` imports it too.
-
-- ``Parser``: one-line errors raised as ``UsageError`` (never ``SystemExit``), no abbreviations, a flag that is
-  neither the program's nor one it passes on (Beam's options, ``trainer.task``'s) named as unknown, with the
-  closest real flag.
-- ``option``: a config dataclass field that is also a flag: its default, help text, range and choices live in
-  the field, once; ``add_fields`` declares the flags, ``config_from`` builds and checks the dataclass.
-- ``main``: logging, the quiet start, the summary on stdout, and exceptions mapped to exit codes and ONE stderr
-  line: ``UsageError`` 2, ``DataError`` (and any ``SegflowError``) 1.
+Importing this module loads neither TensorFlow nor Beam. It lives in ``pipelines.shared`` because ``trainer``
+imports it too.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import dataclasses
-import difflib
 import logging
-import math
 import os
 import re
 import sys
 import threading
 import typing
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterator, Optional, Sequence, TypeVar, Union
 
+from pipelines.shared import logs
 from schemas.errors import HelpShown, SegflowError, Terminated, UsageError
 
 T = TypeVar("T")
-
-
-# ------------------------------------------------------------------------------------------------ help text
-_REST_LITERAL = re.compile(r"``([^`]+)``")
-_REST_ROLE = re.compile(r":(?:class|func|meth|mod|attr):`~?([^`]+)`")
-
-
-def plain(text: Optional[str]) -> str:
-    """reST → what a terminal should show: ``x`` → x, :func:`x` → x, a trailing ``::`` → ``:``."""
-    if not text:
-        return ""
-    text = _REST_ROLE.sub(r"\1", _REST_LITERAL.sub(r"\1", text))
-    return re.sub(r"::\n", ":\n", text)
-
-
-def description(doc: Optional[str]) -> str:
-    """A module docstring as ``--help``'s description: reST removed, its line breaks kept as written (shell
-    continuation backslashes included, so a usage example stays several lines)."""
-    import textwrap
-
-    lines = (doc or "").strip("\n").splitlines()
-    if not lines:
-        return ""
-    return plain(lines[0].strip() + "\n" + textwrap.dedent("\n".join(lines[1:])))
-
-
-def _shown(value: Any) -> str:
-    if isinstance(value, (tuple, list)):
-        return ",".join(str(v) for v in value)
-    return str(value)
-
-
-def _range_text(minimum: Any, maximum: Any, exclusive_max: bool = False, exclusive_min: bool = False) -> str:
-    top, bottom = ("<" if exclusive_max else "<="), ("<" if exclusive_min else "<=")
-    if minimum is not None and maximum is not None:
-        return f"{minimum} {bottom} value {top} {maximum}"
-    if minimum is not None:
-        return f"{'>' if exclusive_min else '>='} {minimum}"
-    return f"{top} {maximum}" if maximum is not None else ""
-
-
-def help_text(
-    text: str,
-    *,
-    required: bool = False,
-    default: Any = None,
-    default_text: Optional[str] = None,
-    minimum: Any = None,
-    maximum: Any = None,
-    exclusive_max: bool = False,
-    exclusive_min: bool = False,
-    is_switch: bool = False,
-) -> str:
-    """A flag's help line: its description, then ``(required)`` or ``(default: X)``, then its range."""
-    notes = []
-    if required:
-        notes.append("required")
-    elif default_text is not None:
-        notes.append(f"default: {default_text}")
-    elif not is_switch and default is not None:
-        notes.append(f"default: {_shown(default)}")
-    elif is_switch:
-        notes.append("default: off")
-    bounds = _range_text(minimum, maximum, exclusive_max, exclusive_min)
-    if bounds:
-        notes.append(f"range: {bounds}")
-    text = plain(text).strip()
-    return f"{text} ({'; '.join(notes)})" if notes else text
-
-
-# ------------------------------------------------------------------------------------------------ parser
-ANY_FLAG = "any"  # ``Parser(passes_on=ANY_FLAG)``: the foreign flags cannot be listed here; checked later
-
-
-class Parser(argparse.ArgumentParser):
-    """argparse with segflow's rules.
-
-    ``name``: the program as its error lines name it (``pipelines.preprocess``). ``passes_on``: the flags the
-    program hands to something else unparsed (a collection of ``--flag`` names, a callable giving one, or
-    ``ANY_FLAG`` when they cannot be listed without a heavy import); None: every flag must be the program's own.
-    ``passes_on_label``: what the usage line calls them.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        doc: Optional[str] = None,
-        *,
-        passes_on: Any = None,
-        passes_on_label: str = "other flags",
-        epilog: Optional[str] = None,
-    ):
-        import textwrap
-
-        super().__init__(
-            prog=f"python -m {name}",
-            description=description(doc),
-            epilog=textwrap.fill(plain(epilog), 100) if epilog else None,
-            allow_abbrev=False,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        self.name = name
-        self._passes_on = passes_on
-        self._passes_on_label = passes_on_label
-
-    def format_usage(self) -> str:
-        self.usage = self._short_usage()
-        return super().format_usage()
-
-    def format_help(self) -> str:
-        self.usage = self._short_usage()
-        return super().format_help()
-
-    def _short_usage(self) -> str:
-        """The required flags with their values, then ``[options]``: argparse's own usage lists every flag and
-        wraps a required one apart from its value."""
-        import textwrap
-
-        parts = []
-        for action in self._actions:
-            if action.required and action.option_strings:
-                parts.append(f"{action.option_strings[0]} {action.metavar or action.dest.upper()}")
-        required_groups = [g for g in self._mutually_exclusive_groups if g.required]
-        for group in required_groups:
-            parts.append(
-                "{"
-                + " | ".join(f"{a.option_strings[0]} {a.metavar or a.dest.upper()}" for a in group._group_actions)
-                + "}"
-            )
-        parts.append("[options]")
-        if self._passes_on is not None:
-            parts.append(f"[{self._passes_on_label}]")
-        text = textwrap.fill(
-            " ".join(parts),
-            100 - len("usage: "),
-            initial_indent=self.prog + " ",
-            subsequent_indent="    ",
-            break_on_hyphens=False,
-        )
-        return text.replace("%", "%%")
-
-    # -- declaring flags
-    def add_flag(
-        self,
-        *names: str,
-        help: str,
-        default: Any = None,
-        required: bool = False,  # noqa: A002
-        minimum: Any = None,
-        maximum: Any = None,
-        exclusive_max: bool = False,
-        exclusive_min: bool = False,
-        default_text: Optional[str] = None,
-        **kwargs: Any,
-    ) -> argparse.Action:
-        """``add_argument`` whose help states the default (or ``required``) and the range; a range is checked
-        (``UsageError`` naming the flag) after the value is converted."""
-        switch = kwargs.get("action") in ("store_true", "store_false", "store_const", "count")
-        kwargs["help"] = help_text(
-            help,
-            required=required,
-            default=default,
-            default_text=default_text,
-            minimum=minimum,
-            maximum=maximum,
-            exclusive_max=exclusive_max,
-            exclusive_min=exclusive_min,
-            is_switch=switch,
-        )
-        if not switch:
-            kwargs.setdefault("metavar", _metavar(names[0], kwargs.get("type")))
-            if "choices" in kwargs:
-                kwargs["metavar"] = "{" + ",".join(str(c) for c in kwargs["choices"]) + "}"
-        # A float flag is checked even without a range: NaN passes every comparison a range check makes.
-        if minimum is not None or maximum is not None or kwargs.get("type") is float:
-            kwargs["type"] = _bounded(kwargs.get("type", str), names[0], minimum, maximum, exclusive_max, exclusive_min)
-        return self.add_argument(*names, default=default, required=required, **kwargs)
-
-    def add_logging_flags(self, *, verbose: bool = True) -> None:
-        """``--log_level`` (and ``--verbose``, unless the program uses that name for something else)."""
-        self.add_flag(
-            "--log_level",
-            choices=LOG_LEVELS,
-            default="info",
-            type=str.lower,
-            help="segflow's own messages from this level up; debug also shows the libraries' INFO "
-            "lines and TensorFlow's native start-up lines, which are hidden otherwise",
-        )
-        if verbose:
-            self.add_flag(
-                "--verbose",
-                action="store_true",
-                help="also show what the libraries (TensorFlow, Beam) log at INFO and TensorFlow's "
-                "native start-up lines (--log_level debug: DEBUG lines too)",
-            )
-
-    # -- parsing
-    def error(self, message: str):  # type: ignore[override]
-        # "argument --x: --x must be ..." (a range or type check that names its flag) → "--x must be ..."
-        found = re.match(r"argument (\S+?)(?:/\S+)?: (.*)", message, re.S)
-        if found and found.group(2).startswith(found.group(1)):
-            message = found.group(2)
-        raise UsageError(f"{message} (see {self.prog} --help)")
-
-    def exit(self, status: int = 0, message: Optional[str] = None):  # type: ignore[override]
-        if status:
-            raise UsageError((message or "").strip() or f"exit status {status}")
-        raise HelpShown("help shown")
-
-    def own_flags(self) -> list[str]:
-        return sorted(k for k in self._option_string_actions if k.startswith("--"))
-
-    def foreign_flags(self) -> Any:
-        passes = self._passes_on() if callable(self._passes_on) else self._passes_on
-        return ANY_FLAG if passes is None and self._passes_on is not None else passes
-
-    def parse_known_args(self, args: Optional[Sequence[str]] = None, namespace=None):  # type: ignore[override]
-        argv = list(sys.argv[1:] if args is None else args)
-        self.refuse_unknown_flags(argv)
-        return super().parse_known_args(argv, namespace)
-
-    def refuse_unknown_flags(self, argv: Sequence[str]) -> None:
-        """``UsageError`` naming the first flag that is neither the program's nor one it passes on: checked
-        before argparse's own checks, so a misspelt flag is not reported as a missing required one."""
-        foreign = self.foreign_flags()
-        own = set(self._option_string_actions)
-        for token in argv:
-            if token == "--":
-                break
-            if not token.startswith("-") or token == "-" or _is_number(token):
-                continue
-            name = token.split("=", 1)[0]
-            if name in own or foreign == ANY_FLAG or (foreign is not None and name in foreign):
-                continue
-            raise UsageError(f"unknown flag {name}{self._suggestion(name, foreign)} (see {self.prog} --help)")
-
-    def _suggestion(self, name: str, foreign: Any) -> str:
-        candidates = self.own_flags() + (sorted(foreign) if foreign not in (None, ANY_FLAG) else [])
-        spelled = "--" + name.lstrip("-").replace("-", "_")
-        if spelled in candidates:
-            return f" (did you mean {spelled}?)"
-        expansions = [c for c in self.own_flags() if c.startswith(spelled)]
-        if len(expansions) == 1:  # an abbreviation: argparse's allow_abbrev would have guessed it silently
-            return f" (did you mean {expansions[0]}?)"
-        close = difflib.get_close_matches(spelled, candidates, n=1, cutoff=0.75)
-        return f" (did you mean {close[0]}?)" if close else ""
-
-
-def _metavar(flag: str, kind: Any) -> str:
-    name = flag.lstrip("-")
-    if name.endswith("_dir"):
-        return "DIR"
-    return {int: "N", float: "X"}.get(kind, name.upper())
-
-
-def _is_number(token: str) -> bool:
-    try:
-        float(token)
-    except ValueError:
-        return False
-    return True
-
-
-def _bounded(
-    convert: Callable[[str], Any], flag: str, minimum: Any, maximum: Any, exclusive_max: bool, exclusive_min: bool
-) -> Callable[[str], Any]:
-    def parse(text: str) -> Any:
-        try:
-            value = convert(text)
-        except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
-            if isinstance(err, argparse.ArgumentTypeError):
-                raise
-            kind = {"int": "an integer", "float": "a number"}.get(getattr(convert, "__name__", ""), "a value")
-            raise argparse.ArgumentTypeError(f"{flag} takes {kind}, got {text!r}") from None
-        check_range(flag, value, minimum, maximum, exclusive_max, exclusive_min, error=argparse.ArgumentTypeError)
-        return value
-
-    parse.__name__ = getattr(convert, "__name__", "value")
-    return parse
-
-
-def check_range(
-    flag: str,
-    value: Any,
-    minimum: Any,
-    maximum: Any,
-    exclusive_max: bool = False,
-    exclusive_min: bool = False,
-    error: type = UsageError,
-) -> None:
-    """Raises ``error`` ("--flag must be ..., got V") when ``value`` (not None) is outside the range, or is a
-    float that is NaN or infinite (whatever the range: NaN fails no comparison, and no segflow setting means
-    infinity)."""
-    if value is None:
-        return
-    if isinstance(value, float) and not math.isfinite(value):
-        raise error(f"{flag} takes a finite number, got {value}")
-    below = minimum is not None and (value <= minimum if exclusive_min else value < minimum)
-    above = maximum is not None and (value >= maximum if exclusive_max else value > maximum)
-    if below or above:
-        raise error(f"{flag} must be {_range_text(minimum, maximum, exclusive_max, exclusive_min)}, got {value}")
-
-
-# ------------------------------------------------------------------------------------------------ config fields
-@dataclasses.dataclass(frozen=True)
-class Flag:
-    """What a config field's flag needs beyond the field's name, type and default."""
-
-    help: str
-    minimum: Any = None
-    maximum: Any = None
-    exclusive_max: bool = False
-    exclusive_min: bool = False
-    # The allowed values, or a function that lists them when a parser is built (a registry that can grow).
-    choices: Union[Sequence[Any], Callable[[], Sequence[Any]], None] = None
-    parse: Optional[Callable[[str], Any]] = None  # str → value, for types argparse cannot infer
-    default_text: Optional[str] = None  # how --help shows the default, when its repr would not say it
-    argparse: Optional[dict] = None  # any other add_argument keyword (nargs, const, ...)
-
-
-FLAG_KEY = "segflow.flag"
-
-
-def _choices(flag: Flag) -> Optional[tuple]:
-    return None if flag.choices is None else tuple(flag.choices() if callable(flag.choices) else flag.choices)
-
-
-def option(default: Any = dataclasses.MISSING, help: str = "", **flag: Any) -> Any:  # noqa: A002
-    """A dataclass field that is also a ``--<field name>`` flag (``add_fields``). No default: a required flag.
-
-    Adding a flag to a program is adding one such field to its config dataclass."""
-    meta = {FLAG_KEY: Flag(help=help, **flag)}
-    if isinstance(default, (list, dict, set)):
-        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
-    return dataclasses.field(default=default, metadata=meta)
-
-
-def _flag_of(field: dataclasses.Field) -> Optional[Flag]:
-    return field.metadata.get(FLAG_KEY)
-
-
-def _field_default(field: dataclasses.Field) -> Any:
-    if field.default is not dataclasses.MISSING:
-        return field.default
-    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
-        return field.default_factory()  # type: ignore[misc]
-    return None
-
-
-def _base_type(hint: Any) -> Any:
-    """``Optional[int]`` → int; int → int."""
-    args = [a for a in typing.get_args(hint) if a is not type(None)]
-    return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
-
-
-def add_fields(parser: Parser, config_class: type, names: Optional[Iterable[str]] = None) -> None:
-    """One flag per ``option`` field of ``config_class`` (those in ``names`` only, when given), in field order."""
-    hints = typing.get_type_hints(config_class)
-    wanted = None if names is None else set(names)
-    for field in dataclasses.fields(config_class):
-        flag = _flag_of(field)
-        if flag is None or (wanted is not None and field.name not in wanted):
-            continue
-        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING  # type: ignore[misc]
-        default = None if required else _field_default(field)
-        kind = _base_type(hints[field.name])
-        extra = dict(flag.argparse or {})
-        if kind is bool and not flag.parse:
-            extra.setdefault("action", "store_true")
-        else:
-            extra.setdefault("type", flag.parse or kind)
-        if flag.choices is not None:
-            extra["choices"] = _choices(flag)
-        parser.add_flag(
-            f"--{field.name}",
-            help=flag.help,
-            default=default,
-            required=required,
-            minimum=flag.minimum,
-            maximum=flag.maximum,
-            exclusive_max=flag.exclusive_max,
-            exclusive_min=flag.exclusive_min,
-            default_text=flag.default_text,
-            **extra,
-        )
-
-
-def check_fields(config: Any) -> None:
-    """``UsageError`` for a field value outside its ``option`` range or choices (for configs built in Python,
-    which did not go through the parser)."""
-    for field in dataclasses.fields(config):
-        flag = _flag_of(field)
-        if flag is None:
-            continue
-        value = getattr(config, field.name)
-        choices = _choices(flag)
-        if choices is not None and value is not None and value not in choices:
-            raise UsageError(f"--{field.name} must be one of {', '.join(str(c) for c in choices)}, got {value!r}")
-        check_range(f"--{field.name}", value, flag.minimum, flag.maximum, flag.exclusive_max, flag.exclusive_min)
-
-
-def config_from(config_class: type[T], args: argparse.Namespace, **overrides: Any) -> T:
-    """``config_class`` from the parsed flags (a field without a flag keeps its default), checked."""
-    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if hasattr(args, f.name)}
-    values.update(overrides)
-    config = config_class(**values)
-    check_fields(config)
-    return config
-
-
-def default_of(config_class: type, name: str) -> Any:
-    """The default of ``config_class``'s field ``name`` (for a flag declared by hand)."""
-    return _field_default({f.name: f for f in dataclasses.fields(config_class)}[name])
-
-
-# ------------------------------------------------------------------------------------------------ quiet start
-LOG_LEVELS = ("debug", "info", "warning", "error")
-SEGFLOW_LOGGERS = ("segflow", "pipelines", "trainer", "schemas", "__main__")  # __main__: the program run
-
-# What TensorFlow's native code prints whatever TF_CPP_MIN_LOG_LEVEL says (absl writes before its log is
-# initialised; E-level lines pass level 2), though nothing is wrong and nothing is to be done: a CPU machine
-# without CUDA, the CPU features the wheel was built for, a grappler pass that gives up and is skipped, oneDNN
-# falling back to Eigen for uint8 ops.
-NATIVE_NOISE = (
-    "All log messages before absl::InitializeLog() is called are written to STDERR",
-    "oneDNN custom operations are on",
-    "Could not find cuda drivers on your machine",
-    "failed call to cuInit",
-    "This TensorFlow binary is optimized to use available CPU instructions",
-    "To enable the following instructions:",
-    "Unable to register cuDNN factory",
-    "Unable to register cuFFT factory",
-    "Unable to register cuBLAS factory",
-    "computation placer already registered",
-    "TF-TRT Warning: Could not find TensorRT",
-    "successful NUMA node read from SysFS had negative value",
-    "layout failed: INVALID_ARGUMENT: Subshape must have computed start >= end since stride is negative",
-    "oneDNN supports DT_UINT8 only on platforms with AVX-512",
-)
-
-# Library log lines segflow's own code triggers on every run, and that ask nothing of the user.
-LIBRARY_NOISE = (
-    "Resource module is not available",  # Beam's RunInference, where getrusage is missing
-    # Every local worker process, as it starts: the local runner gives workers no semi-persistent folder (only
-    # registered schemas and logical types would need one; segflow has none), and the launcher's own options
-    # reach them with the rest (the worker knows and drops them).
-    "No semi_persistent_directory found",
-    "Discarding unparseable args",
-    # A worker's failure as the local job service logs it: the launcher re-raises the same error to ``main``,
-    # which reports it (one line, or the traceback of a bug).
-    "Error processing instruction",
-)
-
-
-def _is_segflow(name: str) -> bool:
-    return any(name == own or name.startswith(own + ".") for own in SEGFLOW_LOGGERS)
-
-
-class _DropLibraryNoise(logging.Filter):
-    """Not verbose: the libraries' records below WARNING (some, like absl's, set their own logger to INFO, past
-    the root's level), their known noise, and all of them once the job was interrupted (``_interrupted``) are
-    dropped; segflow's own records all pass."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if _is_segflow(record.name):
-            return True
-        if record.levelno < logging.WARNING or _interrupted.is_set():
-            return False
-        try:
-            message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a malformed record is shown, not hidden
-            return True
-        return not any(noise in message for noise in LIBRARY_NOISE)
-
-
-def wants_verbose(argv: Sequence[str], verbose_flag: bool = True) -> bool:
-    """``--verbose`` (where it is the logging flag: ``verbose_flag``; the trainer's is Keras' progress output) or
-    ``--log_level debug`` among ``argv`` (read before the flags are parsed)."""
-    return (verbose_flag and any(a == "--verbose" for a in argv)) or log_level(argv) == "debug"
-
-
-def log_level(argv: Sequence[str]) -> str:
-    level = "info"
-    for i, arg in enumerate(argv):
-        if arg == "--log_level" and i + 1 < len(argv):
-            level = argv[i + 1].lower()
-        elif arg.startswith("--log_level="):
-            level = arg.split("=", 1)[1].lower()
-    return level if level in LOG_LEVELS else "info"
-
-
-def setup_logging(argv: Sequence[str], verbose_flag: bool = True) -> bool:
-    """segflow's messages at ``--log_level`` (default info) on stderr; the libraries' at WARNING and up, less
-    the known noise, unless verbose (then INFO and up, unfiltered). Returns whether verbose."""
-    verbose = wants_verbose(argv, verbose_flag)
-    level = getattr(logging, log_level(argv).upper())
-    root = logging.getLogger()
-    if not root.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-    root.setLevel(min(level, logging.INFO) if verbose else logging.WARNING)
-    for name in SEGFLOW_LOGGERS:
-        logging.getLogger(name).setLevel(level)
-    for handler in root.handlers:
-        if verbose:
-            for f in [f for f in handler.filters if isinstance(f, _DropLibraryNoise)]:
-                handler.removeFilter(f)
-        elif not any(isinstance(f, _DropLibraryNoise) for f in handler.filters):
-            handler.addFilter(_DropLibraryNoise())
-    if not verbose:
-        # TensorFlow's Python-side INFO/WARNING start-up lines, and its native ones where it honours the level.
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return verbose
-
-
-def _is_noise(line: bytes) -> bool:
-    text = line.decode("utf-8", "replace")
-    return any(noise in text for noise in NATIVE_NOISE)
-
-
-def _forward(source: int, target: int) -> None:
-    """Copies lines from ``source`` to ``target`` until end of file, less ``NATIVE_NOISE``."""
-    pending = b""
-    while True:
-        try:
-            chunk = os.read(source, 65536)
-        except OSError:
-            chunk = b""
-        if not chunk:
-            break
-        pending += chunk
-        *lines, pending = pending.split(b"\n")
-        kept = b"".join(line + b"\n" for line in lines if not _is_noise(line))
-        if kept:
-            try:
-                os.write(target, kept)
-            except OSError:
-                pass
-    if pending and not _is_noise(pending):
-        try:
-            os.write(target, pending)
-        except OSError:
-            pass
-    os.close(source)
-
-
-@contextlib.contextmanager
-def native_stderr_filtered(verbose: bool = False) -> Iterator[None]:
-    """For the block, everything written to file descriptor 2 (native code, past Python's ``sys.stderr``, and
-    subprocesses started meanwhile) passes through a filter that drops ``NATIVE_NOISE`` lines, line by line as
-    it comes; ``verbose``: nothing is filtered. On leaving, descriptor 2 is restored and what is in flight
-    written out (a subprocess still holding the old one keeps its filter)."""
-    if verbose:
-        yield
-        return
-    try:
-        sys.stderr.flush()
-        saved = os.dup(2)
-    except (OSError, ValueError):  # no descriptor 2 (an embedded interpreter): nothing to filter
-        yield
-        return
-    import threading
-
-    read_end, write_end = os.pipe()
-    os.dup2(write_end, 2)
-    os.close(write_end)
-    forwarder = threading.Thread(target=_forward, args=(read_end, saved), name="segflow-stderr", daemon=True)
-    forwarder.start()
-    try:
-        yield
-    finally:
-        try:
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            pass
-        os.dup2(saved, 2)  # the pipe's last writer here: the forwarder sees its end once subprocesses let go
-        forwarder.join(timeout=5)
-        if not forwarder.is_alive():
-            os.close(saved)
-
-
-def start_tensorflow() -> None:
-    """Imports TensorFlow and lists its devices (where CUDA is probed and, on a CPU machine, fails with an
-    E-level line): the start-up a run pays anyway, done where ``main`` filters its lines. Listing devices does
-    not initialise the runtime, so a distribution strategy may still be configured afterwards."""
-    import tensorflow as tf
-
-    tf.config.list_physical_devices("GPU")
 
 
 # ------------------------------------------------------------------------------------------------ main
@@ -678,7 +81,7 @@ def main(
     filtered as ``run``'s.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
-    verbose = setup_logging(argv, verbose_flag)
+    verbose = logs.setup_logging(argv, verbose_flag)
     try:
         with _program_settings(), _own_temporary_folder():
             if check is not None:
@@ -686,11 +89,11 @@ def main(
             check_output_flags(argv)
             # Filtered whether or not the program starts TensorFlow itself: a library may load it (evaluate's
             # decoders), and its native start-up lines would bury the one line of a failure.
-            with native_stderr_filtered(verbose), _interrupt_ends_the_job():
+            with logs.native_stderr_filtered(verbose), _interrupt_ends_the_job():
                 if prestart is not None:
                     prestart(argv)
                 if tensorflow:
-                    start_tensorflow()
+                    logs.start_tensorflow()
                 result = run(argv)
         text = summary(result, argv) if summary is not None else None
     except HelpShown:
@@ -701,7 +104,7 @@ def main(
     except KeyboardInterrupt:
         return _stopped(name)
     except Exception as err:  # noqa: BLE001 - one line for what a user can cause or meet, the traceback for bugs
-        if _interrupted.is_set():  # the job's own end (workers killed, streams broken) after a stop
+        if logs.interrupted.is_set():  # the job's own end (workers killed, streams broken) after a stop
             return _stopped(name)
         known = known_failure(err)
         if known is not None:
@@ -924,10 +327,8 @@ def _remove_dead_temporary_folders(root: str) -> None:
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
-# Set once an interrupt (Ctrl-C) or SIGTERM reached ``main``: what other threads and libraries report after it
-# are its consequences (workers ended, streams broken), which would bury ``main``'s one line. ``_terminated``:
-# it was SIGTERM.
-_interrupted = threading.Event()
+# ``logs.interrupted``: set once an interrupt (Ctrl-C) or SIGTERM reached ``main``. ``_terminated``: it was
+# SIGTERM.
 _terminated = threading.Event()
 _END_DESCENDANTS_EVERY_S = 0.5
 
@@ -935,7 +336,7 @@ _END_DESCENDANTS_EVERY_S = 0.5
 @contextlib.contextmanager
 def _interrupt_ends_the_job() -> Iterator[None]:
     """For the block, an interrupt (Ctrl-C, or SIGINT to this process) or SIGTERM ends the whole job: it marks
-    ``_interrupted`` (other threads' uncaught exceptions and the libraries' log records are then not shown),
+    ``logs.interrupted`` (other threads' uncaught exceptions and the libraries' log records are then not shown),
     ends this process's descendants (the runner's worker processes, which ignore interrupts so that they
     cannot fail before this mark is set) now and every ``_END_DESCENDANTS_EVERY_S`` until the process exits,
     then raises KeyboardInterrupt (SIGTERM: ``Terminated``, a KeyboardInterrupt) in the main thread as Python
@@ -954,8 +355,8 @@ def _interrupt_ends_the_job() -> Iterator[None]:
     def on_stop(signum: int, frame: Any) -> None:
         if signum == signal.SIGTERM:
             _terminated.set()
-        if not _interrupted.is_set():
-            _interrupted.set()
+        if not logs.interrupted.is_set():
+            logs.interrupted.set()
             _end_descendants()
             threading.Thread(target=_keep_ending_descendants, name="segflow-interrupted", daemon=True).start()
         if signum == signal.SIGTERM:
@@ -963,7 +364,7 @@ def _interrupt_ends_the_job() -> Iterator[None]:
         signal.default_int_handler(signum, frame)
 
     def excepthook(args: threading.ExceptHookArgs) -> None:
-        if not _interrupted.is_set():
+        if not logs.interrupted.is_set():
             previous_hook(args)
 
     for sig in taken:
@@ -974,7 +375,7 @@ def _interrupt_ends_the_job() -> Iterator[None]:
     finally:
         for sig in taken:
             signal.signal(sig, previous[sig])
-        if not _interrupted.is_set():  # once interrupted, the job's threads may still fail after main returns
+        if not logs.interrupted.is_set():  # once interrupted, the job's threads may still fail after main returns
             threading.excepthook = previous_hook
 
 

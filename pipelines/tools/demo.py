@@ -22,7 +22,7 @@ import time
 from typing import Optional, Sequence
 
 from pipelines.datasets import pet
-from pipelines.shared import cli
+from pipelines.shared import logs
 from pipelines.tools import synthetic
 
 
@@ -190,10 +190,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     # Quiet as the programs themselves are: TensorFlow's native start-up lines and Beam's known
     # warnings are dropped, here and in the trainer's subprocess, unless --verbose.
-    verbose = cli.setup_logging(argv)
+    verbose = logs.setup_logging(argv)
     try:
-        with cli.native_stderr_filtered(verbose):
-            cli.start_tensorflow()
+        with logs.native_stderr_filtered(verbose):
+            logs.start_tensorflow()
             run(argv)
     except subprocess.CalledProcessError as err:
         raise SystemExit(f"pipelines.tools.demo: error: training failed (exit {err.returncode}); see its log above")

@@ -1,0 +1,440 @@
+"""Flags of every segflow program, declared once in its config dataclass and parsed with argparse alone.
+
+Importing this module loads neither TensorFlow nor Beam, so ``--help`` and a bad flag are answered in a fraction
+of a second.
+
+- ``Parser``: one-line errors raised as ``UsageError`` (never ``SystemExit``), no abbreviations, a flag that is
+  neither the program's nor one it passes on (Beam's options, ``trainer.task``'s) named as unknown, with the
+  closest real flag.
+- ``option``: a config dataclass field that is also a flag: its default, help text, range and choices live in
+  the field, once; ``add_fields`` declares the flags, ``config_from`` builds and checks the dataclass.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import math
+import re
+import sys
+import typing
+from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Union
+
+from pipelines.shared.logs import LOG_LEVELS
+from schemas.errors import HelpShown, UsageError
+
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------------------------------------ help text
+_REST_LITERAL = re.compile(r"``([^`]+)``")
+_REST_ROLE = re.compile(r":(?:class|func|meth|mod|attr):`~?([^`]+)`")
+
+
+def plain(text: Optional[str]) -> str:
+    """reST → what a terminal should show: ``x`` → x, :func:`x` → x, a trailing ``::`` → ``:``."""
+    if not text:
+        return ""
+    text = _REST_ROLE.sub(r"\1", _REST_LITERAL.sub(r"\1", text))
+    return re.sub(r"::\n", ":\n", text)
+
+
+def description(doc: Optional[str]) -> str:
+    """A module docstring as ``--help``'s description: reST removed, its line breaks kept as written (shell
+    continuation backslashes included, so a usage example stays several lines)."""
+    import textwrap
+
+    lines = (doc or "").strip("\n").splitlines()
+    if not lines:
+        return ""
+    return plain(lines[0].strip() + "\n" + textwrap.dedent("\n".join(lines[1:])))
+
+
+def _shown(value: Any) -> str:
+    if isinstance(value, (tuple, list)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def _range_text(minimum: Any, maximum: Any, exclusive_max: bool = False, exclusive_min: bool = False) -> str:
+    top, bottom = ("<" if exclusive_max else "<="), ("<" if exclusive_min else "<=")
+    if minimum is not None and maximum is not None:
+        return f"{minimum} {bottom} value {top} {maximum}"
+    if minimum is not None:
+        return f"{'>' if exclusive_min else '>='} {minimum}"
+    return f"{top} {maximum}" if maximum is not None else ""
+
+
+def help_text(
+    text: str,
+    *,
+    required: bool = False,
+    default: Any = None,
+    default_text: Optional[str] = None,
+    minimum: Any = None,
+    maximum: Any = None,
+    exclusive_max: bool = False,
+    exclusive_min: bool = False,
+    is_switch: bool = False,
+) -> str:
+    """A flag's help line: its description, then ``(required)`` or ``(default: X)``, then its range."""
+    notes = []
+    if required:
+        notes.append("required")
+    elif default_text is not None:
+        notes.append(f"default: {default_text}")
+    elif not is_switch and default is not None:
+        notes.append(f"default: {_shown(default)}")
+    elif is_switch:
+        notes.append("default: off")
+    bounds = _range_text(minimum, maximum, exclusive_max, exclusive_min)
+    if bounds:
+        notes.append(f"range: {bounds}")
+    text = plain(text).strip()
+    return f"{text} ({'; '.join(notes)})" if notes else text
+
+
+# ------------------------------------------------------------------------------------------------ parser
+ANY_FLAG = "any"  # ``Parser(passes_on=ANY_FLAG)``: the foreign flags cannot be listed here; checked later
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with segflow's rules.
+
+    ``name``: the program as its error lines name it (``pipelines.preprocess``). ``passes_on``: the flags the
+    program hands to something else unparsed (a collection of ``--flag`` names, a callable giving one, or
+    ``ANY_FLAG`` when they cannot be listed without a heavy import); None: every flag must be the program's own.
+    ``passes_on_label``: what the usage line calls them.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        doc: Optional[str] = None,
+        *,
+        passes_on: Any = None,
+        passes_on_label: str = "other flags",
+        epilog: Optional[str] = None,
+    ):
+        import textwrap
+
+        super().__init__(
+            prog=f"python -m {name}",
+            description=description(doc),
+            epilog=textwrap.fill(plain(epilog), 100) if epilog else None,
+            allow_abbrev=False,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        self.name = name
+        self._passes_on = passes_on
+        self._passes_on_label = passes_on_label
+
+    def format_usage(self) -> str:
+        self.usage = self._short_usage()
+        return super().format_usage()
+
+    def format_help(self) -> str:
+        self.usage = self._short_usage()
+        return super().format_help()
+
+    def _short_usage(self) -> str:
+        """The required flags with their values, then ``[options]``: argparse's own usage lists every flag and
+        wraps a required one apart from its value."""
+        import textwrap
+
+        parts = []
+        for action in self._actions:
+            if action.required and action.option_strings:
+                parts.append(f"{action.option_strings[0]} {action.metavar or action.dest.upper()}")
+        required_groups = [g for g in self._mutually_exclusive_groups if g.required]
+        for group in required_groups:
+            parts.append(
+                "{"
+                + " | ".join(f"{a.option_strings[0]} {a.metavar or a.dest.upper()}" for a in group._group_actions)
+                + "}"
+            )
+        parts.append("[options]")
+        if self._passes_on is not None:
+            parts.append(f"[{self._passes_on_label}]")
+        text = textwrap.fill(
+            " ".join(parts),
+            100 - len("usage: "),
+            initial_indent=self.prog + " ",
+            subsequent_indent="    ",
+            break_on_hyphens=False,
+        )
+        return text.replace("%", "%%")
+
+    # -- declaring flags
+    def add_flag(
+        self,
+        *names: str,
+        help: str,
+        default: Any = None,
+        required: bool = False,  # noqa: A002
+        minimum: Any = None,
+        maximum: Any = None,
+        exclusive_max: bool = False,
+        exclusive_min: bool = False,
+        default_text: Optional[str] = None,
+        **kwargs: Any,
+    ) -> argparse.Action:
+        """``add_argument`` whose help states the default (or ``required``) and the range; a range is checked
+        (``UsageError`` naming the flag) after the value is converted."""
+        switch = kwargs.get("action") in ("store_true", "store_false", "store_const", "count")
+        kwargs["help"] = help_text(
+            help,
+            required=required,
+            default=default,
+            default_text=default_text,
+            minimum=minimum,
+            maximum=maximum,
+            exclusive_max=exclusive_max,
+            exclusive_min=exclusive_min,
+            is_switch=switch,
+        )
+        if not switch:
+            kwargs.setdefault("metavar", _metavar(names[0], kwargs.get("type")))
+            if "choices" in kwargs:
+                kwargs["metavar"] = "{" + ",".join(str(c) for c in kwargs["choices"]) + "}"
+        # A float flag is checked even without a range: NaN passes every comparison a range check makes.
+        if minimum is not None or maximum is not None or kwargs.get("type") is float:
+            kwargs["type"] = _bounded(kwargs.get("type", str), names[0], minimum, maximum, exclusive_max, exclusive_min)
+        return self.add_argument(*names, default=default, required=required, **kwargs)
+
+    def add_logging_flags(self, *, verbose: bool = True) -> None:
+        """``--log_level`` (and ``--verbose``, unless the program uses that name for something else)."""
+        self.add_flag(
+            "--log_level",
+            choices=LOG_LEVELS,
+            default="info",
+            type=str.lower,
+            help="segflow's own messages from this level up; debug also shows the libraries' INFO "
+            "lines and TensorFlow's native start-up lines, which are hidden otherwise",
+        )
+        if verbose:
+            self.add_flag(
+                "--verbose",
+                action="store_true",
+                help="also show what the libraries (TensorFlow, Beam) log at INFO and TensorFlow's "
+                "native start-up lines (--log_level debug: DEBUG lines too)",
+            )
+
+    # -- parsing
+    def error(self, message: str):  # type: ignore[override]
+        # "argument --x: --x must be ..." (a range or type check that names its flag) → "--x must be ..."
+        found = re.match(r"argument (\S+?)(?:/\S+)?: (.*)", message, re.S)
+        if found and found.group(2).startswith(found.group(1)):
+            message = found.group(2)
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+    def exit(self, status: int = 0, message: Optional[str] = None):  # type: ignore[override]
+        if status:
+            raise UsageError((message or "").strip() or f"exit status {status}")
+        raise HelpShown("help shown")
+
+    def own_flags(self) -> list[str]:
+        return sorted(k for k in self._option_string_actions if k.startswith("--"))
+
+    def foreign_flags(self) -> Any:
+        passes = self._passes_on() if callable(self._passes_on) else self._passes_on
+        return ANY_FLAG if passes is None and self._passes_on is not None else passes
+
+    def parse_known_args(self, args: Optional[Sequence[str]] = None, namespace=None):  # type: ignore[override]
+        argv = list(sys.argv[1:] if args is None else args)
+        self.refuse_unknown_flags(argv)
+        return super().parse_known_args(argv, namespace)
+
+    def refuse_unknown_flags(self, argv: Sequence[str]) -> None:
+        """``UsageError`` naming the first flag that is neither the program's nor one it passes on: checked
+        before argparse's own checks, so a misspelt flag is not reported as a missing required one."""
+        foreign = self.foreign_flags()
+        own = set(self._option_string_actions)
+        for token in argv:
+            if token == "--":
+                break
+            if not token.startswith("-") or token == "-" or _is_number(token):
+                continue
+            name = token.split("=", 1)[0]
+            if name in own or foreign == ANY_FLAG or (foreign is not None and name in foreign):
+                continue
+            raise UsageError(f"unknown flag {name}{self._suggestion(name, foreign)} (see {self.prog} --help)")
+
+    def _suggestion(self, name: str, foreign: Any) -> str:
+        candidates = self.own_flags() + (sorted(foreign) if foreign not in (None, ANY_FLAG) else [])
+        spelled = "--" + name.lstrip("-").replace("-", "_")
+        if spelled in candidates:
+            return f" (did you mean {spelled}?)"
+        expansions = [c for c in self.own_flags() if c.startswith(spelled)]
+        if len(expansions) == 1:  # an abbreviation: argparse's allow_abbrev would have guessed it silently
+            return f" (did you mean {expansions[0]}?)"
+        close = difflib.get_close_matches(spelled, candidates, n=1, cutoff=0.75)
+        return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _metavar(flag: str, kind: Any) -> str:
+    name = flag.lstrip("-")
+    if name.endswith("_dir"):
+        return "DIR"
+    return {int: "N", float: "X"}.get(kind, name.upper())
+
+
+def _is_number(token: str) -> bool:
+    try:
+        float(token)
+    except ValueError:
+        return False
+    return True
+
+
+def _bounded(
+    convert: Callable[[str], Any], flag: str, minimum: Any, maximum: Any, exclusive_max: bool, exclusive_min: bool
+) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        try:
+            value = convert(text)
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as err:
+            if isinstance(err, argparse.ArgumentTypeError):
+                raise
+            kind = {"int": "an integer", "float": "a number"}.get(getattr(convert, "__name__", ""), "a value")
+            raise argparse.ArgumentTypeError(f"{flag} takes {kind}, got {text!r}") from None
+        check_range(flag, value, minimum, maximum, exclusive_max, exclusive_min, error=argparse.ArgumentTypeError)
+        return value
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def check_range(
+    flag: str,
+    value: Any,
+    minimum: Any,
+    maximum: Any,
+    exclusive_max: bool = False,
+    exclusive_min: bool = False,
+    error: type = UsageError,
+) -> None:
+    """Raises ``error`` ("--flag must be ..., got V") when ``value`` (not None) is outside the range, or is a
+    float that is NaN or infinite (whatever the range: NaN fails no comparison, and no segflow setting means
+    infinity)."""
+    if value is None:
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise error(f"{flag} takes a finite number, got {value}")
+    below = minimum is not None and (value <= minimum if exclusive_min else value < minimum)
+    above = maximum is not None and (value >= maximum if exclusive_max else value > maximum)
+    if below or above:
+        raise error(f"{flag} must be {_range_text(minimum, maximum, exclusive_max, exclusive_min)}, got {value}")
+
+
+# ------------------------------------------------------------------------------------------------ config fields
+@dataclasses.dataclass(frozen=True)
+class Flag:
+    """What a config field's flag needs beyond the field's name, type and default."""
+
+    help: str
+    minimum: Any = None
+    maximum: Any = None
+    exclusive_max: bool = False
+    exclusive_min: bool = False
+    # The allowed values, or a function that lists them when a parser is built (a registry that can grow).
+    choices: Union[Sequence[Any], Callable[[], Sequence[Any]], None] = None
+    parse: Optional[Callable[[str], Any]] = None  # str → value, for types argparse cannot infer
+    default_text: Optional[str] = None  # how --help shows the default, when its repr would not say it
+    argparse: Optional[dict] = None  # any other add_argument keyword (nargs, const, ...)
+
+
+FLAG_KEY = "segflow.flag"
+
+
+def _choices(flag: Flag) -> Optional[tuple]:
+    return None if flag.choices is None else tuple(flag.choices() if callable(flag.choices) else flag.choices)
+
+
+def option(default: Any = dataclasses.MISSING, help: str = "", **flag: Any) -> Any:  # noqa: A002
+    """A dataclass field that is also a ``--<field name>`` flag (``add_fields``). No default: a required flag.
+
+    Adding a flag to a program is adding one such field to its config dataclass."""
+    meta = {FLAG_KEY: Flag(help=help, **flag)}
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(default_factory=lambda: type(default)(default), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _flag_of(field: dataclasses.Field) -> Optional[Flag]:
+    return field.metadata.get(FLAG_KEY)
+
+
+def _field_default(field: dataclasses.Field) -> Any:
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    if field.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return field.default_factory()  # type: ignore[misc]
+    return None
+
+
+def _base_type(hint: Any) -> Any:
+    """``Optional[int]`` → int; int → int."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
+
+
+def add_fields(parser: Parser, config_class: type, names: Optional[Iterable[str]] = None) -> None:
+    """One flag per ``option`` field of ``config_class`` (those in ``names`` only, when given), in field order."""
+    hints = typing.get_type_hints(config_class)
+    wanted = None if names is None else set(names)
+    for field in dataclasses.fields(config_class):
+        flag = _flag_of(field)
+        if flag is None or (wanted is not None and field.name not in wanted):
+            continue
+        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING  # type: ignore[misc]
+        default = None if required else _field_default(field)
+        kind = _base_type(hints[field.name])
+        extra = dict(flag.argparse or {})
+        if kind is bool and not flag.parse:
+            extra.setdefault("action", "store_true")
+        else:
+            extra.setdefault("type", flag.parse or kind)
+        if flag.choices is not None:
+            extra["choices"] = _choices(flag)
+        parser.add_flag(
+            f"--{field.name}",
+            help=flag.help,
+            default=default,
+            required=required,
+            minimum=flag.minimum,
+            maximum=flag.maximum,
+            exclusive_max=flag.exclusive_max,
+            exclusive_min=flag.exclusive_min,
+            default_text=flag.default_text,
+            **extra,
+        )
+
+
+def check_fields(config: Any) -> None:
+    """``UsageError`` for a field value outside its ``option`` range or choices (for configs built in Python,
+    which did not go through the parser)."""
+    for field in dataclasses.fields(config):
+        flag = _flag_of(field)
+        if flag is None:
+            continue
+        value = getattr(config, field.name)
+        choices = _choices(flag)
+        if choices is not None and value is not None and value not in choices:
+            raise UsageError(f"--{field.name} must be one of {', '.join(str(c) for c in choices)}, got {value!r}")
+        check_range(f"--{field.name}", value, flag.minimum, flag.maximum, flag.exclusive_max, flag.exclusive_min)
+
+
+def config_from(config_class: type[T], args: argparse.Namespace, **overrides: Any) -> T:
+    """``config_class`` from the parsed flags (a field without a flag keeps its default), checked."""
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if hasattr(args, f.name)}
+    values.update(overrides)
+    config = config_class(**values)
+    check_fields(config)
+    return config
+
+
+def default_of(config_class: type, name: str) -> Any:
+    """The default of ``config_class``'s field ``name`` (for a flag declared by hand)."""
+    return _field_default({f.name: f for f in dataclasses.fields(config_class)}[name])
