@@ -55,8 +55,8 @@ def test_a_float_flag_refuses_nan_and_infinity_in_one_line(module, flag, value, 
 
 
 def test_every_float_flag_is_listed_above():
-    """A float flag added later is checked by the same rule (``cli.add_flag``); this list only keeps the test
-    above covering them all."""
+    """A float flag added later is checked by the same rule (``flag_parser.Parser.add_flag``); this list only
+    keeps the test above covering them all."""
     from pipelines.evaluate import options as evaluate_options
     from pipelines.infer import options as infer_options
     from pipelines.preprocess import job as preprocess
