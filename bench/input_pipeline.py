@@ -26,6 +26,7 @@ import tensorflow as tf  # noqa: E402
 
 from schemas import features  # noqa: E402
 from trainer import data  # noqa: E402
+from trainer.data_dir import load_dataset_info  # noqa: E402
 
 
 def seeds_dataset(image_paths, mask_paths, size, batch_size):
@@ -88,7 +89,7 @@ def main() -> None:
             check=True,
             stdout=subprocess.DEVNULL,
         )
-    info = data.load_dataset_info(dst)
+    info = load_dataset_info(dst)
     ids = [
         features.parse_example(r)[features.IMAGE_FILENAME].numpy().decode()
         for r in tf.data.TFRecordDataset(info.shards["train"], "GZIP")

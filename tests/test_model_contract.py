@@ -105,7 +105,8 @@ def test_trainer_export_writes_exactly_what_infer_reads(tmp_path):
 
     from pipelines.infer.model import SegflowModel, read_model_info
     from schemas.metadata import DatasetMetadata
-    from trainer import data, export
+    from trainer import export
+    from trainer.data_dir import DatasetInfo
 
     meta = DatasetMetadata(
         dataset="pet",
@@ -124,9 +125,7 @@ def test_trainer_export_writes_exactly_what_infer_reads(tmp_path):
     images = keras.Input((32, 48, 3), dtype="uint8")
     logits = keras.layers.Conv2D(3, 1)(keras.layers.Lambda(lambda x: tf.cast(x, tf.float32) / 255.0)(images))
     export_dir = str(tmp_path / "model")
-    export.export_model(
-        keras.Model(images, logits), data.DatasetInfo(str(tmp_path), meta, {}, None), export_dir, "tiny"
-    )
+    export.export_model(keras.Model(images, logits), DatasetInfo(str(tmp_path), meta, {}, None), export_dir, "tiny")
 
     written = ModelInfo.from_json((tmp_path / "model" / MODEL_INFO_FILE).read_text())
     assert written == _info() == read_model_info(export_dir)

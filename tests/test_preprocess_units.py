@@ -209,14 +209,14 @@ def test_median_frequency_weights_of_no_pixels_are_one_rule_for_preprocess_and_t
     """No labelled pixel at all: every weight 1.0 (unweighted) in metadata.json and in the trainer alike; all-zero
     weights would make a weighted loss 0/0."""
     from schemas.class_balance import class_balance
-    from trainer import data as trainer_data
+    from trainer.data_dir import median_frequency_weights
 
     freq, weights = class_balance([0, 0, 0])
     assert freq == [0.0, 0.0, 0.0] and weights == [1.0, 1.0, 1.0]
-    assert trainer_data.median_frequency_weights(np.zeros(3, np.int64)) == weights
+    assert median_frequency_weights(np.zeros(3, np.int64)) == weights
     assert stats.dataset_stats([1.0] * 3, [1.0] * 3, [0, 0, 0]).class_weights == weights
     assert stats.dataset_stats([1.0] * 3, [1.0] * 3, [10, 30, 60]).class_weights == pytest.approx(
-        trainer_data.median_frequency_weights(np.array([10, 30, 60]))
+        median_frequency_weights(np.array([10, 30, 60]))
     )
 
 

@@ -17,12 +17,12 @@ def test_the_shard_name_rule_is_pinned():
 @pytest.mark.parametrize("split", records.SPLITS)
 def test_preprocess_writes_what_the_trainer_lists(split, tmp_path):
     from pipelines.preprocess import shards
-    from trainer import data
+    from trainer import data_dir
 
     name = shards.shard_path(str(tmp_path), split, 1, 2).rsplit("/", 1)[-1]
     (tmp_path / name).write_bytes(b"x")
     (tmp_path / f"{split}-00001-of-00002.tfrecord").write_bytes(b"")  # not a shard
-    assert data.list_shards(str(tmp_path)) == {name: 1}
+    assert data_dir.list_shards(str(tmp_path)) == {name: 1}
     assert shards.is_shard_name(name)
 
 

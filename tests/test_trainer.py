@@ -19,6 +19,7 @@ import tf_keras as keras
 
 from tests.fixtures.model import TINY_UNET, save_random_notop, train_tiny
 from trainer import data, export, losses, models, normalization, task
+from trainer.data_dir import load_dataset_info
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -53,7 +54,7 @@ def _cmd(data_dir, job_dir, *extra) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ input pipeline
 def test_pipeline_is_seeded_and_resume_skips_exactly(pet_records_dir):
-    info = data.load_dataset_info(str(pet_records_dir))
+    info = load_dataset_info(str(pet_records_dir))
     kw = dict(training=True, seed=3, augment_images=True, deterministic=True, shuffle_buffer=64)
     stream = [b for b in data.make_dataset(info, "train", 4, **kw).take(5)]
     again = [b for b in data.make_dataset(info, "train", 4, **kw).take(5)]
@@ -75,7 +76,7 @@ def test_pipeline_is_seeded_and_resume_skips_exactly(pet_records_dir):
 
 
 def test_eval_pipeline_pads_each_worker_to_the_same_steps(pet_records_dir):
-    info = data.load_dataset_info(str(pet_records_dir))
+    info = load_dataset_info(str(pet_records_dir))
     n = info.count("train")
     steps = data.eval_steps(info, "train", 4)
     labelled = 0
@@ -92,7 +93,7 @@ def test_eval_pipeline_pads_each_worker_to_the_same_steps(pet_records_dir):
 # ------------------------------------------------------------------------------------------------ learning
 @pytest.mark.slow
 def test_overfitting_one_batch_makes_the_loss_fall(pet_records_dir):
-    info = data.load_dataset_info(str(pet_records_dir))
+    info = load_dataset_info(str(pet_records_dir))
     images, labels = next(iter(data.make_dataset(info, "train", 4, training=True, seed=0)))
     keras.utils.set_random_seed(0)
     network = models.build_model("unet", (32, 32, 3), info.num_classes, base_filters=8, depth=2)
@@ -107,7 +108,7 @@ def test_overfitting_one_batch_makes_the_loss_fall(pet_records_dir):
 # ------------------------------------------------------------------------------------------------- export
 def test_export_parity_raw_bytes_vs_training_graph(pet_job_dir, pet_records_dir):
     """Ids the SavedModel computes from a record's raw image bytes == the training graph's on that record."""
-    info = data.load_dataset_info(str(pet_records_dir))
+    info = load_dataset_info(str(pet_records_dir))
     network = models.build_model(
         "unet", (32, 32, 3), 3, base_filters=TINY_UNET["base_filters"], depth=TINY_UNET["depth"]
     )
@@ -146,7 +147,7 @@ def test_export_parity_raw_bytes_vs_training_graph(pet_job_dir, pet_records_dir)
 def test_export_parity_for_each_model_and_input_convention(name, kw, convention, pet_records_dir, tmp_path):
     """The same parity for every network behind every input convention it can have: the pretrained encoders'
     own (in the model, so the export takes raw bytes) and the tft graph (from scratch)."""
-    info = data.load_dataset_info(str(pet_records_dir))
+    info = load_dataset_info(str(pet_records_dir))
     keras.utils.set_random_seed(1)
     network = models.build_model(name, (32, 32, 3), 3, **kw)
     model = normalization.with_input_convention(network, convention, info.transform_root, (32, 32, 3))
@@ -353,7 +354,7 @@ def test_export_best_exports_the_best_epoch_not_the_last(pet_records_dir, tmp_pa
     best_value = tf.train.load_checkpoint(best_prefix).get_tensor("best_value/.ATTRIBUTES/VARIABLE_VALUE")
     assert abs(metrics["miou"] - best_value) < 1e-6  # the figures are the exported (best) model's
 
-    info = data.load_dataset_info(str(pet_records_dir))
+    info = load_dataset_info(str(pet_records_dir))
     raw = [r.numpy() for r in tf.data.TFRecordDataset(info.shards["val"] + info.shards["test"], "GZIP")]
     images = tf.stack([data.decode_record(tf.constant(r), info.image_size, 255)[0] for r in raw])
     served = tf.saved_model.load(str(job / "model")).signatures["predict_resized"](images=images)["probabilities"]

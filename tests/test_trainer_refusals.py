@@ -15,8 +15,9 @@ import pytest
 import tensorflow as tf
 
 from tests.fixtures.model import train_tiny
-from trainer import data, task
+from trainer import task
 from trainer.config import UsageError
+from trainer.data_dir import DataError, load_dataset_info
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # TensorFlow's native start-up lines (absl/C++ logging: "I0000 00:00:..." and its banner), printed before any
@@ -119,28 +120,28 @@ def _mix(dst: pathlib.Path, case: str) -> str:
 def test_shards_that_do_not_match_metadata_are_refused(pet_records_dir, tmp_path, case):
     dst = _copy_dst(pet_records_dir, tmp_path / "dst")
     name = _mix(dst, case)
-    with pytest.raises(data.DataError) as e:
-        data.load_dataset_info(str(dst))
+    with pytest.raises(DataError) as e:
+        load_dataset_info(str(dst))
     message = str(e.value)
     assert "\n" not in message and name in message and "rerun" in message and "preprocess" in message
 
 
 def test_metadata_without_a_manifest_or_with_other_counts_is_refused(pet_records_dir, tmp_path):
     dst = _copy_dst(pet_records_dir, tmp_path / "dst")
-    info = data.load_dataset_info(str(dst))
+    info = load_dataset_info(str(dst))
     manifest = _meta(dst)["shards"]
     # Record counts come from the manifest, the list of the files actually checked.
     assert info.count("train") == sum(v["records"] for k, v in manifest.items() if k.startswith("train-")) > 0
     meta = _meta(dst)
     meta["counts"]["train"] += 1
     _write_meta(dst, meta)
-    with pytest.raises(data.DataError, match="counts 19 train records but its shards hold 18"):
-        data.load_dataset_info(str(dst))
+    with pytest.raises(DataError, match="counts 19 train records but its shards hold 18"):
+        load_dataset_info(str(dst))
     meta["counts"]["train"] -= 1
     meta["shards"] = {}  # metadata.json of an older segflow
     _write_meta(dst, meta)
-    with pytest.raises(data.DataError, match="lists no shard files .*rerun python -m pipelines.preprocess"):
-        data.load_dataset_info(str(dst))
+    with pytest.raises(DataError, match="lists no shard files .*rerun python -m pipelines.preprocess"):
+        load_dataset_info(str(dst))
 
 
 @pytest.mark.slow
@@ -162,7 +163,7 @@ def test_data_dir_and_job_dir_with_glob_characters_are_literal(pet_records_dir, 
     # What "d[1]" matches as a glob: shards to be read instead of d[1]'s, no transform_fn/ (TensorFlow finds a
     # SavedModel's variables through a glob too: reading d[1]/transform_fn must not need d1/transform_fn).
     decoy_data = shutil.copytree(pet_records_dir, tmp_path / "d1", ignore=shutil.ignore_patterns("transform*"))
-    assert [p for p in data.load_dataset_info(str(dst)).shards["train"] if not p.startswith(str(dst) + "/")] == []
+    assert [p for p in load_dataset_info(str(dst)).shards["train"] if not p.startswith(str(dst) + "/")] == []
     decoy = tmp_path / "job1" / "checkpoints"  # another job's checkpoints, which "job[1]" matches as a glob
     decoy.mkdir(parents=True)
     for n in (1, 2, 3):
@@ -212,8 +213,8 @@ def test_dst_whose_train_records_gave_no_statistics_is_refused(pet_records_dir, 
     meta["stats"], meta["stats_absent_reason"] = None, "no labelled train pixels"
     _write_meta(dst, meta)
     shutil.rmtree(dst / "transform_fn")
-    with pytest.raises(data.DataError, match=r"no statistics from its train records \(no labelled train pixels\)"):
-        data.load_dataset_info(str(dst))
+    with pytest.raises(DataError, match=r"no statistics from its train records \(no labelled train pixels\)"):
+        load_dataset_info(str(dst))
 
 
 # ------------------------------------------------------------ item 12: a damaged shard, another dataset

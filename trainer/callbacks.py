@@ -38,7 +38,7 @@ import tf_keras as keras
 
 from pipelines.shared import private_apis
 from pipelines.shared.tf_paths import TF_GLOB_CHARS
-from trainer.data import DataError
+from trainer.data_dir import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -17,7 +17,7 @@ import tf_keras as keras
 from pipelines.shared import imaging
 from pipelines.shared.tf_paths import join as join_path
 from schemas import model_contract as contract
-from trainer import data as data_lib
+from trainer import data_dir
 
 logger = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class SegmentationServer(tf.Module):
         return {"class_ids": ids, "probabilities": prob, "height": pre["height"], "width": pre["width"]}
 
 
-def model_info(info: data_lib.DatasetInfo, model_name: str) -> contract.ModelInfo:
+def model_info(info: data_dir.DatasetInfo, model_name: str) -> contract.ModelInfo:
     """What ``segflow_model.json`` holds: label facts copied from metadata.json, plus the network name."""
     meta = info.metadata
     return contract.ModelInfo(
@@ -125,7 +125,7 @@ def model_info(info: data_lib.DatasetInfo, model_name: str) -> contract.ModelInf
 
 def export_model(
     model: keras.Model,
-    info: data_lib.DatasetInfo,
+    info: data_dir.DatasetInfo,
     export_dir: str,
     model_name: str,
     info_path: Optional[str] = None,

@@ -23,7 +23,7 @@ class TrainingJob:
     """What the steps of ``run`` hand each other: the data, the distribution and the model being trained."""
 
     config: TrainConfig
-    info: object  # trainer.data.DatasetInfo
+    info: object  # trainer.data_dir.DatasetInfo
     steps_per_epoch: int
     strategy: object = None
     chief: bool = True
@@ -55,11 +55,11 @@ class TrainingJob:
 def prepare(config: TrainConfig) -> TrainingJob:
     """Checks the data, the --job_dir and the flags against them, sets up the strategy, seeds and precision."""
     config.validate()
-    from trainer import data as data_lib
+    from trainer import data_dir
 
     # Refuse bad data and an unresumable --job_dir first (file reads only, no TensorFlow ops): one line, before
     # anything else is logged.
-    info = data_lib.read_dataset(config.data_dir)
+    info = data_dir.read_dataset(config.data_dir)
     steps_per_epoch = config.steps_per_epoch or max(1, info.count("train") // config.batch_size)
     from trainer import distribution
 
@@ -76,7 +76,7 @@ def prepare(config: TrainConfig) -> TrainingJob:
 
 
 def _prepare_job(config: TrainConfig, info, steps_per_epoch: int, claim: Optional[ownership.Claim]) -> TrainingJob:
-    from trainer import data as data_lib
+    from trainer import data as data_lib, data_dir
 
     found = job_folder.check_resumable(config, info, steps_per_epoch)
     # The strategy next: multi-worker collectives must be configured before TensorFlow runs any op.
@@ -98,7 +98,7 @@ def _prepare_job(config: TrainConfig, info, steps_per_epoch: int, claim: Optiona
         resume_from=found,
         claim=claim,
     )
-    job.info = info = data_lib.load_dataset_info(config.data_dir)
+    job.info = info = data_dir.load_dataset_info(config.data_dir)
     try:
         models.check_input_size(config.model, info.image_size, config.depth)
     except ValueError as e:
@@ -109,7 +109,7 @@ def _prepare_job(config: TrainConfig, info, steps_per_epoch: int, claim: Optiona
         )
     job.class_weights = config.parse_class_weights(info.num_classes)
     if config.class_weights == "auto":
-        job.class_weights = data_lib.median_frequency_weights(data_lib.class_pixel_counts(info))
+        job.class_weights = data_dir.median_frequency_weights(data_dir.class_pixel_counts(info))
         logger.info("class weights (median frequency): %s", [round(x, 3) for x in job.class_weights])
     job.eval_split = config.eval_split if info.shards.get(config.eval_split) else "train"
     if job.eval_split != config.eval_split:

@@ -264,16 +264,16 @@ def _figure(value: Optional[float]) -> str:
 
 def _data_loss(info, splits: list[str], error: Exception) -> Exception:
     """A ``DataError`` naming the shard behind a ``DataLossError`` (which names none), found by reading each."""
-    from trainer import data as data_lib
+    from trainer import data_dir
 
-    found = data_lib.find_corrupt_shard(info, splits)
+    found = data_dir.find_corrupt_shard(info, splits)
     if found:
         path, why = found
-        return data_lib.DataError(
+        return data_dir.DataError(
             f"shard {path} is damaged ({why}): rerun python -m pipelines.preprocess "
             f"into {info.data_dir} (or into a fresh --output_dir)"
         )
-    return data_lib.DataError(
-        f"reading the records in {info.data_dir} failed ({data_lib.op_error_line(error)}), "
+    return data_dir.DataError(
+        f"reading the records in {info.data_dir} failed ({data_dir.op_error_line(error)}), "
         f"though every shard reads cleanly now: check the storage and rerun"
     )
