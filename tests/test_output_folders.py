@@ -236,6 +236,7 @@ def test_gcs_lease_of_another_host_is_taken_over_only_once_its_heartbeat_expired
     from google.cloud import storage
 
     from pipelines.shared import ownership
+    from pipelines.shared.lease import LEASE_EXPIRES_S
 
     # A client of its own for this server, handed to ownership directly: this process's environment (which points
     # Beam's client at the suite's main server for every later test) is left as it is.
@@ -251,7 +252,7 @@ def test_gcs_lease_of_another_host_is_taken_over_only_once_its_heartbeat_expired
     lease.upload_from_string(json.dumps(holder))
     with pytest.raises(ownership.OutputFolderRefused, match="pid 1 on another-host"):
         ownership.claim("gs://segflow-lease-test/elsewhere", "infer", "--output_dir")
-    holder["heartbeat"] = time.time() - ownership.LEASE_EXPIRES_S - 1
+    holder["heartbeat"] = time.time() - LEASE_EXPIRES_S - 1
     lease.upload_from_string(json.dumps(holder))
     with ownership.claim("gs://segflow-lease-test/elsewhere", "infer", "--output_dir") as claim:
         assert json.loads(bucket.blob("elsewhere/.segflow/lease").download_as_bytes())["pid"] == os.getpid()

@@ -15,11 +15,8 @@ The rules (``claim``):
   output of the previous release, recognised by ``adopt``); evaluate, which writes one named file and deletes
   nothing, may write into any folder, but never replaces a file of that name it did not write. Any other
   non-empty folder is refused in one line (``OutputFolderRefused``, exit 2) before anything in it is touched.
-- One writer: the lease is taken for the whole run. Locally it is an exclusive ``flock`` on ``.segflow/lease``,
-  which the kernel drops when its holder dies however it dies, so a dead holder's lease is simply taken over (with
-  one log line). On ``gs://`` it is an object created only if absent (``ifGenerationMatch=0``) that its holder
-  refreshes every ``HEARTBEAT_S``; one that names a dead process of this host, or whose heartbeat is older than
-  ``LEASE_EXPIRES_S``, is taken over by a conditional overwrite (one winner).
+- One writer: the lease (``pipelines.shared.lease``: a ``flock`` locally, a generation-matched object with a
+  heartbeat on ``gs://``) is taken for the whole run; a dead holder's lease is taken over, a live one refuses.
 - Publication: locally a run writes into its staging folder and ``Claim.publish`` moves every file into place
   (``os.replace``), deletes the previous run's files that the new run did not write (by the record), then puts the
   completion markers (``metadata.json`` ...) in place last. Until then readers see the previous complete output;
@@ -35,12 +32,10 @@ import json
 import logging
 import math
 import os
-import socket
-import threading
-import time
 import uuid
 from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
 
+from pipelines.shared.lease import GcsLease, Lease, LeaseHeld, LocalLease
 from schemas.errors import UsageError
 
 if TYPE_CHECKING:  # google-cloud-storage is imported only where gs:// is written
@@ -49,7 +44,7 @@ if TYPE_CHECKING:  # google-cloud-storage is imported only where gs:// is writte
 _LOG = logging.getLogger("segflow.ownership")
 
 RECORD_DIR = ".segflow"
-LEASE_NAME = "lease"
+LEASE_FILE = f"{RECORD_DIR}/lease"  # who writes the folder now (pipelines.shared.lease)
 STAGING_PREFIX = "run-"
 PENDING = "pending"
 RECORD_FORMAT = 1
@@ -58,8 +53,6 @@ KINDS = ("preprocess", "trainer", "infer", "evaluate")
 # scores by default (infer's OUT, or a folder of another tool's masks), so it may write into any folder. Its record
 # there lists only its own files, and it refuses to replace a file of that name that it did not write.
 WRITES_BESIDE_OTHERS = frozenset({"evaluate"})
-HEARTBEAT_S = 30.0
-LEASE_EXPIRES_S = 300.0
 # How long one Cloud Storage request of this module (lease, owner record) may keep retrying transient errors
 # before it fails the run; unset, google-cloud-storage's own default (120 s). docs/cloud.md.
 STORAGE_RETRY_DEADLINE_ENV = "SEGFLOW_STORAGE_RETRY_DEADLINE_S"
@@ -302,155 +295,6 @@ def owners(where: Folder) -> list[str]:
     return [kind for kind in KINDS if where.is_file(record_name(kind))]
 
 
-# ------------------------------------------------------------------------------------------------ leases
-def _holder(kind: str) -> dict:
-    return {
-        "host": socket.gethostname(),
-        "pid": os.getpid(),
-        "kind": kind,
-        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "heartbeat": time.time(),
-        "token": uuid.uuid4().hex,
-    }
-
-
-def describe_holder(doc: Optional[dict]) -> str:
-    if not doc:
-        return "another segflow command"
-    return (
-        f"segflow {doc.get('kind', '?')} (pid {doc.get('pid', '?')} on {doc.get('host', '?')}, "
-        f"since {doc.get('started', '?')})"
-    )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-class _LocalLease:
-    """An exclusive ``flock`` on ``.segflow/lease`` for as long as the run holds it."""
-
-    def __init__(self, where: _LocalFolder, kind: str):
-        import fcntl
-
-        path = where.full(f"{RECORD_DIR}/{LEASE_NAME}")
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            previous = _parse(os.pread(fd, 4096, 0))
-            os.close(fd)
-            raise OutputFolderRefused(
-                f"{where.path} is being written by {describe_holder(previous)}; wait for it to end, or write "
-                "another folder"
-            ) from None
-        previous = _parse(os.pread(fd, 4096, 0))
-        if previous:  # a holder that released cleanly empties the file: this one ended without doing so
-            _LOG.warning("taking over the lease on %s from %s, which has ended", where.path, describe_holder(previous))
-        self.holder = _holder(kind)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(self.holder).encode("utf-8"), 0)
-        self._fd: Optional[int] = fd
-
-    def release(self) -> None:
-        if self._fd is None:
-            return
-        try:
-            os.ftruncate(self._fd, 0)
-        except OSError:
-            pass
-        os.close(self._fd)  # closing drops the flock
-        self._fd = None
-
-
-def _parse(data: Optional[bytes]) -> Optional[dict]:
-    try:
-        doc = json.loads(data) if data else None
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) else None
-
-
-class _GcsLease:
-    """``.segflow/lease`` as an object created only if absent; its holder rewrites it every ``HEARTBEAT_S``
-    (conditionally on its own generation), and deletes it at the end."""
-
-    def __init__(self, where: _GcsFolder, kind: str):
-        from google.api_core.exceptions import NotFound, PreconditionFailed
-
-        self._where = where
-        self._blob_name = where._name(f"{RECORD_DIR}/{LEASE_NAME}")
-        self.holder = _holder(kind)
-        blob = where.bucket.blob(self._blob_name)
-        try:
-            blob.upload_from_string(json.dumps(self.holder), if_generation_match=0, retry=where.retry)
-        except PreconditionFailed:
-            current = where.bucket.get_blob(self._blob_name, retry=where.retry)
-            doc = _parse(current.download_as_bytes(retry=where.retry)) if current is not None else None
-            if current is None or not _lease_gone(doc):
-                raise OutputFolderRefused(
-                    f"{where.path} is being written by {describe_holder(doc)}; wait for it to end, or write "
-                    "another folder"
-                ) from None
-            try:  # one of the processes that found it dead wins this conditional overwrite
-                blob.upload_from_string(
-                    json.dumps(self.holder), if_generation_match=current.generation, retry=where.retry
-                )
-            except (PreconditionFailed, NotFound):
-                raise OutputFolderRefused(
-                    f"{where.path} is being taken over by another segflow command; wait for it to end, or write "
-                    "another folder"
-                ) from None
-            _LOG.warning("taking over the lease on %s from %s, which has ended", where.path, describe_holder(doc))
-        self._generation = blob.generation
-        self._stop = threading.Event()
-        self._beat = threading.Thread(target=self._heartbeat, name="segflow-lease", daemon=True)
-        self._beat.start()
-
-    def _heartbeat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            self.holder["heartbeat"] = time.time()
-            blob = self._where.bucket.blob(self._blob_name)
-            try:
-                blob.upload_from_string(
-                    json.dumps(self.holder), if_generation_match=self._generation, retry=self._where.retry
-                )
-                self._generation = blob.generation
-            except Exception as e:  # noqa: BLE001 - a missed beat is retried; the lease only expires after many
-                _LOG.warning("could not refresh the lease on %s: %s", self._where.path, e)
-
-    def release(self) -> None:
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        try:
-            self._where.bucket.blob(self._blob_name).delete(
-                if_generation_match=self._generation, retry=self._where.retry
-            )
-        except Exception as e:  # noqa: BLE001 - a lease left behind expires, or names a dead pid of this host
-            _LOG.warning("could not release the lease on %s: %s", self._where.path, e)
-
-
-def _lease_gone(doc: Optional[dict]) -> bool:
-    """True when the lease ``doc`` names a holder that has ended: a dead process of this host, or a heartbeat
-    older than ``LEASE_EXPIRES_S`` (a damaged lease counts as expired)."""
-    if not doc:
-        return True
-    if doc.get("host") == socket.gethostname() and isinstance(doc.get("pid"), int):
-        return not _pid_alive(doc["pid"])
-    try:
-        return time.time() - float(doc.get("heartbeat", 0)) > LEASE_EXPIRES_S
-    except (TypeError, ValueError):
-        return True
-
-
 # ------------------------------------------------------------------------------------------------ claims
 @dataclasses.dataclass
 class Claim:
@@ -465,7 +309,7 @@ class Claim:
     previous: set
     staging: str
     staged: bool
-    _lease: object
+    _lease: Lease
     created: bool = False
     published: bool = False
     markers: tuple = ()
@@ -636,14 +480,7 @@ def claim(
                     "write)"
                 )
             previous = set()
-    if isinstance(where, _LocalFolder):
-        try:
-            os.makedirs(where.path, exist_ok=True)
-            lease: object = _LocalLease(where, kind)
-        except OSError as e:  # the folder the user named is what cannot be written, not segflow's records in it
-            raise OSError(e.errno, e.strerror, where.path) from None
-    else:
-        lease = _GcsLease(where, kind)  # type: ignore[arg-type]
+    lease = _take_lease(where, kind)
     try:
         if previous is None:
             previous = set()
@@ -651,7 +488,7 @@ def claim(
         # kind's from the first moment: an interrupted first run still leaves a folder its rerun may write.
         write_record(where, kind, previous)
         staged = staged and isinstance(where, _LocalFolder)
-        token = lease.holder["token"]  # type: ignore[attr-defined]
+        token = lease.holder["token"]
         if staged:
             _clear_stale_staging(where)
             staging = where.full(f"{RECORD_DIR}/{STAGING_PREFIX}{token}")
@@ -664,8 +501,23 @@ def claim(
                     where.delete(rel)
         return Claim(where, kind, previous, staging, staged, lease, created=not existed, markers=tuple(markers))
     except BaseException:
-        lease.release()  # type: ignore[attr-defined]
+        lease.release()
         raise
+
+
+def _take_lease(where: Folder, kind: str) -> Lease:
+    """The lease on ``where`` for a run of ``kind``, or ``OutputFolderRefused`` naming the command that holds it."""
+    try:
+        if isinstance(where, _LocalFolder):
+            try:
+                os.makedirs(where.path, exist_ok=True)
+                return LocalLease(where.full(LEASE_FILE), where.path, kind)
+            except OSError as e:  # the folder the user named is what cannot be written, not segflow's records in it
+                raise OSError(e.errno, e.strerror, where.path) from None
+        assert isinstance(where, _GcsFolder)
+        return GcsLease(where, where._name(LEASE_FILE), kind)
+    except LeaseHeld as e:  # one refusal for every reason a folder cannot be claimed
+        raise OutputFolderRefused(str(e)) from None
 
 
 def _clear_stale_staging(where: _LocalFolder) -> None:
