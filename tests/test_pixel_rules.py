@@ -1,9 +1,10 @@
 """Pixels: one conversion rule and EXIF orientation on both decode paths, impossible mask values,
 deterministic dead-letter reasons.
 
-Preprocess decodes with PIL (``pipelines.common.decode.decode_rgb``), the exported SavedModel with TF ops
-(``pipelines.shared.imaging.decode_image_for_model`` / ``decode_image_bytes``); every case below writes a file and runs
-both decoders on the same bytes.
+The rules are ``pipelines.shared.pixel_rules``; they run on two paths, side by side: preprocess decodes with PIL
+(``pipelines.common.decode.decode_rgb``, on ``pipelines.shared.pixels_host``), the exported SavedModel with TF ops
+(``pipelines.shared.pixels_graph.decode_image_for_model`` / ``decode_image_bytes``); every case below writes a file
+and runs both paths on the same bytes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from PIL import Image, ImageOps
 
 from pipelines.common.decode import DecodeError, decode_rgb
-from pipelines.shared import imaging
+from pipelines.shared import pixels_graph, pixels_host
 from pipelines.tools import synthetic
 from schemas import labels
 
@@ -163,9 +164,9 @@ def _served(data: bytes, size=None) -> tuple[np.ndarray, tuple[int, int]]:
     if size not in _GRAPHS:
         spec = [tf.TensorSpec([], tf.string)]
         _GRAPHS[size] = tf.function(
-            imaging.decode_image_bytes
+            pixels_graph.decode_image_bytes
             if size is None
-            else (lambda encoded: imaging.decode_image_for_model(encoded, size)),
+            else (lambda encoded: pixels_graph.decode_image_for_model(encoded, size)),
             input_signature=spec,
         )
     if size is None:
@@ -252,8 +253,8 @@ def test_sixteen_bit_grey_and_rgba_reach_the_model_as_in_records(pet_job_dir):
         _without_adobe_marker(_save(Image.fromarray(_smooth(rng, 40, 50, 4), "CMYK"), "JPEG")),
     ):
         decoded, full_hw = decode_rgb(data, size)
-        record_image = imaging.resize_image_host(decoded, size, "stretch", content_hw=full_hw)
-        graph_image = imaging.resize_image(*_served(data, size)[:1], size, "stretch", content_hw=full_hw).numpy()
+        record_image = pixels_host.resize_image_host(decoded, size, "stretch", content_hw=full_hw)
+        graph_image = pixels_graph.resize_image(*_served(data, size)[:1], size, "stretch", content_hw=full_hw).numpy()
         served, height, width = model.preprocess(data)
         assert (height, width) == full_hw
         for image in (graph_image, served):
@@ -288,7 +289,9 @@ def test_exif_orientation_is_applied_on_both_paths_for_all_eight():
             assert drafted.shape[:2] == ((40, 24) if swapped else (48, 80)), (orientation, drafted.shape)
             np.testing.assert_array_equal(served_draft, drafted, err_msg=str((orientation, order)))
             assert (
-                imaging.exif_orientation_host(data) == int(imaging.exif_orientation(tf.constant(data))) == orientation
+                pixels_host.exif_orientation_host(data)
+                == int(pixels_graph.exif_orientation(tf.constant(data)))
+                == orientation
             )
 
 
@@ -330,10 +333,10 @@ def test_exif_parsing_agrees_on_odd_files():
             1,
         ),
     }
-    graph = tf.function(imaging.exif_orientation, input_signature=[tf.TensorSpec([], tf.string)])
+    graph = tf.function(pixels_graph.exif_orientation, input_signature=[tf.TensorSpec([], tf.string)])
     for name, (data, want) in cases.items():
-        assert imaging.exif_orientation_host(data) == want, name
-        assert int(imaging.exif_orientation(tf.constant(data))) == want, name
+        assert pixels_host.exif_orientation_host(data) == want, name
+        assert int(pixels_graph.exif_orientation(tf.constant(data))) == want, name
         assert int(graph(tf.constant(data))) == want, name
 
 
@@ -429,7 +432,7 @@ def test_served_model_reports_the_displayed_size(pet_job_dir):
     assert (height, width) == (64, 48)
     decoded, full_hw = decode_rgb(data, (32, 32))
     assert full_hw == (64, 48)
-    assert np.abs(image.astype(int) - imaging.resize_image_host(decoded, (32, 32), content_hw=full_hw)).max() <= 1
+    assert np.abs(image.astype(int) - pixels_host.resize_image_host(decoded, (32, 32), content_hw=full_hw)).max() <= 1
     assert image[:16, :16].mean() > 150 and image[24:, 24:].mean() < 60  # pet top-left, as displayed
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 
 from pipelines.common.deadletter import read_dead_letters
 from pipelines.datasets.base import split_from_hash
-from pipelines.shared import imaging
+from pipelines.shared import pixel_rules, pixels_graph
 from pipelines.tools import synthetic
 from schemas import features, labels
 from schemas.metadata import DatasetMetadata
@@ -147,7 +147,7 @@ def test_cityscapes_records(cityscapes_records_dir, cityscapes_raw_dir):
             name = r["image/filename"].decode()
             city = name.split("_")[0]
             raw = np.asarray(Image.open(cityscapes_raw_dir / "gtFine" / split / city / f"{name}_gtFine_labelIds.png"))
-            expected = imaging.resize_mask(tf.constant(lut[raw]), (32, 64)).numpy()
+            expected = pixels_graph.resize_mask(tf.constant(lut[raw]), (32, 64)).numpy()
             np.testing.assert_array_equal(_mask(r), expected)  # labelIds → trainIds, nearest, exactly
             instances = tf.io.decode_png(r["image/segmentation/instance/encoded"], dtype=tf.uint16).numpy()
             assert instances.shape == (32, 64, 1) and instances.max() >= 24000  # person/car ids kept, 16-bit
@@ -162,8 +162,8 @@ def test_resize_never_invents_labels():
     values = np.array([0, 1, 2, 7, 18, 255], np.uint8)
     mask = values[rng.integers(0, len(values), size=(37, 53))]
     for size in ((16, 16), (32, 64), (100, 80), (37, 53)):
-        for mode in imaging.RESIZE_MODES:
-            out = imaging.resize_mask(tf.constant(mask), size, mode).numpy()
+        for mode in pixel_rules.RESIZE_MODES:
+            out = pixels_graph.resize_mask(tf.constant(mask), size, mode).numpy()
             assert out.shape == size and set(np.unique(out)) <= set(values.tolist())
 
 

@@ -33,9 +33,9 @@ def test_help_and_flag_errors_import_neither_beam_nor_tensorflow():
 
 def test_light_copies_of_schema_constants_agree():
     from pipelines.preprocess import options as preprocess
-    from pipelines.shared import imaging
+    from pipelines.shared import pixel_rules
 
-    assert preprocess.RESIZE_MODES == imaging.RESIZE_MODES
+    assert preprocess.RESIZE_MODES == pixel_rules.RESIZE_MODES
 
 
 _PACKAGE_PROBE = r"""

@@ -81,7 +81,7 @@ def test_record_image_goes_decode_to_encode_as_pil_with_the_array_paths_bytes(fm
     """An RGB original stays a PIL image from decode to encode (no copy through numpy, see
     ``decode.decode_rgb_image``); what it encodes to is byte for byte what the array path gives, and nothing of
     the source file's metadata (an ICC profile, a comment) reaches the record."""
-    from pipelines.shared import imaging
+    from pipelines.shared import pixels_host
 
     extra = {k: (_srgb_profile() if v == "srgb" else v) for k, v in extra.items()}
     data = _encoded(Image.fromarray(RGB), fmt, **extra)
@@ -89,9 +89,9 @@ def test_record_image_goes_decode_to_encode_as_pil_with_the_array_paths_bytes(fm
     assert isinstance(image, Image.Image) and image.mode == "RGB" and image.info == {}
     array, array_full = decode.decode_rgb(data, (24, 30))
     assert full == array_full and np.array_equal(np.asarray(image), array)
-    resized = imaging.resize_image_host(image, (24, 30), mode, content_hw=full)
+    resized = pixels_host.resize_image_host(image, (24, 30), mode, content_hw=full)
     assert isinstance(resized, Image.Image)
-    via_array = imaging.resize_image_host(array, (24, 30), mode, content_hw=full)
+    via_array = pixels_host.resize_image_host(array, (24, 30), mode, content_hw=full)
     assert np.array_equal(np.asarray(resized), via_array)
     encoded = decode.encode_image(resized, record_format)
     assert encoded == decode.encode_image(via_array, record_format)

@@ -85,29 +85,30 @@ def test_image_only_record_decodes_to_ignore_mask():
 def test_host_resize_twins_match_the_serving_graph():
     """Preprocess resizes with PIL/numpy, serving with TF ops: same content box, identical nearest-neighbour
     masks, images within one grey level (rounding), in both resize modes, shrinking and enlarging."""
-    from pipelines.shared import imaging
+    from pipelines.shared import pixel_rules, pixels_graph, pixels_host
 
     rng = np.random.default_rng(0)
     for trial in range(60):
         height, width = (int(v) for v in rng.integers(5, 300, size=2))
         size = tuple(int(v) for v in rng.integers(8, 160, size=2))
-        for mode in imaging.RESIZE_MODES:
-            assert imaging.content_box_host(height, width, size, mode) == tuple(
-                int(v) for v in imaging.content_box(height, width, size, mode)
+        for mode in pixel_rules.RESIZE_MODES:
+            assert pixels_host.content_box_host(height, width, size, mode) == tuple(
+                int(v) for v in pixels_graph.content_box(height, width, size, mode)
             )
             mask = rng.integers(0, 20, size=(height, width)).astype(np.uint8)
             np.testing.assert_array_equal(
-                imaging.resize_mask_host(mask, size, mode), imaging.resize_mask(tf.constant(mask), size, mode).numpy()
+                pixels_host.resize_mask_host(mask, size, mode),
+                pixels_graph.resize_mask(tf.constant(mask), size, mode).numpy(),
             )
             if trial % 6 == 0:  # noise images: the worst case for rounding differences
                 image = rng.integers(0, 256, size=(height, width, 3)).astype(np.uint8)
-                diff = imaging.resize_image_host(image, size, mode).astype(int) - imaging.resize_image(
+                diff = pixels_host.resize_image_host(image, size, mode).astype(int) - pixels_graph.resize_image(
                     image, size, mode
                 ).numpy().astype(int)
                 assert np.abs(diff).max() <= 1, (height, width, size, mode)
     # A draft-decoded image (half size) lands on the full-size image's content box.
     image = rng.integers(0, 256, size=(50, 100, 3)).astype(np.uint8)
-    out = imaging.resize_image_host(image, (64, 64), "pad", content_hw=(100, 200))
+    out = pixels_host.resize_image_host(image, (64, 64), "pad", content_hw=(100, 200))
     assert out.shape == (64, 64, 3) and not out[:16].any() and not out[48:].any()
 
 
@@ -121,7 +122,7 @@ def test_serving_decoder_is_bit_identical_to_the_records_decoder():
     from PIL import Image
 
     from pipelines.common.decode import decode_rgb
-    from pipelines.shared import imaging
+    from pipelines.shared import pixels_graph, pixels_host
 
     rng = np.random.default_rng(1)
     ratios = set()
@@ -146,24 +147,24 @@ def test_serving_decoder_is_bit_identical_to_the_records_decoder():
             image.save(buf, "PNG")
         data = buf.getvalue()
         expected, full_hw = decode_rgb(data, size)
-        decoded, served_h, served_w = imaging.decode_image_for_model(tf.constant(data), size)
+        decoded, served_h, served_w = pixels_graph.decode_image_for_model(tf.constant(data), size)
         assert (int(served_h), int(served_w)) == full_hw == (height, width)
         np.testing.assert_array_equal(decoded.numpy(), expected, err_msg=str((trial, height, width, size)))
         if flavour < 5:
-            ratio = imaging.jpeg_draft_ratio_host(height, width, size)
+            ratio = pixels_host.jpeg_draft_ratio_host(height, width, size)
             assert expected.shape[:2] == (-(-height // ratio), -(-width // ratio))
             ratios.add(ratio)
     assert ratios == {1, 2, 4, 8}  # every decode-time scale was exercised
 
 
 def test_argmax_channels_is_tf_argmax():
-    from pipelines.shared import imaging
+    from pipelines.shared import pixels_graph
 
     rng = np.random.default_rng(2)
     for channels in (1, 2, 3, 19):
         scores = tf.constant(rng.integers(0, 3, size=(7, 9, channels)).astype(np.float32))  # many ties
         np.testing.assert_array_equal(
-            imaging.argmax_channels(scores).numpy(), tf.argmax(scores, axis=-1, output_type=tf.int32).numpy()
+            pixels_graph.argmax_channels(scores).numpy(), tf.argmax(scores, axis=-1, output_type=tf.int32).numpy()
         )
 
 

@@ -171,7 +171,7 @@ def test_served_model_input_is_the_record_image(pet_job_dir, pet_raw_dir):
     from PIL import Image
 
     from pipelines.common.decode import DecodeError, decode_rgb
-    from pipelines.shared import imaging
+    from pipelines.shared import pixels_host
 
     size = (32, 32)
     preprocess = tf.saved_model.load(str(pet_job_dir / "model")).signatures["preprocess"]
@@ -188,7 +188,7 @@ def test_served_model_input_is_the_record_image(pet_job_dir, pet_raw_dir):
             decoded, full_hw = decode_rgb(raw, size)
         except DecodeError:
             continue  # a dead letter in preprocess, and one in inference
-        record_image = imaging.resize_image_host(decoded, size, "stretch", content_hw=full_hw)
+        record_image = pixels_host.resize_image_host(decoded, size, "stretch", content_hw=full_hw)
         served = preprocess(image_bytes=tf.constant(raw))
         assert (int(served["height"]), int(served["width"])) == full_hw, name
         assert np.abs(served["image"].numpy().astype(int) - record_image).max() <= 1, name
@@ -198,7 +198,7 @@ def test_served_model_input_is_the_record_image(pet_job_dir, pet_raw_dir):
     server = export.SegmentationServer(keras.Sequential([keras.layers.Input((32, 32, 3))]), size, "pad", 3)
     raw = files["large_700x90.jpg"]
     decoded, full_hw = decode_rgb(raw, size)
-    record_image = imaging.resize_image_host(decoded, size, "pad", content_hw=full_hw)
+    record_image = pixels_host.resize_image_host(decoded, size, "pad", content_hw=full_hw)
     assert np.abs(server.preprocess(tf.constant(raw))["image"].numpy().astype(int) - record_image).max() <= 1
 
 

@@ -11,13 +11,15 @@ from PIL import Image
 from pipelines.common.label_png import encode_bitmask_png
 from pipelines.infer import upsample
 from pipelines.infer.instances import extract_instances
-from pipelines.shared import imaging
+from pipelines.shared import pixels_graph
 
 
 def graph_postprocess(probabilities, height, width, size, mode):
     """What the exported ``postprocess`` signature computes (trainer.export: restore_size, argmax_channels)."""
-    restored = imaging.restore_size(tf.constant(probabilities), tf.constant(height), tf.constant(width), size, mode)
-    return imaging.argmax_channels(restored).numpy(), restored.numpy()
+    restored = pixels_graph.restore_size(
+        tf.constant(probabilities), tf.constant(height), tf.constant(width), size, mode
+    )
+    return pixels_graph.argmax_channels(restored).numpy(), restored.numpy()
 
 
 def softmax(logits):

@@ -1,9 +1,10 @@
 """``JOB/model``: a SavedModel serving encoded image bytes, with the training graph's own preprocessing.
 
 The signatures, their tensors and ``segflow_model.json`` are ``schemas.model_contract`` (the interface
-``pipelines.infer`` codes against); this module builds them from it. Decoding/resizing is ``pipelines.shared.imaging``
-(as in preprocess); ``predict_resized`` calls the very Keras model that was trained, whose first layer is the
-tensorflow-transform graph from ``DST/transform_fn`` (``trainer.normalization``): no train/serve skew.
+``pipelines.infer`` codes against); this module builds them from it. Decoding/resizing is
+``pipelines.shared.pixels_graph`` (the graph twin of preprocess's); ``predict_resized`` calls the very Keras model that
+was trained, whose first layer is the tensorflow-transform graph from ``DST/transform_fn``
+(``trainer.normalization``): no train/serve skew.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Optional, Sequence
 import tensorflow as tf
 import tf_keras as keras
 
-from pipelines.shared import imaging
+from pipelines.shared import pixels_graph
 from pipelines.shared.tf_paths import join as join_path
 from schemas import model_contract as contract
 from trainer import data_dir
@@ -67,8 +68,8 @@ class SegmentationServer(tf.Module):
     def _preprocess(self, image_bytes):
         # Decoded as preprocess decoded the training files (JPEGs downscaled while decoding, PIL's IDCT), then
         # resized with the records' geometry: the pixels the network was trained on.
-        image, height, width = imaging.decode_image_for_model(image_bytes, self._size)
-        resized = imaging.resize_image(image, self._size, self._mode, content_hw=(height, width))
+        image, height, width = pixels_graph.decode_image_for_model(image_bytes, self._size)
+        resized = pixels_graph.resize_image(image, self._size, self._mode, content_hw=(height, width))
         return {"image": resized, "height": height, "width": width}
 
     def _predict_resized(self, images):
@@ -76,8 +77,8 @@ class SegmentationServer(tf.Module):
         return {"probabilities": tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)}
 
     def _postprocess(self, probabilities, height, width):
-        restored = imaging.restore_size(probabilities, height, width, self._size, self._mode)
-        return {"class_ids": imaging.argmax_channels(restored), "probabilities": restored}
+        restored = pixels_graph.restore_size(probabilities, height, width, self._size, self._mode)
+        return {"class_ids": pixels_graph.argmax_channels(restored), "probabilities": restored}
 
     def _serve(self, image_bytes):
         c = self._num_classes

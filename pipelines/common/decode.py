@@ -2,8 +2,8 @@
 
 Files are decoded by what their bytes are, never by their extension: the real Oxford-IIIT Pet archive has PNG
 (RGBA) and GIF (palette) images named ``.jpg``, grayscale and CMYK JPEGs, truncated JPEGs and ``.mat`` files
-among the images. Every mode becomes 8-bit RGB by the one pixel conversion rule of ``pipelines.shared.imaging`` (16-bit
-samples keep their high byte, alpha is composited on black with ``(c * a + 127) // 255``, CMYK by libjpeg's
+among the images. Every mode becomes 8-bit RGB by the one pixel conversion rule of ``pipelines.shared.pixel_rules``
+(16-bit samples keep their high byte, alpha is composited on black with ``(c * a + 127) // 255``, CMYK by libjpeg's
 rule, JPEG EXIF orientation applied), which the serving graph's TF decoder follows pixel for pixel; anything PIL
 cannot fully decode raises ``DecodeError`` with a one-line reason that ends up in the dead letter. Reasons never
 carry object addresses (PIL names the ``BytesIO`` it was given), so dead letters are byte-identical across runs.
@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image, ImageFile
 
 from pipelines.common.label_png import encode_label_png
-from pipelines.shared import imaging
+from pipelines.shared import pixels_host
 
 # PIL must never silently pad a truncated file with grey: a truncated image is a dead letter.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
@@ -83,16 +83,17 @@ def _has_alpha(image: Image.Image) -> bool:
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
-    """A loaded PIL image → uint8 RGB ``[h, w, 3]`` by the rule in ``pipelines.shared.imaging`` (orientation aside)."""
+    """A loaded PIL image → uint8 RGB ``[h, w, 3]`` by the rule of ``pipelines.shared.pixel_rules`` (orientation
+    aside)."""
     if image.mode == "CMYK":
-        return imaging.cmyk_to_rgb_host(np.asarray(image), adobe="adobe" in image.info)
+        return pixels_host.cmyk_to_rgb_host(np.asarray(image), adobe="adobe" in image.info)
     if image.mode.startswith("I;16") or image.mode == "I":
         # Pillow clips 16-bit grey to 255 when converting; the rule keeps the high byte instead.
-        grey = imaging.sixteen_to_eight_host(np.asarray(image))
+        grey = pixels_host.sixteen_to_eight_host(np.asarray(image))
         return np.repeat(grey[..., None], 3, axis=2)
     if _has_alpha(image):
         rgba = np.asarray(image.convert("RGBA"))
-        return imaging.composite_on_black_host(rgba[..., :3], rgba[..., 3])
+        return pixels_host.composite_on_black_host(rgba[..., :3], rgba[..., 3])
     # 1, L, P, RGB, YCbCr, ... (16-bit colour PNGs arrive as 8-bit RGB/RGBA: Pillow keeps the high byte).
     return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
@@ -104,8 +105,8 @@ def decode_rgb_image(data: bytes, min_size: Optional[Sequence[int]] = None) -> t
     An RGB source already displayed upright (most photos) is returned as decoded, without a copy through numpy.
     """
     image = _open(data, "image")
-    orientation = imaging.exif_orientation_host(data) if image.format == "JPEG" else 1
-    swaps = imaging.orientation_swaps_axes(orientation)
+    orientation = pixels_host.exif_orientation_host(data) if image.format == "JPEG" else 1
+    swaps = pixels_host.orientation_swaps_axes(orientation)
     full_size = (image.width, image.height) if swaps else (image.height, image.width)
     if image.format == "JPEG" and min_size is not None:
         # draft() takes the stored image's (width, height) and keeps the result at least that large; a turned
@@ -116,7 +117,7 @@ def decode_rgb_image(data: bytes, min_size: Optional[Sequence[int]] = None) -> t
     if image.mode == "RGB" and orientation == 1 and not _has_alpha(image):
         image.info = {}
         return image, full_size
-    rgb = imaging.apply_orientation_host(to_rgb_array(image), orientation)
+    rgb = pixels_host.apply_orientation_host(to_rgb_array(image), orientation)
     return Image.fromarray(rgb, "RGB"), full_size
 
 

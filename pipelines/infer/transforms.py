@@ -262,7 +262,7 @@ class SegmentationFromScores(_UsesModel):
     def _decoded(flight: InFlight) -> np.ndarray:
         import tensorflow as tf
 
-        from pipelines.shared.imaging import decode_image_bytes
+        from pipelines.shared.pixels_graph import decode_image_bytes
 
         data = flight.data if flight.path is None else storage.read_bytes(flight.path)
         return decode_image_bytes(tf.constant(data)).numpy()

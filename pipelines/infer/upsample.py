@@ -7,7 +7,7 @@ it: bilinear interpolation is a convex combination of the four source pixels aro
 on the winning class *with a margin* (``MARGIN`` above the runner-up at every corner, far above float32 rounding)
 the interpolated winner is that class too. Only the remaining pixels (near class boundaries) are interpolated, with
 TensorFlow's own arithmetic (``tf.image.resize`` bilinear, half-pixel centres: the same float32 operations in the
-same order, checked bit for bit by tests/test_upsample.py), and their argmax taken as ``imaging.argmax_channels``
+same order, checked bit for bit by tests/test_upsample.py), and their argmax taken as ``pixels_graph.argmax_channels``
 takes it (the first maximum wins). The result equals the signature's ``class_ids`` for every pixel.
 
 Instances need the upsampled probability of one class over an instance's pixels (its score): ``channel_at``
@@ -59,8 +59,8 @@ class Geometry(NamedTuple):
 
 
 def geometry(probabilities: np.ndarray, height: int, width: int, size: Sequence[int], mode: str) -> Geometry:
-    """``imaging.restore_size``'s crop and weights for an image of ``height`` x ``width``."""
-    from pipelines.shared.imaging import content_box_host  # the same float32 arithmetic as the graph's content_box
+    """``pixels_graph.restore_size``'s crop and weights for an image of ``height`` x ``width``."""
+    from pipelines.shared.pixels_host import content_box_host  # the same float32 arithmetic as the graph's content_box
 
     top, left, h, w = content_box_host(height, width, size, mode)
     content = np.asarray(probabilities, dtype=np.float32)[top : top + h, left : left + w, :]
@@ -73,7 +73,7 @@ def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 
 
 def _argmax_first(values: np.ndarray) -> np.ndarray:
-    """``imaging.argmax_channels`` on [n, C]: compare-and-keep over the channels, the first maximum wins; a NaN
+    """``pixels_graph.argmax_channels`` on [n, C]: compare-and-keep over the channels, the first maximum wins; a NaN
     never wins a comparison and, as the running maximum, stops later channels from winning (as in the graph)."""
     best = values[:, 0].copy()
     ids = np.zeros(values.shape[0], dtype=np.uint8)

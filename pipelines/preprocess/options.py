@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 from pipelines import datasets
 from pipelines.common.flags import job_parser
 from pipelines.shared import flag_parser
+from pipelines.shared.pixel_rules import RESIZE_MODES
 from schemas import labels as schema_labels
 from schemas.errors import UsageError
 
@@ -24,8 +25,6 @@ if TYPE_CHECKING:
 
 NAME = "pipelines.preprocess"
 PROG = f"python -m {NAME}"
-# pipelines.shared.imaging.RESIZE_MODES, whose module imports TensorFlow (a test checks they agree).
-RESIZE_MODES = ("stretch", "pad")
 
 
 def _image_size(text: str) -> tuple[int, int]:

@@ -2,7 +2,7 @@
 
 Reads the example's files through Beam ``FileSystems``, decodes by content (``pipelines.common.decode``), maps native
 labels to train ids (``schemas.labels``), brings image and masks to the record size with the serving graph's
-resize geometry (the host twins in ``pipelines.shared.imaging``: antialiased for images, nearest neighbour for
+resize geometry (the host twins in ``pipelines.shared.pixels_host``: antialiased for images, nearest neighbour for
 masks, so no label is ever invented), encodes and builds a ``tf.train.Example`` (``schemas.features``). Anything
 that fails becomes a dead letter with the path and the reason, a mask with values outside its dataset's label set
 included (the dataset's ``mask_problem``); nothing is dropped or remapped silently.
@@ -33,7 +33,7 @@ from pipelines.common.storage import read_bytes
 from pipelines.datasets.base import DEAD_LETTER_TAG, Example
 from pipelines.preprocess import augment
 from pipelines.preprocess.shards import Record, record_key
-from pipelines.shared import imaging
+from pipelines.shared import pixels_host
 
 ANALYZE_TAG = "analyze"
 
@@ -100,20 +100,20 @@ def _fit(
     fill: int = 0,
 ) -> np.ndarray | Image.Image:
     """Resizes ``array`` (an image as an array or a PIL image, returned alike) to the record canvas with the
-    ``pipelines.shared.imaging`` host twins, padding in mode ``pad``.
+    ``pipelines.shared.pixels_host`` host twins, padding in mode ``pad``.
 
     The content box comes from ``reference_hw``, the full-resolution size of what is being fitted, not from the
     array itself: a JPEG decoded at 1/4 scale and its full-size mask then land on exactly the same pixels.
     """
     if is_mask:
-        return imaging.resize_mask_host(array, size, mode, ignore_label=fill, content_hw=reference_hw)
-    return imaging.resize_image_host(array, size, mode, content_hw=reference_hw)
+        return pixels_host.resize_mask_host(array, size, mode, ignore_label=fill, content_hw=reference_hw)
+    return pixels_host.resize_image_host(array, size, mode, content_hw=reference_hw)
 
 
 def _orientation_hint(image_bytes: bytes, mask_hw: tuple[int, ...], full_hw: tuple[int, int]) -> str:
     """Why a mask may have the image's size turned by 90 degrees: it was drawn on the stored, unturned pixels."""
-    orientation = imaging.exif_orientation_host(image_bytes)
-    if imaging.orientation_swaps_axes(orientation) and tuple(mask_hw) == (full_hw[1], full_hw[0]):
+    orientation = pixels_host.exif_orientation_host(image_bytes)
+    if pixels_host.orientation_swaps_axes(orientation) and tuple(mask_hw) == (full_hw[1], full_hw[0]):
         return (
             f"; the image is displayed turned (EXIF orientation {orientation}) and the mask matches the stored, "
             f"unturned pixels: draw masks on the image as displayed, or remove the image's orientation tag"

@@ -4,7 +4,8 @@
 - ``ownership``: which output folder a command owns, its writer lease, staged publication.
 - ``processes``: whether the process that left something behind is gone.
 - ``tf_paths``: handing TensorFlow a folder whose name it would read as a pattern.
-- ``imaging``: the pixel rules (resize, normalise) in PIL and in TensorFlow graph ops, side by side.
+- ``pixel_rules``: the pixel rules (resize, decode to 8-bit RGB) and their parameters; ``pixels_host`` applies
+  them with PIL and numpy (no TensorFlow), ``pixels_graph`` with TensorFlow graph ops, side by side.
 
 ``trainer`` imports these and ``schemas``, and nothing else of ``pipelines`` (``tests/test_layering.py``).
 """
