@@ -200,6 +200,7 @@ def test_schemas_holds_only_the_contracts():
     shared = {module for module in read_tree() if within(module, SHARED)}
     assert {
         f"{SHARED}.cli",
+        f"{SHARED}.folders",
         f"{SHARED}.ownership",
         f"{SHARED}.pixel_rules",
         f"{SHARED}.pixels_host",

@@ -235,7 +235,7 @@ def test_gcs_lease_of_another_host_is_taken_over_only_once_its_heartbeat_expired
     from google.auth.credentials import AnonymousCredentials
     from google.cloud import storage
 
-    from pipelines.shared import ownership
+    from pipelines.shared import folders, ownership
     from pipelines.shared.lease import LEASE_EXPIRES_S
 
     # A client of its own for this server, handed to ownership directly: this process's environment (which points
@@ -245,7 +245,7 @@ def test_gcs_lease_of_another_host_is_taken_over_only_once_its_heartbeat_expired
         credentials=AnonymousCredentials(),
         client_options={"api_endpoint": gcs_with_preconditions["STORAGE_EMULATOR_HOST"]},
     )
-    monkeypatch.setattr(ownership._GcsFolder, "_clients", {os.getpid(): client})
+    monkeypatch.setattr(folders.GcsFolder, "_clients", {os.getpid(): client})
     bucket = client.bucket("segflow-lease-test")
     lease = bucket.blob("elsewhere/.segflow/lease")
     holder = {"host": "another-host", "pid": 1, "kind": "infer", "started": "then", "heartbeat": time.time()}

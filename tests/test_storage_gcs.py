@@ -49,14 +49,14 @@ def test_a_request_that_storage_never_answers_fails_after_the_configured_retry_d
     from google.api_core.exceptions import GoogleAPIError
 
     from pipelines.common import storage
-    from pipelines.shared import ownership
+    from pipelines.shared import folders
 
     monkeypatch.setenv("STORAGE_EMULATOR_HOST", f"http://127.0.0.1:{_closed_port()}")
-    monkeypatch.setenv(ownership.STORAGE_RETRY_DEADLINE_ENV, "2")
-    monkeypatch.setattr(ownership._GcsFolder, "_clients", {})  # a client made for another endpoint is not reused
+    monkeypatch.setenv(folders.STORAGE_RETRY_DEADLINE_ENV, "2")
+    monkeypatch.setattr(folders.GcsFolder, "_clients", {})  # a client made for another endpoint is not reused
     started = time.monotonic()
     with pytest.raises(GoogleAPIError) as failed:
-        ownership.folder("gs://segflow-test/unreachable").write(".segflow/preprocess.json", b"{}")
+        folders.folder("gs://segflow-test/unreachable").write(".segflow/preprocess.json", b"{}")
     elapsed = time.monotonic() - started
     assert elapsed < 20, elapsed  # retried within the 2 s asked for, not for the client's default 120 s
     assert storage.storage_failure(failed.value) is not None
@@ -64,20 +64,20 @@ def test_a_request_that_storage_never_answers_fails_after_the_configured_retry_d
 
 @pytest.mark.parametrize("value", ["soon", "0", "-3", "nan", "inf"])
 def test_a_retry_deadline_that_is_not_a_positive_number_of_seconds_is_refused(monkeypatch, value):
-    from pipelines.shared import ownership
+    from pipelines.shared import folders
     from schemas.errors import UsageError
 
-    monkeypatch.setenv(ownership.STORAGE_RETRY_DEADLINE_ENV, value)
+    monkeypatch.setenv(folders.STORAGE_RETRY_DEADLINE_ENV, value)
     with pytest.raises(UsageError, match="SEGFLOW_STORAGE_RETRY_DEADLINE_S"):
-        ownership.storage_retry()
+        folders.storage_retry()
 
 
 def test_without_the_setting_requests_keep_the_clients_default_retries(monkeypatch):
     from google.cloud.storage.retry import DEFAULT_RETRY
 
-    from pipelines.shared import ownership
+    from pipelines.shared import folders
 
-    monkeypatch.delenv(ownership.STORAGE_RETRY_DEADLINE_ENV, raising=False)
-    assert ownership.storage_retry() is DEFAULT_RETRY
-    monkeypatch.setenv(ownership.STORAGE_RETRY_DEADLINE_ENV, "7.5")
-    assert ownership.storage_retry().timeout == 7.5
+    monkeypatch.delenv(folders.STORAGE_RETRY_DEADLINE_ENV, raising=False)
+    assert folders.storage_retry() is DEFAULT_RETRY
+    monkeypatch.setenv(folders.STORAGE_RETRY_DEADLINE_ENV, "7.5")
+    assert folders.storage_retry().timeout == 7.5

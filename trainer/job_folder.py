@@ -11,7 +11,7 @@ import json
 import re
 from typing import Optional
 
-from pipelines.shared import ownership
+from pipelines.shared import folders, ownership
 from pipelines.shared.tf_paths import join as join_path
 from schemas import strict_json
 from trainer.config import TrainConfig, UsageError
@@ -52,7 +52,7 @@ def _json_object(data: Optional[bytes]) -> dict:
     return doc if isinstance(doc, dict) else {}
 
 
-def _previous_release_files(where: "ownership.Folder", kind: str) -> Optional[set]:
+def _previous_release_files(where: "folders.Folder", kind: str) -> Optional[set]:
     """The files an earlier segflow trainer (before owner records) wrote in JOB, or None when JOB holds no such
     run: recognised by its ``model/segflow_model.json``, or a ``config.json`` / ``metrics.json`` with the
     trainer's fields. Only what that trainer writes is adopted: its export's files in ``model/``, the checkpoints its

@@ -19,7 +19,7 @@ from pipelines.evaluate.inputs import EvaluationInputs, gather_inputs, local_par
 from pipelines.evaluate.options import EvaluateConfig, EvaluateResult
 from pipelines.evaluate.transforms import NOT_AN_ID_MASK, PairByExampleId, ScoreMasks
 from pipelines.infer import outputs
-from pipelines.shared import ownership
+from pipelines.shared import folders, ownership
 from schemas import labels, strict_json
 from schemas.errors import DataError, UsageError
 
@@ -124,7 +124,7 @@ def _previous_release_files(name: str):
     """The adopter for ``ownership.claim``: the evaluation JSON ``name`` the release before owner records wrote
     (a JSON document with a ``mean_iou``), else None (nothing of evaluate's is there)."""
 
-    def adopt(where: ownership.Folder, kind: str) -> Optional[set]:
+    def adopt(where: folders.Folder, kind: str) -> Optional[set]:
         data = where.read(name)
         try:
             if data is not None and "mean_iou" in json.loads(data):

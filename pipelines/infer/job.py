@@ -35,7 +35,7 @@ from pipelines.infer.inputs import MatchedInputs, check_output_dir, match_inputs
 from pipelines.infer.model import ModelNotFound, load_model_once, read_model_info
 from pipelines.infer.options import InferConfig, InferResult
 from pipelines.infer.transforms import NAMESPACE, AssignOutputNames, SegmentImages, WritePredictions
-from pipelines.shared import flag_parser, ownership
+from pipelines.shared import flag_parser, folders, ownership
 from schemas.errors import DataError
 from schemas.model_contract import ModelInfo
 
@@ -146,7 +146,7 @@ def from_args(argv: Optional[Sequence[str]] = None) -> tuple[InferConfig, list[s
     return config, beam_argv
 
 
-def previous_release_files(where: ownership.Folder, kind: str) -> Optional[set]:
+def previous_release_files(where: folders.Folder, kind: str) -> Optional[set]:
     """What an infer run of the release before owner records wrote in ``where``: its summary.json, the outputs
     of every image it names, and its dead-letter file; None when ``where`` holds no summary.json."""
     data = where.read(SUMMARY_FILE)
@@ -159,7 +159,7 @@ def previous_release_files(where: ownership.Folder, kind: str) -> Optional[set]:
     return {SUMMARY_FILE} | _files_of(stems, where)
 
 
-def _files_of(stems: set, where: ownership.Folder) -> set:
+def _files_of(stems: set, where: folders.Folder) -> set:
     """The files under ``where``'s output folders that belong to the images ``stems`` (see
     ``pipelines.infer.outputs``), and the dead-letter file."""
     found = {f"{DEAD_LETTER_DIR}/{DEAD_LETTER_FILE}"} & set(where.files(DEAD_LETTER_DIR))

@@ -19,7 +19,7 @@ from schemas.errors import DataError
 from schemas.metadata import METADATA_FILE, DatasetMetadata
 
 if TYPE_CHECKING:
-    from pipelines.shared import ownership
+    from pipelines.shared import folders
 
 # tensorflow-transform's two output folders (tft.TFTransformOutput's names).
 TRANSFORM_FOLDERS = ("transform_fn", "transformed_metadata")
@@ -48,7 +48,7 @@ def no_records_message(output_dir: str, kept: Optional[str] = None) -> str:
     )
 
 
-def previous_release_files(where: "ownership.Folder", kind: str) -> Optional[set]:
+def previous_release_files(where: "folders.Folder", kind: str) -> Optional[set]:
     """What a preprocess run of the release before owner records wrote in ``where``: its metadata.json, the
     shards it names, its dead-letter file and tensorflow-transform's two folders; None when ``where`` holds no
     metadata.json of that release."""

@@ -1,7 +1,8 @@
 """Output folders segflow owns: which files a command wrote there, one writer at a time, and staged publication.
 
 Every folder a segflow command writes (preprocess's DST, the trainer's JOB, infer's OUT, the folder of evaluate's
-``--output_file``) holds a hidden ``.segflow/`` folder with:
+``--output_file``; local or ``gs://``, reached through ``pipelines.shared.folders``) holds a hidden ``.segflow/``
+folder with:
 
   .segflow/<kind>.json      the owner record of that kind of command: the files (paths relative to the folder)
                             its last published run wrote. Cleanup deletes by this record, never by folder or name
@@ -30,16 +31,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
-import uuid
-from typing import TYPE_CHECKING, Callable, Iterable, Optional, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
+from pipelines.shared.folders import (
+    Folder,
+    GcsFolder,
+    LocalFolder,
+    folder,
+    is_remote,
+    join,
+    local_path,
+    remove_empty_parents,
+)
 from pipelines.shared.lease import GcsLease, Lease, LeaseHeld, LocalLease
 from schemas.errors import UsageError
-
-if TYPE_CHECKING:  # google-cloud-storage is imported only where gs:// is written
-    from google.api_core.retry import Retry
 
 _LOG = logging.getLogger("segflow.ownership")
 
@@ -53,9 +59,6 @@ KINDS = ("preprocess", "trainer", "infer", "evaluate")
 # scores by default (infer's OUT, or a folder of another tool's masks), so it may write into any folder. Its record
 # there lists only its own files, and it refuses to replace a file of that name that it did not write.
 WRITES_BESIDE_OTHERS = frozenset({"evaluate"})
-# How long one Cloud Storage request of this module (lease, owner record) may keep retrying transient errors
-# before it fails the run; unset, google-cloud-storage's own default (120 s). docs/cloud.md.
-STORAGE_RETRY_DEADLINE_ENV = "SEGFLOW_STORAGE_RETRY_DEADLINE_S"
 
 # What a command may find in a folder of the previous release and adopt: relative paths, or None when the folder
 # holds no such output.
@@ -64,206 +67,6 @@ Adopter = Callable[["Folder", str], Optional[set]]
 
 class OutputFolderRefused(UsageError):
     """The folder holds files that no segflow command of this kind wrote, or another command writes it now."""
-
-
-def is_remote(path: str) -> bool:
-    return "://" in path and not path.startswith("file://")
-
-
-def _local(path: str) -> str:
-    return path[len("file://") :] if path.startswith("file://") else path
-
-
-def join(base: str, *names: str) -> str:
-    return "/".join([base.rstrip("/")] + [n.strip("/") for n in names if n])
-
-
-# ------------------------------------------------------------------------------------------------ storage
-class Folder:
-    """A folder on local disk or in a bucket, addressed by paths relative to it (``/``-separated)."""
-
-    def __init__(self, path: str):
-        self.path = path.rstrip("/") or "/"
-
-    def full(self, rel: str) -> str:
-        return join(self.path, rel)
-
-    # Each of these is implemented by ``_LocalFolder`` / ``_GcsFolder``.
-    def exists(self) -> bool:
-        raise NotImplementedError
-
-    def is_file(self, rel: str) -> bool:
-        raise NotImplementedError
-
-    def files(self, rel: str = "") -> list[str]:
-        """Every file under ``rel`` (recursively), relative to the folder, sorted; the records' own folder
-        included when ``rel`` is empty."""
-        raise NotImplementedError
-
-    def read(self, rel: str) -> Optional[bytes]:
-        raise NotImplementedError
-
-    def write(self, rel: str, data: bytes) -> None:
-        """Writes ``rel`` whole: a reader sees the old bytes or the new ones, never a part."""
-        raise NotImplementedError
-
-    def delete(self, rel: str) -> bool:
-        raise NotImplementedError
-
-
-class _LocalFolder(Folder):
-    def __init__(self, path: str):
-        super().__init__(_local(path))
-
-    def exists(self) -> bool:
-        return os.path.isdir(self.path)
-
-    def is_file(self, rel: str) -> bool:
-        return os.path.isfile(self.full(rel))
-
-    def files(self, rel: str = "") -> list[str]:
-        top = self.full(rel) if rel else self.path
-        found = []
-        for parent, folders, names in os.walk(top):  # links to folders are not followed: they are not ours
-            for name in names + [f for f in folders if os.path.islink(os.path.join(parent, f))]:
-                found.append(os.path.relpath(os.path.join(parent, name), self.path).replace(os.sep, "/"))
-        return sorted(found)
-
-    def read(self, rel: str) -> Optional[bytes]:
-        try:
-            with open(self.full(rel), "rb") as handle:
-                return handle.read()
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-
-    def write(self, rel: str, data: bytes) -> None:
-        target = self.full(rel)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        temporary = f"{target}.{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, target)
-        finally:
-            if os.path.lexists(temporary):
-                os.remove(temporary)
-
-    def delete(self, rel: str) -> bool:
-        try:
-            os.remove(self.full(rel))
-        except FileNotFoundError:
-            return False
-        _remove_empty_parents(self.path, os.path.dirname(self.full(rel)))
-        return True
-
-    def move_in(self, source: str, rel: str) -> None:
-        """Renames the local file ``source`` to ``rel`` (replacing what is there): no byte is copied."""
-        target = self.full(rel)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        os.replace(source, target)
-
-
-def _remove_empty_parents(root: str, folder: str) -> None:
-    """Removes ``folder`` and its parents up to (not including) ``root`` while they are empty: a folder holding
-    anything (someone else's file) stays."""
-    root = os.path.abspath(root)
-    folder = os.path.abspath(folder)
-    while folder.startswith(root + os.sep):
-        try:
-            os.rmdir(folder)
-        except OSError:
-            return
-        folder = os.path.dirname(folder)
-
-
-def storage_retry() -> Retry:
-    """google-cloud-storage's retry policy for this module's requests: its ``DEFAULT_RETRY`` (what every call
-    used here retries with by default), with ``SEGFLOW_STORAGE_RETRY_DEADLINE_S`` as its deadline when set."""
-    from google.cloud.storage.retry import DEFAULT_RETRY
-
-    raw = os.environ.get(STORAGE_RETRY_DEADLINE_ENV, "").strip()
-    if not raw:
-        return DEFAULT_RETRY
-    try:
-        seconds = float(raw)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds <= 0:
-        raise UsageError(f"{STORAGE_RETRY_DEADLINE_ENV}={raw!r}: expected a number of seconds above 0")
-    return DEFAULT_RETRY.with_timeout(seconds)
-
-
-class _GcsFolder(Folder):
-    """A ``gs://bucket/prefix`` folder through google-cloud-storage (the client Beam's GcsIO uses too), which
-    honours ``STORAGE_EMULATOR_HOST`` and retries transient errors itself (``storage_retry``)."""
-
-    _clients: dict = {}
-
-    def __init__(self, path: str):
-        super().__init__(path)
-        if not self.path.startswith("gs://"):
-            raise UsageError(f"{path}: only local paths and gs:// URLs can be written")
-        self.bucket_name, _, self.prefix = self.path[len("gs://") :].partition("/")
-
-    @property
-    def retry(self) -> Retry:
-        return storage_retry()  # read at each request: the setting is the process's environment
-
-    @property
-    def bucket(self):
-        from google.cloud import storage
-
-        pid = os.getpid()  # a client is not fork-safe
-        client = _GcsFolder._clients.get(pid)
-        if client is None:
-            client = _GcsFolder._clients[pid] = storage.Client()
-        return client.bucket(self.bucket_name)
-
-    def _name(self, rel: str) -> str:
-        return "/".join(p for p in (self.prefix, rel) if p)
-
-    def exists(self) -> bool:
-        return bool(self.files())
-
-    def is_file(self, rel: str) -> bool:
-        return self.bucket.blob(self._name(rel)).exists(retry=self.retry)
-
-    def files(self, rel: str = "") -> list[str]:
-        start = self._name(rel)
-        start = start + "/" if start else ""
-        cut = len(self.prefix) + 1 if self.prefix else 0
-        return sorted(
-            blob.name[cut:]
-            for blob in self.bucket.list_blobs(prefix=start, retry=self.retry)
-            if not blob.name.endswith("/")
-        )
-
-    def read(self, rel: str) -> Optional[bytes]:
-        from google.api_core.exceptions import NotFound
-
-        try:
-            return self.bucket.blob(self._name(rel)).download_as_bytes(retry=self.retry)
-        except NotFound:
-            return None
-
-    def write(self, rel: str, data: bytes) -> None:
-        self.bucket.blob(self._name(rel)).upload_from_string(data, retry=self.retry)  # an object is replaced whole
-
-    def delete(self, rel: str) -> bool:
-        from google.api_core.exceptions import NotFound
-
-        try:
-            self.bucket.blob(self._name(rel)).delete(retry=self.retry)
-        except NotFound:
-            return False
-        return True
-
-
-def folder(path: str) -> Folder:
-    """The ``Folder`` for a local path (or ``file://``) or a ``gs://`` URL."""
-    return _GcsFolder(path) if is_remote(path) else _LocalFolder(path)
 
 
 # ------------------------------------------------------------------------------------------------ records
@@ -380,7 +183,7 @@ class Claim:
             if marker in superseded and self.staged:
                 self.where.delete(marker)
         if self.staged:
-            assert isinstance(self.where, _LocalFolder)
+            assert isinstance(self.where, LocalFolder)
             for rel in sorted(new - set(markers)):
                 self.where.move_in(stage.full(rel), rel)
         for rel in sorted(stale):  # before the markers: a marker never sits beside a stale file
@@ -404,14 +207,14 @@ class Claim:
         """Ends the claim: the staging folder of a run that did not publish is removed, the lease released."""
         try:
             if self.staged and not self.published and not self.keep_staging:
-                _remove_tree(_local(self.staging))
+                _remove_tree(local_path(self.staging))
         finally:
             self._lease.release()
-        if self.created and not self.published and not self.keep_staging and isinstance(self.where, _LocalFolder):
+        if self.created and not self.published and not self.keep_staging and isinstance(self.where, LocalFolder):
             # A first run that failed before it published leaves nothing behind: not even the folder.
             if not [rel for rel in self.where.files() if not rel.startswith(RECORD_DIR + "/")]:
                 _remove_tree(self.where.full(RECORD_DIR))
-                _remove_empty_parents(os.path.dirname(self.where.path), self.where.path)
+                remove_empty_parents(os.path.dirname(self.where.path), self.where.path)
 
     def __enter__(self) -> "Claim":
         return self
@@ -454,7 +257,7 @@ def claim(
     if kind not in KINDS:
         raise ValueError(f"unknown kind {kind!r}")
     where = folder(path)
-    if isinstance(where, _LocalFolder) and os.path.lexists(where.path) and not os.path.isdir(where.path):
+    if isinstance(where, LocalFolder) and os.path.lexists(where.path) and not os.path.isdir(where.path):
         raise OutputFolderRefused(f"{flag} {where.path} is a file, not a folder; name a folder")
     existed = where.exists()
     previous = read_record(where, kind) if existed else None
@@ -487,7 +290,7 @@ def claim(
         # Writing the record now is the up-front proof that the folder can be written, and makes the folder this
         # kind's from the first moment: an interrupted first run still leaves a folder its rerun may write.
         write_record(where, kind, previous)
-        staged = staged and isinstance(where, _LocalFolder)
+        staged = staged and isinstance(where, LocalFolder)
         token = lease.holder["token"]
         if staged:
             _clear_stale_staging(where)
@@ -508,19 +311,19 @@ def claim(
 def _take_lease(where: Folder, kind: str) -> Lease:
     """The lease on ``where`` for a run of ``kind``, or ``OutputFolderRefused`` naming the command that holds it."""
     try:
-        if isinstance(where, _LocalFolder):
+        if isinstance(where, LocalFolder):
             try:
                 os.makedirs(where.path, exist_ok=True)
                 return LocalLease(where.full(LEASE_FILE), where.path, kind)
             except OSError as e:  # the folder the user named is what cannot be written, not segflow's records in it
                 raise OSError(e.errno, e.strerror, where.path) from None
-        assert isinstance(where, _GcsFolder)
-        return GcsLease(where, where._name(LEASE_FILE), kind)
+        assert isinstance(where, GcsFolder)
+        return GcsLease(where, where.object_name(LEASE_FILE), kind)
     except LeaseHeld as e:  # one refusal for every reason a folder cannot be claimed
         raise OutputFolderRefused(str(e)) from None
 
 
-def _clear_stale_staging(where: _LocalFolder) -> None:
+def _clear_stale_staging(where: LocalFolder) -> None:
     """Removes the staging folders of runs that ended without publishing: with the lease held, none is live."""
     base = where.full(RECORD_DIR)
     for name in sorted(os.listdir(base)):
@@ -531,5 +334,5 @@ def _clear_stale_staging(where: _LocalFolder) -> None:
 
 def check_writable_file(path: str, flag: str) -> None:
     """Refuses an output file flag that names a folder (``OutputFolderRefused``)."""
-    if not is_remote(path) and os.path.isdir(_local(path)):
+    if not is_remote(path) and os.path.isdir(local_path(path)):
         raise OutputFolderRefused(f"{flag} {path} is a folder; name a file in it")
