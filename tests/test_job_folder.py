@@ -20,7 +20,7 @@ import tensorflow as tf
 from pipelines.shared import cli
 from schemas import errors
 from tests.fixtures.model import train_tiny
-from trainer import callbacks
+from trainer import checkpoints
 
 pytestmark = pytest.mark.slow
 
@@ -192,7 +192,7 @@ def test_a_garbage_state_file_resumes_from_the_newest_whole_checkpoint(
     assert metrics["resumed_from_step"] == 2  # not step 0 over the existing checkpoints
     assert f"{job}/checkpoints/checkpoint is damaged" in caplog.text
     assert f"resuming from checkpoint {job}/checkpoints/ckpt-2" in caplog.text
-    assert callbacks.find_checkpoint(str(job / "checkpoints")).step == 4  # the state file is whole again
+    assert checkpoints.find_checkpoint(str(job / "checkpoints")).step == 4  # the state file is whole again
 
 
 def test_a_truncated_checkpoint_is_skipped_naming_its_file(job_with_two_checkpoints, pet_records_dir, caplog):
@@ -259,7 +259,7 @@ def test_a_stopped_run_saves_a_checkpoint_and_ends_in_one_line(pet_records_dir, 
     lines = _ours(stderr)
     assert lines[-1] == f"trainer.task: error: {expected[1]}; {cli.RERUN_TO_FINISH}", lines
     assert not [line for line in lines if line.startswith(("Traceback", "  File"))], lines
-    found = callbacks.find_checkpoint(str(job / "checkpoints"))
+    found = checkpoints.find_checkpoint(str(job / "checkpoints"))
     assert found is not None
     # The stop saved the step it reached (not only the last periodic checkpoint), and recorded it.
     assert f"INFO trainer.task: stopped at step {found.step}: saved {job}/checkpoints/ckpt-{found.step}; " in stderr

@@ -69,14 +69,14 @@ def _previous_release_files(where: "folders.Folder", kind: str) -> Optional[set]
     if ours_model or "model/saved_model.pb" in present:
         adopted |= {f for f in present if _SAVED_MODEL_FILES.match(f)}
     adopted |= {f for f in present if _TENSORBOARD_EVENTS.match(f)}
-    from trainer import callbacks
+    from trainer import checkpoints
 
     for directory in ("checkpoints", "checkpoints/best"):
-        steps, _ = callbacks.read_state(where.full(directory))
+        steps, _ = checkpoints.read_state(where.full(directory))
         if steps:
             names = [f[len(directory) + 1 :] for f in present if f.startswith(directory + "/")]
-            adopted.add(f"{directory}/{callbacks.STATE_FILE}")
-            adopted |= {f"{directory}/{n}" for step in steps for n in callbacks.checkpoint_files(names, step)}
+            adopted.add(f"{directory}/{checkpoints.STATE_FILE}")
+            adopted |= {f"{directory}/{n}" for step in steps for n in checkpoints.checkpoint_files(names, step)}
     return adopted
 
 
@@ -115,10 +115,10 @@ def data_facts(info) -> dict:
 def check_resumable(config: TrainConfig, info, steps_per_epoch: int):
     """Refuses (one line) to resume a checkpoint made with other shape-changing flags or on other data, or one
     already past ``--epochs``, or checkpoints none of which reads back whole; returns the checkpoint to resume
-    (``callbacks.Found``), None when there is none."""
+    (``checkpoints.Found``), None when there is none."""
     import tensorflow as tf
 
-    from trainer.callbacks import find_checkpoint
+    from trainer.checkpoints import find_checkpoint
 
     found = find_checkpoint(join_path(config.job_dir, "checkpoints"))
     step = found.step if found else 0

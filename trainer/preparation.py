@@ -38,7 +38,7 @@ class TrainingJob:
     checkpoint: object = None
     best: object = None  # callbacks.BestCheckpoint
     start_step: int = 0
-    resume_from: object = None  # callbacks.Found: the checkpoint to resume
+    resume_from: object = None  # checkpoints.Found: the checkpoint to resume
     val_ds: object = None
     claim: Optional[ownership.Claim] = None  # the chief's hold on JOB
 
