@@ -14,3 +14,9 @@ pytest_plugins = [
     "tests.fixtures.gcs",  # a real GCS JSON-API server on loopback
     "tests.fixtures.gcs_tls",  # TensorFlow's own GCS client reaching it, in a private namespace (root)
 ]
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """``-n auto``: one worker per core this process may run on, at most 4 (each worker holds TensorFlow and the
+    shared artefacts' readers in memory, and the end-to-end tests start processes of their own)."""
+    return max(1, min(4, len(os.sched_getaffinity(0))))
