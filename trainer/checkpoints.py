@@ -172,19 +172,6 @@ def find_checkpoint(directory: str, what: str = "checkpoint") -> Optional[Found]
     return None
 
 
-def latest_checkpoint(directory: str) -> Optional[str]:
-    """The prefix of the newest checkpoint in ``directory`` that reads back whole, or None (see
-    ``find_checkpoint``)."""
-    found = find_checkpoint(directory)
-    return found.prefix if found else None
-
-
-def checkpoint_step(directory: str) -> int:
-    """The global step of the newest whole checkpoint in ``directory`` (its ``ckpt-<step>`` number; 0 if none)."""
-    found = find_checkpoint(directory)
-    return found.step if found else 0
-
-
 @contextlib.contextmanager
 def readable_prefix(prefix: str) -> Iterator[str]:
     """``prefix`` itself, or, when its folder has glob characters (``job[1]``), the same checkpoint files under
