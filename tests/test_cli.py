@@ -55,18 +55,19 @@ ABBREVIATED = {
 PROGRAMS = sorted(REQUIRED)
 
 # Runs ``python -m MODULE ARGV`` as __main__ in a fresh interpreter; reports the status, the seconds from the
-# start of the module to its exit, and whether TensorFlow / Beam were imported.
+# start of the module to its exit (CPU seconds: on an idle machine they are the wall time a user waits, and they
+# stay so while the suite's parallel workers share the cores), and whether TensorFlow / Beam were imported.
 _PROBE = """
 import runpy, sys, time
 module, sys.argv = sys.argv[1], ["-m"] + sys.argv[2:]
-start = time.perf_counter()
+start = time.process_time()
 try:
     runpy.run_module(module, run_name="__main__", alter_sys=True)
     code = 0
 except SystemExit as e:
     code = e.code
 sys.stdout.flush()
-print("PROBE", code, round(time.perf_counter() - start, 3),
+print("PROBE", code, round(time.process_time() - start, 3),
       sorted(m for m in ("tensorflow", "apache_beam") if m in sys.modules), file=sys.stderr)
 """
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
 import os
+import re
 import shlex
 from typing import Iterator, NoReturn, Optional, Sequence
 
@@ -46,10 +48,15 @@ def check_beam_flags(beam_argv: Sequence[str]) -> None:
     run a different job than the one asked for; segflow jobs fail instead.
     """
     parser = beam_option_parser()
+    said = io.StringIO()
     try:
-        _, unknown = parser.parse_known_args(list(beam_argv))
+        # argparse prints Beam's whole usage (150 lines) and its error before exiting: keep only the error.
+        with contextlib.redirect_stderr(said):
+            _, unknown = parser.parse_known_args(list(beam_argv))
     except SystemExit:
-        raise ValueError(f"invalid Beam option in {' '.join(beam_argv)}") from None
+        reason = said.getvalue().strip().splitlines()[-1:] or [""]
+        reason = re.sub(r"^\S+: error: ", "", reason[0])
+        raise ValueError(f"invalid Beam option: {reason or ' '.join(beam_argv)}") from None
     if unknown:
         flags = [a.split("=", 1)[0] for a in unknown if a.startswith("-")]
         raise ValueError(f"unknown flag(s) {' '.join(flags or unknown)}: not a flag of this job nor a Beam option")

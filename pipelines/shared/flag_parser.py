@@ -16,6 +16,7 @@ import argparse
 import dataclasses
 import difflib
 import math
+import os
 import re
 import sys
 import typing
@@ -198,6 +199,8 @@ class Parser(argparse.ArgumentParser):
             kwargs.setdefault("metavar", _metavar(names[0], kwargs.get("type")))
             if "choices" in kwargs:
                 kwargs["metavar"] = "{" + ",".join(str(c) for c in kwargs["choices"]) + "}"
+                # Checked by the type function rather than argparse, whose error names no close choice.
+                kwargs["type"] = _chosen(kwargs.get("type", str), names[0], tuple(kwargs.pop("choices")))
         # A float flag is checked even without a range: NaN passes every comparison a range check makes.
         if minimum is not None or maximum is not None or kwargs.get("type") is float:
             kwargs["type"] = _bounded(kwargs.get("type", str), names[0], minimum, maximum, exclusive_max, exclusive_min)
@@ -244,7 +247,49 @@ class Parser(argparse.ArgumentParser):
     def parse_known_args(self, args: Optional[Sequence[str]] = None, namespace=None):  # type: ignore[override]
         argv = list(sys.argv[1:] if args is None else args)
         self.refuse_unknown_flags(argv)
+        self.refuse_stray_values(argv)
         return super().parse_known_args(argv, namespace)
+
+    def refuse_stray_values(self, argv: Sequence[str]) -> None:
+        """``UsageError`` for a value no flag takes (no segflow program has positional arguments), checked before
+        argparse's own checks. The usual cause is a glob the shell expanded (``--input dir/*.jpg`` unquoted): the
+        flag takes the first path and the rest are left over, so the line says to quote it rather than listing
+        thousands of paths."""
+        strays, flag_of_first = [], None
+        flag, room = None, 0  # the last flag seen, and how many more values it takes
+        for token in argv:
+            if token == "--":
+                break
+            if token.startswith("-") and token != "-" and not _is_number(token):
+                flag = token.split("=", 1)[0]
+                action = self._option_string_actions.get(flag)
+                nargs = 1 if action is None else action.nargs  # a passed-on flag: at most one value
+                room = 0 if "=" in token or nargs == 0 else (1 if nargs in (None, "?") else len(argv))
+                if isinstance(nargs, int):
+                    room = 0 if "=" in token else nargs
+                continue
+            if room:
+                room -= 1
+                continue
+            if not strays:
+                flag_of_first = flag
+            strays.append(token)
+        if not strays:
+            return
+        more = f" and {len(strays) - 1} more" if len(strays) > 1 else ""
+        first = argv.index(strays[0])
+        value = argv[first - 1] if flag_of_first and first > 0 and argv[first - 1] != flag_of_first else None
+        if value is not None and (os.path.lexists(value) or os.path.lexists(strays[0])):
+            names = f"{_clipped(os.path.basename(value))}, {_clipped(os.path.basename(strays[0]))}{more}"
+            raise UsageError(
+                f"{flag_of_first} takes one value but got {len(strays) + 1} paths ({names}): "
+                f"your shell expanded the glob; quote it: "
+                f"{flag_of_first} '{_glob_of([value, *strays])}' (see {self.prog} --help)"
+            )
+        raise UsageError(
+            f"unexpected value {_clipped(strays[0])!r}{more}: every value follows its flag, and a value with "
+            f"spaces or glob characters is quoted (see {self.prog} --help)"
+        )
 
     def refuse_unknown_flags(self, argv: Sequence[str]) -> None:
         """``UsageError`` naming the first flag that is neither the program's nor one it passes on: checked
@@ -271,6 +316,45 @@ class Parser(argparse.ArgumentParser):
             return f" (did you mean {expansions[0]}?)"
         close = difflib.get_close_matches(spelled, candidates, n=1, cutoff=0.75)
         return f" (did you mean {close[0]}?)" if close else ""
+
+
+def closest(value: Any, choices: Sequence[Any]) -> str:
+    """`` (did you mean X?)`` for the choice closest to a refused ``value``, or nothing when none is close."""
+    names = [str(c) for c in choices]
+    text = str(value)
+    words = sorted(text.lower().replace("-", "_").split("_"))
+    close = (
+        [c for c in names if c.lower() == text.lower()]
+        or [c for c in names if sorted(c.lower().split("_")) == words]  # the same words in another order
+        or difflib.get_close_matches(text, names, n=1, cutoff=0.6)
+    )
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
+def _chosen(convert: Callable[[str], Any], flag: str, choices: tuple) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = convert(text)
+        if value not in choices:
+            raise argparse.ArgumentTypeError(
+                f"{flag} must be one of {', '.join(str(c) for c in choices)}, got {text!r}{closest(text, choices)}"
+            )
+        return value
+
+    parse.__name__ = getattr(convert, "__name__", "value")
+    return parse
+
+
+def _clipped(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _glob_of(paths: Sequence[str]) -> str:
+    """The pattern an expanded glob most likely was: the paths' common folder and file-name suffix."""
+    folders = {os.path.dirname(p) for p in paths}
+    suffixes = {os.path.splitext(p)[1] for p in paths}
+    folder = folders.pop() if len(folders) == 1 else "…"
+    suffix = suffixes.pop() if len(suffixes) == 1 else ""
+    return f"{folder}/*{suffix}" if folder else f"*{suffix}"
 
 
 def _metavar(flag: str, kind: Any) -> str:
@@ -422,7 +506,10 @@ def check_fields(config: Any) -> None:
         value = getattr(config, field.name)
         choices = _choices(flag)
         if choices is not None and value is not None and value not in choices:
-            raise UsageError(f"--{field.name} must be one of {', '.join(str(c) for c in choices)}, got {value!r}")
+            raise UsageError(
+                f"--{field.name} must be one of {', '.join(str(c) for c in choices)}, got {value!r}"
+                f"{closest(value, choices)}"
+            )
         check_range(f"--{field.name}", value, flag.minimum, flag.maximum, flag.exclusive_max, flag.exclusive_min)
 
 
