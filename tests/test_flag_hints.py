@@ -3,6 +3,10 @@ a choice close to a real one, a stray value, a bad value of a Beam option."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from pipelines.common import flags
@@ -10,6 +14,8 @@ from pipelines.infer import job as infer
 from pipelines.preprocess import PreprocessConfig, job as preprocess
 from schemas.errors import UsageError
 from trainer import task
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _one_line(capsys) -> str:
@@ -85,3 +91,49 @@ def test_a_bad_value_of_a_beam_option_is_one_line_without_beams_usage(capsys):
         flags.check_beam_argv(["--runner", "DirectRunner", "--dry_run"], "python -m pipelines.preprocess")
     assert str(refused.value).startswith("invalid Beam option: argument --dry_run: expected one argument")
     assert capsys.readouterr().err == ""  # argparse would print Beam's 150-line usage here
+
+
+_QUICK_REFUSAL = """
+import sys, time
+from pipelines.preprocess import job
+start = time.process_time()
+code = job.main(sys.argv[1:])
+print("PROBE", code, round(time.process_time() - start, 3),
+      sorted(m for m in ("tensorflow", "apache_beam") if m in sys.modules), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "given, expected",
+    [
+        ("missing", "--input_dir {root}/missing does not exist; check --input_dir"),
+        (
+            "pet/images",
+            "--input_dir {root}/pet/images is the images folder itself; use its parent, the dataset's root: "
+            "--input_dir {root}/pet",
+        ),
+        (
+            "pet/images/more",
+            "--input_dir {root}/pet/images/more is inside the images folder; use the dataset's root: "
+            "--input_dir {root}/pet",
+        ),
+        ("pet/images/cat_1.jpg", "is a file, not the dataset's folder; check --input_dir"),
+        ("other", "--input_dir {root}/other has no images/ folder (expected pet layout: images/<Breed_N>.jpg)"),
+    ],
+)
+def test_a_wrong_input_dir_is_refused_before_beam_and_tensorflow_load(given, expected, tmp_path):
+    (tmp_path / "pet" / "images" / "more").mkdir(parents=True)
+    (tmp_path / "pet" / "images" / "cat_1.jpg").write_bytes(b"")
+    (tmp_path / "other").mkdir()
+    argv = ["--dataset", "pet", "--input_dir", str(tmp_path / given), "--output_dir", str(tmp_path / "out")]
+    done = subprocess.run(
+        [sys.executable, "-c", _QUICK_REFUSAL, *argv, "--image_size", "32"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
+    *lines, probe = done.stderr.strip().splitlines()
+    _, code, seconds, heavy = probe.split(" ", 3)
+    assert code == "2" and len(lines) == 1 and expected.format(root=tmp_path) in lines[0], done.stderr
+    assert heavy == "[]" and float(seconds) < 1.0, probe

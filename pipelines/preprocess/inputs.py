@@ -5,10 +5,12 @@ Each check raises ``UsageError`` (exit status 2) with the flag to fix.
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from pipelines import datasets
 from pipelines.preprocess.options import PROG, PreprocessConfig
+from pipelines.shared import folders
 from schemas.errors import UsageError
 
 # The storage and runner modules import Beam (~1.6 s): they are imported in the functions that read storage or
@@ -34,6 +36,36 @@ def check_folders(config: PreprocessConfig) -> None:
             f"--input_dir {input_dir} is inside --output_dir {output_dir}, which preprocess rewrites "
             "and cleans; choose an --output_dir outside the dataset"
         )
+
+
+def check_input_dir(config: PreprocessConfig) -> None:
+    """The commonest --input_dir mistakes, on a local folder, answered before Beam and TensorFlow load (under a
+    second, where listing it through Beam takes seconds): the folder missing or a file, or the dataset's own
+    input folder (``images/``) or a folder inside it named instead of the dataset's root. An input folder that
+    is there but holds nothing is ``check_input``'s to find. gs:// folders are left to ``check_input``."""
+    if folders.is_remote(config.input_dir):
+        return
+    root = os.path.normpath(folders.local_path(config.input_dir))
+    dataset = datasets.get(config.dataset)
+    inner = os.path.join(*dataset.input_folder)
+    if not os.path.exists(root):
+        raise UsageError(f"--input_dir {config.input_dir} does not exist; check --input_dir")
+    if not os.path.isdir(root):
+        raise UsageError(f"--input_dir {config.input_dir} is a file, not the dataset's folder; check --input_dir")
+    if os.path.isdir(os.path.join(root, inner)):
+        return
+    ancestor = root
+    while os.path.basename(ancestor) and os.path.basename(ancestor) != dataset.input_folder[0]:
+        ancestor = os.path.dirname(ancestor)
+    if os.path.basename(ancestor) == dataset.input_folder[0]:
+        what = f"the {inner} folder itself; use its parent," if ancestor == root else f"inside the {inner} folder; use"
+        raise UsageError(
+            f"--input_dir {config.input_dir} is {what} the dataset's root: --input_dir {os.path.dirname(ancestor)}"
+        )
+    raise UsageError(
+        f"--input_dir {config.input_dir} has no {inner}/ folder (expected {config.dataset} layout: "
+        f"{dataset.input_layout}); check --input_dir"
+    )
 
 
 def check_pipeline_args(pipeline_args: Sequence[str]) -> None:

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Optional, Sequence, Union
 # second. Beam, TensorFlow and the pipeline modules (~5 s of imports on 2 cores) load once the flags are parsed:
 # ``runtime`` (running the job), ``transforms`` (building it) and ``metadata`` (its result) are imported in the
 # functions that need them, one import each.
-from pipelines.preprocess.inputs import check_folders, check_input, check_pipeline_args
+from pipelines.preprocess.inputs import check_folders, check_input, check_input_dir, check_pipeline_args
 from pipelines.preprocess.options import NAME, PreprocessConfig, build_arg_parser, check_config, from_args
 from pipelines.shared import cli
 from schemas.errors import UsageError
@@ -94,12 +94,21 @@ def run(
     if isinstance(config, PreprocessConfig):
         pipeline_args = list(pipeline_args or ())
         check(config, pipeline_args)
+        check_input_dir(config)
         return runtime.run_checked(config, pipeline_args)
     config, pipeline_args = parse_args(config)
     result = runtime.run_checked(config, pipeline_args)
     if result.metadata is not None and result.counters:
         result.metadata.extra.setdefault("counters", result.counters)
     return result.metadata
+
+
+def check_command_line(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
+    """What ``main`` checks before the heavy imports: the flags, then the local --input_dir's commonest
+    mistakes (a flag or folder error in under a second, where Beam and TensorFlow take seconds to load)."""
+    config, pipeline_args = from_args(argv)
+    check_input_dir(config)
+    return config, pipeline_args
 
 
 def start_workers(argv: Sequence[str]) -> None:
@@ -139,7 +148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         NAME,
         argv,
         run_command,
-        check=from_args,
+        check=check_command_line,
         summary=report,
         failure_line=failure_line,
         tensorflow=True,
