@@ -6,8 +6,6 @@ import os
 import pathlib
 import shutil
 import struct
-import subprocess
-import sys
 import zlib
 
 import numpy as np
@@ -15,14 +13,13 @@ import pytest
 from PIL import Image
 
 from pipelines import evaluate, infer
-from pipelines.infer import options as infer_options, transforms as infer_transforms
+from pipelines.infer import job as infer_job, options as infer_options, transforms as infer_transforms
 from pipelines.tools import synthetic
 from schemas.errors import SegflowError
 
 pytestmark = pytest.mark.slow
 
 BEAM = ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _infer(model_dir, inputs, out, **config) -> infer.InferResult:
@@ -102,32 +99,19 @@ def test_overlapping_globs_read_each_file_once(pet_job_dir, images, tmp_path):
     )  # plain names: no file was seen twice
 
 
-def test_input_naming_a_folder_fails_with_one_line(pet_job_dir, images, tmp_path):
-    """The command-line path: non-zero status, one line on stderr, nothing written."""
+def test_input_naming_a_folder_fails_with_one_line(pet_job_dir, images, tmp_path, capfd):
+    """The command line's path (``main``, as ``python -m pipelines.infer`` runs it): non-zero status, one line on
+    stderr, nothing written."""
     src = tmp_path / "in"
     src.mkdir()
     shutil.copy(images[0], src / images[0].name)
     out = tmp_path / "out"
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.infer",
-            "--model_dir",
-            str(pet_job_dir / "model"),
-            "--input",
-            str(src),
-            "--output_dir",
-            str(out),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert proc.returncode != 0
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "is a folder" in lines[0] and f"{src}/*.jpg" in lines[0], proc.stderr
+    capfd.readouterr()
+    status = infer_job.main(["--model_dir", str(pet_job_dir / "model"), "--input", str(src), "--output_dir", str(out)])
+    err = capfd.readouterr().err
+    assert status != 0
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "is a folder" in lines[0] and f"{src}/*.jpg" in lines[0], err
     assert not out.exists()
 
 
