@@ -277,24 +277,11 @@ def test_a_third_dataset_is_one_file_discovered_through_the_direct_runner(toy):
 
 @pytest.mark.slow
 def test_a_third_dataset_is_preprocessed_without_touching_the_jobs(toy, tmp_path):
-    from pipelines.preprocess import job as preprocess
+    from pipelines.preprocess import PreprocessConfig, run
 
-    metadata = preprocess.run(
-        [
-            "--dataset",
-            "toy",
-            "--input_dir",
-            str(toy),
-            "--output_dir",
-            str(tmp_path / "dst"),
-            "--image_size",
-            "16",
-            "--val_fraction",
-            "0.2",
-            "--test_fraction",
-            "0.2",
-            *BEAM_FLAGS,
-        ]
+    config = PreprocessConfig(
+        "toy", str(toy), str(tmp_path / "dst"), image_size=(16, 16), val_fraction=0.2, test_fraction=0.2
     )
+    metadata = run(config, BEAM_FLAGS).metadata
     assert metadata.dataset == "toy" and metadata.class_names == ["background", "thing"]
     assert metadata.image_format == "png" and sum(metadata.counts.values()) == 5 and metadata.dead_letter_count == 2

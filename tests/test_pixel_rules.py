@@ -471,10 +471,10 @@ def test_synthetic_datasets_hold_only_valid_values(tmp_path):
 
 @pytest.mark.slow
 def test_preprocess_dead_letters_impossible_trimaps(tmp_path):
-    """Through the real preprocess CLI run: a zero-based trimap (0/1/2) and one with 0/4/200 are dead letters
+    """Through a real preprocess run: a zero-based trimap (0/1/2) and one with 0/4/200 are dead letters
     naming the values found; the valid examples become records. Before, both became records silently
     (background learned as pet, the rest ignored)."""
-    from pipelines.preprocess import job as preprocess
+    from pipelines.preprocess import PreprocessConfig, run
 
     rng = np.random.default_rng(10)
     examples = {}
@@ -487,22 +487,8 @@ def test_preprocess_dead_letters_impossible_trimaps(tmp_path):
     examples["Bengal_2"] = (synthetic.encode_jpeg(image), odd)
     _pet_layout(tmp_path / "src", examples)
     dst = tmp_path / "dst"
-    preprocess.run(
-        [
-            "--dataset",
-            "pet",
-            "--input_dir",
-            str(tmp_path / "src"),
-            "--output_dir",
-            str(dst),
-            "--image_size",
-            "16",
-            "--direct_running_mode",
-            "in_memory",
-            "--direct_num_workers",
-            "1",
-        ]
-    )
+    config = PreprocessConfig("pet", str(tmp_path / "src"), str(dst), image_size=(16, 16))
+    run(config, ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"])
     lines = (dst / "dead_letter" / "dead_letter-00000-of-00001.jsonl").read_text().splitlines()
     reasons = {pathlib.Path(json.loads(line)["path"]).name: json.loads(line)["error"] for line in lines}
     assert set(reasons) == {"Bengal_1.jpg", "Bengal_2.jpg"}, reasons
