@@ -85,23 +85,22 @@ def test_threads_keep_no_server():
     assert runner._waiting_server is None
 
 
-_PRESTART_PROBE = r"""
-import sys
-from pipelines.shared import cli
-seen = []
-cli.main("probe", [], lambda argv: seen.append("tensorflow" in sys.modules),
-         prestart=lambda argv: seen.append("tensorflow" in sys.modules), tensorflow=True)
-print("tensorflow loaded at prestart, at run:", seen)
-"""
-
-_EARLY_WORKERS_PROBE = r"""
+# One process for three starts of ``cli.main``: preprocess's prestart with processes (a fork server starts, no
+# TensorFlow) and with threads (no server), then a prestart and a run with ``tensorflow=True``: TensorFlow is
+# loaded after the prestart, before the run.
+_STARTUP_PROBE = r"""
 import sys
 from pipelines.common import runner
 from pipelines.preprocess import job
 from pipelines.shared import cli
-cli.main("probe", [], lambda argv: None, prestart=lambda argv: job.start_workers(sys.argv[1:]))  # as main does
-print("server:", runner._waiting_server is not None, "tensorflow:", "tensorflow" in sys.modules)
-runner.discard_workers()
+for extra in ([], ["--direct_running_mode", "in_memory"]):
+    cli.main("probe", [], lambda argv: None, prestart=lambda argv: job.start_workers(sys.argv[1:] + extra))
+    print("server:", runner._waiting_server is not None, "tensorflow:", "tensorflow" in sys.modules)
+    runner.discard_workers()
+seen = []
+cli.main("probe", [], lambda argv: seen.append("tensorflow" in sys.modules),
+         prestart=lambda argv: seen.append("tensorflow" in sys.modules), tensorflow=True)
+print("tensorflow loaded at prestart, at run:", seen)
 """
 
 
@@ -109,21 +108,16 @@ runner.discard_workers()
 def test_preprocess_starts_its_workers_before_tensorflow(pet_raw_dir, tmp_path):
     """``main`` runs the job's prestart before it imports TensorFlow, and preprocess's prestart starts the fork
     server without importing TensorFlow: the server's imports and the launcher's run at once."""
-    result = subprocess.run([sys.executable, "-c", _PRESTART_PROBE], cwd=ROOT, capture_output=True, text=True)
-    assert "tensorflow loaded at prestart, at run: [False, True]" in result.stdout, result.stderr
     argv = ["--dataset", "pet", "--input_dir", str(pet_raw_dir), "--output_dir", str(tmp_path / "out")]
     argv += ["--image_size", "32", "--direct_num_workers", "2"]
     result = subprocess.run(
-        [sys.executable, "-c", _EARLY_WORKERS_PROBE, *argv], cwd=ROOT, capture_output=True, text=True
+        [sys.executable, "-c", _STARTUP_PROBE, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
-    assert "server: True tensorflow: False" in result.stdout, result.stderr
-    result = subprocess.run(
-        [sys.executable, "-c", _EARLY_WORKERS_PROBE, *argv, "--direct_running_mode", "in_memory"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    assert "server: False" in result.stdout, result.stderr
+    assert result.stdout.splitlines() == [
+        "server: True tensorflow: False",
+        "server: False tensorflow: False",
+        "tensorflow loaded at prestart, at run: [False, True]",
+    ], result.stdout + result.stderr
 
 
 def test_workers_start_early_by_entry_point_not_by_what_was_imported(monkeypatch):

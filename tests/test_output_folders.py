@@ -100,26 +100,30 @@ def _preprocess_flags(src: pathlib.Path, dst: pathlib.Path, shards: int) -> list
     ]
 
 
-def test_a_second_preprocess_into_the_same_folder_is_refused_naming_the_first(tmp_path):
+def test_a_second_preprocess_into_the_same_folder_is_refused_naming_the_first(tmp_path, capsys):
+    """The first run is a command of its own, paused while it holds DST; the second, refused, runs in this
+    process (``main``: the command's status and its one line)."""
+    from pipelines.preprocess import main
+
     src_a, src_b, dst = tmp_path / "a", tmp_path / "b", tmp_path / "dst"
-    synthetic.write_pet_dataset(str(src_a), 12, size=(40, 50), seed=1)
-    synthetic.write_pet_dataset(str(src_b), 6, size=(40, 50), seed=2)
+    synthetic.write_pet_dataset(str(src_a), 6, size=(40, 50), seed=1)
+    synthetic.write_pet_dataset(str(src_b), 2, size=(40, 50), seed=2)
     first = _cli("pipelines.preprocess", *_preprocess_flags(src_a, dst, 2))
     lease = dst / ".segflow" / "lease"
     _wait_for(lambda: lease.exists() and lease.stat().st_size > 0, first, "lease")
-    first.send_signal(signal.SIGSTOP)  # paused, not ended: it holds DST however long the second takes to start
+    first.send_signal(signal.SIGSTOP)  # paused, not ended: it holds DST however long the second takes
     try:
-        second = _cli("pipelines.preprocess", *_preprocess_flags(src_b, dst, 3))
-        _, err = second.communicate(timeout=300)
+        code = main(_preprocess_flags(src_b, dst, 3))
     finally:
         first.send_signal(signal.SIGCONT)
-    assert second.returncode == 2, err
+    err = capsys.readouterr().err
+    assert code == 2, err
     (line,) = _error_lines(err, "pipelines.preprocess")
     assert f"is being written by segflow preprocess (pid {first.pid} on {socket.gethostname()}" in line
     _, err = first.communicate(timeout=300)
     assert first.returncode == 0, err
     meta = json.loads((dst / "metadata.json").read_text())
-    assert sum(meta["source_counts"].values()) == 12  # the first run's output, whole
+    assert sum(meta["source_counts"].values()) == 6  # the first run's output, whole
     assert sorted(p.name for p in dst.glob("*.tfrecord.gz")) == sorted(meta["shards"])
 
 

@@ -1,14 +1,18 @@
 """Pipeline-level checks of ``python -m pipelines.preprocess`` (real DirectRunner, real files).
 
 Session fixtures (tests/fixtures/data.py) hold the Pet and Cityscapes runs; the tests here add a run on a
-dataset with every quirk of the real Pet archive, two runs for determinism (one of them multi-processing), and
-one for stale shards.
+dataset with every quirk of the real Pet archive, three for determinism (the command twice, multi-processing,
+and the same flags in this process), and one for stale shards.
 """
 
 from __future__ import annotations
 
+import json
+import os
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -234,8 +238,20 @@ def _files(dst) -> dict[str, bytes]:
     return out
 
 
-def test_byte_identical_reruns_with_augmentation_multiprocessing(pet_raw_dir, tmp_path):
-    """Same inputs and flags → identical bytes, whether run multi-processing (2 workers) or in one process."""
+def _command(*args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.preprocess", *args], capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+def test_the_command_gives_the_same_bytes_every_run_in_processes_or_in_one(pet_raw_dir, tmp_path):
+    """The command itself, twice, with augmentation, multi-processing (2 workers): it exits 0 with its summary
+    on stdout (it ends the process without the interpreter's teardown, ``runner.exit_process``, so the summary
+    must still get there) and every output complete; the second run's outputs are byte-identical to the
+    first's, the tensorflow-transform graph included, except fingerprint.pb (a random UUID on every save).
+    The same flags run in one process (``in_memory``, in this test process) give the same records, metadata
+    and dead letters, and a graph that computes the same bits."""
     flags = [
         "--dataset",
         "pet",
@@ -250,17 +266,28 @@ def test_byte_identical_reruns_with_augmentation_multiprocessing(pet_raw_dir, tm
         "--num_shards",
         "2",
     ]
-    meta_a = _run(
-        flags
-        + [
-            "--output_dir",
-            str(tmp_path / "a"),
-            "--direct_running_mode",
-            "multi_processing",
-            "--direct_num_workers",
-            "2",
-        ]
-    )
+    processes = ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
+    for name in ("a", "again"):
+        result = _command(*flags, "--output_dir", str(tmp_path / name), *processes)
+        assert result.returncode == 0, result.stderr
+        assert "records per split" in result.stdout and "dead letters" in result.stdout
+    written = json.loads((tmp_path / "a" / "metadata.json").read_text())
+    assert written["inputs_seen"] == sum(written["source_counts"].values()) + written["dead_letter_count"]
+    assert (tmp_path / "a" / "transform_fn" / "saved_model.pb").exists()
+
+    def every_file(root):
+        return {
+            p.relative_to(root).as_posix(): p.read_bytes()
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "fingerprint.pb"
+        }
+
+    first, second = every_file(tmp_path / "a"), every_file(tmp_path / "again")
+    assert set(first) == set(second) and "transform_fn/saved_model.pb" in first
+    for name in first:
+        assert first[name] == second[name], name
+
+    meta_a = _metadata(tmp_path / "a")
     meta_b = _run(flags + ["--output_dir", str(tmp_path / "b"), "--direct_running_mode", "in_memory"])
     files_a, files_b = _files(tmp_path / "a"), _files(tmp_path / "b")
     assert set(files_a) == set(files_b) and len(_shards(tmp_path / "a", "train")) == 2

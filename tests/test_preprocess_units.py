@@ -185,14 +185,14 @@ def test_spilled_shards_equal_grouped_shards(tmp_path, mode):
         for split in (("train",) if i % 4 else ("val", "test"))
     ]
     plan = {"train": 3, "val": 2, "test": 1}
-    outputs = {}
-    for name, spill in (("grouped", None), ("spilled", str(tmp_path / "spill"))):
-        out = tmp_path / name
-        options = PipelineOptions(["--direct_running_mode", mode, "--direct_num_workers", "2"])
-        with beam.Pipeline(options=options) as p:
-            plan_pc = p | "Plan" >> beam.Create([plan])
-            _ = p | beam.Create(records, reshuffle=False) | shards.WriteShards(str(out), plan_pc, spill)
-        outputs[name] = {f.name: f.read_bytes() for f in sorted(out.iterdir())}
+    writers = {"grouped": None, "spilled": str(tmp_path / "spill")}
+    # Both paths in one pipeline (one set of worker processes), each from the same records and plan.
+    with beam.Pipeline(options=PipelineOptions(["--direct_running_mode", mode, "--direct_num_workers", "2"])) as p:
+        plan_pc = p | "Plan" >> beam.Create([plan])
+        created = p | beam.Create(records, reshuffle=False)
+        for name, spill in writers.items():
+            _ = created | name >> shards.WriteShards(str(tmp_path / name), plan_pc, spill)
+    outputs = {name: {f.name: f.read_bytes() for f in sorted((tmp_path / name).iterdir())} for name in writers}
     assert len(outputs["grouped"]) == 6 and outputs["spilled"] == outputs["grouped"]
     assert not (tmp_path / "spill").exists()  # scratch files removed once every shard is written
 
