@@ -106,7 +106,7 @@ print("PROBE", code, round(time.process_time() - start, 3),
 @pytest.mark.parametrize(
     "given, expected",
     [
-        ("missing", "--input_dir {root}/missing does not exist; check --input_dir"),
+        ("missing", "no input files: --input_dir {root}/missing does not exist; check --input_dir"),
         (
             "pet/images",
             "--input_dir {root}/pet/images is the images folder itself; use its parent, the dataset's root: "
@@ -121,7 +121,7 @@ print("PROBE", code, round(time.process_time() - start, 3),
         ("other", "--input_dir {root}/other has no images/ folder (expected pet layout: images/<Breed_N>.jpg)"),
     ],
 )
-def test_a_wrong_input_dir_is_refused_before_beam_and_tensorflow_load(given, expected, tmp_path):
+def test_a_wrong_input_dir_is_a_data_error_found_before_beam_and_tensorflow_load(given, expected, tmp_path):
     (tmp_path / "pet" / "images" / "more").mkdir(parents=True)
     (tmp_path / "pet" / "images" / "cat_1.jpg").write_bytes(b"")
     (tmp_path / "other").mkdir()
@@ -135,5 +135,5 @@ def test_a_wrong_input_dir_is_refused_before_beam_and_tensorflow_load(given, exp
     )
     *lines, probe = done.stderr.strip().splitlines()
     _, code, seconds, heavy = probe.split(" ", 3)
-    assert code == "2" and len(lines) == 1 and expected.format(root=tmp_path) in lines[0], done.stderr
+    assert code == "1" and len(lines) == 1 and expected.format(root=tmp_path) in lines[0], done.stderr
     assert heavy == "[]" and float(seconds) < 1.0, probe

@@ -1,6 +1,7 @@
 """What ``run`` checks before any worker starts: the two folders apart, the Beam flags, an input that holds files.
 
-Each check raises ``UsageError`` (exit status 2) with the flag to fix.
+Each check raises ``UsageError`` (exit status 2) for flags to fix, or ``DataError`` (1) for a missing or empty
+input, with the flag to check.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from typing import Sequence
 from pipelines import datasets
 from pipelines.preprocess.options import PROG, PreprocessConfig
 from pipelines.shared import folders
-from schemas.errors import UsageError
+from schemas.errors import DataError, UsageError
 
 # The storage and runner modules import Beam (~1.6 s): they are imported in the functions that read storage or
 # Beam's flags, so that importing the job (to parse flags, to answer --help) stays light.
@@ -42,16 +43,17 @@ def check_input_dir(config: PreprocessConfig) -> None:
     """The commonest --input_dir mistakes, on a local folder, answered before Beam and TensorFlow load (under a
     second, where listing it through Beam takes seconds): the folder missing or a file, or the dataset's own
     input folder (``images/``) or a folder inside it named instead of the dataset's root. An input folder that
-    is there but holds nothing is ``check_input``'s to find. gs:// folders are left to ``check_input``."""
+    is there but holds nothing is ``check_input``'s to find. gs:// folders are left to ``check_input``. Raises
+    ``DataError``: a missing or unusable input is exit status 1, as in every segflow command (CONTRACT.md)."""
     if folders.is_remote(config.input_dir):
         return
     root = os.path.normpath(folders.local_path(config.input_dir))
     dataset = datasets.get(config.dataset)
     inner = os.path.join(*dataset.input_folder)
     if not os.path.exists(root):
-        raise UsageError(f"--input_dir {config.input_dir} does not exist; check --input_dir")
+        raise DataError(f"no input files: --input_dir {config.input_dir} does not exist; check --input_dir")
     if not os.path.isdir(root):
-        raise UsageError(f"--input_dir {config.input_dir} is a file, not the dataset's folder; check --input_dir")
+        raise DataError(f"--input_dir {config.input_dir} is a file, not the dataset's folder; check --input_dir")
     if os.path.isdir(os.path.join(root, inner)):
         return
     ancestor = root
@@ -59,10 +61,10 @@ def check_input_dir(config: PreprocessConfig) -> None:
         ancestor = os.path.dirname(ancestor)
     if os.path.basename(ancestor) == dataset.input_folder[0]:
         what = f"the {inner} folder itself; use its parent," if ancestor == root else f"inside the {inner} folder; use"
-        raise UsageError(
+        raise DataError(
             f"--input_dir {config.input_dir} is {what} the dataset's root: --input_dir {os.path.dirname(ancestor)}"
         )
-    raise UsageError(
+    raise DataError(
         f"--input_dir {config.input_dir} has no {inner}/ folder (expected {config.dataset} layout: "
         f"{dataset.input_layout}); check --input_dir"
     )
@@ -79,8 +81,8 @@ def check_pipeline_args(pipeline_args: Sequence[str]) -> None:
 
 
 def check_input(config: PreprocessConfig, count_up_to: int = 0) -> int:
-    """Fails fast, before any worker starts, when the input holds nothing to read; returns the bytes of the
-    files in the dataset's input folder, counted up to ``count_up_to`` (the listing stops there).
+    """Fails fast (``DataError``), before any worker starts, when the input holds nothing to read; returns the
+    bytes of the files in the dataset's input folder, counted up to ``count_up_to`` (the listing stops there).
 
     The folder is listed literally (``storage.list_files``: no glob, links followed), as discovery does.
     """
@@ -94,15 +96,15 @@ def check_input(config: PreprocessConfig, count_up_to: int = 0) -> int:
     try:
         first = next(listed, None)
     except Exception as e:  # e.g. a bucket that does not exist or cannot be read
-        raise UsageError(
+        raise DataError(
             f"cannot list {folder} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); check --input_dir"
         ) from None
     if first is None:
-        raise UsageError(
+        raise DataError(
             f"no input files under {config.input_dir} (expected {config.dataset} layout: {expected}); check --input_dir"
         )
     if first.error is not None and first.path == storage.printable_path(folder):  # the folder itself
-        raise UsageError(f"{first.path}: {first.error}; check --input_dir")
+        raise DataError(f"{first.path}: {first.error}; check --input_dir")
     total = first.size
     for entry in listed:
         if total >= count_up_to:
