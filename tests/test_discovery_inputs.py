@@ -114,22 +114,10 @@ def _record_ids(dst: pathlib.Path) -> list[str]:
     return sorted(ids)
 
 
-def _run(src: pathlib.Path, dst: pathlib.Path, dataset: str, image_size: str) -> dict:
-    from pipelines.preprocess import job as preprocess
+def _run(src: pathlib.Path, dst: pathlib.Path, dataset: str, image_size: tuple[int, int]) -> dict:
+    from pipelines.preprocess import PreprocessConfig, run
 
-    preprocess.run(
-        [
-            "--dataset",
-            dataset,
-            "--input_dir",
-            str(src),
-            "--output_dir",
-            str(dst),
-            "--image_size",
-            image_size,
-            *BEAM_FLAGS,
-        ]
-    )
+    run(PreprocessConfig(dataset, str(src), str(dst), image_size=image_size), BEAM_FLAGS)
     return _metadata(dst)
 
 
@@ -397,7 +385,7 @@ def _pet_every_odd_file(src: pathlib.Path, elsewhere: pathlib.Path) -> tuple[set
 def test_pet_job_accounts_for_every_file(tmp_path):
     src, dst = tmp_path / "src", tmp_path / "dst"
     records, files = _pet_every_odd_file(src, tmp_path / "elsewhere")
-    meta = _run(src, dst, "pet", "16")
+    meta = _run(src, dst, "pet", (16, 16))
     got = _record_ids(dst)
     assert got == sorted(records)
     dead = [d["path"] for d in read_dead_letters(str(dst))]
@@ -416,7 +404,7 @@ def test_pet_job_accounts_for_every_file(tmp_path):
 def test_cityscapes_job_reads_linked_city(tmp_path):
     src, ids, dead = _cityscapes_with_links(tmp_path)
     dst = tmp_path / "dst"
-    meta = _run(src, dst, "cityscapes", "16,32")
+    meta = _run(src, dst, "cityscapes", (16, 32))
     assert meta["source_counts"]["train"] == 3  # the two frames in the linked city are not skipped
     assert _record_ids(dst) == sorted(ids["train"])
     assert sorted(d["path"] for d in read_dead_letters(str(dst))) == sorted(dead)
