@@ -60,24 +60,28 @@ def _wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 300
 
 
 # ------------------------------------------------------------------------------------------------ ownership
-def test_infer_refuses_a_project_folder_holding_the_users_masks(pet_job_dir, pet_raw_dir, tmp_path):
+def test_infer_refuses_a_project_folder_holding_the_users_masks(pet_job_dir, pet_raw_dir, tmp_path, capsys):
+    """Through infer's ``main`` in this process: the command's status and its one line, nothing touched."""
+    from pipelines.infer.job import main
+
     project = tmp_path / "project"
     (project / "masks").mkdir(parents=True)
     (project / "masks" / "hand_labelled.png").write_bytes(b"a week of work")
     before = _tree(project)
     images = sorted((pet_raw_dir / "images").glob("*.jpg"))[:1]
-    proc = _cli(
-        "pipelines.infer",
-        "--model_dir",
-        str(pet_job_dir / "model"),
-        "--input",
-        str(images[0]),
-        "--output_dir",
-        str(project),
-        *BEAM,
+    code = main(
+        [
+            "--model_dir",
+            str(pet_job_dir / "model"),
+            "--input",
+            str(images[0]),
+            "--output_dir",
+            str(project),
+            *BEAM,
+        ]
     )
-    _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 2, err
+    err = capsys.readouterr().err
+    assert code == 2, err
     (line,) = _error_lines(err, "pipelines.infer")
     assert "holds files segflow did not write (e.g. masks/hand_labelled.png)" in line and "new or empty" in line
     assert _tree(project) == before and sorted(os.listdir(project)) == ["masks"]

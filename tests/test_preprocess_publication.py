@@ -76,45 +76,6 @@ def test_fixture_metadata_names_every_shard(pet_records_dir, cityscapes_records_
         assert (dst / "transform_fn" / "saved_model.pb").is_file()
 
 
-def test_rerun_into_glob_named_folder_with_only_test_examples(pet_records_dir, tmp_path, capsys):
-    """``out[1]`` (a legal folder name) beside ``out1``: the rerun replaces out[1]'s shards only, and a Pet
-    dataset with every id in test.txt preprocesses: no statistics, no transform_fn/, says what it wrote."""
-    from pipelines.preprocess import job as preprocess
-
-    sibling, dst = tmp_path / "out1", tmp_path / "out[1]"
-    shutil.copytree(pet_records_dir, sibling)
-    shutil.copytree(pet_records_dir, dst)  # an earlier run's complete output, transform_fn/ included
-    before = {p.relative_to(sibling).as_posix(): p.read_bytes() for p in sibling.rglob("*") if p.is_file()}
-    src = tmp_path / "src"
-    synthetic.write_pet_dataset(str(src), 6, size=(40, 50), seed=3, test_fraction=1.0)  # every id in test.txt
-
-    code = preprocess.main(
-        [
-            "--dataset",
-            "pet",
-            "--input_dir",
-            str(src),
-            "--output_dir",
-            str(dst),
-            "--image_size",
-            "16",
-            "--num_shards",
-            "2",
-            *_FAST,
-        ]
-    )
-    out = capsys.readouterr().out
-    assert code == 0
-    after = {p.relative_to(sibling).as_posix(): p.read_bytes() for p in sibling.rglob("*") if p.is_file()}
-    assert after == before, "the sibling dataset out1 was changed"
-    meta = _assert_published(dst)
-    assert sorted(meta["shards"]) == ["test-00000-of-00002.tfrecord.gz", "test-00001-of-00002.tfrecord.gz"]
-    assert meta["counts"] == {"train": 0, "val": 0, "test": 6}
-    assert meta["stats"] is None and "no train records" in meta["stats_absent_reason"]
-    assert not (dst / "transform_fn").exists() and not (dst / "transformed_metadata").exists()
-    assert "test=6" in out and "wrote 2 shard files" in out and "no statistics and no transform_fn/" in out
-
-
 def test_cityscapes_with_only_val(tmp_path):
     """A Cityscapes evaluation set (``leftImg8bit/val`` only) preprocesses into a complete, published DST."""
     from pipelines.preprocess import PreprocessConfig, run
@@ -159,34 +120,46 @@ def test_all_bad_rerun_fails_in_one_line_and_keeps_the_previous_dataset(pet_reco
     _assert_published(dst)
 
 
-def test_killed_rerun_leaves_the_previous_output_and_its_leftovers_are_removed_later(pet_records_dir, tmp_path):
+def test_killed_rerun_keeps_the_previous_output_and_the_next_run_removes_its_leftovers(
+    pet_records_dir, tmp_path, capsys
+):
     """SIGKILL a rerun with other data once its first new shard is written: DST still holds the previous
-    complete output, byte for byte (the rerun wrote into its staging folder). A later run removes the killed
-    run's staging and scratch folders, and publishes its own output."""
-    from pipelines.preprocess import from_args, run, scratch
+    complete output, byte for byte (the rerun wrote into its staging folder). The next run removes the killed
+    run's staging and scratch folders, and publishes its own output.
 
-    dst, temp = tmp_path / "dst", tmp_path / "scratch"
-    shutil.copytree(pet_records_dir, dst)
+    DST is ``out[1]`` (a legal folder name) beside ``out1``: the runs replace out[1]'s shards only. The next run's
+    Pet dataset has every id in test.txt: it preprocesses with no statistics and no transform_fn/, and its
+    summary says what it wrote."""
+    from pipelines.preprocess import main, scratch
+
+    sibling, dst, temp = tmp_path / "out1", tmp_path / "out[1]", tmp_path / "scratch"
+    shutil.copytree(pet_records_dir, sibling)
+    shutil.copytree(pet_records_dir, dst)  # an earlier run's complete output, transform_fn/ included
     before = {p.relative_to(dst).as_posix(): p.read_bytes() for p in dst.rglob("*") if p.is_file()}
     before = {name: data for name, data in before.items() if not name.startswith(".segflow/")}
-    src = tmp_path / "src"
-    synthetic.write_pet_dataset(str(src), 12, size=(40, 50), seed=5)
-    flags = [
-        "--dataset",
-        "pet",
-        "--input_dir",
-        str(src),
-        "--output_dir",
-        str(dst),
-        "--image_size",
-        "16",
-        "--num_shards",
-        "2",
-        "--temp_location",
-        str(temp),
-        *_FAST,
-    ]
-    proc = _cli(*flags)
+    beside = {p.relative_to(sibling).as_posix(): p.read_bytes() for p in sibling.rglob("*") if p.is_file()}
+    killed_src, test_only_src = tmp_path / "src", tmp_path / "test_only"
+    synthetic.write_pet_dataset(str(killed_src), 12, size=(40, 50), seed=5)
+    synthetic.write_pet_dataset(str(test_only_src), 6, size=(40, 50), seed=3, test_fraction=1.0)
+
+    def flags(src: pathlib.Path) -> list[str]:
+        return [
+            "--dataset",
+            "pet",
+            "--input_dir",
+            str(src),
+            "--output_dir",
+            str(dst),
+            "--image_size",
+            "16",
+            "--num_shards",
+            "2",
+            "--temp_location",
+            str(temp),
+            *_FAST,
+        ]
+
+    proc = _cli(*flags(killed_src))
     deadline = time.monotonic() + 300
     try:
         while not any(p.name.endswith("-of-00002.tfrecord.gz") for p in (dst / ".segflow").glob("run-*/*")):
@@ -204,11 +177,19 @@ def test_killed_rerun_leaves_the_previous_output_and_its_leftovers_are_removed_l
     left = [p.name for p in temp.iterdir() if p.name.startswith(scratch.PREFIX)]
     assert left, "the killed run left no scratch folder (was it killed too late?)"
 
-    meta = run(*from_args(flags)).metadata
-    assert meta.counts["train"] + meta.counts["val"] + meta.counts["test"] == 12
-    _assert_published(dst)
+    code = main(flags(test_only_src))
+    out = capsys.readouterr().out
+    assert code == 0
     assert [p.name for p in temp.iterdir()] == [], "scratch folders left behind"
     assert not list((dst / ".segflow").glob("run-*")), "the killed run's staging folder was left"
+    after = {p.relative_to(sibling).as_posix(): p.read_bytes() for p in sibling.rglob("*") if p.is_file()}
+    assert after == beside, "the sibling dataset out1 was changed"
+    meta = _assert_published(dst)
+    assert sorted(meta["shards"]) == ["test-00000-of-00002.tfrecord.gz", "test-00001-of-00002.tfrecord.gz"]
+    assert meta["counts"] == {"train": 0, "val": 0, "test": 6}
+    assert meta["stats"] is None and "no train records" in meta["stats_absent_reason"]
+    assert not (dst / "transform_fn").exists() and not (dst / "transformed_metadata").exists()
+    assert "test=6" in out and "wrote 2 shard files" in out and "no statistics and no transform_fn/" in out
 
 
 def test_gcs_reruns_into_glob_named_folder(gcs, pet_records_dir, tmp_path):
