@@ -256,25 +256,3 @@ def test_an_evaluation_file_segflow_did_not_write_is_never_replaced(tmp_path, ca
     status, err = _main(argv + ["--output_file", str(mine)], capsys)
     assert status == 2 and len(err) == 1 and "exists and is not an evaluation segflow wrote" in err[0]
     assert mine.read_text() == "the user's notes"
-
-
-@pytest.mark.slow
-def test_evaluate_never_imports_tensorflow(tmp_path):
-    """Scoring masks needs PIL and numpy only: a whole evaluate run in a fresh interpreter leaves TensorFlow
-    unimported (its import is ~5 s of a run that otherwise takes ~3 s)."""
-    import subprocess
-    import sys
-
-    src = tmp_path / "src"
-    ids = _pet(src)
-    masks = _perfect_predictions(src, ids, tmp_path / "out")
-    probe = (
-        "import sys\n"
-        "from pipelines import evaluate\n"
-        f"config = evaluate.EvaluateConfig(predictions={str(masks)!r}, ground_truth={str(src)!r}, dataset='pet')\n"
-        "evaluate.run(config, ['--direct_running_mode', 'in_memory'])\n"
-        "print('tensorflow' in sys.modules)\n"
-    )
-    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == "False"

@@ -83,20 +83,33 @@ def test_odd_file_names_each_end_in_one_place(pet_job_dir, images, tmp_path):
 
 
 # ------------------------------------------------------------------------------------ 13: true counts, flags
-def test_overlapping_globs_read_each_file_once(pet_job_dir, images, tmp_path):
+def test_overlapping_globs_read_each_file_once_into_an_output_dir_named_literally(pet_job_dir, images, tmp_path):
+    """One file named three ways is read, counted and written once. Clearing ``out[1]`` never touches ``out1``
+    (which a glob ``out[1]`` would name)."""
     src = tmp_path / "in"
     src.mkdir()
     for image in images[:3]:
         shutil.copy(image, src / image.name)
     first = images[0].name
     patterns = [src / "*.jpg", src / first, f"{src}/./{first[:3]}*.jpg"]  # one file, three ways
-    result = _infer(pet_job_dir / "model", patterns, tmp_path / "out")
-    summary = _summary(tmp_path / "out")
+    sibling = tmp_path / "out1"
+    (sibling / "masks").mkdir(parents=True)
+    (sibling / "masks" / "other.png").write_bytes(b"z")
+    (sibling / "summary.json").write_text("{}\n")
+    out = tmp_path / "out[1]"
+    (out / "masks").mkdir(parents=True)
+    (out / "masks" / "stale.png").write_bytes(b"old")
+    # The previous release's output (no owner record): adopted from its summary, so stale.png is its file.
+    (out / "summary.json").write_text('{"outputs": {"in/stale.jpg": "stale"}}\n')
+    result = _infer(pet_job_dir / "model", patterns, out)
+    summary = _summary(out)
     assert result.inputs_matched == 3 == result.images_written == summary["images_written"]
     assert summary["inputs_seen"] == 3 and len(summary["outputs"]) == 3
-    assert sorted(p.name for p in (tmp_path / "out" / "masks").iterdir()) == sorted(
+    assert sorted(p.name for p in (out / "masks").iterdir()) == sorted(
         i.stem + ".png" for i in images[:3]
-    )  # plain names: no file was seen twice
+    )  # plain names: no file was seen twice; the previous output's stale.png is gone
+    assert _dead(out) == []
+    assert (sibling / "masks" / "other.png").read_bytes() == b"z" and (sibling / "summary.json").exists()
 
 
 def test_input_naming_a_folder_fails_with_one_line(pet_job_dir, images, tmp_path, capfd):
@@ -183,27 +196,6 @@ def test_rerun_clears_only_the_jobs_own_outputs(pet_job_dir, pet_raw_dir, images
     assert (elsewhere / "precious.png").read_bytes() == b"y"
     doc = _evaluate(out / "masks", pet_raw_dir)
     assert doc["images"] == 1  # only this run's mask is scored
-
-
-def test_output_dir_with_glob_characters_is_literal(pet_job_dir, images, tmp_path):
-    """Clearing ``out[1]`` never touches ``out1`` (which a glob ``out[1]`` would name)."""
-    src = tmp_path / "in"
-    src.mkdir()
-    shutil.copy(images[0], src / images[0].name)
-    sibling = tmp_path / "out1"
-    (sibling / "masks").mkdir(parents=True)
-    (sibling / "masks" / "other.png").write_bytes(b"z")
-    (sibling / "summary.json").write_text("{}\n")
-    out = tmp_path / "out[1]"
-    (out / "masks").mkdir(parents=True)
-    (out / "masks" / "stale.png").write_bytes(b"old")
-    # The previous release's output (no owner record): adopted from its summary, so stale.png is its file.
-    (out / "summary.json").write_text('{"outputs": {"in/stale.jpg": "stale"}}\n')
-    result = _infer(pet_job_dir / "model", [src / "*.jpg"], out)
-    assert result.images_written == 1
-    assert sorted(p.name for p in (out / "masks").iterdir()) == [images[0].stem + ".png"]
-    assert _summary(out)["images_written"] == 1 and _dead(out) == []
-    assert (sibling / "masks" / "other.png").read_bytes() == b"z" and (sibling / "summary.json").exists()
 
 
 def test_inputs_inside_the_folders_a_rerun_clears_are_refused(pet_job_dir, tmp_path):
