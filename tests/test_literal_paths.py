@@ -7,6 +7,7 @@ import pathlib
 import shutil
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from pipelines.common import storage
@@ -55,6 +56,7 @@ def test_report_ground_truth_index_is_literal(tmp_path):
     assert list(index) == ["mine_1"]
 
 
+@pytest.mark.slow  # the model is a training (pet_job_dir)
 def test_saved_model_in_a_folder_with_glob_characters_loads(pet_job_dir, tmp_path):
     """TensorFlow's variable reader globs: a model in ``m[1]`` failed to load (or would have read ``m1``'s
     variables). It loads through a plain-named link, and serves."""

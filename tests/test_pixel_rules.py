@@ -236,6 +236,7 @@ def test_the_conversion_rule_is_the_documented_integer_formula():
         np.testing.assert_array_equal(decode_rgb(data)[0], rgb)
 
 
+@pytest.mark.slow  # the model is a training (pet_job_dir)
 def test_sixteen_bit_grey_and_rgba_reach_the_model_as_in_records(pet_job_dir):
     """Through the resize path and through a real exported SavedModel's ``preprocess`` signature (what
     ``pipelines.infer`` calls): the served model input is the record image (the records' PIL resize vs the
@@ -421,6 +422,7 @@ def test_preprocess_record_of_a_turned_jpeg_agrees_with_its_mask(tmp_path):
     assert image[pet].mean() > 200 and image[mask == 1].mean() < 50
 
 
+@pytest.mark.slow  # the model is a training (pet_job_dir)
 def test_served_model_reports_the_displayed_size(pet_job_dir):
     """Through a real exported SavedModel's ``preprocess`` signature: a JPEG stored 48 x 64 with orientation 6 is
     64 x 48 (what infer writes the mask at), and the model input is the turned image."""

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _PROBE = r"""
@@ -51,6 +53,7 @@ print("missing:", missing)
 """
 
 
+@pytest.mark.slow  # resolving every exported name loads Beam and TensorFlow in a subprocess
 def test_package_exports_its_api_lazily():
     """``import pipelines.preprocess`` and its config and flag parser load neither Beam nor TensorFlow; every name
     in ``__all__`` resolves (the transforms and the job load Beam when first used)."""

@@ -171,7 +171,7 @@ def test_shard_assignment_is_stable():
     assert shards.plan_shards({"train": 10, "test": 4}, {}, 50_000, fixed=4) == {"train": 4, "test": 4}
 
 
-@pytest.mark.parametrize("mode", ["in_memory", "multi_processing"])
+@pytest.mark.parametrize("mode", ["in_memory", pytest.param("multi_processing", marks=pytest.mark.slow)])
 def test_spilled_shards_equal_grouped_shards(tmp_path, mode):
     """The local spill path (pointers grouped, records in scratch files) writes the very bytes the plain
     GroupByKey path does, and cleans its scratch files up."""

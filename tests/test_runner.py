@@ -1,6 +1,7 @@
 """Shared Beam options: fast local defaults that every flag overrides, and the local runner choice."""
 
 import apache_beam as beam
+import pytest
 from apache_beam.options.pipeline_options import DirectOptions, SetupOptions, StandardOptions
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 
@@ -46,6 +47,7 @@ def test_direct_runner_goes_straight_to_the_fn_api_runner():
     assert runner.local_runner(dataflow) is None and runner.is_remote(dataflow)
 
 
+@pytest.mark.slow  # a subprocess
 def test_exit_process_flushes_and_keeps_the_status():
     import subprocess
     import sys
@@ -89,6 +91,7 @@ class _MarkTeardown(beam.DoFn):
         yield 2 * number
 
 
+@pytest.mark.slow  # a multi-processing pipeline
 def test_worker_processes_skip_the_interpreter_teardown(tmp_path):
     """Multi-processing workers end once their harness is done, without the interpreter's teardown (seconds
     with TensorFlow loaded, which every job waited for); the job's results are all there."""
@@ -105,8 +108,6 @@ def test_worker_processes_skip_the_interpreter_teardown(tmp_path):
 
 def test_an_unknown_runner_is_a_flag_error():
     """Beam only fails on a runner name once the job is built, with a traceback; a typo is a flag error."""
-    import pytest
-
     for good in ("DirectRunner", "direct", "dataflow", "DataflowRunner", "apache_beam.runners.direct.DirectRunner"):
         runner.check_beam_flags(["--runner", good])
     with pytest.raises(ValueError, match=r"unknown --runner Foo \(one of .*DataflowRunner.*module path\)"):
