@@ -13,7 +13,7 @@ flags (``--runner``, ``--direct_num_workers``, ``--project``, ``--temp_location`
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Optional, Sequence
 
 # Only what parsing the flags needs is imported here: ``--help`` and a bad job flag answer in well under a
 # second. Beam, TensorFlow and the pipeline modules (~5 s of imports on 2 cores) load once the flags are parsed:
@@ -23,7 +23,6 @@ from pipelines.preprocess.inputs import check_folders, check_input, check_input_
 from pipelines.preprocess.options import NAME, PreprocessConfig, build_arg_parser, check_config, from_args
 from pipelines.shared import cli
 from schemas.errors import UsageError
-from schemas.metadata import DatasetMetadata
 
 if TYPE_CHECKING:
     import apache_beam as beam
@@ -71,10 +70,9 @@ def build_pipeline(
     return transforms.build_pipeline(p, config, temp_dir, metadata_path)
 
 
-def run(
-    config: Union[PreprocessConfig, Sequence[str]], pipeline_args: Optional[Sequence[str]] = None
-) -> Union[PreprocessResult, Optional[DatasetMetadata]]:
-    """Runs the job on ``config`` with Beam's ``pipeline_args``; returns a ``PreprocessResult``.
+def run(config: PreprocessConfig, pipeline_args: Optional[Sequence[str]] = None) -> PreprocessResult:
+    """Runs the job on ``config`` with Beam's ``pipeline_args``; returns a ``PreprocessResult``. A command line
+    runs as ``run(*from_args(argv))``.
 
     Raises ``UsageError`` for a bad config or flag or an empty input, ``NoRecordsError`` when every input was a
     dead letter, ``SegflowError``s, never ``SystemExit``.
@@ -85,22 +83,13 @@ def run(
     fails or is killed leaves it as it was. On gs:// the run writes in place: the previous metadata.json is
     deleted first and the new one written last, naming every shard. Files of the previous run that this one did
     not write (shards of another count) are deleted by the owner record.
-
-    Transition: a command line (``run(argv)``) still runs and returns the ``DatasetMetadata`` (None for
-    ``--dry_run``), with the Beam counters in ``extra["counters"]``, for callers not yet moved to the config.
     """
     from pipelines.preprocess import runtime  # Beam and the pipeline modules: see the imports at the top
 
-    if isinstance(config, PreprocessConfig):
-        pipeline_args = list(pipeline_args or ())
-        check(config, pipeline_args)
-        check_input_dir(config)
-        return runtime.run_checked(config, pipeline_args)
-    config, pipeline_args = parse_args(config)
-    result = runtime.run_checked(config, pipeline_args)
-    if result.metadata is not None and result.counters:
-        result.metadata.extra.setdefault("counters", result.counters)
-    return result.metadata
+    pipeline_args = list(pipeline_args or ())
+    check(config, pipeline_args)
+    check_input_dir(config)
+    return runtime.run_checked(config, pipeline_args)
 
 
 def check_command_line(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
