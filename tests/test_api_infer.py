@@ -64,23 +64,24 @@ def test_segment_images_takes_bytes_or_paths_and_gives_the_jobs_masks(pet_job_di
         key, segmentation = keyed
         return key, bool(np.array_equal(segmentation.class_ids, expected[key])), segmentation.path
 
-    with TestPipeline() as p:
-        given = p | beam.Create(images + [("broken", b"\x89PNG not really")])
-        segmented, dead = given | infer.SegmentImages(model_dir, max_pixels=10**9)
+    with TestPipeline() as p:  # one pipeline, two uses of the transform
+        given = p | "Bytes" >> beam.Create(images + [("broken", b"\x89PNG not really")])
+        segmented, dead = given | "SegmentBytes" >> infer.SegmentImages(model_dir, max_pixels=10**9)
         assert_that(
-            segmented | beam.Map(same_as_the_job), equal_to([(k, True, None) for k, _ in images]), label="Masks"
+            segmented | "SameAsTheJob" >> beam.Map(same_as_the_job),
+            equal_to([(k, True, None) for k, _ in images]),
+            label="Masks",
         )
         assert_that(
-            dead | beam.Map(lambda d: (d.path, d.stage, "decodable" in d.error)),
+            dead | "Undecodable" >> beam.Map(lambda d: (d.path, d.stage, "decodable" in d.error)),
             equal_to([("broken", "preprocess", True)]),
             label="Dead",
         )
-    with TestPipeline() as p:
-        by_path = p | beam.Create([(paths[0].stem, str(paths[0]))])
-        segmented, dead = by_path | infer.SegmentImages(model_dir, max_pixels=100)
+        by_path = p | "Paths" >> beam.Create([(paths[0].stem, str(paths[0]))])
+        segmented, dead = by_path | "SegmentPaths" >> infer.SegmentImages(model_dir, max_pixels=100)
         assert_that(segmented, equal_to([]), label="NoneSegmented")
         assert_that(
-            dead | beam.Map(lambda d: (d.path, d.stage, "over --max_pixels 100" in d.error)),
+            dead | "OverTheLimit" >> beam.Map(lambda d: (d.path, d.stage, "over --max_pixels 100" in d.error)),
             equal_to([(str(paths[0]), "preprocess", True)]),
             label="TooLarge",
         )
