@@ -164,15 +164,24 @@ def test_two_processes_racing_for_one_folder_get_one_winner(tmp_path):
             print("refused", flush=True)
         else:
             print("held", flush=True)
-            time.sleep(3)
+            sys.stdin.read()  # holds the folder until every racer has answered
         """
     )
     start = time.time() + 2.0
     runs = [
-        subprocess.Popen([sys.executable, "-c", script, str(out), str(start)], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            [sys.executable, "-c", script, str(out), str(start)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(3)
     ]
-    outputs = sorted(run.communicate(timeout=60)[0].strip() for run in runs)
+    try:
+        outputs = sorted(run.stdout.readline().strip() for run in runs)
+    finally:
+        for run in runs:
+            run.communicate(timeout=60)
     assert outputs == ["held", "refused", "refused"]
 
 
