@@ -37,13 +37,11 @@ def pet_on_gcs(gcs, pet_raw_dir):
 
 @pytest.fixture(scope="module")
 def pet_preprocessed_on_gcs(gcs, pet_on_gcs):
-    from pipelines.preprocess import job as preprocess
+    from pipelines.preprocess import PreprocessConfig, run
 
     dst = gcs.prefix("pet-records")
-    metadata = preprocess.run(
-        ["--dataset", "pet", "--input_dir", pet_on_gcs, "--output_dir", dst, "--image_size", "32", *BEAM_FLAGS]
-    )
-    return dst, metadata
+    config = PreprocessConfig(dataset="pet", input_dir=pet_on_gcs, output_dir=dst, image_size=(32, 32))
+    return dst, run(config, BEAM_FLAGS).metadata
 
 
 def test_preprocess_gcs_layout(gcs, pet_preprocessed_on_gcs, tmp_path):
@@ -106,10 +104,10 @@ def test_preprocess_gcs_matches_local(gcs, pet_preprocessed_on_gcs, pet_records_
 
 
 def test_preprocess_gcs_empty_input_fails_fast(gcs, capsys):
-    from pipelines.preprocess import job as preprocess
+    from pipelines.preprocess import main
 
     empty = gcs.prefix("nothing-here")
-    rc = preprocess.main(
+    rc = main(
         [
             "--dataset",
             "pet",

@@ -67,40 +67,87 @@ def records_on_gcs(gcs, pet_records_dir) -> str:
     return gcs.upload_dir(pet_records_dir, gcs.prefix("tf-records"))
 
 
-def test_trainer_on_gcs_resumes_after_sigkill_and_infer_serves_the_export(
+def _wait_for_step(gcs, job: str, step: int, handle, log) -> int:
+    """Polls the bucket until ``job``'s checkpoint index names ``step`` or later; the run must still be going."""
+    deadline = time.time() + 240
+    while _latest_step(gcs, job) < step and handle.proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert handle.proc.poll() is None, log.read_text()[-3000:]
+    return _latest_step(gcs, job)
+
+
+def test_trainer_on_gcs_resumes_after_sigkill_and_an_outage_rides_out_transient_faults_and_infer_serves_it(
     gcs, gcs_tls, records_on_gcs, pet_raw_dir, tmp_path
 ):
+    """One job on gs://, three runs of the same command. (1) SIGKILLed once a checkpoint is in the bucket.
+    (2) Resumed; storage stops answering (every request 503) once it has checkpointed again: the run fails with
+    one line naming the failed request, within its shortened retry budgets, and publishes no model/. (3) Resumed
+    while a tenth of all storage requests are answered 503 or 429 (TensorFlow's GCS client retries them:
+    shortened back-off, the default retry count): it finishes with complete outputs. Then ``pipelines.infer``
+    serves the gs:// export TensorFlow wrote."""
     job = gcs.prefix("tf-job")
-    # 18 train records / batch 2 = 9 steps per epoch, 2 epochs, a checkpoint every 2 steps.
+    # 18 train records / batch 3 = 6 steps in the one epoch, a checkpoint every 2 steps.
     cmd = _train_cmd(
         records_on_gcs,
         job,
         "--epochs",
-        2,
+        1,
         "--batch_size",
-        2,
+        3,
         "--validation_steps",
         1,
         "--checkpoint_steps",
         2,
         "--deterministic",
     )
-    first = gcs_tls.popen(cmd, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "first.log", "wb"))
-    deadline = time.time() + 240
-    while _latest_step(gcs, job) < 4 and first.proc.poll() is None and time.time() < deadline:
-        time.sleep(0.1)
-    assert first.proc.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+
+    # (1) SIGKILL after the first checkpoint.
+    log = tmp_path / "killed.log"
+    first = gcs_tls.popen(cmd, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    _wait_for_step(gcs, job, 2, first, log)
     first.kill_command()
     killed_at = _latest_step(gcs, job)
-    assert 4 <= killed_at < 18
+    assert 2 <= killed_at < 6
     assert not [n for n in gcs.list(job) if n.startswith("model/")]
 
-    done = gcs_tls.run(cmd, timeout=300)
+    # (2) Resumed, then an outage past the retry budget once it has checkpointed beyond where it was killed.
+    log = tmp_path / "outage.log"
+    env = gcs_tls.env(GCS_RETRY_CONFIG_MAX_RETRIES="3", **FAST_RETRIES, **SHORT_STORAGE_RETRIES)
+    second = gcs_tls.popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
+    try:
+        _wait_for_step(gcs, job, killed_at + 2, second, log)
+        gcs_tls.faults(rate=1.0, statuses=(503,))
+        outage = time.monotonic()
+        rc = second.proc.wait(timeout=240)
+        failed_after = time.monotonic() - outage
+    finally:
+        gcs_tls.clear_faults()
+        if second.proc.poll() is None:
+            second.proc.kill()
+    stderr = log.read_text()
+    assert rc == 1, stderr[-3000:]
+    assert "resumed from" in stderr and "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("trainer.task: error: storage failed: All 3 retry attempts failed"), last
+    assert "503" in last and "gs://" in last, last
+    assert not [n for n in gcs.list(job) if n.startswith("model/")]
+    # Both clients gave up within their shortened budgets (the lease's release, too, does not wait out 120 s).
+    assert failed_after < 60, failed_after
+    before_faults = _latest_step(gcs, job)
+    assert before_faults >= killed_at + 2
+
+    # (3) Resumed under transient faults for the whole run.
+    gcs_tls.faults(rate=0.1, statuses=(503, 429), seed=1)
+    try:
+        done = gcs_tls.run(cmd, env=gcs_tls.env(**FAST_RETRIES), timeout=300)
+    finally:
+        injected = gcs_tls.clear_faults()
     assert done.returncode == 0, done.stderr[-3000:]
+    assert injected >= 10, injected  # the faults really were in the way
     assert "resumed from" in done.stderr
     metrics = json.loads(gcs.read_bytes(f"{job}/metrics.json"))
-    assert metrics["resumed_from_step"] >= killed_at and metrics["steps"] == 18
-    assert _latest_step(gcs, job) == 18
+    assert metrics["resumed_from_step"] >= before_faults and metrics["steps"] == 6
+    assert _latest_step(gcs, job) == 6
     names = gcs.list(job)
     assert "model/saved_model.pb" in names and "model/segflow_model.json" in names, names
     assert any(n.startswith("model/variables/variables.data") for n in names), names
@@ -108,87 +155,16 @@ def test_trainer_on_gcs_resumes_after_sigkill_and_infer_serves_the_export(
     # TensorFlow renames its temporary files (copy + delete on GCS): none may be left behind.
     assert not [n for n in names if "_temp" in n or n.endswith(".tmp")], names
 
-    # Serve the gs:// export; infer copies the model through Beam's FileSystems (STORAGE_EMULATOR_HOST, here
-    # through the namespace's pipe to the same server).
+    # Serve the gs:// export TensorFlow wrote (folder markers included): infer copies the model through Beam's
+    # FileSystems (STORAGE_EMULATOR_HOST, the emulator itself; in this process).
+    from pipelines import infer
+
     sources = sorted((pet_raw_dir / "images").glob("*.jpg"))[:3]
     out = tmp_path / "pred"
-    served = gcs_tls.run(
-        [
-            sys.executable,
-            "-m",
-            "pipelines.infer",
-            "--model_dir",
-            f"{job}/model",
-            "--input",
-            f"{pet_raw_dir}/images/*.jpg",
-            "--output_dir",
-            str(out),
-        ],
-        timeout=300,
-    )
-    assert served.returncode == 0, served.stderr[-3000:]
+    infer.run(infer.InferConfig(model_dir=f"{job}/model", input=[str(p) for p in sources], output_dir=str(out)))
     for path in sources:
         mask = np.asarray(Image.open(out / "masks" / f"{path.stem}.png"))
         assert mask.shape == Image.open(path).size[::-1] and set(np.unique(mask)) <= {1, 2, 3}
-
-
-# ---------------------------------------------------------------------------------------- storage faults
-def test_trainer_rides_out_transient_503_and_429(gcs, gcs_tls, records_on_gcs):
-    """A tenth of all storage requests answered 503 or 429 for the whole run: TensorFlow's GCS client retries
-    them (shortened back-off, the default retry count) and the job's outputs are complete."""
-    job = gcs.prefix("tf-faults")
-    gcs_tls.faults(rate=0.1, statuses=(503, 429), seed=1)
-    try:
-        done = gcs_tls.run(
-            _train_cmd(
-                records_on_gcs, job, "--epochs", 1, "--batch_size", 4, "--validation_steps", 1, "--checkpoint_steps", 2
-            ),
-            env=gcs_tls.env(**FAST_RETRIES),
-            timeout=300,
-        )
-    finally:
-        injected = gcs_tls.clear_faults()
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert injected >= 10, injected  # the faults really were in the way
-    metrics = json.loads(gcs.read_bytes(f"{job}/metrics.json"))
-    assert metrics["steps"] == 4 and _latest_step(gcs, job) == 4
-    names = gcs.list(job)
-    assert {"model/saved_model.pb", "model/segflow_model.json"} <= set(names), names
-    assert [n for n in names if n.startswith("logs/") and ".tfevents." in n], names
-
-
-def test_a_fault_past_the_retry_budget_fails_the_trainer_with_one_line(gcs, gcs_tls, records_on_gcs, tmp_path):
-    """Storage stops answering (every request 503) once the first checkpoint is in the bucket: the job fails
-    with one line naming the failed request, and no model/ is published."""
-    job = gcs.prefix("tf-outage")
-    cmd = _train_cmd(
-        records_on_gcs, job, "--epochs", 2, "--batch_size", 2, "--validation_steps", 1, "--checkpoint_steps", 2
-    )
-    log = tmp_path / "stderr.log"
-    env = gcs_tls.env(GCS_RETRY_CONFIG_MAX_RETRIES="3", **FAST_RETRIES, **SHORT_STORAGE_RETRIES)
-    handle = gcs_tls.popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=open(log, "wb"))
-    try:
-        deadline = time.time() + 240
-        while _latest_step(gcs, job) < 2 and handle.proc.poll() is None and time.time() < deadline:
-            time.sleep(0.05)
-        assert handle.proc.poll() is None, log.read_text()[-3000:]
-        gcs_tls.faults(rate=1.0, statuses=(503,))
-        outage = time.monotonic()
-        rc = handle.proc.wait(timeout=240)
-        failed_after = time.monotonic() - outage
-    finally:
-        gcs_tls.clear_faults()
-        if handle.proc.poll() is None:
-            handle.proc.kill()
-    stderr = log.read_text()
-    assert rc == 1, stderr[-3000:]
-    assert "Traceback" not in stderr, stderr[-3000:]
-    last = stderr.strip().splitlines()[-1]
-    assert last.startswith("trainer.task: error: storage failed: All 3 retry attempts failed"), last
-    assert "503" in last and "gs://" in last, last
-    assert not [n for n in gcs.list(job) if n.startswith("model/")]
-    # Both clients gave up within their shortened budgets (the lease's release, too, does not wait out 120 s).
-    assert failed_after < 60, failed_after
 
 
 def _rerun_through_an_upload_outage(gcs_tls, cmd: list[str]) -> str:
@@ -248,14 +224,19 @@ def test_a_storage_outage_past_the_retries_fails_preprocess_with_one_line(
 
 
 @pytest.fixture(scope="module")
-def infer_on_gcs(gcs, gcs_tls, pet_job_dir, pet_raw_dir) -> tuple[list[str], str]:
-    """A fault-free ``pipelines.infer`` run of the tiny Pet model (uploaded to the bucket) into a gs:// OUT:
-    the command without its ``--output_dir``, and that OUT. Only read: the fault tests rerun the same command."""
+def infer_on_gcs(gcs, pet_job_dir, pet_raw_dir, tmp_path_factory) -> tuple[list[str], str]:
+    """A fault-free ``pipelines.infer`` run of the tiny Pet model (uploaded to the bucket) on a few images into
+    a gs:// OUT: the command without its ``--output_dir``, and that OUT. Only read: the fault tests rerun the same
+    command. The clean run is the same job in this process (same flags: the same bytes), without a second start."""
+    from pipelines import infer
+
+    images = tmp_path_factory.mktemp("infer_images")
+    for path in sorted((pet_raw_dir / "images").glob("*.jpg"))[:6]:  # a few: every output is requests to fault
+        shutil.copy(path, images / path.name)
     model = gcs.upload_dir(pet_job_dir / "model", gcs.prefix("tf-infer-model"))
-    cmd = [sys.executable, "-m", "pipelines.infer", "--model_dir", model, "--input", f"{pet_raw_dir}/images/*.jpg"]
+    cmd = [sys.executable, "-m", "pipelines.infer", "--model_dir", model, "--input", f"{images}/*.jpg"]
     out = gcs.prefix("tf-infer-clean")
-    clean = gcs_tls.run([*cmd, "--output_dir", out], timeout=300)
-    assert clean.returncode == 0, clean.stderr[-3000:]
+    infer.run(*infer.from_args([*cmd[3:], "--output_dir", out]))
     return cmd, out
 
 
