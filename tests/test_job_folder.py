@@ -17,7 +17,7 @@ import time
 import pytest
 import tensorflow as tf
 
-from pipelines.shared import cli
+from pipelines.shared import cli, ownership
 from schemas import errors
 from tests.fixtures.model import train_tiny
 from trainer import checkpoints
@@ -220,11 +220,29 @@ def test_checkpoints_that_are_all_damaged_are_refused_naming_the_newest(job_with
 
 
 # --------------------------------------------------------------------------------------------- one writer
-def test_a_second_run_into_a_job_dir_in_use_is_refused_and_a_dead_holders_lease_taken_over(pet_records_dir, tmp_path):
+def _wait_until_holding_the_lease(job: pathlib.Path, process: subprocess.Popen, timeout: float = 180) -> None:
+    """Waits until ``process`` holds JOB's writer lease (the lease file names its pid)."""
+    lease = job / ownership.LEASE_FILE
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the run ended with {process.returncode}: {process.stderr.read()}")
+        try:
+            if json.loads(lease.read_text()).get("pid") == process.pid:
+                return
+        except (OSError, ValueError):
+            pass  # not written yet
+        time.sleep(0.1)
+    raise AssertionError("the run never took the lease")
+
+
+def test_a_second_run_into_a_job_dir_in_use_is_refused_and_a_dead_holders_lease_taken_over(
+    pet_records_dir, tmp_path, caplog
+):
     job = tmp_path / "job"
     first = _start(pet_records_dir, job, "--steps_per_epoch", _ENDLESS, "--checkpoint_steps", 0)
     try:
-        _wait_until_training(job, first)
+        _wait_until_holding_the_lease(job, first)
         second = _run(pet_records_dir, job, "--steps_per_epoch", _ENDLESS, "--checkpoint_steps", 0, timeout=120)
         assert second.returncode == 2, second.stderr
         lines = _ours(second.stderr)
@@ -234,9 +252,9 @@ def test_a_second_run_into_a_job_dir_in_use_is_refused_and_a_dead_holders_lease_
     finally:
         first.kill()  # SIGKILL: its lease is left behind
         first.communicate()
-    third = _run(pet_records_dir, job, "--steps_per_epoch", 1)
-    assert third.returncode == 0, third.stderr
-    assert f"taking over the lease on {job} from segflow trainer (pid {first.pid} " in third.stderr
+    with caplog.at_level(logging.WARNING, logger="segflow.ownership"):
+        train_tiny(pet_records_dir, job, epochs=1, steps_per_epoch=1, validation_steps=1)
+    assert f"taking over the lease on {job} from segflow trainer (pid {first.pid} " in caplog.text
     assert (job / "model" / "segflow_model.json").exists()
 
 
