@@ -263,9 +263,12 @@ class BestCheckpoint(ResumableCheckpoint):
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get(self.monitor)
-        if value is None or not np.isfinite(value) or value <= self.value:
-            return  # ties keep the earlier epoch
-        self.best.assign(float(value))
-        self.step.assign(epoch + 1)
-        self.save()
-        logger.info("best %s so far: %.4f at epoch %d", self.monitor, float(value), epoch + 1)
+        if value is not None and np.isfinite(value) and value > self.value:  # ties keep the earlier epoch
+            self.best.assign(float(value))
+            self.step.assign(epoch + 1)
+            self.save()
+            logger.debug("best %s so far: %.4f at epoch %d", self.monitor, float(value), epoch + 1)
+        if logs is not None and self.epoch:
+            # Keras' epoch line (printed after this callback) shows it: "- best_val_miou: 0.6123", one line per
+            # epoch rather than a log line of its own inside the progress bar; TensorBoard plots it too.
+            logs[f"best_{self.monitor}"] = self.value

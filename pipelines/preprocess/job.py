@@ -74,8 +74,8 @@ def run(config: PreprocessConfig, pipeline_args: Optional[Sequence[str]] = None)
     """Runs the job on ``config`` with Beam's ``pipeline_args``; returns a ``PreprocessResult``. A command line
     runs as ``run(*from_args(argv))``.
 
-    Raises ``UsageError`` for a bad config or flag or an empty input, ``NoRecordsError`` when every input was a
-    dead letter, ``SegflowError``s, never ``SystemExit``.
+    Raises ``UsageError`` for a bad config or flag, ``DataError`` for a missing or empty input (``NoRecordsError``
+    when every input was a dead letter), other ``SegflowError``s, never ``SystemExit``.
 
     Publication (``pipelines.shared.ownership``): DST is claimed first (refused when it holds files preprocess did
     not write, or while another run writes it). Locally the run writes into a staging folder inside DST and
