@@ -75,7 +75,12 @@ class InferConfig:
         "docs/infer.md",
         minimum=1,
     )
-    instances: bool = flag_parser.option(False, "also write instance masks (Cityscapes instance-level result format)")
+    instances: bool = flag_parser.option(
+        False,
+        "also write instance masks (Cityscapes instance-level result format); Pet has no instance labels: its "
+        "instances are the connected pieces of predicted pet, so a weak model's specks count too (raise "
+        "--min_instance_area)",
+    )
     min_instance_area: int = flag_parser.option(20, "drop instances with fewer pixels than this", minimum=0)
     max_instances: Optional[int] = flag_parser.option(
         DEFAULT_MAX_INSTANCES,
