@@ -136,3 +136,44 @@ def test_same_miou_as_the_official_cityscapes_evaluator(tmp_path, monkeypatch):
     for name, iou in ours["per_class_iou"].items():
         official_iou = theirs["classScores"][name]
         assert (iou is None and math.isnan(official_iou)) or iou == pytest.approx(official_iou, abs=1e-6), name
+
+
+def test_per_image_scores_by_hand_sorted_by_id_and_the_report_command_in_the_summary(tmp_path):
+    """evaluation.json keeps each image's IoU per class, mIoU and pixel accuracy (the global rule applied to that
+    image alone, null for a class absent on both sides), sorted by id; the global figures are unchanged; the
+    summary ends with the command that makes the report of this run."""
+    from pipelines.evaluate import job
+
+    src, out = tmp_path / "pet", tmp_path / "out"
+    (src / "annotations" / "trimaps").mkdir(parents=True)
+    (out / "masks").mkdir(parents=True)
+    # trimap 1 pet, 2 background, 3 border. "b_1": pet 1/2, background 2/3, no border; "a_1": all right.
+    cases = {"b_1": ([[1, 1], [2, 2]], [[1, 2], [2, 2]]), "a_1": ([[3, 3], [1, 1]], [[3, 3], [1, 1]])}
+    for name, (gt, pred) in cases.items():
+        Image.fromarray(np.array(gt, np.uint8)).save(src / "annotations" / "trimaps" / f"{name}.png")
+        Image.fromarray(np.array(pred, np.uint8)).save(out / "masks" / f"{name}.png")
+    result = evaluate.run(
+        evaluate.EvaluateConfig(predictions=str(out / "masks"), ground_truth=str(src), dataset="pet"),
+        ["--direct_running_mode", "in_memory"],
+    )
+    on_disk = json.loads((out / "evaluation.json").read_text())
+    assert on_disk["per_image"] == [
+        {
+            "id": "a_1",
+            "miou": 1.0,
+            "pixel_accuracy": 1.0,
+            "per_class_iou": {"pet": 1.0, "background": None, "border": 1.0},
+        },
+        {
+            "id": "b_1",
+            "miou": pytest.approx((1 / 2 + 2 / 3) / 2),
+            "pixel_accuracy": 0.75,
+            "per_class_iou": {"pet": 0.5, "background": pytest.approx(2 / 3), "border": None},
+        },
+    ]
+    # The global figures are the summed matrix's, not a mean of the images' (pet: tp 3 of 4; background 2 of 3).
+    assert on_disk["mean_iou"] == pytest.approx((3 / 4 + 2 / 3 + 1) / 3)
+    assert on_disk["per_class_iou"] == {"pet": 0.75, "background": pytest.approx(2 / 3), "border": 1.0}
+    assert "NaN" not in (out / "evaluation.json").read_text()
+    last = job.summary(result, []).splitlines()[-1]
+    assert last == f"report: python -m pipelines.evaluate.report --output_dir {out} --dataset pet --ground_truth {src}"

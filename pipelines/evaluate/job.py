@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import shlex
 import sys
 from typing import Any, Optional, Sequence
 
@@ -22,6 +23,8 @@ from pipelines.infer import outputs
 from pipelines.shared import folders, ownership
 from schemas import labels, strict_json
 from schemas.errors import DataError, UsageError
+
+REPORT = "pipelines.evaluate.report"  # the command the summary tells the user to run next
 
 
 def write_evaluation(path: str, doc: dict[str, Any]) -> None:
@@ -79,10 +82,13 @@ def from_args(argv: Optional[Sequence[str]] = None) -> tuple[EvaluateConfig, lis
 
 def output_file(config: EvaluateConfig) -> str:
     """Where the evaluation JSON goes: ``output_file``, else evaluation.json next to the predictions folder."""
-    predictions = config.predictions.rstrip("/")
-    return config.output_file or FileSystems.join(
-        posixpath.dirname(predictions) if "://" in predictions else local_parent(predictions), "evaluation.json"
-    )
+    return config.output_file or FileSystems.join(predictions_parent(config.predictions), "evaluation.json")
+
+
+def predictions_parent(predictions: str) -> str:
+    """The folder holding the predictions folder: infer's OUT for ``OUT/masks``."""
+    predictions = predictions.rstrip("/")
+    return posixpath.dirname(predictions) if "://" in predictions else local_parent(predictions)
 
 
 def run(config: EvaluateConfig, pipeline_args: Optional[Sequence[str]] = None) -> EvaluateResult:
@@ -187,8 +193,23 @@ def unscored_line(doc: dict[str, Any], predictions: str, destination: str) -> Op
 
 
 def summary(result: EvaluateResult, argv: list[str]) -> str:
-    """What stdout shows: the table and where the JSON went."""
-    return f"{format_table(result.document)}\nevaluation written to {result.output_file}"
+    """What stdout shows: the table, where the JSON went, and the command that draws the report of this run."""
+    return f"{format_table(result.document)}\nevaluation written to {result.output_file}\n{report_line(result)}"
+
+
+def report_line(result: EvaluateResult) -> str:
+    """``report: python -m pipelines.evaluate.report ...`` for this run's OUT (the folder holding the predictions
+    folder, where infer's summary.json is), dataset and ground truth; the report reads OUT/evaluation.json, so a
+    run that wrote its JSON elsewhere is told so."""
+    doc = result.document
+    out = predictions_parent(doc["predictions"])
+    line = (
+        f"report: python -m {REPORT} --output_dir {shlex.quote(out)} --dataset {doc['dataset']} "
+        f"--ground_truth {shlex.quote(doc['ground_truth'])}"
+    )
+    if result.output_file != FileSystems.join(out, "evaluation.json"):
+        line += f" (it reads {out}/evaluation.json, not {result.output_file}: copy it there for per-image scores)"
+    return line
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -1,13 +1,15 @@
 """Evaluate's Beam transforms and the arithmetic they apply, for the job and for a user's own pipeline.
 
 ``ScoreMasks(dataset)``: (prediction, ground truth) pairs → one evaluation document (per-class IoU, mIoU, pixel
-accuracy, the confusion matrix; ``schemas.scores``' rule). ``PairByExampleId``: the job's listed files → those
-pairs, and what did not pair (a ground-truth id without a prediction, a prediction without ground truth).
+accuracy, the confusion matrix; ``schemas.scores``' rule; and the same scores of each image, ``per_image``).
+``PairByExampleId``: the job's listed files → those pairs, and what did not pair (a ground-truth id without a
+prediction, a prediction without ground truth).
 """
 
 from __future__ import annotations
 
 import io
+import json
 import math
 from typing import Any, Callable, Iterable, Optional, Union
 
@@ -122,8 +124,8 @@ def _named(side: Mask) -> str:
 
 
 def compare_pair(pair: tuple[Mask, Mask], dataset: str, label_mode: str, num_classes: int) -> Iterable[tuple]:
-    """(prediction, ground truth) → ('matrix', int64 [C, C+1]), or one ('error', {path, error}) per side that
-    cannot be scored (unreadable, not an id mask, another size than the other side)."""
+    """(prediction, ground truth) → ('matrix', (example id or None, int64 [C, C+1])), or one ('error', {path,
+    error}) per side that cannot be scored (unreadable, not an id mask, another size than the other side)."""
     prediction, ground_truth = pair
     gt, gt_problem = _mask(ground_truth, read_ground_truth, dataset)
     pred, pred_problem = _mask(prediction, read_prediction, dataset)
@@ -139,7 +141,31 @@ def compare_pair(pair: tuple[Mask, Mask], dataset: str, label_mode: str, num_cla
         to_train_ids(gt, dataset, label_mode), to_train_ids(pred, dataset, label_mode), num_classes
     )
     Metrics.counter(NAMESPACE, "images_evaluated").inc()
-    yield "matrix", matrix
+    yield "matrix", (_pair_id(prediction, ground_truth, dataset), matrix)
+
+
+def _pair_id(prediction: Mask, ground_truth: Mask, dataset: str) -> Optional[str]:
+    """The example id of a scored pair (from the ground truth's file name, else the prediction's); None for a
+    pair of arrays, whose per-image entry then has no id."""
+    for side in (ground_truth, prediction):
+        if isinstance(side, str):
+            found = example_id(side, dataset)
+            if found:
+                return found
+    return None
+
+
+def image_scores(image_id: Optional[str], matrix: np.ndarray) -> dict[str, Any]:
+    """One image's entry of ``per_image``: its id, mIoU and pixel accuracy by ``scores`` (the global rule applied
+    to this image's matrix alone), and its per-class IoUs in class-id order (None for a class absent on both
+    sides of this image)."""
+    s = scores(matrix)
+    return {
+        "id": image_id,
+        "miou": _nan_to_none(s["mean_iou"]),
+        "pixel_accuracy": _nan_to_none(s["pixel_accuracy"]),
+        "iou": [_nan_to_none(float(v)) for v in s["iou"]],
+    }
 
 
 def _key_by_id(path: str, dataset: str) -> tuple[str, str]:
@@ -189,8 +215,10 @@ class PairByExampleId(beam.PTransform):
 
 class ScoreMasks(beam.PTransform):
     """(prediction, ground truth) pairs → a PCollection of one evaluation document: ``per_class_iou``,
-    ``mean_iou``, ``pixel_accuracy``, ``gt_pixels``, ``confusion_matrix``, ``images``, ``errors`` ... (the
-    fields of ``evaluation.json``; ``extra`` is merged in).
+    ``mean_iou``, ``pixel_accuracy``, ``gt_pixels``, ``confusion_matrix``, ``images``, ``errors``, ``per_image``
+    ... (the fields of ``evaluation.json``; ``extra`` is merged in). ``per_image``: one
+    ``{id, miou, pixel_accuracy, per_class_iou}`` per scored image, sorted by id (``id`` null for a pair of
+    arrays).
 
     A side is a mask file's path (str; read through FileSystems, checked as the job checks it) or an array of
     the dataset's native ids (Pet trimap values, Cityscapes labelIds). The input may also be ``(pairs,
@@ -215,7 +243,12 @@ class ScoreMasks(beam.PTransform):
 
 
 class SumConfusion(beam.CombineFn):
-    """Sums per-image confusion matrices and counts the unpaired/failed files."""
+    """Sums per-image confusion matrices, keeps each image's scores (``image_scores``) and counts the
+    unpaired/failed files.
+
+    The per-image entries are kept whole: an entry is an id and C + 2 floats (about 1 KB for Cityscapes' 19
+    classes), so even 100,000 images hold ~100 MB on the one worker that combines globally, and Cityscapes' 500
+    val frames well under 1 MB; the list of missing ids, which the document already holds, grows the same way."""
 
     def __init__(self, num_classes: int):
         self._c = num_classes
@@ -225,6 +258,7 @@ class SumConfusion(beam.CombineFn):
         return {
             "matrix": np.zeros((self._c, self._c + 1), np.int64),
             "images": 0,
+            "per_image": [],
             "missing": [],
             "unmatched": [],
             "errors": [],
@@ -233,8 +267,10 @@ class SumConfusion(beam.CombineFn):
     def add_input(self, acc, element):
         kind, payload = element
         if kind == "matrix":
-            acc["matrix"] = acc["matrix"] + payload
+            image_id, matrix = payload
+            acc["matrix"] = acc["matrix"] + matrix
             acc["images"] += 1
+            acc["per_image"].append(image_scores(image_id, matrix))
         else:
             acc["errors" if kind == "error" else kind].append(payload)
         return acc
@@ -244,13 +280,16 @@ class SumConfusion(beam.CombineFn):
         for acc in accumulators:
             out["matrix"] = out["matrix"] + acc["matrix"]
             out["images"] += acc["images"]
-            for k in ("missing", "unmatched", "errors"):
+            for k in ("per_image", "missing", "unmatched", "errors"):
                 out[k].extend(acc[k])
         return out
 
     def extract_output(self, acc):
         acc["errors"] = sorted(acc["errors"], key=lambda e: e["path"])
         acc["missing"], acc["unmatched"] = sorted(acc["missing"]), sorted(acc["unmatched"])
+        # By id, so that the document does not depend on the order workers finished in; entries without an id
+        # (pairs of arrays) last, ordered by their content.
+        acc["per_image"].sort(key=lambda e: (e["id"] is None, e["id"] or "", json.dumps(e, sort_keys=True)))
         return acc
 
 
@@ -276,6 +315,15 @@ def summarise(acc: dict[str, Any], spec: labels.LabelSpec, extra: dict[str, Any]
             "pixel_accuracy": _nan_to_none(s["pixel_accuracy"]),
             "confusion_matrix": acc["matrix"].tolist(),
             "confusion_matrix_note": "rows: ground truth train id; columns: predicted train id, last = not evaluated",
+            "per_image": [
+                {
+                    "id": e["id"],
+                    "miou": e["miou"],
+                    "pixel_accuracy": e["pixel_accuracy"],
+                    "per_class_iou": dict(zip(names, e["iou"])),
+                }
+                for e in acc["per_image"]
+            ],
         }
     )
     return doc
