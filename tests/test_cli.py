@@ -131,13 +131,12 @@ def test_help_is_complete_and_answers_in_under_a_second_without_tensorflow_or_be
     assert "``" not in out and ":func:" not in out, "raw reST in --help"
     assert "(default: None)" not in out and "(default 64)" not in out
     assert out.startswith(f"usage: python -m {module} "), out[:200]
-    # Every flag's paragraph says its default, or that it is required.
-    options = out.split("\noptions:\n", 1)[1]
-    paragraphs = re.split(r"\n(?=  -)", options.split("\n\n", 1)[0])
+    # Every flag's paragraph says its default, or that it is required (in whichever section it is listed).
     flags = {}
-    for paragraph in paragraphs:
-        name = paragraph.split()[0].rstrip(",")
-        flags[name] = " ".join(paragraph.split())
+    for section in re.split(r"\n(?:required|options|advanced options|logging):\n", out)[1:]:
+        for paragraph in re.split(r"\n(?=  -)", section.split("\n\n", 1)[0]):
+            name = paragraph.split()[0].rstrip(",")
+            flags[name] = " ".join(paragraph.split())
     assert len(flags) > 5, flags
     for name, text in flags.items():
         if name == "-h":

@@ -137,3 +137,28 @@ def test_a_wrong_input_dir_is_a_data_error_found_before_beam_and_tensorflow_load
     _, code, seconds, heavy = probe.split(" ", 3)
     assert code == "1" and len(lines) == 1 and expected.format(root=tmp_path) in lines[0], done.stderr
     assert heavy == "[]" and float(seconds) < 1.0, probe
+
+
+@pytest.mark.parametrize(
+    "module, required",
+    [
+        ("pipelines.preprocess", ["--dataset", "--input_dir", "--output_dir", "--image_size"]),
+        ("pipelines.infer", ["--model_dir", "--input", "--output_dir"]),
+        ("pipelines.evaluate", ["--predictions", "--ground_truth", "--dataset"]),
+        ("trainer.task", ["--data_dir", "--model", "--job_dir"]),
+    ],
+)
+def test_help_shows_the_required_flags_first_then_common_then_advanced_options(module, required, capsys):
+    import importlib
+
+    main = importlib.import_module("trainer.task" if module == "trainer.task" else f"{module}.job").main
+    assert main(["--help"]) == 0
+    out = capsys.readouterr().out
+    sections = [line for line in out.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    assert sections == ["required:", "options:", "advanced options:", "logging:"], sections
+    intro = out.split("\nrequired:\n")[0]
+    assert len([line for line in intro.splitlines() if line.strip()]) <= 6, intro  # title and example, no notes
+    listed = out.split("\nrequired:\n")[1].split("\noptions:\n")[0]
+    assert [line.split()[0] for line in listed.splitlines() if line.startswith("  --")] == required
+    advanced = out.split("\nadvanced options:\n")[1].split("\nlogging:\n")[0]
+    assert "--epochs" not in advanced and "--instances" not in advanced and "--num_shards" not in advanced

@@ -44,6 +44,7 @@ class TrainConfig:
         "auto",
         "distribution: auto = multi_worker when TF_CONFIG names a cluster, mirrored on several GPUs, else one_device",
         choices=STRATEGIES,
+        advanced=True,
     )
     loss: str = flag_parser.option("ce", "cross-entropy (ce), soft Dice (dice) or their sum (ce_dice)", choices=LOSSES)
     class_weights: str = flag_parser.option(
@@ -51,17 +52,20 @@ class TrainConfig:
         "none; auto (or the bare flag) = median-frequency weights from the transform statistics; or "
         "one comma-separated weight per class",
         argparse={"nargs": "?", "const": "auto"},
+        advanced=True,
     )
     learning_rate: float = flag_parser.option(
         1e-3, "Adam learning rate", minimum=0.0, exclusive_min=True, default_text="0.001"
     )
     deterministic: bool = flag_parser.option(
-        False, "deterministic tf.data order and TF op determinism (slower; bit-reproducible runs)"
+        False, "deterministic tf.data order and TF op determinism (slower; bit-reproducible runs)", advanced=True
     )
     augment: bool = flag_parser.option(
         False, "online augmentation of training batches (flip, scale-crop, colour), seeded"
     )
-    mixed_precision: bool = flag_parser.option(False, "float16 compute on GPUs (ignored with a warning on CPU)")
+    mixed_precision: bool = flag_parser.option(
+        False, "float16 compute on GPUs (ignored with a warning on CPU)", advanced=True
+    )
     backbone_weights: Optional[str] = flag_parser.option(
         None,
         "the pretrained encoder of fcn8s (VGG16) or mobilenetv2_unet (MobileNetV2): imagenet (Keras' own "
@@ -69,24 +73,27 @@ class TrainConfig:
         default_text="none: random initialisation",
     )
     base_filters: Optional[int] = flag_parser.option(
-        None, "first-level filters (U-Net) / VGG width (FCN-8s)", minimum=1, default_text="64"
+        None, "first-level filters (U-Net) / VGG width (FCN-8s)", minimum=1, default_text="64", advanced=True
     )
-    depth: int = flag_parser.option(4, "U-Net levels (input sides must be multiples of 2**depth)", minimum=1, maximum=6)
+    depth: int = flag_parser.option(
+        4, "U-Net levels (input sides must be multiples of 2**depth)", minimum=1, maximum=6, advanced=True
+    )
     steps_per_epoch: Optional[int] = flag_parser.option(
-        None, "training steps per epoch", minimum=1, default_text="one pass over the train records"
+        None, "training steps per epoch", minimum=1, default_text="one pass over the train records", advanced=True
     )
     validation_steps: Optional[int] = flag_parser.option(
-        None, "evaluation steps", minimum=1, default_text="the whole --eval_split"
+        None, "evaluation steps", minimum=1, default_text="the whole --eval_split", advanced=True
     )
     seed: int = flag_parser.option(0, "seeds shuffling, augmentation and weight initialisation")
-    shuffle_buffer: int = flag_parser.option(512, "records in the shuffle buffer", minimum=1)
+    shuffle_buffer: int = flag_parser.option(512, "records in the shuffle buffer", minimum=1, advanced=True)
     checkpoint_steps: int = flag_parser.option(
-        100, "also checkpoint every N training steps (0 = at epoch ends only)", minimum=0
+        100, "also checkpoint every N training steps (0 = at epoch ends only)", minimum=0, advanced=True
     )
     eval_split: str = flag_parser.option(
         "val",
         "split for per-epoch validation and the final evaluation (train when the data has none of it)",
         choices=SPLITS,
+        advanced=True,
     )
     verbose: Optional[int] = flag_parser.option(
         None,
@@ -100,18 +107,23 @@ class TrainConfig:
         "mobilenetv2_unet: MobileNetV2 width multiplier (ImageNet weights: 0.35, 0.5, 0.75, 1.0, 1.3, 1.4)",
         minimum=0.0,
         exclusive_min=True,
+        advanced=True,
     )
     freeze_backbone_epochs: int = flag_parser.option(
         0,
         "epochs trained with the pretrained encoder frozen (its batch norm in inference mode), then fine-tuned",
         minimum=0,
+        advanced=True,
     )
     lr_schedule: str = flag_parser.option(
-        "constant", "constant, or cosine decay to 0 at the last step (continues across resumes)", choices=LR_SCHEDULES
+        "constant",
+        "constant, or cosine decay to 0 at the last step (continues across resumes)",
+        choices=LR_SCHEDULES,
+        advanced=True,
     )
-    warmup_steps: int = flag_parser.option(0, "linear learning-rate warm-up steps from 0", minimum=0)
+    warmup_steps: int = flag_parser.option(0, "linear learning-rate warm-up steps from 0", minimum=0, advanced=True)
     weight_decay: float = flag_parser.option(
-        0.0, "decoupled weight decay (AdamW) when > 0; biases and batch norm excluded", minimum=0.0
+        0.0, "decoupled weight decay (AdamW) when > 0; biases and batch norm excluded", minimum=0.0, advanced=True
     )
     export: str = flag_parser.option(
         "best",

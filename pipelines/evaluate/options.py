@@ -36,6 +36,7 @@ class EvaluateConfig:
         "Pet: classes to score: trimap (pet, background, border) or binary",
         choices=("trimap", "binary"),
         default_text="trimap",
+        advanced=True,
     )
     split: Optional[str] = flag_parser.option(
         None,

@@ -212,9 +212,11 @@ def predict_resized_fn(
     ``pad_to``: one model call for the whole batch, zero-padded to ``pad_to`` images. Beam forms batches of
     varying sizes, differently from run to run, and a convolution's result can differ in the last float bit
     with the batch size it ran in (its kernel choice depends on the shape). At one fixed shape an image's
-    result is the same whatever its position and neighbours, since each output element reduces over that image
-    alone (checked by a test), so reruns stay byte-identical. The pad costs compute only for the last batch of a
-    bundle. ``None``: one call per image (also deterministic; ~2x the CPU for the model step here).
+    result does not depend on its neighbours, since each output element reduces over that image alone, but
+    CPU kernels tile a batch by rows, so a score can still differ in its last bit with the image's slot (a
+    test compares slots to float rounding): a pixel whose two best classes tie to that bit may differ between
+    runs that batch differently. The pad costs compute only for the last batch of a bundle. ``None``: one call
+    per image (byte-identical however the batches form; ~2x the CPU for the model step here).
     The example is not echoed back (not needed downstream).
     """
     if pad_to is not None:

@@ -74,6 +74,7 @@ class InferConfig:
         "decoding) are dead letters; sized for 2 cores / 24 GB, see "
         "docs/infer.md",
         minimum=1,
+        advanced=True,
     )
     instances: bool = flag_parser.option(
         False,
@@ -81,11 +82,14 @@ class InferConfig:
         "instances are the connected pieces of predicted pet, so a weak model's specks count too (raise "
         "--min_instance_area)",
     )
-    min_instance_area: int = flag_parser.option(20, "drop instances with fewer pixels than this", minimum=0)
+    min_instance_area: int = flag_parser.option(
+        20, "drop instances with fewer pixels than this", minimum=0, advanced=True
+    )
     max_instances: Optional[int] = flag_parser.option(
         DEFAULT_MAX_INSTANCES,
         "keep at most this many instances per image, the highest scores (0: no cap)",
         parse=_instance_cap,
+        advanced=True,
     )
     overlay: bool = flag_parser.option(False, "also write input+colour blends to overlay/")
     batch_size: Optional[tuple[int, int]] = flag_parser.option(
@@ -93,14 +97,16 @@ class InferConfig:
         "RunInference batch bounds: MAX or MIN,MAX",
         parse=batch_bounds,
         default_text="1,8, MAX lowered for models whose inputs and scores exceed 64 MB an image, see docs/infer.md",
+        advanced=True,
     )
     model_calls: str = flag_parser.option(
         "batch",
-        "batch: one model call per RunInference batch, zero-padded to the "
-        "largest batch size so every call has one shape and reruns stay "
-        "byte-identical; image: one call per image (about 2x the CPU for the "
-        "model step on CPU)",
+        "batch: one model call per RunInference batch, zero-padded to the largest batch size so every call has "
+        "one shape (an image's scores can still differ in the last float bit with its slot in the batch, so a "
+        "pixel at an exact near-tie may differ between runs that batch differently); image: one call per image, "
+        "masks byte-identical however Beam batches (about 2x the CPU for the model step on CPU)",
         choices=MODEL_CALLS,
+        advanced=True,
     )
     postprocess: str = flag_parser.option(
         "host",
@@ -109,18 +115,20 @@ class InferConfig:
         "signature); graph: the signature itself (upsamples every class's "
         "scores to full size)",
         choices=POSTPROCESS,
+        advanced=True,
     )
     model_copies: Optional[int] = flag_parser.option(
         None,
         "exact number of model copies per machine, shared across worker processes",
         minimum=1,
         default_text="one per worker process",
+        advanced=True,
     )
     large_model: bool = flag_parser.option(
-        False, "share one model across the worker processes of a machine (memory-bound models)"
+        False, "share one model across the worker processes of a machine (memory-bound models)", advanced=True
     )
     model_cache_dir: Optional[str] = flag_parser.option(
-        None, "local folder for copies of a remote --model_dir", default_text="the system temp dir"
+        None, "local folder for copies of a remote --model_dir", default_text="the system temp dir", advanced=True
     )
 
 
@@ -149,6 +157,7 @@ def parser() -> flag_parser.Parser:
         const="batch",
         default=flag_parser.default_of(InferConfig, "model_calls"),
         help="deprecated: the same as --model_calls batch, now the default",
+        group="advanced",
     )
     return parser
 

@@ -78,6 +78,7 @@ class PreprocessConfig:
         "stretch",
         "stretch to the size, or pad (keep aspect, pad images with 0 and masks with 255)",
         choices=RESIZE_MODES,
+        advanced=True,
     )
     label_mode: str = flag_parser.option(
         "trimap",
@@ -90,10 +91,16 @@ class PreprocessConfig:
         "record image encoding; auto keeps the source's codec family: jpeg "
         "for Pet (JPEG photos), png for Cityscapes (PNG frames)",
         choices=("auto", "png", "jpeg"),
+        advanced=True,
     )
-    jpeg_quality: int = flag_parser.option(95, "JPEG quality, with --image_format jpeg", minimum=1, maximum=100)
+    jpeg_quality: int = flag_parser.option(
+        95, "JPEG quality, with --image_format jpeg", minimum=1, maximum=100, advanced=True
+    )
     analyze_batch_size: int = flag_parser.option(
-        64, "JPEG records decoded per graph call for the statistics (PNG records need no decode)", minimum=1
+        64,
+        "JPEG records decoded per graph call for the statistics (PNG records need no decode)",
+        minimum=1,
+        advanced=True,
     )
 
     def __post_init__(self) -> None:

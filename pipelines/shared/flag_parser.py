@@ -42,14 +42,19 @@ def plain(text: Optional[str]) -> str:
 
 
 def description(doc: Optional[str]) -> str:
-    """A module docstring as ``--help``'s description: reST removed, its line breaks kept as written (shell
-    continuation backslashes included, so a usage example stays several lines)."""
+    """A module docstring's first paragraph and the usage example right after it, as ``--help``'s description:
+    reST removed, line breaks kept as written (shell continuation backslashes included, so an example stays
+    several lines). The design notes that follow are for readers of the code and docs/, not for ``--help``."""
     import textwrap
 
     lines = (doc or "").strip("\n").splitlines()
     if not lines:
         return ""
-    return plain(lines[0].strip() + "\n" + textwrap.dedent("\n".join(lines[1:])))
+    paragraphs = re.split(r"\n\s*\n", textwrap.dedent("\n".join(lines[1:])).strip("\n"))
+    kept = [lines[0].strip()]
+    if paragraphs and paragraphs[0].startswith((" ", "\t")):  # the example block under the title
+        kept.append("\n" + paragraphs[0])
+    return plain("\n".join(kept))
 
 
 def _shown(value: Any) -> str:
@@ -125,8 +130,17 @@ class Parser(argparse.ArgumentParser):
             description=description(doc),
             epilog=textwrap.fill(plain(epilog), 100) if epilog else None,
             allow_abbrev=False,
+            add_help=False,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        # --help in sections, in this order: what must be given, what a user commonly sets, tuning, logging.
+        self.groups = {
+            "required": self.add_argument_group("required"),
+            "common": self.add_argument_group("options"),
+            "advanced": self.add_argument_group("advanced options"),
+            "logging": self.add_argument_group("logging"),
+        }
+        self.groups["common"].add_argument("-h", "--help", action="help", help="show this help and exit")
         self.name = name
         self._passes_on = passes_on
         self._passes_on_label = passes_on_label
@@ -179,10 +193,12 @@ class Parser(argparse.ArgumentParser):
         exclusive_max: bool = False,
         exclusive_min: bool = False,
         default_text: Optional[str] = None,
+        group: str = "common",
         **kwargs: Any,
     ) -> argparse.Action:
         """``add_argument`` whose help states the default (or ``required``) and the range; a range is checked
-        (``UsageError`` naming the flag) after the value is converted."""
+        (``UsageError`` naming the flag) after the value is converted. ``group``: the --help section ("common",
+        "advanced" or "logging"; a required flag is always in "required")."""
         switch = kwargs.get("action") in ("store_true", "store_false", "store_const", "count")
         kwargs["help"] = help_text(
             help,
@@ -204,12 +220,14 @@ class Parser(argparse.ArgumentParser):
         # A float flag is checked even without a range: NaN passes every comparison a range check makes.
         if minimum is not None or maximum is not None or kwargs.get("type") is float:
             kwargs["type"] = _bounded(kwargs.get("type", str), names[0], minimum, maximum, exclusive_max, exclusive_min)
-        return self.add_argument(*names, default=default, required=required, **kwargs)
+        section = self.groups["required" if required else group]
+        return section.add_argument(*names, default=default, required=required, **kwargs)
 
     def add_logging_flags(self, *, verbose: bool = True) -> None:
         """``--log_level`` (and ``--verbose``, unless the program uses that name for something else)."""
         self.add_flag(
             "--log_level",
+            group="logging",
             choices=LOG_LEVELS,
             default="info",
             type=str.lower,
@@ -219,6 +237,7 @@ class Parser(argparse.ArgumentParser):
         if verbose:
             self.add_flag(
                 "--verbose",
+                group="logging",
                 action="store_true",
                 help="also show what the libraries (TensorFlow, Beam) log at INFO and TensorFlow's "
                 "native start-up lines (--log_level debug: DEBUG lines too)",
@@ -427,6 +446,7 @@ class Flag:
     parse: Optional[Callable[[str], Any]] = None  # str → value, for types argparse cannot infer
     default_text: Optional[str] = None  # how --help shows the default, when its repr would not say it
     argparse: Optional[dict] = None  # any other add_argument keyword (nargs, const, ...)
+    advanced: bool = False  # listed under "advanced options" in --help (tuning most users leave alone)
 
 
 FLAG_KEY = "segflow.flag"
@@ -492,6 +512,7 @@ def add_fields(parser: Parser, config_class: type, names: Optional[Iterable[str]
             exclusive_max=flag.exclusive_max,
             exclusive_min=flag.exclusive_min,
             default_text=flag.default_text,
+            group="advanced" if flag.advanced else "common",
             **extra,
         )
 
