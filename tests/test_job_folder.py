@@ -91,7 +91,6 @@ def _wait_until_training(job: pathlib.Path, process: subprocess.Popen, timeout: 
         if process.poll() is not None:
             raise AssertionError(f"the run ended with {process.returncode}: {process.stderr.read()}")
         if list(job.glob("logs/train/events.out.tfevents.*")):
-            time.sleep(2)  # some steps
             return
         time.sleep(0.5)
     raise AssertionError("the run never started training")
