@@ -1,7 +1,14 @@
-"""``pipelines.evaluate.report`` as a user reads it: a colour legend, how many images are shown, singular counts,
-classes in class-id order."""
+"""``pipelines.evaluate.report`` as a user reads it: the worst images first with their scores, the metrics and a
+confusion matrix in the page and the picture, a colour legend, how many images are shown, singular counts, classes
+in class-id order; and a --help that answers at once."""
 
+import base64
+import html.parser
+import io
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -14,9 +21,10 @@ from schemas.labels import spec_for
 PET = spec_for("pet", "trimap")
 
 
-def _inference_output(out, images: int) -> None:
+def _inference_output(out, images: int, per_image=None) -> None:
     """What pipelines.infer leaves in OUT for ``images`` images: masks, colour masks, instance-id maps (image i
-    has i instances), summary.json; and an evaluation.json as pipelines.evaluate writes it (sorted keys)."""
+    has i instances), summary.json; and an evaluation.json as pipelines.evaluate writes it (sorted keys), with
+    ``per_image`` entries when given (else as an earlier segflow wrote it, without)."""
     rows = {}
     for i in range(images):
         stem = f"img{i:02d}"
@@ -32,16 +40,18 @@ def _inference_output(out, images: int) -> None:
         )
         rows[f"/in/{stem}.jpg"] = stem
     storage.write_json(str(out / "summary.json"), {"outputs": rows})
-    storage.write_json(
-        str(out / "evaluation.json"),
-        {
-            "class_names": list(PET.class_names),
-            "images": images,
-            "mean_iou": 0.5,
-            "pixel_accuracy": 0.75,
-            "per_class_iou": {"pet": 0.9, "background": 0.6, "border": None},
-        },
-    )
+    evaluation = {
+        "class_names": list(PET.class_names),
+        "images": images,
+        "mean_iou": 0.5,
+        "pixel_accuracy": 0.75,
+        "per_class_iou": {"pet": 0.9, "background": 0.6, "border": None},
+        # pet all right; background 3/4 right; no border pixel
+        "confusion_matrix": [[40, 0, 0, 0], [10, 30, 0, 0], [0, 0, 0, 0]],
+    }
+    if per_image is not None:
+        evaluation["per_image"] = per_image
+    storage.write_json(str(out / "evaluation.json"), evaluation)
 
 
 def test_report_says_what_it_shows_and_what_the_colours_mean(tmp_path):
@@ -89,3 +99,128 @@ def test_demo_held_out_images_never_share_a_training_file_name(tmp_path):
     assert all(name.startswith("heldout_") for name in heldout) and not set(train) & set(heldout)
     listed = json.dumps(sorted(p.name for p in (tmp_path / "pet_heldout" / "images").iterdir()))
     assert "heldout_" in listed
+
+
+def _scores(i: int) -> dict:
+    """A per_image entry of evaluation.json: img{i}'s mIoU is a scramble of i (img07 worst, img05 best)."""
+    miou = ((i * 5) % 12) / 12
+    return {
+        "id": f"img{i:02d}",
+        "miou": miou,
+        "pixel_accuracy": 0.5 + miou / 2,
+        "per_class_iou": {"pet": miou, "background": miou, "border": None},
+    }
+
+
+class _Structure(html.parser.HTMLParser):
+    """Checks that every element is closed in order (void elements excepted) and collects the images' sources."""
+
+    VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+    def __init__(self):
+        super().__init__()
+        self.open, self.problems, self.images = [], [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.images.append(dict(attrs))
+        elif tag not in self.VOID:
+            self.open.append(tag)
+
+    def handle_endtag(self, tag):
+        if not self.open or self.open[-1] != tag:
+            self.problems.append(f"</{tag}> closes {self.open[-1:]}")
+        else:
+            self.open.pop()
+
+
+def _checked(page: str) -> _Structure:
+    parser = _Structure()
+    parser.feed(page)
+    parser.close()
+    assert page.startswith("<!doctype html>") and not parser.problems and parser.open == [], parser.problems
+    for image in parser.images:
+        assert image["src"].startswith("data:image/png;base64,") and image.get("alt"), image
+    return parser
+
+
+def test_report_leads_with_the_worst_images_then_the_best_each_with_its_scores(tmp_path):
+    out = tmp_path / "out"
+    _inference_output(out, 12, per_image=[_scores(i) for i in range(12)])
+    report.write_report(str(out), "pet", max_images=3)
+    page = (out / "report.html").read_text()
+    parser = _checked(page)
+    captions = [line.split("<code>")[1].split(":")[0] for line in page.splitlines() if "<code>" in line]
+    by_score = sorted(range(12), key=lambda i: _scores(i)["miou"])
+    assert captions == [f"img{i:02d}" for i in by_score[:3] + by_score[::-1][:3]], captions
+    assert page.index("Worst 3 images by per-image mIoU (lowest first)") < page.index("Best 3 images")
+    worst = _scores(by_score[0])
+    assert f"img{by_score[0]:02d}: mIoU {worst['miou']:.4f}, pixel accuracy {worst['pixel_accuracy']:.4f}" in page
+    assert "showing 6 of 12 images: the 3 worst (--max_images 3) and the 3 best" in page
+    assert "12 images scored" in page
+    # The confusion matrix is a picture in the page: one row per class, one column per class and "not evaluated".
+    (matrix,) = [i for i in parser.images if i["alt"] == "confusion matrix"]
+    picture = Image.open(io.BytesIO(base64.b64decode(matrix["src"].split(",", 1)[1])))
+    assert picture.width > 4 * report.figures.CELL and picture.height > 3 * report.figures.CELL
+    assert page.index("confusion matrix") < page.index("Worst 3 images")
+
+
+def test_report_png_carries_the_metrics_and_the_confusion_matrix(tmp_path):
+    out = tmp_path / "out"
+    _inference_output(out, 4, per_image=[_scores(i) for i in range(4)])
+    evaluation = json.loads((out / "evaluation.json").read_text())
+    rows, total, note = report.collect_rows(str(out), PET, None, 2, evaluation)
+    bare = Image.open(io.BytesIO(report.grid_png(rows, PET, total)))
+    full = Image.open(io.BytesIO(report.grid_png(rows, PET, total, evaluation, note)))
+    assert full.height > bare.height + 3 * report.figures.CELL
+    pixels = np.asarray(full.convert("RGB"))
+    # The matrix's pet row is all pet (share 1.0: the darkest cell colour), its background row 3/4 background.
+    for share in (1.0, 0.75):
+        colour = report.figures._colour(share)
+        assert (pixels.reshape(-1, 3) == colour).all(axis=1).sum() >= 400, share
+    # Text above the title row that the bare picture does not have: the metrics lines.
+    header = pixels[: full.height - bare.height]
+    assert (header < 128).all(axis=2).any(axis=1).sum() > 3 * 8
+
+
+def test_report_without_evaluation_shows_the_first_images_by_name_and_says_so(tmp_path):
+    out = tmp_path / "out"
+    _inference_output(out, 5)
+    (out / "evaluation.json").unlink()
+    report.write_report(str(out), "pet", max_images=2)
+    page = (out / "report.html").read_text()
+    _checked(page)
+    assert "img00 (0 instances)</code>" in page and "img01 (1 instance)</code>" in page and "img02" not in page
+    assert "First 2 images by name" in page and "OUT/evaluation.json not found" in page
+    assert "confusion matrix" not in page and "mIoU" not in page.split("<table>")[0].split("</style>")[1]
+
+
+_HELP_PROBE = """
+import runpy, sys, time
+sys.argv = ["-m", "--help"]
+start = time.process_time()
+try:
+    runpy.run_module("pipelines.evaluate.report", run_name="__main__", alter_sys=True)
+except SystemExit:
+    pass
+sys.stdout.flush()
+print("PROBE", round(time.process_time() - start, 3),
+      sorted(m for m in ("numpy", "PIL", "apache_beam", "tensorflow") if m in sys.modules), file=sys.stderr)
+"""
+
+
+def test_report_help_answers_in_under_a_second_without_numpy_pil_or_beam():
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", _HELP_PROBE],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=dict(os.environ, PYTHONPATH=root),
+        timeout=120,
+    )
+    assert done.stdout.startswith("usage: python -m pipelines.evaluate.report "), done.stdout[:300]
+    probe = [line for line in done.stderr.splitlines() if line.startswith("PROBE ")]
+    assert probe, done.stderr[-2000:]
+    _, seconds, heavy = probe[-1].split(" ", 2)
+    assert heavy == "[]" and float(seconds) < 1.0, (heavy, seconds)
