@@ -295,7 +295,7 @@ def report_html(
         f"</head><body><h1>{html.escape(title)}</h1>",
     ]
     if evaluation:
-        parts.append(f"<p>{html.escape(figures.headline(evaluation))}</p>")
+        parts.append(f"<p><b>{html.escape(figures.headline(evaluation)).replace('   ', ' &nbsp; ')}</b></p>")
         parts.append("<table class='m'><tr><th>class</th><th>IoU</th></tr>")
         per_class = evaluation.get("per_class_iou", {})
         for name in figures.class_order(evaluation):
