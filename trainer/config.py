@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional
+from typing import Any, Optional
 
 from pipelines.shared import flag_parser
 from schemas.errors import UsageError
 from schemas.records import SPLITS
 from trainer.models import MODELS  # the registry of networks; imports no TensorFlow
+from trainer.presets import PRESETS
 
 __all__ = ["LOSSES", "MODELS", "SPLITS", "STRATEGIES", "TrainConfig", "UsageError"]
 
@@ -37,6 +38,12 @@ class TrainConfig:
     job_dir: str = flag_parser.option(
         help="where checkpoints/, logs/, model/ and metrics.json go (local or gs://); "
         "rerunning the same command resumes from its checkpoints"
+    )
+    preset: Optional[str] = flag_parser.option(
+        None,
+        "a named recipe (model, size, training) for a purpose, listed at the end; any flag given overrides it",
+        choices=tuple(PRESETS),
+        default_text="none: the defaults below",
     )
     epochs: int = flag_parser.option(10, "total epochs (a resumed run continues up to this number)", minimum=1)
     batch_size: int = flag_parser.option(8, "global batch, split evenly across replicas and workers", minimum=1)
@@ -131,6 +138,16 @@ class TrainConfig:
         "epoch's (last); metrics.json says which epoch",
         choices=EXPORTS,
     )
+
+    @classmethod
+    def from_preset(cls, name: str, **fields: Any) -> "TrainConfig":
+        """The preset's values (``trainer.presets``), then ``fields`` (data_dir, job_dir and any value to
+        override), as ``--preset NAME`` and flags give them; the preset's name is recorded."""
+        if name not in PRESETS:
+            raise UsageError(
+                f"--preset must be one of {', '.join(PRESETS)}, got {name!r}{flag_parser.closest(name, list(PRESETS))}"
+            )
+        return cls(**{**PRESETS[name].values, **fields, "preset": name})
 
     def validate(self) -> None:
         """Raises ``UsageError`` with what to do for values no run could use: each field's range and choices

@@ -1,5 +1,6 @@
 """``python -m trainer.task``: train U-Net, FCN-8s or the MobileNetV2 U-Net on segflow records; export a SavedModel.
 
+    python -m trainer.task --data_dir DST --preset pet_cpu --job_dir JOB [--epochs 30] ...
     python -m trainer.task --data_dir DST --model unet --job_dir JOB [--epochs 10] [--batch_size 8] ...
 
 The command line over ``trainer.training.run``: flags → ``TrainConfig`` (``from_args``), one stderr line and an
@@ -10,9 +11,11 @@ The same command runs unchanged on one CPU, several GPUs or several machines (TF
 
 from __future__ import annotations
 
+import sys
 from typing import Optional, Sequence
 
 from pipelines.shared import cli, flag_parser
+from trainer import presets
 from trainer.config import TrainConfig, UsageError
 from trainer.training import TrainResult, run
 
@@ -31,18 +34,33 @@ __all__ = [
 NAME = "trainer.task"
 
 
-def build_parser() -> flag_parser.Parser:
+def build_parser(preset: Optional[str] = None) -> flag_parser.Parser:
     """The job's flags, one per ``TrainConfig`` field (its default, help and range are declared there), and
-    ``--log_level``. Launchers (``trainer.launch``) check a job's args here. Imports no TensorFlow."""
-    parser = flag_parser.Parser(NAME, __doc__)
-    flag_parser.add_fields(parser, TrainConfig)
+    ``--log_level``; with ``preset``, its values are the defaults. Launchers (``trainer.launch``) check a job's
+    args here. Imports no TensorFlow."""
+    parser = flag_parser.Parser(NAME, __doc__, epilog=presets.help_lines())
+    flag_parser.add_fields(parser, TrainConfig, defaults=presets.PRESETS[preset].values if preset else None)
     parser.add_logging_flags(verbose=False)  # --verbose is Keras' progress output here (a TrainConfig field)
     return parser
 
 
+def _preset_named(argv: Sequence[str]) -> Optional[str]:
+    """The --preset a command line names, when it is a known one (an unknown name is the parser's to refuse,
+    with the closest name)."""
+    name = None
+    for i, token in enumerate(argv):
+        if token == "--preset" and i + 1 < len(argv):
+            name = argv[i + 1]
+        elif token.startswith("--preset="):
+            name = token.split("=", 1)[1]
+    return name if name in presets.PRESETS else None
+
+
 def from_args(argv: Optional[Sequence[str]] = None) -> TrainConfig:
-    """Flags → a validated ``TrainConfig``; raises ``UsageError`` (``HelpShown`` for --help), never exits."""
-    config = flag_parser.config_from(TrainConfig, build_parser().parse_args(argv))
+    """Flags → a validated ``TrainConfig``; raises ``UsageError`` (``HelpShown`` for --help), never exits.
+    ``--preset NAME`` sets its values first; every other flag given overrides them."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    config = flag_parser.config_from(TrainConfig, build_parser(_preset_named(argv)).parse_args(argv))
     config.validate()
     return config
 

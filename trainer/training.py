@@ -87,6 +87,9 @@ def _train(job: preparation.TrainingJob):
     config, info, strategy = job.config, job.info, job.strategy
     throughput = cb.Throughput(config.batch_size)
     callbacks = [job.checkpoint, job.best, throughput]
+    parameters = job.network.count_params()
+    if parameters > cb.LARGE_FOR_CPU_PARAMETERS and not tf.config.list_logical_devices("GPU"):
+        callbacks.append(cb.LargeModelOnCpu(config.model, parameters, job.steps_per_epoch))
     if job.chief:
         callbacks.append(keras.callbacks.TensorBoard(log_dir=join_path(config.job_dir, "logs")))
     verbose = config.verbose if config.verbose is not None else (1 if sys.stdout.isatty() else 2)

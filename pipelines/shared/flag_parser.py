@@ -20,7 +20,7 @@ import os
 import re
 import sys
 import typing
-from typing import Any, Callable, Iterable, Optional, Sequence, TypeVar, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, TypeVar, Union
 
 from pipelines.shared.logs import LOG_LEVELS
 from schemas.errors import HelpShown, UsageError
@@ -123,12 +123,10 @@ class Parser(argparse.ArgumentParser):
         passes_on_label: str = "other flags",
         epilog: Optional[str] = None,
     ):
-        import textwrap
-
         super().__init__(
             prog=f"python -m {name}",
             description=description(doc),
-            epilog=textwrap.fill(plain(epilog), 100) if epilog else None,
+            epilog=_epilog(epilog) if epilog else None,
             allow_abbrev=False,
             add_help=False,
             formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -376,6 +374,18 @@ def _glob_of(paths: Sequence[str]) -> str:
     return f"{folder}/*{suffix}" if folder else f"*{suffix}"
 
 
+def _epilog(text: str) -> str:
+    """Each line of the epilog is a paragraph of its own, wrapped at 100 columns; an indented line is a list
+    item, whose continuation lines are indented further (so a list stays a list)."""
+    import textwrap
+
+    lines = []
+    for line in plain(text).splitlines():
+        indent = line[: len(line) - len(line.lstrip())]
+        lines.append(textwrap.fill(line, 100, subsequent_indent=indent + "    " if indent else ""))
+    return "\n".join(lines)
+
+
 def _metavar(flag: str, kind: Any) -> str:
     name = flag.lstrip("-")
     if name.endswith("_dir"):
@@ -484,16 +494,25 @@ def _base_type(hint: Any) -> Any:
     return args[0] if typing.get_origin(hint) is typing.Union and len(args) == 1 else hint
 
 
-def add_fields(parser: Parser, config_class: type, names: Optional[Iterable[str]] = None) -> None:
-    """One flag per ``option`` field of ``config_class`` (those in ``names`` only, when given), in field order."""
+def add_fields(
+    parser: Parser,
+    config_class: type,
+    names: Optional[Iterable[str]] = None,
+    defaults: Optional[Mapping[str, Any]] = None,
+) -> None:
+    """One flag per ``option`` field of ``config_class`` (those in ``names`` only, when given), in field order.
+    ``defaults``: values that replace the fields' own defaults (a preset); a required field given one is no
+    longer required."""
     hints = typing.get_type_hints(config_class)
     wanted = None if names is None else set(names)
+    defaults = defaults or {}
     for field in dataclasses.fields(config_class):
         flag = _flag_of(field)
         if flag is None or (wanted is not None and field.name not in wanted):
             continue
         required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING  # type: ignore[misc]
-        default = None if required else _field_default(field)
+        required = required and field.name not in defaults
+        default = None if required else defaults.get(field.name, _field_default(field))
         kind = _base_type(hints[field.name])
         extra = dict(flag.argparse or {})
         if kind is bool and not flag.parse:

@@ -1,0 +1,90 @@
+"""Named training recipes (``python -m trainer.task --preset NAME``), like Model Garden's experiment configs.
+
+A preset sets a model, its size and a training recipe that fit one purpose; every flag given on the command line
+(or keyword given to ``TrainConfig.from_preset``) still overrides it, and JOB/config.json records the preset's
+name with the values the run resolved. The values are ``TrainConfig`` field names; this module imports nothing
+heavy, so ``--help`` lists the presets at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from typing import Any, Mapping
+
+
+@dataclasses.dataclass(frozen=True)
+class Preset:
+    name: str
+    purpose: str  # one line in --help
+    values: Mapping[str, Any]
+
+
+def _preset(name: str, purpose: str, **values: Any) -> Preset:
+    return Preset(name, purpose, types.MappingProxyType(values))
+
+
+PRESETS: dict[str, Preset] = {
+    preset.name: preset
+    for preset in (
+        _preset(
+            "pet_cpu",
+            "a first real run on a laptop CPU: a U-Net sized for 2 cores (16 filters, depth 4, ~1.9 M parameters) "
+            "on Pet records made with --image_size 128, augmented, cosine schedule",
+            model="unet",
+            base_filters=16,
+            depth=4,
+            epochs=20,
+            batch_size=16,
+            learning_rate=2e-3,
+            lr_schedule="cosine",
+            warmup_steps=100,
+            augment=True,
+            loss="ce_dice",
+        ),
+        _preset(
+            "pet_gpu",
+            "the TensorFlow segmentation tutorial's model on a GPU: the MobileNetV2 U-Net from ImageNet weights, "
+            "encoder frozen for the first epochs, on Pet records made with --image_size 128",
+            model="mobilenetv2_unet",
+            backbone_weights="imagenet",
+            alpha=1.0,
+            freeze_backbone_epochs=5,
+            epochs=40,
+            batch_size=64,
+            learning_rate=1e-3,
+            lr_schedule="cosine",
+            warmup_steps=100,
+            augment=True,
+            loss="ce",
+        ),
+        _preset(
+            "cityscapes_gpu",
+            "Cityscapes on a GPU: the MobileNetV2 U-Net from ImageNet weights, AdamW with cosine decay, "
+            "median-frequency class weights, on records made with --image_size 512,1024",
+            model="mobilenetv2_unet",
+            backbone_weights="imagenet",
+            alpha=1.0,
+            freeze_backbone_epochs=2,
+            epochs=60,
+            batch_size=8,
+            learning_rate=1e-3,
+            lr_schedule="cosine",
+            warmup_steps=1000,
+            weight_decay=1e-4,
+            augment=True,
+            loss="ce",
+            class_weights="auto",
+        ),
+    )
+}
+
+# The preset a run on a CPU should use instead of a model sized for accelerators (the large-model warning).
+CPU_PRESET = "pet_cpu"
+
+
+def help_lines() -> str:
+    """One line per preset, for the end of ``--help``."""
+    return "presets (--preset NAME; any flag given overrides the preset's value):\n" + "\n".join(
+        f"  {p.name}: {p.purpose}" for p in PRESETS.values()
+    )
