@@ -22,6 +22,8 @@ REQUIRED = [
     "scipy>=1.11",
     # tf.summary's writer (the trainer's JOB/logs): TensorFlow 2.21 no longer pulls TensorBoard in itself.
     "tensorboard>=2.20,<2.22",
+    # The Beam jobs' progress line on a terminal (pipelines/common/progress.py): rate and ETA, redrawn in place.
+    "tqdm>=4.66",
 ]
 
 EXTRAS = {

@@ -13,10 +13,17 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import datasets
-from pipelines.common import flags, storage
-from pipelines.common.runner import make_pipeline_options, new_pipeline
+from pipelines.common import flags, progress, storage
+from pipelines.common.runner import is_remote, make_pipeline_options, new_pipeline
 from pipelines.evaluate import options as job_options
-from pipelines.evaluate.inputs import EvaluationInputs, gather_inputs, local_parent, split_ids, suggestion
+from pipelines.evaluate.inputs import (
+    EvaluationInputs,
+    example_id,
+    gather_inputs,
+    local_parent,
+    split_ids,
+    suggestion,
+)
 from pipelines.evaluate.options import EvaluateConfig, EvaluateResult
 from pipelines.evaluate.transforms import NOT_AN_ID_MASK, PairByExampleId, ScoreMasks
 from pipelines.infer import outputs
@@ -55,21 +62,34 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def build_pipeline(
-    pipeline: beam.Pipeline, inputs: EvaluationInputs, spec: labels.LabelSpec, output_file: str, extra: dict[str, Any]
+    pipeline: beam.Pipeline,
+    inputs: EvaluationInputs,
+    spec: labels.LabelSpec,
+    output_file: str,
+    extra: dict[str, Any],
+    sink: Optional[progress.Sink] = None,
 ) -> None:
     """Pairs the listed files by id (``PairByExampleId``), scores the pairs (``ScoreMasks``: one confusion matrix
-    per pair, summed); writes the document."""
+    per pair, summed); writes the document. ``sink`` counts each example id taken (``pipelines.common.progress``;
+    ``example_count`` is their total)."""
     sides = {
         "gt": pipeline | "GroundTruthFiles" >> beam.Create(inputs.ground_truth),
         "pred": pipeline | "PredictionFiles" >> beam.Create(inputs.predictions),
     }
     extra = dict(extra, errors=inputs.errors, ignored_files=inputs.ignored)
+    paired = sides | "PairByExampleId" >> PairByExampleId(spec.dataset)
+    # Each example id becomes one pair to score or one finding that did not pair: together, the job's progress.
+    _ = paired | "EachIdTaken" >> beam.Flatten() | "Progress" >> beam.ParDo(progress.CountDone(sink))
     _ = (
-        sides
-        | "PairByExampleId" >> PairByExampleId(spec.dataset)
+        paired
         | "Score" >> ScoreMasks(spec.dataset, spec.mode, extra)
         | "Write" >> beam.Map(lambda doc: write_evaluation(output_file, doc))
     )
+
+
+def example_count(inputs: EvaluationInputs, dataset: str) -> int:
+    """The example ids the two sides name together: what ``build_pipeline`` pairs, one by one."""
+    return len({example_id(p, dataset) for p in [*inputs.ground_truth, *inputs.predictions]})
 
 
 def from_args(argv: Optional[Sequence[str]] = None) -> tuple[EvaluateConfig, list[str]]:
@@ -166,9 +186,12 @@ def _evaluate(
         extra["split"] = config.split
     if ids_of_split is not None:
         extra["predictions_outside_split"] = inputs.outside_split
-    pipeline = new_pipeline(make_pipeline_options(beam_argv))
-    build_pipeline(pipeline, inputs, spec, write_to, extra)
-    pipeline.run().wait_until_finish()
+    options = make_pipeline_options(beam_argv)
+    pipeline = new_pipeline(options)
+    total = example_count(inputs, spec.dataset)
+    with progress.shown("evaluate", total, "image", remote=is_remote(options)) as sink:
+        build_pipeline(pipeline, inputs, spec, write_to, extra, sink)
+        pipeline.run().wait_until_finish()
     return json.loads(storage.read_bytes(write_to).decode("utf-8"))
 
 

@@ -27,9 +27,9 @@ from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from pipelines import datasets
-from pipelines.common import flags, storage
+from pipelines.common import flags, progress, storage
 from pipelines.common.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE, DeadLetter, WriteDeadLetters
-from pipelines.common.runner import make_pipeline_options, new_pipeline
+from pipelines.common.runner import is_remote, make_pipeline_options, new_pipeline
 from pipelines.infer import options as job_options, outputs
 from pipelines.infer.inputs import MatchedInputs, check_output_dir, match_inputs
 from pipelines.infer.model import ModelNotFound, load_model_once, read_model_info
@@ -79,10 +79,12 @@ def build_pipeline(
     model_info: ModelInfo,
     matched: Optional[MatchedInputs] = None,
     summary_path: Optional[str] = None,
+    sink: Optional[progress.Sink] = None,
 ) -> None:
     """Adds the inference job to ``pipeline``: the matched files → ``SegmentImages`` → ``WritePredictions``,
     dead letters and ``summary.json`` (``matched``: ``match_inputs(config.input)`` when not given;
-    ``summary_path``: where summary.json goes, by default in ``config.output_dir``)."""
+    ``summary_path``: where summary.json goes, by default in ``config.output_dir``; ``sink``: counts each image
+    written or dead-lettered, ``pipelines.common.progress``)."""
     matched = matched if matched is not None else match_inputs(config.input)
     sources = []
     if matched.files or not matched.remote_patterns:
@@ -122,6 +124,8 @@ def build_pipeline(
             | "CountUnreadable" >> beam.Map(_count_dead_letter)
         )
     dead = dead_parts | "AllDeadLetters" >> beam.Flatten()
+    # Each input ends as one written image or one dead letter: together, the job's progress.
+    _ = (written, dead) | "EachInputDone" >> beam.Flatten() | "Progress" >> beam.ParDo(progress.CountDone(sink))
     dead_count = dead | "DeadLetters" >> WriteDeadLetters(config.output_dir, namespace=NAMESPACE)
     extra = {"model_dir": config.model_dir, "dataset": model_info.dataset, "input": list(config.input)}
     _ = (
@@ -187,7 +191,7 @@ def run(config: InferConfig, pipeline_args: Optional[Sequence[str]] = None) -> I
     if options.view_as(TestOptions).dry_run:  # the job is only constructed (Dataflow's dry run): nothing written
         matched = match_inputs(config.input)
         pipeline = new_pipeline(options)
-        build_pipeline(pipeline, config, model_info, matched)
+        build_pipeline(pipeline, config, model_info, matched, sink=progress.Sink())
         result = pipeline.run()
     else:
         matched, result = _run_claimed(config, options, model_info)
@@ -222,15 +226,17 @@ def _run_claimed(
         matched = match_inputs(args.input)
         check_output_dir(matched, args.output_dir, args.model_dir)
         pipeline = new_pipeline(options)
-        build_pipeline(
-            pipeline,
-            dataclasses.replace(args, output_dir=claim.staging),
-            model_info,
-            matched,
-            summary_path=claim.write_path(SUMMARY_FILE),
-        )
-        result = pipeline.run()
-        result.wait_until_finish()
+        with progress.shown("infer", matched.count, "image", remote=is_remote(options)) as sink:
+            build_pipeline(
+                pipeline,
+                dataclasses.replace(args, output_dir=claim.staging),
+                model_info,
+                matched,
+                summary_path=claim.write_path(SUMMARY_FILE),
+                sink=sink,
+            )
+            result = pipeline.run()
+            result.wait_until_finish()
         written = None
         if not claim.staged:
             summary = json.loads(claim.where.read(f"{ownership.RECORD_DIR}/{ownership.PENDING}/{SUMMARY_FILE}"))

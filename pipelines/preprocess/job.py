@@ -27,6 +27,7 @@ from schemas.errors import UsageError
 if TYPE_CHECKING:
     import apache_beam as beam
 
+    from pipelines.common.progress import Sink
     from pipelines.preprocess.metadata import PreprocessResult
 
 # Beside the job's own names, what its callers use with them: the config and the parser it is read by (options.py's),
@@ -62,12 +63,16 @@ def parse_args(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]]:
 
 
 def build_pipeline(
-    p: beam.Pipeline, config: PreprocessConfig, temp_dir: str, metadata_path: Optional[str] = None
+    p: beam.Pipeline,
+    config: PreprocessConfig,
+    temp_dir: str,
+    metadata_path: Optional[str] = None,
+    sink: Optional[Sink] = None,
 ) -> beam.PCollection:
     """The whole job on ``p`` (``transforms.build_pipeline``: ``ReadDataset`` then ``WriteDataset``)."""
     from pipelines.preprocess import transforms  # Beam: see the imports at the top
 
-    return transforms.build_pipeline(p, config, temp_dir, metadata_path)
+    return transforms.build_pipeline(p, config, temp_dir, metadata_path, sink)
 
 
 def run(config: PreprocessConfig, pipeline_args: Optional[Sequence[str]] = None) -> PreprocessResult:

@@ -15,7 +15,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, TestOptions
 
-from pipelines.common import runner as runner_lib, storage
+from pipelines.common import progress, runner as runner_lib, storage
 from pipelines.preprocess import scratch
 from pipelines.preprocess.inputs import check_input
 from pipelines.preprocess.metadata import PreprocessResult
@@ -92,8 +92,11 @@ def _run_claimed(
         scratch.remove_dead(temp_root, config.output_dir)  # what killed runs into this DST left behind
     temp_dir = scratch.new_folder(temp_root, config.output_dir, remote)
     try:
-        with runner_lib.new_pipeline(options) as p:
-            build_pipeline(p, written, temp_dir, metadata_path=claim.write_path(METADATA_FILE) if claim else None)
+        # Discovery runs inside the pipeline: the number of examples is not known before, so count and rate only.
+        shown = progress.shown("preprocess", None, "example", remote=remote, show=not dry_run)
+        with shown as sink, runner_lib.new_pipeline(options) as p:
+            metadata_path = claim.write_path(METADATA_FILE) if claim else None
+            build_pipeline(p, written, temp_dir, metadata_path=metadata_path, sink=sink)
         if dry_run or claim is None:
             return PreprocessResult(config.output_dir, None)
         counters = _counters(p.result)

@@ -17,7 +17,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipelines import datasets
-from pipelines.common import storage
+from pipelines.common import progress, storage
 from pipelines.common.deadletter import WriteDeadLetters
 from pipelines.datasets.base import DEAD_LETTER_TAG, Dataset, SplitFractions
 from pipelines.datasets.discovery import Discover
@@ -78,14 +78,22 @@ class WriteDataset(beam.PTransform):
     with ``transform_fn/``, and metadata.json last (at ``metadata_path``, default in DST). Returns a one-element
     PCollection: metadata.json's path once written, None when every input was a dead letter.
 
-    ``temp_dir``: tensorflow-transform's scratch folder (a local one is also where shards are gathered).
+    ``temp_dir``: tensorflow-transform's scratch folder (a local one is also where shards are gathered);
+    ``sink``: counts each example once made into records or a dead letter (``pipelines.common.progress``).
     """
 
-    def __init__(self, config: PreprocessConfig, temp_dir: str, metadata_path: Optional[str] = None):
+    def __init__(
+        self,
+        config: PreprocessConfig,
+        temp_dir: str,
+        metadata_path: Optional[str] = None,
+        sink: Optional[progress.Sink] = None,
+    ):
         super().__init__()
         self._config = config
         self._temp_dir = temp_dir
         self._metadata_path = metadata_path or FileSystems.join(config.output_dir, METADATA_FILE)
+        self._sink = sink
 
     def expand(self, inputs: tuple[beam.PCollection, beam.PCollection]) -> beam.PCollection:
         examples, discovery_dead = inputs
@@ -98,7 +106,10 @@ class WriteDataset(beam.PTransform):
             | "ExampleCounts" >> beam.combiners.ToDict()
             | "PlanShards" >> beam.Map(plan_shards, copies, estimated_record_bytes(config), config.num_shards)
         )
-        made = examples | "MakeRecords" >> MakeRecords(config)
+        # Counted once the fused MakeRecords after it made the example's records (or its dead letter).
+        made = (
+            examples | "Progress" >> beam.ParDo(progress.CountDone(self._sink)) | "MakeRecords" >> MakeRecords(config)
+        )
         dead_count = (
             (discovery_dead, made[DEAD_LETTER_TAG])
             | "AllDeadLetters" >> beam.Flatten()
@@ -144,13 +155,18 @@ def estimated_record_bytes(config: PreprocessConfig) -> int:
 
 
 def build_pipeline(
-    p: beam.Pipeline, config: PreprocessConfig, temp_dir: str, metadata_path: Optional[str] = None
+    p: beam.Pipeline,
+    config: PreprocessConfig,
+    temp_dir: str,
+    metadata_path: Optional[str] = None,
+    sink: Optional[progress.Sink] = None,
 ) -> beam.PCollection:
     """The whole job on ``p``: ``ReadDataset`` then ``WriteDataset``; returns ``WriteDataset``'s PCollection
     (metadata.json's path once written, None when every input was a dead letter). ``metadata_path``: where
     metadata.json goes (default: in ``config.output_dir``; a run that writes in place puts it aside for its
-    publication). Nothing here touches the input: discovery happens when the pipeline runs, on whichever runner."""
+    publication); ``sink``: the job's progress (``WriteDataset``). Nothing here touches the input: discovery happens
+    when the pipeline runs, on whichever runner."""
     found = p | f"Discover{datasets.get(config.dataset).title}" >> ReadDataset.from_config(config)
     return (found[EXAMPLES_TAG], found[DEAD_LETTER_TAG]) | "WriteDataset" >> WriteDataset(
-        config, temp_dir, metadata_path
+        config, temp_dir, metadata_path, sink
     )

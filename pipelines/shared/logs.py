@@ -8,11 +8,13 @@ import logging
 import os
 import sys
 import threading
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
 # Set by ``cli.main`` once an interrupt (Ctrl-C) or SIGTERM reached it: what other threads and libraries report
 # after it are its consequences (workers ended, streams broken), which would bury ``main``'s one line.
 interrupted = threading.Event()
+# The descriptor that reaches the user's stderr while ``native_stderr_filtered`` holds descriptor 2 (None: 2 does).
+_user_stderr: Optional[int] = None
 
 # ------------------------------------------------------------------------------------------------ quiet start
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -162,14 +164,17 @@ def native_stderr_filtered(verbose: bool = False) -> Iterator[None]:
         yield
         return
 
+    global _user_stderr
     read_end, write_end = os.pipe()
     os.dup2(write_end, 2)
     os.close(write_end)
     forwarder = threading.Thread(target=_forward, args=(read_end, saved), name="segflow-stderr", daemon=True)
     forwarder.start()
+    outer, _user_stderr = _user_stderr, saved
     try:
         yield
     finally:
+        _user_stderr = outer
         try:
             sys.stderr.flush()
         except (OSError, ValueError):
@@ -178,6 +183,13 @@ def native_stderr_filtered(verbose: bool = False) -> Iterator[None]:
         forwarder.join(timeout=5)
         if not forwarder.is_alive():
             os.close(saved)
+
+
+def user_stderr_fd() -> int:
+    """The file descriptor that reaches the user's stderr (a terminal or not): 2, or the one
+    ``native_stderr_filtered`` set aside while its line filter holds 2. For output that is not made of lines, like a
+    progress line rewritten in place with carriage returns, which the filter would hold until a newline."""
+    return 2 if _user_stderr is None else _user_stderr
 
 
 def start_tensorflow() -> None:
