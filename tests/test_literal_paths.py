@@ -12,7 +12,7 @@ from PIL import Image
 
 from pipelines.common import storage
 from pipelines.common.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE, read_dead_letters
-from pipelines.evaluate.report import _ground_truth_index
+from pipelines.evaluate.report_page import _ground_truth_index
 from pipelines.infer.model import SegflowModel
 
 

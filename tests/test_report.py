@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from pipelines.common import storage
-from pipelines.evaluate import report
+from pipelines.evaluate import report_page as report  # the drawing; report.py is its command line
 from pipelines.infer import outputs
 from schemas.labels import spec_for
 

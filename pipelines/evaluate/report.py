@@ -14,22 +14,16 @@ from __future__ import annotations
 
 import importlib
 import sys
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 from pipelines import datasets
 from pipelines.shared import cli, flag_parser
 from schemas import errors
 
 NAME = "pipelines.evaluate.report"
-# The drawing (PIL, numpy, Beam's FileSystems) lives in report_page and is imported only to draw, so that --help
-# and a bad flag answer at once; its names stay reachable here (``report.write_report``).
+# The drawing (PIL, numpy, Beam's FileSystems) lives in report_page (``report_page.write_report`` for Python
+# callers) and is imported only to draw, so that --help and a bad flag answer at once.
 _PAGE = "pipelines.evaluate.report_page"
-
-
-def __getattr__(name: str) -> Any:  # PEP 562: report_page's names, loaded on first use
-    if name.startswith("__"):
-        raise AttributeError(name)
-    return getattr(importlib.import_module(_PAGE), name)
 
 
 def build_parser() -> flag_parser.Parser:
