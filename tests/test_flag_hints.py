@@ -4,6 +4,7 @@ a choice close to a real one, a stray value, a bad value of a Beam option."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -154,7 +155,7 @@ def test_help_shows_the_required_flags_first_then_common_then_advanced_options(m
     main = importlib.import_module("trainer.task" if module == "trainer.task" else f"{module}.job").main
     assert main(["--help"]) == 0
     out = capsys.readouterr().out
-    sections = [line for line in out.splitlines() if line and not line.startswith(" ") and line.endswith(":")]
+    sections = [line for line in out.splitlines() if re.fullmatch(r"[a-z ]+:", line)]  # argparse's group titles
     assert sections == ["required:", "options:", "advanced options:", "logging:"], sections
     intro = out.split("\nrequired:\n")[0]
     assert len([line for line in intro.splitlines() if line.strip()]) <= 6, intro  # title and example, no notes
