@@ -16,6 +16,7 @@ import pytest
 
 from pipelines.shared import logs
 from schemas import errors
+from tests.fixtures import probe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -55,39 +56,11 @@ ABBREVIATED = {
 }
 PROGRAMS = sorted(REQUIRED)
 
-# Runs ``python -m MODULE ARGV`` as __main__ in a fresh interpreter; reports the status, the seconds from the
-# start of the module to its exit (CPU seconds: on an idle machine they are the wall time a user waits, and they
-# stay so while the suite's parallel workers share the cores), and whether TensorFlow / Beam were imported.
-_PROBE = """
-import runpy, sys, time
-module, sys.argv = sys.argv[1], ["-m"] + sys.argv[2:]
-start = time.process_time()
-try:
-    runpy.run_module(module, run_name="__main__", alter_sys=True)
-    code = 0
-except SystemExit as e:
-    code = e.code
-sys.stdout.flush()
-print("PROBE", code, round(time.process_time() - start, 3),
-      sorted(m for m in ("tensorflow", "apache_beam") if m in sys.modules), file=sys.stderr)
-"""
-
 
 def _probe(module: str, argv: list[str]) -> tuple[int, float, str, list[str], str]:
-    """(exit status, seconds, heavy modules loaded, the program's own stderr lines, stdout)."""
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE, module, *argv],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=ROOT),
-        timeout=120,
-    )
-    lines = done.stderr.splitlines()
-    probe = [line for line in lines if line.startswith("PROBE ")]
-    assert probe, done.stderr[-3000:]
-    _, code, seconds, heavy = probe[-1].split(" ", 3)
-    return int(code), float(seconds), heavy, [line for line in lines if not line.startswith("PROBE ")], done.stdout
+    """(exit status, CPU seconds, heavy modules loaded, the program's own stderr lines, stdout)."""
+    found = probe.run_module(module, argv)
+    return found.code, found.seconds, found.loaded, found.stderr, found.stdout
 
 
 def _without(argv: list[str], flag: str) -> list[str]:

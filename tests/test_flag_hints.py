@@ -3,10 +3,7 @@ a choice close to a real one, a stray value, a bad value of a Beam option."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 
 import pytest
 
@@ -14,9 +11,8 @@ from pipelines.common import flags
 from pipelines.infer import job as infer
 from pipelines.preprocess import PreprocessConfig, job as preprocess
 from schemas.errors import UsageError
+from tests.fixtures import probe
 from trainer import task
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _one_line(capsys) -> str:
@@ -94,16 +90,6 @@ def test_a_bad_value_of_a_beam_option_is_one_line_without_beams_usage(capsys):
     assert capsys.readouterr().err == ""  # argparse would print Beam's 150-line usage here
 
 
-_QUICK_REFUSAL = """
-import sys, time
-from pipelines.preprocess import job
-start = time.process_time()
-code = job.main(sys.argv[1:])
-print("PROBE", code, round(time.process_time() - start, 3),
-      sorted(m for m in ("tensorflow", "apache_beam") if m in sys.modules), file=sys.stderr)
-"""
-
-
 @pytest.mark.parametrize(
     "given, expected",
     [
@@ -127,17 +113,10 @@ def test_a_wrong_input_dir_is_a_data_error_found_before_beam_and_tensorflow_load
     (tmp_path / "pet" / "images" / "cat_1.jpg").write_bytes(b"")
     (tmp_path / "other").mkdir()
     argv = ["--dataset", "pet", "--input_dir", str(tmp_path / given), "--output_dir", str(tmp_path / "out")]
-    done = subprocess.run(
-        [sys.executable, "-c", _QUICK_REFUSAL, *argv, "--image_size", "32"],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=120,
-    )
-    *lines, probe = done.stderr.strip().splitlines()
-    _, code, seconds, heavy = probe.split(" ", 3)
-    assert code == "1" and len(lines) == 1 and expected.format(root=tmp_path) in lines[0], done.stderr
-    assert heavy == "[]" and float(seconds) < 1.0, probe
+    found = probe.run_module("pipelines.preprocess", [*argv, "--image_size", "32"])
+    assert found.code == 1 and len(found.stderr) == 1, found
+    assert expected.format(root=tmp_path) in found.stderr[0], found.stderr
+    assert found.loaded == "[]" and found.seconds < 1.0, found
 
 
 @pytest.mark.parametrize(

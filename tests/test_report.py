@@ -6,9 +6,6 @@ import base64
 import html.parser
 import io
 import json
-import os
-import subprocess
-import sys
 
 import numpy as np
 from PIL import Image
@@ -17,6 +14,7 @@ from pipelines.common import storage
 from pipelines.evaluate import report_page as report  # the drawing; report.py is its command line
 from pipelines.infer import outputs
 from schemas.labels import spec_for
+from tests.fixtures import probe
 
 PET = spec_for("pet", "trimap")
 
@@ -195,32 +193,9 @@ def test_report_without_evaluation_shows_the_first_images_by_name_and_says_so(tm
     assert "confusion matrix" not in page and "mIoU" not in page.split("<table>")[0].split("</style>")[1]
 
 
-_HELP_PROBE = """
-import runpy, sys, time
-sys.argv = ["-m", "--help"]
-start = time.process_time()
-try:
-    runpy.run_module("pipelines.evaluate.report", run_name="__main__", alter_sys=True)
-except SystemExit:
-    pass
-sys.stdout.flush()
-print("PROBE", round(time.process_time() - start, 3),
-      sorted(m for m in ("numpy", "PIL", "apache_beam", "tensorflow") if m in sys.modules), file=sys.stderr)
-"""
-
-
 def test_report_help_answers_in_under_a_second_without_numpy_pil_or_beam():
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    done = subprocess.run(
-        [sys.executable, "-c", _HELP_PROBE],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        env=dict(os.environ, PYTHONPATH=root),
-        timeout=120,
+    found = probe.run_module(
+        "pipelines.evaluate.report", ["--help"], watched=("numpy", "PIL", "apache_beam", "tensorflow")
     )
-    assert done.stdout.startswith("usage: python -m pipelines.evaluate.report "), done.stdout[:300]
-    probe = [line for line in done.stderr.splitlines() if line.startswith("PROBE ")]
-    assert probe, done.stderr[-2000:]
-    _, seconds, heavy = probe[-1].split(" ", 2)
-    assert heavy == "[]" and float(seconds) < 1.0, (heavy, seconds)
+    assert found.stdout.startswith("usage: python -m pipelines.evaluate.report "), found.stdout[:300]
+    assert found.loaded == "[]" and found.seconds < 1.0, found
