@@ -224,15 +224,13 @@ def test_a_storage_outage_past_the_retries_fails_preprocess_with_one_line(
 
 
 @pytest.fixture(scope="module")
-def infer_on_gcs(gcs, pet_job_dir, pet_raw_dir, tmp_path_factory) -> tuple[list[str], str]:
+def infer_on_gcs(gcs, gcs_tls, pet_job_dir, pet_raw_dir, tmp_path_factory) -> tuple[list[str], str]:
     """A fault-free ``pipelines.infer`` run of the tiny Pet model (uploaded to the bucket) on a few images into
     a gs:// OUT: the command without its ``--output_dir``, and that OUT. Only read: the fault tests rerun the same
-    command. The clean run is the same job in this process, without a second start: it runs in threads where the
-    command runs worker processes, so Beam batches the images differently, and ``--model_calls image`` keeps the
-    masks independent of batching (with padded batch calls a pixel at an exact near-tie may follow an image's slot
-    in the batch, docs/infer.md; CI once saw it in color/Bengal_1.png)."""
-    from pipelines import infer
-
+    command. The clean run is the same command, also in the namespace, not the job in this test process: the
+    test process's TensorFlow carries settings other tests changed (op determinism, threads), and an output pixel
+    at an exact near-tie follows them (CI saw color/Bengal_1.png differ). ``--model_calls image`` keeps the masks
+    independent of how Beam batches the images (docs/infer.md)."""
     images = tmp_path_factory.mktemp("infer_images")
     for path in sorted((pet_raw_dir / "images").glob("*.jpg"))[:6]:  # a few: every output is requests to fault
         shutil.copy(path, images / path.name)
@@ -240,7 +238,8 @@ def infer_on_gcs(gcs, pet_job_dir, pet_raw_dir, tmp_path_factory) -> tuple[list[
     cmd = [sys.executable, "-m", "pipelines.infer", "--model_dir", model, "--input", f"{images}/*.jpg"]
     cmd += ["--model_calls", "image"]
     out = gcs.prefix("tf-infer-clean")
-    infer.run(*infer.from_args([*cmd[3:], "--output_dir", out]))
+    done = gcs_tls.run([*cmd, "--output_dir", out], timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
     return cmd, out
 
 
