@@ -105,6 +105,14 @@ class GroundTruthLayout(NamedTuple):
         return self.folder + ("*",) * (self.depth - 1) + ("*" + self.suffix,)
 
 
+class SplitImages(NamedTuple):
+    """What infer reads for ``--input_dir SRC --dataset NAME [--split S]`` (``Dataset.split_images``)."""
+
+    images: list[str]  # the image files, sorted
+    unreadable: list[tuple[str, str]]  # (path, why) for image entries found that cannot be read (a broken link)
+    missing_ids: list[str]  # ids the split's list names that have no image, sorted (the user must see them)
+
+
 def split_from_hash(example_id: str, val_fraction: float, test_fraction: float = 0.0) -> str:
     """train / val / test from a stable hash of the id alone (not the seed: splits never move)."""
     u = stable_fraction("split", example_id)
@@ -215,3 +223,34 @@ class Dataset(abc.ABC):
         names. Raises ``ValueError`` (the one line to show) when the dataset or the ground truth has no such
         split."""
         return None
+
+    # ------------------------------------------------------------------------------------------- infer
+    def split_images(self, input_dir: str, split: Optional[str], files: Files) -> SplitImages:
+        """The images infer reads for ``--input_dir``/``--dataset``/``--split``. Default: the image files
+        (``IMAGE_EXTENSIONS``, not hidden) below ``input_folder``; of a ``split``, those whose ``example_id`` the
+        split's list names (``evaluate_split_ids``; the listed ids without an image in ``missing_ids``) or, where
+        the split is a folder (``evaluate_split_ids`` None), those below ``input_folder/<split>/``. So a dataset
+        gets ``--split`` in infer from what it tells evaluate. Raises ``ValueError`` (the one line to show) when
+        the dataset or ``input_dir`` has no such split."""
+        folder = files.join(input_dir, *self.input_folder)
+        ids = None if split is None else self.evaluate_split_ids(split, input_dir, files)
+        if split is not None and ids is None:
+            folder = files.join(folder, split)
+        found = [
+            f
+            for f in files.list_files(folder)
+            if not basename(f.path).startswith(".") and posixpath.splitext(f.path)[1].lower() in IMAGE_EXTENSIONS
+        ]
+        if ids is not None:
+            found = [f for f in found if self.example_id(posixpath.splitext(basename(f.path))[0]) in ids]
+        elif split is not None and not found:
+            raise ValueError(
+                f"--split {split}: no {self.name} images in {folder} (layout: {self.input_layout}); name a split "
+                "the dataset folder has, or leave --split out"
+            )
+        seen = {self.example_id(posixpath.splitext(basename(f.path))[0]) for f in found}
+        return SplitImages(
+            sorted(f.path for f in found if f.error is None),
+            sorted((f.path, f.error) for f in found if f.error is not None),
+            sorted(ids - seen) if ids is not None else [],
+        )

@@ -253,7 +253,7 @@ class Pet(Dataset):
         if not found:
             raise ValueError(
                 f"--split {split} needs Pet's list {files.join(folder, lists[split])}, which is not there (or not "
-                "readable): point --ground_truth at the Pet root holding annotations/, or leave --split out"
+                "readable): name the Pet root, the folder that holds annotations/, or leave --split out"
             )
         text = files.read(found[0].path).decode("utf-8", errors="replace")
         return frozenset(
