@@ -70,6 +70,9 @@ class DatasetMetadata:
     stats: Optional[DatasetStats] = None
     stats_absent_reason: Optional[str] = None  # why ``stats`` is None (no train records); None when it is set
     extra: dict[str, Any] = dataclasses.field(default_factory=dict)
+    # The rest of the label table (``schemas.labels.label_table``: palette, native values, instance classes), so
+    # that infer, evaluate and the report need no dataset code for it; None in a metadata.json written before.
+    label_table: Optional[dict[str, Any]] = None
 
     def to_json(self) -> str:
         return strict_json.dumps(dataclasses.asdict(self), what=METADATA_FILE) + "\n"

@@ -134,6 +134,9 @@ class ModelInfo:
     resize_mode: str
     model: str  # the network (``trainer.task --model``)
     format_version: int = MODEL_FORMAT_VERSION
+    # metadata.json's ``label_table`` (palette, native values, instance classes: ``schemas.labels``), copied;
+    # None in an info file written before it (the dataset's own table applies then).
+    label_table: Optional[dict] = None
 
     def __post_init__(self) -> None:
         problems = []

@@ -156,6 +156,8 @@ class Dataset(abc.ABC):
         like (the message when it holds none).
       metadata_extra: entries it adds to ``metadata.json``'s ``extra``.
       example_id_hint: what a file name must carry to be paired by evaluate (the message when it does not).
+      labels_file: the file in the dataset's root that holds its label table (``folder``: ``classes.json``), read
+        by ``with_source``; "" when the table is fixed (then ``label_spec`` needs no source).
     """
 
     name: str
@@ -169,6 +171,7 @@ class Dataset(abc.ABC):
     input_layout: str
     metadata_extra: tuple[tuple[str, str], ...]
     example_id_hint: str
+    labels_file: str = ""
 
     # ------------------------------------------------------------------------------------------ labels
     @abc.abstractmethod
@@ -184,6 +187,23 @@ class Dataset(abc.ABC):
     def mask_problem(self, native: "np.ndarray", kind: str) -> Optional[str]:
         """Why a native ``kind`` (``"mask"`` or ``"instances"``) array cannot be this dataset's annotation (the
         values outside its label set), or None when every value is valid."""
+
+    def with_source(self, input_dir: str, files: Files) -> "Dataset":
+        """This dataset as the source at ``input_dir`` defines it. A dataset whose label table comes with its data
+        (``folder``: ``classes.json``) returns a copy carrying that table, which the jobs then hand to their
+        pipelines (it pickles) and write into ``metadata.json``; a dataset with a fixed table returns itself.
+        Raises ``ValueError`` (the one line to show) when the source's table is missing or malformed: the jobs
+        call this before Beam starts."""
+        return self
+
+    def read_mask(self, data: bytes, what: str = "mask", bits: int = 8) -> "np.ndarray":
+        """An annotation file's bytes → the [H, W] array of native values that ``mask_problem``,
+        ``train_id_luts`` and ``to_train_ids`` take; ``ValueError`` (the reason) when it is not one. The default
+        reads a single-channel label PNG (``bits`` 8: uint8, 16: int32); a dataset whose masks need more (RGB
+        colour-coded masks, 16-bit values) maps them here."""
+        from pipelines.common.decode import decode_label_map  # PIL: loaded where masks are read, not for --help
+
+        return decode_label_map(data, what, bits=bits)
 
     def train_id_lut_key(self, example: Example, label_mode: str) -> Optional[int]:
         """Which of ``train_id_luts`` maps ``example``'s mask; raises ``ValueError`` (the reason) when none can."""
