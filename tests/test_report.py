@@ -2,7 +2,6 @@
 confusion matrix in the page and the picture, a colour legend, how many images are shown, singular counts, classes
 in class-id order; and a --help that answers at once."""
 
-import base64
 import html.parser
 import io
 import json
@@ -64,7 +63,7 @@ def test_report_says_what_it_shows_and_what_the_colours_mean(tmp_path):
     table = page[page.index("<table class='m'>") :]
     assert table.index(">pet<") < table.index(">background<") < table.index(">border<")
     # A legend: every class's colour, in class-id order; the ignore label's black is Pet's background colour.
-    legend = page[page.index("class='legend'") : page.index("<th>Input Image")]
+    legend = page[page.index("class='legend'") : page.index("<h2>")]
     assert [name for name, _ in report.legend_entries(PET)] == ["pet", "background / ignored", "border"]
     for name, colour in zip(PET.class_names, PET.palette):
         assert f"rgb{tuple(colour)}'></span>{name}" in legend
@@ -156,11 +155,25 @@ def test_report_leads_with_the_worst_images_then_the_best_each_with_its_scores(t
     assert f"img{by_score[0]:02d}: mIoU {worst['miou']:.4f}, pixel accuracy {worst['pixel_accuracy']:.4f}" in page
     assert "showing 6 of 12 images: the 3 worst (--max_images 3) and the 3 best" in page
     assert "12 images scored" in page
-    # The confusion matrix is a picture in the page: one row per class, one column per class and "not evaluated".
-    (matrix,) = [i for i in parser.images if i["alt"] == "confusion matrix"]
-    picture = Image.open(io.BytesIO(base64.b64decode(matrix["src"].split(",", 1)[1])))
-    assert picture.width > 4 * report.figures.CELL and picture.height > 3 * report.figures.CELL
+    # The confusion matrix is a table in the page (text a phone can read, not a picture's 10 px font): one row per
+    # true class, one column per class and "not evaluated", each row's shares; a class with no pixel has dashes.
+    matrix = page[page.index("<table class='cm'>") : page.index("</table></div></figure>")]
+    assert "<figcaption>" + report.figures.MATRIX_TITLE in page and "alt='confusion matrix'" not in page
+    true_rows = [row.split("</th>")[0] for row in matrix.split("<th scope='row'>")[1:]]
+    assert true_rows == ["pet", "background", "border"] and ">not evaluated</th>" in matrix
+    pet_row, background_row, border_row = matrix.split("<th scope='row'>")[1:]
+    assert [cell.split(">")[-1] for cell in pet_row.split("</td>")[:-1]] == ["1.00", "0.00", "0.00", "0.00"]
+    assert [cell.split(">")[-1] for cell in background_row.split("</td>")[:-1]] == ["0.25", "0.75", "0.00", "0.00"]
+    assert "title='30 pixels'>0.75<" in background_row and border_row.count("<td class='none'>-</td>") == 4
     assert page.index("confusion matrix") < page.index("Worst 3 images")
+    # Readable on a phone: the page sets its width to the device's, an image's panels wrap (no grid table wider
+    # than the screen), and every panel is a figure naming its column, since no header row stays in sight.
+    assert "<meta name='viewport' content='width=device-width, initial-scale=1'>" in page
+    assert "<table>" not in page and page.count("<div class='panels'>") == 6
+    for title in report.TITLES:
+        assert page.count(f"<figcaption>{title}") == 6, title
+    assert "<figcaption>True Mask (not available)</figcaption>" in page  # no --ground_truth given
+    assert all(image["alt"].startswith("img") for image in parser.images), parser.images
 
 
 def test_report_png_carries_the_metrics_and_the_confusion_matrix(tmp_path):
@@ -190,7 +203,7 @@ def test_report_without_evaluation_shows_the_first_images_by_name_and_says_so(tm
     _checked(page)
     assert "img00 (0 instances)</code>" in page and "img01 (1 instance)</code>" in page and "img02" not in page
     assert "First 2 images by name" in page and "OUT/evaluation.json not found" in page
-    assert "confusion matrix" not in page and "mIoU" not in page.split("<table>")[0].split("</style>")[1]
+    assert "confusion matrix" not in page and "mIoU" not in page.split("<h2>")[0].split("</style>")[1]
 
 
 def test_report_help_answers_in_under_a_second_without_numpy_pil_or_beam():

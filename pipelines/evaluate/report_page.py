@@ -275,6 +275,28 @@ def _data_uri(image: Image.Image) -> str:
     return "data:image/png;base64," + base64.b64encode(figures.png_bytes(image)).decode("ascii")
 
 
+# Readable from a phone to a desktop: an image's panels wrap onto the next line (two a line at most on a phone,
+# the true mask beside the predicted) rather than widen the page; each panel names its column (a table's header
+# row scrolls out of sight); a wide confusion matrix (Cityscapes' 19 classes) scrolls on its own.
+STYLE = (
+    "body{font-family:sans-serif;margin:1em;max-width:80em} h2{font-size:1.1em;margin:1.2em 0 .3em}"
+    " td,th{padding:3px 8px;text-align:left} .note{color:#555}"
+    " table.m td:nth-child(2){text-align:right} .metrics{display:flex;flex-wrap:wrap;gap:1em 3em;align-items:start}"
+    " .scroll{overflow-x:auto;max-width:100%} table.cm{border-collapse:collapse;font-size:.9em}"
+    " figure.cm{min-width:0;max-width:100%} figure.cm>figcaption{padding-bottom:.3em}"
+    " table.cm td{text-align:center;border:1px solid #ccc}"
+    " table.cm td.none{background:#e1e1e1} table.cm th.v{writing-mode:vertical-rl;transform:rotate(180deg);"
+    "vertical-align:bottom;padding:8px 3px}"
+    " .legend span.entry{white-space:nowrap;margin-right:1.2em}"
+    " .swatch{display:inline-block;width:1em;height:1em;border:1px solid #888;vertical-align:middle;margin-right:.3em}"
+    " figure{margin:0} figure.image{margin:0 0 1.2em} figure.image>figcaption{margin-bottom:.3em}"
+    " figure.image>figcaption code{overflow-wrap:anywhere}"
+    " .panels{display:flex;flex-wrap:wrap;gap:8px} .panels>figure{max-width:calc(50% - 4px)}"
+    " .panels figcaption{font-size:.85em;color:#555}"
+    " img.panel{height:auto;max-width:100%;image-rendering:pixelated}"
+)
+
+
 def report_html(
     rows: Sequence[dict[str, Any]],
     evaluation: Optional[dict[str, Any]],
@@ -284,50 +306,51 @@ def report_html(
     note: Optional[str] = None,
 ) -> str:
     """The self-contained page: metrics (classes in class-id order, as the CLI prints them) and the confusion
-    matrix, how many images are shown and how they were chosen, the colour legend, then the grid by section."""
+    matrix as a table, how many images are shown and how they were chosen, the colour legend, then per section
+    (worst, best) one figure per image: its caption (name and scores) and its four panels, each named."""
     parts = [
         f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:1.5em} td,th{padding:4px 8px;text-align:left}"
-        " img.panel{height:%dpx;image-rendering:pixelated} table.m td:nth-child(2){text-align:right}"
-        " h2{font-size:1.1em;margin:1em 0 .2em} .note{color:#555}"
-        " .swatch{display:inline-block;width:1em;height:1em;border:1px solid #888;vertical-align:middle;"
-        "margin:0 .3em 0 1em}</style>" % PANEL_HEIGHT,
+        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
+        f"<style>{STYLE}</style>",
         f"</head><body><h1>{html.escape(title)}</h1>",
     ]
     if evaluation:
         parts.append(f"<p><b>{html.escape(figures.headline(evaluation)).replace('   ', ' &nbsp; ')}</b></p>")
-        parts.append("<table class='m'><tr><th>class</th><th>IoU</th></tr>")
+        parts.append("<div class='metrics'><table class='m'><tr><th>class</th><th>IoU</th></tr>")
         per_class = evaluation.get("per_class_iou", {})
         for name in figures.class_order(evaluation):
             iou = per_class[name]
             parts.append(f"<tr><td>{html.escape(name)}</td><td>{'n/a' if iou is None else f'{iou:.4f}'}</td></tr>")
         parts.append("</table>")
         if evaluation.get("confusion_matrix"):
-            matrix = figures.confusion_image(evaluation["confusion_matrix"], evaluation.get("class_names", []))
-            parts.append(f"<p><img class='cm' src='{_data_uri(matrix)}' alt='confusion matrix'></p>")
+            parts.append(figures.confusion_html(evaluation["confusion_matrix"], evaluation.get("class_names", [])))
+        parts.append("</div>")
     parts.append(f"<p>{html.escape(shown_line(rows, len(rows) if total is None else total))}</p>")
     if note:
         parts.append(f"<p class='note'>{html.escape(note)}</p>")
     if spec is not None:
         parts.append(
-            "<p class='legend'>"
+            "<p class='legend'>Mask colours: "
             + "".join(
-                f"<span class='swatch' style='background:rgb{colour}'></span>{html.escape(name)}"
+                f"<span class='entry'><span class='swatch' style='background:rgb{colour}'></span>"
+                f"{html.escape(name)}</span>"
                 for name, colour in legend_entries(spec)
             )
             + "</p>"
         )
-    parts.append("<table><tr>" + "".join(f"<th>{t}</th>" for t in TITLES) + "</tr>")
     for section, section_rows in _sections(rows):
-        parts.append(f"<tr><td colspan='4'><h2>{html.escape(section_title(section, len(section_rows)))}</h2></td></tr>")
+        parts.append(f"<h2>{html.escape(section_title(section, len(section_rows)))}</h2>")
         for row in section_rows:
-            parts.append(f"<tr><td colspan='4'><code>{html.escape(caption(row))}</code></td></tr><tr>")
+            parts.append("<figure class='image'>")
+            parts.append(f"<figcaption><code>{html.escape(caption(row))}</code></figcaption>")
+            parts.append("<div class='panels'>")
             parts.extend(
-                f"<td><img class='panel' src='{_data_uri(_panel(a))}' alt='{t}'></td>"
+                f"<figure><img class='panel' src='{_data_uri(_panel(a))}' alt='{html.escape(row['stem'])}: {t}'>"
+                f"<figcaption>{t}{'' if a is not None else ' (not available)'}</figcaption></figure>"
                 for a, t in zip(row["panels"], TITLES)
             )
-            parts.append("</tr>")
-    parts.append("</table></body></html>\n")
+            parts.append("</div></figure>")
+    parts.append("</body></html>\n")
     return "\n".join(parts)
 
 
