@@ -25,7 +25,7 @@ DOCS = pathlib.Path(__file__).resolve().parent.parent / "docs"
 def test_api_examples_run(pet_job_dir, tmp_path, monkeypatch):
     text = (DOCS / "api.md").read_text(encoding="utf-8")
     infer_blocks, evaluate_blocks = python_blocks(text, "Infer"), python_blocks(text, "Evaluate")
-    assert len(infer_blocks) >= 3, "the set-up, run(InferConfig) and a user pipeline with SegmentImages"
+    assert len(infer_blocks) >= 4, "the set-up, run(InferConfig), SegmentImages, build_pipeline with a progress sink"
     assert len(evaluate_blocks) >= 2, "run(EvaluateConfig) and a user pipeline with ScoreMasks"
     monkeypatch.setenv("SEGFLOW_MODEL_DIR", str(pet_job_dir / "model"))
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
