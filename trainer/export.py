@@ -121,6 +121,7 @@ def model_info(info: data_dir.DatasetInfo, model_name: str) -> contract.ModelInf
         image_size=[int(s) for s in meta.image_size],
         resize_mode=meta.resize_mode,
         model=model_name,
+        label_table=meta.label_table,
     )
 
 

@@ -15,6 +15,8 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines import datasets
 from pipelines.common import flags, progress, storage
 from pipelines.common.runner import is_remote, make_pipeline_options, new_pipeline
+from pipelines.datasets.base import Dataset
+from pipelines.datasets.discovery import BeamFiles
 from pipelines.evaluate import options as job_options
 from pipelines.evaluate.inputs import (
     EvaluationInputs,
@@ -68,10 +70,12 @@ def build_pipeline(
     output_file: str,
     extra: dict[str, Any],
     sink: Optional[progress.Sink] = None,
+    dataset: Optional[Dataset] = None,
 ) -> None:
     """Pairs the listed files by id (``PairByExampleId``), scores the pairs (``ScoreMasks``: one confusion matrix
     per pair, summed); writes the document. ``sink`` counts each example id taken (``pipelines.common.progress``;
-    ``example_count`` is their total)."""
+    ``example_count`` is their total). ``dataset``: the dataset as ``--ground_truth`` defines it
+    (``Dataset.with_source``; default: ``spec.dataset``'s own)."""
     sides = {
         "gt": pipeline | "GroundTruthFiles" >> beam.Create(inputs.ground_truth),
         "pred": pipeline | "PredictionFiles" >> beam.Create(inputs.predictions),
@@ -82,7 +86,7 @@ def build_pipeline(
     _ = paired | "EachIdTaken" >> beam.Flatten() | "Progress" >> beam.ParDo(progress.CountDone(sink))
     _ = (
         paired
-        | "Score" >> ScoreMasks(spec.dataset, spec.mode, extra)
+        | "Score" >> ScoreMasks(dataset or spec.dataset, spec.mode, extra)
         | "Write" >> beam.Map(lambda doc: write_evaluation(output_file, doc))
     )
 
@@ -118,7 +122,11 @@ def run(config: EvaluateConfig, pipeline_args: Optional[Sequence[str]] = None) -
     writing the document, when any file was an error or no image was scored: a score over what was left would
     be a wrong score."""
     job_options.check(config)
-    spec = datasets.get(config.dataset).label_spec(config.label_mode)
+    try:  # a label table that comes with the data (folder: SRC/classes.json) is read from --ground_truth
+        source = datasets.get(config.dataset).with_source(config.ground_truth, BeamFiles())
+    except ValueError as err:
+        raise DataError(str(err)) from None
+    spec = source.label_spec(config.label_mode)
     predictions = config.predictions.rstrip("/")
     ids_of_split = split_ids(config.ground_truth, config.dataset, config.split)
     destination = output_file(config)
@@ -133,7 +141,9 @@ def run(config: EvaluateConfig, pipeline_args: Optional[Sequence[str]] = None) -
             raise ownership.OutputFolderRefused(
                 f"--output_file {destination} exists and is not an evaluation segflow wrote; name another file"
             )
-        doc = _evaluate(config, list(pipeline_args or []), spec, predictions, ids_of_split, claim.write_path(name))
+        doc = _evaluate(
+            config, list(pipeline_args or []), spec, predictions, ids_of_split, claim.write_path(name), source
+        )
         claim.publish(written=[name], replaces=[name])
     problem = unscored_line(doc, predictions, destination)
     if problem:
@@ -169,6 +179,7 @@ def _evaluate(
     predictions: str,
     ids_of_split: Optional[frozenset[str]],
     write_to: str,
+    dataset: Optional[Dataset] = None,
 ) -> dict[str, Any]:
     """Pairs and scores the masks; writes the document to ``write_to`` and returns it."""
     try:
@@ -190,7 +201,7 @@ def _evaluate(
     pipeline = new_pipeline(options)
     total = example_count(inputs, spec.dataset)
     with progress.shown("evaluate", total, "image", remote=is_remote(options)) as sink:
-        build_pipeline(pipeline, inputs, spec, write_to, extra, sink)
+        build_pipeline(pipeline, inputs, spec, write_to, extra, sink, dataset)
         pipeline.run().wait_until_finish()
     return json.loads(storage.read_bytes(write_to).decode("utf-8"))
 

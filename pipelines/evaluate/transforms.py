@@ -20,7 +20,7 @@ from PIL import Image
 
 from pipelines import datasets
 from pipelines.common import storage
-from pipelines.common.decode import decode_label_map
+from pipelines.datasets.base import Dataset
 from pipelines.evaluate.inputs import example_id
 from schemas import labels, scores as segmentation_scores
 
@@ -29,9 +29,14 @@ NAMESPACE = "segflow_evaluate"
 Mask = Union[str, np.ndarray]
 
 
-def to_train_ids(native: np.ndarray, dataset: str, label_mode: str) -> np.ndarray:
+def _dataset(dataset: Union[str, Dataset]) -> Dataset:
+    """A dataset by name, or as given (bound to its source's label table: ``Dataset.with_source``)."""
+    return datasets.get(dataset) if isinstance(dataset, str) else dataset
+
+
+def to_train_ids(native: np.ndarray, dataset: Union[str, Dataset], label_mode: str) -> np.ndarray:
     """Native annotation values → train ids (255 = not an evaluated class)."""
-    return datasets.get(dataset).to_train_ids(native, label_mode)
+    return _dataset(dataset).to_train_ids(native, label_mode)
 
 
 def confusion_matrix(gt_train: np.ndarray, pred_train: np.ndarray, num_classes: int) -> np.ndarray:
@@ -83,24 +88,24 @@ def _pillow_mode(data: bytes) -> Optional[str]:
         return None
 
 
-def read_prediction(data: bytes, dataset: str) -> np.ndarray:
+def read_prediction(data: bytes, dataset: Union[str, Dataset]) -> np.ndarray:
     """A predicted mask's native ids ``[H, W]`` (uint8); ``ValueError`` saying what was found when the file is not
     a single-channel id mask or holds values outside the dataset's label set (``native_mask_problem``)."""
     mode = _pillow_mode(data)
     if mode is not None and mode not in ID_MASK_MODES:
         raise ValueError(f"{_MODE_NAMES.get(mode, f'{mode} image')}, {NOT_AN_ID_MASK}")
-    native = decode_label_map(data, "prediction", bits=16)
-    problem = datasets.get(dataset).mask_problem(native, "mask")
+    native = _dataset(dataset).read_mask(data, "prediction", bits=16)
+    problem = _dataset(dataset).mask_problem(native, "mask")
     if problem:
         raise ValueError(problem)
     return native.astype(np.uint8)  # every valid native id fits 8 bits
 
 
-def read_ground_truth(data: bytes, dataset: str) -> np.ndarray:
+def read_ground_truth(data: bytes, dataset: Union[str, Dataset]) -> np.ndarray:
     """A ground-truth mask's native ids ``[H, W]``, decoded and checked by the rule preprocess applies to the same
     file (a mask preprocess dead-letters is never scored); ``ValueError`` (the reason) otherwise."""
-    native = decode_label_map(data, "ground truth")
-    problem = datasets.get(dataset).mask_problem(native, "mask")
+    native = _dataset(dataset).read_mask(data, "ground truth")
+    problem = _dataset(dataset).mask_problem(native, "mask")
     if problem:
         raise ValueError(problem)
     return native
@@ -108,7 +113,7 @@ def read_ground_truth(data: bytes, dataset: str) -> np.ndarray:
 
 # -------------------------------------------------------------------------------------------- Beam parts
 def _mask(
-    side: Mask, reader: Callable[[bytes, str], np.ndarray], dataset: str
+    side: Mask, reader: Callable[[bytes, Union[str, Dataset]], np.ndarray], dataset: Union[str, Dataset]
 ) -> tuple[Optional[np.ndarray], Optional[str]]:
     """(the mask's native ids, None) or (None, why it cannot be scored)."""
     if not isinstance(side, str):
@@ -123,7 +128,9 @@ def _named(side: Mask) -> str:
     return side if isinstance(side, str) else "(array)"
 
 
-def compare_pair(pair: tuple[Mask, Mask], dataset: str, label_mode: str, num_classes: int) -> Iterable[tuple]:
+def compare_pair(
+    pair: tuple[Mask, Mask], dataset: Union[str, Dataset], label_mode: str, num_classes: int
+) -> Iterable[tuple]:
     """(prediction, ground truth) → ('matrix', (example id or None, int64 [C, C+1])), or one ('error', {path,
     error}) per side that cannot be scored (unreadable, not an id mask, another size than the other side)."""
     prediction, ground_truth = pair
@@ -141,7 +148,7 @@ def compare_pair(pair: tuple[Mask, Mask], dataset: str, label_mode: str, num_cla
         to_train_ids(gt, dataset, label_mode), to_train_ids(pred, dataset, label_mode), num_classes
     )
     Metrics.counter(NAMESPACE, "images_evaluated").inc()
-    yield "matrix", (_pair_id(prediction, ground_truth, dataset), matrix)
+    yield "matrix", (_pair_id(prediction, ground_truth, _dataset(dataset).name), matrix)
 
 
 def _pair_id(prediction: Mask, ground_truth: Mask, dataset: str) -> Optional[str]:
@@ -224,15 +231,18 @@ class ScoreMasks(beam.PTransform):
     the dataset's native ids (Pet trimap values, Cityscapes labelIds). The input may also be ``(pairs,
     reported)`` as ``PairByExampleId`` gives them: what did not pair is counted in the document."""
 
-    def __init__(self, dataset: str, label_mode: Optional[str] = None, extra: Optional[dict[str, Any]] = None):
+    def __init__(
+        self, dataset: Union[str, Dataset], label_mode: Optional[str] = None, extra: Optional[dict[str, Any]] = None
+    ):
         super().__init__()
-        self._spec = datasets.get(dataset).label_spec(label_mode)
+        self._dataset = _dataset(dataset)
+        self._spec = self._dataset.label_spec(label_mode)
         self._extra = dict(extra or {})
 
     def expand(self, pcoll) -> beam.PCollection:
         pairs, reported = pcoll if isinstance(pcoll, tuple) else (pcoll, None)
         spec = self._spec
-        findings = pairs | "Compare" >> beam.FlatMap(compare_pair, spec.dataset, spec.mode, spec.num_classes)
+        findings = pairs | "Compare" >> beam.FlatMap(compare_pair, self._dataset, spec.mode, spec.num_classes)
         if reported is not None:
             findings = (findings, reported) | "WithReported" >> beam.Flatten()
         return (

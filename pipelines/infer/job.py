@@ -26,7 +26,6 @@ from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
-from pipelines import datasets
 from pipelines.common import flags, progress, storage
 from pipelines.common.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE, DeadLetter, WriteDeadLetters
 from pipelines.common.runner import is_remote, make_pipeline_options, new_pipeline
@@ -34,7 +33,7 @@ from pipelines.infer import options as job_options, outputs
 from pipelines.infer.inputs import MatchedInputs, check_output_dir, match_inputs
 from pipelines.infer.model import ModelNotFound, load_model_once, read_model_info
 from pipelines.infer.options import InferConfig, InferResult
-from pipelines.infer.transforms import NAMESPACE, AssignOutputNames, SegmentImages, WritePredictions
+from pipelines.infer.transforms import NAMESPACE, AssignOutputNames, SegmentImages, WritePredictions, label_spec
 from pipelines.shared import flag_parser, folders, ownership
 from schemas.errors import DataError
 from schemas.model_contract import ModelInfo
@@ -183,7 +182,7 @@ def run(config: InferConfig, pipeline_args: Optional[Sequence[str]] = None) -> I
     beam_argv = list(pipeline_args or [])
     try:
         model_info = read_model_info(config.model_dir)
-        datasets.get(model_info.dataset).label_spec(model_info.label_mode)
+        label_spec(model_info)  # the model's label table, checked before any input is read
         load_model_once(config.model_dir, config.model_cache_dir)  # before any input is read or output cleared
     except (ModelNotFound, ValueError) as err:
         raise DataError(str(err)) from None

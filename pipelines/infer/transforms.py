@@ -31,7 +31,7 @@ from pipelines.infer import outputs, upsample
 from pipelines.infer.instances import Instance, extract_instances
 from pipelines.infer.model import SegflowModel, SegflowModelHandler, acquire_model, read_model_info
 from pipelines.infer.options import DEFAULT_MAX_INSTANCES, DEFAULT_MAX_PIXELS
-from schemas.labels import LabelSpec
+from schemas.labels import LabelSpec, spec_from_table
 from schemas.model_contract import ModelInfo
 
 NAMESPACE = "segflow_infer"
@@ -269,6 +269,16 @@ class SegmentationFromScores(_UsesModel):
 
 
 def label_spec(model_info: ModelInfo) -> LabelSpec:
+    """The model's label table as ``segflow_model.json`` carries it (any dataset, ``folder``'s own classes
+    included); the dataset's fixed table for an info file written before ``label_table`` existed."""
+    if model_info.label_table is not None:
+        return spec_from_table(
+            model_info.dataset,
+            model_info.label_mode,
+            model_info.class_names,
+            model_info.ignore_label,
+            model_info.label_table,
+        )
     return datasets.get(model_info.dataset).label_spec(model_info.label_mode)
 
 

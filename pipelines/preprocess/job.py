@@ -94,6 +94,7 @@ def run(config: PreprocessConfig, pipeline_args: Optional[Sequence[str]] = None)
     pipeline_args = list(pipeline_args or ())
     check(config, pipeline_args)
     check_input_dir(config)
+    config.source_dataset()  # a label table that comes with the data (classes.json): refused here, in one line
     return runtime.run_checked(config, pipeline_args)
 
 

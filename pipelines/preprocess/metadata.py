@@ -12,6 +12,7 @@ from pipelines import datasets
 from pipelines.common import storage
 from pipelines.preprocess.options import PreprocessConfig
 from pipelines.preprocess.shards import ShardsWritten, shard_files
+from schemas import labels
 from schemas.metadata import DatasetMetadata, DatasetStats
 from schemas.records import SPLITS
 
@@ -56,6 +57,7 @@ def dataset_metadata(
         stats=stats,
         stats_absent_reason=stats_absent_reason,
         extra={"val_fraction": config.val_fraction, **dict(datasets.get(config.dataset).metadata_extra)},
+        label_table=labels.label_table(spec),
     )
 
 

@@ -18,9 +18,10 @@ from pipelines.common.flags import job_parser
 from pipelines.shared import flag_parser
 from pipelines.shared.pixel_rules import RESIZE_MODES
 from schemas import labels as schema_labels
-from schemas.errors import UsageError
+from schemas.errors import DataError, UsageError
 
 if TYPE_CHECKING:
+    from pipelines.datasets.base import Dataset
     from pipelines.preprocess.records import RecordOptions
 
 NAME = "pipelines.preprocess"
@@ -118,9 +119,23 @@ class PreprocessConfig:
         if self.image_format == "auto" and self.dataset in datasets.names():
             object.__setattr__(self, "image_format", record_image_format(self.dataset, self.image_format))
 
+    def source_dataset(self) -> "Dataset":
+        """The dataset as ``input_dir`` defines it (``Dataset.with_source``: ``folder`` reads its classes.json),
+        read once per config. Raises ``DataError`` (one line) when the source's label table is missing or bad."""
+        bound = self.__dict__.get("_source_dataset")
+        if bound is None:
+            from pipelines.datasets.discovery import BeamFiles  # Beam: only once the job runs, never for --help
+
+            try:
+                bound = datasets.get(self.dataset).with_source(self.input_dir, BeamFiles())
+            except ValueError as err:
+                raise DataError(str(err)) from None
+            object.__setattr__(self, "_source_dataset", bound)
+        return bound
+
     @property
     def label_spec(self) -> schema_labels.LabelSpec:
-        return datasets.get(self.dataset).label_spec(self.label_mode)
+        return self.source_dataset().label_spec(self.label_mode)
 
     def record_options(self) -> "RecordOptions":
         """What making one example's records needs (``transforms.MakeRecords``)."""
@@ -128,7 +143,7 @@ class PreprocessConfig:
         from pipelines.preprocess.records import RecordOptions
 
         return RecordOptions(
-            dataset=self.dataset,
+            dataset=self.source_dataset(),
             image_size=self.image_size,
             resize_mode=self.resize_mode,
             label_mode=self.label_mode,

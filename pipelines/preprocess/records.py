@@ -11,7 +11,7 @@ included (the dataset's ``mask_problem``); nothing is dropped or remapped silent
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator, NamedTuple, Optional, Sequence
+from typing import Callable, Iterator, NamedTuple, Optional, Sequence, Union
 
 import apache_beam as beam
 import numpy as np
@@ -22,7 +22,6 @@ from pipelines import datasets
 from pipelines.common.deadletter import DeadLetter
 from pipelines.common.decode import (
     DecodeError,
-    decode_label_map,
     decode_rgb_image,
     encode_image,
     encode_instance_mask,
@@ -30,7 +29,7 @@ from pipelines.common.decode import (
 )
 from pipelines.common.runner import leave_parallelism_to_beam
 from pipelines.common.storage import read_bytes
-from pipelines.datasets.base import DEAD_LETTER_TAG, Example
+from pipelines.datasets.base import DEAD_LETTER_TAG, Dataset, Example
 from pipelines.preprocess import augment
 from pipelines.preprocess.shards import Record, record_key
 from pipelines.shared import pixels_host
@@ -79,7 +78,7 @@ def label_histogram(mask: np.ndarray) -> np.ndarray:
 class RecordOptions:
     """What a record looks like; everything the DoFn needs, picklable."""
 
-    dataset: str
+    dataset: Union[str, Dataset]  # a name, or the dataset as its source defines it (``Dataset.with_source``)
     image_size: tuple[int, int]
     resize_mode: str = "stretch"
     label_mode: str = "trimap"
@@ -134,7 +133,7 @@ class MakeRecords(beam.DoFn):
         leave_parallelism_to_beam(inter_op_threads=1)
         # Every lookup this job can use, keyed as the dataset picks them per example (Pet mode 'species' has one
         # per species; otherwise one, keyed None).
-        self._dataset = datasets.get(self._o.dataset)
+        self._dataset = datasets.get(self._o.dataset) if isinstance(self._o.dataset, str) else self._o.dataset
         self._luts = self._dataset.train_id_luts(self._o.label_mode)
         if any(int(lut[self._o.ignore_label]) != self._o.ignore_label for lut in self._luts.values()):
             raise ValueError(
@@ -236,7 +235,7 @@ class MakeRecords(beam.DoFn):
         (``kind`` for ``native_mask_problem``) and the image's full size; a ``DecodeError`` naming the image
         otherwise (``size_mismatch(shape)`` ends the size message)."""
         try:
-            native = decode_label_map(read_bytes(path), what, bits=bits)
+            native = self._dataset.read_mask(read_bytes(path), what, bits=bits)
         except DecodeError as e:
             raise DecodeError(f"{what} {path}: {e}", example.image_path) from None
         problem = self._dataset.mask_problem(native, kind)

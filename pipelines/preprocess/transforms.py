@@ -52,7 +52,7 @@ class ReadDataset(beam.PTransform):
 
     @classmethod
     def from_config(cls, config: PreprocessConfig) -> "ReadDataset":
-        return cls(config.dataset, config.input_dir, config.val_fraction, config.test_fraction)
+        return cls(config.source_dataset(), config.input_dir, config.val_fraction, config.test_fraction)
 
     def expand(self, pbegin: beam.pvalue.PBegin) -> dict[str, beam.PCollection]:
         return pbegin | "Discover" >> Discover(self._dataset, self._input_dir, self._fractions)

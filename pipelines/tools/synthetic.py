@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from pipelines import datasets
 from pipelines.datasets import cityscapes, pet
+from pipelines.tools import synthetic_benchmarks, synthetic_folder
 
 # The 37 Pet breeds; cats are capitalised in the real dataset, dogs are not. CLASS-ID is the 1-based index in
 # this case-insensitive alphabetical order, as in the real list.txt.
@@ -430,7 +431,12 @@ def _write_cityscapes(args: argparse.Namespace) -> None:
 
 
 # The datasets this tool can generate, by registry name (a dataset without a writer is not offered).
-_WRITERS = {pet.DATASET.name: _write_pet, cityscapes.DATASET.name: _write_cityscapes}
+_WRITERS = {
+    pet.DATASET.name: _write_pet,
+    cityscapes.DATASET.name: _write_cityscapes,
+    synthetic_folder.NAME: synthetic_folder.write_from_args,
+    **synthetic_benchmarks.WRITERS,
+}
 
 
 if __name__ == "__main__":

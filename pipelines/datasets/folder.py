@@ -1,0 +1,354 @@
+"""The user's own dataset: a folder of images, a folder of masks and a ``classes.json`` (``--dataset folder``).
+
+``SRC/images/**/<name>.<jpg|png|...>`` and ``SRC/masks/**/<name>.png`` pair by their path below the two folders
+without the extension (nested folders work: ``images/site_a/0001.jpg`` ↔ ``masks/site_a/0001.png``); the example
+id is that relative path. ``SRC/classes.json`` (``docs/datasets.md``) names the classes in train-id order, the
+mask value of each, optionally its colour, and the values (or colours) that are ignore. Masks are single-channel
+index PNGs (8 or 16 bit, palette PNGs by their indices) or RGB colour-coded masks mapped through the colours; a
+value or colour outside the table makes the example a dead letter naming them.
+
+Splits: the first folder below ``images/`` when it is ``train``, ``val`` or ``test`` (``images/train/...``); else
+list files ``SRC/splits/{train,val,test}.txt`` (one id per line) when any exists; else the stable hash of the id
+(``--val_fraction``, ``--test_fraction``). An image without a mask is an image-only record in ``test``, a dead
+letter in any other split; a mask without an image is a dead letter, and so is a list row naming no image.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import posixpath
+from typing import Iterator, NamedTuple, Optional
+
+import numpy as np
+
+from pipelines.common.deadletter_record import DeadLetter
+from pipelines.datasets.base import (
+    IMAGE_EXTENSIONS,
+    Assembled,
+    Broken,
+    Dataset,
+    Example,
+    Fact,
+    Files,
+    GroundTruthLayout,
+    Listed,
+    SplitFractions,
+    alone_because,
+    basename,
+    relative,
+    split_from_hash,
+)
+from schemas import labels
+from schemas.records import SPLITS
+
+CLASSES_FILE = "classes.json"
+FOLDERS = {"image": "images", "mask": "masks"}  # role -> folder under SRC
+SPLITS_FOLDER = "splits"  # SRC/splits/<split>.txt
+LABEL_MODE = "classes"
+MAX_CLASSES = labels.IGNORE_LABEL  # train ids 0..254; 255 is ignore
+_MAX_VALUE = 65535  # a 16-bit PNG's largest value
+
+
+class FolderTable(NamedTuple):
+    """``classes.json``, checked: train id i is ``names[i]``, drawn in masks as ``values[i]`` (or ``colours[i]``)."""
+
+    names: tuple[str, ...]
+    values: tuple[int, ...]
+    colours: tuple[tuple[int, int, int], ...]
+    colours_given: bool  # False: the palette is made up for pictures, and RGB masks cannot be read
+    ignore_values: tuple[int, ...]
+    ignore_colours: tuple[tuple[int, int, int], ...]
+
+
+def _default_colour(i: int) -> tuple[int, int, int]:
+    # The VOC devkit's bit-spread colour map: distinct, stable colours for any number of classes.
+    rgb, value = [0, 0, 0], i
+    for bit in range(7, -1, -1):
+        for channel in range(3):
+            rgb[channel] |= ((value >> channel) & 1) << bit
+        value >>= 3
+    return (rgb[0], rgb[1], rgb[2])
+
+
+def _colour(value: object, where: str) -> tuple[int, int, int]:
+    if not (isinstance(value, list) and len(value) == 3 and all(type(c) is int and 0 <= c <= 255 for c in value)):
+        raise ValueError(f"{where} must be [r, g, b] with each 0..255, got {json.dumps(value)}")
+    return (value[0], value[1], value[2])
+
+
+def _value(value: object, where: str) -> int:
+    if type(value) is not int or not 0 <= value <= _MAX_VALUE:
+        raise ValueError(f"{where} must be a mask value 0..{_MAX_VALUE}, got {json.dumps(value)}")
+    return value
+
+
+def parse_classes(text: str, where: str = CLASSES_FILE) -> FolderTable:
+    """``classes.json``'s text → its ``FolderTable``; ``ValueError`` (one line naming ``where``) otherwise."""
+    try:
+        raw = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"{where} is not JSON ({err})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("classes"), list) or len(raw["classes"]) < 2:
+        raise ValueError(f'{where} must be an object with "classes": a list of at least 2 classes')
+    unknown = sorted(set(raw) - {"classes", "ignore", "ignore_colors"})
+    if unknown:
+        raise ValueError(f"{where} has unknown keys {unknown}; it takes classes, ignore, ignore_colors")
+    if len(raw["classes"]) > MAX_CLASSES:
+        raise ValueError(f"{where} has {len(raw['classes'])} classes; at most {MAX_CLASSES}")
+    names, values, colours = [], [], []
+    for i, entry in enumerate(raw["classes"]):
+        at = f"{where} classes[{i}]"
+        if not isinstance(entry, dict) or not set(entry) <= {"name", "value", "color"} or "name" not in entry:
+            raise ValueError(f'{at} must be {{"name": ..., "value": ..., "color": [r, g, b]}} ("color" optional)')
+        if not isinstance(entry["name"], str) or not entry["name"].strip():
+            raise ValueError(f"{at} name must be a non-empty string")
+        names.append(entry["name"])
+        values.append(_value(entry.get("value"), f"{at} value"))
+        colours.append(_colour(entry["color"], f"{at} color") if "color" in entry else None)
+    given = [c is not None for c in colours]
+    if any(given) and not all(given):
+        raise ValueError(f"{where}: give a color for every class or for none")
+    ignore = tuple(_value(v, f"{where} ignore") for v in raw.get("ignore", []))
+    ignore_colours = tuple(_colour(c, f"{where} ignore_colors") for c in raw.get("ignore_colors", []))
+    for what, items in (("name", names), ("value", values + list(ignore))):
+        repeated = sorted({str(x) for x in items if items.count(x) > 1})
+        if repeated:
+            raise ValueError(f"{where}: the {what}s {', '.join(repeated)} appear more than once")
+    if all(given):
+        seen = [c for c in colours if c is not None] + list(ignore_colours)
+        if len(set(seen)) != len(seen):
+            raise ValueError(f"{where}: two classes (or a class and an ignore colour) share a color")
+    return FolderTable(
+        tuple(names),
+        tuple(values),
+        tuple(c if c is not None else _default_colour(i) for i, c in enumerate(colours)),
+        all(given),
+        ignore,
+        ignore_colours,
+    )
+
+
+def _shown(items: list) -> str:
+    return "[" + ", ".join(str(x) for x in items[:10]) + (", ..." if len(items) > 10 else "") + "]"
+
+
+def map_mask(array: np.ndarray, table: FolderTable) -> np.ndarray:
+    """A decoded mask (values [H, W] or RGB [H, W, 3]) → uint8 train ids (255 = ignore); ``ValueError`` naming the
+    values or colours the table does not have."""
+    if array.ndim == 3:
+        if not table.colours_given:
+            raise ValueError(f"mask is an RGB image, but {CLASSES_FILE} gives no colors to read it by")
+        codes = (array[..., 0].astype(np.int64) << 16) | (array[..., 1].astype(np.int64) << 8) | array[..., 2]
+        keys = [(r << 16) | (g << 8) | b for r, g, b in table.colours]
+        ignore = [(r << 16) | (g << 8) | b for r, g, b in table.ignore_colours]
+        found, inverse = np.unique(codes, return_inverse=True)
+        what = "colors"
+
+        def show(code: int) -> str:
+            return f"({code >> 16}, {(code >> 8) & 255}, {code & 255})"
+    else:
+        keys, ignore = list(table.values), list(table.ignore_values)
+        found, inverse = np.unique(array.astype(np.int64), return_inverse=True)
+        what, show = "values", str
+    train = {k: i for i, k in enumerate(keys)}
+    train.update({k: labels.IGNORE_LABEL for k in ignore})
+    bad = [int(v) for v in found if int(v) not in train]
+    if bad:
+        raise ValueError(f"mask has {what} {_shown([show(v) for v in bad])} that {CLASSES_FILE} does not list")
+    lut = np.asarray([train[int(v)] for v in found], dtype=np.uint8)
+    return lut[inverse.reshape(array.shape[:2])]
+
+
+# ------------------------------------------------------------------------------------------- discovery
+def folder_part(listed, root: str, role: str) -> Iterator[Listed]:
+    """One file listed under ``images/`` or ``masks/`` → ``(id, (role, path))``, or a dead letter for a stray."""
+    folder = FOLDERS[role]
+    rel = relative(listed.path, root)
+    stem, ext = posixpath.splitext(rel)
+    name = basename(listed.path)
+    allowed = IMAGE_EXTENSIONS if role == "image" else (".png",)
+    if name.startswith("."):
+        yield DeadLetter(listed.path, f"hidden file in {folder}/, not read", "discover")
+    elif ext.lower() not in allowed:
+        kind = "an image" if role == "image" else "a PNG mask"
+        yield DeadLetter(listed.path, f"not {kind} file ({ext or 'no extension'}) in {folder}/", "discover")
+    elif listed.error is not None:
+        yield stem, ("broken", Broken(role, listed.path, listed.error))
+        yield DeadLetter(listed.path, listed.error, "discover")
+    else:
+        yield stem, (role, listed.path)
+
+
+def read_split_lists(root: str, files: Files) -> Iterator[Listed]:
+    """``splits/<split>.txt`` → a ``Fact`` per list and ``(id, ("list", (split, "<path>:<line>")))`` per row."""
+    for listed in files.list_folder(files.join(root, SPLITS_FOLDER)):
+        split = posixpath.splitext(basename(listed.path))[0]
+        if not listed.path.endswith(".txt") or split not in SPLITS:
+            yield DeadLetter(listed.path, f"not a split list ({', '.join(s + '.txt' for s in SPLITS)})", "discover")
+            continue
+        if listed.error is not None:
+            yield DeadLetter(listed.path, listed.error, "discover")
+            continue
+        yield Fact(split)
+        for number, line in enumerate(files.read(listed.path).decode("utf-8", errors="replace").splitlines(), 1):
+            example_id = posixpath.splitext(line.strip())[0]
+            if example_id and not example_id.startswith("#"):
+                yield example_id, ("list", (split, f"{listed.path}:{number}"))
+
+
+def assemble_folder(key: str, parts: list, lists: list[str], fractions: SplitFractions) -> Iterator[Assembled]:
+    """Every part of one id → its ``Example``, or dead letters (module docstring)."""
+    by_role: dict[str, list] = {}
+    for role, value in parts:
+        by_role.setdefault(role, []).append(value)
+    images, masks = sorted(by_role.get("image", [])), sorted(by_role.get("mask", []))
+    rows = sorted(by_role.get("list", []))
+    broken = by_role.get("broken", [])
+    for extra in images[1:]:
+        yield DeadLetter(extra, f"second image for id {key} (kept {basename(images[0])})", "pair")
+    first = key.split("/", 1)[0]
+    if not images:
+        for path in masks:
+            yield DeadLetter(
+                path, f"mask without image (no readable images/{key}.*)" + alone_because(broken, "image"), "pair"
+            )
+        for _, where in rows:
+            yield DeadLetter(where, f"lists {key}, which has no image", "pair")
+        return
+    splits = sorted({split for split, _ in rows})
+    if "/" in key and first in SPLITS:
+        split = first
+    elif lists:
+        if len(splits) != 1:
+            why = (
+                f"in the split lists {', '.join(splits)}"
+                if splits
+                else f"in none of the split lists ({SPLITS_FOLDER}/)"
+            )
+            for path in images + masks:
+                yield DeadLetter(path, f"id {key} is {why}: name it in exactly one", "pair")
+            return
+        split = splits[0]
+    else:
+        split = split_from_hash(key, fractions.val_fraction, fractions.test_fraction)
+    if masks:
+        yield Example(key, split, images[0], masks[0])
+    elif split == "test":
+        yield Example(key, split, images[0])  # a test image without a mask: an image-only record
+    else:
+        yield DeadLetter(
+            images[0],
+            f"{split} image without mask (no readable masks/{key}.png)" + alone_because(broken, "mask"),
+            "pair",
+        )
+
+
+# --------------------------------------------------------------------------------------------- the dataset
+@dataclasses.dataclass(frozen=True)
+class Folder(Dataset):
+    table: Optional[FolderTable] = None  # from SRC/classes.json (``with_source``); None until then
+
+    def with_source(self, input_dir: str, files: Files) -> "Folder":
+        path = files.join(input_dir, CLASSES_FILE)
+        try:
+            text = files.read(path).decode("utf-8")
+        except Exception:  # noqa: BLE001 - missing or unreadable: the one line says what to do
+            raise ValueError(
+                f"no readable {path}: the folder dataset's classes come from SRC/{CLASSES_FILE} (see docs/datasets.md)"
+            ) from None
+        return dataclasses.replace(self, table=parse_classes(text, path))
+
+    def _table(self) -> FolderTable:
+        if self.table is None:
+            raise ValueError(f"the folder dataset's classes come from {CLASSES_FILE} in its folder: with_source first")
+        return self.table
+
+    def label_spec(self, label_mode: Optional[str] = None) -> labels.LabelSpec:
+        t = self._table()
+        spec = labels.spec_from_table(
+            self.name,
+            LABEL_MODE,
+            t.names,
+            labels.IGNORE_LABEL,
+            {
+                "palette": [list(c) for c in t.colours],
+                "native_values": list(t.values),
+                "native_ignore": t.ignore_values[0] if t.ignore_values else labels.IGNORE_LABEL,
+            },
+        )
+        return spec
+
+    def read_mask(self, data: bytes, what: str = "mask", bits: int = 8) -> np.ndarray:
+        from pipelines.common.decode import DecodeError, decode_label_map  # PIL: not for --help
+
+        try:
+            native = decode_label_map(data, what, bits=16)
+        except DecodeError as err:
+            if "colour image" not in str(err):
+                raise
+            import io
+
+            from PIL import Image
+
+            native = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+        try:
+            return map_mask(native, self._table())
+        except ValueError as err:
+            raise DecodeError(str(err)) from None
+
+    def mask_problem(self, native: np.ndarray, kind: str) -> Optional[str]:
+        # read_mask already mapped the masks to train ids, and refused what classes.json does not list.
+        return None
+
+    def train_id_luts(self, label_mode: str) -> dict[Optional[int], np.ndarray]:
+        n = len(self._table().names)
+        return {None: np.asarray([v if v < n else labels.IGNORE_LABEL for v in range(256)], dtype=np.uint8)}
+
+    def discovery_sources(self) -> list[tuple]:
+        return [("files", "image"), ("files", "mask"), ("lists", SPLITS_FOLDER)]
+
+    def list_source(self, source: tuple, input_dir: str, files: Files) -> Iterator[Listed]:
+        if source[0] == "lists":
+            yield from read_split_lists(input_dir, files)
+            return
+        root = files.join(input_dir, FOLDERS[source[1]])
+        for listed in files.list_files(root):
+            yield from folder_part(listed, root, source[1])
+
+    def assemble(self, key: str, parts: list, facts: list[str], fractions: SplitFractions) -> Iterator[Assembled]:
+        return assemble_folder(key, parts, facts, fractions)
+
+    def example_id(self, stem: str) -> Optional[str]:
+        return stem
+
+    def to_train_ids(self, native: np.ndarray, label_mode: str) -> np.ndarray:
+        return np.take(self.train_id_luts(label_mode)[None], np.asarray(native, dtype=np.uint8))
+
+    def ground_truth_layouts(self, split: Optional[str]) -> list[GroundTruthLayout]:
+        below = (FOLDERS["mask"],) + ((split,) if split else ())
+        return [GroundTruthLayout(below, depth, ".png") for depth in (1, 2, 3)]
+
+    def evaluate_split_ids(self, split: str, ground_truth: str, files: Files) -> Optional[frozenset[str]]:
+        lists = [f for f in files.list_folder(files.join(ground_truth, SPLITS_FOLDER)) if f.error is None]
+        found = [f for f in lists if basename(f.path) == f"{split}.txt"]
+        if not found:
+            return None  # the split is a folder, masks/<split>/
+        rows = files.read(found[0].path).decode("utf-8", errors="replace").splitlines()
+        return frozenset(basename(posixpath.splitext(r.strip())[0]) for r in rows if r.strip())
+
+
+DATASET = Folder(
+    name="folder",
+    title="Folder",
+    label_modes=(),
+    fixed_labels=f"the folder dataset's classes come from SRC/{CLASSES_FILE}",
+    evaluate_label_modes=(),
+    record_image_format="png",  # the user's images may be anything: keep them lossless
+    mask_bytes_per_pixel=0.15,
+    input_folder=(FOLDERS["image"],),
+    input_layout=f"images/**/<name>.<jpg|png> with masks/**/<name>.png and {CLASSES_FILE}",
+    metadata_extra=(),
+    example_id_hint="<name>",
+    labels_file=CLASSES_FILE,
+)
