@@ -2,7 +2,8 @@
 
 Oxford-IIIT Pet trimaps, per the dataset's own README: 1 = pet, 2 = background, 3 = not classified (border).
 Cityscapes: the official table from ``cityscapesscripts.helpers.labels`` (34 labelIds + license plate), of
-which 19 have trainIds 0..18; everything else maps to the ignore label 255.
+which 19 have trainIds 0..18; everything else maps to the ignore label 255. Pascal VOC 2012 (21 classes, 255 =
+the void border) and ADE20K (150 classes as values 1..150, 0 = other) from ``schemas.label_tables``.
 
 Which native values a mask may hold is decided here, once (``native_mask_problem``): a Pet trimap only 1/2/3,
 a Cityscapes ``labelIds`` map only the table's labelIds (0..33), an ``instanceIds`` map only labelIds (stuff and
@@ -17,6 +18,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 from cityscapesscripts.helpers import labels as cs_labels
+
+from schemas import label_tables
 
 IGNORE_LABEL = 255
 
@@ -116,10 +119,15 @@ def _values_text(values: Sequence[int]) -> str:
 
 
 def _set_text(values: Sequence[int]) -> str:
-    values = sorted(values)
-    if len(values) > 3 and values == list(range(values[0], values[-1] + 1)):
-        return f"{{{values[0]}..{values[-1]}}}"
-    return "{" + ", ".join(str(v) for v in values) + "}"
+    """``{1, 2, 3}``; runs of more than three values as ``a..b`` (``{0..20, 255}``)."""
+    runs: list[list[int]] = []
+    for v in sorted(values):
+        if runs and v == runs[-1][-1] + 1:
+            runs[-1].append(v)
+        else:
+            runs.append([v])
+    parts = [f"{r[0]}..{r[-1]}" if len(r) > 3 else ", ".join(map(str, r)) for r in runs]
+    return "{" + ", ".join(parts) + "}"
 
 
 def _outside(array: np.ndarray, valid: Sequence[int]) -> list[int]:
@@ -146,6 +154,10 @@ def native_mask_problem(dataset: str, mask: np.ndarray, kind: str = "mask") -> O
     if dataset == "pet":
         bad = _outside(mask, PET_TRIMAP_VALUES)
         return f"trimap has values {_values_text(bad)} outside {_set_text(PET_TRIMAP_VALUES)}" if bad else None
+    if dataset in _INDEX_TABLES:
+        _, values, what = _INDEX_TABLES[dataset]
+        bad = _outside(mask, values)
+        return f"{what} has values {_values_text(bad)} outside {_set_text(values)}" if bad else None
     if dataset != "cityscapes":
         raise ValueError(f"unknown dataset {dataset!r}; choose 'pet' or 'cityscapes'")
     ids = cityscapes_label_ids()
@@ -226,10 +238,84 @@ def cityscapes_label_ids_to_train_ids(label_ids: np.ndarray) -> np.ndarray:
     return cityscapes_label_id_to_train_id()[np.asarray(label_ids, dtype=np.uint8)]
 
 
+# ------------------------------------------------------------------------------ Pascal VOC 2012, ADE20K
+# Both annotate with one class index per pixel (VOC: palette PNGs, whose index is the class; ADE20K: grey PNGs),
+# from the official tables in ``schemas.label_tables``.
+VOC_VOID = 255  # the border VOC draws around objects and its 'difficult' regions: ignored in training and scoring
+VOC_NUM_CLASSES = len(label_tables.VOC_CLASS_NAMES)
+VOC_MASK_VALUES = tuple(range(VOC_NUM_CLASSES)) + (VOC_VOID,)
+# ADE20K SceneParsing's 'other objects': none of the 150 classes, ignored (mmseg's reduce_zero_label).
+ADE20K_OTHER = 0
+ADE20K_NUM_CLASSES = len(label_tables.ADE20K_CLASS_NAMES)
+ADE20K_MASK_VALUES = tuple(range(ADE20K_NUM_CLASSES + 1))
+# The mode name of the one label table each has (metadata.json's label_mode).
+INDEX_LABEL_MODE = "classes"
+
+
+def voc_colour_map(n: int = 256) -> tuple[tuple[int, int, int], ...]:
+    """The VOC devkit's colour map (``VOClabelcolormap.m``): the bits of each index spread over R, G and B from the
+    top bit down. Index 0 is black, 1 (aeroplane) (128, 0, 0), 255 (void) (224, 224, 192)."""
+    colours = []
+    for index in range(n):
+        rgb = [0, 0, 0]
+        value = index
+        for bit in range(7, -1, -1):
+            for channel in range(3):
+                rgb[channel] |= ((value >> channel) & 1) << bit
+            value >>= 3
+        colours.append((rgb[0], rgb[1], rgb[2]))
+    return tuple(colours)
+
+
+def voc_label_lut() -> np.ndarray:
+    """uint8[256] lookup: a VOC class index (0..20) is its train id; void (255) and anything else → 255."""
+    return _lut({v: v for v in range(VOC_NUM_CLASSES)}, IGNORE_LABEL)
+
+
+def voc_spec() -> LabelSpec:
+    # Train ids are the VOC indices, so a prediction is written back as the index the devkit reads; ignore → void.
+    return LabelSpec(
+        dataset="voc",
+        mode=INDEX_LABEL_MODE,
+        class_names=label_tables.VOC_CLASS_NAMES,
+        palette=voc_colour_map(VOC_NUM_CLASSES),
+        to_native=_lut({v: v for v in range(VOC_NUM_CLASSES)}, VOC_VOID),
+        instance_train_ids=tuple(range(1, VOC_NUM_CLASSES)),  # the 20 object classes, not background
+    )
+
+
+def ade20k_label_lut() -> np.ndarray:
+    """uint8[256] lookup: ADE20K value 1..150 → train id 0..149; 0 ('other') and anything else → 255."""
+    return _lut({v: v - 1 for v in range(1, ADE20K_NUM_CLASSES + 1)}, IGNORE_LABEL)
+
+
+def ade20k_spec() -> LabelSpec:
+    return LabelSpec(
+        dataset="ade20k",
+        mode=INDEX_LABEL_MODE,
+        class_names=label_tables.ADE20K_CLASS_NAMES,
+        palette=label_tables.ADE20K_PALETTE,
+        to_native=_lut({t: t + 1 for t in range(ADE20K_NUM_CLASSES)}, ADE20K_OTHER),
+        # objectInfo150's objects (its Stuff column 0): countable, so --instances separates them.
+        instance_train_ids=tuple(v - 1 for v in range(1, ADE20K_NUM_CLASSES + 1) if v not in label_tables.ADE20K_STUFF),
+    )
+
+
+# dataset -> (its spec, the values its masks may hold, how a reason names a mask)
+_INDEX_TABLES = {
+    "voc": (voc_spec, VOC_MASK_VALUES, "VOC class mask"),
+    "ade20k": (ade20k_spec, ADE20K_MASK_VALUES, "ADE20K annotation"),
+}
+
+
 def spec_for(dataset: str, mode: Optional[str] = None) -> LabelSpec:
-    """The label spec of ``dataset`` (``pet`` or ``cityscapes``) in ``mode`` (Pet only)."""
+    """The label spec of ``dataset`` (``pet``, ``cityscapes``, ``voc``, ``ade20k``) in ``mode`` (Pet only)."""
     if dataset == "pet":
         return pet_spec(mode or "trimap")
+    if dataset in _INDEX_TABLES:
+        if mode not in (None, INDEX_LABEL_MODE):
+            raise ValueError(f"{dataset} has one label mode, {INDEX_LABEL_MODE!r}")
+        return _INDEX_TABLES[dataset][0]()
     if dataset == "cityscapes":
         if mode not in (None, "trainids"):
             raise ValueError("Cityscapes has one label mode, 'trainids'")
