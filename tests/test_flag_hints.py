@@ -123,7 +123,7 @@ def test_a_wrong_input_dir_is_a_data_error_found_before_beam_and_tensorflow_load
     "module, required",
     [
         ("pipelines.preprocess", ["--dataset", "--input_dir", "--output_dir", "--image_size"]),
-        ("pipelines.infer", ["--model_dir", "--input", "--output_dir"]),
+        ("pipelines.infer", ["--model_dir", "--input", "--input_dir", "--output_dir"]),
         ("pipelines.evaluate", ["--predictions", "--ground_truth", "--dataset"]),
         ("trainer.task", ["--data_dir", "--model", "--job_dir"]),
     ],

@@ -2,9 +2,11 @@
 
     python -m pipelines.infer --model_dir JOB/model --input 'data/pet/images/*.jpg' --output_dir out/pred
         [--instances] [--overlay] [--batch_size 1,8] [--model_copies N] [any Beam option]
+    python -m pipelines.infer --model_dir JOB/model --input_dir SRC --dataset pet --split test --output_dir OUT
 
 Stages: the files the ``--input`` globs match (local globs expanded here, with Python's glob rules; ``gs://``
-globs matched in the pipeline), each file once → give every file a unique, safe output stem → read, check the
+globs matched in the pipeline), each file once, or the images of the dataset folder ``--input_dir`` (of its own
+``--split``, as ``pipelines.evaluate --split`` scores it) → give every file a unique, safe output stem → read, check the
 pixel count in the header (``--max_pixels``) and preprocess with the model's own ``preprocess`` signature →
 ``RunInference`` (``predict_resized``, batched on the fixed model input size) → the model's ``postprocess`` at
 each image's original size → instances (optional) → write masks/colour/overlay/instances through FileSystems.

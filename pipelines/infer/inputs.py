@@ -1,10 +1,12 @@
-"""What infer reads: the files its ``--input`` globs match, each once, and the check that ``--output_dir`` would
-not clear any of them (a rerun clears its own output folders before it reads anything)."""
+"""What infer reads: the files its ``--input`` globs match, each once, or the images of a dataset's folder
+(``--input_dir``/``--dataset``, of one ``--split``: ``Dataset.split_images``), and the check that ``--output_dir``
+would not clear any of them (a rerun clears its own output folders before it reads anything)."""
 
 from __future__ import annotations
 
 import glob
 import os
+import posixpath
 import stat
 from typing import NamedTuple, Optional, Sequence, Union
 
@@ -13,7 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipelines.common import storage
 from pipelines.common.deadletter import DEAD_LETTER_DIR, DeadLetter
 from pipelines.infer import outputs
-from schemas.errors import DataError
+from schemas.errors import DataError, UsageError
 
 # The folders a run writes in OUT (a rerun replaces the files it wrote there, by OUT's owner record).
 OUTPUT_FOLDERS = (outputs.MASKS_DIR, outputs.COLOR_DIR, outputs.OVERLAY_DIR, outputs.INSTANCES_DIR, DEAD_LETTER_DIR)
@@ -33,12 +35,15 @@ class MatchedInputs(NamedTuple):
     looping link, a device), as dead letters naming them; ``remote_patterns``: ``gs://`` … globs, matched inside
     the pipeline (``fileio.MatchAll``, then each path once): on Dataflow a glob may name millions of objects,
     which the launcher should neither list nor ship in the job graph. ``count``: files matched, when known
-    here (every pattern local).
+    here (every pattern local). ``--input_dir`` gives ``files`` (local or ``gs://``, listed here) and, with
+    ``--split``, ``ids_without_image``: the ids the split's list names that have no image (reported, as evaluate
+    reports missing predictions).
     """
 
     files: list[str]
     dead_letters: list[DeadLetter]
     remote_patterns: list[str]
+    ids_without_image: tuple[str, ...] = ()
 
     @property
     def count(self) -> Optional[int]:
@@ -132,6 +137,52 @@ def match_inputs(patterns: Sequence[str]) -> MatchedInputs:
     return MatchedInputs(sorted(set(files.values())), sorted(dead.values()), remote)
 
 
+def dataset_inputs(input_dir: str, dataset: str, split: Optional[str], output_dir: str) -> MatchedInputs:
+    """The images of ``dataset``'s folder ``input_dir`` (of its own ``split`` when given), listed literally on the
+    launcher; raises ``UsageError`` for a split the dataset or the folder does not have, ``InputError`` when
+    there are no images or ``output_dir`` lies among them (a rerun would read its own outputs)."""
+    from pipelines import datasets
+    from pipelines.datasets.discovery import BeamFiles
+
+    source = datasets.get(dataset)
+    root = input_dir.rstrip("/") or input_dir
+    images_folder = FileSystems.join(root, *source.input_folder)
+    if storage.same_or_inside(output_dir, images_folder):
+        raise InputError(
+            f"--output_dir {output_dir} is inside {images_folder}, whose images this run reads: a rerun would read "
+            "its own outputs; choose an --output_dir outside it"
+        )
+    try:
+        found = source.split_images(root, split, BeamFiles())
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    dead = [DeadLetter(path, why, "match") for path, why in found.unreadable]
+    if not found.images and not dead:
+        listed = f"; {len(found.missing_ids)} ids listed, none with an image" if found.missing_ids else ""
+        raise InputError(
+            f"no {dataset} images{f' of split {split}' if split else ''} under {input_dir} (layout: "
+            f"{source.input_layout}{listed}); check --input_dir"
+        )
+    return MatchedInputs(found.images, dead, [], tuple(found.missing_ids))
+
+
+def find_inputs(
+    patterns: Optional[Sequence[str]],
+    input_dir: Optional[str],
+    dataset: Optional[str],
+    split: Optional[str],
+    output_dir: str,
+) -> MatchedInputs:
+    """What a run reads: ``match_inputs(patterns)`` (``--input``) or ``dataset_inputs`` (``--input_dir``)."""
+    if input_dir:
+        return dataset_inputs(input_dir, dataset or "", split, output_dir)
+    return match_inputs(patterns or [])
+
+
+def _parent(path: str) -> str:
+    return os.path.dirname(os.path.abspath(path)) if storage.is_local(path) else posixpath.dirname(path)
+
+
 def _static_prefix(pattern: str) -> str:
     """The folder part of a glob before its first glob character (what every match lies under)."""
     cut = min((pattern.index(c) for c in _GLOB_CHARS if c in pattern), default=len(pattern))
@@ -144,7 +195,7 @@ def check_output_dir(matched: MatchedInputs, output_dir: str, model_dir: str) ->
     those folders before it reads anything."""
     folders = [FileSystems.join(output_dir, f) for f in OUTPUT_FOLDERS]
     # A file lies in a folder when its parent does (links resolved): a few parents stand for many files.
-    parents = sorted({os.path.dirname(os.path.abspath(p)) for p in matched.files})
+    parents = sorted({_parent(p) for p in matched.files})
     named = (
         [("--model_dir", model_dir)]
         + [("--input", p) for p in parents]

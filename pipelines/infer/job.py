@@ -30,11 +30,11 @@ from pipelines.common import flags, progress, storage
 from pipelines.common.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE, DeadLetter, WriteDeadLetters
 from pipelines.common.runner import is_remote, make_pipeline_options, new_pipeline
 from pipelines.infer import options as job_options, outputs
-from pipelines.infer.inputs import MatchedInputs, check_output_dir, match_inputs
+from pipelines.infer.inputs import MatchedInputs, check_output_dir, find_inputs
 from pipelines.infer.model import ModelNotFound, load_model_once, read_model_info
 from pipelines.infer.options import InferConfig, InferResult
 from pipelines.infer.transforms import NAMESPACE, AssignOutputNames, SegmentImages, WritePredictions, label_spec
-from pipelines.shared import flag_parser, folders, ownership
+from pipelines.shared import folders, ownership
 from schemas.errors import DataError
 from schemas.model_contract import ModelInfo
 
@@ -81,10 +81,10 @@ def build_pipeline(
     sink: Optional[progress.Sink] = None,
 ) -> None:
     """Adds the inference job to ``pipeline``: the matched files → ``SegmentImages`` → ``WritePredictions``,
-    dead letters and ``summary.json`` (``matched``: ``match_inputs(config.input)`` when not given;
+    dead letters and ``summary.json`` (``matched``: ``find_inputs`` of the config when not given;
     ``summary_path``: where summary.json goes, by default in ``config.output_dir``; ``sink``: counts each image
     written or dead-lettered, ``pipelines.common.progress``)."""
-    matched = matched if matched is not None else match_inputs(config.input)
+    matched = matched if matched is not None else _find_inputs(config)
     sources = []
     if matched.files or not matched.remote_patterns:
         sources.append(pipeline | "MatchedFiles" >> beam.Create(matched.files))
@@ -126,7 +126,15 @@ def build_pipeline(
     # Each input ends as one written image or one dead letter: together, the job's progress.
     _ = (written, dead) | "EachInputDone" >> beam.Flatten() | "Progress" >> beam.ParDo(progress.CountDone(sink))
     dead_count = dead | "DeadLetters" >> WriteDeadLetters(config.output_dir, namespace=NAMESPACE)
-    extra = {"model_dir": config.model_dir, "dataset": model_info.dataset, "input": list(config.input)}
+    extra: dict[str, Any] = {
+        "model_dir": config.model_dir,
+        "dataset": model_info.dataset,
+        "input": list(config.input or []),
+    }
+    if config.input_dir:  # only then: a run of --input globs writes the same summary.json as before
+        extra.update(input_dir=config.input_dir, input_dataset=config.dataset)
+    if config.split:
+        extra.update(split=config.split, ids_without_image=list(matched.ids_without_image))
     _ = (
         written
         | "GatherSummaries" >> beam.combiners.ToList()
@@ -141,6 +149,10 @@ def build_pipeline(
 
 
 # ---------------------------------------------------------------------------------------------- the job
+def _find_inputs(config: InferConfig) -> MatchedInputs:
+    return find_inputs(config.input, config.input_dir, config.dataset, config.split, config.output_dir)
+
+
 def from_args(argv: Optional[Sequence[str]] = None) -> tuple[InferConfig, list[str]]:
     """Flags → ``InferConfig`` and the Beam flags (their values checked by Beam); raises ``UsageError``."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -174,11 +186,12 @@ def _files_of(stems: set, where: folders.Folder) -> set:
 
 
 def run(config: InferConfig, pipeline_args: Optional[Sequence[str]] = None) -> InferResult:
-    """Runs the job: segments the images ``config.input`` matches with the model in ``config.model_dir`` into
-    ``config.output_dir``. ``pipeline_args``: Beam's flags (e.g. ``["--direct_num_workers", "2"]``; default:
-    the DirectRunner as the command line runs it). Raises ``UsageError`` for a bad config value, ``DataError``
-    for a model, inputs or an output folder it cannot use (nothing written then)."""
-    flag_parser.check_fields(config)
+    """Runs the job: segments the images ``config.input`` matches (or those of the dataset folder
+    ``config.input_dir``, of ``config.split``) with the model in ``config.model_dir`` into ``config.output_dir``.
+    ``pipeline_args``: Beam's flags (e.g. ``["--direct_num_workers", "2"]``; default: the DirectRunner as the
+    command line runs it). Raises ``UsageError`` for a bad config value or a split the dataset folder does not
+    have, ``DataError`` for a model, inputs or an output folder it cannot use (nothing written then)."""
+    job_options.check(config)
     beam_argv = list(pipeline_args or [])
     try:
         model_info = read_model_info(config.model_dir)
@@ -188,7 +201,7 @@ def run(config: InferConfig, pipeline_args: Optional[Sequence[str]] = None) -> I
         raise DataError(str(err)) from None
     options = make_pipeline_options(beam_argv)
     if options.view_as(TestOptions).dry_run:  # the job is only constructed (Dataflow's dry run): nothing written
-        matched = match_inputs(config.input)
+        matched = _find_inputs(config)
         pipeline = new_pipeline(options)
         build_pipeline(pipeline, config, model_info, matched, sink=progress.Sink())
         result = pipeline.run()
@@ -205,6 +218,7 @@ def run(config: InferConfig, pipeline_args: Optional[Sequence[str]] = None) -> I
         dead_letters=counters.get("dead_letters"),
         instances=counters.get("instances"),
         counters=counters,
+        ids_without_image=matched.ids_without_image,
     )
 
 
@@ -222,7 +236,7 @@ def _run_claimed(
     with ownership.claim(
         args.output_dir, "infer", "--output_dir", adopt=previous_release_files, markers=[SUMMARY_FILE]
     ) as claim:
-        matched = match_inputs(args.input)
+        matched = _find_inputs(args)
         check_output_dir(matched, args.output_dir, args.model_dir)
         pipeline = new_pipeline(options)
         with progress.shown("infer", matched.count, "image", remote=is_remote(options)) as sink:

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib
 from typing import Callable, Optional, Sequence
 
 from pipelines.common.flags import job_parser, quiet_beam_logs, storage_failure_line
 from pipelines.shared import cli, flag_parser
+from schemas.errors import UsageError
 
 # Default --max_pixels: 32 Mpx (e.g. a 24-megapixel 6000x4000 photo passes; Cityscapes frames are 2 Mpx). See
 # pipelines.infer for what an image in flight holds.
@@ -48,25 +50,50 @@ def _instance_cap(text: str) -> Optional[int]:
     return value
 
 
-@dataclasses.dataclass
+def _datasets():
+    """The dataset registry (its names and modules load without Beam or TensorFlow)."""
+    return importlib.import_module("pipelines.datasets")
+
+
+# Keyword-only: the inputs are --input or --input_dir, so a required field follows optional ones.
+@dataclasses.dataclass(kw_only=True)
 class InferConfig:
     """What an infer run does: each field is the flag of the same name (``pipelines.shared.flag_parser.option``).
 
     ``InferConfig(model_dir="JOB/model", input=["imgs/*.jpg"], output_dir="OUT")`` is
-    ``--model_dir JOB/model --input 'imgs/*.jpg' --output_dir OUT``; a config built in Python is checked
-    (ranges, choices) by ``pipelines.infer.run`` as the parser checks the flags."""
+    ``--model_dir JOB/model --input 'imgs/*.jpg' --output_dir OUT``; ``InferConfig(model_dir=...,
+    input_dir="SRC", dataset="pet", split="test", output_dir=...)`` reads the images of Pet's test split. A
+    config built in Python is checked (ranges, choices, the input flags together) by ``pipelines.infer.run`` as
+    the parser checks the flags."""
 
     model_dir: str = flag_parser.option(help="JOB/model exported by trainer.task (local or gs://)")
-    input: list[str] = flag_parser.option(
-        help="glob of input images (local or gs://); repeat the flag for several globs; "
-        "a file two globs match is read once; write a literal [ * ? as [[] [*] [?]",
+    input: Optional[list[str]] = flag_parser.option(
+        None,
+        "glob of input images (local or gs://); repeat the flag for several globs; a file two globs match is read "
+        "once; write a literal [ * ? as [[] [*] [?]; this or --input_dir is required",
         parse=str,
-        argparse={"action": "append"},
+        argparse={"action": "append", "metavar": "GLOB"},
+    )
+    input_dir: Optional[str] = flag_parser.option(
+        None,
+        "a dataset's folder as preprocess reads it (local or gs://): infer its images (--dataset says where they "
+        "are; --split: only those of one split); this or --input is required",
+        argparse={"metavar": "SRC"},
     )
     output_dir: str = flag_parser.option(
         help="where masks/, color/, instances/ ... go (local or gs://); a rerun first "
         "removes the previous run's masks/, color/, overlay/, instances/, "
         "dead_letter/ and summary.json there, nothing else"
+    )
+    dataset: Optional[str] = flag_parser.option(
+        None, "the layout of --input_dir (required with it)", choices=lambda: _datasets().names()
+    )
+    split: Optional[str] = flag_parser.option(
+        None,
+        "with --input_dir: only the images of the dataset's own split, as evaluate --split scores it (Pet: test or "
+        "trainval, from annotations/<split>.txt; Cityscapes: the leftImg8bit/<split>/ folder); the split's ids "
+        "that have no image are counted in summary.json",
+        default_text="every image of --input_dir",
     )
     max_pixels: int = flag_parser.option(
         DEFAULT_MAX_PIXELS,
@@ -146,6 +173,8 @@ class InferResult:
     dead_letters: Optional[int] = None
     instances: Optional[int] = None
     counters: dict = dataclasses.field(default_factory=dict)
+    # --split: the ids the split's list names that have no image (also in summary.json), sorted
+    ids_without_image: tuple[str, ...] = ()
 
 
 def parser() -> flag_parser.Parser:
@@ -159,24 +188,55 @@ def parser() -> flag_parser.Parser:
         help="deprecated: the same as --model_calls batch, now the default",
         group="advanced",
     )
+    parser.one_of("--input", "--input_dir")
     return parser
+
+
+def check(config: InferConfig) -> None:
+    """``UsageError`` for input flags that name no images, two sets of them, or a dataset/split without the
+    folder it applies to (the field values are ``flag_parser.check_fields``'s)."""
+    flag_parser.check_fields(config)
+    how = "--input 'GLOB' or --input_dir SRC --dataset NAME [--split SPLIT]"
+    if config.input and config.input_dir:
+        raise UsageError(f"--input and --input_dir both name the images: give {how}, not both")
+    if not config.input and not config.input_dir:
+        raise UsageError(f"no images named: give {how}")
+    if config.split and not config.input_dir:
+        raise UsageError(
+            f"--split {config.split} is a dataset's own split: give --input_dir SRC --dataset NAME --split "
+            f"{config.split} instead of --input"
+        )
+    if config.input_dir and not config.dataset:
+        raise UsageError(
+            f"--input_dir needs --dataset (one of {', '.join(_datasets().names())}): its layout says where the "
+            "images are"
+        )
+    if config.dataset and not config.input_dir:
+        raise UsageError("--dataset is the layout of --input_dir; with --input the globs name the images: leave it out")
 
 
 def from_args(argv: Sequence[str]) -> tuple[InferConfig, list[str]]:
     """Flags → ``InferConfig`` and the Beam flags, without Beam (names checked, not Beam's values: the job's
     ``from_args`` checks those)."""
     args, beam_argv = parser().parse_known_args(list(argv))
-    return flag_parser.config_from(InferConfig, args), list(beam_argv)
+    config = flag_parser.config_from(InferConfig, args)
+    check(config)
+    return config, list(beam_argv)
 
 
 def summary(result: InferResult, _: list[str]) -> Optional[str]:
     """The run's one stdout line (none when nothing ran here, e.g. a Dataflow dry run)."""
     if result.images_written is None:
         return None
+    missing = (
+        f"; {len(result.ids_without_image)} ids of the split have no image (summary.json: ids_without_image)"
+        if result.ids_without_image
+        else ""
+    )
     return (
         f"pipelines.infer: {result.inputs_matched} inputs matched, "
         f"{result.images_written} written, {result.dead_letters} dead-lettered, "
-        f"{result.instances} instances -> {result.output_dir}"
+        f"{result.instances} instances -> {result.output_dir}{missing}"
     )
 
 

@@ -140,6 +140,7 @@ class Parser(argparse.ArgumentParser):
         }
         self.groups["common"].add_argument("-h", "--help", action="help", help="show this help and exit")
         self.name = name
+        self._one_of: list[tuple[argparse.Action, ...]] = []
         self._passes_on = passes_on
         self._passes_on_label = passes_on_label
 
@@ -158,7 +159,10 @@ class Parser(argparse.ArgumentParser):
 
         parts = []
         for action in self._actions:
-            if action.required and action.option_strings:
+            alternatives = next((group for group in self._one_of if action in group), ())
+            if action in alternatives[:1]:
+                parts.append("{" + " | ".join(f"{a.option_strings[0]} {a.metavar}" for a in alternatives) + "}")
+            elif action.required and action.option_strings and not alternatives:
                 parts.append(f"{action.option_strings[0]} {action.metavar or action.dest.upper()}")
         required_groups = [g for g in self._mutually_exclusive_groups if g.required]
         for group in required_groups:
@@ -220,6 +224,16 @@ class Parser(argparse.ArgumentParser):
             kwargs["type"] = _bounded(kwargs.get("type", str), names[0], minimum, maximum, exclusive_max, exclusive_min)
         section = self.groups["required" if required else group]
         return section.add_argument(*names, default=default, required=required, **kwargs)
+
+    def one_of(self, *flags: str) -> None:
+        """Alternative flags of which a run needs one (the program checks the combination): listed in --help's
+        required section, in declaration order, and as ``{--a A | --b B}`` in the usage line."""
+        actions = tuple(self._option_string_actions[flag] for flag in flags)
+        for group in self._action_groups:
+            group._group_actions[:] = [a for a in group._group_actions if a not in actions]
+        self.groups["required"]._group_actions.extend(actions)
+        self.groups["required"]._group_actions.sort(key=self._actions.index)
+        self._one_of.append(actions)
 
     def add_logging_flags(self, *, verbose: bool = True) -> None:
         """``--log_level`` (and ``--verbose``, unless the program uses that name for something else)."""
