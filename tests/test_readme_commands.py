@@ -44,3 +44,5 @@ def test_the_readme_quickstart_commands_parse_with_their_programs():
     train = train_args(commands[1][3:])
     assert train.preset == "pet_cpu" and train.model == "unet"
     assert evaluate_args(commands[3][3:])[0].split == "test"
+    infer = infer_args(commands[2][3:])[0]  # infer reads the images of the split that evaluate scores
+    assert (infer.input_dir, infer.dataset, infer.split) == ("data/oxford-iiit-pet", "pet", "test")
