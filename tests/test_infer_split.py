@@ -11,7 +11,8 @@ import pytest
 from pipelines import datasets
 from pipelines.datasets.discovery import BeamFiles
 from pipelines.evaluate import job as evaluate_job
-from pipelines.infer import job as infer_job
+from pipelines.infer import job as infer_job, options as infer_options
+from pipelines.infer.inputs import InputError, dataset_inputs
 from pipelines.infer.options import InferConfig
 from pipelines.tools import synthetic
 from schemas.errors import UsageError
@@ -77,9 +78,23 @@ def test_bad_input_flag_combinations_are_one_line_and_exit_2(argv, expected, tmp
     assert not (tmp_path / "o").exists()
 
 
-def test_a_python_config_is_checked_as_the_flags_are(tmp_path):
+def test_a_python_config_is_checked_as_the_flags_are_and_the_usage_names_the_two_inputs(tmp_path):
     with pytest.raises(UsageError, match="--split test is a dataset's own split"):
         infer_job.run(InferConfig(model_dir="m", input=["x/*.jpg"], split="test", output_dir=str(tmp_path / "o")))
+    usage = " ".join(infer_options.parser().format_usage().split())
+    assert "--model_dir DIR {--input GLOB | --input_dir SRC} --output_dir DIR [options]" in usage, usage
+
+
+def test_an_output_dir_among_the_images_it_reads_is_refused(tmp_path):
+    src = tmp_path / "pet"
+    _pet(src)
+    with pytest.raises(InputError, match="is inside .*images, whose images this run reads"):
+        dataset_inputs(str(src), "pet", None, str(src / "images" / "out"))
+    with pytest.raises(InputError, match="no pet images of split test under"):
+        for example in (src / "annotations" / "test.txt").read_text().split("\n"):
+            if example:
+                _remove(src, example.split()[0])
+        dataset_inputs(str(src), "pet", "test", str(tmp_path / "out"))
 
 
 @pytest.mark.slow
