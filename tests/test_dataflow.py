@@ -232,6 +232,9 @@ def test_staged_sdist_holds_the_package(gcs, request, job_fixture, tmp_path):
         "pipelines/preprocess/job.py",
         "pipelines/infer/job.py",
         "pipelines/infer/model.py",
+        "pipelines/datasets/voc.py",  # every registered dataset travels, with its label tables
+        "pipelines/datasets/ade20k.py",
+        "schemas/label_tables.py",
         "schemas/features.py",
         "schemas/transform.py",
         "trainer/task.py",
@@ -268,7 +271,9 @@ _UNPICKLE = textwrap.dedent("""
                 if fn.urn == python_urns.PICKLED_COMBINE_FN:
                     loaded[t.unique_name] = type(pickler.loads(fn.payload)).__name__
     import pipelines, schemas
+    from pipelines import datasets
     report["modules"] = [pipelines.__file__, schemas.__file__]
+    report["datasets"] = [datasets.get(name).name for name in datasets.names()]  # each module imports there
     print(json.dumps(report))
 """)
 
@@ -315,6 +320,7 @@ def unpickle_on_a_clean_worker(gcs, stagings: dict[str, str], tmp_path: pathlib.
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert all(m.startswith(str(site)) for m in report["modules"]), report["modules"]
+    assert {"voc", "ade20k"} <= set(report["datasets"]), report["datasets"]
     return {name: report[str(path)] for name, path in protos.items()}
 
 
