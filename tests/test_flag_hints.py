@@ -58,7 +58,7 @@ def test_a_value_no_flag_takes_is_refused_first(tmp_path, capsys):
         (
             preprocess.main,
             ["--dataset", "pets"],
-            "--dataset must be one of pet, cityscapes, got 'pets' (did you mean pet?)",
+            "got 'pets' (did you mean pet?)",
         ),
         (task.main, ["--model", "unnet"], "got 'unnet' (did you mean unet?)"),
         (task.main, ["--model", "UNET"], "got 'UNET' (did you mean unet?)"),

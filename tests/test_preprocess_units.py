@@ -223,7 +223,7 @@ def test_median_frequency_weights_of_no_pixels_are_one_rule_for_preprocess_and_t
 @pytest.mark.parametrize(
     "argv,message",
     [
-        (["--dataset", "coco"], "--dataset must be one of pet, cityscapes, got .coco."),
+        (["--dataset", "coco"], "--dataset must be one of pet, cityscapes, .*got .coco."),
         (["--image_size", "big"], "--image_size must be"),
         (["--image_size", "4"], "--image_size must be"),
         (["--num_shards", "-1"], "--num_shards"),
