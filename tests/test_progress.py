@@ -17,10 +17,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRESS_LOG = "INFO segflow.progress:"
 
 
-def _command(module: str, args: list, on_terminal: bool, interval_s: float = 30.0) -> tuple[int, str, str]:
-    """``python -m module args`` → (exit status, stdout, stderr), stderr on a pseudo-terminal or a pipe."""
+def _command(module, args: list, on_terminal: bool, interval_s: float = 30.0) -> tuple[int, str, str]:
+    """``python -m module args`` (``module`` a list: ``python *module args``) → (exit status, stdout, stderr),
+    stderr on a pseudo-terminal or a pipe."""
     env = dict(os.environ, PYTHONPATH=ROOT, **{progress.INTERVAL_ENV: str(interval_s)})
-    argv = [sys.executable, "-m", module, *map(str, args)]
+    argv = [sys.executable, *(["-m", module] if isinstance(module, str) else module), *map(str, args)]
     if not on_terminal:
         done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
         return done.returncode, done.stdout, done.stderr
@@ -165,3 +166,39 @@ def test_a_sink_travels_as_its_address_and_ignores_a_missing_launcher(tmp_path):
     copy = pickle.loads(pickle.dumps(progress.CountDone(sink)))
     assert copy._sink.address == sink.address and copy._sink._pending == 0
     assert list(copy.process("element")) == ["element"]
+
+
+# A job's log lines while its progress line is drawn: segflow's (Python logging) and a native or worker line
+# (written to descriptor 2, which the commands' quiet filter holds).
+LINES_WHILE_DRAWN = """
+import logging, os, time
+from pipelines.common import progress
+from pipelines.shared import logs
+
+logs.setup_logging([])
+with logs.native_stderr_filtered():
+    with progress.shown("job", total=4, unit="image") as sink:
+        sink.add(1)
+        sink.flush()
+        time.sleep(0.5)
+        logging.getLogger("segflow.job").warning("a log line")
+        os.write(2, b"a native line\\n")
+        time.sleep(0.5)
+        sink.add(3)
+        sink.flush()
+        time.sleep(0.3)
+"""
+
+
+@pytest.mark.slow
+def test_lines_logged_while_the_progress_line_is_drawn_appear_on_lines_of_their_own():
+    code, _, terminal = _command(["-c", LINES_WHILE_DRAWN], [], on_terminal=True)
+    assert code == 0, terminal
+    lines = terminal.replace("\r\n", "\n").split("\n")  # the terminal turns each \n into \r\n
+    # What a line shows is what follows its last carriage return: the message alone, not the bar before it.
+    for message in ("WARNING segflow.job: a log line", "a native line"):
+        (line,) = [line for line in lines if message in line]
+        assert line.split("\r")[-1] == message, repr(line)
+    # The progress line is drawn again below them and counts on to the total.
+    after = "\n".join(lines).split("a native line\n")[1]
+    assert after.startswith("\rjob: ") and after.rstrip("\n").split("\r")[-1].startswith("job: 100%|"), repr(after)

@@ -5,8 +5,10 @@
         pipeline.run().wait_until_finish()
 
 The launcher binds a Unix datagram socket in a private temporary folder and reads counts from it on a thread: on a
-terminal it drives one tqdm line rewritten in place; otherwise it logs a plain line every ``interval_s()`` seconds
-(and a last one at the end, if it logged any). The workers' side (``Sink``) reaches that socket by its path, which
+terminal it drives one tqdm line rewritten in place, and every line written to stderr meanwhile (segflow's and the
+libraries' log lines, native code's and the workers' output) clears it first and appears on a line of its own, the
+progress line drawn again below it; otherwise it logs a plain line every ``interval_s()`` seconds (and a last one
+at the end, if it logged any). The workers' side (``Sink``) reaches that socket by its path, which
 travels in the pickled DoFn: local worker threads, processes and the fork server's workers (forked before the job
 was known, so an environment variable set now would never reach them) all send to it. Every count also goes to a
 Beam counter (``NAMESPACE``), which a runner whose workers cannot reach the launcher (Dataflow) shows in the job's
@@ -218,6 +220,22 @@ class _Display:
                 # Without a total, tqdm shows no bar: the count in words, the time and the rate.
                 bar_format=None if total else "{desc}: {n_fmt} {unit}s [{elapsed}, {rate_fmt}]",
             )
+            self._above = contextlib.ExitStack()
+            self._above.enter_context(logs.lines_through(self._write_above))  # descriptor 2's lines
+            for handler in logging.getLogger().handlers:  # Python's log lines, written straight to sys.stderr
+                if isinstance(handler, logging.StreamHandler) and handler.stream in (sys.stderr, sys.__stderr__):
+                    previous = handler.setStream(_AboveTheBar(self._write_above))
+                    self._above.callback(handler.setStream, previous)
+
+    def _write_above(self, data: bytes) -> None:
+        """Writes ``data`` (whole lines) where the progress line is, which is cleared first and drawn again
+        after, under tqdm's lock (the reader thread redraws it meanwhile)."""
+        from tqdm import tqdm
+
+        with tqdm.external_write_mode(file=self._stream):
+            self._stream.flush()
+            self._stream.buffer.write(data)
+            self._stream.buffer.flush()
 
     def add(self, n: int) -> None:
         self._done += n
@@ -249,10 +267,25 @@ class _Display:
 
     def close(self) -> None:
         if self._bar is not None:
+            self._above.close()
             self._bar.close()
             self._stream.close()
         elif self._lines:  # a long run's log ends with its last count; a short one stays as it was
             self._log_line()
+
+
+class _AboveTheBar:
+    """The stream of a log handler while a progress line is drawn: each record's text goes above the line."""
+
+    def __init__(self, write_above):
+        self._write_above = write_above
+
+    def write(self, text: str) -> None:
+        if text:
+            self._write_above(text.encode("utf-8", "replace"))
+
+    def flush(self) -> None:
+        pass
 
 
 def _columns(fd: int) -> int:

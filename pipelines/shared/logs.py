@@ -8,13 +8,16 @@ import logging
 import os
 import sys
 import threading
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 # Set by ``cli.main`` once an interrupt (Ctrl-C) or SIGTERM reached it: what other threads and libraries report
 # after it are its consequences (workers ended, streams broken), which would bury ``main``'s one line.
 interrupted = threading.Event()
 # The descriptor that reaches the user's stderr while ``native_stderr_filtered`` holds descriptor 2 (None: 2 does).
 _user_stderr: Optional[int] = None
+# While set (``lines_through``), what that filter passes on goes through it instead of straight to the user's
+# stderr: a progress line drawn in place there clears itself first, so that no line lands on its end.
+_line_writer: Optional[Callable[[bytes], None]] = None
 
 # ------------------------------------------------------------------------------------------------ quiet start
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -136,16 +139,35 @@ def _forward(source: int, target: int) -> None:
         *lines, pending = pending.split(b"\n")
         kept = b"".join(line + b"\n" for line in lines if not _is_noise(line))
         if kept:
-            try:
-                os.write(target, kept)
-            except OSError:
-                pass
+            _pass_on(target, kept)
     if pending and not _is_noise(pending):
-        try:
-            os.write(target, pending)
-        except OSError:
-            pass
+        _pass_on(target, pending)
     os.close(source)
+
+
+def _pass_on(target: int, data: bytes) -> None:
+    writer = _line_writer
+    try:
+        if writer is not None:
+            writer(data)
+        else:
+            os.write(target, data)
+    except (OSError, ValueError):  # the user's stderr gone (a closed terminal): nothing left to tell
+        pass
+
+
+@contextlib.contextmanager
+def lines_through(writer: Callable[[bytes], None]) -> Iterator[None]:
+    """For the block, the lines ``native_stderr_filtered`` passes on (native code's, worker processes', and Python's
+    ``sys.stderr`` while the filter holds descriptor 2) are handed to ``writer`` as bytes, from the filter's thread,
+    instead of written to the user's stderr: e.g. a progress line drawn there clears itself, writes them and draws
+    itself again below them."""
+    global _line_writer
+    outer, _line_writer = _line_writer, writer
+    try:
+        yield
+    finally:
+        _line_writer = outer
 
 
 @contextlib.contextmanager
