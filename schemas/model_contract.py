@@ -120,6 +120,55 @@ SIGNATURES: dict[str, SignatureContract] = {
 }
 
 
+# TensorFlow Lite files (``python -m trainer.task --tflite``), written in JOB beside ``model/`` (not inside it: the
+# SavedModel folder stays a SavedModel): type -> file name. Each has one signature, ``TFLITE_SIGNATURE``: input
+# ``images`` [1, MODEL_H, MODEL_W, 3] (RGB 0..255, the normalisation inside), outputs ``class_ids`` int32
+# [1, MODEL_H, MODEL_W] and ``probabilities`` [1, MODEL_H, MODEL_W, CLASSES]; ``TfliteInfo`` gives dtypes and the
+# int8 file's quantisation.
+TFLITE_TYPES = ("float32", "float16", "int8")
+TFLITE_FILES = {"float32": "model.tflite", "float16": "model_fp16.tflite", "int8": "model_int8.tflite"}
+TFLITE_SIGNATURE = "serving_default"
+
+
+@dataclasses.dataclass(frozen=True)
+class TfliteTensor:
+    """One input or output of a TFLite file. ``scale``/``zero_point``: a quantised tensor's parameters (real value
+    = scale * (q - zero_point)); None for float and integer-id tensors."""
+
+    name: str
+    dtype: str  # numpy name: uint8, int32, float32
+    shape: list[int]
+    scale: Optional[float] = None
+    zero_point: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class TfliteFile:
+    type: str  # one of TFLITE_TYPES
+    file: str  # relative to JOB (the folder that holds model/)
+    bytes: int
+    inputs: list[TfliteTensor]
+    outputs: list[TfliteTensor]
+
+
+@dataclasses.dataclass(frozen=True)
+class TfliteInfo:
+    """``segflow_model.json``'s ``tflite``: what a mobile developer needs to run the files. Feed RGB 0..255 resized
+    to ``input_size`` (``resize_mode``, as preprocess resized the training images); the model applies
+    ``normalization`` itself: (pixel - channel_mean) / channel_std per RGB channel (``tft``: the training split's
+    statistics; ``mobilenetv2``: 127.5/127.5; ``vgg16``: ImageNet means in BGR order, std 1)."""
+
+    input_size: list[int]  # [height, width]
+    normalization: str
+    channel_mean: list[float]
+    channel_std: list[float]
+    files: list[TfliteFile]
+    signature: str = TFLITE_SIGNATURE
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelInfo:
     """The contents of ``JOB/model/segflow_model.json``: label facts copied from ``metadata.json``, plus the
@@ -137,6 +186,8 @@ class ModelInfo:
     # metadata.json's ``label_table`` (palette, native values, instance classes: ``schemas.labels``), copied;
     # None in an info file written before it (the dataset's own table applies then).
     label_table: Optional[dict] = None
+    # The TFLite files exported beside the SavedModel (``TfliteInfo.to_dict``); None when none were.
+    tflite: Optional[dict] = None
 
     def __post_init__(self) -> None:
         problems = []

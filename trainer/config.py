@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 from pipelines.shared import flag_parser
 from schemas.errors import UsageError
+from schemas.model_contract import TFLITE_TYPES
 from schemas.records import SPLITS
 from trainer.models import MODELS  # the registry of networks; imports no TensorFlow
 from trainer.presets import PRESETS
@@ -132,6 +133,19 @@ class TrainConfig:
     weight_decay: float = flag_parser.option(
         0.0, "decoupled weight decay (AdamW) when > 0; biases and batch norm excluded", minimum=0.0, advanced=True
     )
+    tflite: str = flag_parser.option(
+        "float32",
+        "TensorFlow Lite files written in JOB beside model/: none, all, or a comma-separated list of float32 "
+        "(model.tflite), float16 (model_fp16.tflite), int8 (model_int8.tflite: full-integer, calibrated on "
+        "training records); the quantised ones are scored against the SavedModel in metrics.json",
+    )
+    max_int8_drop: float = flag_parser.option(
+        0.05,
+        "fail the export when the int8 TFLite file's mIoU on the eval split is below the SavedModel's by more "
+        "than this (nothing is published; the same command resumes the finished training)",
+        minimum=0.0,
+        advanced=True,
+    )
     export: str = flag_parser.option(
         "best",
         "JOB/model holds the best-validation-mIoU epoch's weights (best) or the last "
@@ -157,6 +171,17 @@ class TrainConfig:
             raise UsageError("--data_dir and --job_dir must not be empty")
         self._validate_recipe()
         self.parse_class_weights(None)
+        self.tflite_types()
+
+    def tflite_types(self) -> tuple[str, ...]:
+        """``--tflite`` as types in ``TFLITE_TYPES`` order (``none``: none; ``all``: every one)."""
+        text = (self.tflite or "").strip()
+        if text in ("none", "all"):
+            return TFLITE_TYPES if text == "all" else ()
+        asked = [t.strip() for t in text.split(",") if t.strip()]
+        if not asked or any(t not in TFLITE_TYPES for t in asked):
+            raise UsageError(f"--tflite takes none, all, or a comma-separated list of {', '.join(TFLITE_TYPES)}")
+        return tuple(t for t in TFLITE_TYPES if t in asked)
 
     def _validate_recipe(self) -> None:
         """The model and training-recipe flags (issue 14)."""

@@ -109,8 +109,9 @@ class SegmentationServer(tf.Module):
         return {"class_ids": ids, "probabilities": prob, "height": pre["height"], "width": pre["width"]}
 
 
-def model_info(info: data_dir.DatasetInfo, model_name: str) -> contract.ModelInfo:
-    """What ``segflow_model.json`` holds: label facts copied from metadata.json, plus the network name."""
+def model_info(info: data_dir.DatasetInfo, model_name: str, tflite: Optional[dict] = None) -> contract.ModelInfo:
+    """What ``segflow_model.json`` holds: label facts copied from metadata.json, the network name, and the TFLite
+    files exported beside the SavedModel (``contract.TfliteInfo.to_dict``), if any."""
     meta = info.metadata
     return contract.ModelInfo(
         dataset=meta.dataset,
@@ -121,6 +122,7 @@ def model_info(info: data_dir.DatasetInfo, model_name: str) -> contract.ModelInf
         image_size=[int(s) for s in meta.image_size],
         resize_mode=meta.resize_mode,
         model=model_name,
+        tflite=tflite,
         label_table=meta.label_table,
     )
 
@@ -131,6 +133,7 @@ def export_model(
     export_dir: str,
     model_name: str,
     info_path: Optional[str] = None,
+    tflite: Optional[dict] = None,
 ) -> str:
     """Writes the SavedModel and ``segflow_model.json`` to ``export_dir`` (local or gs://); returns it.
 
@@ -155,6 +158,6 @@ def export_model(
     path = info_path or join_path(export_dir, contract.MODEL_INFO_FILE)
     tf.io.gfile.makedirs(path.rsplit("/", 1)[0])
     with tf.io.gfile.GFile(path, "w") as f:
-        f.write(model_info(info, model_name).to_json())
+        f.write(model_info(info, model_name, tflite).to_json())
     logger.info("exported SavedModel to %s", export_dir)
     return export_dir

@@ -14,6 +14,7 @@ from typing import Optional
 from pipelines.shared import folders, ownership
 from pipelines.shared.tf_paths import join as join_path
 from schemas import strict_json
+from schemas.model_contract import TFLITE_FILES
 from trainer.config import TrainConfig, UsageError
 
 
@@ -34,7 +35,8 @@ _DATA_RESUME_KEYS = ("dataset", "num_classes", "class_names", "image_size")
 # What a reader takes as the sign of a complete export: put in place last when a run publishes.
 MARKERS = ("model/segflow_model.json", "metrics.json")
 # What publishing an export replaces; checkpoints, logs and config.json stay (a resume needs them).
-PUBLISHED = ["model", "metrics.json"]
+# The TFLite files too: a run that writes fewer types than the previous one leaves none of its stale ones.
+PUBLISHED = ["model", "metrics.json", *TFLITE_FILES.values()]
 # What an export of the previous release holds (a SavedModel and segflow_model.json): a file of the user's put in
 # JOB/model since is not adopted, so never deleted.
 _SAVED_MODEL_FILES = re.compile(

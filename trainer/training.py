@@ -225,7 +225,7 @@ def _export(job: preparation.TrainingJob, weights: list, report: dict) -> None:
     JOB/metrics.json."""
     import tf_keras as keras
 
-    from trainer import export
+    from trainer import export, tflite
     from trainer.normalization import with_input_convention
 
     config, info = job.config, job.info
@@ -239,15 +239,29 @@ def _export(job: preparation.TrainingJob, weights: list, report: dict) -> None:
     # markers (segflow_model.json, metrics.json) aside until publication; files of the previous export that
     # this one does not rewrite are then deleted by the record.
     before = job_folder.listing(claim, "model") if not claim.staged else set()
+    # TFLite first: its int8 gate may fail the export, before any file of it is written.
+    tflite_info, report["tflite"] = tflite.export(
+        serving_model,
+        info,
+        config.tflite_types(),
+        claim.write_path,
+        job.eval_split,
+        convention=job.convention,
+        max_int8_drop=config.max_int8_drop,
+    )
     export.export_model(
         serving_model,
         info,
         claim.write_path("model"),
         config.model,
         info_path=claim.write_path("model/segflow_model.json"),
+        tflite=tflite_info.to_dict() if tflite_info else None,
     )
     job_folder.write_json(claim.write_path("metrics.json"), report)
-    written = None if claim.staged else job_folder.listing(claim, "model") - (before - claim.previous)
+    written = None
+    if not claim.staged:
+        written = job_folder.listing(claim, "model") - (before - claim.previous)
+        written |= {f.file for f in tflite_info.files} if tflite_info else set()
     claim.publish(written=written, replaces=job_folder.PUBLISHED)
     # mIoU is None when the eval split has no labelled pixel (no class to average: NaN, written as null).
     logger.info(
