@@ -5,6 +5,7 @@ travels in metadata.json and segflow_model.json to infer's colour PNGs and evalu
 from __future__ import annotations
 
 import io
+import json
 import os
 import pathlib
 import shutil
@@ -178,3 +179,27 @@ def test_preprocess_rerun_infer_palette_and_evaluate_on_the_sample(tmp_path):
     assert result.mean_iou == pytest.approx(1.0)
     with pytest.raises(DataError, match="classes.json"):
         evaluate(EvaluateConfig(predictions=str(predictions), ground_truth=str(tmp_path), dataset="folder"))
+
+    # The report: the model's colours (summary.json's model_dir), the ground truth read through classes.json.
+    from pipelines.evaluate import report_page
+
+    out = predictions.parent
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "segflow_model.json").write_text(info.to_json())
+    written = {}
+    for mask in sorted((gt / "masks").rglob("*.png")):
+        image = next((gt / "images").rglob(mask.stem + ".*"))
+        written[str(image)] = mask.stem
+        train = dataset.read_mask(mask.read_bytes())
+        (out / "color").mkdir(exist_ok=True)
+        (out / "color" / mask.name).write_bytes(outputs.encode_palette_png(np.where(train == 255, 0, train), spec))
+    (out / "summary.json").write_text(json.dumps({"outputs": written, "model_dir": str(model_dir)}))
+    paths = report_page.write_report(str(out), "folder", ground_truth=str(gt), max_images=2)
+    assert all(os.path.getsize(p) for p in paths.values())
+    rows, _, _ = report_page.collect_rows(str(out), spec, str(gt), 8, result.document, dataset)
+    truth = {tuple(c) for row in rows for c in row["panels"][1].reshape(-1, 3).tolist()}
+    assert (0, 0, 142) in truth and (128, 64, 128) in truth  # the RGB and the index masks, in the sample's colours
+    (model_dir / "segflow_model.json").unlink()
+    with pytest.raises(DataError, match="classes.json"):
+        report_page.write_report(str(out), "folder", max_images=2)

@@ -20,12 +20,15 @@ from PIL import Image, ImageDraw
 
 from pipelines import datasets
 from pipelines.common import storage
+from pipelines.datasets.base import Dataset
+from pipelines.datasets.discovery import BeamFiles
 from pipelines.evaluate import report_figures as figures
 from pipelines.evaluate.inputs import example_id, find_ground_truth
 from pipelines.evaluate.transforms import to_train_ids
 from pipelines.infer import outputs
 from schemas import errors
-from schemas.labels import LabelSpec, colorize
+from schemas.labels import LabelSpec, colorize, spec_from_table
+from schemas.model_contract import MODEL_INFO_FILE, ModelInfo
 
 TITLES = ("Input Image", "True Mask", "Predicted Mask", "Instances")
 PANEL_HEIGHT = 160
@@ -60,6 +63,31 @@ def _panel(array: Optional[np.ndarray], height: int = PANEL_HEIGHT) -> Image.Ima
     image = Image.fromarray(array.astype(np.uint8)).convert("RGB")
     width = max(1, round(image.width * height / image.height))
     return image.resize((width, height), Image.NEAREST)
+
+
+def _ground_truth_colours(path: str, dataset: Dataset, spec: LabelSpec) -> Optional[np.ndarray]:
+    """A ground-truth mask in its classes' colours, read as evaluate reads it (``Dataset.read_mask``: palette
+    indices, 16-bit values, colour-coded masks); None (a blank panel) when it cannot be read."""
+    try:
+        native = dataset.read_mask(storage.read_bytes(path), "ground truth")
+        return colorize(to_train_ids(native, dataset, spec.mode), spec)
+    except Exception:  # noqa: BLE001 - a missing panel is drawn blank, never fatal
+        return None
+
+
+def _model_spec(output_dir: str, dataset: str) -> Optional[LabelSpec]:
+    """The label table of the model that made the predictions (summary.json's ``model_dir``, its
+    ``segflow_model.json``), or None when it cannot be read or predates ``label_table``."""
+    try:
+        summary = json.loads(storage.read_bytes(FileSystems.join(output_dir, "summary.json")).decode("utf-8"))
+        info = ModelInfo.from_json(
+            storage.read_bytes(FileSystems.join(summary["model_dir"], MODEL_INFO_FILE)).decode("utf-8")
+        )
+    except Exception:  # noqa: BLE001 - the model moved or is older: the dataset's own table is used
+        return None
+    if info.label_table is None or info.dataset != dataset:
+        return None
+    return spec_from_table(info.dataset, info.label_mode, info.class_names, info.ignore_label, info.label_table)
 
 
 def _ground_truth_index(root: Optional[str], dataset: str) -> dict[str, str]:
@@ -125,9 +153,11 @@ def collect_rows(
     ground_truth: Optional[str],
     max_images: int,
     evaluation: Optional[dict[str, Any]] = None,
+    dataset: Optional[Dataset] = None,
 ) -> tuple[list[dict[str, Any]], int, str]:
     """(per image shown: ``choose_images``' fields and its four panels as arrays, None where unavailable; how many
-    images inference wrote; how the shown ones were chosen)."""
+    images inference wrote; how the shown ones were chosen). ``dataset`` reads the ground-truth masks (bound to
+    ``ground_truth``'s own label table, ``Dataset.with_source``; default: ``spec.dataset``'s)."""
     summary = json.loads(storage.read_bytes(FileSystems.join(output_dir, "summary.json")).decode("utf-8"))
     gt_index = _ground_truth_index(ground_truth, spec.dataset)
     chosen, note = choose_images(summary["outputs"], evaluation, spec.dataset, max_images)
@@ -138,9 +168,7 @@ def collect_rows(
         gt = None
         gt_path = gt_index.get(example_id(path, spec.dataset) or "")
         if gt_path:
-            native = _read_image(gt_path)
-            if native is not None and native.ndim == 2:
-                gt = colorize(to_train_ids(native, spec.dataset, spec.mode), spec)
+            gt = _ground_truth_colours(gt_path, dataset or datasets.get(spec.dataset), spec)
         prediction = _read_image(FileSystems.join(output_dir, outputs.COLOR_DIR, f"{stem}.png"))
         ids = _read_image(FileSystems.join(output_dir, outputs.INSTANCES_DIR, f"{stem}_instanceIds.png"))
         instances = None
@@ -375,10 +403,23 @@ def write_report(
     max_images: int = 8,
     label_mode: Optional[str] = None,
 ) -> dict[str, str]:
-    """Writes ``OUT/report.png`` and ``OUT/report.html``; returns their paths."""
-    spec = datasets.get(dataset).label_spec(label_mode)
+    """Writes ``OUT/report.png`` and ``OUT/report.html``; returns their paths. The colours and class names are
+    the model's (its ``segflow_model.json``) where it can be read, else the dataset's: a ``folder`` dataset's
+    ``classes.json`` from ``ground_truth``."""
+    source = datasets.get(dataset)
+    if ground_truth:
+        try:
+            source = source.with_source(ground_truth, BeamFiles())
+        except ValueError as err:
+            raise errors.DataError(str(err)) from None
+    spec = _model_spec(output_dir, dataset)
+    if spec is None:
+        try:
+            spec = source.label_spec(label_mode)
+        except ValueError as err:
+            raise errors.DataError(f"{err}: give --ground_truth SRC") from None
     evaluation = read_evaluation(output_dir)
-    rows, total, note = collect_rows(output_dir, spec, ground_truth, max_images, evaluation)
+    rows, total, note = collect_rows(output_dir, spec, ground_truth, max_images, evaluation, source)
     png_path = FileSystems.join(output_dir, "report.png")
     html_path = FileSystems.join(output_dir, "report.html")
     storage.write_bytes(png_path, grid_png(rows, spec, total, evaluation, note), "image/png")
