@@ -78,9 +78,17 @@ def test_bad_input_flag_combinations_are_one_line_and_exit_2(argv, expected, tmp
     assert not (tmp_path / "o").exists()
 
 
-def test_a_python_config_is_checked_as_the_flags_are_and_the_usage_names_the_two_inputs(tmp_path):
+def test_a_python_config_is_checked_as_the_flags_are_and_the_usage_names_the_two_inputs(tmp_path, capsys):
     with pytest.raises(UsageError, match="--split test is a dataset's own split"):
         infer_job.run(InferConfig(model_dir="m", input=["x/*.jpg"], split="test", output_dir=str(tmp_path / "o")))
+    # A missing local --input_dir: one line, exit 1 (data, not flags), before the model or Beam loads.
+    capsys.readouterr()
+    status = infer_job.main(
+        ["--model_dir", "m", "--input_dir", str(tmp_path / "nope"), "--dataset", "pet"]
+        + ["--output_dir", str(tmp_path / "o")]
+    )
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert status == 1 and len(lines) == 1 and "nope does not exist" in lines[0] and not (tmp_path / "o").exists()
     usage = " ".join(infer_options.parser().format_usage().split())
     assert "--model_dir DIR {--input GLOB | --input_dir SRC} --output_dir DIR [options]" in usage, usage
 

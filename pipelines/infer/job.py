@@ -192,6 +192,7 @@ def run(config: InferConfig, pipeline_args: Optional[Sequence[str]] = None) -> I
     command line runs it). Raises ``UsageError`` for a bad config value or a split the dataset folder does not
     have, ``DataError`` for a model, inputs or an output folder it cannot use (nothing written then)."""
     job_options.check(config)
+    job_options.check_input_dir(config)
     beam_argv = list(pipeline_args or [])
     try:
         model_info = read_model_info(config.model_dir)

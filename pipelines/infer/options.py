@@ -11,11 +11,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import importlib
+import os
 from typing import Callable, Optional, Sequence
 
 from pipelines.common.flags import job_parser, quiet_beam_logs, storage_failure_line
-from pipelines.shared import cli, flag_parser
-from schemas.errors import UsageError
+from pipelines.shared import cli, flag_parser, folders
+from schemas.errors import DataError, UsageError
 
 # Default --max_pixels: 32 Mpx (e.g. a 24-megapixel 6000x4000 photo passes; Cityscapes frames are 2 Mpx). See
 # pipelines.infer for what an image in flight holds.
@@ -215,6 +216,16 @@ def check(config: InferConfig) -> None:
         raise UsageError("--dataset is the layout of --input_dir; with --input the globs name the images: leave it out")
 
 
+def check_input_dir(config: InferConfig) -> None:
+    """``DataError`` for a local ``--input_dir`` that is not a folder: the command line finds it in well under a
+    second (``main``), not after Beam, TensorFlow and the model load."""
+    if config.input_dir and not folders.is_remote(config.input_dir):
+        local = folders.local_path(config.input_dir)
+        if not os.path.isdir(local):
+            what = "is a file" if os.path.exists(local) else "does not exist"
+            raise DataError(f"--input_dir {config.input_dir} {what}, not the dataset's folder; check --input_dir")
+
+
 def from_args(argv: Sequence[str]) -> tuple[InferConfig, list[str]]:
     """Flags → ``InferConfig`` and the Beam flags, without Beam (names checked, not Beam's values: the job's
     ``from_args`` checks those)."""
@@ -222,6 +233,11 @@ def from_args(argv: Sequence[str]) -> tuple[InferConfig, list[str]]:
     config = flag_parser.config_from(InferConfig, args)
     check(config)
     return config, list(beam_argv)
+
+
+def _check_command(argv: Sequence[str]) -> None:
+    """What ``main`` checks before the job module (Beam, TensorFlow) loads: the flags, then the input folder."""
+    check_input_dir(from_args(argv)[0])
 
 
 def summary(result: InferResult, _: list[str]) -> Optional[str]:
@@ -249,7 +265,7 @@ def main(argv: Optional[Sequence[str]], run: Callable[[list[str]], InferResult])
         "pipelines.infer",
         argv,
         run,
-        check=from_args,
+        check=_check_command,
         summary=summary,
         tensorflow=True,
         failure_line=storage_failure_line(
