@@ -115,7 +115,7 @@ def test_infer_of_the_test_split_then_evaluate_of_it_scores_every_image(pet_job_
     capsys.readouterr()
     assert infer_job.main([*common, "--split", "test", "--output_dir", str(out), *BEAM]) == 0
     printed = capsys.readouterr().out
-    assert "1 ids of the split have no image (summary.json: ids_without_image)" in printed, printed
+    assert "1 id of the split has no image (summary.json: ids_without_image)" in printed, printed
     assert sorted(p.stem for p in (out / "masks").iterdir()) == sorted(test[1:])
     summary = json.loads((out / "summary.json").read_text())
     assert summary["split"] == "test" and summary["ids_without_image"] == [test[0]]

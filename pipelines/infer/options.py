@@ -244,9 +244,11 @@ def summary(result: InferResult, _: list[str]) -> Optional[str]:
     """The run's one stdout line (none when nothing ran here, e.g. a Dataflow dry run)."""
     if result.images_written is None:
         return None
+    n = len(result.ids_without_image)
     missing = (
-        f"; {len(result.ids_without_image)} ids of the split have no image (summary.json: ids_without_image)"
-        if result.ids_without_image
+        f"; {n} {'id' if n == 1 else 'ids'} of the split {'has' if n == 1 else 'have'} no image "
+        "(summary.json: ids_without_image)"
+        if n
         else ""
     )
     return (
