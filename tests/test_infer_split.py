@@ -12,7 +12,7 @@ from pipelines import datasets
 from pipelines.datasets.discovery import BeamFiles
 from pipelines.evaluate import job as evaluate_job
 from pipelines.infer import job as infer_job, options as infer_options
-from pipelines.infer.inputs import InputError, dataset_inputs
+from pipelines.infer.inputs import InputError, MatchedInputs, check_output_dir, dataset_inputs
 from pipelines.infer.options import InferConfig
 from pipelines.tools import synthetic
 from schemas.errors import UsageError
@@ -91,6 +91,14 @@ def test_a_python_config_is_checked_as_the_flags_are_and_the_usage_names_the_two
     assert status == 1 and len(lines) == 1 and "nope does not exist" in lines[0] and not (tmp_path / "o").exists()
     usage = " ".join(infer_options.parser().format_usage().split())
     assert "--model_dir DIR {--input GLOB | --input_dir SRC} --output_dir DIR [options]" in usage, usage
+
+
+def test_listed_gs_inputs_inside_the_output_folders_are_refused():
+    # --input_dir on gs:// lists its images on the launcher: their folders are checked as gs:// paths.
+    listed = MatchedInputs(["gs://bucket/out/masks/a.jpg"], [], [])
+    with pytest.raises(InputError, match="--input gs://bucket/out/masks is inside gs://bucket/out/masks"):
+        check_output_dir(listed, "gs://bucket/out", "gs://bucket/job/model")
+    check_output_dir(listed, "gs://bucket/other", "gs://bucket/job/model")
 
 
 def test_an_output_dir_among_the_images_it_reads_is_refused(tmp_path):
