@@ -1,4 +1,5 @@
-"""The report's drawing: ``write_report`` writes ``OUT/report.png`` and a self-contained ``OUT/report.html``.
+"""The report's drawing: ``write_report`` writes ``OUT/report.png`` and a self-contained ``OUT/report.html``
+(rendered by ``pipelines.evaluate.report_html``).
 
 With per-image scores in ``OUT/evaluation.json`` the rows are the worst images first (lowest per-image mIoU), then
 a few of the best, each labelled with its mIoU and pixel accuracy; the metrics and the confusion matrix lead both
@@ -8,8 +9,6 @@ the command line; this module loads PIL and numpy, so the command imports it onl
 
 from __future__ import annotations
 
-import base64
-import html
 import io
 import json
 from typing import Any, Optional, Sequence
@@ -22,7 +21,7 @@ from pipelines import datasets
 from pipelines.common import storage
 from pipelines.datasets.base import Dataset
 from pipelines.datasets.discovery import BeamFiles
-from pipelines.evaluate import report_figures as figures
+from pipelines.evaluate import report_figures as figures, report_html as html_page
 from pipelines.evaluate.inputs import example_id, find_ground_truth
 from pipelines.evaluate.transforms import to_train_ids
 from pipelines.infer import outputs
@@ -55,7 +54,7 @@ def _read_image(path: str) -> Optional[np.ndarray]:
         return None
 
 
-def _panel(array: Optional[np.ndarray], height: int = PANEL_HEIGHT) -> Image.Image:
+def panel_image(array: Optional[np.ndarray], height: int = PANEL_HEIGHT) -> Image.Image:
     if array is None:
         blank = Image.new("RGB", (height, height), (235, 235, 235))
         ImageDraw.Draw(blank).text((8, height // 2 - 6), "n/a", fill=(120, 120, 120))
@@ -227,7 +226,7 @@ def caption(row: dict[str, Any]) -> str:
     return row["stem"] + figures_text + instances_caption(row.get("instances"))
 
 
-def _sections(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
+def grouped_sections(rows: Sequence[dict[str, Any]]) -> list[tuple[str, list[dict[str, Any]]]]:
     """The rows grouped by section, in order."""
     grouped: list[tuple[str, list[dict[str, Any]]]] = []
     for row in rows:
@@ -248,7 +247,7 @@ def grid_png(
     """The picture: how many images are shown (and how they were chosen), the colour legend (with ``spec``), the
     metrics and the confusion matrix (with ``evaluation``), a title row, then per section (worst, best) a heading
     and one row of four panels per image."""
-    panels = [[_panel(a) for a in row["panels"]] for row in rows]
+    panels = [[panel_image(a) for a in row["panels"]] for row in rows]
     col_widths = [max([p[c].width for p in panels] + [PANEL_HEIGHT]) for c in range(len(TITLES))]
     pad, title_h, line_h = 6, 20, 16
     legend = legend_entries(spec) if spec is not None else []
@@ -262,7 +261,7 @@ def grid_png(
     per_line = max(1, (width - pad) // 170)  # legend entries per line, ~170 px each
     legend_h = -(-len(legend) // per_line) * line_h
     header_h = (len(top_lines) + len(metrics)) * line_h + legend_h + ((matrix.height + pad) if matrix else 0) + pad
-    sections = _sections(rows)
+    sections = grouped_sections(rows)
     height = header_h + title_h + len(sections) * line_h + len(rows) * (PANEL_HEIGHT + pad + 14) + pad
     canvas = Image.new("RGB", (width, height), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
@@ -299,32 +298,6 @@ def grid_png(
     return figures.png_bytes(canvas)
 
 
-def _data_uri(image: Image.Image) -> str:
-    return "data:image/png;base64," + base64.b64encode(figures.png_bytes(image)).decode("ascii")
-
-
-# Readable from a phone to a desktop: an image's panels wrap onto the next line (two a line at most on a phone,
-# the true mask beside the predicted) rather than widen the page; each panel names its column (a table's header
-# row scrolls out of sight); a wide confusion matrix (Cityscapes' 19 classes) scrolls on its own.
-STYLE = (
-    "body{font-family:sans-serif;margin:1em;max-width:80em} h2{font-size:1.1em;margin:1.2em 0 .3em}"
-    " td,th{padding:3px 8px;text-align:left} .note{color:#555}"
-    " table.m td:nth-child(2){text-align:right} .metrics{display:flex;flex-wrap:wrap;gap:1em 3em;align-items:start}"
-    " .scroll{overflow-x:auto;max-width:100%} table.cm{border-collapse:collapse;font-size:.9em}"
-    " figure.cm{min-width:0;max-width:100%} figure.cm>figcaption{padding-bottom:.3em}"
-    " table.cm td{text-align:center;border:1px solid #ccc}"
-    " table.cm td.none{background:#e1e1e1} table.cm th.v{writing-mode:vertical-rl;transform:rotate(180deg);"
-    "vertical-align:bottom;padding:8px 3px}"
-    " .legend span.entry{white-space:nowrap;margin-right:1.2em}"
-    " .swatch{display:inline-block;width:1em;height:1em;border:1px solid #888;vertical-align:middle;margin-right:.3em}"
-    " figure{margin:0} figure.image{margin:0 0 1.2em} figure.image>figcaption{margin-bottom:.3em}"
-    " figure.image>figcaption code{overflow-wrap:anywhere}"
-    " .panels{display:flex;flex-wrap:wrap;gap:8px} .panels>figure{max-width:calc(50% - 4px)}"
-    " .panels figcaption{font-size:.85em;color:#555}"
-    " img.panel{height:auto;max-width:100%;image-rendering:pixelated}"
-)
-
-
 def report_html(
     rows: Sequence[dict[str, Any]],
     evaluation: Optional[dict[str, Any]],
@@ -333,53 +306,20 @@ def report_html(
     total: Optional[int] = None,
     note: Optional[str] = None,
 ) -> str:
-    """The self-contained page: metrics (classes in class-id order, as the CLI prints them) and the confusion
-    matrix as a table, how many images are shown and how they were chosen, the colour legend, then per section
-    (worst, best) one figure per image: its caption (name and scores) and its four panels, each named."""
-    parts = [
-        f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
-        "<meta name='viewport' content='width=device-width, initial-scale=1'>",
-        f"<style>{STYLE}</style>",
-        f"</head><body><h1>{html.escape(title)}</h1>",
-    ]
-    if evaluation:
-        parts.append(f"<p><b>{html.escape(figures.headline(evaluation)).replace('   ', ' &nbsp; ')}</b></p>")
-        parts.append("<div class='metrics'><table class='m'><tr><th>class</th><th>IoU</th></tr>")
-        per_class = evaluation.get("per_class_iou", {})
-        for name in figures.class_order(evaluation):
-            iou = per_class[name]
-            parts.append(f"<tr><td>{html.escape(name)}</td><td>{'n/a' if iou is None else f'{iou:.4f}'}</td></tr>")
-        parts.append("</table>")
-        if evaluation.get("confusion_matrix"):
-            parts.append(figures.confusion_html(evaluation["confusion_matrix"], evaluation.get("class_names", [])))
-        parts.append("</div>")
-    parts.append(f"<p>{html.escape(shown_line(rows, len(rows) if total is None else total))}</p>")
-    if note:
-        parts.append(f"<p class='note'>{html.escape(note)}</p>")
-    if spec is not None:
-        parts.append(
-            "<p class='legend'>Mask colours: "
-            + "".join(
-                f"<span class='entry'><span class='swatch' style='background:rgb{colour}'></span>"
-                f"{html.escape(name)}</span>"
-                for name, colour in legend_entries(spec)
-            )
-            + "</p>"
+    """The self-contained page (``report_html.page``) of the rows ``grid_png`` draws, in the same words."""
+    sections = [
+        (
+            section_title(section, len(section_rows)),
+            [
+                (caption(row), row["stem"], [(t, panel_image(a), a is not None) for a, t in zip(row["panels"], TITLES)])
+                for row in section_rows
+            ],
         )
-    for section, section_rows in _sections(rows):
-        parts.append(f"<h2>{html.escape(section_title(section, len(section_rows)))}</h2>")
-        for row in section_rows:
-            parts.append("<figure class='image'>")
-            parts.append(f"<figcaption><code>{html.escape(caption(row))}</code></figcaption>")
-            parts.append("<div class='panels'>")
-            parts.extend(
-                f"<figure><img class='panel' src='{_data_uri(_panel(a))}' alt='{html.escape(row['stem'])}: {t}'>"
-                f"<figcaption>{t}{'' if a is not None else ' (not available)'}</figcaption></figure>"
-                for a, t in zip(row["panels"], TITLES)
-            )
-            parts.append("</div></figure>")
-    parts.append("</body></html>\n")
-    return "\n".join(parts)
+        for section, section_rows in grouped_sections(rows)
+    ]
+    shown = shown_line(rows, len(rows) if total is None else total)
+    legend = legend_entries(spec) if spec is not None else []
+    return html_page.page(title, evaluation, shown, note, legend, sections)
 
 
 def read_evaluation(output_dir: str) -> Optional[dict[str, Any]]:
