@@ -183,6 +183,7 @@ SCHEMAS_CONTRACTS = {
     "schemas.class_balance",  # the class weights a dataset's metadata records
     "schemas.errors",  # the error kinds and their exit statuses
     "schemas.features",  # the record's feature keys
+    "schemas.label_tables",  # the official label tables (VOC, ADE20K) the label definitions read
     "schemas.labels",  # the label definitions
     "schemas.metadata",  # the dataset metadata file
     "schemas.model_contract",  # what a trained model serves
