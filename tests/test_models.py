@@ -7,7 +7,7 @@ import tf_keras as keras
 
 from tests.fixtures.model import save_random_notop
 from trainer import losses, models, normalization
-from trainer.models import fcn8s, mobilenetv2_unet
+from trainer.models import deeplabv3plus, fcn8s, mobilenetv2_unet
 
 
 @pytest.mark.parametrize(
@@ -16,6 +16,7 @@ from trainer.models import fcn8s, mobilenetv2_unet
         ("unet", (32, 48), dict(base_filters=4, depth=2)),
         ("fcn8s", (32, 64), dict(base_filters=2)),
         ("mobilenetv2_unet", (32, 64), dict(base_filters=4, alpha=0.35)),
+        ("deeplabv3plus", (32, 48), dict(base_filters=4)),
     ],
 )
 @pytest.mark.slow
@@ -41,7 +42,10 @@ def test_unet_depth_and_width():
     assert model.get_layer("bottleneck_conv2").filters == 4 * 2**3
 
 
-@pytest.mark.parametrize("name,size,kw,stride", [("unet", (30, 32), dict(depth=2), 4), ("fcn8s", (48, 64), {}, 32)])
+@pytest.mark.parametrize(
+    "name,size,kw,stride",
+    [("unet", (30, 32), dict(depth=2), 4), ("fcn8s", (48, 64), {}, 32), ("deeplabv3plus", (40, 48), {}, 16)],
+)
 def test_rejects_sizes_off_the_stride(name, size, kw, stride):
     with pytest.raises(ValueError, match=f"multiples of {stride}"):
         models.build_model(name, (*size, 3), 3, base_filters=2, **kw)
@@ -64,6 +68,34 @@ def test_fcn8s_upsampling_starts_bilinear():
 def test_backbone_weights_only_for_pretrainable_encoders():
     with pytest.raises(ValueError, match="fcn8s"):
         models.build_model("unet", (32, 32, 3), 3, base_filters=2, depth=2, backbone_weights="vgg.h5")
+
+
+# ------------------------------------------------------------------------------------------------ DeepLabV3+
+def test_deeplabv3plus_is_atrous_with_aspp_rates_for_its_feature_map():
+    # The paper's rates at its own scale (33x33 features); scaled to a 128-pixel input's 8x8 ones.
+    assert deeplabv3plus.aspp_rates(33) == (6, 12, 18)
+    assert deeplabv3plus.aspp_rates(8) == (1, 3, 4)
+    model = models.build_model("deeplabv3plus", (128, 128, 3), 3, base_filters=2)
+    logits = model(np.zeros((2, 128, 128, 3), np.float32), training=False)
+    assert logits.shape == (2, 128, 128, 3) and logits.dtype == "float32"
+    atrous = [model.get_layer(f"aspp_atrous{i}_conv") for i in (1, 2, 3)]
+    assert [(c.kernel_size, c.dilation_rate) for c in atrous] == [((3, 3), (r, r)) for r in (1, 3, 4)]
+    assert model.get_layer("aspp_pool").output.shape[1:3] == (1, 1)  # the image-level branch
+    assert model.get_layer("aspp_concat").output.shape[1:] == (8, 8, 5 * 16)  # output stride 16, 5 branches
+    # The last stage dilates instead of striding: every conv in it keeps the 8x8 map.
+    last = [
+        layer for layer in model.layers if layer.name.startswith("stage4_") and isinstance(layer, keras.layers.Conv2D)
+    ]
+    assert last and all(c.strides == (1, 1) and c.dilation_rate == (2, 2) for c in last)
+    assert all(c.output.shape[1:3] == (8, 8) for c in last)
+    # The decoder joins the ASPP output upsampled x4 with the stride-4 features (1.5 x base_filters channels).
+    assert model.get_layer("decoder_concat").output.shape[1:] == (32, 32, 16 + 3)
+    assert models.output_stride("deeplabv3plus") == 2 * int(np.prod([s for _, s, _ in deeplabv3plus.ENCODER_STAGES]))
+    assert (
+        models.input_convention("deeplabv3plus", None) == "tft" and models.encoder_layers(model, "deeplabv3plus") == []
+    )
+    with pytest.raises(ValueError, match="deeplabv3plus trains from scratch"):
+        models.build_model("deeplabv3plus", (32, 32, 3), 3, backbone_weights="imagenet")
 
 
 # ------------------------------------------------------------------------------------------ MobileNetV2 U-Net

@@ -9,7 +9,7 @@ from trainer.models.weights import BackboneWeightsError  # noqa: F401 (part of t
 if TYPE_CHECKING:  # flag validation reads MODELS without importing TensorFlow
     import tf_keras as keras
 
-MODELS = ("unet", "fcn8s", "mobilenetv2_unet")
+MODELS = ("unet", "fcn8s", "mobilenetv2_unet", "deeplabv3plus")
 # The models whose encoder is a Keras application (ImageNet weights exist), and its input convention.
 PRETRAINABLE = {"fcn8s": "vgg16", "mobilenetv2_unet": "mobilenetv2"}
 # The MobileNetV2 widths (keras.applications.MobileNetV2's alpha) that ImageNet weights exist for.
@@ -22,6 +22,8 @@ def output_stride(name: str, depth: int = 4) -> int:
         return 2**depth
     if name in ("fcn8s", "mobilenetv2_unet"):
         return 32
+    if name == "deeplabv3plus":
+        return 16
     raise ValueError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
 
 
@@ -69,15 +71,19 @@ def build_model(
     """
     check_input_size(name, input_shape[:2], depth)
     source = backbone_source(backbone_weights)
+    if source and name not in PRETRAINABLE:
+        raise ValueError(
+            "--backbone_weights applies to fcn8s (VGG16) and mobilenetv2_unet (MobileNetV2); "
+            f"{name} trains from scratch"
+        )
     if name == "unet":
         from trainer.models.unet import build_unet
 
-        if source:
-            raise ValueError(
-                "--backbone_weights applies to fcn8s (VGG16) and mobilenetv2_unet (MobileNetV2); "
-                "U-Net trains from scratch"
-            )
         return build_unet(input_shape, num_classes, base_filters=base_filters or 64, depth=depth)
+    if name == "deeplabv3plus":
+        from trainer.models.deeplabv3plus import DEFAULT_BASE_FILTERS, build_deeplabv3plus
+
+        return build_deeplabv3plus(input_shape, num_classes, base_filters=base_filters or DEFAULT_BASE_FILTERS)
     from trainer.models import weights as weights_lib
 
     if name == "mobilenetv2_unet":
