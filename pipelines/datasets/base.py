@@ -237,6 +237,13 @@ class Dataset(abc.ABC):
     def ground_truth_layouts(self, split: Optional[str]) -> list[GroundTruthLayout]:
         """Where evaluate looks for ground truth below ``--ground_truth``, first match wins."""
 
+    def literal_id(self, path: str, root: str, role: str) -> Optional[str]:
+        """The id of the file ``path`` listed under the dataset folder ``root`` from its whole path there, for a
+        dataset whose ids are paths (``folder``: ``site_a/0001``, so that a file name repeated across sub-folders
+        stays two ids); ``role``: ``"image"`` (below ``input_folder``) or ``"mask"`` (a ground-truth mask). None
+        (the default): the id comes from the file name alone (``example_id``)."""
+        return None
+
     def evaluate_split_ids(self, split: str, ground_truth: str, files: Files) -> Optional[frozenset[str]]:
         """The ids of the dataset's own ``split`` (evaluate's ``--split``) as the ground truth lists them (Pet's
         ``annotations/<split>.txt``), or None where a split is a folder that ``ground_truth_layouts(split)``
@@ -261,14 +268,18 @@ class Dataset(abc.ABC):
             for f in files.list_files(folder)
             if not basename(f.path).startswith(".") and posixpath.splitext(f.path)[1].lower() in IMAGE_EXTENSIONS
         ]
+
+        def id_of(path: str) -> Optional[str]:
+            return self.literal_id(path, input_dir, "image") or self.example_id(posixpath.splitext(basename(path))[0])
+
         if ids is not None:
-            found = [f for f in found if self.example_id(posixpath.splitext(basename(f.path))[0]) in ids]
+            found = [f for f in found if id_of(f.path) in ids]
         elif split is not None and not found:
             raise ValueError(
                 f"--split {split}: no {self.name} images in {folder} (layout: {self.input_layout}); name a split "
                 "the dataset folder has, or leave --split out"
             )
-        seen = {self.example_id(posixpath.splitext(basename(f.path))[0]) for f in found}
+        seen = {id_of(f.path) for f in found}
         return SplitImages(
             sorted(f.path for f in found if f.error is None),
             sorted((f.path, f.error) for f in found if f.error is not None),

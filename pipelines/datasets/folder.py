@@ -43,7 +43,10 @@ from schemas import labels
 from schemas.records import SPLITS
 
 CLASSES_FILE = "classes.json"
-FOLDERS = {"image": "images", "mask": "masks"}  # role -> folder under SRC
+FOLDERS = {"image": "images", "mask": "masks"}  # role -> folder under SRC, unless classes.json names others
+MASK_SUFFIX = ".png"  # what follows the id in a mask's name, unless classes.json's "mask_suffix" says otherwise
+# classes.json's keys for the layout (mmseg's img_dir / seg_map_dir / seg_map_suffix): role -> key
+LAYOUT_KEYS = {"image": "images", "mask": "masks"}
 SPLITS_FOLDER = "splits"  # SRC/splits/<split>.txt
 LABEL_MODE = "classes"
 MAX_CLASSES = labels.IGNORE_LABEL  # train ids 0..254; 255 is ignore
@@ -59,6 +62,12 @@ class FolderTable(NamedTuple):
     colours_given: bool  # False: the palette is made up for pictures, and RGB masks cannot be read
     ignore_values: tuple[int, ...]
     ignore_colours: tuple[tuple[int, int, int], ...]
+    images: str = FOLDERS["image"]  # the folders under SRC ("/"-separated), and the masks' name ending
+    masks: str = FOLDERS["mask"]
+    mask_suffix: str = MASK_SUFFIX
+
+    def folder(self, role: str) -> str:
+        return self.images if role == "image" else self.masks
 
 
 def _default_colour(i: int) -> tuple[int, int, int]:
@@ -83,6 +92,30 @@ def _value(value: object, where: str) -> int:
     return value
 
 
+def _layout(raw: dict, where: str) -> tuple[str, str, str]:
+    """classes.json's optional "images", "masks" (folders under SRC) and "mask_suffix" (the masks' name ending)."""
+    found = []
+    for role, key in LAYOUT_KEYS.items():
+        name = raw.get(key, FOLDERS[role])
+        parts = name.strip("/").split("/") if isinstance(name, str) else []
+        if not parts or any(p in ("", ".", "..") or p.startswith(".") for p in parts) or name.startswith("/"):
+            raise ValueError(
+                f'{where} "{key}" must be a folder below SRC such as "{FOLDERS[role]}", got {json.dumps(name)}'
+            )
+        found.append("/".join(parts))
+    images, masks = found
+    if images == masks or images.startswith(masks + "/") or masks.startswith(images + "/"):
+        raise ValueError(
+            f'{where}: "images" ({images}) and "masks" ({masks}) must be two folders, neither inside the other'
+        )
+    suffix = raw.get("mask_suffix", MASK_SUFFIX)
+    if not isinstance(suffix, str) or not suffix.lower().endswith(".png") or "/" in suffix:
+        raise ValueError(
+            f'{where} "mask_suffix" must end with .png (masks are PNGs), e.g. "_mask.png", got {json.dumps(suffix)}'
+        )
+    return images, masks, suffix
+
+
 def parse_classes(text: str, where: str = CLASSES_FILE) -> FolderTable:
     """``classes.json``'s text → its ``FolderTable``; ``ValueError`` (one line naming ``where``) otherwise."""
     try:
@@ -91,9 +124,11 @@ def parse_classes(text: str, where: str = CLASSES_FILE) -> FolderTable:
         raise ValueError(f"{where} is not JSON ({err})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("classes"), list) or len(raw["classes"]) < 2:
         raise ValueError(f'{where} must be an object with "classes": a list of at least 2 classes')
-    unknown = sorted(set(raw) - {"classes", "ignore", "ignore_colors"})
+    known = ("classes", "ignore", "ignore_colors", *LAYOUT_KEYS.values(), "mask_suffix")
+    unknown = sorted(set(raw) - set(known))
     if unknown:
-        raise ValueError(f"{where} has unknown keys {unknown}; it takes classes, ignore, ignore_colors")
+        raise ValueError(f"{where} has unknown keys {unknown}; it takes {', '.join(known)}")
+    images, masks, suffix = _layout(raw, where)
     if len(raw["classes"]) > MAX_CLASSES:
         raise ValueError(f"{where} has {len(raw['classes'])} classes; at most {MAX_CLASSES}")
     names, values, colours = [], [], []
@@ -126,6 +161,9 @@ def parse_classes(text: str, where: str = CLASSES_FILE) -> FolderTable:
         all(given),
         ignore,
         ignore_colours,
+        images,
+        masks,
+        suffix,
     )
 
 
@@ -161,18 +199,30 @@ def map_mask(array: np.ndarray, table: FolderTable) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------- discovery
-def folder_part(listed, root: str, role: str) -> Iterator[Listed]:
-    """One file listed under ``images/`` or ``masks/`` → ``(id, (role, path))``, or a dead letter for a stray."""
-    folder = FOLDERS[role]
+def file_id(rel: str, role: str, table: FolderTable) -> Optional[str]:
+    """A file's id from its path below the images or masks folder: the path without the image's extension or the
+    mask's suffix (literal, so ``site_a/0001`` and ``site_b/0001`` stay two ids); None when the name has neither."""
+    if role == "image":
+        stem, ext = posixpath.splitext(rel)
+        return stem if ext.lower() in IMAGE_EXTENSIONS and stem and not stem.endswith("/") else None
+    n = len(table.mask_suffix)
+    return rel[:-n] if len(rel) > n and rel[-n:].lower() == table.mask_suffix.lower() else None
+
+
+def folder_part(listed, root: str, role: str, table: FolderTable) -> Iterator[Listed]:
+    """One file listed under the images or masks folder → ``(id, (role, path))``, or a dead letter for a stray."""
+    folder = table.folder(role)
     rel = relative(listed.path, root)
-    stem, ext = posixpath.splitext(rel)
+    stem = file_id(rel, role, table)
+    ext = posixpath.splitext(rel)[1]
     name = basename(listed.path)
-    allowed = IMAGE_EXTENSIONS if role == "image" else (".png",)
     if name.startswith("."):
         yield DeadLetter(listed.path, f"hidden file in {folder}/, not read", "discover")
-    elif ext.lower() not in allowed:
-        kind = "an image" if role == "image" else "a PNG mask"
-        yield DeadLetter(listed.path, f"not {kind} file ({ext or 'no extension'}) in {folder}/", "discover")
+    elif stem is None and role == "image":
+        yield DeadLetter(listed.path, f"not an image file ({ext or 'no extension'}) in {folder}/", "discover")
+    elif stem is None:
+        kind = f"a mask named <id>{table.mask_suffix}"
+        yield DeadLetter(listed.path, f"not {kind} ({name}) in {folder}/", "discover")
     elif listed.error is not None:
         yield stem, ("broken", Broken(role, listed.path, listed.error))
         yield DeadLetter(listed.path, listed.error, "discover")
@@ -197,7 +247,9 @@ def read_split_lists(root: str, files: Files) -> Iterator[Listed]:
                 yield example_id, ("list", (split, f"{listed.path}:{number}"))
 
 
-def assemble_folder(key: str, parts: list, lists: list[str], fractions: SplitFractions) -> Iterator[Assembled]:
+def assemble_folder(
+    key: str, parts: list, lists: list[str], fractions: SplitFractions, table: Optional[FolderTable] = None
+) -> Iterator[Assembled]:
     """Every part of one id → its ``Example``, or dead letters (module docstring)."""
     by_role: dict[str, list] = {}
     for role, value in parts:
@@ -208,10 +260,12 @@ def assemble_folder(key: str, parts: list, lists: list[str], fractions: SplitFra
     for extra in images[1:]:
         yield DeadLetter(extra, f"second image for id {key} (kept {basename(images[0])})", "pair")
     first = key.split("/", 1)[0]
+    images_dir, masks_dir = (table.images, table.masks) if table else (FOLDERS["image"], FOLDERS["mask"])
+    suffix = table.mask_suffix if table else MASK_SUFFIX
     if not images:
         for path in masks:
             yield DeadLetter(
-                path, f"mask without image (no readable images/{key}.*)" + alone_because(broken, "image"), "pair"
+                path, f"mask without image (no readable {images_dir}/{key}.*)" + alone_because(broken, "image"), "pair"
             )
         for _, where in rows:
             yield DeadLetter(where, f"lists {key}, which has no image", "pair")
@@ -239,12 +293,15 @@ def assemble_folder(key: str, parts: list, lists: list[str], fractions: SplitFra
     else:
         yield DeadLetter(
             images[0],
-            f"{split} image without mask (no readable masks/{key}.png)" + alone_because(broken, "mask"),
+            f"{split} image without mask (no readable {masks_dir}/{key}{suffix})" + alone_because(broken, "mask"),
             "pair",
         )
 
 
 # --------------------------------------------------------------------------------------------- the dataset
+_DEFAULT_LAYOUT = FolderTable((), (), (), False, (), ())  # the folder names before classes.json is read
+
+
 @dataclasses.dataclass(frozen=True)
 class Folder(Dataset):
     table: Optional[FolderTable] = None  # from SRC/classes.json (``with_source``); None until then
@@ -257,7 +314,9 @@ class Folder(Dataset):
             raise ValueError(
                 f"no readable {path}: the folder dataset's classes come from SRC/{CLASSES_FILE} (see docs/datasets.md)"
             ) from None
-        return dataclasses.replace(self, table=parse_classes(text, path))
+        table = parse_classes(text, path)
+        # The images folder classes.json names is where infer's --input_dir finds the images.
+        return dataclasses.replace(self, table=table, input_folder=tuple(table.images.split("/")))
 
     def _table(self) -> FolderTable:
         if self.table is None:
@@ -312,12 +371,13 @@ class Folder(Dataset):
         if source[0] == "lists":
             yield from read_split_lists(input_dir, files)
             return
-        root = files.join(input_dir, FOLDERS[source[1]])
+        table = self._table()
+        root = files.join(input_dir, table.folder(source[1]))
         for listed in files.list_files(root):
-            yield from folder_part(listed, root, source[1])
+            yield from folder_part(listed, root, source[1], table)
 
     def assemble(self, key: str, parts: list, facts: list[str], fractions: SplitFractions) -> Iterator[Assembled]:
-        return assemble_folder(key, parts, facts, fractions)
+        return assemble_folder(key, parts, facts, fractions, self._table())
 
     def example_id(self, stem: str) -> Optional[str]:
         return stem
@@ -326,8 +386,9 @@ class Folder(Dataset):
         return np.take(self.train_id_luts(label_mode)[None], np.asarray(native, dtype=np.uint8))
 
     def ground_truth_layouts(self, split: Optional[str]) -> list[GroundTruthLayout]:
-        below = (FOLDERS["mask"],) + ((split,) if split else ())
-        return [GroundTruthLayout(below, depth, ".png") for depth in (1, 2, 3)]
+        table = self.table or _DEFAULT_LAYOUT
+        below = tuple(table.masks.split("/")) + ((split,) if split else ())
+        return [GroundTruthLayout(below, depth, table.mask_suffix) for depth in (1, 2, 3)]
 
     def evaluate_split_ids(self, split: str, ground_truth: str, files: Files) -> Optional[frozenset[str]]:
         lists = [f for f in files.list_folder(files.join(ground_truth, SPLITS_FOLDER)) if f.error is None]
@@ -335,7 +396,15 @@ class Folder(Dataset):
         if not found:
             return None  # the split is a folder, masks/<split>/
         rows = files.read(found[0].path).decode("utf-8", errors="replace").splitlines()
-        return frozenset(basename(posixpath.splitext(r.strip())[0]) for r in rows if r.strip())
+        # The rows as discovery reads them: literal ids, nesting kept (site_a/0001 is not site_b/0001).
+        return frozenset(posixpath.splitext(r.strip())[0] for r in rows if r.strip() and not r.strip().startswith("#"))
+
+    def literal_id(self, path: str, root: str, role: str) -> Optional[str]:
+        # Ids are paths below the images/masks folder, so a name repeated across sub-folders stays two ids.
+        table = self.table or _DEFAULT_LAYOUT
+        local = root[len("file://") :] if root.startswith("file://") else root
+        prefix = posixpath.join(local.rstrip("/") or "/", table.folder(role)) + "/"
+        return file_id(path[len(prefix) :], role, table) if path.startswith(prefix) else None
 
 
 DATASET = Folder(
@@ -347,7 +416,7 @@ DATASET = Folder(
     record_image_format="png",  # the user's images may be anything: keep them lossless
     mask_bytes_per_pixel=0.15,
     input_folder=(FOLDERS["image"],),
-    input_layout=f"images/**/<name>.<jpg|png> with masks/**/<name>.png and {CLASSES_FILE}",
+    input_layout=f"images/**/<name>.<jpg|png> with masks/**/<name>.png and {CLASSES_FILE} (or the folders it names)",
     metadata_extra=(),
     example_id_hint="<name>",
     labels_file=CLASSES_FILE,

@@ -81,7 +81,7 @@ def build_pipeline(
         "pred": pipeline | "PredictionFiles" >> beam.Create(inputs.predictions),
     }
     extra = dict(extra, errors=inputs.errors, ignored_files=inputs.ignored)
-    paired = sides | "PairByExampleId" >> PairByExampleId(spec.dataset)
+    paired = sides | "PairByExampleId" >> PairByExampleId(spec.dataset, inputs.ids)
     # Each example id becomes one pair to score or one finding that did not pair: together, the job's progress.
     _ = paired | "EachIdTaken" >> beam.Flatten() | "Progress" >> beam.ParDo(progress.CountDone(sink))
     _ = (
@@ -93,7 +93,8 @@ def build_pipeline(
 
 def example_count(inputs: EvaluationInputs, dataset: str) -> int:
     """The example ids the two sides name together: what ``build_pipeline`` pairs, one by one."""
-    return len({example_id(p, dataset) for p in [*inputs.ground_truth, *inputs.predictions]})
+    ids = inputs.ids or {}
+    return len({ids.get(p) or example_id(p, dataset) for p in [*inputs.ground_truth, *inputs.predictions]})
 
 
 def from_args(argv: Optional[Sequence[str]] = None) -> tuple[EvaluateConfig, list[str]]:
@@ -183,7 +184,7 @@ def _evaluate(
 ) -> dict[str, Any]:
     """Pairs and scores the masks; writes the document to ``write_to`` and returns it."""
     try:
-        inputs = gather_inputs(predictions, config.ground_truth, config.dataset, config.split, ids_of_split)
+        inputs = gather_inputs(predictions, config.ground_truth, dataset or config.dataset, config.split, ids_of_split)
     except UsageError:
         raise
     except ValueError as err:

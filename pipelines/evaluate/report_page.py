@@ -22,7 +22,7 @@ from pipelines.common import storage
 from pipelines.datasets.base import Dataset
 from pipelines.datasets.discovery import BeamFiles
 from pipelines.evaluate import report_figures as figures, report_html as html_page
-from pipelines.evaluate.inputs import example_id, find_ground_truth
+from pipelines.evaluate.inputs import example_id, find_ground_truth, unique_names
 from pipelines.evaluate.transforms import to_train_ids
 from pipelines.infer import outputs
 from schemas import errors
@@ -89,16 +89,32 @@ def _model_spec(output_dir: str, dataset: str) -> Optional[LabelSpec]:
     return spec_from_table(info.dataset, info.label_mode, info.class_names, info.ignore_label, info.label_table)
 
 
-def _ground_truth_index(root: Optional[str], dataset: str) -> dict[str, str]:
+def _ground_truth_index(root: Optional[str], source: Dataset) -> dict[str, str]:
+    """id -> ground-truth mask, by the ids evaluate pairs by (``pipelines.evaluate.inputs.pairing_ids``)."""
     if not root:
         return {}
     index: dict[str, str] = {}
-    _, found = find_ground_truth(root, dataset, None)  # the folder is literal: listed, never globbed
+    _, found = find_ground_truth(root, source, None)  # the folder is literal: listed, never globbed
     for listed in found:
-        key = example_id(listed.path, dataset) if listed.error is None else None
-        if key:
-            index.setdefault(key, listed.path)
+        if listed.error is None:
+            key = source.literal_id(listed.path, root.rstrip("/"), "mask") or example_id(listed.path, source.name)
+            if key:
+                index.setdefault(key, listed.path)
     return index
+
+
+def _image_ids(summary: dict[str, Any], source: Dataset, gt_ids: set[str]) -> dict[str, str]:
+    """infer's input path -> the id evaluate scored it under, by evaluate's rule (``inputs.pairing_ids``)."""
+    input_dir = summary.get("input_dir") if summary.get("input_dataset") == source.name else None
+    by_name = unique_names(gt_ids)
+    ids = {}
+    for path in summary["outputs"]:
+        found = source.literal_id(path, input_dir, "image") if input_dir else None
+        if found is None:
+            found = example_id(path, source.name) or ""
+            found = by_name.get(found, found)
+        ids[path] = found
+    return ids
 
 
 def _plural(count: int, noun: str = "image") -> str:
@@ -106,7 +122,11 @@ def _plural(count: int, noun: str = "image") -> str:
 
 
 def choose_images(
-    written: dict[str, str], evaluation: Optional[dict[str, Any]], dataset: str, max_images: int
+    written: dict[str, str],
+    evaluation: Optional[dict[str, Any]],
+    dataset: str,
+    max_images: int,
+    ids: Optional[dict[str, str]] = None,
 ) -> tuple[list[dict[str, Any]], str]:
     """(the images to show: ``path``, ``stem``, ``section`` ("worst", "best" or "first") and ``scores`` (the image's
     ``per_image`` entry, or None); a note saying how they were chosen).
@@ -114,7 +134,7 @@ def choose_images(
     ``written``: infer's summary.json ``outputs`` (input path → output stem). With per-image scores: the
     ``max_images`` lowest per-image mIoUs, lowest first (an image with no mIoU, nothing labelled on either side,
     ranks last), then up to ``BEST_ROWS`` of the highest, highest first. Without: the first ``max_images`` by
-    output name."""
+    output name. ``ids``: input path → the id evaluate scored it under (default: its file name's id)."""
     per_image = (evaluation or {}).get("per_image")
     if per_image is None:
         why = (
@@ -125,7 +145,7 @@ def choose_images(
         chosen = sorted(written.items(), key=lambda kv: kv[1])[:max_images]
         note = f"{why}: these are the first images by name; run pipelines.evaluate to show the worst ones first"
         return [{"path": p, "stem": s, "section": "first", "scores": None} for p, s in chosen], note
-    by_id = {example_id(path, dataset): (path, stem) for path, stem in written.items()}
+    by_id = {(ids or {}).get(path) or example_id(path, dataset): (path, stem) for path, stem in written.items()}
     scored = [(entry, *by_id[entry["id"]]) for entry in per_image if entry.get("id") in by_id]
     scored.sort(key=lambda e: (e[0]["miou"] is None, e[0]["miou"] or 0.0, e[0]["id"]))
     worst, rest = scored[:max_images], scored[max_images:]
@@ -158,16 +178,18 @@ def collect_rows(
     images inference wrote; how the shown ones were chosen). ``dataset`` reads the ground-truth masks (bound to
     ``ground_truth``'s own label table, ``Dataset.with_source``; default: ``spec.dataset``'s)."""
     summary = json.loads(storage.read_bytes(FileSystems.join(output_dir, "summary.json")).decode("utf-8"))
-    gt_index = _ground_truth_index(ground_truth, spec.dataset)
-    chosen, note = choose_images(summary["outputs"], evaluation, spec.dataset, max_images)
+    source = dataset or datasets.get(spec.dataset)
+    gt_index = _ground_truth_index(ground_truth, source)
+    image_ids = _image_ids(summary, source, set(gt_index))
+    chosen, note = choose_images(summary["outputs"], evaluation, spec.dataset, max_images, image_ids)
     rows = []
     for row in chosen:
         path, stem = row["path"], row["stem"]
         image = _read_image(path)
         gt = None
-        gt_path = gt_index.get(example_id(path, spec.dataset) or "")
+        gt_path = gt_index.get(image_ids.get(path) or "")
         if gt_path:
-            gt = _ground_truth_colours(gt_path, dataset or datasets.get(spec.dataset), spec)
+            gt = _ground_truth_colours(gt_path, source, spec)
         prediction = _read_image(FileSystems.join(output_dir, outputs.COLOR_DIR, f"{stem}.png"))
         ids = _read_image(FileSystems.join(output_dir, outputs.INSTANCES_DIR, f"{stem}_instanceIds.png"))
         instances = None

@@ -131,9 +131,10 @@ def _named(side: Mask) -> str:
 def compare_pair(
     pair: tuple[Mask, Mask], dataset: Union[str, Dataset], label_mode: str, num_classes: int
 ) -> Iterable[tuple]:
-    """(prediction, ground truth) → ('matrix', (example id or None, int64 [C, C+1])), or one ('error', {path,
-    error}) per side that cannot be scored (unreadable, not an id mask, another size than the other side)."""
-    prediction, ground_truth = pair
+    """(prediction, ground truth[, example id]) → ('matrix', (example id or None, int64 [C, C+1])), or one
+    ('error', {path, error}) per side that cannot be scored (unreadable, not an id mask, another size than the
+    other side). Without the id, it is the one the ground truth's file name (else the prediction's) carries."""
+    prediction, ground_truth, *paired_as = pair
     gt, gt_problem = _mask(ground_truth, read_ground_truth, dataset)
     pred, pred_problem = _mask(prediction, read_prediction, dataset)
     if gt is not None and pred is not None and gt.shape != pred.shape:
@@ -148,7 +149,8 @@ def compare_pair(
         to_train_ids(gt, dataset, label_mode), to_train_ids(pred, dataset, label_mode), num_classes
     )
     Metrics.counter(NAMESPACE, "images_evaluated").inc()
-    yield "matrix", (_pair_id(prediction, ground_truth, _dataset(dataset).name), matrix)
+    image_id = paired_as[0] if paired_as else _pair_id(prediction, ground_truth, _dataset(dataset).name)
+    yield "matrix", (image_id, matrix)
 
 
 def _pair_id(prediction: Mask, ground_truth: Mask, dataset: str) -> Optional[str]:
@@ -175,12 +177,12 @@ def image_scores(image_id: Optional[str], matrix: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _key_by_id(path: str, dataset: str) -> tuple[str, str]:
-    return example_id(path, dataset), path
+def _key_by_id(path: str, dataset: str, ids: Optional[dict[str, str]] = None) -> tuple[str, str]:
+    return (ids[path] if ids and path in ids else example_id(path, dataset)), path
 
 
 class _MatchPair(beam.DoFn):
-    """(id, {'gt': [path], 'pred': [path]}) → (prediction, ground truth); what does not pair goes to
+    """(id, {'gt': [path], 'pred': [path]}) → (prediction, ground truth, id); what does not pair goes to
     ``REPORTED`` as ('missing', id) | ('unmatched', path) | ('error', {path, error})."""
 
     REPORTED = "reported"
@@ -196,20 +198,23 @@ class _MatchPair(beam.DoFn):
             error = {"path": preds[0], "error": f"{len(preds)} predictions for {key}: {preds}"}
             yield beam.pvalue.TaggedOutput(self.REPORTED, ("error", error))
         else:
-            yield preds[0], gts[0]
+            yield preds[0], gts[0], key
 
 
 class PairByExampleId(beam.PTransform):
     """{'pred': paths, 'gt': paths} (a dict of two PCollections of mask paths) → ``(pairs, reported)``:
-    (prediction, ground truth) paths of one example id, and what did not pair (``_MatchPair.REPORTED``)."""
+    (prediction, ground truth, id) of one example id, and what did not pair (``_MatchPair.REPORTED``). ``ids``:
+    path → id where the launcher resolved them (``pipelines.evaluate.inputs.pairing_ids``); else each path's
+    ``example_id``."""
 
-    def __init__(self, dataset: str):
+    def __init__(self, dataset: str, ids: Optional[dict[str, str]] = None):
         super().__init__()
         self._dataset = dataset
+        self._ids = ids
 
     def expand(self, sides: dict[str, beam.PCollection]) -> tuple[beam.PCollection, beam.PCollection]:
         keyed = {
-            name: sides[name] | f"Key{name.capitalize()}" >> beam.Map(_key_by_id, self._dataset)
+            name: sides[name] | f"Key{name.capitalize()}" >> beam.Map(_key_by_id, self._dataset, self._ids)
             for name in ("gt", "pred")
         }
         matched = (

@@ -144,8 +144,11 @@ def dataset_inputs(input_dir: str, dataset: str, split: Optional[str], output_di
     from pipelines import datasets
     from pipelines.datasets.discovery import BeamFiles
 
-    source = datasets.get(dataset)
     root = input_dir.rstrip("/") or input_dir
+    try:  # the dataset as the folder defines it (folder: its classes.json names the images folder)
+        source = datasets.get(dataset).with_source(root, BeamFiles())
+    except ValueError as err:
+        raise InputError(str(err)) from None
     images_folder = FileSystems.join(root, *source.input_folder)
     if storage.same_or_inside(output_dir, images_folder):
         raise InputError(

@@ -69,13 +69,21 @@ def _example(rng: np.random.Generator, size: tuple[int, int]) -> tuple[np.ndarra
 
 
 def write_folder_dataset(
-    root: str, size: tuple[int, int] = (24, 32), splits: str = "lists", seed: int = 0, classes: Optional[dict] = None
+    root: str,
+    size: tuple[int, int] = (24, 32),
+    splits: str = "lists",
+    seed: int = 0,
+    classes: Optional[dict] = None,
+    layout: Optional[dict[str, str]] = None,
 ) -> dict[str, str]:
     """Writes the sample under ``root``; ``splits``: ``lists`` (``splits/*.txt``), ``folders`` (``images/<split>/``)
-    or ``hash`` (none: ``--val_fraction``/``--test_fraction``). Returns {id: split} as ``SPLIT_OF`` (ids under
-    ``<split>/`` with ``folders``)."""
+    or ``hash`` (none: ``--val_fraction``/``--test_fraction``). ``layout``: classes.json's folder names and mask
+    suffix (e.g. ``{"images": "img_dir", "masks": "ann_dir", "mask_suffix": "_mask.png"}``), written there and
+    used for the files. Returns {id: split} as ``SPLIT_OF`` (ids under ``<split>/`` with ``folders``)."""
     rng = np.random.default_rng(seed)
-    table = classes or CLASSES
+    table = dict(classes or CLASSES, **(layout or {}))
+    images_dir, masks_dir = table.get("images", "images"), table.get("masks", "masks")
+    suffix = table.get("mask_suffix", ".png")
     _save(os.path.join(root, "classes.json"), (json.dumps(table, indent=2) + "\n").encode("utf-8"))
     values = [c["value"] for c in table["classes"]]
     colours = [c["color"] for c in table["classes"]]
@@ -86,7 +94,7 @@ def write_folder_dataset(
         rgb = example_id.startswith("site_b")  # site_b: JPEG photos, RGB colour-coded masks
         buf = io.BytesIO()
         Image.fromarray(image).save(buf, format="JPEG" if rgb else "PNG", quality=90)
-        _save(os.path.join(root, "images", key + (".jpg" if rgb else ".png")), buf.getvalue())
+        _save(os.path.join(root, images_dir, key + (".jpg" if rgb else ".png")), buf.getvalue())
         written[key] = split
         if example_id == "site_b/b3":
             continue
@@ -100,8 +108,8 @@ def write_folder_dataset(
             mask = lut[index]
             if example_id == "site_a/a3":
                 mask[-1, -1] = STRAY_VALUE
-        _save(os.path.join(root, "masks", key + ".png"), _png(mask))
-    _save(os.path.join(root, "masks", ORPHAN_MASK + ".png"), _png(np.zeros(size, np.uint8)))
+        _save(os.path.join(root, masks_dir, key + suffix), _png(mask))
+    _save(os.path.join(root, masks_dir, ORPHAN_MASK + suffix), _png(np.zeros(size, np.uint8)))
     if splits == "lists":
         for split in ("train", "val", "test"):
             rows = [i for i, s in sorted(SPLIT_OF.items()) if s == split]
