@@ -40,8 +40,8 @@ class EvaluateConfig:
     )
     split: Optional[str] = flag_parser.option(
         None,
-        "the dataset's own split to score (Pet: test or trainval, from annotations/<split>.txt; Cityscapes: a "
-        "gtFine split folder); refused when the dataset has no such split",
+        "the dataset's own split to score (from its list file or split folder, as docs/datasets.md describes for "
+        "each --dataset); refused when the dataset has no such split",
         default_text="every image found",
     )
     output_file: Optional[str] = flag_parser.option(

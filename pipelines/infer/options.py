@@ -91,9 +91,9 @@ class InferConfig:
     )
     split: Optional[str] = flag_parser.option(
         None,
-        "with --input_dir: only the images of the dataset's own split, as evaluate --split scores it (Pet: test or "
-        "trainval, from annotations/<split>.txt; Cityscapes: the leftImg8bit/<split>/ folder); the split's ids "
-        "that have no image are counted in summary.json",
+        "with --input_dir: only the images of the dataset's own split, as evaluate --split scores it (from its "
+        "list file or split folder, as docs/datasets.md describes for each --dataset); the split's ids that have "
+        "no image are counted in summary.json",
         default_text="every image of --input_dir",
     )
     max_pixels: int = flag_parser.option(
