@@ -132,6 +132,7 @@ def test_tflite_flag_values():
     def types(value):
         return TrainConfig(data_dir="d", job_dir="j", model="unet", tflite=value).tflite_types()
 
+    assert TrainConfig(data_dir="d", job_dir="j", model="unet").tflite_types() == ("float32",)  # every run's
     assert types("float32") == ("float32",) and types("none") == ()
     assert types("int8, float32") == ("float32", "int8") and types("all") == ("float32", "float16", "int8")
     with pytest.raises(UsageError, match="--tflite takes none, all"):
