@@ -81,7 +81,11 @@ class TrainConfig:
         default_text="none: random initialisation",
     )
     base_filters: Optional[int] = flag_parser.option(
-        None, "first-level filters (U-Net) / VGG width (FCN-8s)", minimum=1, default_text="64", advanced=True
+        None,
+        "first-level filters (U-Net) / VGG width (FCN-8s) / width unit (deeplabv3plus, default 24)",
+        minimum=1,
+        default_text="64",
+        advanced=True,
     )
     depth: int = flag_parser.option(
         4, "U-Net levels (input sides must be multiples of 2**depth)", minimum=1, maximum=6, advanced=True
