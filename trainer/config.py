@@ -90,6 +90,21 @@ class TrainConfig:
     depth: int = flag_parser.option(
         4, "U-Net levels (input sides must be multiples of 2**depth)", minimum=1, maximum=6, advanced=True
     )
+    batch_norm_momentum: float = flag_parser.option(
+        0.99,
+        "momentum of the batch-norm moving statistics that inference uses (unet, deeplabv3plus): lower follows "
+        "the training weights sooner; with few steps per epoch 0.99 leans on the initial statistics for hundreds "
+        "of steps",
+        minimum=0.0,
+        maximum=1.0,
+        advanced=True,
+    )
+    test_time_flip: bool = flag_parser.option(
+        False,
+        "the exported model (SavedModel and TFLite) averages each image's class probabilities with its mirror "
+        "image's: two network passes per image",
+        advanced=True,
+    )
     steps_per_epoch: Optional[int] = flag_parser.option(
         None, "training steps per epoch", minimum=1, default_text="one pass over the train records", advanced=True
     )

@@ -138,6 +138,7 @@ def build_network(config: TrainConfig, shape, num_classes: int, backbone_weights
             num_classes,
             base_filters=config.base_filters,
             depth=config.depth,
+            batch_norm_momentum=config.batch_norm_momentum,
             backbone_weights=backbone_weights,
             alpha=config.alpha,
         )

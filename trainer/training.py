@@ -225,7 +225,7 @@ def _export(job: preparation.TrainingJob, weights: list, report: dict) -> None:
     JOB/metrics.json."""
     import tf_keras as keras
 
-    from trainer import export, tflite
+    from trainer import export, test_time, tflite
     from trainer.normalization import with_input_convention
 
     config, info = job.config, job.info
@@ -233,6 +233,8 @@ def _export(job: preparation.TrainingJob, weights: list, report: dict) -> None:
     serving_network = preparation.build_network(config, job.image_shape, info.num_classes, None)
     serving_network.set_weights(weights)
     serving_model = with_input_convention(serving_network, job.convention, info.transform_root, job.image_shape)
+    if config.test_time_flip:
+        serving_model = test_time.flip_averaged(serving_model)
     claim = job.claim
     # Locally the export is written aside (claim.staging) and moved into place by renames once complete, so a
     # run that fails leaves the previous JOB/model whole. On gs:// (no rename) it is written in place, its

@@ -63,6 +63,7 @@ def build_model(
     depth: int = 4,
     backbone_weights: Optional[str] = None,
     alpha: float = 1.0,
+    batch_norm_momentum: float = 0.99,
 ) -> keras.Model:
     """Builds model ``name`` returning logits ``[B, H, W, num_classes]`` (float32 even under mixed precision).
 
@@ -79,11 +80,22 @@ def build_model(
     if name == "unet":
         from trainer.models.unet import build_unet
 
-        return build_unet(input_shape, num_classes, base_filters=base_filters or 64, depth=depth)
+        return build_unet(
+            input_shape,
+            num_classes,
+            base_filters=base_filters or 64,
+            depth=depth,
+            batch_norm_momentum=batch_norm_momentum,
+        )
     if name == "deeplabv3plus":
         from trainer.models.deeplabv3plus import DEFAULT_BASE_FILTERS, build_deeplabv3plus
 
-        return build_deeplabv3plus(input_shape, num_classes, base_filters=base_filters or DEFAULT_BASE_FILTERS)
+        return build_deeplabv3plus(
+            input_shape,
+            num_classes,
+            base_filters=base_filters or DEFAULT_BASE_FILTERS,
+            batch_norm_momentum=batch_norm_momentum,
+        )
     from trainer.models import weights as weights_lib
 
     if name == "mobilenetv2_unet":
