@@ -234,6 +234,8 @@ def test_staged_sdist_holds_the_package(gcs, request, job_fixture, tmp_path):
         "pipelines/infer/model.py",
         "pipelines/datasets/voc.py",  # every registered dataset travels, with its label tables
         "pipelines/datasets/ade20k.py",
+        "pipelines/datasets/folder.py",
+        "pipelines/datasets/_folder_table.py",  # not a dataset ("_"), but folder.py imports it on the workers
         "schemas/label_tables.py",
         "schemas/features.py",
         "schemas/transform.py",
@@ -274,6 +276,8 @@ _UNPICKLE = textwrap.dedent("""
     from pipelines import datasets
     report["modules"] = [pipelines.__file__, schemas.__file__]
     report["datasets"] = [datasets.get(name).name for name in datasets.names()]  # each module imports there
+    # ...from the installed package, with the modules they import (folder's _folder_table among them).
+    report["modules"] += sorted(m.__file__ for n, m in sys.modules.items() if n.startswith("pipelines.datasets."))
     print(json.dumps(report))
 """)
 
@@ -320,7 +324,8 @@ def unpickle_on_a_clean_worker(gcs, stagings: dict[str, str], tmp_path: pathlib.
     assert out.returncode == 0, out.stderr[-3000:]
     report = json.loads(out.stdout.strip().splitlines()[-1])
     assert all(m.startswith(str(site)) for m in report["modules"]), report["modules"]
-    assert {"voc", "ade20k"} <= set(report["datasets"]), report["datasets"]
+    assert {"voc", "ade20k", "folder"} <= set(report["datasets"]), report["datasets"]
+    assert any(m.endswith("pipelines/datasets/_folder_table.py") for m in report["modules"]), report["modules"]
     return {name: report[str(path)] for name, path in protos.items()}
 
 
