@@ -3,6 +3,7 @@ or, with ``--dataset cityscapes``, on N full-size (2048x1024) Cityscapes-layout 
 
     python bench/preprocess.py [--sizes 3000] [--repeats 5] [--image_size 128] [--rss_sizes 1000,4000]
     python bench/preprocess.py --dataset cityscapes [--sizes 60,300] [--repeats 1] [--compare_dir OLD_CHECKOUT]
+    python bench/preprocess.py --dataset voc|ade20k|folder [--sizes 40,120] [--repeats 1] [--image_size 256]
 
 For each N (same process run, same inputs, the three commands in turn, ``--repeats`` times, medians):
   pipeline: ``python -m pipelines.preprocess`` with its defaults (DirectRunner, one worker per core), the
@@ -33,6 +34,10 @@ resize to the record size, encode PNGs, one GZIP file) run in turn, with wall ti
 process tree, CPU per frame and peak RSS; the marginal CPU per frame ``(cpu(N2) - cpu(N1)) / (N2 - N1)`` and
 the peak RSS ratio between the smallest and largest N close the table. ``--compare_dir`` also runs the pipeline
 of another checkout (e.g. the code before a change) on the same inputs, in the same interleaved order.
+
+VOC, ADE20K and the folder layout (``--dataset voc|ade20k|folder``, records 256x256 by default):
+``bench/preprocess_datasets.py`` (the pipeline vs the bare loop at each dataset's typical image size, and each
+dataset's mask check per mask).
 """
 
 from __future__ import annotations
@@ -47,7 +52,10 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench import preprocess_datasets  # noqa: E402
 from bench.common import ROOT, make_cityscapes_inputs, make_pet_inputs, measure_cpu  # noqa: E402
+
+LAYOUTS = tuple(preprocess_datasets.SIZES)  # voc, ade20k, folder: bench/preprocess_datasets.py
 
 BASELINE = r"""
 import glob, os, sys, tensorflow as tf
@@ -347,11 +355,12 @@ def _median(values: list[float]) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dataset", choices=("pet", "cityscapes"), default="pet")
+    parser.add_argument("--dataset", choices=("pet", "cityscapes", *LAYOUTS), default="pet")
     parser.add_argument(
         "--sizes",
         default=None,
-        help="comma-separated N for the throughput comparison (default 3000; cityscapes 60,300)",
+        help="comma-separated N for the throughput comparison (default 3000; cityscapes 60,300; voc, ade20k, "
+        "folder 40,120)",
     )
     parser.add_argument(
         "--rss_sizes", default="1000,4000", help="comma-separated N for pipeline peak RSS; empty to skip"
@@ -359,7 +368,9 @@ def main() -> None:
     parser.add_argument(
         "--repeats", type=int, default=None, help="runs of each command per N (medians; default 5, cityscapes 1)"
     )
-    parser.add_argument("--image_size", default=None, help="record size (default 128; cityscapes 512,1024)")
+    parser.add_argument(
+        "--image_size", default=None, help="record size (default 128; cityscapes 512,1024; voc, ade20k, folder 256)"
+    )
     parser.add_argument(
         "--compare_dir",
         default=None,
@@ -376,6 +387,10 @@ def main() -> None:
     args = parser.parse_args()
     os.makedirs(args.work_dir, exist_ok=True)
     cityscapes = args.dataset == "cityscapes"
+    if args.dataset in LAYOUTS:
+        args.sizes, args.repeats = args.sizes or "40,120", args.repeats or 1
+        args.image_size = args.image_size or "256"
+        return preprocess_datasets.main(args)
     args.sizes = args.sizes if args.sizes is not None else ("60,300" if cityscapes else "3000")
     args.repeats = args.repeats if args.repeats is not None else (1 if cityscapes else 5)
     args.image_size = args.image_size or ("512,1024" if cityscapes else "128")

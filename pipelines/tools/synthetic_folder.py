@@ -4,7 +4,8 @@
 nested folders (``images/site_a/`` with 8-bit index masks, ``images/site_b/`` JPEGs with RGB colour-coded masks),
 splits as list files (``splits/*.txt``), sub-folders (``images/train/...``) or none (the stable hash), and what
 must end as a dead letter or an image-only record: a test image without a mask, a mask with a value outside the
-table, a mask without an image.
+table, a mask without an image. ``write_folder_images(root, n)`` writes ``n`` valid examples at a photo's size (the
+benchmarks').
 """
 
 from __future__ import annotations
@@ -115,6 +116,30 @@ def write_folder_dataset(
             rows = [i for i, s in sorted(SPLIT_OF.items()) if s == split]
             _save(os.path.join(root, "splits", f"{split}.txt"), ("\n".join(rows) + "\n").encode("utf-8"))
     return written
+
+
+def write_folder_images(root: str, n: int, size: tuple[int, int] = (480, 640), seed: int = 0) -> list[str]:
+    """``n`` valid examples in the folder layout for the benchmarks: ``classes.json`` (``CLASSES``), even ids as PNG
+    images with 8-bit index masks under ``site_a/``, odd ones as JPEGs with RGB colour-coded masks under
+    ``site_b/`` (both paths of the mask mapping), no split lists (the stable hash). Returns the ids."""
+    _save(os.path.join(root, "classes.json"), (json.dumps(CLASSES, indent=2) + "\n").encode("utf-8"))
+    values = np.zeros(256, np.uint8)
+    values[: len(CLASSES["classes"])] = [c["value"] for c in CLASSES["classes"]]
+    values[255] = 255
+    colours = np.zeros((256, 3), np.uint8)
+    colours[: len(CLASSES["classes"])] = [c["color"] for c in CLASSES["classes"]]
+    colours[255] = CLASSES["ignore_colors"][0]
+    ids = []
+    for i in range(n):
+        image, index = _example(np.random.default_rng([seed, i]), size)
+        rgb = i % 2 == 1
+        example_id = f"site_{'b' if rgb else 'a'}/{i:06d}"
+        buf = io.BytesIO()
+        Image.fromarray(image).save(buf, format="JPEG" if rgb else "PNG", quality=90)
+        _save(os.path.join(root, "images", example_id + (".jpg" if rgb else ".png")), buf.getvalue())
+        _save(os.path.join(root, "masks", example_id + ".png"), _png(colours[index] if rgb else values[index]))
+        ids.append(example_id)
+    return ids
 
 
 def write_from_args(args) -> None:
