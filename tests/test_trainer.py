@@ -49,6 +49,8 @@ def _cmd(data_dir, job_dir, *extra) -> list[str]:
         "2",
         "--verbose",
         "2",
+        "--tflite",  # the tests here are about training and the SavedModel; tests/test_tflite.py converts
+        "none",
         *map(str, extra),
     ]
 
@@ -470,6 +472,7 @@ def test_a_sigkilled_run_resumes_to_the_uninterrupted_result_and_the_frozen_enco
         learning_rate=0.01,
         deterministic=True,
         verbose=0,
+        tflite="none",  # what is compared is the training; a TFLite conversion of each run costs ~15 s of CPU
     )
     spe, total = 9, 18
 
