@@ -20,3 +20,23 @@ def pytest_xdist_auto_num_workers(config) -> int:
     """``-n auto``: one worker per core this process may run on, at most 4 (each worker holds TensorFlow and the
     shared artefacts' readers in memory, and the end-to-end tests start processes of their own)."""
     return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+# The modules holding the longest end-to-end tests (CI's --durations=20), longest first. They run before the rest
+# so that the run ends on short tests: under --dist worksteal an idle worker takes queued tests from a busy one, but
+# a test already running cannot be split, and a two-minute test started last leaves the other worker idle.
+LONGEST_FIRST = (
+    "test_gcs_trainer.py",
+    "test_trainer.py",
+    "test_demo.py",
+    "test_preprocess.py",
+    "test_progress.py",
+    "test_cli.py",
+)
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Moves the modules in ``LONGEST_FIRST`` to the front, in that order; a module's tests keep their order and
+    stay together (a module-scoped fixture is built once per worker that runs the module)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
