@@ -328,7 +328,7 @@ def test_infer_rides_out_transient_faults_with_identical_outputs(gcs, gcs_tls, i
     faulty_out = gcs.prefix("tf-infer-faults")
     gcs_tls.faults(rate=0.2, statuses=(503, 429), match=r"^(GET|POST|PUT|DELETE) ", seed=2)
     try:
-        faulty = gcs_tls.run([*cmd, "--output_dir", faulty_out], timeout=300)
+        faulty = gcs_tls.run([*cmd, "--output_dir", faulty_out], env=gcs_tls.env(**FAST_RETRIES), timeout=300)
     finally:
         injected = gcs_tls.clear_faults()
     assert faulty.returncode == 0, faulty.stderr[-3000:]
