@@ -144,6 +144,7 @@ def test_export_parity_raw_bytes_vs_training_graph(pet_job_dir, pet_records_dir)
         ("mobilenetv2_unet", dict(base_filters=4, alpha=0.35), "mobilenetv2"),
         ("fcn8s", dict(base_filters=2), "vgg16"),
         ("mobilenetv2_unet", dict(base_filters=4, alpha=0.35), "tft"),
+        ("deeplabv3plus", dict(base_filters=2), "tft"),
     ],
 )
 @pytest.mark.slow
