@@ -10,6 +10,7 @@ with ``_`` so the registry does not take it for a dataset.
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import NamedTuple
 
@@ -144,28 +145,109 @@ def _shown(items: list) -> str:
     return "[" + ", ".join(str(x) for x in items[:10]) + (", ..." if len(items) > 10 else "") + "]"
 
 
-def map_mask(array: np.ndarray, table: FolderTable) -> np.ndarray:
-    """A decoded mask (values [H, W] or RGB [H, W, 3]) → uint8 train ids (255 = ignore); ``ValueError`` naming the
-    values or colours the table does not have."""
-    if array.ndim == 3:
-        if not table.colours_given:
-            raise ValueError(f"mask is an RGB image, but {CLASSES_FILE} gives no colors to read it by")
-        codes = (array[..., 0].astype(np.int64) << 16) | (array[..., 1].astype(np.int64) << 8) | array[..., 2]
+def _packed(array: np.ndarray) -> np.ndarray:
+    """uint8 RGB [H, W, 3] → one uint32 code a pixel, (r << 16) | (g << 8) | b."""
+    codes = array[..., 0].astype(np.uint32)
+    codes <<= 8
+    codes |= array[..., 1]
+    codes <<= 8
+    codes |= array[..., 2]
+    return codes
+
+
+class _Lookup(NamedTuple):
+    """One table's keys (mask values or packed colours) → train ids, in the forms ``map_mask`` indexes."""
+
+    train: dict[int, int]  # key → train id (255 for the ignore keys)
+    values: np.ndarray  # uint8 [65536]: a mask value's train id; ``sentinel`` where classes.json lists none
+    sentinel: int  # a train id no listed value has (the class count), or -1 when all 256 are taken
+    known: np.ndarray  # bool [65536]: the value is listed (only read when there is no sentinel)
+    # Colours: a perfect multiplicative hash, slot = (code * multiplier mod 2**32) >> shift, distinct for each
+    # listed colour. Each slot holds (code << 8) | train id, so one look-up gives both the colour to compare
+    # with and the id; an empty slot holds a colour that hashes elsewhere, which no code landing in it can equal.
+    multiplier: np.uint32
+    shift: np.uint32
+    slots: np.ndarray  # uint32 [2 ** (32 - shift)]
+
+
+def _perfect_hash(codes: list[int]) -> tuple[int, int]:
+    """(multiplier, shift) putting each code in a slot of its own, with as few slots as a few tries find."""
+    bits = max(1, (len(codes) - 1).bit_length())
+    while True:
+        for attempt in range(64):
+            multiplier = (0x9E3779B1 + 2 * attempt) & 0xFFFFFFFF  # odd: Knuth's golden-ratio constant, then near
+            if len({((c * multiplier) & 0xFFFFFFFF) >> (32 - bits) for c in codes}) == len(codes):
+                return multiplier, 32 - bits
+        bits += 1
+
+
+@functools.lru_cache(maxsize=16)
+def _lookup(table: FolderTable, rgb: bool) -> _Lookup:
+    if rgb:
         keys = [(r << 16) | (g << 8) | b for r, g, b in table.colours]
         ignore = [(r << 16) | (g << 8) | b for r, g, b in table.ignore_colours]
-        found, inverse = np.unique(codes, return_inverse=True)
-        what = "colors"
-
-        def show(code: int) -> str:
-            return f"({code >> 16}, {(code >> 8) & 255}, {code & 255})"
     else:
         keys, ignore = list(table.values), list(table.ignore_values)
-        found, inverse = np.unique(array.astype(np.int64), return_inverse=True)
-        what, show = "values", str
     train = {k: i for i, k in enumerate(keys)}
     train.update({k: labels.IGNORE_LABEL for k in ignore})
-    bad = [int(v) for v in found if int(v) not in train]
-    if bad:
-        raise ValueError(f"mask has {what} {_shown([show(v) for v in bad])} that {CLASSES_FILE} does not list")
-    lut = np.asarray([train[int(v)] for v in found], dtype=np.uint8)
-    return lut[inverse.reshape(array.shape[:2])]
+    n = len(keys)
+    sentinel = n if n < labels.IGNORE_LABEL else -1
+    values = np.full(_MAX_VALUE + 1, max(sentinel, 0), dtype=np.uint8)
+    known = np.zeros(_MAX_VALUE + 1, dtype=bool)
+    multiplier, shift, slots = 0, 31, np.zeros(2, np.uint32)
+    if rgb:
+        multiplier, shift = _perfect_hash(list(train))
+        entries = [(code << 8) | i for code, i in train.items()]
+        at = [((code * multiplier) & 0xFFFFFFFF) >> shift for code in train]
+        slots = np.full(1 << (32 - shift), entries[0], dtype=np.uint32)
+        slots[at] = entries
+    else:
+        values[list(train)] = list(train.values())
+        known[list(train)] = True
+    return _Lookup(train, values, sentinel, known, np.uint32(multiplier), np.uint32(shift), slots)
+
+
+def map_mask(array: np.ndarray, table: FolderTable) -> np.ndarray:
+    """A decoded mask (values [H, W] or uint8 RGB [H, W, 3]) → uint8 train ids (255 = ignore); ``ValueError``
+    naming the values or colours the table does not have.
+
+    Look-up tables cached per table, not ``np.unique``: a sort of every pixel cost 12-25 ms a 640x480 mask, more
+    than the rest of an example's preprocessing (docs/benchmarks.md). Values index a 65536-entry table; colours,
+    packed into one code, a perfect hash table (``_Lookup``)."""
+    rgb = array.ndim == 3
+    if rgb:
+        if not table.colours_given:
+            raise ValueError(f"mask is an RGB image, but {CLASSES_FILE} gives no colors to read it by")
+        if array.dtype != np.uint8:  # PIL's RGB is 8-bit; another dtype's codes would overlap
+            if array.size and (array.min() < 0 or array.max() > 255):
+                raise ValueError("mask has RGB channels outside 0..255; colour masks are 8-bit RGB PNGs")
+            array = array.astype(np.uint8)
+        codes = _packed(array)
+        look = _lookup(table, True)
+        # In place where it can be: each fresh 1 MiB array costs page faults that cost more than the arithmetic.
+        at = codes * look.multiplier  # uint32, wrapping: the hash's mod 2**32
+        at >>= look.shift
+        entries = np.take(look.slots, at, mode="clip")  # every slot is in range; "clip" skips the checked copy
+        np.right_shift(entries, 8, out=at)
+        at ^= codes  # zero where the slot holds the pixel's own colour
+        ok = not at.any()
+        ids = entries.astype(np.uint8) if ok else None  # the low byte: the train id
+    else:
+        codes = array if array.dtype.kind in "iu" else array.astype(np.int64)
+        look = _lookup(table, False)
+        in_range = codes.dtype in (np.uint8, np.uint16) or codes.size == 0
+        ok = in_range or (codes.min() >= 0 and codes.max() <= _MAX_VALUE)
+        ids = np.take(look.values, codes) if ok else None
+        if ok and look.sentinel >= 0:
+            ok = not np.any(ids == look.sentinel)
+        elif ok:
+            ok = bool(np.all(np.take(look.known, codes)))
+    if ok:
+        return ids
+    # Only a refused mask pays for the sort: its unlisted keys in ascending order, as the message has named them.
+    found = np.unique(codes.astype(np.int64))
+    bad = found[~np.isin(found, np.fromiter(look.train, dtype=np.int64))].tolist()
+    if rgb:
+        shown = [f"({c >> 16}, {(c >> 8) & 255}, {c & 255})" for c in bad]
+        raise ValueError(f"mask has colors {_shown(shown)} that {CLASSES_FILE} does not list")
+    raise ValueError(f"mask has values {_shown(bad)} that {CLASSES_FILE} does not list")
