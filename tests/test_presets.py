@@ -24,6 +24,11 @@ def test_a_preset_sets_its_recipe_and_every_flag_given_overrides_it():
     assert (
         task.from_args(["--data_dir", "d", "--job_dir", "j", "--preset=pet_cpu", "--model", "fcn8s"]).model == "fcn8s"
     )
+    # A switch the preset turns on is turned off by --no_NAME (listed in --help, "default: on" on the switch).
+    off = task.from_args(["--data_dir", "d", "--job_dir", "j", "--preset", "pet_cpu", "--no_augment"])
+    assert recipe["augment"] is True and off.augment is False and off.test_time_flip is recipe["test_time_flip"]
+    shown = task.build_parser("pet_cpu").format_help()
+    assert "--no_augment" in shown and "turn --augment off" in shown
     # From Python, the same.
     assert TrainConfig.from_preset("pet_gpu", data_dir="d", job_dir="j", epochs=2) == task.from_args(
         ["--data_dir", "d", "--job_dir", "j", "--preset", "pet_gpu", "--epochs", "2"]

@@ -92,6 +92,8 @@ def help_text(
         notes.append(f"default: {default_text}")
     elif not is_switch and default is not None:
         notes.append(f"default: {_shown(default)}")
+    elif is_switch and default is True:
+        notes.append("default: on")
     elif is_switch:
         notes.append("default: off")
     bounds = _range_text(minimum, maximum, exclusive_max, exclusive_min)
@@ -548,6 +550,11 @@ def add_fields(
             group="advanced" if flag.advanced else "common",
             **extra,
         )
+        if extra.get("action") == "store_true" and default is True:
+            # A switch that these defaults (a preset's) turn on can still be turned off: every flag overrides them.
+            parser.groups["advanced" if flag.advanced else "common"].add_argument(
+                f"--no_{field.name}", dest=field.name, action="store_false", help=f"turn --{field.name} off"
+            )
 
 
 def check_fields(config: Any) -> None:
