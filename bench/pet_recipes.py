@@ -1,0 +1,126 @@
+"""Training recipes on real Oxford-IIIT Pet photos: each lever of the ``pet_cpu`` preset measured on a fixed
+validation split, scored the way ``pipelines.evaluate`` scores a test split (every photo at its original size,
+the trimap's three classes, the official IoU rule), with and without test-time flip averaging.
+
+    python bench/pet_recipes.py --pet_dir PET --work_dir /tmp/pet_recipes [--val_fraction 0.3]
+        [--runs v0.5_preset,momentum_0.9,...]
+
+PET is the authors' layout (``images/*.jpg``, ``annotations/trimaps/*.png``, ``annotations/trainval.txt``);
+the photos are never copied. Records are made once with ``--image_size 128`` and ``--val_fraction``; each run is
+``trainer.task --preset pet_cpu`` plus the run's flags (``RUNS`` below), trained from scratch in a fresh JOB, in
+the order given; its wall time, CPU seconds and peak memory are measured around the whole training process. A
+run's table row is printed as soon as it is scored, so a long bench shows its figures as it goes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import sys
+from typing import Optional
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from bench.common import measure_cpu  # noqa: E402
+from schemas import features  # noqa: E402
+from schemas.labels import pet_trimap_to_train_ids  # noqa: E402
+from schemas.scores import mean_iou, per_class_iou  # noqa: E402
+
+# Each run: the flags given on top of --preset pet_cpu, one change at a time. Every run exports without flip
+# averaging (--no_test_time_flip): the bench scores each model with and without it.
+PLAIN = ["--no_test_time_flip"]
+RUNS: dict[str, list[str]] = {
+    "v0.5_preset": [*PLAIN, "--epochs", "20", "--batch_norm_momentum", "0.99"],  # pet_cpu as v0.5 shipped it
+    "momentum_0.9": [*PLAIN, "--epochs", "20"],
+    "momentum_0.9_class_weights": [*PLAIN, "--epochs", "20", "--class_weights", "auto"],
+    "momentum_0.9_deeplabv3plus": [*PLAIN, "--epochs", "20", "--model", "deeplabv3plus"],
+    "preset": PLAIN,  # today's pet_cpu: momentum 0.9, 60 epochs
+}
+
+
+def _val_ids(records: str) -> list[str]:
+    import tensorflow as tf
+
+    ids = []
+    for path in sorted(glob.glob(os.path.join(records, "val-*.tfrecord.gz"))):
+        for raw in tf.data.TFRecordDataset(path, compression_type="GZIP"):
+            example = tf.train.Example.FromString(raw.numpy())
+            ids.append(example.features.feature[features.IMAGE_FILENAME].bytes_list.value[0].decode())
+    return ids
+
+
+def score(model_dir: str, pet_dir: str, ids: list[str], flip: bool) -> np.ndarray:
+    """Per-class IoU of the exported model on ``ids`` at each photo's original size; ``flip``: the mean of the
+    probabilities of the photo and of its mirror image (mirrored back) before the upsampling and argmax."""
+    import tensorflow as tf
+    from PIL import Image
+
+    model = tf.saved_model.load(model_dir)
+    pre, predict, post = (model.signatures[s] for s in ("preprocess", "predict_resized", "postprocess"))
+    num_classes = 3
+    matrix = np.zeros((num_classes, num_classes), np.int64)
+    for example_id in ids:
+        with open(os.path.join(pet_dir, "images", f"{example_id}.jpg"), "rb") as f:
+            prepared = pre(image_bytes=tf.constant(f.read()))
+        image = prepared["image"][None]
+        probabilities = predict(images=image)["probabilities"]
+        if flip:
+            mirrored = predict(images=tf.reverse(image, [2]))["probabilities"]
+            probabilities = 0.5 * (probabilities + tf.reverse(mirrored, [2]))
+        class_ids = post(probabilities=probabilities[0], height=prepared["height"], width=prepared["width"])
+        predicted = class_ids["class_ids"].numpy()
+        with Image.open(os.path.join(pet_dir, "annotations", "trimaps", f"{example_id}.png")) as trimap:
+            truth = pet_trimap_to_train_ids(np.asarray(trimap))
+        labelled = truth != 255
+        pairs = truth[labelled].astype(np.int64) * num_classes + predicted[labelled]
+        matrix += np.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
+    return per_class_iou(matrix)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--pet_dir", required=True, help="Oxford-IIIT Pet in the authors' layout")
+    parser.add_argument("--work_dir", required=True, help="records and one JOB per run go here")
+    parser.add_argument("--val_fraction", type=float, default=0.3)
+    parser.add_argument("--runs", default=",".join(RUNS), help=f"comma-separated, of: {', '.join(RUNS)}")
+    args = parser.parse_args(argv)
+    runs = args.runs.split(",")
+    unknown = [r for r in runs if r not in RUNS]
+    if unknown:
+        parser.error(f"unknown run(s) {unknown}; choose from {list(RUNS)}")
+
+    records = os.path.join(args.work_dir, "records")
+    if not os.path.exists(os.path.join(records, "metadata.json")):
+        preprocess = [sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", args.pet_dir]
+        preprocess += ["--output_dir", records, "--image_size", "128", "--val_fraction", str(args.val_fraction)]
+        measure_cpu(preprocess)
+    ids = _val_ids(records)
+    print(f"validation photos: {len(ids)}; records: {records}", flush=True)
+    print(
+        "| run | flags on pet_cpu | train wall s | CPU s | peak RSS GB | val mIoU | pet | background | border "
+        "| mIoU with flip |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name in runs:
+        job = os.path.join(args.work_dir, "jobs", name)
+        shutil.rmtree(job, ignore_errors=True)  # a fresh run, never a resumed one
+        train = [sys.executable, "-m", "trainer.task", "--data_dir", records, "--preset", "pet_cpu"]
+        train += ["--job_dir", job, "--verbose", "2", *RUNS[name]]
+        wall, peak, cpu, _ = measure_cpu(train)
+        plain = score(os.path.join(job, "model"), args.pet_dir, ids, flip=False)
+        flipped = score(os.path.join(job, "model"), args.pet_dir, ids, flip=True)
+        cells = [name, " ".join(RUNS[name]) or "(the preset)", f"{wall:.0f}", f"{cpu:.0f}", f"{peak / 1e9:.2f}"]
+        cells += [f"{mean_iou(plain):.3f}", *(f"{v:.3f}" for v in plain), f"{mean_iou(flipped):.3f}"]
+        print("| " + " | ".join(cells) + " |", flush=True)
+        with open(os.path.join(job, "bench_scores.json"), "w") as f:
+            json.dump({"plain": plain.tolist(), "flip": flipped.tolist(), "wall_s": wall, "cpu_s": cpu}, f)
+
+
+if __name__ == "__main__":
+    main()
