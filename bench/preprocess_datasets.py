@@ -20,7 +20,8 @@ loop's, and the peak RSS ratio, close the table.
 Then the mask check, per mask, in this process (``timeit``, best of 5): ``schemas.labels.native_mask_problem`` on
 a valid mask of each dataset — Pet's trimap {1, 2, 3} and ADE20K's {0..150} are contiguous ranges (two min/max
 passes), VOC's {0..20, 255} is not (the counting path: an int64 copy and a bincount) — and the folder dataset's
-``map_mask`` (a ``np.unique`` over the values or the packed colours: its check and its mapping in one).
+``map_mask`` (cached look-up tables: a 65536-entry table of the values, a perfect hash of the packed colours; its
+check and its mapping in one).
 """
 
 from __future__ import annotations
