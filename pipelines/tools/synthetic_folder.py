@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from pipelines.datasets import folder as folder_dataset
+from schemas.records import SPLITS
 
 CLASSES = {
     "classes": [
@@ -112,7 +113,7 @@ def write_folder_dataset(
         _save(os.path.join(root, masks_dir, key + suffix), _png(mask))
     _save(os.path.join(root, masks_dir, ORPHAN_MASK + suffix), _png(np.zeros(size, np.uint8)))
     if splits == "lists":
-        for split in ("train", "val", "test"):
+        for split in SPLITS:
             rows = [i for i, s in sorted(SPLIT_OF.items()) if s == split]
             _save(os.path.join(root, "splits", f"{split}.txt"), ("\n".join(rows) + "\n").encode("utf-8"))
     return written
