@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipelines import datasets
 from pipelines.common import storage
 from pipelines.common.deadletter import DEAD_LETTER_DIR, DEAD_LETTER_FILE, read_dead_letters
 from pipelines.evaluate.report_page import _ground_truth_index
@@ -52,7 +53,7 @@ def test_report_ground_truth_index_is_literal(tmp_path):
         trimaps = tmp_path / name / "annotations" / "trimaps"
         trimaps.mkdir(parents=True)
         Image.fromarray(np.ones((4, 4), np.uint8)).save(trimaps / f"{'mine' if name == 'src[1]' else 'other'}_1.png")
-    index = _ground_truth_index(str(tmp_path / "src[1]"), "pet")
+    index = _ground_truth_index(str(tmp_path / "src[1]"), datasets.get("pet"))
     assert list(index) == ["mine_1"]
 
 

@@ -39,6 +39,8 @@ FLOAT_FLAGS = [
     ("trainer.task", "--learning_rate"),
     ("trainer.task", "--alpha"),
     ("trainer.task", "--weight_decay"),
+    ("trainer.task", "--batch_norm_momentum"),
+    ("trainer.task", "--max_int8_drop"),
     ("pipelines.preprocess", "--val_fraction"),
     ("pipelines.preprocess", "--test_fraction"),
     ("trainer.launch", "--timeout_hours"),
