@@ -67,7 +67,7 @@ def test_every_dataset_provides_every_field_the_jobs_need():
             assert all(v == 255 or v < spec.num_classes for lut in luts.values() for v in lut.tolist())
         for split in (None, "val"):
             layouts = dataset.ground_truth_layouts(split)
-            assert layouts and all(layout.depth >= 1 and layout.suffix.endswith(".png") for layout in layouts)
+            assert layouts and all(layout.depth >= 0 and layout.suffix.endswith(".png") for layout in layouts)
         sources = dataset.discovery_sources()
         assert sources and pickle.loads(pickle.dumps(sources)) == sources  # Beam ships them to the workers
         assert pickle.loads(pickle.dumps(dataset)) == dataset

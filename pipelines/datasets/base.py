@@ -94,7 +94,8 @@ class Files(Protocol):
 
 class GroundTruthLayout(NamedTuple):
     """Where evaluate looks for ground-truth masks: files ``depth`` folders below ``root/<folder...>`` (``depth``
-    1 = directly in it) whose names end with ``suffix``."""
+    1 = directly in it; 0 = at any depth, for layouts whose users nest folders freely) whose names end with
+    ``suffix``."""
 
     folder: tuple[str, ...]
     depth: int
@@ -102,7 +103,7 @@ class GroundTruthLayout(NamedTuple):
 
     def pattern_parts(self) -> tuple[str, ...]:
         """The layout as glob parts below the root, for messages (``("trimaps", "*.png")``)."""
-        return self.folder + ("*",) * (self.depth - 1) + ("*" + self.suffix,)
+        return self.folder + (("**",) if self.depth == 0 else ("*",) * (self.depth - 1)) + ("*" + self.suffix,)
 
 
 class SplitImages(NamedTuple):

@@ -244,7 +244,9 @@ class Folder(Dataset):
     def ground_truth_layouts(self, split: Optional[str]) -> list[GroundTruthLayout]:
         table = self.table or _DEFAULT_LAYOUT
         below = tuple(table.masks.split("/")) + ((split,) if split else ())
-        return [GroundTruthLayout(below, depth, table.mask_suffix) for depth in (1, 2, 3)]
+        # Masks nest as freely as the images do (masks/site_a/..., masks/val/site_b/...): every mask below, at any
+        # depth; the first fixed depth holding any would leave the deeper ones out.
+        return [GroundTruthLayout(below, 0, table.mask_suffix)]
 
     def evaluate_split_ids(self, split: str, ground_truth: str, files: Files) -> Optional[frozenset[str]]:
         lists = [f for f in files.list_folder(files.join(ground_truth, SPLITS_FOLDER)) if f.error is None]

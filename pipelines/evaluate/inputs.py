@@ -53,12 +53,13 @@ def _layouts(root: str, dataset: Union[str, Dataset], split: Optional[str]) -> l
 
 
 def _under(folder: str, depth: int, suffix: str) -> list[storage.ListedFile]:
-    """The files ``depth`` levels below the literal ``folder`` whose names end with ``suffix``, sorted."""
+    """The files ``depth`` levels below the literal ``folder`` (0: at any depth) whose names end with ``suffix``,
+    sorted."""
     prefix = storage.listing_prefix(folder)
     found = []
     for listed in storage.list_files(folder):
         rel = listed.path[len(prefix) :] if listed.path.startswith(prefix) else ""
-        if rel.count("/") == depth - 1 and rel.endswith(suffix):
+        if (depth == 0 or rel.count("/") == depth - 1) and rel.endswith(suffix):
             found.append(listed)
     return found
 
