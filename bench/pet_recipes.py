@@ -40,6 +40,7 @@ RUNS: dict[str, list[str]] = {
     "momentum_0.9": [*PLAIN, "--epochs", "20"],
     "momentum_0.9_class_weights": [*PLAIN, "--epochs", "20", "--class_weights", "auto"],
     "momentum_0.9_deeplabv3plus": [*PLAIN, "--epochs", "20", "--model", "deeplabv3plus"],
+    "momentum_0.9_deeplabv3plus_24": [*PLAIN, "--epochs", "20", "--model", "deeplabv3plus", "--base_filters", "24"],
     "preset": PLAIN,  # today's pet_cpu: momentum 0.9, 60 epochs
 }
 
