@@ -26,7 +26,8 @@ SEGFLOW_LOGGERS = ("segflow", "pipelines", "trainer", "schemas", "__main__")  # 
 # What TensorFlow's native code prints whatever TF_CPP_MIN_LOG_LEVEL says (absl writes before its log is
 # initialised; E-level lines pass level 2), though nothing is wrong and nothing is to be done: a CPU machine
 # without CUDA, the CPU features the wheel was built for, a grappler pass that gives up and is skipped, oneDNN
-# falling back to Eigen for uint8 ops.
+# falling back to Eigen for uint8 ops, TensorFlow Lite's interpreter choosing its CPU delegate (the export scores
+# its .tflite files).
 NATIVE_NOISE = (
     "All log messages before absl::InitializeLog() is called are written to STDERR",
     "oneDNN custom operations are on",
@@ -42,6 +43,7 @@ NATIVE_NOISE = (
     "successful NUMA node read from SysFS had negative value",
     "layout failed: INVALID_ARGUMENT: Subshape must have computed start >= end since stride is negative",
     "oneDNN supports DT_UINT8 only on platforms with AVX-512",
+    "Created TensorFlow Lite XNNPACK delegate for CPU",
 )
 
 # Library log lines segflow's own code triggers on every run, and that ask nothing of the user.
