@@ -163,7 +163,10 @@ def _python_entry_points():
 
 
 @pytest.mark.parametrize("module", PROGRAMS)
-def test_run_raises_instead_of_exiting(module):
+def test_run_raises_instead_of_exiting(module, monkeypatch):
+    # trainer.launch's --project defaults to $GOOGLE_CLOUD_PROJECT, which the session's GCS server sets in the
+    # worker that started it: without --project the launcher must find none, not submit a job.
+    monkeypatch.delenv("GOOGLE_CLOUD_PROJECT", raising=False)
     run = _python_entry_points()[module]
     with pytest.raises(errors.UsageError, match="unknown flag --bogus") as bad:
         run(REQUIRED[module] + ["--bogus"])
