@@ -106,12 +106,14 @@ def test_a_bad_value_of_a_beam_option_is_one_line_without_beams_usage(capsys):
         ),
         ("pet/images/cat_1.jpg", "is a file, not the dataset's folder; check --input_dir"),
         ("other", "--input_dir {root}/other has no images/ folder (expected pet layout: images/<Breed_N>.jpg)"),
+        ("empty", "no input files under {root}/empty (expected pet layout: images/<Breed_N>.jpg); check --input_dir"),
     ],
 )
 def test_a_wrong_input_dir_is_a_data_error_found_before_beam_and_tensorflow_load(given, expected, tmp_path):
     (tmp_path / "pet" / "images" / "more").mkdir(parents=True)
     (tmp_path / "pet" / "images" / "cat_1.jpg").write_bytes(b"")
     (tmp_path / "other").mkdir()
+    (tmp_path / "empty" / "images" / "none").mkdir(parents=True)  # folders, no file
     argv = ["--dataset", "pet", "--input_dir", str(tmp_path / given), "--output_dir", str(tmp_path / "out")]
     found = probe.run_module("pipelines.preprocess", [*argv, "--image_size", "32"])
     assert found.code == 1 and len(found.stderr) == 1, found

@@ -55,6 +55,8 @@ def check_input_dir(config: PreprocessConfig) -> None:
     if not os.path.isdir(root):
         raise DataError(f"--input_dir {config.input_dir} is a file, not the dataset's folder; check --input_dir")
     if os.path.isdir(os.path.join(root, inner)):
+        if not _holds_a_file(os.path.join(root, inner)):  # check_input's finding, before the heavy imports
+            raise _no_input_files(config)
         return
     ancestor = root
     while os.path.basename(ancestor) and os.path.basename(ancestor) != dataset.input_folder[0]:
@@ -68,6 +70,22 @@ def check_input_dir(config: PreprocessConfig) -> None:
         f"--input_dir {config.input_dir} has no {inner}/ folder (expected {config.dataset} layout: "
         f"{dataset.input_layout}); check --input_dir"
     )
+
+
+def _no_input_files(config: PreprocessConfig) -> DataError:
+    layout = datasets.get(config.dataset).input_layout
+    return DataError(
+        f"no input files under {config.input_dir} (expected {config.dataset} layout: {layout}); check --input_dir"
+    )
+
+
+def _holds_a_file(folder: str) -> bool:
+    """Whether ``folder`` or a folder below it (links followed, as ``storage.list_files`` follows them) holds a
+    file; stops at the first one found."""
+    for _, _, files in os.walk(folder, followlinks=True):
+        if files:
+            return True
+    return False
 
 
 def check_pipeline_args(pipeline_args: Sequence[str]) -> None:
@@ -91,7 +109,7 @@ def check_input(config: PreprocessConfig, count_up_to: int = 0) -> int:
     from pipelines.common import storage
 
     dataset = datasets.get(config.dataset)
-    folder, expected = FileSystems.join(config.input_dir, *dataset.input_folder), dataset.input_layout
+    folder = FileSystems.join(config.input_dir, *dataset.input_folder)
     listed = iter(storage.list_files(folder))
     try:
         first = next(listed, None)
@@ -100,9 +118,7 @@ def check_input(config: PreprocessConfig, count_up_to: int = 0) -> int:
             f"cannot list {folder} ({str(e).splitlines()[0] if str(e) else type(e).__name__}); check --input_dir"
         ) from None
     if first is None:
-        raise DataError(
-            f"no input files under {config.input_dir} (expected {config.dataset} layout: {expected}); check --input_dir"
-        )
+        raise _no_input_files(config)
     if first.error is not None and first.path == storage.printable_path(folder):  # the folder itself
         raise DataError(f"{first.path}: {first.error}; check --input_dir")
     total = first.size

@@ -73,11 +73,13 @@ def _run_claimed(
 ) -> PreprocessResult:
     """Runs the job into ``claim``'s staging folder (in place on gs://), then publishes it (see ``run``)."""
 
+    options, dry_run = _options(config, pipeline_args)  # checks the input first: a job with none ends here
+
     # The transforms' modules load TensorFlow: imported here, as the pipeline is built, so that importing this
-    # module (main's prestart, ``start_early_workers``) starts the workers' fork server before TensorFlow loads.
+    # module (main's prestart, ``start_early_workers``) starts the workers' fork server before TensorFlow loads,
+    # and a job without input fails without loading it (0.4 s rather than 7 s on 2 cores).
     from pipelines.preprocess.transforms import build_pipeline
 
-    options, dry_run = _options(config, pipeline_args)
     if not dry_run:
         runner_lib.start_workers(options, WORKER_MODULES)  # unless main started them already
 
