@@ -85,15 +85,15 @@ def test_threads_keep_no_server():
     assert runner._waiting_server is None
 
 
-# One process for three starts of ``cli.main``: preprocess's prestart with processes (a fork server starts, no
-# TensorFlow) and with threads (no server), then a prestart and a run with ``tensorflow=True``: TensorFlow is
-# loaded after the prestart, before the run.
+# One process for four starts of ``cli.main``: preprocess's prestart on the small test input by default (threads:
+# no server), with processes named (a fork server starts, no TensorFlow) and with threads named (no server), then a
+# prestart and a run with ``tensorflow=True``: TensorFlow is loaded after the prestart, before the run.
 _STARTUP_PROBE = r"""
 import sys
 from pipelines.common import runner
 from pipelines.preprocess import job
 from pipelines.shared import cli
-for extra in ([], ["--direct_running_mode", "in_memory"]):
+for extra in ([], ["--direct_running_mode", "multi_processing"], ["--direct_running_mode", "in_memory"]):
     cli.main("probe", [], lambda argv: None, prestart=lambda argv: job.start_workers(sys.argv[1:] + extra))
     print("server:", runner._waiting_server is not None, "tensorflow:", "tensorflow" in sys.modules)
     runner.discard_workers()
@@ -107,13 +107,15 @@ print("tensorflow loaded at prestart, at run:", seen)
 @pytest.mark.slow
 def test_preprocess_starts_its_workers_before_tensorflow(pet_raw_dir, tmp_path):
     """``main`` runs the job's prestart before it imports TensorFlow, and preprocess's prestart starts the fork
-    server without importing TensorFlow: the server's imports and the launcher's run at once."""
+    server without importing TensorFlow: the server's imports and the launcher's run at once. An input under
+    ``THREADS_BELOW_INPUT_BYTES`` (this one) runs in threads unless processes are named: no server."""
     argv = ["--dataset", "pet", "--input_dir", str(pet_raw_dir), "--output_dir", str(tmp_path / "out")]
     argv += ["--image_size", "32", "--direct_num_workers", "2"]
     result = subprocess.run(
         [sys.executable, "-c", _STARTUP_PROBE, *argv], cwd=ROOT, capture_output=True, text=True, timeout=300
     )
     assert result.stdout.splitlines() == [
+        "server: False tensorflow: False",
         "server: True tensorflow: False",
         "server: False tensorflow: False",
         "tensorflow loaded at prestart, at run: [False, True]",

@@ -109,6 +109,7 @@ def test_the_input_size_picks_threads_or_processes(pet_raw_dir, tmp_path, monkey
 
     monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(runner, "new_pipeline", record_mode)
+    monkeypatch.setattr(runner, "THREADS_BELOW_INPUT_BYTES", 0)  # this rule's own test: tests/test_runner.py
     for threshold in (total + 1, total):
         monkeypatch.setattr(runner, "PROCESSES_FROM_INPUT_BYTES", threshold)
         with pytest.raises(Stop):

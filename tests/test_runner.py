@@ -22,10 +22,14 @@ def test_defaults_follow_the_core_count(monkeypatch):
 
 def test_large_inputs_run_in_processes_on_a_few_cores(monkeypatch):
     """Threads for small inputs on up to 4 cores (processes' start-up would dominate), processes from
-    ``PROCESSES_FROM_INPUT_BYTES`` of input (threads' GIL would), processes on many cores, threads on one."""
-    large = runner.PROCESSES_FROM_INPUT_BYTES
+    ``PROCESSES_FROM_INPUT_BYTES`` of input (threads' GIL would), processes on many cores, threads on one; an
+    input under ``THREADS_BELOW_INPUT_BYTES`` runs in threads on any machine unless its workers start early."""
+    large, small = runner.PROCESSES_FROM_INPUT_BYTES, runner.THREADS_BELOW_INPUT_BYTES
     assert runner.default_running_mode(2, None) == runner.default_running_mode(4, large - 1) == "in_memory"
-    assert runner.default_running_mode(2, large) == runner.default_running_mode(8, 0) == "multi_processing"
+    assert runner.default_running_mode(2, large) == runner.default_running_mode(8, small) == "multi_processing"
+    assert runner.default_running_mode(8, None) == "multi_processing"
+    assert runner.default_running_mode(8, small - 1) == runner.default_running_mode(64, 0) == "in_memory"
+    assert runner.default_running_mode(8, 0, early_workers=True) == "multi_processing"
     assert runner.default_running_mode(1, 10 * large) == "in_memory"
     monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
     assert _direct(runner.make_pipeline_options([], input_bytes=large)) == ("DirectRunner", "multi_processing", 2)

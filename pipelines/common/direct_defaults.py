@@ -15,12 +15,18 @@ from __future__ import annotations
 # processes run everything.
 THREADED_UP_TO_CORES = 4
 PROCESSES_FROM_INPUT_BYTES = 256 * 2**20
+# Below this much input threads run the job on any machine, also from the command line: a fork server imports
+# TensorFlow and tensorflow-transform once more (~7 CPU-s on 2 cores) for no gain in wall time on so little work.
+# Measured from the command line on 2 cores, 120 real Pet photos (11 MB) at --image_size 128, 3 paired runs
+# (medians): threads 10.4 s wall and 10.6 CPU-s, worker processes 10.7 s and 17.3 CPU-s (docs/benchmarks.md).
+THREADS_BELOW_INPUT_BYTES = 16 * 2**20
 # Said where --help lists the Beam options: decided by the entry point (``pipelines.common.runner
 # .early_workers_possible``), never by what the calling process imported before.
 RUNNING_MODE_HELP = (
     "On this machine (the DirectRunner, the default) --direct_num_workers defaults to one per core and "
-    "--direct_running_mode to: in_memory (threads) on one core; from the command line on Linux, "
-    "multi_processing, its workers forked by a server that imports while the job starts; otherwise (Python "
-    f"callers) in_memory up to {THREADED_UP_TO_CORES} cores unless the job reads "
-    f"{PROCESSES_FROM_INPUT_BYTES // 2**20} MiB or more, else multi_processing."
+    "--direct_running_mode to: in_memory (threads) on one core or for an input of under "
+    f"{THREADS_BELOW_INPUT_BYTES // 2**20} MiB; from the command line on Linux, multi_processing, its workers "
+    "forked by a server that imports while the job starts; otherwise (Python callers) in_memory up to "
+    f"{THREADED_UP_TO_CORES} cores unless the job reads {PROCESSES_FROM_INPUT_BYTES // 2**20} MiB or more, else "
+    "multi_processing."
 )

@@ -24,6 +24,7 @@ _DIRECT_RUNNERS = ("DirectRunner", "direct", "SwitchingDirectRunner")
 # Why these figures: ``pipelines.common.direct_defaults`` (beside the help that states the rule without Beam).
 THREADED_UP_TO_CORES = direct_defaults.THREADED_UP_TO_CORES
 PROCESSES_FROM_INPUT_BYTES = direct_defaults.PROCESSES_FROM_INPUT_BYTES
+THREADS_BELOW_INPUT_BYTES = direct_defaults.THREADS_BELOW_INPUT_BYTES
 # The threads are the FnApiRunner's embedded workers (``in_memory`` with ``direct_num_workers`` > 1: one
 # in-process SDK worker per thread, bundles split across them), not ``multi_threading``, which runs the same
 # threads behind a loopback gRPC data plane that encodes every element: same 3000 inputs, 2 cores, 0.5-0.6 s
@@ -106,13 +107,16 @@ def _check_runner_name(name: Optional[str]) -> None:
 def default_running_mode(cores: int, input_bytes: Optional[int] = None, early_workers: bool = False) -> str:
     """The local runner's mode when no flag names one: threads on one core, where processes only add start-up;
     processes on more when ``early_workers`` (the job starts them through a fork server whose imports overlap
-    its own: ``early_workers_possible``); otherwise threads (``THREADED_MODE``) on machines of up to
-    ``THREADED_UP_TO_CORES`` cores unless the job reads ``PROCESSES_FROM_INPUT_BYTES`` or more (``input_bytes``,
-    when the job knows it), and processes on more cores."""
+    its own: ``early_workers_possible``); otherwise threads (``THREADED_MODE``) for an input of under
+    ``THREADS_BELOW_INPUT_BYTES`` on any machine, and on machines of up to ``THREADED_UP_TO_CORES`` cores unless
+    the job reads ``PROCESSES_FROM_INPUT_BYTES`` or more (``input_bytes``, when the job knows it), and processes
+    on more cores."""
     if cores <= 1:
         return THREADED_MODE
     if early_workers:
         return "multi_processing"
+    if input_bytes is not None and input_bytes < THREADS_BELOW_INPUT_BYTES:
+        return THREADED_MODE
     if cores <= THREADED_UP_TO_CORES and (input_bytes is None or input_bytes < PROCESSES_FROM_INPUT_BYTES):
         return THREADED_MODE
     return "multi_processing"
@@ -194,6 +198,11 @@ def start_workers(options: PipelineOptions, preload: Sequence[str]) -> None:
     ):
         return
     _waiting_server = forkserver.start(_worker_count(direct), preload)
+
+
+def workers_waiting() -> bool:
+    """Whether a fork server started by ``start_workers`` waits for the next pipeline."""
+    return _waiting_server is not None
 
 
 def discard_workers() -> None:

@@ -109,11 +109,11 @@ def check_command_line(argv: Sequence[str]) -> tuple[PreprocessConfig, list[str]
 def start_workers(argv: Sequence[str]) -> None:
     """``main``'s prestart: when the job's workers will be processes, their fork server starts importing what
     they need before this process imports TensorFlow, so the two run at once. The flags are checked as ``run``
-    checks them; the input is left to ``run``."""
-    _, pipeline_args = parse_args(argv)
+    checks them; a local input is only measured (a small one runs in threads), the rest is left to ``run``."""
+    config, pipeline_args = parse_args(argv)
     from pipelines.preprocess import runtime  # Beam: see the imports at the top
 
-    runtime.start_early_workers(pipeline_args)
+    runtime.start_early_workers(config, pipeline_args)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

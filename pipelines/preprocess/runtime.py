@@ -21,7 +21,7 @@ from pipelines.preprocess.inputs import check_input
 from pipelines.preprocess.metadata import PreprocessResult
 from pipelines.preprocess.options import PreprocessConfig
 from pipelines.preprocess.publication import NoRecordsError, files_written, no_records_message, previous_release_files
-from pipelines.shared import ownership
+from pipelines.shared import folders, ownership
 from schemas.metadata import METADATA_FILE, DatasetMetadata
 
 _LOG = logging.getLogger("segflow.preprocess")
@@ -62,10 +62,18 @@ def _options(config: PreprocessConfig, pipeline_args: list[str]) -> tuple[Pipeli
 
     dry_run = bool(PipelineOptions(pipeline_args).view_as(TestOptions).dry_run)
     early = runner_lib.early_workers_possible()
-    # Unless its workers start early, how much there is to read decides whether they are threads or processes.
-    count_up_to = 0 if early else runner_lib.PROCESSES_FROM_INPUT_BYTES
+    # How much there is to read decides whether the workers are threads or processes (``default_running_mode``):
+    # a small input runs in threads even where they could start early (``start_early_workers`` did not start
+    # them), unless they already wait (a --direct_running_mode multi_processing named on the command line).
+    count_up_to = runner_lib.THREADS_BELOW_INPUT_BYTES if early else runner_lib.PROCESSES_FROM_INPUT_BYTES
     input_bytes = None if dry_run else check_input(config, count_up_to=count_up_to)
+    if early and _small(input_bytes) and not runner_lib.workers_waiting():
+        early = False
     return runner_lib.make_pipeline_options(pipeline_args, input_bytes, early_workers=early), dry_run
+
+
+def _small(input_bytes: Optional[int]) -> bool:
+    return input_bytes is not None and input_bytes < runner_lib.THREADS_BELOW_INPUT_BYTES
 
 
 def _run_claimed(
@@ -140,9 +148,15 @@ def _counters(result: beam.runners.runner.PipelineResult) -> dict[str, int]:
     return counters
 
 
-def start_early_workers(pipeline_args: list[str]) -> None:
+def start_early_workers(config: PreprocessConfig, pipeline_args: list[str]) -> None:
     """When the job's workers will be processes, their fork server starts importing what they need
-    (``WORKER_MODULES``) now, before this process imports TensorFlow, so the two run at once."""
+    (``WORKER_MODULES``) now, before this process imports TensorFlow, so the two run at once. A local input of
+    under ``THREADS_BELOW_INPUT_BYTES`` (counted with ``os`` calls, which stop there) runs in threads unless a
+    flag names processes."""
     if PipelineOptions(pipeline_args).view_as(TestOptions).dry_run or not runner_lib.early_workers_possible():
         return
-    runner_lib.start_workers(runner_lib.make_pipeline_options(pipeline_args, early_workers=True), WORKER_MODULES)
+    input_bytes = None
+    if not folders.is_remote(config.input_dir):
+        input_bytes = check_input(config, count_up_to=runner_lib.THREADS_BELOW_INPUT_BYTES)
+    options = runner_lib.make_pipeline_options(pipeline_args, input_bytes, early_workers=not _small(input_bytes))
+    runner_lib.start_workers(options, WORKER_MODULES)
