@@ -63,7 +63,7 @@ def convert(model, image_size: Sequence[int], kind: str, calibration: Optional[n
     serve = _serving_function(model, image_size, quantised_input=kind == "int8")
     # The converter saves the trackable it is given as a SavedModel first. Given the Keras model, that save
     # traces every layer's call functions (~4/5 of the conversion's CPU for a small U-Net); a plain module that
-    # holds only the variables and the function gives the same flatbuffer, byte for byte (tests/test_tflite.py).
+    # holds only the variables and the function gives the same flatbuffer, byte for byte (compared when this changed).
     holder = tf.Module()
     holder.weights = list(model.variables)
     holder.serve = serve
