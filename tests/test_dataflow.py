@@ -30,6 +30,8 @@ import time
 
 import pytest
 
+from tests.fixtures import warm
+
 pytestmark = pytest.mark.slow
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -349,7 +351,7 @@ def test_infer_cli_dry_run(gcs, model_on_gcs, images_on_gcs):
     out_dir = gcs.prefix("df-infer-cli")
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     start = time.monotonic()
-    proc = subprocess.run(
+    proc = warm.run(
         [
             sys.executable,
             "-m",
@@ -364,8 +366,6 @@ def test_infer_cli_dry_run(gcs, model_on_gcs, images_on_gcs):
         ],
         cwd=REPO,
         env=env,
-        capture_output=True,
-        text=True,
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -18,6 +18,7 @@ import pytest
 
 from pipelines.shared import cli
 from schemas import errors
+from tests.fixtures import warm
 
 pytestmark = pytest.mark.slow
 
@@ -48,6 +49,8 @@ def _run(module: str, args: list[str], mount: str | None = None, options: str = 
             f'mount -t tmpfs -o {options} tmpfs "$0" && exec "$@"',
             mount,
         ] + command
+    if mount is None:
+        return warm.run(command, env=_ENV, timeout=600)
     return subprocess.run(command, env=_ENV, capture_output=True, text=True, timeout=600)
 
 

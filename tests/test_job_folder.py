@@ -19,6 +19,7 @@ import tensorflow as tf
 
 from pipelines.shared import cli, ownership
 from schemas import errors
+from tests.fixtures import warm
 from tests.fixtures.model import train_tiny
 from trainer import checkpoints
 
@@ -64,13 +65,11 @@ def _env() -> dict:
 
 
 def _run(data_dir, job_dir, *extra, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        _cmd(data_dir, job_dir, *extra), env=_env(), capture_output=True, text=True, cwd=REPO, timeout=timeout
-    )
+    return warm.run(_cmd(data_dir, job_dir, *extra), env=_env(), cwd=REPO, timeout=timeout)
 
 
-def _start(data_dir, job_dir, *extra) -> subprocess.Popen:
-    return subprocess.Popen(
+def _start(data_dir, job_dir, *extra) -> warm.Process:
+    return warm.Process(
         _cmd(data_dir, job_dir, *extra), env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO
     )
 
@@ -84,7 +83,7 @@ def _ours(stderr: str) -> list[str]:
     ]
 
 
-def _wait_until_training(job: pathlib.Path, process: subprocess.Popen, timeout: float = 180) -> None:
+def _wait_until_training(job: pathlib.Path, process: warm.Process, timeout: float = 180) -> None:
     """Waits until ``process`` trains (TensorBoard has opened its event file)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -219,7 +218,7 @@ def test_checkpoints_that_are_all_damaged_are_refused_naming_the_newest(job_with
 
 
 # --------------------------------------------------------------------------------------------- one writer
-def _wait_until_holding_the_lease(job: pathlib.Path, process: subprocess.Popen, timeout: float = 180) -> None:
+def _wait_until_holding_the_lease(job: pathlib.Path, process: warm.Process, timeout: float = 180) -> None:
     """Waits until ``process`` holds JOB's writer lease (the lease file names its pid)."""
     lease = job / ownership.LEASE_FILE
     deadline = time.time() + timeout

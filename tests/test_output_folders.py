@@ -19,6 +19,7 @@ import time
 import pytest
 
 from pipelines.tools import synthetic
+from tests.fixtures import warm
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +27,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 BEAM = ["--direct_running_mode", "in_memory", "--direct_num_workers", "1"]
 
 
-def _cli(module: str, *args: str, env: dict | None = None) -> subprocess.Popen:
-    return subprocess.Popen(
+def _cli(module: str, *args: str, env: dict | None = None) -> warm.Process:
+    return warm.Process(
         [sys.executable, "-m", module, *args],
         cwd=REPO,
         env={**os.environ, **(env or {})},
@@ -51,7 +52,7 @@ def _tree(folder: pathlib.Path) -> dict[str, bytes]:
     }
 
 
-def _wait_for(condition, proc: subprocess.Popen, what: str, timeout: float = 300) -> None:
+def _wait_for(condition, proc: warm.Process, what: str, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert proc.poll() is None, f"ended before {what}: {proc.communicate()[1]}"

@@ -8,12 +8,12 @@ import sys
 
 import pytest
 
+from tests.fixtures import warm
+
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    return subprocess.run(
-        [sys.executable, "-m", "pipelines.preprocess", *args], capture_output=True, text=True, env=env, timeout=300
-    )
+    return warm.run([sys.executable, "-m", "pipelines.preprocess", *args], env=env, timeout=300)
 
 
 def _error_line(result: subprocess.CompletedProcess) -> str:

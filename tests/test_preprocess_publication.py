@@ -22,6 +22,7 @@ import time
 import pytest
 
 from pipelines.tools import synthetic
+from tests.fixtures import warm
 
 pytestmark = pytest.mark.slow
 
@@ -55,9 +56,9 @@ def _assert_published(dst: pathlib.Path) -> dict:
     return meta
 
 
-def _cli(*args: str, **popen) -> subprocess.Popen:
+def _cli(*args: str, **popen) -> warm.Process:
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
-    return subprocess.Popen(
+    return warm.Process(
         [sys.executable, "-m", "pipelines.preprocess", *args],
         env=env,
         text=True,

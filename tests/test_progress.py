@@ -12,6 +12,7 @@ import sys
 import pytest
 
 from pipelines.common import progress
+from tests.fixtures import warm
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROGRESS_LOG = "INFO segflow.progress:"
@@ -23,12 +24,10 @@ def _command(module, args: list, on_terminal: bool, interval_s: float = 30.0) ->
     env = dict(os.environ, PYTHONPATH=ROOT, **{progress.INTERVAL_ENV: str(interval_s)})
     argv = [sys.executable, *(["-m", module] if isinstance(module, str) else module), *map(str, args)]
     if not on_terminal:
-        done = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+        done = warm.run(argv, cwd=ROOT, env=env, timeout=300)
         return done.returncode, done.stdout, done.stderr
     primary, secondary = pty.openpty()
-    child = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=secondary, cwd=ROOT, env=env
-    )
+    child = warm.Process(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=secondary, cwd=ROOT, env=env)
     os.close(secondary)
     seen = b""
     while True:

@@ -13,6 +13,7 @@ import pytest
 
 from pipelines.shared import cli
 from pipelines.tools import synthetic
+from tests.fixtures import warm
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +48,7 @@ def test_sigterm_stops_preprocess_in_one_line(tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="", TMPDIR=str(temp))
     flags = ["--dataset", "pet", "--input_dir", str(src), "--output_dir", str(tmp_path / "dst"), "--image_size", "64"]
     workers = ["--direct_running_mode", "multi_processing", "--direct_num_workers", "2"]
-    proc = subprocess.Popen(
+    proc = warm.Process(
         [sys.executable, "-m", "pipelines.preprocess", *flags, *workers],
         env=env,
         stdout=subprocess.PIPE,

@@ -18,6 +18,7 @@ import pytest
 import tensorflow as tf
 import tf_keras as keras
 
+from tests.fixtures import warm
 from tests.fixtures.model import TINY_UNET, save_random_notop, train_tiny
 from trainer import data, export, losses, models, normalization, task
 from trainer.data_dir import load_dataset_info
@@ -482,7 +483,7 @@ def test_a_sigkilled_run_resumes_to_the_uninterrupted_result_and_the_frozen_enco
     argv = [f"--{k}={v}" for k, v in {**flags, "checkpoint_steps": 1}.items() if k != "deterministic"]
     cmd = [sys.executable, "-m", "trainer.task", f"--data_dir={pet_records_dir}", f"--job_dir={job}", *argv]
     with open(tmp_path / "killed.err", "wb") as err:
-        proc = subprocess.Popen([*cmd, "--deterministic"], env=_env(), stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
+        proc = warm.Process([*cmd, "--deterministic"], env=_env(), stdout=subprocess.DEVNULL, stderr=err, cwd=REPO)
     deadline = time.time() + 240
     while _latest_step(job) < 3 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
@@ -554,7 +555,7 @@ def test_two_worker_processes_train_and_export_once(pet_records_dir, tmp_path):
     for index in range(2):
         tf_config = json.dumps({"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}})
         procs.append(
-            subprocess.Popen(
+            warm.Process(
                 _cmd(
                     pet_records_dir,
                     job,

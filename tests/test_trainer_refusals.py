@@ -14,6 +14,7 @@ import sys
 import pytest
 import tensorflow as tf
 
+from tests.fixtures import warm
 from tests.fixtures.model import train_tiny
 from trainer import task
 from trainer.config import UsageError
@@ -86,7 +87,7 @@ def _cli(data_dir, job_dir, *extra) -> subprocess.CompletedProcess:
         "0",
         *map(str, extra),
     ]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=REPO, timeout=300)
+    return warm.run(cmd, env=env, cwd=REPO, timeout=300)
 
 
 def _error_lines(result: subprocess.CompletedProcess) -> list[str]:
