@@ -280,3 +280,44 @@ def test_a_stopped_run_saves_a_checkpoint_and_ends_in_one_line(pet_records_dir, 
     # The stop saved the step it reached (not only the last periodic checkpoint), and recorded it.
     assert f"INFO trainer.task: stopped at step {found.step}: saved {job}/checkpoints/ckpt-{found.step}; " in stderr
     assert f"checkpoints/ckpt-{found.step}.index" in _record(job)
+
+
+# The command, with one change: after its third training step, an object's finalizer (``__del__``) sends this
+# process SIGINT and runs on. Python runs the signal handler there and drops the KeyboardInterrupt it raises
+# ("Exception ignored in ..."), as it does whenever a stop lands in one of the finalizers TensorFlow's objects run
+# every step.
+_STOP_LOST_IN_A_FINALIZER = """
+import os, runpy, signal, sys
+from trainer import callbacks
+
+class Finalizer:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        for _ in range(1000):
+            pass  # the handler runs in here
+
+step_end = callbacks.Throughput.on_train_batch_end
+
+def on_train_batch_end(self, batch, logs=None):
+    step_end(self, batch, logs)
+    if batch == 2:
+        Finalizer()
+
+callbacks.Throughput.on_train_batch_end = on_train_batch_end
+sys.argv[0] = "trainer.task"
+runpy.run_module("trainer.task", run_name="__main__")
+"""
+
+
+def test_a_stop_whose_exception_python_drops_in_a_finalizer_still_ends_the_run_at_that_step(pet_records_dir, tmp_path):
+    job = tmp_path / "job"
+    argv = _cmd(pet_records_dir, job, "--steps_per_epoch", _ENDLESS, "--checkpoint_steps", 0)
+    done = warm.run([sys.executable, "-c", _STOP_LOST_IN_A_FINALIZER, *argv[3:]], env=_env(), cwd=REPO, timeout=120)
+    assert done.returncode == 130, done.stderr[-3000:]
+    lines = _ours(done.stderr)
+    assert lines[-1] == f"trainer.task: error: interrupted; {cli.RERUN_TO_FINISH}", lines
+    # Not the dropped exception either (what follows a stop is its consequence), nor any traceback.
+    assert not [line for line in lines if "Exception ignored" in line or line.startswith(("Traceback", "  "))], lines
+    found = checkpoints.find_checkpoint(str(job / "checkpoints"))
+    assert found is not None and found.step == 3, found
+    assert f"INFO trainer.task: stopped at step 3: saved {job}/checkpoints/ckpt-3; " in done.stderr

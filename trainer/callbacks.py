@@ -1,4 +1,5 @@
-"""Training callbacks: resumable checkpoints (fault tolerance), the best epoch's weights, throughput measurement.
+"""Training callbacks: resumable checkpoints (fault tolerance), the best epoch's weights, throughput measurement,
+and the stop between steps.
 
 ``ResumableCheckpoint`` plays the role of ``BackupAndRestore`` but resumes *mid-epoch*: it saves the model,
 the optimizer and the global step every ``checkpoint_steps`` steps and at each epoch end, in TensorFlow's
@@ -24,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 import tf_keras as keras
 
-from pipelines.shared import private_apis
+from pipelines.shared import logs as program_logs, private_apis
 from trainer.checkpoints import (
     STATE_FILE,
     CheckpointDamaged,
@@ -161,6 +162,19 @@ class ResumableCheckpoint(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         self.save()
+
+
+class StopWhenInterrupted(keras.callbacks.Callback):
+    """Ends the fit after the step (or validation step) during which the program was stopped (Ctrl-C, SIGTERM),
+    with the stop's own exception, which ``trainer.training`` answers with a checkpoint. The signal handler raised
+    it already, unless the main thread was running a finalizer then: Python drops an exception raised there, and
+    the run would train on (``logs.raise_if_stopped``)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        program_logs.raise_if_stopped()
+
+    def on_test_batch_end(self, batch, logs=None):
+        program_logs.raise_if_stopped()
 
 
 class Throughput(keras.callbacks.Callback):

@@ -86,7 +86,8 @@ def _train(job: preparation.TrainingJob):
 
     config, info, strategy = job.config, job.info, job.strategy
     throughput = cb.Throughput(config.batch_size)
-    callbacks = [job.checkpoint, job.best, throughput]
+    # The stop last: a step the stop lands in is counted and checkpointed like any other.
+    callbacks = [job.checkpoint, job.best, throughput, cb.StopWhenInterrupted()]
     parameters = job.network.count_params()
     if parameters > cb.LARGE_FOR_CPU_PARAMETERS and not tf.config.list_logical_devices("GPU"):
         callbacks.append(cb.LargeModelOnCpu(config.model, parameters, job.steps_per_epoch))

@@ -126,7 +126,7 @@ RERUN_TO_FINISH = "the last complete output is unchanged: rerun the same command
 def _stopped(name: str) -> int:
     """The one line and exit status of a job ended by SIGTERM (143) or an interrupt (130)."""
     # The output folder still holds its last complete output: the user's one move is to rerun.
-    if _terminated.is_set():
+    if logs.terminated.is_set():
         print(f"{name}: error: terminated; {RERUN_TO_FINISH}", file=sys.stderr)
         return 143
     print(f"{name}: error: interrupted; {RERUN_TO_FINISH}", file=sys.stderr)
@@ -327,34 +327,35 @@ def _remove_dead_temporary_folders(root: str) -> None:
             shutil.rmtree(os.path.join(root, name), ignore_errors=True)
 
 
-# ``logs.interrupted``: set once an interrupt (Ctrl-C) or SIGTERM reached ``main``. ``_terminated``: it was
+# ``logs.interrupted``: set once an interrupt (Ctrl-C) or SIGTERM reached ``main``; ``logs.terminated``: it was
 # SIGTERM.
-_terminated = threading.Event()
 _END_DESCENDANTS_EVERY_S = 0.5
 
 
 @contextlib.contextmanager
 def _interrupt_ends_the_job() -> Iterator[None]:
     """For the block, an interrupt (Ctrl-C, or SIGINT to this process) or SIGTERM ends the whole job: it marks
-    ``logs.interrupted`` (other threads' uncaught exceptions and the libraries' log records are then not shown),
+    ``logs.interrupted`` (other threads' uncaught exceptions, exceptions Python drops in finalizers and the
+    libraries' log records are then not shown),
     ends this process's descendants (the runner's worker processes, which ignore interrupts so that they
     cannot fail before this mark is set) now and every ``_END_DESCENDANTS_EVERY_S`` until the process exits,
     then raises KeyboardInterrupt (SIGTERM: ``Terminated``, a KeyboardInterrupt) in the main thread as Python
-    does for Ctrl-C, so that ``finally`` blocks run (a preprocess run's scratch folder is removed). A signal
-    someone else handles (or ignores) is left to them."""
+    does for Ctrl-C, so that ``finally`` blocks run (a preprocess run's scratch folder is removed). Raised in a
+    finalizer, that exception is dropped by Python; loops that must stop also check the mark
+    (``logs.raise_if_stopped``). A signal someone else handles (or ignores) is left to them."""
     import signal
 
     if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
         yield
         return
-    previous_hook = threading.excepthook
+    previous_hook, previous_unraisable = threading.excepthook, sys.unraisablehook
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
     ours = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
     taken = [sig for sig, handler in previous.items() if handler is ours[sig]]
 
     def on_stop(signum: int, frame: Any) -> None:
         if signum == signal.SIGTERM:
-            _terminated.set()
+            logs.terminated.set()
         if not logs.interrupted.is_set():
             logs.interrupted.set()
             _end_descendants()
@@ -367,16 +368,20 @@ def _interrupt_ends_the_job() -> Iterator[None]:
         if not logs.interrupted.is_set():
             previous_hook(args)
 
+    def unraisablehook(unraisable: Any) -> None:
+        if not logs.interrupted.is_set():
+            previous_unraisable(unraisable)
+
     for sig in taken:
         signal.signal(sig, on_stop)
-    threading.excepthook = excepthook
+    threading.excepthook, sys.unraisablehook = excepthook, unraisablehook
     try:
         yield
     finally:
         for sig in taken:
             signal.signal(sig, previous[sig])
         if not logs.interrupted.is_set():  # once interrupted, the job's threads may still fail after main returns
-            threading.excepthook = previous_hook
+            threading.excepthook, sys.unraisablehook = previous_hook, previous_unraisable
 
 
 def _keep_ending_descendants() -> None:

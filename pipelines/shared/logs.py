@@ -13,11 +13,26 @@ from typing import Callable, Iterator, Optional, Sequence
 # Set by ``cli.main`` once an interrupt (Ctrl-C) or SIGTERM reached it: what other threads and libraries report
 # after it are its consequences (workers ended, streams broken), which would bury ``main``'s one line.
 interrupted = threading.Event()
+# Set with ``interrupted`` when the stop was SIGTERM (a preemption), not an interrupt.
+terminated = threading.Event()
 # The descriptor that reaches the user's stderr while ``native_stderr_filtered`` holds descriptor 2 (None: 2 does).
 _user_stderr: Optional[int] = None
 # While set (``lines_through``), what that filter passes on goes through it instead of straight to the user's
 # stderr: a progress line drawn in place there clears itself first, so that no line lands on its end.
 _line_writer: Optional[Callable[[bytes], None]] = None
+
+
+def raise_if_stopped() -> None:
+    """Raises the stop ``cli.main`` received, once ``interrupted`` is set: ``Terminated`` for SIGTERM, else
+    ``KeyboardInterrupt``. The signal handler raises it too, but inside whatever Python code the main thread runs
+    at that moment, and Python drops an exception raised in a finalizer (``__del__``: TensorFlow's objects run
+    many each training step) after printing it: a loop that must stop (the trainer's steps) calls this between
+    its steps, so that the stop is never lost."""
+    if interrupted.is_set():
+        from schemas.errors import Terminated
+
+        raise Terminated() if terminated.is_set() else KeyboardInterrupt()
+
 
 # ------------------------------------------------------------------------------------------------ quiet start
 LOG_LEVELS = ("debug", "info", "warning", "error")
