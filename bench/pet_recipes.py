@@ -42,6 +42,11 @@ RUNS: dict[str, list[str]] = {
     "momentum_0.9_deeplabv3plus": [*PLAIN, "--epochs", "20", "--model", "deeplabv3plus"],
     "momentum_0.9_deeplabv3plus_24": [*PLAIN, "--epochs", "20", "--model", "deeplabv3plus", "--base_filters", "24"],
     "preset": PLAIN,  # today's pet_cpu: momentum 0.9, 60 epochs
+    # The U-Net's width at depth 4: at equal epochs, then for as long as the 30-minute budget allows.
+    "width_8": [*PLAIN, "--epochs", "20", "--base_filters", "8"],
+    "width_24": [*PLAIN, "--epochs", "20", "--base_filters", "24"],
+    "width_24_45_epochs": [*PLAIN, "--epochs", "45", "--base_filters", "24"],
+    "width_24_36_epochs": [*PLAIN, "--epochs", "36", "--base_filters", "24"],
 }
 
 
