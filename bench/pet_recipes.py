@@ -47,6 +47,7 @@ RUNS: dict[str, list[str]] = {
     "width_24": [*PLAIN, "--epochs", "20", "--base_filters", "24"],
     "width_24_45_epochs": [*PLAIN, "--epochs", "45", "--base_filters", "24"],
     "width_24_36_epochs": [*PLAIN, "--epochs", "36", "--base_filters", "24"],
+    "width_20_50_epochs": [*PLAIN, "--epochs", "50", "--base_filters", "20"],
 }
 
 
