@@ -34,24 +34,41 @@ def _mounting_works() -> bool:
     return done.returncode == 0
 
 
+# What ``unshare -rm sh -c 'mount -t tmpfs -o OPTIONS tmpfs DIR'`` does, done by the command's own process before
+# it runs its module as ``python -m`` does: a private user and mount namespace (root there, this user outside), the
+# mounts made private, a tmpfs over DIR. The warm server runs it (tests/fixtures/warm.py): its child is one thread
+# after the fork, as unshare(CLONE_NEWUSER) requires, and does not import TensorFlow again (~6 CPU-s a command).
+_IN_A_MOUNT_NAMESPACE = r"""
+import ctypes, os, runpy, sys
+libc = ctypes.CDLL(None, use_errno=True)
+
+def check(result, what):
+    if result != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, f"{what}: {os.strerror(error)}")
+
+uid, gid = os.getuid(), os.getgid()
+check(libc.unshare(0x10000000 | 0x00020000), "unshare")  # CLONE_NEWUSER | CLONE_NEWNS
+for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"), ("gid_map", f"0 {gid} 1")):
+    with open(f"/proc/self/{name}", "w") as f:
+        f.write(text)
+check(libc.mount(None, b"/", None, 0x4000 | 0x40000, None), "making / private")  # MS_REC | MS_PRIVATE
+mount, options, module = sys.argv[1:4]
+check(libc.mount(b"tmpfs", mount.encode(), b"tmpfs", 0, options.encode()), f"mounting a tmpfs on {mount}")
+sys.argv = [module, *sys.argv[4:]]
+runpy._run_module_as_main(module, alter_argv=True)
+"""
+
+
 def _run(module: str, args: list[str], mount: str | None = None, options: str = "ro") -> subprocess.CompletedProcess:
     """``python -m module args``; ``mount``: with a tmpfs mounted there (``options``) for this command only."""
-    command = [sys.executable, "-m", module, *args]
-    if mount is not None:
-        if not _mounting_works():
-            pytest.skip("no private mount namespace here (unshare -rm)")
-        os.makedirs(mount, exist_ok=True)
-        command = [
-            "unshare",
-            "-rm",
-            "sh",
-            "-c",
-            f'mount -t tmpfs -o {options} tmpfs "$0" && exec "$@"',
-            mount,
-        ] + command
     if mount is None:
-        return warm.run(command, env=_ENV, timeout=600)
-    return subprocess.run(command, env=_ENV, capture_output=True, text=True, timeout=600)
+        return warm.run([sys.executable, "-m", module, *args], env=_ENV, timeout=600)
+    if not _mounting_works():
+        pytest.skip("no private mount namespace here (unshare -rm)")
+    os.makedirs(mount, exist_ok=True)
+    command = [sys.executable, "-c", _IN_A_MOUNT_NAMESPACE, mount, options, module, *args]
+    return warm.run(command, env=_ENV, timeout=600)
 
 
 def _one_line(done: subprocess.CompletedProcess, code: int, *expected: str) -> str:
