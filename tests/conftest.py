@@ -2,6 +2,15 @@
 loopback GCS server) are session-scoped and built once, so the whole suite stays fast on 2 cores."""
 
 import os
+import signal
+
+# Interrupts reach the commands the tests start, as they would from a terminal, however the suite was started. A
+# script's background job (``make test &`` without job control) starts with SIGINT ignored, which every process it
+# starts inherits; segflow's commands leave an ignored SIGINT ignored (pipelines/shared/cli.py, as ``nohup`` asks),
+# so the tests that stop a run with SIGINT would wait for a stop that never comes. Python's own handler again,
+# here and, through exec, in every process started from here (each xdist worker imports this file too).
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Quiet TensorFlow and keep it from grabbing every core in every worker process the tests start.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
