@@ -66,16 +66,30 @@ def _val_ids(records: str) -> list[str]:
     return ids
 
 
+def trimap_train_ids(pet_dir: str, example_id: str) -> np.ndarray:
+    """The photo's trimap as train ids (pet, background, border; 255 unlabelled), at the photo's own size."""
+    from PIL import Image
+
+    with Image.open(os.path.join(pet_dir, "annotations", "trimaps", f"{example_id}.png")) as trimap:
+        return pet_trimap_to_train_ids(np.asarray(trimap))
+
+
+def confusion(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """The 3x3 confusion matrix (rows: the truth's class) of ``predicted`` class ids against ``truth``'s train ids,
+    its unlabelled pixels left out."""
+    labelled = truth != 255
+    pairs = truth[labelled].astype(np.int64) * 3 + predicted[labelled]
+    return np.bincount(pairs, minlength=9).reshape(3, 3)
+
+
 def score(model_dir: str, pet_dir: str, ids: list[str], flip: bool) -> np.ndarray:
     """Per-class IoU of the exported model on ``ids`` at each photo's original size; ``flip``: the mean of the
     probabilities of the photo and of its mirror image (mirrored back) before the upsampling and argmax."""
     import tensorflow as tf
-    from PIL import Image
 
     model = tf.saved_model.load(model_dir)
     pre, predict, post = (model.signatures[s] for s in ("preprocess", "predict_resized", "postprocess"))
-    num_classes = 3
-    matrix = np.zeros((num_classes, num_classes), np.int64)
+    matrix = np.zeros((3, 3), np.int64)
     for example_id in ids:
         with open(os.path.join(pet_dir, "images", f"{example_id}.jpg"), "rb") as f:
             prepared = pre(image_bytes=tf.constant(f.read()))
@@ -85,12 +99,7 @@ def score(model_dir: str, pet_dir: str, ids: list[str], flip: bool) -> np.ndarra
             mirrored = predict(images=tf.reverse(image, [2]))["probabilities"]
             probabilities = 0.5 * (probabilities + tf.reverse(mirrored, [2]))
         class_ids = post(probabilities=probabilities[0], height=prepared["height"], width=prepared["width"])
-        predicted = class_ids["class_ids"].numpy()
-        with Image.open(os.path.join(pet_dir, "annotations", "trimaps", f"{example_id}.png")) as trimap:
-            truth = pet_trimap_to_train_ids(np.asarray(trimap))
-        labelled = truth != 255
-        pairs = truth[labelled].astype(np.int64) * num_classes + predicted[labelled]
-        matrix += np.bincount(pairs, minlength=num_classes**2).reshape(num_classes, num_classes)
+        matrix += confusion(trimap_train_ids(pet_dir, example_id), class_ids["class_ids"].numpy())
     return per_class_iou(matrix)
 
 

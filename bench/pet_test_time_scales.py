@@ -25,8 +25,7 @@ import numpy as np
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from bench.pet_recipes import _val_ids  # noqa: E402
-from schemas.labels import pet_trimap_to_train_ids  # noqa: E402
+from bench.pet_recipes import _val_ids, confusion, trimap_train_ids  # noqa: E402
 from schemas.scores import mean_iou, per_class_iou  # noqa: E402
 
 # Sets of scales (factors of the records' size) whose probabilities are averaged.
@@ -51,7 +50,6 @@ def main(argv: Optional[list[str]] = None) -> None:
     args = parser.parse_args(argv)
 
     import tensorflow as tf
-    from PIL import Image
 
     from trainer.models import build_model
     from trainer.normalization import TransformNormalization
@@ -93,16 +91,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     for example_id in ids:
         with open(os.path.join(args.pet_dir, "images", f"{example_id}.jpg"), "rb") as f:
             prepared = preprocess(image_bytes=tf.constant(f.read()))
-        with Image.open(os.path.join(args.pet_dir, "annotations", "trimaps", f"{example_id}.png")) as trimap:
-            truth = pet_trimap_to_train_ids(np.asarray(trimap))
-        labelled = truth != 255
+        truth = trimap_train_ids(args.pet_dir, example_id)
         at = {(side, flip): probabilities(prepared["image"], side, flip) for side in sides for flip in (False, True)}
         for name, scales in SCALE_SETS.items():
             for flip in (False, True):
                 mean = tf.add_n([at[(int(round(size * s)), flip)] for s in scales]) / len(scales)
                 out = postprocess(probabilities=mean, height=prepared["height"], width=prepared["width"])
-                pairs = truth[labelled].astype(np.int64) * 3 + out["class_ids"].numpy()[labelled]
-                matrices[(name, flip)] += np.bincount(pairs, minlength=9).reshape(3, 3)
+                matrices[(name, flip)] += confusion(truth, out["class_ids"].numpy())
     print(f"{args.run}: {len(ids)} validation photos, best checkpoint {os.path.basename(best)}")
     print("| scales | flip averaged | val mIoU | pet | background | border |")
     print("|---|---|---|---|---|---|")
