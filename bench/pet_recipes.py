@@ -52,6 +52,18 @@ RUNS: dict[str, list[str]] = {
     "learning_rate_4e-3": [*PLAIN, "--learning_rate", "4e-3"],
     # Half the batch: twice the updates in the same epochs, for a model still improving at the end of its budget.
     "batch_size_8": [*PLAIN, "--batch_size", "8"],
+    # oneDNN's kernels, which the commands turn on on x86-64 (pipelines/shared/cli.py): the CPU an epoch takes with
+    # and without them, at pet_cpu's width and at 24 filters (4 epochs each: the cost, not the score), then the
+    # wider network for the epochs the saved CPU buys.
+    "onednn_off_4_epochs": [*PLAIN, "--epochs", "4"],
+    "onednn_on_4_epochs": [*PLAIN, "--epochs", "4"],
+    "width_24_onednn_off_4_epochs": [*PLAIN, "--epochs", "4", "--base_filters", "24"],
+    "width_24_onednn_on_4_epochs": [*PLAIN, "--epochs", "4", "--base_filters", "24"],
+    "width_24_60_epochs": [*PLAIN, "--base_filters", "24"],
+}
+# A run's environment on top of this process's (the commands keep a value the caller set).
+RUN_ENVIRONMENT: dict[str, dict[str, str]] = {
+    name: {"TF_ENABLE_ONEDNN_OPTS": "0"} for name in RUNS if "onednn_off" in name
 }
 
 
@@ -132,7 +144,7 @@ def main(argv: Optional[list[str]] = None) -> None:
         shutil.rmtree(job, ignore_errors=True)  # a fresh run, never a resumed one
         train = [sys.executable, "-m", "trainer.task", "--data_dir", records, "--preset", "pet_cpu"]
         train += ["--job_dir", job, "--verbose", "2", *RUNS[name]]
-        wall, peak, cpu, _ = measure_cpu(train)
+        wall, peak, cpu, _ = measure_cpu(train, env={**os.environ, **RUN_ENVIRONMENT.get(name, {})})
         plain = score(os.path.join(job, "model"), args.pet_dir, ids, flip=False)
         flipped = score(os.path.join(job, "model"), args.pet_dir, ids, flip=True)
         cells = [name, " ".join(RUNS[name]) or "(the preset)", f"{wall:.0f}", f"{cpu:.0f}", f"{peak / 1e9:.2f}"]

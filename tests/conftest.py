@@ -15,6 +15,13 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 # Quiet TensorFlow and keep it from grabbing every core in every worker process the tests start.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# TensorFlow's own CPU kernels, where the commands turn oneDNN's on (pipelines/shared/cli.py; a caller's value is
+# kept, so every command the tests start, in-process or not, runs the same kernels). The suite's networks are tiny
+# (4-16 filters, 32-64 px): there oneDNN's set-up of each new shape outweighs its kernels, and the whole suite took
+# 1,759 CPU-s with them against 1,580 without (back to back, 2 workers), while a real network's training takes
+# 25-30 % less CPU with them (docs/benchmarks.md). The tests that start a command with its own default run it with
+# oneDNN: tests/test_schemas.py's probe (the setting), tests/test_cli.py's quiet runs (its start-up line hidden).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 # One fixture module per area; each defines its session-scoped artefacts.
 pytest_plugins = [

@@ -168,24 +168,31 @@ def test_argmax_channels_is_tf_argmax():
         )
 
 
-def test_segflow_programs_load_one_keras():
+def test_segflow_programs_load_one_keras_and_run_tensorflow_with_onednn():
     """A segflow program's ``main`` makes ``tf.keras`` the Keras 2 (``tf_keras``) that the trainer and
     tensorflow-transform use, so TensorFlow does not also load Keras 3 (and matplotlib through it) in every
-    run; the setting is the program's, undone when its ``main`` returns (importing segflow sets nothing)."""
+    run, and on x86-64 turns on TensorFlow's oneDNN kernels, which TensorFlow itself turns on only on CPUs with
+    AVX-512 VNNI/BF16 or AMX; the settings are the program's, undone when its ``main`` returns (importing segflow
+    sets nothing)."""
+    import platform
     import subprocess
     import sys
 
+    x86 = platform.machine().lower() in ("x86_64", "amd64")
     code = (
         "import os, sys\n"
         "from pipelines.shared import cli\n"
         "def run(argv):\n"
         "    import pipelines.preprocess, trainer.data, tensorflow as tf\n"
+        "    from tensorflow.python.util import _pywrap_util_port\n"
         "    assert os.environ['TF_USE_LEGACY_KERAS'] == '1'\n"
         "    assert 'keras.src' not in sys.modules and 'matplotlib.pyplot' not in sys.modules, sorted(sys.modules)\n"
         "    assert tf.keras.__name__.startswith('tf_keras'), tf.keras.__name__\n"
+        f"    assert _pywrap_util_port.IsMklEnabled() is {x86}, 'oneDNN'\n"
         "assert cli.main('probe', [], run) == 0\n"
-        "assert 'TF_USE_LEGACY_KERAS' not in os.environ\n"
+        "assert 'TF_USE_LEGACY_KERAS' not in os.environ and 'TF_ENABLE_ONEDNN_OPTS' not in os.environ\n"
     )
-    env = {k: v for k, v in __import__("os").environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    unset = ("TF_USE_LEGACY_KERAS", "TF_ENABLE_ONEDNN_OPTS")
+    env = {k: v for k, v in __import__("os").environ.items() if k not in unset}
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]

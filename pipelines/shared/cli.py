@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import platform
 import re
 import sys
 import threading
@@ -29,8 +30,17 @@ T = TypeVar("T")
 # The environment a program runs in, set by ``main`` (never on import: a library user's process keeps its own).
 # ``TF_USE_LEGACY_KERAS=1``: segflow's Keras (its models, tensorflow-transform's layers) is Keras 2, imported by
 # name as ``tf_keras``; unless told so, TensorFlow also loads Keras 3 (and matplotlib through it) for a
-# ``tf.keras`` nothing of a program uses, 0.3-0.6 s of every run on 2 cores. A caller's own value is kept.
-PROGRAM_ENVIRONMENT = {"TF_USE_LEGACY_KERAS": "1"}
+# ``tf.keras`` nothing of a program uses, 0.3-0.6 s of every run on 2 cores.
+# ``TF_ENABLE_ONEDNN_OPTS=1`` (x86-64 only): TensorFlow's oneDNN kernels (convolutions, batch norm, pooling), which
+# TensorFlow turns on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX. On the AVX2 CPUs of most laptops and
+# cloud VMs they are off, and a training step of the ``pet_cpu`` U-Net takes ~1.5x the CPU (docs/benchmarks.md,
+# "oneDNN"). Same inputs, same threads: the same bytes, run after run, as with TensorFlow's own kernels (not the
+# same bytes as them: another order of the sums). Other architectures keep TensorFlow's default (unmeasured).
+# A caller's own value of either is kept (``TF_ENABLE_ONEDNN_OPTS=0`` turns oneDNN off).
+PROGRAM_ENVIRONMENT = {
+    "TF_USE_LEGACY_KERAS": "1",
+    **({"TF_ENABLE_ONEDNN_OPTS": "1"} if platform.machine().lower() in ("x86_64", "amd64") else {}),
+}
 _in_main = threading.Event()
 
 
