@@ -10,7 +10,8 @@ the ASPP output upsampled x4 (bilinear), concatenated with the stride-4 features
 ``base_filters`` scales every width: the stages have 1, 2, 4, 8, 8 x ``base_filters`` channels (stem, strides
 4, 8, 16, atrous), ASPP and decoder 8x, the reduced low-level features 1.5x (the paper's 256 and 48 at 32: few
 low-level channels, so they sharpen the edges without outweighing the ASPP's features). The default, 24, costs
-about the CPU per training step of ``--preset pet_cpu``'s U-Net (16 filters, depth 4) at 128x128.
+about the CPU per training step of the U-Net at 16 filters, depth 4 (``pet_cpu``'s network before it took 24
+filters) at 128x128.
 """
 
 from __future__ import annotations
