@@ -53,14 +53,12 @@ RUNS: dict[str, list[str]] = {
     "learning_rate_4e-3": [*PLAIN, "--learning_rate", "4e-3"],
     # Half the batch: twice the updates in the same epochs, for a model still improving at the end of its budget.
     "batch_size_8": [*PLAIN, "--batch_size", "8"],
-    # oneDNN's kernels, which the commands turn on on x86-64 (pipelines/shared/cli.py): the CPU an epoch takes with
-    # and without them, at pet_cpu's width and at 24 filters (4 epochs each: the cost, not the score), then the
-    # wider network for the epochs the saved CPU buys.
+    # oneDNN's kernels, which the commands turn on on x86-64 (pipelines/shared/cli.py): the CPU a training takes
+    # with and without them, at 16 and at 24 filters (4 epochs each: the cost, not the score).
     "onednn_off_4_epochs": [*PLAIN, "--epochs", "4"],
     "onednn_on_4_epochs": [*PLAIN, "--epochs", "4"],
     "width_24_onednn_off_4_epochs": [*PLAIN, "--epochs", "4", "--base_filters", "24"],
     "width_24_onednn_on_4_epochs": [*PLAIN, "--epochs", "4", "--base_filters", "24"],
-    "width_24_60_epochs": [*PLAIN, "--base_filters", "24"],
 }
 # A run's environment on top of this process's (the commands keep a value the caller set).
 RUN_ENVIRONMENT: dict[str, dict[str, str]] = {

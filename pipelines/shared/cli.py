@@ -33,7 +33,7 @@ T = TypeVar("T")
 # ``tf.keras`` nothing of a program uses, 0.3-0.6 s of every run on 2 cores.
 # ``TF_ENABLE_ONEDNN_OPTS=1`` (x86-64 only): TensorFlow's oneDNN kernels (convolutions, batch norm, pooling), which
 # TensorFlow turns on by itself only on CPUs with AVX-512 VNNI/BF16 or AMX. On the AVX2 CPUs of most laptops and
-# cloud VMs they are off, and a training step of the ``pet_cpu`` U-Net takes ~1.5x the CPU (docs/benchmarks.md,
+# cloud VMs they are off, and a training step of the ``pet_cpu`` U-Net takes ~1.4x the CPU (docs/benchmarks.md,
 # "oneDNN"). Same inputs, same threads: the same bytes, run after run, as with TensorFlow's own kernels (not the
 # same bytes as them: another order of the sums). Other architectures keep TensorFlow's default (unmeasured).
 # A caller's own value of either is kept (``TF_ENABLE_ONEDNN_OPTS=0`` turns oneDNN off).
