@@ -55,6 +55,8 @@ RUNS: dict[str, list[str]] = {
     "batch_size_8": [*PLAIN, "--batch_size", "8"],
     # Regularisation of today's pet_cpu network (24 filters, 45 epochs): decoupled weight decay (AdamW).
     "width_24_weight_decay_0.05": [*PLAIN, "--epochs", "45", "--base_filters", "24", "--weight_decay", "0.05"],
+    # The thin border, weighted: median-frequency class weights on today's network (they were -0.002 at 16 filters).
+    "width_24_class_weights": [*PLAIN, "--epochs", "45", "--base_filters", "24", "--class_weights", "auto"],
     # What twice pet_cpu's budget buys its network: the same run for 90 epochs (a bound, not a preset).
     "width_24_90_epochs": [*PLAIN, "--epochs", "90", "--base_filters", "24"],
     # What online augmentation (flip, scale-and-crop, colour) earns today's network.
