@@ -125,7 +125,8 @@ def score(model_dir: str, pet_dir: str, ids: list[str], flip: bool) -> np.ndarra
 def truth_ceiling(pet_dir: str, ids: list[str], size: int) -> np.ndarray:
     """Per-class IoU of a perfect ``size`` x ``size`` prediction served at each photo's original size: the trimap
     itself resized to the records' size by preprocess's mask rule, one-hot, restored by the served rule (the
-    scores bilinearly to the photo's size, then the argmax). What no network trained on these records can pass."""
+    scores bilinearly to the photo's size, then the argmax): what a network exact at 128x128 would score (one with
+    softer scores at edges could differ slightly)."""
     import tensorflow as tf
 
     from pipelines.shared.pixels_graph import restore_size
