@@ -6,7 +6,8 @@ the trimap's three classes, the official IoU rule), with and without test-time f
         [--runs v0.5_preset,momentum_0.9,...] [--truth_ceiling]
 
 PET is the authors' layout (``images/*.jpg``, ``annotations/trimaps/*.png``, ``annotations/trainval.txt``);
-the photos are never copied. Records are made once with ``--image_size 128`` and ``--val_fraction``; each run is
+the photos are never copied. Records are made once with ``--image_size 128`` and ``--val_fraction`` (a run that
+needs other preprocess flags, ``RUN_RECORDS``, gets records of its own with the same validation photos); each run is
 ``trainer.task --preset pet_cpu`` plus the run's flags (``RUNS`` below), trained from scratch in a fresh JOB, in
 the order given; its wall time, CPU seconds and peak memory are measured around the whole training process. A
 run's table row is printed as soon as it is scored, so a long bench shows its figures as it goes.
@@ -67,7 +68,13 @@ RUNS: dict[str, list[str]] = {
     "onednn_on_4_epochs": [*PLAIN, "--epochs", "4"],
     "width_24_onednn_off_4_epochs": [*PLAIN, "--epochs", "4", "--base_filters", "24"],
     "width_24_onednn_on_4_epochs": [*PLAIN, "--epochs", "4", "--base_filters", "24"],
+    # Offline augmentation: one augmented copy of each training photo, cropped from the full-resolution photo before
+    # the resize (preprocess --augment_copies 1: 392 training records), for half the epochs (the same steps).
+    "width_24_offline_copy": [*PLAIN, "--epochs", "23", "--base_filters", "24"],
 }
+# A run's records, where they are not the shared ones: preprocess's flags on top of the shared records' (the split is
+# the same: it is a function of each photo's name and --val_fraction).
+RUN_RECORDS: dict[str, list[str]] = {"width_24_offline_copy": ["--augment_copies", "1"]}
 # A run's environment on top of this process's (the commands keep a value the caller set).
 RUN_ENVIRONMENT: dict[str, dict[str, str]] = {
     name: {"TF_ENABLE_ONEDNN_OPTS": "0"} for name in RUNS if "onednn_off" in name
@@ -142,6 +149,16 @@ def truth_ceiling(pet_dir: str, ids: list[str], size: int) -> np.ndarray:
     return per_class_iou(matrix)
 
 
+def _records(args: argparse.Namespace, flags: list[str]) -> str:
+    """The records made with ``flags`` on top of the shared ones' (made on first use): WORK/records[_FLAGS]."""
+    records = os.path.join(args.work_dir, "_".join(["records", *(f.lstrip("-") for f in flags)]))
+    if not os.path.exists(os.path.join(records, "metadata.json")):
+        preprocess = [sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", args.pet_dir]
+        preprocess += ["--output_dir", records, "--image_size", "128", "--val_fraction", str(args.val_fraction)]
+        measure_cpu([*preprocess, *flags])
+    return records
+
+
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pet_dir", required=True, help="Oxford-IIIT Pet in the authors' layout")
@@ -157,11 +174,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     if unknown:
         parser.error(f"unknown run(s) {unknown}; choose from {list(RUNS)}")
 
-    records = os.path.join(args.work_dir, "records")
-    if not os.path.exists(os.path.join(records, "metadata.json")):
-        preprocess = [sys.executable, "-m", "pipelines.preprocess", "--dataset", "pet", "--input_dir", args.pet_dir]
-        preprocess += ["--output_dir", records, "--image_size", "128", "--val_fraction", str(args.val_fraction)]
-        measure_cpu(preprocess)
+    records = _records(args, [])
     ids = _val_ids(records)
     print(f"validation photos: {len(ids)}; records: {records}", flush=True)
     print(
@@ -177,7 +190,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     for name in runs:
         job = os.path.join(args.work_dir, "jobs", name)
         shutil.rmtree(job, ignore_errors=True)  # a fresh run, never a resumed one
-        train = [sys.executable, "-m", "trainer.task", "--data_dir", records, "--preset", "pet_cpu"]
+        data_dir = _records(args, RUN_RECORDS[name]) if name in RUN_RECORDS else records
+        if data_dir != records and _val_ids(data_dir) != ids:
+            raise SystemExit(f"{data_dir}: its validation photos are not the shared records'")
+        train = [sys.executable, "-m", "trainer.task", "--data_dir", data_dir, "--preset", "pet_cpu"]
         train += ["--job_dir", job, "--verbose", "2", *RUNS[name]]
         wall, peak, cpu, _ = measure_cpu(train, env={**os.environ, **RUN_ENVIRONMENT.get(name, {})})
         plain = score(os.path.join(job, "model"), args.pet_dir, ids, flip=False)
