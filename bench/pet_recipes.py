@@ -190,7 +190,7 @@ def main(argv: Optional[list[str]] = None) -> None:
     for name in runs:
         job = os.path.join(args.work_dir, "jobs", name)
         shutil.rmtree(job, ignore_errors=True)  # a fresh run, never a resumed one
-        data_dir = _records(args, RUN_RECORDS[name]) if name in RUN_RECORDS else records
+        data_dir = _records(args, RUN_RECORDS.get(name, []))
         if data_dir != records and _val_ids(data_dir) != ids:
             raise SystemExit(f"{data_dir}: its validation photos are not the shared records'")
         train = [sys.executable, "-m", "trainer.task", "--data_dir", data_dir, "--preset", "pet_cpu"]
