@@ -3,7 +3,7 @@ validation split, scored the way ``pipelines.evaluate`` scores a test split (eve
 the trimap's three classes, the official IoU rule), with and without test-time flip averaging.
 
     python bench/pet_recipes.py --pet_dir PET --work_dir /tmp/pet_recipes [--val_fraction 0.3]
-        [--runs v0.5_preset,momentum_0.9,...] [--truth_ceiling]
+        [--runs v0.5_preset,momentum_0.9,...] [--truth_ceiling] [--largest_region] [--rescore]
 
 PET is the authors' layout (``images/*.jpg``, ``annotations/trimaps/*.png``, ``annotations/trainval.txt``);
 the photos are never copied. Records are made once with ``--image_size 128`` and ``--val_fraction`` (a run that
@@ -11,6 +11,8 @@ needs other preprocess flags, ``RUN_RECORDS``, gets records of its own with the 
 ``trainer.task --preset pet_cpu`` plus the run's flags (``RUNS`` below), trained from scratch in a fresh JOB, in
 the order given; its wall time, CPU seconds and peak memory are measured around the whole training process. A
 run's table row is printed as soon as it is scored, so a long bench shows its figures as it goes.
+``--largest_region`` scores each mask a second time after a post-processing step (``largest_region``);
+``--rescore`` scores the runs' models already in WORK/jobs again, without training them.
 """
 
 from __future__ import annotations
@@ -30,8 +32,10 @@ sys.path.insert(0, REPO)
 
 from bench.common import measure_cpu  # noqa: E402
 from schemas import features  # noqa: E402
-from schemas.labels import pet_trimap_to_train_ids  # noqa: E402
+from schemas.labels import pet_spec, pet_trimap_to_train_ids  # noqa: E402
 from schemas.scores import mean_iou, per_class_iou  # noqa: E402
+
+PET_CLASSES = pet_spec("trimap").class_names
 
 # Each run: the flags given on top of --preset pet_cpu, one change at a time. Every run exports without flip
 # averaging (--no_test_time_flip): the bench scores each model with and without it.
@@ -108,14 +112,31 @@ def confusion(truth: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     return np.bincount(pairs, minlength=9).reshape(3, 3)
 
 
-def score(model_dir: str, pet_dir: str, ids: list[str], flip: bool) -> np.ndarray:
-    """Per-class IoU of the exported model on ``ids`` at each photo's original size; ``flip``: the mean of the
-    probabilities of the photo and of its mirror image (mirrored back) before the upsampling and argmax."""
+def largest_region(class_ids: np.ndarray) -> np.ndarray:
+    """The mask with one pet: the pixels not background (pet or border) outside their largest 4-connected region
+    become background, and the background holes that region encloses become pet. The usual clean-up for a
+    one-object-per-photo dataset, against masks with islands (the issue counted ~5 "pets" per real photo)."""
+    from scipy import ndimage
+
+    background = PET_CLASSES.index("background")
+    regions, count = ndimage.label(class_ids != background)
+    if count == 0:
+        return class_ids
+    largest = regions == 1 + int(np.argmax(np.bincount(regions.ravel())[1:]))
+    cleaned = np.where((regions > 0) & ~largest, background, class_ids)
+    cleaned[ndimage.binary_fill_holes(largest) & ~largest] = PET_CLASSES.index("pet")
+    return cleaned.astype(class_ids.dtype)
+
+
+def score(model_dir: str, pet_dir: str, ids: list[str], flip: bool, post_steps: tuple = ()) -> list[np.ndarray]:
+    """Per-class IoU of the exported model on ``ids`` at each photo's original size, as served, then after each of
+    ``post_steps`` (functions of the class-id mask); ``flip``: the mean of the probabilities of the photo and of its
+    mirror image (mirrored back) before the upsampling and argmax."""
     import tensorflow as tf
 
     model = tf.saved_model.load(model_dir)
     pre, predict, post = (model.signatures[s] for s in ("preprocess", "predict_resized", "postprocess"))
-    matrix = np.zeros((3, 3), np.int64)
+    matrices = np.zeros((1 + len(post_steps), 3, 3), np.int64)
     for example_id in ids:
         with open(os.path.join(pet_dir, "images", f"{example_id}.jpg"), "rb") as f:
             prepared = pre(image_bytes=tf.constant(f.read()))
@@ -125,8 +146,11 @@ def score(model_dir: str, pet_dir: str, ids: list[str], flip: bool) -> np.ndarra
             mirrored = predict(images=tf.reverse(image, [2]))["probabilities"]
             probabilities = 0.5 * (probabilities + tf.reverse(mirrored, [2]))
         class_ids = post(probabilities=probabilities[0], height=prepared["height"], width=prepared["width"])
-        matrix += confusion(trimap_train_ids(pet_dir, example_id), class_ids["class_ids"].numpy())
-    return per_class_iou(matrix)
+        class_ids = class_ids["class_ids"].numpy()
+        truth = trimap_train_ids(pet_dir, example_id)
+        for matrix, step in zip(matrices, (lambda ids: ids, *post_steps)):
+            matrix += confusion(truth, step(class_ids))
+    return [per_class_iou(matrix) for matrix in matrices]
 
 
 def truth_ceiling(pet_dir: str, ids: list[str], size: int) -> np.ndarray:
@@ -168,6 +192,10 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument(
         "--truth_ceiling", action="store_true", help="first score the trimaps themselves at 128x128 (truth_ceiling)"
     )
+    parser.add_argument(
+        "--largest_region", action="store_true", help="also score each mask after largest_region (extra columns)"
+    )
+    parser.add_argument("--rescore", action="store_true", help="score the runs' models in WORK/jobs; train nothing")
     args = parser.parse_args(argv)
     runs = [r for r in args.runs.split(",") if r]
     unknown = [r for r in runs if r not in RUNS]
@@ -177,11 +205,13 @@ def main(argv: Optional[list[str]] = None) -> None:
     records = _records(args, [])
     ids = _val_ids(records)
     print(f"validation photos: {len(ids)}; records: {records}", flush=True)
+    post_steps = (largest_region,) if args.largest_region else ()
+    extra = " mIoU, largest region | with flip, largest region | border, with flip, largest region |" * bool(post_steps)
     print(
         "| run | flags on pet_cpu | train wall s | CPU s | peak RSS GB | val mIoU | pet | background | border "
-        "| mIoU with flip |"
+        "| mIoU with flip |" + extra
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|" + "---|" * (3 * len(post_steps)))
     if args.truth_ceiling:
         ceiling = truth_ceiling(args.pet_dir, ids, 128)
         cells = ["truth_ceiling", "(no network: the trimap at 128x128, served)", "-", "-", "-"]
@@ -189,20 +219,32 @@ def main(argv: Optional[list[str]] = None) -> None:
         print("| " + " | ".join(cells) + " |", flush=True)
     for name in runs:
         job = os.path.join(args.work_dir, "jobs", name)
-        shutil.rmtree(job, ignore_errors=True)  # a fresh run, never a resumed one
-        data_dir = _records(args, RUN_RECORDS.get(name, []))
-        if data_dir != records and _val_ids(data_dir) != ids:
-            raise SystemExit(f"{data_dir}: its validation photos are not the shared records'")
-        train = [sys.executable, "-m", "trainer.task", "--data_dir", data_dir, "--preset", "pet_cpu"]
-        train += ["--job_dir", job, "--verbose", "2", *RUNS[name]]
-        wall, peak, cpu, _ = measure_cpu(train, env={**os.environ, **RUN_ENVIRONMENT.get(name, {})})
-        plain = score(os.path.join(job, "model"), args.pet_dir, ids, flip=False)
-        flipped = score(os.path.join(job, "model"), args.pet_dir, ids, flip=True)
+        if args.rescore:
+            if not os.path.exists(os.path.join(job, "bench_scores.json")):
+                raise SystemExit(f"{job}: no scored model of run {name} to score again; run it without --rescore")
+            with open(os.path.join(job, "bench_scores.json")) as f:
+                measured = json.load(f)
+            wall, cpu, peak = (measured.get(k, float("nan")) for k in ("wall_s", "cpu_s", "peak_bytes"))
+        else:
+            shutil.rmtree(job, ignore_errors=True)  # a fresh run, never a resumed one
+            data_dir = _records(args, RUN_RECORDS.get(name, []))
+            if data_dir != records and _val_ids(data_dir) != ids:
+                raise SystemExit(f"{data_dir}: its validation photos are not the shared records'")
+            train = [sys.executable, "-m", "trainer.task", "--data_dir", data_dir, "--preset", "pet_cpu"]
+            train += ["--job_dir", job, "--verbose", "2", *RUNS[name]]
+            wall, peak, cpu, _ = measure_cpu(train, env={**os.environ, **RUN_ENVIRONMENT.get(name, {})})
+        plain, *plain_post = score(os.path.join(job, "model"), args.pet_dir, ids, False, post_steps)
+        flipped, *flipped_post = score(os.path.join(job, "model"), args.pet_dir, ids, True, post_steps)
         cells = [name, " ".join(RUNS[name]) or "(the preset)", f"{wall:.0f}", f"{cpu:.0f}", f"{peak / 1e9:.2f}"]
         cells += [f"{mean_iou(plain):.3f}", *(f"{v:.3f}" for v in plain), f"{mean_iou(flipped):.3f}"]
+        for cleaned, cleaned_flipped in zip(plain_post, flipped_post):
+            border = cleaned_flipped[PET_CLASSES.index("border")]
+            cells += [f"{mean_iou(cleaned):.3f}", f"{mean_iou(cleaned_flipped):.3f}", f"{border:.3f}"]
         print("| " + " | ".join(cells) + " |", flush=True)
-        with open(os.path.join(job, "bench_scores.json"), "w") as f:
-            json.dump({"plain": plain.tolist(), "flip": flipped.tolist(), "wall_s": wall, "cpu_s": cpu}, f)
+        if not args.rescore:
+            with open(os.path.join(job, "bench_scores.json"), "w") as f:
+                scores = {"plain": plain.tolist(), "flip": flipped.tolist(), "wall_s": wall, "cpu_s": cpu}
+                json.dump({**scores, "peak_bytes": peak}, f)
 
 
 if __name__ == "__main__":
