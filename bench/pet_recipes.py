@@ -148,7 +148,7 @@ def score(model_dir: str, pet_dir: str, ids: list[str], flip: bool, post_steps: 
         class_ids = post(probabilities=probabilities[0], height=prepared["height"], width=prepared["width"])
         class_ids = class_ids["class_ids"].numpy()
         truth = trimap_train_ids(pet_dir, example_id)
-        for matrix, step in zip(matrices, (lambda ids: ids, *post_steps)):
+        for matrix, step in zip(matrices, (lambda mask: mask, *post_steps)):
             matrix += confusion(truth, step(class_ids))
     return [per_class_iou(matrix) for matrix in matrices]
 
