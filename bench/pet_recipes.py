@@ -3,7 +3,8 @@ validation split, scored the way ``pipelines.evaluate`` scores a test split (eve
 the trimap's three classes, the official IoU rule), with and without test-time flip averaging.
 
     python bench/pet_recipes.py --pet_dir PET --work_dir /tmp/pet_recipes [--val_fraction 0.3]
-        [--runs v0.5_preset,momentum_0.9,...] [--truth_ceiling] [--largest_region] [--rescore]
+        [--runs v0.5_preset,momentum_0.9,...] [--truth_ceiling] [--largest_region] [--scales 96,128,160]
+        [--rescore]
 
 PET is the authors' layout (``images/*.jpg``, ``annotations/trimaps/*.png``, ``annotations/trainval.txt``);
 the photos are never copied. Records are made once with ``--image_size 128`` and ``--val_fraction`` (a run that
@@ -12,7 +13,9 @@ needs other preprocess flags, ``RUN_RECORDS``, gets records of its own with the 
 the order given; its wall time, CPU seconds and peak memory are measured around the whole training process. A
 run's table row is printed as soon as it is scored, so a long bench shows its figures as it goes.
 ``--largest_region`` scores each mask a second time after a post-processing step (``largest_region``);
-``--rescore`` scores the runs' models already in WORK/jobs again, without training them.
+``--scales`` scores each model a last time with multi-scale test-time averaging (``score_scales``), the evaluation
+of DeepLab and its successors; ``--rescore`` scores the runs' models already in WORK/jobs again, without training
+them.
 """
 
 from __future__ import annotations
@@ -153,6 +156,88 @@ def score(model_dir: str, pet_dir: str, ids: list[str], flip: bool, post_steps: 
     return [per_class_iou(matrix) for matrix in matrices]
 
 
+def network_at_size(job: str, size: int):
+    """JOB's exported network (its best checkpoint: the weights JOB/model holds) rebuilt for ``size`` x ``size``
+    uint8 images, its input convention first, as a function of a batch giving softmax probabilities. The networks
+    are fully convolutional: any size their depth divides runs."""
+    import tensorflow as tf
+
+    from trainer.models import build_model, input_convention
+    from trainer.normalization import with_input_convention
+
+    with open(os.path.join(job, "config.json")) as f:
+        config = json.load(f)
+    with open(os.path.join(job, "metrics.json")) as f:
+        exported_epoch = json.load(f)["exported_epoch"]
+    best = tf.train.latest_checkpoint(os.path.join(job, "checkpoints", "best"))
+    if config["export"] != "best" or not best or int(best.rsplit("-", 1)[1]) != exported_epoch:
+        raise SystemExit(f"{job}: its best checkpoint is not the exported model's; train it with --export best")
+    shape = (size, size, 3)
+    network = build_model(
+        config["model"],
+        shape,
+        config["data"]["num_classes"],
+        base_filters=config["base_filters"],
+        depth=config["depth"],
+        batch_norm_momentum=config["batch_norm_momentum"],
+        alpha=config["alpha"],
+    )
+    tf.train.Checkpoint(model=network).read(best).expect_partial()
+    convention = input_convention(config["model"], config["backbone_weights"])
+    if convention != "tft":
+        model = with_input_convention(network, convention, config["data_dir"], shape)
+        return tf.function(lambda images: tf.nn.softmax(model(images, training=False), axis=-1))
+    # The tensorflow-transform graph takes the records' size only; the model contract gives its per-channel
+    # normalisation (for the TFLite file), which score_scales checks against the exported model.
+    with open(os.path.join(job, "model", "segflow_model.json")) as f:
+        tflite = json.load(f).get("tflite") or {}
+    if "channel_mean" not in tflite:
+        raise SystemExit(f"{job}: its model contract has no per-channel normalisation; export it with --tflite")
+    mean, std = (tf.constant(tflite[k], tf.float32) for k in ("channel_mean", "channel_std"))
+
+    def probabilities(images):
+        logits = network((tf.cast(images, tf.float32) - mean) / std, training=False)
+        return tf.nn.softmax(logits, axis=-1)
+
+    return tf.function(probabilities)
+
+
+def score_scales(job: str, pet_dir: str, ids: list[str], sizes: list[int]) -> np.ndarray:
+    """Per-class IoU with multi-scale test-time averaging: each photo decoded and resized to each of ``sizes`` by
+    the served rule, the flip-averaged probabilities at each size restored to the photo's size, their mean's
+    argmax. The network rebuilt at the records' own size is first checked against the exported one."""
+    import tensorflow as tf
+
+    from pipelines.shared import pixels_graph
+
+    networks = {size: network_at_size(job, size) for size in sizes}
+    exported = tf.saved_model.load(os.path.join(job, "model"))
+    with open(os.path.join(job, "model", "segflow_model.json")) as f:
+        own_size = json.load(f)["image_size"][0]
+    with open(os.path.join(pet_dir, "images", f"{ids[0]}.jpg"), "rb") as f:
+        image = exported.signatures["preprocess"](image_bytes=tf.constant(f.read()))["image"][None]
+    rebuilt = networks.get(own_size) or network_at_size(job, own_size)
+    gap = float(
+        tf.reduce_max(tf.abs(rebuilt(image) - exported.signatures["predict_resized"](images=image)["probabilities"]))
+    )
+    if gap > 1e-4:
+        raise SystemExit(f"{job}: the network rebuilt from its best checkpoint differs from JOB/model by {gap}")
+    matrix = np.zeros((3, 3), np.int64)
+    for example_id in ids:
+        with open(os.path.join(pet_dir, "images", f"{example_id}.jpg"), "rb") as f:
+            encoded = tf.constant(f.read())
+        restored = []
+        for size, network in networks.items():
+            image, height, width = pixels_graph.decode_image_for_model(encoded, (size, size))
+            image = pixels_graph.resize_image(image, (size, size), content_hw=(height, width))[None]
+            pair = network(tf.concat([image, tf.reverse(image, [2])], 0))
+            probabilities = 0.5 * (pair[0] + tf.reverse(pair[1], [1]))
+            restored.append(pixels_graph.restore_size(probabilities, height, width, (size, size)))
+        class_ids = tf.argmax(tf.add_n(restored), -1).numpy()
+        matrix += confusion(trimap_train_ids(pet_dir, example_id), class_ids)
+    return per_class_iou(matrix)
+
+
 def truth_ceiling(pet_dir: str, ids: list[str], size: int) -> np.ndarray:
     """Per-class IoU of a perfect ``size`` x ``size`` prediction served at each photo's original size: the trimap
     itself resized to the records' size by preprocess's mask rule, one-hot, restored by the served rule (the
@@ -195,8 +280,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     parser.add_argument(
         "--largest_region", action="store_true", help="also score each mask after largest_region (extra columns)"
     )
+    parser.add_argument(
+        "--scales", default="", help="comma-separated sizes, e.g. 96,128,160: also score multi-scale (extra columns)"
+    )
     parser.add_argument("--rescore", action="store_true", help="score the runs' models in WORK/jobs; train nothing")
     args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.scales.split(",") if s]
     runs = [r for r in args.runs.split(",") if r]
     unknown = [r for r in runs if r not in RUNS]
     if unknown:
@@ -207,11 +296,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     print(f"validation photos: {len(ids)}; records: {records}", flush=True)
     post_steps = (largest_region,) if args.largest_region else ()
     extra = " mIoU, largest region | with flip, largest region | border, with flip, largest region |" * bool(post_steps)
+    extra += f" mIoU, scales {args.scales} | border, scales {args.scales} |" * bool(sizes)
     print(
         "| run | flags on pet_cpu | train wall s | CPU s | peak RSS GB | val mIoU | pet | background | border "
         "| mIoU with flip |" + extra
     )
-    print("|---|---|---|---|---|---|---|---|---|---|" + "---|" * (3 * len(post_steps)))
+    print("|---|---|---|---|---|---|---|---|---|---|" + "---|" * (3 * len(post_steps) + 2 * bool(sizes)))
     if args.truth_ceiling:
         ceiling = truth_ceiling(args.pet_dir, ids, 128)
         cells = ["truth_ceiling", "(no network: the trimap at 128x128, served)", "-", "-", "-"]
@@ -240,6 +330,9 @@ def main(argv: Optional[list[str]] = None) -> None:
         for cleaned, cleaned_flipped in zip(plain_post, flipped_post):
             border = cleaned_flipped[PET_CLASSES.index("border")]
             cells += [f"{mean_iou(cleaned):.3f}", f"{mean_iou(cleaned_flipped):.3f}", f"{border:.3f}"]
+        if sizes:
+            averaged = score_scales(job, args.pet_dir, ids, sizes)
+            cells += [f"{mean_iou(averaged):.3f}", f"{averaged[PET_CLASSES.index('border')]:.3f}"]
         print("| " + " | ".join(cells) + " |", flush=True)
         if not args.rescore:
             with open(os.path.join(job, "bench_scores.json"), "w") as f:
