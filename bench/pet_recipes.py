@@ -233,7 +233,7 @@ def score_scales(job: str, pet_dir: str, ids: list[str], sizes: list[int]) -> np
             pair = network(tf.concat([image, tf.reverse(image, [2])], 0))
             probabilities = 0.5 * (pair[0] + tf.reverse(pair[1], [1]))
             restored.append(pixels_graph.restore_size(probabilities, height, width, (size, size)))
-        class_ids = tf.argmax(tf.add_n(restored), -1).numpy()
+        class_ids = pixels_graph.argmax_channels(tf.add_n(restored)).numpy()
         matrix += confusion(trimap_train_ids(pet_dir, example_id), class_ids)
     return per_class_iou(matrix)
 
