@@ -186,20 +186,19 @@ def network_at_size(job: str, size: int):
     convention = input_convention(config["model"], config["backbone_weights"])
     if convention != "tft":
         model = with_input_convention(network, convention, config["data_dir"], shape)
-        return tf.function(lambda images: tf.nn.softmax(model(images, training=False), axis=-1))
-    # The tensorflow-transform graph takes the records' size only; the model contract gives its per-channel
-    # normalisation (for the TFLite file), which score_scales checks against the exported model.
-    with open(os.path.join(job, "model", "segflow_model.json")) as f:
-        tflite = json.load(f).get("tflite") or {}
-    if "channel_mean" not in tflite:
-        raise SystemExit(f"{job}: its model contract has no per-channel normalisation; export it with --tflite")
-    mean, std = (tf.constant(tflite[k], tf.float32) for k in ("channel_mean", "channel_std"))
+    else:
+        # The tensorflow-transform graph takes the records' size only; the model contract gives its per-channel
+        # normalisation (for the TFLite file), which score_scales checks against the exported model.
+        with open(os.path.join(job, "model", "segflow_model.json")) as f:
+            tflite = json.load(f).get("tflite") or {}
+        if "channel_mean" not in tflite:
+            raise SystemExit(f"{job}: its model contract has no per-channel normalisation; export it with --tflite")
+        mean, std = (tf.constant(tflite[k], tf.float32) for k in ("channel_mean", "channel_std"))
 
-    def probabilities(images):
-        logits = network((tf.cast(images, tf.float32) - mean) / std, training=False)
-        return tf.nn.softmax(logits, axis=-1)
+        def model(images, training):
+            return network((tf.cast(images, tf.float32) - mean) / std, training=training)
 
-    return tf.function(probabilities)
+    return tf.function(lambda images: tf.nn.softmax(model(images, training=False), axis=-1))
 
 
 def score_scales(job: str, pet_dir: str, ids: list[str], sizes: list[int]) -> np.ndarray:
